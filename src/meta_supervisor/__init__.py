@@ -1,0 +1,36 @@
+"""meta-supervisor: capital allocation for fleets of trading agents, with reasons.
+
+The data flow, module by module::
+
+    sources (read files) -> records (validate, normalise, dedupe) -> stats / confidence / tails
+    -> allocate (pure) -> decision -> state (atomic files, hash-chained history) -> views / cli
+
+The seed's modules keep their functions: :mod:`meta_supervisor.allocation`
+(``compute_weights``, ``save_weights``, ``main``), :mod:`meta_supervisor.confidence_decay`
+(``get_confidence_multiplier``) and :mod:`meta_supervisor.strategy_cvar` (``run``).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from meta_supervisor.allocate import Confidence, Override, Tail, allocate
+from meta_supervisor.decision import Decision
+from meta_supervisor.measures import cvar, decay_weights, max_drawdown
+from meta_supervisor.policy import Policy, PolicyError, Profile, load_policy
+
+__all__ = [
+    "Confidence",
+    "Decision",
+    "Override",
+    "Policy",
+    "PolicyError",
+    "Profile",
+    "Tail",
+    "__version__",
+    "allocate",
+    "cvar",
+    "decay_weights",
+    "load_policy",
+    "max_drawdown",
+]

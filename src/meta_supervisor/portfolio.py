@@ -1,0 +1,89 @@
+"""Portfolio steps after the per-agent factors: cap, gross cap, stability, rounding.
+
+All functions are pure and vectorised over a 1-D array of weights (fractions of capital,
+``Σ ≤ 1``; ``1 − Σ`` is cash).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["apply_gross_cap", "cap_water_fill", "round_down", "smooth"]
+
+FloatArray = NDArray[np.float64]
+
+
+def cap_water_fill(weights: FloatArray, cap: float) -> FloatArray:
+    """Cap every weight at ``cap`` by water-filling, keeping the total where possible.
+
+    Finds the scale ``s ≥ 1`` with ``Σ min(cap, s·w_i) = Σ w_i``: the excess above the cap goes to
+    the uncapped agents in proportion to their weights; when every positive weight is capped the
+    remainder goes to cash. ``f_i = min(cap, s·w_i)`` is non-decreasing in ``w_i``, so the
+    ranking never inverts (the original one-pass cap put an agent at 37.5% for
+    pnl 3600/400/100/100 and inverted the ranking).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.size == 0 or float(w.max(initial=0.0)) <= cap:
+        return w.copy()
+    total = float(w.sum())
+    order = np.argsort(-w, kind="stable")
+    sorted_w = w[order]
+    tail_sums = np.concatenate([np.cumsum(sorted_w[::-1])[::-1], [0.0]])
+    scale = math.inf
+    for n_capped in range(1, w.size + 1):
+        rest = tail_sums[n_capped]
+        if rest <= 0:
+            break
+        s = (total - n_capped * cap) / rest
+        if s * sorted_w[n_capped] <= cap:
+            scale = s
+            break
+    if not math.isfinite(scale):
+        return np.where(w > 0, cap, 0.0)
+    return np.minimum(cap, w * scale)
+
+
+def apply_gross_cap(weights: FloatArray, gross_cap: float) -> FloatArray:
+    """Scale all weights down so ``Σ w ≤ gross_cap``; never scales up."""
+    w = np.asarray(weights, dtype=np.float64)
+    total = float(w.sum())
+    if total <= gross_cap or total <= 0:
+        return w.copy()
+    return w * (gross_cap / total)
+
+
+def smooth(
+    target: FloatArray,
+    previous: FloatArray,
+    max_increase: float,
+    band: float,
+) -> FloatArray:
+    """De-risk at once, re-risk slowly, skip tiny moves.
+
+    Per agent: a decrease applies in full; an increase is limited to ``max_increase`` per cycle;
+    a move smaller than ``band`` (either way) keeps the previous weight, except that a target of
+    0 (a gated agent) always applies. The caller re-checks the cap and the gross afterwards.
+    """
+    t = np.asarray(target, dtype=np.float64)
+    p = np.asarray(previous, dtype=np.float64)
+    out = np.where(t < p, t, np.minimum(t, p + max_increase))
+    tiny = (np.abs(t - p) < band) & (t > 0)
+    return np.where(tiny, p, out)
+
+
+def round_down(weights: FloatArray, decimals: int) -> FloatArray:
+    """Round every weight *down* to ``decimals`` so that the float sum never exceeds 1."""
+    unit = 10.0**decimals
+    units = np.floor(np.asarray(weights, dtype=np.float64) * unit + 1e-9)
+    units = np.clip(units, 0, None)
+    while units.sum() > unit:
+        units[int(np.argmax(units))] -= 1
+    out = units / unit
+    # Float sums of the rounded values can still exceed 1 by one ulp; take a unit off the largest.
+    while out.size and (sum(out.tolist()) > 1.0 or float(np.sum(out)) > 1.0):
+        units[int(np.argmax(units))] -= 1
+        out = units / unit
+    return out

@@ -1,0 +1,350 @@
+"""The ledger's schema and the vectorised validation that turns raw rows into it.
+
+Reconciled records (one row = one signal outcome at one horizon), after normalisation:
+
+============== ================ =====================================================
+column         type             meaning
+============== ================ =====================================================
+record_id      str              identity: ``run:<run_id>:<horizon>`` when run_id is set,
+                                otherwise ``c:<ts>|<agent>|<symbol>|<direction>|<horizon>|
+                                <realized>|<expected>`` (a content key)
+ts             datetime UTC µs  signal time
+matured_at     datetime UTC µs  ``ts + horizon_hours``: when the outcome became known
+agent          str              signal producer
+strategy       str              the record's ``strategy_class`` ("unclassified" if absent)
+horizon_hours  i64              1, 4, 24, ...
+realized_pnl_bps f64            realised PnL (bps)
+expected_pnl_bps f64            simulator's expected PnL (bps)
+expected_sigma_bps f64 | null   simulator's stated sigma (bps)
+gap_bps        f64              ``realized − expected`` (negative = under-delivered)
+============== ================ =====================================================
+
+Telemetry (both schemas of the original system): ``ts, agent, run_id, is_error`` where a run
+has an error when ``error`` is a non-empty string or ``errors > 0``.
+
+Timestamps must carry a zone ("Z", "+00:00", any offset; converted to UTC). A timestamp with
+no zone is refused: guessing UTC for a local clock would shift every window.
+
+Every refused row becomes a quarantine entry ``(source, line, field, reason, raw)``; nothing is
+dropped silently. Validation is vectorised (polars expressions), no per-row Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+__all__ = [
+    "QUARANTINE_SCHEMA",
+    "RECORD_SCHEMA",
+    "TELEMETRY_SCHEMA",
+    "Batch",
+    "dedupe_records",
+    "empty_quarantine",
+    "empty_records",
+    "empty_telemetry",
+    "normalize_records",
+    "normalize_telemetry",
+    "parse_utc",
+]
+
+UTC_US = pl.Datetime("us", "UTC")
+
+RECORD_SCHEMA: dict[str, pl.DataType] = {
+    "record_id": pl.String(),
+    "ts": UTC_US,
+    "matured_at": UTC_US,
+    "agent": pl.String(),
+    "strategy": pl.String(),
+    "horizon_hours": pl.Int64(),
+    "realized_pnl_bps": pl.Float64(),
+    "expected_pnl_bps": pl.Float64(),
+    "expected_sigma_bps": pl.Float64(),
+    "gap_bps": pl.Float64(),
+    "run_id": pl.String(),
+    "symbol": pl.String(),
+    "direction": pl.String(),
+    "regime": pl.String(),
+}
+
+TELEMETRY_SCHEMA: dict[str, pl.DataType] = {
+    "ts": UTC_US,
+    "agent": pl.String(),
+    "run_id": pl.String(),
+    "is_error": pl.Boolean(),
+}
+
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "source": pl.String(),
+    "line": pl.Int64(),
+    "field": pl.String(),
+    "reason": pl.String(),
+    "raw": pl.String(),
+}
+
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+_ZONELESS = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$"
+
+
+def empty_records() -> pl.DataFrame:
+    """An empty frame with the record schema."""
+    return pl.DataFrame(schema=RECORD_SCHEMA)
+
+
+def empty_telemetry() -> pl.DataFrame:
+    """An empty frame with the telemetry schema."""
+    return pl.DataFrame(schema=TELEMETRY_SCHEMA)
+
+
+def empty_quarantine() -> pl.DataFrame:
+    """An empty quarantine frame."""
+    return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+
+
+@dataclass
+class Batch:
+    """The result of validating one source: accepted rows, refused rows, and counts."""
+
+    records: pl.DataFrame
+    quarantine: pl.DataFrame = field(default_factory=empty_quarantine)
+    read: int = 0
+    duplicates: int = 0
+
+
+def parse_utc(col: pl.Expr) -> pl.Expr:
+    """Parse ISO-8601 strings with a zone ("Z", "+00:00", "+02:00") to UTC µs; else null."""
+    text = col.cast(pl.String).str.strip_chars().str.replace(r"Z$", "+00:00").str.replace(" ", "T")
+    return text.str.to_datetime(format=_TS_FORMAT, strict=False, time_zone="UTC", time_unit="us")
+
+
+def _as_float(name: str, raw: pl.DataFrame) -> pl.Expr:
+    if name not in raw.columns:
+        return pl.lit(None, dtype=pl.Float64)
+    return pl.col(name).cast(pl.Float64, strict=False)
+
+
+def _as_text(name: str, raw: pl.DataFrame) -> pl.Expr:
+    if name not in raw.columns:
+        return pl.lit(None, dtype=pl.String)
+    return pl.col(name).cast(pl.String, strict=False)
+
+
+def _present(name: str, raw: pl.DataFrame) -> pl.Expr:
+    if name not in raw.columns:
+        return pl.lit(False)
+    return pl.col(name).is_not_null()
+
+
+def _raw_text(raw: pl.DataFrame) -> pl.Expr:
+    if "_raw" in raw.columns:
+        return pl.col("_raw").cast(pl.String).str.slice(0, 500)
+    cols = [c for c in raw.columns if not c.startswith("_")]
+    if not cols:
+        return pl.lit("")
+    return pl.concat_str(
+        [pl.lit(c + "=") + pl.col(c).cast(pl.String).fill_null("null") for c in cols],
+        separator=", ",
+    ).str.slice(0, 500)
+
+
+def _first_failure(checks: list[tuple[str, pl.Expr, pl.Expr]]) -> tuple[pl.Expr, pl.Expr]:
+    """Fold ``(field, failed, reason)`` checks into the first failing field and its reason."""
+    field_expr: pl.Expr = pl.lit(None, dtype=pl.String)
+    reason_expr: pl.Expr = pl.lit(None, dtype=pl.String)
+    for name, failed, reason in reversed(checks):
+        field_expr = pl.when(failed).then(pl.lit(name)).otherwise(field_expr)
+        reason_expr = pl.when(failed).then(reason).otherwise(reason_expr)
+    return field_expr, reason_expr
+
+
+def _number_checks(name: str, raw: pl.DataFrame, *, required: bool) -> list:
+    value = _as_float(name, raw)
+    present = _present(name, raw)
+    checks = []
+    if required:
+        checks.append((name, ~present, pl.lit(f"missing required field '{name}'")))
+    text = _as_text(name, raw)
+    checks.append(
+        (
+            name,
+            present & value.is_null(),
+            pl.lit(f"'{name}' is not a number: ") + text.str.slice(0, 40),
+        )
+    )
+    checks.append(
+        (
+            name,
+            present & value.is_not_null() & ~value.is_finite(),
+            pl.lit(f"'{name}' is not finite: ") + text,
+        )
+    )
+    return checks
+
+
+def _timestamp_checks(name: str, raw: pl.DataFrame) -> list:
+    present = _present(name, raw)
+    text = _as_text(name, raw)
+    parsed = parse_utc(pl.col(name)) if name in raw.columns else pl.lit(None, dtype=UTC_US)
+    zoneless = text.str.strip_chars().str.contains(_ZONELESS)
+    return [
+        (name, ~present, pl.lit(f"missing required field '{name}'")),
+        (
+            name,
+            present & parsed.is_null() & zoneless,
+            pl.lit(f"'{name}' has no time zone (expected 'Z' or '+00:00'): ") + text,
+        ),
+        (
+            name,
+            present & parsed.is_null(),
+            pl.lit(f"'{name}' is not an ISO-8601 timestamp: ") + text.str.slice(0, 40),
+        ),
+    ]
+
+
+def _quarantine(
+    raw: pl.DataFrame, bad: pl.Expr, field_expr: pl.Expr, reason: pl.Expr, source: str
+) -> pl.DataFrame:
+    line = pl.col("_line") if "_line" in raw.columns else pl.int_range(1, pl.len() + 1)
+    return (
+        raw.select(
+            pl.lit(source).alias("source"),
+            line.cast(pl.Int64).alias("line"),
+            field_expr.alias("field"),
+            reason.alias("reason"),
+            _raw_text(raw).alias("raw"),
+            bad.alias("_bad"),
+        )
+        .filter(pl.col("_bad"))
+        .drop("_bad")
+    )
+
+
+def normalize_records(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
+    """Validate and normalise raw reconciled records (any column types) into the schema.
+
+    Rows missing or mangling a required field (``ts, agent, horizon_hours,
+    realized_pnl_bps, expected_pnl_bps``) are refused with a reason naming the field.
+    ``expected_sigma_bps`` that is not a finite non-negative number is treated as absent.
+    Duplicates are *not* removed here (see :func:`dedupe_records`).
+
+    ``raw`` may carry ``_line`` (1-based line or row number in ``source``) and ``_raw`` (the
+    original text) to make quarantine entries point at the input.
+    """
+    n = raw.height
+    if n == 0:
+        return Batch(empty_records(), empty_quarantine(), read=0)
+    agent = _as_text("agent", raw).str.strip_chars()
+    horizon = _as_float("horizon_hours", raw)
+    checks = [
+        *_timestamp_checks("ts", raw),
+        ("agent", ~_present("agent", raw), pl.lit("missing required field 'agent'")),
+        ("agent", agent.fill_null("") == "", pl.lit("'agent' is empty")),
+        *_number_checks("horizon_hours", raw, required=True),
+        (
+            "horizon_hours",
+            horizon.is_finite() & ((horizon <= 0) | (horizon != horizon.round(0))),
+            pl.lit("'horizon_hours' must be a positive whole number of hours: ")
+            + _as_text("horizon_hours", raw),
+        ),
+        *_number_checks("realized_pnl_bps", raw, required=True),
+        *_number_checks("expected_pnl_bps", raw, required=True),
+    ]
+    field_expr, reason = _first_failure(checks)
+    bad = field_expr.is_not_null()
+    quarantine = _quarantine(raw, bad, field_expr, reason, source)
+
+    sigma = _as_float("expected_sigma_bps", raw)
+    strategy = _as_text("strategy_class", raw).str.strip_chars()
+    if "strategy_class" not in raw.columns and "strategy" in raw.columns:
+        strategy = _as_text("strategy", raw).str.strip_chars()
+    run_id = _as_text("run_id", raw).str.strip_chars()
+    good = raw.filter(~bad).select(
+        parse_utc(pl.col("ts")).alias("ts"),
+        agent.alias("agent"),
+        pl.when(strategy.fill_null("") == "")
+        .then(pl.lit("unclassified"))
+        .otherwise(strategy)
+        .alias("strategy"),
+        horizon.cast(pl.Int64).alias("horizon_hours"),
+        _as_float("realized_pnl_bps", raw).alias("realized_pnl_bps"),
+        _as_float("expected_pnl_bps", raw).alias("expected_pnl_bps"),
+        pl.when(sigma.is_finite() & (sigma >= 0)).then(sigma).alias("expected_sigma_bps"),
+        pl.when(run_id == "").then(None).otherwise(run_id).alias("run_id"),
+        _as_text("symbol", raw).alias("symbol"),
+        _as_text("direction", raw).str.to_uppercase().alias("direction"),
+        _as_text("regime", raw).alias("regime"),
+    )
+    good = good.with_columns(
+        (pl.col("ts") + pl.duration(hours=pl.col("horizon_hours"))).alias("matured_at"),
+        (pl.col("realized_pnl_bps") - pl.col("expected_pnl_bps")).alias("gap_bps"),
+        _record_id().alias("record_id"),
+    ).select(list(RECORD_SCHEMA))
+    return Batch(good.cast(RECORD_SCHEMA), quarantine, read=n)
+
+
+def _record_id() -> pl.Expr:
+    content = pl.concat_str(
+        [
+            pl.lit("c:"),
+            pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
+            pl.col("agent"),
+            pl.col("symbol").fill_null(""),
+            pl.col("direction").fill_null(""),
+            pl.col("horizon_hours").cast(pl.String),
+            pl.col("realized_pnl_bps").cast(pl.String),
+            pl.col("expected_pnl_bps").cast(pl.String),
+        ],
+        separator="|",
+    )
+    by_run = pl.concat_str(
+        [pl.lit("run:"), pl.col("run_id"), pl.lit(":"), pl.col("horizon_hours").cast(pl.String)]
+    )
+    return pl.when(pl.col("run_id").is_not_null()).then(by_run).otherwise(content)
+
+
+def dedupe_records(records: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Keep the first row of each ``record_id``; return ``(unique rows, duplicates dropped)``."""
+    unique = records.unique(subset="record_id", keep="first", maintain_order=True)
+    return unique, records.height - unique.height
+
+
+def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
+    """Validate telemetry rows of either schema into ``ts, agent, run_id, is_error``.
+
+    Schema A carries ``error`` (str | null), schema B ``errors`` (int). A run has an error when
+    ``error`` is a non-empty string or ``errors > 0``. Nulls elsewhere (cost, tokens) are fine.
+    Rows without a valid zoned ``ts`` or an ``agent`` are refused.
+    """
+    if raw.height == 0:
+        return Batch(empty_telemetry(), empty_quarantine(), read=0)
+    agent = _as_text("agent", raw).str.strip_chars()
+    checks = [
+        *_timestamp_checks("ts", raw),
+        ("agent", agent.fill_null("") == "", pl.lit("missing or empty 'agent'")),
+    ]
+    errors_num = _as_float("errors", raw)
+    if "errors" in raw.columns:
+        checks.append(
+            (
+                "errors",
+                _present("errors", raw) & (errors_num.is_null() | ~errors_num.is_finite()),
+                pl.lit("'errors' is not a count: ") + _as_text("errors", raw),
+            )
+        )
+    field_expr, reason = _first_failure(checks)
+    bad = field_expr.is_not_null()
+    quarantine = _quarantine(raw, bad, field_expr, reason, source)
+    error_text = _as_text("error", raw).str.strip_chars().fill_null("")
+    error_text = (
+        pl.when(error_text.str.to_lowercase().is_in(["null", "none"]))
+        .then(pl.lit(""))
+        .otherwise(error_text)
+    )
+    good = raw.filter(~bad).select(
+        parse_utc(pl.col("ts")).alias("ts"),
+        agent.alias("agent"),
+        _as_text("run_id", raw).alias("run_id"),
+        ((error_text != "") | (errors_num.fill_null(0) > 0)).alias("is_error"),
+    )
+    return Batch(good.cast(TELEMETRY_SCHEMA), quarantine, read=raw.height)
