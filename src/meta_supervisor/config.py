@@ -7,7 +7,12 @@ setting (environment variable)  default                                   what
 ``META_SUPERVISOR_TELEMETRY``   ``telemetry/events.jsonl``                telemetry events
 ``META_SUPERVISOR_STATE_DIR``   ``meta_supervisor/state``                 allocation.json, history
 ``META_SUPERVISOR_POLICY``      (none: built-in defaults)                 policy TOML file
+``META_SUPERVISOR_LEDGER``      ``meta_supervisor/ledger``                the embedded store
+``META_SUPERVISOR_ROOT``        ``.`` (the working directory)             base of relative defaults
 =============================== ========================================= ==========================
+
+Relative defaults are resolved under ``META_SUPERVISOR_ROOT`` when it is set (e.g. the demo's
+``demo-out``); explicit ``META_SUPERVISOR_*`` paths are taken as given.
 
 ``configure(...)`` sets them from Python for the seed's adapters (``compute_weights`` & co).
 """
@@ -29,6 +34,7 @@ class Paths:
     telemetry: Path = Path("telemetry/events.jsonl")
     state_dir: Path = Path("meta_supervisor/state")
     policy: Path | None = None
+    ledger: Path = Path("meta_supervisor/ledger")
 
     @property
     def allocation(self) -> Path:
@@ -61,15 +67,28 @@ class Paths:
         return self.state_dir / ".lock"
 
     @classmethod
+    def under(cls, root: str | Path) -> Paths:
+        """The default layout under ``root`` (the original system's relative paths)."""
+        root = Path(root)
+        return cls(
+            records=root / cls.records,
+            telemetry=root / cls.telemetry,
+            state_dir=root / cls.state_dir,
+            ledger=root / cls.ledger,
+        )
+
+    @classmethod
     def from_env(cls) -> Paths:
-        """Defaults overridden by the ``META_SUPERVISOR_*`` environment variables."""
+        """Defaults (under ``META_SUPERVISOR_ROOT``) overridden by ``META_SUPERVISOR_*``."""
         env = os.environ
+        base = cls.under(env.get("META_SUPERVISOR_ROOT", "."))
         policy = env.get("META_SUPERVISOR_POLICY")
         return cls(
-            records=Path(env.get("META_SUPERVISOR_RECORDS", cls.records)),
-            telemetry=Path(env.get("META_SUPERVISOR_TELEMETRY", cls.telemetry)),
-            state_dir=Path(env.get("META_SUPERVISOR_STATE_DIR", cls.state_dir)),
+            records=Path(env.get("META_SUPERVISOR_RECORDS", base.records)),
+            telemetry=Path(env.get("META_SUPERVISOR_TELEMETRY", base.telemetry)),
+            state_dir=Path(env.get("META_SUPERVISOR_STATE_DIR", base.state_dir)),
             policy=Path(policy) if policy else None,
+            ledger=Path(env.get("META_SUPERVISOR_LEDGER", base.ledger)),
         )
 
 
