@@ -11,9 +11,17 @@ Pure: no file, no clock (``as_of`` is an argument). The *seed profile* (DESIGN.m
 3. **risk** ``r = cvar_mult · dd_mult`` with ``cvar_mult = max(0.25, 1 + 0.015·cvar)`` for a
    strategy CVaR95 of the gap ``cvar < 0`` (bps) and ``dd_mult = max(0.4, 1 + 0.01·dd)`` for a
    drawdown ``dd < 0`` (bps). A positive drawdown handed in is read as its magnitude.
-4. **pull-back** ``w_i = q_i·r_i / Σ_j q_j``: normalising by the pre-risk total sends the capital
+4. **cap** the quality shares ``s_i = q_i / Σ_j q_j`` by water-filling
+   (:func:`meta_supervisor.portfolio.cap_water_fill`): no share above the cap, the excess to the
+   uncapped agents in proportion to quality, to cash when all are capped; then operator caps.
+5. **pull-back** ``w_i = capped(s)_i · r_i``: normalising by the pre-risk total sends the capital
    that risk removes to cash, not to the other agents.
-5. **cap** by water-filling (:func:`meta_supervisor.portfolio.cap_water_fill`); operator caps too.
+
+   DESIGN.md lists the pull-back before the cap. Capping *after* the risk multipliers let the
+   water-filling hand a capped agent's excess to the agents that risk had just cut (in the demo
+   a tail-penalised agent went from 0.9% after risk to 2.6% after the cap), undoing the pull-back.
+   Capping the quality shares first keeps the cap's guarantees (``w_i ≤ cap`` since ``r_i ≤ 1``,
+   no rank inversion by quality) and makes an agent's risk multiplier move only its own weight.
 6. **gross cap**: scale down, never up.
 7. **stability** against the previous decision (:func:`meta_supervisor.portfolio.smooth`); the
    cap and the gross are re-checked afterwards. No previous decision: the target itself.
@@ -382,16 +390,16 @@ def allocate(
             "override": override.to_dict() if override else None,
         }
     total_q = float(quality.sum())
-    after_risk = quality * risk / total_q if total_q > 0 else np.zeros_like(quality)
+    share = quality / total_q if total_q > 0 else np.zeros_like(quality)
 
     caps = np.full(len(names), policy.max_weight)
     for i, name in enumerate(names):
         override = active.get(name)
         if override is not None and override.action == "cap" and override.cap is not None:
             caps[i] = min(caps[i], override.cap)
-    after_cap = cap_water_fill(after_risk, policy.max_weight)
-    after_cap = np.minimum(after_cap, caps)
-    after_gross = apply_gross_cap(after_cap, policy.gross_cap)
+    after_cap = np.minimum(cap_water_fill(share, policy.max_weight), caps)
+    after_risk = after_cap * risk
+    after_gross = apply_gross_cap(after_risk, policy.gross_cap)
 
     prev = np.array([float((previous or {}).get(n, 0.0)) for n in names])
     if previous is None:
@@ -409,9 +417,9 @@ def allocate(
     for i, name in enumerate(names):
         steps = {
             "quality": float(quality[i]),
-            "share_before_risk": float(quality[i] / total_q) if total_q > 0 else 0.0,
-            "after_risk": float(after_risk[i]),
+            "share_before_risk": float(share[i]),
             "after_cap": float(after_cap[i]),
+            "after_risk": float(after_risk[i]),
             "after_gross_cap": float(after_gross[i]),
             "after_stability": float(after_stability[i]),
             "final": float(final[i]),
@@ -425,14 +433,15 @@ def allocate(
     portfolio = {
         "gross": gross,
         "cash": max(0.0, 1.0 - gross),
-        "cash_from_risk": max(0.0, 1.0 - float(after_risk.sum())) if total_q > 0 else 1.0,
+        "cash_from_risk": max(0.0, float(after_cap.sum() - after_risk.sum())),
+        "cash_from_caps": max(0.0, 1.0 - float(after_cap.sum())) if total_q > 0 else 0.0,
         "n_agents": len(names),
         "n_allocated": len(weights),
         "n_gated": sum(1 for e in explanations.values() if not _passed(e)),
-        "binding_caps": [n for i, n in enumerate(names) if after_risk[i] > caps[i] + 1e-15],
-        "gross_cap_binding": bool(after_cap.sum() > policy.gross_cap + 1e-12),
+        "binding_caps": [n for i, n in enumerate(names) if share[i] > caps[i] + 1e-15],
+        "gross_cap_binding": bool(after_risk.sum() > policy.gross_cap + 1e-12),
         "turnover": float(np.abs(final - prev).sum()) if previous is not None else None,
-        "reason": _portfolio_reason(total_q, after_risk, gross, policy),
+        "reason": _portfolio_reason(total_q, after_cap, after_risk, gross),
     }
     inputs_blob = {
         "agent_stats": {n: _inputs_view(agent_stats[n], None) for n in names},
@@ -487,15 +496,15 @@ def _summary(e: Mapping[str, Any], policy: Policy) -> str:
         return f"gated by {failed[0]['gate']}: {failed[0]['detail']}"
     steps = e["steps"]
     parts = [f"{steps['share_before_risk']:.1%} on quality"]
+    if steps["after_cap"] + 1e-12 < steps["share_before_risk"]:
+        parts.append(f"capped at {steps['after_cap']:.1%}")
+    elif steps["after_cap"] > steps["share_before_risk"] + 1e-12:
+        extra = steps["after_cap"] - steps["share_before_risk"]
+        parts.append(f"+{extra:.1%} excess from capped agents")
     penalties = [f for f in e["factors"] if f["factor"] in ("cvar", "drawdown") and f["value"] < 1]
     for f in penalties:
         parts.append(f"{f['factor']} x{f['value']:.2f}")
-    if steps["after_cap"] + 1e-12 < steps["after_risk"]:
-        parts.append(f"capped at {steps['after_cap']:.1%}")
-    elif steps["after_cap"] > steps["after_risk"] + 1e-12:
-        extra = steps["after_cap"] - steps["after_risk"]
-        parts.append(f"+{extra:.1%} excess from capped agents")
-    if abs(steps["after_gross_cap"] - steps["after_cap"]) > 1e-12:
+    if abs(steps["after_gross_cap"] - steps["after_risk"]) > 1e-12:
         parts.append("gross cap")
     if abs(steps["after_stability"] - steps["after_gross_cap"]) > 1e-12:
         prev = e.get("previous_weight") or 0.0
@@ -505,10 +514,17 @@ def _summary(e: Mapping[str, Any], policy: Policy) -> str:
     return ", ".join(parts) + f" -> {steps['final']:.2%}"
 
 
-def _portfolio_reason(total_q: float, after_risk: np.ndarray, gross: float, policy: Policy) -> str:
+def _portfolio_reason(
+    total_q: float, after_cap: np.ndarray, after_risk: np.ndarray, gross: float
+) -> str:
     if total_q <= 0:
         return "no agent passed the gates: everything in cash"
-    held = 1.0 - float(after_risk.sum())
-    if held > 1e-9:
-        return f"risk penalties held back {held:.1%} of capital; deployed {gross:.1%}"
-    return f"deployed {gross:.1%}"
+    reasons = []
+    by_caps = 1.0 - float(after_cap.sum())
+    by_risk = float(after_cap.sum() - after_risk.sum())
+    if by_risk > 1e-9:
+        reasons.append(f"risk penalties held back {by_risk:.1%} of capital")
+    if by_caps > 1e-9:
+        reasons.append(f"caps held back {by_caps:.1%} (too few agents to place it)")
+    reasons.append(f"deployed {gross:.1%}")
+    return "; ".join(reasons)
