@@ -7,11 +7,11 @@ A decision serialises canonically (sorted keys, no NaN or inf: non-finite number
 from __future__ import annotations
 
 import hashlib
-import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 __all__ = ["SCHEMA", "Decision", "canonical_json", "fingerprint", "iso", "parse_iso"]
 
@@ -33,24 +33,23 @@ def parse_iso(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso(value)
-    return value
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 def canonical_json(value: Any, *, indent: int | None = None) -> str:
-    """Deterministic JSON: sorted keys, non-finite floats as null, NaN never written."""
-    separators = (",", ":") if indent is None else (",", ": ")
-    return json.dumps(
-        _clean(value), sort_keys=True, allow_nan=False, indent=indent, separators=separators
-    )
+    """Deterministic JSON: sorted keys, non-finite floats as ``null`` (never NaN or Infinity).
+
+    orjson (fast, C) writes NaN and ±inf as ``null`` and numbers in their shortest round-trip
+    form, so the same value always gives the same bytes. ``indent`` (any value) means 2 spaces.
+    """
+    options = _OPTIONS | (orjson.OPT_INDENT_2 if indent else 0)
+    return orjson.dumps(value, default=_default, option=options).decode()
 
 
 def fingerprint(value: Any) -> str:
@@ -78,16 +77,19 @@ class Decision:
     schema: str = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (non-finite numbers become null)."""
-        return _clean(asdict(self))
+        """Plain JSON-ready dict (non-finite numbers become null): a JSON round trip."""
+        return orjson.loads(canonical_json(self._plain()))
+
+    def _plain(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     def to_json(self, indent: int | None = 2) -> str:
         """Canonical JSON text."""
-        return canonical_json(self.to_dict(), indent=indent)
+        return canonical_json(self._plain(), indent=indent)
 
     def digest(self) -> str:
         """SHA-256 of the compact canonical JSON: the decision's identity."""
-        return fingerprint(self.to_dict())
+        return fingerprint(self._plain())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decision:
