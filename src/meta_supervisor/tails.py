@@ -10,7 +10,7 @@ grouped by the record's own ``strategy`` (never guessed from agent names):
   :math:`used = \lambda\,raw + (1 − \lambda)\,prior`, :math:`\lambda = n / n_{min}`, so three
   samples cannot swing capital. With ``n ≥ n_min``, ``used = raw``.
 
-The estimator is vectorised: within each strategy the gaps are sorted and the first ``m − 1`` are
+The estimator is vectorised: within each strategy the gaps are ranked and the first ``m − 1`` are
 summed plus the fractional part of the ``m``-th, exactly as the docstring of ``cvar`` states.
 """
 
@@ -53,9 +53,11 @@ def strategy_tails(
             & (pl.col("horizon_hours") == horizon)
         )
         .select("strategy", "gap_bps")
-        .sort(["strategy", "gap_bps"])
+        # rank within the strategy instead of sorting the frame on (strategy, gap): the string
+        # key made that sort the cost of the whole cycle. Ties get distinct ranks, and the
+        # estimator is invariant to how ties are ordered.
         .with_columns(
-            pl.int_range(1, pl.len() + 1).over("strategy").alias("_rank"),
+            pl.col("gap_bps").rank("ordinal").over("strategy").alias("_rank"),
             pl.len().over("strategy").alias("_n"),
         )
         # k = alpha·n rounded to 9 decimals (0.05·20 is exactly 1); m = ceil(k), k < 1 → m = 1.
