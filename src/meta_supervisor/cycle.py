@@ -7,17 +7,17 @@ state writes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
 
+from meta_supervisor import overrides as overrides_file
 from meta_supervisor.allocate import Confidence, Override, Tail, allocate
 from meta_supervisor.confidence import confidence_multipliers
 from meta_supervisor.config import Paths
-from meta_supervisor.decision import Decision, canonical_json, parse_iso
+from meta_supervisor.decision import Decision, canonical_json
 from meta_supervisor.policy import Policy, load_policy
 from meta_supervisor.records import dedupe_records, empty_quarantine
 from meta_supervisor.sources import read_records, read_telemetry
@@ -124,24 +124,8 @@ def decide(
 
 
 def load_overrides(paths: Paths) -> list[Override]:
-    """Operator overrides from ``overrides.json`` (a list); missing file = none."""
-    if not paths.overrides.exists():
-        return []
-    try:
-        items = json.loads(paths.overrides.read_text(encoding="utf-8") or "[]")
-        return [
-            Override(
-                agent=str(item["agent"]),
-                action=str(item["action"]),
-                reason=str(item["reason"]),
-                expires_at=parse_iso(str(item["expires_at"])),
-                cap=None if item.get("cap") is None else float(item["cap"]),
-                created_by=str(item.get("created_by", "operator")),
-            )
-            for item in items
-        ]
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{paths.overrides}: invalid override list: {err}") from None
+    """Operator overrides from ``overrides.json`` (see :mod:`meta_supervisor.overrides`)."""
+    return overrides_file.load_overrides(paths.overrides)
 
 
 def load_previous(paths: Paths) -> tuple[dict[str, float] | None, str | None]:
