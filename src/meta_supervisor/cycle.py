@@ -17,11 +17,19 @@ from meta_supervisor import overrides as overrides_file
 from meta_supervisor.allocate import Confidence, Override, Tail, allocate
 from meta_supervisor.confidence import confidence_multipliers
 from meta_supervisor.config import Paths
-from meta_supervisor.decision import Decision, canonical_json
+from meta_supervisor.decision import Decision, canonical_json, iso
 from meta_supervisor.policy import Policy, load_policy
 from meta_supervisor.records import dedupe_records, empty_quarantine
 from meta_supervisor.sources import read_records, read_telemetry
-from meta_supervisor.state import StateLock, append_history, atomic_write_text, read_history
+from meta_supervisor.state import (
+    HistoryEntry,
+    StateLock,
+    append_history,
+    atomic_write_text,
+    fault_point,
+    read_history,
+    remove_stale_temps,
+)
 from meta_supervisor.stats import agent_stats
 from meta_supervisor.tails import strategy_tails
 
@@ -128,24 +136,77 @@ def load_overrides(paths: Paths) -> list[Override]:
     return overrides_file.load_overrides(paths.overrides)
 
 
-def load_previous(paths: Paths) -> tuple[dict[str, float] | None, str | None]:
-    """The last committed decision's weights and its chain hash, from the history."""
-    entries = read_history(paths.history)
-    if not entries:
-        return None, None
-    last = entries[-1]
-    return {k: float(v) for k, v in last.decision.get("weights", {}).items()}, last.hash
+def _base_entry(entries: list[HistoryEntry], as_of_text: str | None) -> HistoryEntry | None:
+    """The entry a cycle at ``as_of`` smooths against: the last one for another instant.
 
-
-def commit(decision: Decision, paths: Paths) -> str:
-    """Record ``decision``: history first (the commit point), then the current files.
-
-    Returns the history entry's hash.
+    Re-running the latest cycle (same ``as_of``, e.g. after a crash) must decide against what
+    that cycle saw, not against its own output, so trailing entries for ``as_of`` are skipped.
     """
+    index = len(entries)
+    while (
+        index and as_of_text is not None and entries[index - 1].decision.get("as_of") == as_of_text
+    ):
+        index -= 1
+    return entries[index - 1] if index else None
+
+
+def load_previous(
+    paths: Paths, as_of: datetime | None = None
+) -> tuple[dict[str, float] | None, str | None]:
+    """The weights and chain hash a cycle at ``as_of`` smooths against, from the history.
+
+    That is the last committed decision, skipping trailing ones made for ``as_of`` itself.
+    """
+    base = _base_entry(read_history(paths.history), iso(as_of) if as_of else None)
+    if base is None:
+        return None, None
+    return {k: float(v) for k, v in base.decision.get("weights", {}).items()}, base.hash
+
+
+def _same_cycle(recorded: dict[str, Any], decision: Decision) -> bool:
+    """True when ``recorded`` was decided for the same instant, policy, inputs and base."""
+    keys = ("policy_fingerprint", "inputs_fingerprint", "previous_decision_hash")
+    prov = recorded.get("provenance") or {}
+    return recorded.get("as_of") == decision.as_of and all(
+        prov.get(key) == decision.provenance.get(key) for key in keys
+    )
+
+
+def _write_current(paths: Paths, decision: Decision) -> None:
+    """Make ``decision.json`` and ``allocation.json`` show ``decision`` (only files that differ)."""
+    for path, text in (
+        (paths.decision, decision.to_json()),
+        (paths.allocation, canonical_json(decision.weights, indent=2)),
+    ):
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current != text:
+            atomic_write_text(path, text)
+
+
+def _commit_locked(decision: Decision, paths: Paths) -> tuple[Decision, str]:
+    entries = read_history(paths.history)
+    if entries and _same_cycle(entries[-1].decision, decision):
+        # Already recorded (a re-run, or a restart after a kill before the current files were
+        # written): record nothing twice, just make the current files show the record.
+        recorded = Decision.from_dict(entries[-1].decision)
+        _write_current(paths, recorded)
+        return recorded, entries[-1].hash
     entry = append_history(paths.history, decision)
-    atomic_write_text(paths.decision, decision.to_json())
-    atomic_write_text(paths.allocation, canonical_json(decision.weights, indent=2))
-    return entry.hash
+    fault_point("after_history_append")
+    _write_current(paths, decision)
+    return decision, entry.hash
+
+
+def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> str:
+    """Record ``decision`` under the state lock: history first (the commit point), then the
+    current files. Idempotent: if the last entry is this decision's cycle (same as_of, policy,
+    inputs and previous decision), nothing is appended and the current files are restored.
+
+    Returns the history entry's hash. Raises :class:`~meta_supervisor.state.LockBusy`.
+    """
+    with StateLock(paths.lock, lock_timeout_s):
+        remove_stale_temps(paths.state_dir)
+        return _commit_locked(decision, paths)[1]
 
 
 def run_cycle(
@@ -156,15 +217,32 @@ def run_cycle(
     write: bool = True,
     lock_timeout_s: float = 0.0,
 ) -> tuple[Decision, Ledger]:
-    """Read, decide and (unless ``write=False``) record one cycle under the state lock."""
+    """Read, decide and (unless ``write=False``) record one cycle under the state lock.
+
+    Crash-safe and idempotent: under the lock, temps of dead writers are removed and the
+    current files are first brought in line with the last history entry (a kill between the
+    history append and the file writes is repaired); re-running a recorded cycle returns the
+    recorded decision without appending it again.
+    """
     policy = policy or load_policy(paths.policy)
     as_of = as_of or datetime.now(UTC)
     ledger = load_ledger(paths)
     if not write:
-        previous, prev_hash = load_previous(paths)
+        previous, prev_hash = load_previous(paths, as_of)
         return decide(ledger, as_of, policy, previous, load_overrides(paths), prev_hash), ledger
     with StateLock(paths.lock, lock_timeout_s):
-        previous, prev_hash = load_previous(paths)
+        fault_point("locked")
+        remove_stale_temps(paths.state_dir)
+        entries = read_history(paths.history)
+        if entries:
+            _write_current(paths, Decision.from_dict(entries[-1].decision))
+        base = _base_entry(entries, iso(as_of))
+        previous = (
+            None
+            if base is None
+            else {k: float(v) for k, v in base.decision.get("weights", {}).items()}
+        )
+        prev_hash = None if base is None else base.hash
         decision = decide(ledger, as_of, policy, previous, load_overrides(paths), prev_hash)
-        commit(decision, paths)
+        decision, _ = _commit_locked(decision, paths)
     return decision, ledger

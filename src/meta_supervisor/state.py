@@ -11,6 +11,11 @@
   :func:`verify_history` names the first entry at fault.
 * :class:`StateLock`: an exclusive ``flock`` on ``state_dir/.lock``. The kernel drops it when the
   holder dies, so a stale lock from a dead process never blocks a restart.
+* Fault hook (tests only): ``META_SUPERVISOR_FAULT=kill:<point>`` makes the process SIGKILL
+  itself at ``<point>``, ``stop:<point>`` SIGSTOPs it (the test resumes it with SIGCONT). Points:
+  ``history_append`` (half the line written and fsync'd), ``after_history_append``,
+  ``before_rename:<file name>`` (temp file complete, not yet renamed), ``locked`` (lock held).
+  A kill at a named point is deterministic where a timed kill would be flaky.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +36,7 @@ from typing import Any
 from meta_supervisor.decision import Decision, canonical_json
 
 __all__ = [
+    "FAULT_ENV",
     "GENESIS",
     "HistoryEntry",
     "LockBusy",
@@ -36,11 +44,28 @@ __all__ = [
     "append_history",
     "atomic_write_text",
     "entry_hash",
+    "fault_point",
     "read_history",
+    "remove_stale_temps",
     "verify_history",
 ]
 
 GENESIS = "0" * 64
+FAULT_ENV = "META_SUPERVISOR_FAULT"
+_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
+
+
+def _fault_armed(point: str) -> bool:
+    action, _, name = os.environ.get(FAULT_ENV, "").partition(":")
+    return action in {"kill", "stop"} and name == point
+
+
+def fault_point(point: str) -> None:
+    """Test hook: die (``kill:``) or stop (``stop:``) here when ``META_SUPERVISOR_FAULT`` names
+    ``point``. A no-op otherwise (one environment lookup)."""
+    if _fault_armed(point):
+        action = os.environ[FAULT_ENV].partition(":")[0]
+        os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGSTOP)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -52,8 +77,37 @@ def atomic_write_text(path: Path, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+    fault_point(f"before_rename:{path.name}")
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete temp files (``.<name>.<pid>.tmp``) left by writers that died; return them.
+
+    Only temps of dead processes are removed: a live writer's temp is its own business.
+    """
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for candidate in directory.iterdir():
+        match = _TEMP.match(candidate.name)
+        if match and not _pid_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -89,50 +143,85 @@ def _committed_lines(path: Path) -> tuple[list[bytes], int]:
     return data[:end].splitlines(), end
 
 
+_AS_OF = re.compile(rb'"as_of":\s*"([^"]{1,64})"')
+
+
+def _where(number: int, line: bytes, as_of: object = None) -> str:
+    """Name an entry by its line and its as_of (read from the raw text when it will not parse)."""
+    if as_of is None:
+        found = _AS_OF.search(line)
+        as_of = found.group(1).decode(errors="replace") if found else "unknown"
+    return f"entry {number} (line {number}, as_of {as_of})"
+
+
+def _parse_entry(path: Path, number: int, line: bytes) -> HistoryEntry:
+    try:
+        obj = json.loads(line)
+        if not isinstance(obj, dict) or set(obj) != {"seq", "prev_hash", "hash", "decision"}:
+            raise ValueError("keys must be exactly seq, prev_hash, hash, decision")
+        if not isinstance(obj["decision"], dict):
+            raise TypeError("decision is not an object")
+        return HistoryEntry(
+            seq=int(obj["seq"]),
+            prev_hash=str(obj["prev_hash"]),
+            hash=str(obj["hash"]),
+            decision=obj["decision"],
+        )
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: {_where(number, line)} is not a history entry: {err}") from None
+
+
+def _entry_line(entry: HistoryEntry) -> bytes:
+    """The one canonical byte form of an entry (what :func:`append_history` writes)."""
+    body = {
+        "seq": entry.seq,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+        "decision": entry.decision,
+    }
+    return canonical_json(body).encode()
+
+
 def read_history(path: Path) -> list[HistoryEntry]:
     """All committed entries (an unterminated last line, from a kill mid-append, is ignored).
 
-    Raises ``ValueError`` naming the line when a committed line is not a valid entry.
+    Raises ``ValueError`` naming the line and as_of when a committed line is not a valid entry.
     """
-    entries = []
-    lines, _ = _committed_lines(Path(path))
-    for number, line in enumerate(lines, start=1):
-        try:
-            obj = json.loads(line)
-            entries.append(
-                HistoryEntry(
-                    seq=int(obj["seq"]),
-                    prev_hash=str(obj["prev_hash"]),
-                    hash=str(obj["hash"]),
-                    decision=obj["decision"],
-                )
-            )
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}: line {number} is not a history entry: {err}") from None
-    return entries
+    path = Path(path)
+    lines, _ = _committed_lines(path)
+    return [_parse_entry(path, number, line) for number, line in enumerate(lines, start=1)]
 
 
 def verify_history(path: Path) -> tuple[bool, str]:
-    """Check the whole chain; return ``(ok, message)`` naming the first bad entry if any."""
+    """Check the whole chain; return ``(ok, message)`` naming the first bad entry if any.
+
+    An entry is bad when it will not parse, is not in the canonical form the writer produces
+    (any byte edited), its ``seq`` is not its position (deleted, inserted or reordered), its
+    ``prev_hash`` is not the hash of the entry before it, or its content does not match its hash.
+    Only an external copy of the last hash can show that the newest entries were cut off.
+    """
     path = Path(path)
-    try:
-        entries = read_history(path)
-    except ValueError as err:
-        return False, str(err)
+    lines, committed = _committed_lines(path)
     prev = GENESIS
-    for index, entry in enumerate(entries, start=1):
-        where = f"entry {index} (line {index}, as_of {entry.decision.get('as_of')})"
-        if entry.seq != index:
-            return False, f"{where}: sequence {entry.seq}, expected {index} (deleted or reordered)"
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = _parse_entry(path, number, line)
+        except ValueError as err:
+            return False, str(err).removeprefix(f"{path}: ")
+        where = _where(number, line, entry.decision.get("as_of"))
+        if entry.seq != number:
+            return False, f"{where}: sequence {entry.seq}, expected {number} (deleted or reordered)"
         if entry.prev_hash != prev:
             return False, f"{where}: prev_hash does not match the entry before it"
         if entry_hash(entry.seq, entry.prev_hash, entry.decision) != entry.hash:
             return False, f"{where}: content does not match its hash (edited)"
+        if _entry_line(entry) != line:
+            return False, f"{where}: not in canonical form (edited)"
         prev = entry.hash
     tail = ""
-    if path.exists() and path.stat().st_size > _committed_lines(path)[1]:
+    if path.exists() and path.stat().st_size > committed:
         tail = "; an unterminated last line (interrupted append) is ignored"
-    return True, f"{len(entries)} entries, chain intact{tail}"
+    return True, f"{len(lines)} entries, chain intact{tail}"
 
 
 def append_history(path: Path, decision: Decision) -> HistoryEntry:
@@ -145,16 +234,22 @@ def append_history(path: Path, decision: Decision) -> HistoryEntry:
     prev = entries[-1].hash if entries else GENESIS
     body = decision.to_dict()
     entry = HistoryEntry(seq=seq, prev_hash=prev, hash=entry_hash(seq, prev, body), decision=body)
-    line = canonical_json(
-        {"seq": entry.seq, "prev_hash": entry.prev_hash, "hash": entry.hash, "decision": body}
-    )
-    with open(path, "ab") as handle:
-        if handle.tell() > committed:
-            handle.truncate(committed)
+    data = _entry_line(entry) + b"\n"
+    # The fault hook stops half-way through the line; otherwise the line goes out in one write.
+    half = len(data) // 2 if _fault_armed("history_append") else len(data)
+    created = not path.exists()
+    with open(path, "wb" if created else "r+b") as handle:
+        handle.truncate(committed)
         handle.seek(committed)
-        handle.write(line.encode() + b"\n")
+        handle.write(data[:half])
         handle.flush()
         os.fsync(handle.fileno())
+        fault_point("history_append")
+        handle.write(data[half:])
+        handle.flush()
+        os.fsync(handle.fileno())
+    if created:
+        _fsync_dir(path.parent)
     return entry
 
 
