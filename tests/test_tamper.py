@@ -1,0 +1,118 @@
+"""Tamper evidence: any edit, deletion, insertion or reordering of a past history entry is
+caught by ``verify`` (the function and the CLI, exit 1), which names the entry's line and as_of.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from meta_supervisor.allocate import allocate
+from meta_supervisor.cli import app
+from meta_supervisor.decision import canonical_json
+from meta_supervisor.state import append_history, verify_history
+
+N = 5
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def history(tmp_path):
+    path = tmp_path / "history.jsonl"
+    for k in range(N):
+        stats = {
+            f"agent-{i}": {"pnl_sum_bps": 50.0 + 10 * i + k, "hit_rate": 0.5, "strategy": "s"}
+            for i in range(4)
+        }
+        append_history(path, allocate(stats, as_of=T0 + timedelta(hours=k)))
+    assert verify_history(path)[0]
+    return path
+
+
+def _lines(path):
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def _as_of(line: bytes) -> str:
+    return json.loads(line)["decision"]["as_of"]
+
+
+def _assert_names(path, line_no: int, as_of: str):
+    ok, message = verify_history(path)
+    assert not ok
+    assert f"line {line_no}," in message and f"as_of {as_of}" in message, message
+    result = CliRunner().invoke(app, ["verify", "--state-dir", str(path.parent)])
+    assert result.exit_code == 1
+    assert f"line {line_no}" in " ".join(result.output.split())
+
+
+EDITS = {
+    "seq": lambda e: e.update(seq=e["seq"] + 1),
+    "prev_hash": lambda e: e.update(prev_hash="f" * 64),
+    "hash": lambda e: e.update(hash="0" * 64),
+    "weight": lambda e: e["decision"]["weights"].update({"agent-0": 0.123}),
+    "cash": lambda e: e["decision"].update(cash=e["decision"]["cash"] + 0.125),
+    "explanation": lambda e: e["decision"]["agents"]["agent-1"].update(summary="all good"),
+    "fingerprint": lambda e: e["decision"]["provenance"].update(inputs_fingerprint="x"),
+    "extra_key": lambda e: e.update(note="harmless?"),
+}
+
+
+@pytest.mark.parametrize("index", range(N))
+@pytest.mark.parametrize("field", sorted(EDITS))
+def test_editing_any_field_of_any_entry_is_caught(history, index, field):
+    lines = _lines(history)
+    entry = json.loads(lines[index])
+    EDITS[field](entry)
+    lines[index] = canonical_json(entry).encode() + b"\n"
+    history.write_bytes(b"".join(lines))
+    _assert_names(history, index + 1, entry["decision"]["as_of"])
+
+
+@pytest.mark.parametrize("index", range(N))
+def test_editing_as_of_or_bytes_is_caught(history, index):
+    lines = _lines(history)
+    original = lines[index]
+    lines[index] = original.replace(b"2026-01-01T", b"2025-01-01T", 1)
+    history.write_bytes(b"".join(lines))
+    _assert_names(history, index + 1, _as_of(lines[index]))
+    lines[index] = original.replace(b'{"decision":{', b'{"decision": {', 1)  # same content
+    history.write_bytes(b"".join(lines))
+    _assert_names(history, index + 1, _as_of(original))
+    lines[index] = original[: len(original) // 2] + b"\n"  # a committed line cut short
+    history.write_bytes(b"".join(lines))
+    _assert_names(history, index + 1, "unknown")  # as_of sorts after the cut: not readable
+
+
+@pytest.mark.parametrize("index", range(N - 1))
+def test_deleting_a_past_entry_is_caught(history, index):
+    lines = _lines(history)
+    del lines[index]
+    history.write_bytes(b"".join(lines))
+    _assert_names(history, index + 1, _as_of(lines[index]))
+
+
+@pytest.mark.parametrize("index", range(N))
+def test_inserting_an_entry_is_caught(history, index):
+    lines = _lines(history)
+    copy = lines[(index + 2) % N]
+    lines.insert(index, copy)
+    history.write_bytes(b"".join(lines))
+    _assert_names(history, index + 1, _as_of(copy))
+
+
+@pytest.mark.parametrize(("i", "j"), [(0, 1), (1, 3), (2, 4), (0, 4)])
+def test_reordering_entries_is_caught(history, i, j):
+    lines = _lines(history)
+    lines[i], lines[j] = lines[j], lines[i]
+    history.write_bytes(b"".join(lines))
+    _assert_names(history, i + 1, _as_of(lines[i]))
+
+
+def test_intact_history_verifies_through_the_cli(history):
+    result = CliRunner().invoke(app, ["verify", "--state-dir", str(history.parent)])
+    assert result.exit_code == 0, result.output
+    assert f"{N} entries" in result.output
