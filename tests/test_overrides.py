@@ -107,7 +107,7 @@ def test_missing_or_empty_file_means_none(tmp_path: Path) -> None:
 
 
 def test_new_override_must_expire_after_now() -> None:
-    with pytest.raises(OverrideError, match="field 'expires_at'.*not after"):
+    with pytest.raises(OverrideError, match=r"field 'expires_at'.*not after"):
         make_override("atlas", action="exclude", reason="r", expires_at=T0, now=T0)
     made = make_override(
         "atlas", action="cap", reason="r", cap=0.1, expires_at=T0 + timedelta(hours=1), now=T0

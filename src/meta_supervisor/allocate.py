@@ -43,8 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from meta_supervisor import evidence
 from meta_supervisor.decision import Decision, fingerprint, iso
-from meta_supervisor.policy import Policy
+from meta_supervisor.policy import Policy, Profile
 from meta_supervisor.portfolio import apply_gross_cap, cap_water_fill, round_down, smooth
 
 __all__ = ["Confidence", "Override", "Tail", "allocate"]
@@ -255,6 +256,15 @@ def _gates(
     return gates
 
 
+def _over(n_records: int | None, hours: float) -> str:
+    counted = "" if n_records is None else f" {n_records} records"
+    return f" over{counted} in the last {hours:g} h"
+
+
+def _at_floor(mult: float, floor: float) -> str:
+    return f"; at its floor x{floor:g}" if mult <= floor else ""
+
+
 def _factor(name: str, value: float, reason: str) -> dict[str, Any]:
     return {"factor": name, "value": value, "reason": reason}
 
@@ -265,26 +275,39 @@ def _quality_factors(
     pnl = max(inputs.pnl_sum or 0.0, 0.0)
     hit = inputs.hit_rate or 0.0
     factors = [
-        _factor("alpha", math.sqrt(pnl), f"sqrt of pnl_sum {pnl:.1f} bps (concave: consistency)"),
+        _factor(
+            "alpha",
+            math.sqrt(pnl),
+            f"sqrt of pnl_sum {pnl:.1f} bps{_over(inputs.n_records, policy.lookback_hours)} "
+            "(concave: steady gains count more than one big win)",
+        ),
         _factor(
             "hit_rate",
             policy.hit_rate_offset + hit,
-            f"{policy.hit_rate_offset:g} + hit rate {hit:.0%}",
+            f"{policy.hit_rate_offset:g} + hit rate {hit:.0%} (share of records with PnL > 0)",
         ),
     ]
     if confidence is None:
         factors.append(
-            _factor("confidence", policy.confidence_prior, "no calibration evidence: prior")
+            _factor(
+                "confidence",
+                policy.confidence_prior,
+                "no calibration evidence: prior (a new agent is not punished)",
+            )
         )
     else:
         ratio = (
-            "" if confidence.error_ratio is None else f", mean |gap|/σ {confidence.error_ratio:.2f}"
+            ""
+            if confidence.error_ratio is None
+            else f", mean |gap|/σ {confidence.error_ratio:.2f} vs tolerance "
+            f"{policy.confidence_tolerance:g}"
         )
         factors.append(
             _factor(
                 "confidence",
                 confidence.multiplier,
-                f"{confidence.n_evidence} records (weight {confidence.evidence_weight:.1f}){ratio}",
+                f"{confidence.n_evidence} records (weight {confidence.evidence_weight:.1f}){ratio}"
+                f", evidence half-life {policy.confidence_half_life_hours:g} h",
             )
         )
     if inputs.avg_abs_error is None:
@@ -295,7 +318,8 @@ def _quality_factors(
             _factor(
                 "sim_integrity",
                 1.0 / (1.0 + inputs.avg_abs_error / scale),
-                f"avg |gap| {inputs.avg_abs_error:.1f} bps vs scale {scale:g} bps",
+                f"avg |gap| {inputs.avg_abs_error:.1f} bps vs scale {scale:g} bps "
+                "(how far results miss the simulator's forecasts)",
             )
         )
     return factors
@@ -319,12 +343,19 @@ def _risk_factors(inputs: _Inputs, tail: Tail | None, policy: Policy) -> list[di
                 "cvar",
                 mult,
                 f"strategy {inputs.strategy}, tail {used:+.1f} bps over {tail.n} records"
-                f"{window}{shrink}",
+                f"{window}{shrink}{_at_floor(mult, policy.cvar_floor)}",
             )
         )
     dd = inputs.max_drawdown or 0.0
     mult = max(policy.drawdown_floor, 1.0 + dd * policy.drawdown_k) if dd < 0 else 1.0
-    factors.append(_factor("drawdown", mult, f"max drawdown {dd:+.1f} bps in window"))
+    factors.append(
+        _factor(
+            "drawdown",
+            mult,
+            f"max drawdown {dd:+.1f} bps in window (last {policy.lookback_hours:g} h)"
+            f"{_at_floor(mult, policy.drawdown_floor)}",
+        )
+    )
     return factors
 
 
@@ -368,6 +399,7 @@ def allocate(
     tails = tails or {}
     active = {o.agent: o for o in sorted(overrides, key=lambda o: o.expires_at) if o.active(as_of)}
     names = sorted(agent_stats)
+    fleet = evidence.fleet_evidence(agent_stats, policy)  # used by the evidence profile only
     explanations: dict[str, dict[str, Any]] = {}
     quality = np.zeros(len(names))
     risk = np.ones(len(names))
@@ -375,9 +407,17 @@ def allocate(
         inputs = _read_inputs(agent_stats[name])
         override = active.get(name)
         gates = _gates(name, inputs, policy, override)
+        if policy.profile is Profile.EVIDENCE:
+            # A loss inside the noise is no evidence: no pnl_sum gate; the tilt reads it.
+            gates = [g for g in gates if g["gate"] != "positive_pnl"]
+            q_factors = evidence.quality_factors(
+                agent_stats[name], confidence.get(name), fleet, policy
+            )
+            r_factors = evidence.risk_factors(agent_stats[name], tails.get(inputs.strategy), policy)
+        else:
+            q_factors = _quality_factors(inputs, confidence.get(name), policy)
+            r_factors = _risk_factors(inputs, tails.get(inputs.strategy), policy)
         passed = all(g["passed"] for g in gates)
-        q_factors = _quality_factors(inputs, confidence.get(name), policy)
-        r_factors = _risk_factors(inputs, tails.get(inputs.strategy), policy)
         quality[i] = _product(q_factors) if passed else 0.0
         risk[i] = _product(r_factors)
         explanations[name] = {
@@ -510,7 +550,9 @@ def _summary(e: Mapping[str, Any], policy: Policy) -> str:
         prev = e.get("previous_weight") or 0.0
         parts.append(f"stability (was {prev:.1%})")
     if e.get("override"):
-        parts.append(f"operator cap: {e['override']['reason']}")
+        o = e["override"]
+        cap = "" if o.get("cap") is None else f" {o['cap']:.1%}"
+        parts.append(f"operator cap{cap} until {o['expires_at']}: {o['reason']}")
     return ", ".join(parts) + f" -> {steps['final']:.2%}"
 
 

@@ -29,9 +29,12 @@ import numpy as np
 from meta_supervisor.config import Paths
 from meta_supervisor.decision import iso
 
-__all__ = ["DEMO_AS_OF", "write_demo_fleet"]
+__all__ = ["DEMO_AS_OF", "DEMO_CYCLES", "write_demo_fleet"]
 
 DEMO_AS_OF = datetime(2026, 1, 15, tzinfo=UTC)
+#: The demo runs a cycle 6 h before ``DEMO_AS_OF`` and one at it, so that ``history`` and
+#: ``diff`` have two decisions to show.
+DEMO_CYCLES = (DEMO_AS_OF - timedelta(hours=6), DEMO_AS_OF)
 _DAYS = 21
 _HORIZON = 24
 
