@@ -83,8 +83,10 @@ def confidence_multipliers(
         .group_by("agent")
         .agg(
             pl.len().cast(pl.Int64).alias("n_evidence"),
-            pl.col("_w").sum().alias("evidence_weight"),
-            (pl.col("_w") * pl.col("_z")).sum().alias("_wz"),
+            # sorted before summing, on the in-memory engine: the same records in any file
+            # order give the same bits (polars 2's streaming engine sums in a varying order)
+            pl.col("_w").sort().sum().alias("evidence_weight"),
+            (pl.col("_w") * pl.col("_z")).sort().sum().alias("_wz"),
         )
         .with_columns(
             ((w0 * z0 + pl.col("_wz")) / (w0 + pl.col("evidence_weight")))
@@ -99,4 +101,4 @@ def confidence_multipliers(
             .alias("confidence")
         )
     )
-    return per_agent.select(CONFIDENCE_COLUMNS).sort("agent").collect()
+    return per_agent.select(CONFIDENCE_COLUMNS).sort("agent").collect(engine="in-memory")

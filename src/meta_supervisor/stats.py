@@ -106,7 +106,16 @@ def agent_stats(
         pl.len().cast(pl.Int64).alias("n_records"),
         pl.col("realized_pnl_bps").sum().alias("pnl_sum_bps"),
         pl.col("realized_pnl_bps").mean().alias("pnl_mean_bps"),
-        pl.col("realized_pnl_bps").std(ddof=1).alias("pnl_std_bps"),
+        # two-pass sample std written out: polars' grouped std kernel gave different last bits
+        # for the same ordered window depending on how the input frame was built
+        pl.when(pl.len() > 1)
+        .then(
+            (
+                (pl.col("realized_pnl_bps") - pl.col("realized_pnl_bps").mean()).pow(2).sum()
+                / (pl.len() - 1)
+            ).sqrt()
+        )
+        .alias("pnl_std_bps"),
         (pl.col("realized_pnl_bps") > 0).mean().alias("hit_rate"),
         pl.col("gap_bps").abs().mean().alias("avg_abs_error_bps"),
         pl.min_horizontal(pl.col("_dd").min(), pl.lit(0.0)).alias("max_drawdown_bps"),
@@ -151,5 +160,8 @@ def agent_stats(
         )
         .select(STATS_COLUMNS)
         .sort("agent")
-        .collect()
+        # polars 2's default streaming engine sums a group's morsels in a varying order, so
+        # pnl_sum_bps & co. changed in the last bit from one run to the next (and the decision's
+        # bytes with them); the in-memory engine sums the ordered window deterministically.
+        .collect(engine="in-memory")
     )

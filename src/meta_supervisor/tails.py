@@ -77,11 +77,13 @@ def strategy_tails(
         ranked.group_by("strategy")
         .agg(
             pl.len().cast(pl.Int64).alias("n"),
-            ((pl.col("_share") * pl.col("gap_bps")).sum() / pl.col("_share").sum()).alias(
+            # sums over sorted values: the float result is a function of the sample, not of
+            # the file order (nor of the engine's morsel order)
+            ((pl.col("_share") * pl.col("gap_bps")).sort().sum() / pl.col("_share").sum()).alias(
                 "gap_cvar95_bps"
             ),
             pl.col("gap_bps").min().alias("worst_gap"),
-            pl.col("gap_bps").mean().alias("mean_gap"),
+            pl.col("gap_bps").sort().mean().alias("mean_gap"),
         )
         .with_columns((pl.col("n") < n_min).alias("shrunk"))
         .with_columns(
@@ -94,4 +96,4 @@ def strategy_tails(
             .alias("gap_cvar95_used_bps")
         )
     )
-    return tails.select(TAIL_COLUMNS).sort("strategy").collect()
+    return tails.select(TAIL_COLUMNS).sort("strategy").collect(engine="in-memory")

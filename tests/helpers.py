@@ -1,0 +1,195 @@
+"""Builders for record and telemetry frames in the ledger's schema, and small brute forces.
+
+The brute forces here are deliberately naive (plain Python, O(n²)) so that the vectorised code
+under test is checked against something written independently of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from meta_supervisor.decision import iso
+from meta_supervisor.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
+
+AS_OF = datetime(2026, 1, 15, tzinfo=UTC)
+
+
+def rec(
+    agent: str,
+    age_hours: float,
+    realized: float,
+    expected: float = 0.0,
+    *,
+    strategy: str = "momentum",
+    horizon: int = 24,
+    sigma: float | None = None,
+    as_of: datetime = AS_OF,
+    ts_offset_hours: float = 0.0,
+    record_id: str | None = None,
+) -> dict[str, Any]:
+    """One normalised record that matured ``age_hours`` before ``as_of`` (negative: not yet)."""
+    matured = as_of - timedelta(hours=age_hours)
+    ts = matured - timedelta(hours=horizon) + timedelta(hours=ts_offset_hours)
+    # keep matured_at = ts + horizon exactly, as the ingest does
+    matured = ts + timedelta(hours=horizon)
+    return {
+        "record_id": record_id,
+        "ts": ts,
+        "matured_at": matured,
+        "agent": agent,
+        "strategy": strategy,
+        "horizon_hours": horizon,
+        "realized_pnl_bps": float(realized),
+        "expected_pnl_bps": float(expected),
+        "expected_sigma_bps": sigma,
+        "gap_bps": float(realized) - float(expected),
+        "run_id": None,
+        "symbol": "BTC-USD",
+        "direction": "LONG",
+        "regime": "normal",
+    }
+
+
+def records_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
+    """A ledger frame from :func:`rec` rows; missing record ids become ``r00000``, ``r00001``..."""
+    filled = []
+    for i, given_row in enumerate(rows):
+        row = dict(given_row)
+        if row.get("record_id") is None:
+            row["record_id"] = f"r{i:05d}"
+        filled.append(row)
+    if not filled:
+        return pl.DataFrame(schema=RECORD_SCHEMA)
+    return pl.DataFrame(filled, schema=RECORD_SCHEMA, orient="row")
+
+
+def telemetry_frame(
+    rows: Iterable[tuple[str, float, bool]], as_of: datetime = AS_OF
+) -> pl.DataFrame:
+    """Telemetry frame from ``(agent, age_hours, is_error)`` tuples."""
+    data = [
+        {
+            "ts": as_of - timedelta(hours=age),
+            "agent": agent,
+            "run_id": f"t{i}",
+            "is_error": is_error,
+        }
+        for i, (agent, age, is_error) in enumerate(rows)
+    ]
+    if not data:
+        return pl.DataFrame(schema=TELEMETRY_SCHEMA)
+    return pl.DataFrame(data, schema=TELEMETRY_SCHEMA, orient="row")
+
+
+def raw_record(
+    agent: str,
+    ts: datetime,
+    realized: float,
+    expected: float = 0.0,
+    *,
+    strategy: str = "momentum",
+    horizon: int = 24,
+    run_id: str = "",
+    sigma: float | None = 5.0,
+) -> dict[str, Any]:
+    """One line of the original system's ``alpha/reconciled.jsonl``."""
+    return {
+        "ts": iso(ts),
+        "agent": agent,
+        "run_id": run_id,
+        "symbol": "BTC-USD",
+        "direction": "LONG",
+        "entry_price": 100.0,
+        "exit_price": 100.0 * (1 + realized / 1e4),
+        "horizon_hours": horizon,
+        "realized_pnl_bps": realized,
+        "expected_pnl_bps": expected,
+        "expected_sigma_bps": sigma,
+        "pnl_error_bps": realized - expected,
+        "abs_error_bps": abs(realized - expected),
+        "sim_version": "sim-3",
+        "strategy_class": strategy,
+        "regime": "normal",
+        "confidence": 0.7,
+        "score_final": 0.5,
+    }
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any] | str]) -> Path:
+    """Write rows (dicts as JSON, strings verbatim) one a line; create parent directories."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- brute forces
+
+
+def brute_drawdown(pnl: Sequence[float]) -> float:
+    """O(n²): the worst ``c_j − c_i`` over ``i ≤ j`` on the path ``0, p1, p1+p2, ...``."""
+    path = [0.0]
+    for value in pnl:
+        path.append(path[-1] + value)
+    worst = 0.0
+    for i in range(len(path)):
+        for j in range(i, len(path)):
+            worst = min(worst, path[j] - path[i])
+    return worst
+
+
+def brute_cvar_ru(values: Sequence[float], alpha: Fraction = Fraction(1, 20)) -> float:
+    """Rockafellar–Uryasev, signed for a lower tail: ``max_t t − (1/k)·Σ (t − g)^+``, k = αn.
+
+    The objective is concave and piecewise linear with kinks at the sample values, so scanning
+    ``t`` over the sample is exact. ``k`` is an exact fraction (no float noise).
+    """
+    k = alpha * len(values)
+    best = -math.inf
+    for t in values:
+        shortfall = math.fsum(max(t - g, 0.0) for g in values)
+        best = max(best, t - float(Fraction(shortfall) / k))
+    return best
+
+
+def loop_cvar(values: Sequence[float], alpha: Fraction = Fraction(1, 20)) -> float:
+    """DESIGN.md's formula with explicit loops: ``[g1 + … + g(m−1) + (k−m+1)·g(m)] / k``."""
+    g = sorted(values)
+    k = alpha * len(g)
+    if k < 1:
+        return g[0]
+    m = math.ceil(k)
+    head = 0.0
+    for i in range(m - 1):
+        head += g[i]
+    return (head + float(k - m + 1) * g[m - 1]) / float(k)
+
+
+def brute_water_fill(weights: Sequence[float], cap: float) -> list[float]:
+    """Iterative water-filling: clamp, hand the excess to the uncapped in proportion, repeat."""
+    w = [float(x) for x in weights]
+    fixed = [False] * len(w)
+    for _ in range(len(w) + 1):
+        excess = 0.0
+        for i, x in enumerate(w):
+            if not fixed[i] and x > cap:
+                excess += x - cap
+                w[i] = cap
+                fixed[i] = True
+        if excess <= 0:
+            break
+        free = math.fsum(x for i, x in enumerate(w) if not fixed[i])
+        if free <= 0:
+            break  # everyone capped: the excess is cash
+        for i, x in enumerate(w):
+            if not fixed[i]:
+                w[i] = x + excess * x / free
+    return w
