@@ -83,10 +83,11 @@ def confidence_multipliers(
         .group_by("agent")
         .agg(
             pl.len().cast(pl.Int64).alias("n_evidence"),
-            # sorted before summing, on the in-memory engine: the same records in any file
-            # order give the same bits (polars 2's streaming engine sums in a varying order)
-            pl.col("_w").sort().sum().alias("evidence_weight"),
-            (pl.col("_w") * pl.col("_z")).sort().sum().alias("_wz"),
+            # Summed in sorted order so that the same records in any file order give the same
+            # bits: a plain .sum() follows the row order, and polars drops a sort before an
+            # order-free .sum(), hence the order-dependent cum_sum().last().
+            pl.col("_w").sort().cum_sum().last().alias("evidence_weight"),
+            (pl.col("_w") * pl.col("_z")).sort().cum_sum().last().alias("_wz"),
         )
         .with_columns(
             ((w0 * z0 + pl.col("_wz")) / (w0 + pl.col("evidence_weight")))

@@ -77,13 +77,14 @@ def strategy_tails(
         ranked.group_by("strategy")
         .agg(
             pl.len().cast(pl.Int64).alias("n"),
-            # sums over sorted values: the float result is a function of the sample, not of
-            # the file order (nor of the engine's morsel order)
-            ((pl.col("_share") * pl.col("gap_bps")).sort().sum() / pl.col("_share").sum()).alias(
-                "gap_cvar95_bps"
-            ),
+            # Sums in sorted order, so the bits are a function of the sample, not of the file
+            # order: polars drops a sort before an order-free .sum(), hence cum_sum().last().
+            (
+                (pl.col("_share") * pl.col("gap_bps")).sort().cum_sum().last()
+                / pl.col("_share").sort().cum_sum().last()
+            ).alias("gap_cvar95_bps"),
             pl.col("gap_bps").min().alias("worst_gap"),
-            pl.col("gap_bps").sort().mean().alias("mean_gap"),
+            (pl.col("gap_bps").sort().cum_sum().last() / pl.len()).alias("mean_gap"),
         )
         .with_columns((pl.col("n") < n_min).alias("shrunk"))
         .with_columns(
