@@ -1,0 +1,157 @@
+"""The Markdown memo and the attribution numbers behind it (cash breakdown, diff effects)."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meta_supervisor.allocate import Override, Tail, allocate
+from meta_supervisor.attribution import STEPS, cash_breakdown, compare_decisions, fleet_quality
+from meta_supervisor.decision import fingerprint
+from meta_supervisor.memo import decision_memo, md_cell
+
+T0 = datetime(2026, 1, 15, tzinfo=UTC)
+
+
+def _stats(pnl: float, hit: float = 0.6, dd: float = 0.0, err: float = 5.0) -> dict[str, object]:
+    return {
+        "pnl_sum_bps": pnl,
+        "hit_rate": hit,
+        "error_rate": 0.01,
+        "avg_abs_error_bps": err,
+        "strategy": "trend",
+        "max_drawdown_bps": dd,
+        "n_records": 50,
+    }
+
+
+def _fleet() -> dict[str, dict[str, object]]:
+    return {
+        "a": _stats(3600.0),
+        "b": _stats(400.0, dd=-30.0),
+        "c": _stats(100.0, err=80.0),
+        "d": _stats(-5.0),
+    }
+
+
+def _decision(**kwargs: object) -> dict[str, object]:
+    tails = {"trend": Tail("trend", 40, -20.0, -20.0, window_hours=720)}
+    return allocate(_fleet(), as_of=T0, tails=tails, **kwargs).to_dict()  # type: ignore[arg-type]
+
+
+def _rows(memo: str) -> list[str]:
+    return [line for line in memo.splitlines() if line.startswith("|")]
+
+
+def test_md_cell_escapes_pipes_and_newlines() -> None:
+    assert md_cell("avg |gap| 5\nbps") == "avg \\|gap\\| 5 bps"
+
+
+def test_memo_is_self_contained() -> None:
+    cap = Override("b", "cap", "sim under review", T0 + timedelta(days=1), cap=0.05)
+    decision = _decision(overrides=[cap])
+    memo = decision_memo(decision, seq=7, entry_hash="f" * 64, version="9.9")
+    assert memo.startswith(f"# Allocation memo: decision as of {decision['as_of']}")
+    assert "## How to read this memo" in memo
+    for name, e in decision["agents"].items():
+        assert f"### {name} ({e['strategy']}): {e['weight']:.2%}" in memo
+        for g in e["gates"]:
+            assert f"| {g['gate']} |" in memo
+        for f in e["factors"]:
+            assert md_cell(f["reason"]) in memo
+    # one "weight after every step" table per agent, in pipeline order
+    order = [key for key, _ in STEPS]
+    positions = [memo.index(f"| {key} |") for key in order]
+    assert positions == sorted(positions)
+    assert "| b | cap | 5.00% | sim under review |" in memo
+    assert "**Operator override:** capped at 5.00%" in memo
+    assert f"`{fingerprint(decision)}`" in memo
+    assert decision["provenance"]["policy_fingerprint"] in memo
+    assert "#7, chain hash `" + "f" * 64 in memo
+    # every table row has as many cells as its header: no unescaped pipe broke a row
+    for line in _rows(memo):
+        cells = re.split(r"(?<!\\)\|", line)
+        header = next(h for h in reversed(_rows(memo[: memo.index(line)] + line)) if "---" not in h)
+        assert len(cells) == len(re.split(r"(?<!\\)\|", header)), line
+
+
+def test_memo_without_overrides_says_so() -> None:
+    memo = decision_memo(_decision(), agents=["a"])
+    assert "None: every weight above follows from the evidence" in memo
+    assert "### a (trend)" in memo
+    assert "### b (trend)" not in memo
+
+
+def test_cash_breakdown_adds_up_to_the_cash_on_the_demo_like_fleet() -> None:
+    decision = _decision()
+    parts = cash_breakdown(decision)
+    assert math.fsum(p["amount"] for p in parts) == pytest.approx(decision["cash"], abs=1e-9)
+    assert {p["cause"] for p in parts} >= {"risk"}
+
+
+@given(
+    pnls=st.lists(st.floats(-50, 5000), min_size=1, max_size=8),
+    dd=st.floats(-200, 0),
+    cvar=st.floats(-100, 0),
+    previous=st.booleans(),
+)
+def test_cash_breakdown_always_sums_to_cash(
+    pnls: list[float], dd: float, cvar: float, previous: bool
+) -> None:
+    stats = {f"a{i}": _stats(p, dd=dd * (i % 2)) for i, p in enumerate(pnls)}
+    tails = {"trend": Tail("trend", 40, cvar, cvar)}
+    prev = {f"a{i}": 0.02 * i for i in range(len(pnls))} if previous else None
+    decision = allocate(stats, as_of=T0, tails=tails, previous=prev).to_dict()
+    total = math.fsum(p["amount"] for p in cash_breakdown(decision))
+    assert total == pytest.approx(1.0 - math.fsum(decision["weights"].values()), abs=1e-9)
+
+
+def test_diff_effects_multiply_to_the_share_change() -> None:
+    """Independent check: share_new / share_old = Π quality-factor ratios · Σq_old / Σq_new."""
+    old = _decision()
+    stats = _fleet()
+    stats["a"] = _stats(2500.0, hit=0.7)
+    stats["c"] = _stats(300.0, err=40.0)
+    new = allocate(stats, as_of=T0 + timedelta(hours=1), previous=old["weights"]).to_dict()
+    diff = compare_decisions(old, new)
+    for name in ("a", "b", "c"):
+        drivers = diff["agents"][name]["drivers"]
+        product = math.prod(
+            d["effect"]
+            for d in drivers
+            if d["kind"] == "fleet"
+            or (d["kind"] == "factor" and d["name"] not in ("cvar", "drawdown"))
+        )
+        ratio = (
+            new["agents"][name]["steps"]["share_before_risk"]
+            / old["agents"][name]["steps"]["share_before_risk"]
+        )
+        assert product == pytest.approx(ratio, rel=1e-3), name
+    assert fleet_quality(old) == pytest.approx(
+        sum(e["steps"]["quality"] for e in old["agents"].values())
+    )
+    # gated agent d: nothing about factors, its weight stays 0
+    assert diff["agents"]["d"]["change"] == 0
+    assert diff["agents"]["a"]["change"] == pytest.approx(
+        new["agents"]["a"]["weight"] - old["agents"]["a"]["weight"]
+    )
+
+
+def test_diff_names_a_flipped_gate_and_a_policy_change() -> None:
+    from meta_supervisor.policy import Policy
+
+    old = _decision()
+    stats = _fleet()
+    stats["b"] = dict(stats["b"], error_rate=0.5)
+    new = allocate(stats, as_of=T0, policy=Policy(max_weight=0.3), previous=old["weights"])
+    diff = compare_decisions(old, new.to_dict())
+    b = diff["agents"]["b"]
+    assert b["new_weight"] == 0
+    assert b["drivers"][0]["kind"] == "gate"
+    assert "gate error_rate fails now" in b["text"]
+    assert diff["policy_changes"] == {"max_weight": {"old": 0.25, "new": 0.3}}
