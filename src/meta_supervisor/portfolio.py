@@ -6,8 +6,6 @@ All functions are pure and vectorised over a 1-D array of weights (fractions of 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.typing import NDArray
 
@@ -32,18 +30,20 @@ def cap_water_fill(weights: FloatArray, cap: float) -> FloatArray:
     order = np.argsort(-w, kind="stable")
     sorted_w = w[order]
     tail_sums = np.concatenate([np.cumsum(sorted_w[::-1])[::-1], [0.0]])
-    scale = math.inf
     for n_capped in range(1, w.size + 1):
         rest = tail_sums[n_capped]
         if rest <= 0:
             break
-        s = (total - n_capped * cap) / rest
-        if s * sorted_w[n_capped] <= cap:
-            scale = s
-            break
-    if not math.isfinite(scale):
-        return np.where(w > 0, cap, 0.0)
-    return np.minimum(cap, w * scale)
+        # The uncapped agents share what is left in proportion: w_i/rest ≤ 1 keeps this finite.
+        # (A scale (total − n·cap)/rest overflowed to inf for a subnormal rest, and the fallback
+        # then put every positive agent at the cap: Σ above the total, above 1.)
+        left = max(total - n_capped * cap, 0.0)
+        if sorted_w[n_capped] / rest * left <= cap:
+            out = np.full_like(w, cap)
+            uncapped = order[n_capped:]
+            out[uncapped] = np.minimum(cap, w[uncapped] / rest * left)
+            return out
+    return np.where(w > 0, cap, 0.0)
 
 
 def apply_gross_cap(weights: FloatArray, gross_cap: float) -> FloatArray:
