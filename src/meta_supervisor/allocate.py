@@ -36,7 +36,7 @@ explanation.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -359,6 +359,25 @@ def _risk_factors(inputs: _Inputs, tail: Tail | None, policy: Policy) -> list[di
     return factors
 
 
+def _active_overrides(overrides: Iterable[Override], as_of: datetime) -> dict[str, Override]:
+    """The binding active override per agent: any exclusion, else the tightest cap.
+
+    Keeping the latest-expiring one let a week-long cap shadow an hour-long exclusion.
+    """
+    active: dict[str, Override] = {}
+    for o in sorted(overrides, key=lambda o: o.expires_at):
+        if not o.active(as_of):
+            continue
+        held = active.get(o.agent)
+        if held is None or _strictness(o) < _strictness(held):
+            active[o.agent] = o
+    return active
+
+
+def _strictness(o: Override) -> tuple[int, float]:
+    return (0, 0.0) if o.action == "exclude" else (1, math.inf if o.cap is None else o.cap)
+
+
 def _product(factors: list[dict[str, Any]]) -> float:
     return math.prod(f["value"] for f in factors)
 
@@ -397,7 +416,7 @@ def allocate(
     policy = policy or Policy()
     confidence = confidence or {}
     tails = tails or {}
-    active = {o.agent: o for o in sorted(overrides, key=lambda o: o.expires_at) if o.active(as_of)}
+    active = _active_overrides(overrides, as_of)
     names = sorted(agent_stats)
     fleet = evidence.fleet_evidence(agent_stats, policy)  # used by the evidence profile only
     explanations: dict[str, dict[str, Any]] = {}
