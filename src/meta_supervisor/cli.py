@@ -879,3 +879,7 @@ def override_remove(
 
 # ---------------------------------------------------------------- other modules' commands
 # Other modules register their commands below, one or two lines each (keep this at the end).
+from meta_supervisor.cli_ingest import ingest, quarantine  # noqa: E402
+
+app.command()(ingest)
+app.command()(quarantine)

@@ -18,6 +18,7 @@ from meta_supervisor.allocate import Confidence, Override, Tail, allocate
 from meta_supervisor.confidence import confidence_multipliers
 from meta_supervisor.config import Paths
 from meta_supervisor.decision import Decision, canonical_json, iso
+from meta_supervisor.ledger import LedgerStore
 from meta_supervisor.policy import Policy, load_policy
 from meta_supervisor.records import dedupe_records, empty_quarantine
 from meta_supervisor.sources import read_records, read_telemetry
@@ -42,6 +43,7 @@ __all__ = [
     "load_overrides",
     "load_previous",
     "run_cycle",
+    "window_hours",
 ]
 
 
@@ -61,8 +63,24 @@ class Ledger:
         return self.quarantine.height
 
 
-def load_ledger(paths: Paths) -> Ledger:
-    """Read records and telemetry from ``paths`` (missing files are empty), de-duplicated."""
+def load_ledger(
+    paths: Paths, as_of: datetime | None = None, lookback_hours: float | None = None
+) -> Ledger:
+    """Records and telemetry, de-duplicated: from the store when one exists, else the files.
+
+    With an ingested store at ``paths.ledger`` only the window ``(as_of − lookback_hours,
+    as_of]`` is read (plus each stale agent's latest record, see
+    :meth:`meta_supervisor.ledger.LedgerStore.records`); its quarantine is the store's. Without
+    a store the raw files ``paths.records``/``paths.telemetry`` are read whole, as the seed did.
+    """
+    store = LedgerStore(paths.ledger)
+    if store.exists():
+        snapshot = store.manifest()
+        return Ledger(
+            records=store.records(as_of, lookback_hours, snapshot),
+            telemetry=store.telemetry(as_of, lookback_hours, snapshot),
+            quarantine=store.quarantine(snapshot),
+        )
     rec = read_records(paths.records)
     tel = read_telemetry(paths.telemetry)
     records, duplicates = dedupe_records(rec.records)
@@ -74,6 +92,11 @@ def load_ledger(paths: Paths) -> Ledger:
         read=rec.read + tel.read,
         duplicates=duplicates + (tel.records.height - telemetry.height),
     )
+
+
+def window_hours(policy: Policy) -> float:
+    """The longest lookback any cycle input uses: what :func:`load_ledger` must read."""
+    return max(policy.lookback_hours, policy.cvar_lookback_hours, policy.confidence_lookback_hours)
 
 
 def cycle_inputs(
@@ -226,7 +249,7 @@ def run_cycle(
     """
     policy = policy or load_policy(paths.policy)
     as_of = as_of or datetime.now(UTC)
-    ledger = load_ledger(paths)
+    ledger = load_ledger(paths, as_of, window_hours(policy))
     if not write:
         previous, prev_hash = load_previous(paths, as_of)
         return decide(ledger, as_of, policy, previous, load_overrides(paths), prev_hash), ledger

@@ -40,6 +40,7 @@ __all__ = [
     "RECORD_SCHEMA",
     "TELEMETRY_SCHEMA",
     "Batch",
+    "content_key",
     "dedupe_records",
     "empty_quarantine",
     "empty_records",
@@ -206,17 +207,20 @@ def _quarantine(
     raw: pl.DataFrame, bad: pl.Expr, field_expr: pl.Expr, reason: pl.Expr, source: str
 ) -> pl.DataFrame:
     line = pl.col("_line") if "_line" in raw.columns else pl.int_range(1, pl.len() + 1)
+    # Filter first: reasons are strings, built only for the refused rows (a large cost
+    # on millions of rows otherwise).
     return (
-        raw.select(
+        raw.lazy()
+        .with_columns(line.cast(pl.Int64).alias("_line"))
+        .filter(bad)
+        .select(
             pl.lit(source).alias("source"),
-            line.cast(pl.Int64).alias("line"),
+            pl.col("_line").alias("line"),
             field_expr.alias("field"),
             reason.alias("reason"),
             _raw_text(raw).alias("raw"),
-            bad.alias("_bad"),
         )
-        .filter(pl.col("_bad"))
-        .drop("_bad")
+        .collect()
     )
 
 
@@ -252,39 +256,53 @@ def normalize_records(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
     ]
     field_expr, reason = _first_failure(checks)
     bad = field_expr.is_not_null()
+    # Lazy so polars evaluates shared sub-expressions (timestamp parsing) once.
+    raw = raw.lazy().with_columns(bad.alias("_bad")).collect()
+    bad = pl.col("_bad")
     quarantine = _quarantine(raw, bad, field_expr, reason, source)
 
     sigma = _as_float("expected_sigma_bps", raw)
-    strategy = _as_text("strategy_class", raw).str.strip_chars()
-    if "strategy_class" not in raw.columns and "strategy" in raw.columns:
-        strategy = _as_text("strategy", raw).str.strip_chars()
+    # Readers may hand both columns (null when absent); the original field wins.
+    strategy = pl.coalesce(
+        _as_text("strategy_class", raw).str.strip_chars().replace("", None),
+        _as_text("strategy", raw).str.strip_chars(),
+    )
     run_id = _as_text("run_id", raw).str.strip_chars()
-    good = raw.filter(~bad).select(
-        parse_utc(pl.col("ts")).alias("ts"),
-        agent.alias("agent"),
-        pl.when(strategy.fill_null("") == "")
-        .then(pl.lit("unclassified"))
-        .otherwise(strategy)
-        .alias("strategy"),
-        horizon.cast(pl.Int64).alias("horizon_hours"),
-        _as_float("realized_pnl_bps", raw).alias("realized_pnl_bps"),
-        _as_float("expected_pnl_bps", raw).alias("expected_pnl_bps"),
-        pl.when(sigma.is_finite() & (sigma >= 0)).then(sigma).alias("expected_sigma_bps"),
-        pl.when(run_id == "").then(None).otherwise(run_id).alias("run_id"),
-        _as_text("symbol", raw).alias("symbol"),
-        _as_text("direction", raw).str.to_uppercase().alias("direction"),
-        _as_text("regime", raw).alias("regime"),
+    good = (
+        raw.lazy()
+        .filter(~bad)
+        .select(
+            parse_utc(pl.col("ts")).alias("ts"),
+            agent.alias("agent"),
+            pl.when(strategy.fill_null("") == "")
+            .then(pl.lit("unclassified"))
+            .otherwise(strategy)
+            .alias("strategy"),
+            horizon.cast(pl.Int64).alias("horizon_hours"),
+            _as_float("realized_pnl_bps", raw).alias("realized_pnl_bps"),
+            _as_float("expected_pnl_bps", raw).alias("expected_pnl_bps"),
+            pl.when(sigma.is_finite() & (sigma >= 0)).then(sigma).alias("expected_sigma_bps"),
+            pl.when(run_id == "").then(None).otherwise(run_id).alias("run_id"),
+            _as_text("symbol", raw).alias("symbol"),
+            _as_text("direction", raw).str.to_uppercase().alias("direction"),
+            _as_text("regime", raw).alias("regime"),
+        )
     )
     good = good.with_columns(
         (pl.col("ts") + pl.duration(hours=pl.col("horizon_hours"))).alias("matured_at"),
         (pl.col("realized_pnl_bps") - pl.col("expected_pnl_bps")).alias("gap_bps"),
         _record_id().alias("record_id"),
     ).select(list(RECORD_SCHEMA))
-    return Batch(good.cast(RECORD_SCHEMA), quarantine, read=n)
+    return Batch(good.cast(RECORD_SCHEMA).collect(), quarantine, read=n)
 
 
-def _record_id() -> pl.Expr:
-    content = pl.concat_str(
+def content_key() -> pl.Expr:
+    """The content key ``c:<ts>|<agent>|<symbol>|<direction>|<horizon>|<realized>|<expected>``.
+
+    A record's identity when it has no ``run_id``; for a run-keyed record, two rows with the
+    same ``record_id`` but different content keys are a conflicting duplicate.
+    """
+    return pl.concat_str(
         [
             pl.lit("c:"),
             pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
@@ -297,6 +315,10 @@ def _record_id() -> pl.Expr:
         ],
         separator="|",
     )
+
+
+def _record_id() -> pl.Expr:
+    content = content_key()
     by_run = pl.concat_str(
         [pl.lit("run:"), pl.col("run_id"), pl.lit(":"), pl.col("horizon_hours").cast(pl.String)]
     )
@@ -334,6 +356,9 @@ def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
         )
     field_expr, reason = _first_failure(checks)
     bad = field_expr.is_not_null()
+    # Lazy so polars evaluates shared sub-expressions (timestamp parsing) once.
+    raw = raw.lazy().with_columns(bad.alias("_bad")).collect()
+    bad = pl.col("_bad")
     quarantine = _quarantine(raw, bad, field_expr, reason, source)
     error_text = _as_text("error", raw).str.strip_chars().fill_null("")
     error_text = (
@@ -341,10 +366,14 @@ def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
         .then(pl.lit(""))
         .otherwise(error_text)
     )
-    good = raw.filter(~bad).select(
-        parse_utc(pl.col("ts")).alias("ts"),
-        agent.alias("agent"),
-        _as_text("run_id", raw).alias("run_id"),
-        ((error_text != "") | (errors_num.fill_null(0) > 0)).alias("is_error"),
+    good = (
+        raw.lazy()
+        .filter(~bad)
+        .select(
+            parse_utc(pl.col("ts")).alias("ts"),
+            agent.alias("agent"),
+            _as_text("run_id", raw).alias("run_id"),
+            ((error_text != "") | (errors_num.fill_null(0) > 0)).alias("is_error"),
+        )
     )
-    return Batch(good.cast(TELEMETRY_SCHEMA), quarantine, read=raw.height)
+    return Batch(good.cast(TELEMETRY_SCHEMA).collect(), quarantine, read=raw.height)
