@@ -1,0 +1,165 @@
+"""``python -m benchmarks`` (``./dev bench``): generate the ledger, run every case, print the table.
+
+Each run of each case is a fresh ``python -m benchmarks.child`` process; its peak RSS is read
+from ``os.wait4`` (that child's own ``ru_maxrss``, so one case's memory never leaks into
+another's figure). Times are measured inside the child, after imports and untimed setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.data import LedgerSpec, ensure_ledger
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class Result:
+    """All runs of one case."""
+
+    case: str
+    size: str
+    seconds: list[float] = field(default_factory=list)
+    rss_bytes: list[int] = field(default_factory=list)
+    extra: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        """Median seconds over the runs."""
+        return statistics.median(self.seconds)
+
+
+def run_child(case: str, n_records: int, options: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Run one case once in a fresh process; return its JSON result and its peak RSS (bytes)."""
+    cmd = [sys.executable, "-m", "benchmarks.child", case, str(n_records), json.dumps(options)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark case {case!r} failed (exit {proc.returncode})")
+    # ru_maxrss is in KiB on Linux
+    return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss * 1024
+
+
+def measure(case: str, size: str, n_records: int, runs: int, options: dict[str, Any]) -> Result:
+    """Run ``case`` ``runs`` times, each in a fresh process."""
+    result = Result(case, size)
+    for _ in range(runs):
+        out, rss = run_child(case, n_records, options)
+        result.seconds.append(float(out.pop("seconds")))
+        result.rss_bytes.append(rss)
+        result.extra.append(out)
+    return result
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n:,}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, run the cases and print the table."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--size", type=float, default=10e6, help="ledger records (10M)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per case (>= 3)")
+    parser.add_argument("--quick", action="store_true", help="1M records, short backtest")
+    parser.add_argument("--backtest-cycles", type=int, default=2160, help="hourly cycles")
+    parser.add_argument("--only", nargs="*", help="run only these cases")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    n_records = int(1e6 if args.quick else args.size)
+    cycles = min(args.backtest_cycles, 240) if args.quick else args.backtest_cycles
+    runs = max(3, args.runs)
+    spec = LedgerSpec(n_records=n_records)
+    console = Console()
+    started = time.perf_counter()
+    console.print(f"ledger: {n_records:,} records, key {spec.key()} (generating if needed)")
+    ensure_ledger(spec)
+    size = _size(n_records)
+    plan: list[tuple[str, str, dict[str, Any], int]] = [
+        ("check", size, {}, 1),
+        ("floor", size, {}, runs),
+        ("pandas", size, {}, runs),
+        ("cycle", size, {}, runs),
+        ("append_full", f"{size} + 10k", {}, runs),
+        ("append", f"{size} + 10k", {}, runs),
+        ("backtest", f"{size}, {cycles} cycles", {"cycles": cycles}, runs),
+        ("allocate", "10k agents", {"agents": 10_000}, runs),
+    ]
+    results: dict[str, Result] = {}
+    for case, label, options, n_runs in plan:
+        if args.only and case not in args.only and case != "check":
+            continue
+        console.print(f"  {case} ({label}) x{n_runs} ...")
+        results[case] = measure(case, label, n_records, n_runs, options)
+    checked = results["check"].extra[0]["checked"]
+    console.print(f"check: polars and pandas agree on {checked:,} statistics (rtol 1e-9)")
+    print_table(console, results)
+    console.print(f"total wall time {time.perf_counter() - started:.0f} s")
+    if args.json:
+        blob = {
+            k: {"size": r.size, "seconds": r.seconds, "rss_bytes": r.rss_bytes, "extra": r.extra}
+            for k, r in results.items()
+        }
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(blob, handle, indent=2)
+
+
+DESCRIPTIONS = {
+    "floor": "floor: read needed columns + one pass",
+    "pandas": "pandas: read + stats, confidence, tails",
+    "cycle": "full cycle: read + stats + conf + tails + allocate",
+    "append_full": "append 10k, full recompute",
+    "append": "append 10k, incremental",
+    "backtest": "backtest, hourly, incremental",
+    "allocate": "allocate() alone",
+}
+
+
+def print_table(console: Console, results: dict[str, Result]) -> None:
+    """The benchmark table: case, size, median, min-max, peak RSS, ratios to floor and pandas."""
+    table = Table(title="meta-supervisor benchmarks")
+    for col in ("case", "size", "median", "min-max", "peak RSS", "÷ floor", "÷ pandas"):
+        table.add_column(col, justify="left" if col in ("case", "size") else "right")
+    floor = results["floor"].median if "floor" in results else None
+    pandas = results["pandas"].median if "pandas" in results else None
+    for name, r in results.items():
+        if name == "check":
+            continue
+        ratio_floor = f"{r.median / floor:.2f}x" if floor and name != "allocate" else "-"
+        ratio_pandas = f"{r.median / pandas:.2f}x" if pandas and name != "allocate" else "-"
+        table.add_row(
+            DESCRIPTIONS.get(name, name),
+            r.size,
+            _fmt_s(r.median),
+            f"{_fmt_s(min(r.seconds))} - {_fmt_s(max(r.seconds))}",
+            f"{max(r.rss_bytes) / 2**20:,.0f} MiB",
+            ratio_floor,
+            ratio_pandas,
+        )
+    console.print(table)
+    for name, r in results.items():
+        subs = {k: v for k, v in r.extra[0].items() if isinstance(v, float)} if r.extra else {}
+        if subs and name != "check":
+            parts = ", ".join(
+                f"{k} {_fmt_s(statistics.median(e[k] for e in r.extra))}" for k in subs
+            )
+            console.print(f"  {name}: {parts}")
+
+
+if __name__ == "__main__":
+    main()
