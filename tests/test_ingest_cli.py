@@ -1,0 +1,104 @@
+"""``meta-supervisor ingest`` and ``quarantine``: summaries, exit codes, --dry-run, --json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from meta_supervisor.cli import app
+from meta_supervisor.ledger import LedgerStore
+
+runner = CliRunner()
+
+GOOD = {
+    "ts": "2026-01-01T00:00:00Z",
+    "agent": "a",
+    "horizon_hours": 24,
+    "realized_pnl_bps": 1.5,
+    "expected_pnl_bps": 1.0,
+}
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def records_file(path: Path, n: int, bad: int = 0) -> Path:
+    lines = [json.dumps({**GOOD, "run_id": f"r{i}"}) for i in range(n)]
+    lines += ['{"ts": "2026-01-01T00:00:00", "agent": "a"}'] * bad
+    return write(path, lines)
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout
+
+
+def test_ingest_summary_and_json(tmp_path: Path) -> None:
+    path = records_file(tmp_path / "r.jsonl", 10, bad=2)
+    code, out = run("ingest", str(path), "--ledger", str(tmp_path / "L"))
+    assert code == 0
+    assert "stored 10 new" in out and "2 refused" in out and "has no time zone" in out
+    code, out = run("ingest", str(path), "--ledger", str(tmp_path / "L"), "--json")
+    body = json.loads(out)
+    assert code == 0
+    assert (body["accepted"], body["duplicates"], body["refused"]) == (0, 10, 2)
+    assert body["refused_by_reason"] == {"ts: 'ts' has no time zone (expected 'Z' or '+00:00')": 2}
+
+
+def test_dry_run_writes_nothing(tmp_path: Path) -> None:
+    path = records_file(tmp_path / "r.jsonl", 5)
+    code, out = run("ingest", str(path), "--ledger", str(tmp_path / "L"), "--dry-run", "--json")
+    assert code == 0 and json.loads(out)["accepted"] == 5
+    assert not (tmp_path / "L").exists() or not LedgerStore(tmp_path / "L").exists()
+
+
+def test_exit_1_only_when_nothing_usable(tmp_path: Path) -> None:
+    empty = write(tmp_path / "e.jsonl", [])
+    all_bad = records_file(tmp_path / "b.jsonl", 0, bad=3)
+    good = records_file(tmp_path / "g.jsonl", 1)
+    ledger = str(tmp_path / "L")
+    assert run("ingest", str(empty), "--ledger", ledger)[0] == 1
+    assert run("ingest", str(all_bad), str(tmp_path / "missing.csv"), "--ledger", ledger)[0] == 1
+    assert run("ingest", str(all_bad), str(good), "--ledger", ledger)[0] == 0
+    # Re-reading only already-stored rows is still a usable read.
+    assert run("ingest", str(good), "--ledger", ledger)[0] == 0
+
+
+def test_kind_telemetry_and_auto(tmp_path: Path) -> None:
+    events = write(
+        tmp_path / "events.jsonl",
+        [
+            json.dumps({"ts": "2026-01-01T00:00:00Z", "agent": "a", "latency_ms": 3, "errors": 1}),
+            json.dumps({"ts": "2026-01-01T00:00:00Z", "agent": "a", "error": None}),
+        ],
+    )
+    code, out = run("ingest", str(events), "--ledger", str(tmp_path / "L"), "--json")
+    assert code == 0 and json.loads(out)["accepted_telemetry"] == 2
+    # Forced to records, the same file has none of the required fields: nothing usable.
+    code, _ = run("ingest", str(events), "--ledger", str(tmp_path / "M"), "--kind", "records")
+    assert code == 1
+
+
+def test_quarantine_lists_and_filters(tmp_path: Path) -> None:
+    ledger = str(tmp_path / "L")
+    a = write(tmp_path / "a.jsonl", [json.dumps(GOOD), "{cut", '{"ts": "x", "agent": "b"}'])
+    b = records_file(tmp_path / "b.jsonl", 1, bad=1)
+    run("ingest", str(a), str(b), "--ledger", ledger)
+    code, out = run("quarantine", "--ledger", ledger, "--json")
+    body = json.loads(out)
+    assert code == 0 and body["total"] == 3
+    assert {(Path(r["source"]).name, r["line"]) for r in body["rows"]} == {
+        ("a.jsonl", 2),
+        ("a.jsonl", 3),
+        ("b.jsonl", 2),
+    }
+    _, out = run("quarantine", "--ledger", ledger, "--source", "b.jsonl", "--json")
+    assert json.loads(out)["total"] == 1
+    _, out = run("quarantine", "--ledger", ledger, "--reason", "not valid json", "--json")
+    assert [r["line"] for r in json.loads(out)["rows"]] == [2]
+    code, out = run("quarantine", "--ledger", ledger)
+    assert code == 0 and "3 refused rows" in out
