@@ -125,3 +125,14 @@ def test_lock_of_a_killed_holder_is_released_by_the_kernel(inputs, tmp_path):
     with StateLock(paths.lock):  # ... but the flock died with it
         assert paths.lock.read_text() == str(os.getpid())
     assert not paths.history.exists()
+
+
+def test_late_duplicate_run_records_nothing_and_keeps_the_newer_files(inputs, tmp_path):
+    """A queued job for an instant already decided, after later cycles, is a no-op."""
+    paths = fresh_state(inputs, tmp_path / "state")
+    run_cycle(paths, AS_OFS[0])
+    run_cycle(paths, AS_OFS[1])
+    before = {p.name: p.read_bytes() for p in paths.state_dir.iterdir()}
+    decision, _ = run_cycle(paths, AS_OFS[0])
+    assert decision.as_of == iso(AS_OFS[0])
+    assert {p.name: p.read_bytes() for p in paths.state_dir.iterdir()} == before

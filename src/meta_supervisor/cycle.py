@@ -260,6 +260,11 @@ def run_cycle(
         if entries:
             _write_current(paths, Decision.from_dict(entries[-1].decision))
         base = _base_entry(entries, iso(as_of))
+        earlier = [e for e in entries if e.decision.get("as_of") == iso(as_of)]
+        if earlier and entries[-1].decision.get("as_of") != iso(as_of):
+            # Decided already, and later cycles have followed: a late duplicate run (e.g. a
+            # queued scheduler job) must neither record it twice nor roll the files back.
+            return Decision.from_dict(earlier[-1].decision), ledger
         previous = (
             None
             if base is None
