@@ -1,0 +1,49 @@
+"""policy: the seed's defaults, validation that names the field, TOML round trip, fingerprint."""
+
+from __future__ import annotations
+
+import pytest
+
+from meta_supervisor.policy import Policy, PolicyError, load_policy, make_policy
+
+
+def test_defaults_are_the_seeds_constants():
+    p = Policy()
+    assert (p.max_weight, p.confidence_floor) == (0.25, 0.50)
+    assert (p.cvar_k, p.cvar_floor, p.drawdown_k, p.drawdown_floor) == (0.015, 0.25, 0.01, 0.4)
+    assert (p.sim_error_scale_bps, p.max_error_rate, p.horizon_hours) == (75.0, 0.15, 24)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("max_weight", 1.5), ("max_weight", 0), ("confidence_floor", -0.1), ("horizon_hours", 0),
+     ("cvar_prior_bps", 5.0), ("gross_cap", 2.0), ("no_trade_band", -1)],
+)  # fmt: skip
+def test_out_of_range_value_names_the_field(key, value):
+    with pytest.raises(PolicyError, match=key):
+        make_policy({key: value})
+
+
+def test_unknown_key_suggests_the_close_one(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text("[policy]\nmax_weigth = 0.2\n")
+    with pytest.raises(PolicyError, match=r"policy.toml.*max_weigth.*did you mean 'max_weight'"):
+        load_policy(path)
+
+
+def test_floor_above_prior_is_refused():
+    with pytest.raises(PolicyError, match="confidence_prior"):
+        make_policy({"confidence_floor": 0.9, "confidence_prior": 0.8})
+
+
+def test_toml_round_trip_and_fingerprint(tmp_path):
+    policy = make_policy({"max_weight": 0.2, "lookback_hours": 72.0})
+    path = tmp_path / "p.toml"
+    path.write_text(policy.to_toml())
+    loaded = load_policy(path)
+    assert loaded == policy
+    assert loaded.fingerprint() == policy.fingerprint()
+    assert Policy().fingerprint() != policy.fingerprint()
+    assert load_policy(None) == Policy()
+    with pytest.raises(PolicyError, match="not found"):
+        load_policy(tmp_path / "missing.toml")
