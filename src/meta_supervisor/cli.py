@@ -879,6 +879,7 @@ def override_remove(
 
 # ---------------------------------------------------------------- other modules' commands
 # Other modules register their commands below, one or two lines each (keep this at the end).
+import meta_supervisor.cli_backtest  # noqa: E402, F401  (registers `backtest`)
 from meta_supervisor.cli_ingest import ingest, quarantine  # noqa: E402
 
 app.command()(ingest)

@@ -29,9 +29,13 @@ class Profile(StrEnum):
     """Which allocation formula a cycle applies.
 
     ``seed``: the seed's steps made correct (DESIGN.md "Allocation").
+    ``evidence``: tilt from equal weight only as far as the t-statistic of each agent's mean
+    PnL is strong; drawdown and tail against the agent's own scale
+    (:mod:`meta_supervisor.evidence`; chosen by backtest, docs/BACKTEST.md).
     """
 
     SEED = "seed"
+    EVIDENCE = "evidence"
 
 
 class PolicyError(ValueError):
@@ -111,6 +115,32 @@ class Policy(BaseModel):
         0.0025, ge=0, le=0.5, description="moves smaller than this keep the previous weight"
     )
     weight_decimals: int = Field(6, ge=2, le=12, description="weights rounded down to this")
+
+    # ---- evidence profile (meta_supervisor.evidence) ----
+    evidence_t0: float = Field(
+        1.0, ge=0, le=100, description="evidence: |shrunk t| below this gives no tilt"
+    )
+    evidence_k: float = Field(
+        1.0, ge=0, le=100, description="evidence: tilt exp(k·(|shrunk t| − t0)) beyond t0"
+    )
+    evidence_tilt_min: float = Field(0.25, gt=0, le=1, description="evidence: lowest tilt")
+    evidence_tilt_max: float = Field(3.0, ge=1, le=100, description="evidence: highest tilt")
+    evidence_learn_strength: bool = Field(
+        True, description="evidence: shrink t by the fleet's signal share clip(1 − 1/var t)"
+    )
+    evidence_min_agents: int = Field(
+        5, ge=2, le=100_000, description="evidence: fewer eligible agents than this: no tilt"
+    )
+    evidence_dd_z0: float = Field(
+        1.5, ge=0, le=100, description="evidence: drawdown/(sigma·sqrt n) penalised beyond this"
+    )
+    evidence_dd_k: float = Field(0.5, ge=0, le=100, description="evidence: drawdown slope")
+    evidence_dd_floor: float = Field(0.25, ge=0, le=1, description="evidence: drawdown floor")
+    evidence_tail_r0: float = Field(
+        4.0, ge=0, le=100, description="evidence: -CVaR95(gap)/mean |gap| penalised beyond this"
+    )
+    evidence_tail_k: float = Field(0.25, ge=0, le=100, description="evidence: tail slope")
+    evidence_tail_floor: float = Field(0.25, ge=0, le=1, description="evidence: tail floor")
 
     @model_validator(mode="after")
     def _check_order(self) -> Policy:
