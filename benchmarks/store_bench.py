@@ -5,7 +5,8 @@ Usage::
     python benchmarks/store_bench.py --rows 1000000 10000000 --repeat 3 --work /tmp/store-bench
 
 Each measurement runs in a fresh child process so its peak RSS (``ru_maxrss``) is its own.
-Prints a table of medians (seconds) and the largest peak RSS (MiB) per operation:
+Prints a Markdown table: median wall and CPU seconds (user + system, all threads; a fairer
+figure on a shared machine) and the largest peak RSS (MiB) per operation:
 
 * ``parquet-store``: :func:`meta_supervisor.ingest.ingest` of a JSONL file (and of the same data
   as Parquet) into the default store, a re-ingest of the same file (idempotent, nothing new),
@@ -179,10 +180,14 @@ OPS = {name[3:]: fn for name, fn in globals().items() if name.startswith("op_")}
 
 
 def child(op: str, args: list[str]) -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
     result = OPS[op](*args)
     result["seconds"] = time.perf_counter() - start
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime - cpu0
+    result["peak_rss_mib"] = usage.ru_maxrss / 1024
     print(json.dumps(result))
 
 
@@ -216,9 +221,10 @@ def bench(n: int, work: Path, repeat: int, sqlite: bool, duck: bool) -> list[tup
             make()
             results.append(measure(op, *args))
         secs = statistics.median(r["seconds"] for r in results)
+        cpu = statistics.median(r["cpu_seconds"] for r in results)
         rss = max(r["peak_rss_mib"] for r in results)
-        rows.append((n, label, secs, rss))
-        print(f"{n:>10,}  {label:<34} {secs:8.2f} s  {rss:8.0f} MiB", flush=True)
+        rows.append((n, label, secs, cpu, rss))
+        print(f"| {n:>10,} | {label:<34} | {secs:8.2f} | {cpu:8.2f} | {rss:8.0f} |", flush=True)
 
     store = work / f"store-{n}"
     run("parquet-store: ingest JSONL", lambda: reset(store), "ingest", jsonl, str(store))
@@ -258,7 +264,8 @@ def main() -> None:
     except ImportError:
         duck = False
         print("duckdb not importable: skipped", flush=True)
-    print(f"{'rows':>10}  {'operation':<34} {'median':>10}  {'peak RSS':>12}", flush=True)
+    print(f"| {'rows':>10} | {'operation':<34} | {'wall s':>8} | {'CPU s':>8} | {'RSS MiB':>8} |")
+    print(f"|{'-' * 12}|{'-' * 36}|{'-' * 10}|{'-' * 10}|{'-' * 10}|", flush=True)
     for n in args.rows:
         bench(n, args.work, args.repeat, n <= 1_000_000 or args.sqlite_10m, duck)
 
