@@ -102,3 +102,10 @@ def test_quarantine_lists_and_filters(tmp_path: Path) -> None:
     assert [r["line"] for r in json.loads(out)["rows"]] == [2]
     code, out = run("quarantine", "--ledger", ledger)
     assert code == 0 and "3 refused rows" in out
+
+
+def test_root_puts_the_ledger_in_the_default_layout(tmp_path: Path) -> None:
+    path = records_file(tmp_path / "r.jsonl", 3)
+    code, _ = run("ingest", str(path), "--root", str(tmp_path / "fleet"))
+    assert code == 0
+    assert LedgerStore(tmp_path / "fleet" / "meta_supervisor" / "ledger").records().height == 3

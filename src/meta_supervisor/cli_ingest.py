@@ -49,11 +49,21 @@ LedgerDir = Annotated[
         help="Ledger directory (default: META_SUPERVISOR_LEDGER or meta_supervisor/ledger).",
     ),
 ]
+Root = Annotated[
+    Path | None,
+    typer.Option(
+        "--root",
+        help="Base of the default layout: the ledger is ROOT/meta_supervisor/ledger "
+        "(default: META_SUPERVISOR_ROOT, else the working directory).",
+    ),
+]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 
 
-def _ledger(path: Path | None) -> Path:
-    return path or Paths.from_env().ledger
+def _ledger(path: Path | None, root: Path | None = None) -> Path:
+    if path is not None:
+        return path
+    return Paths.under(root).ledger if root is not None else Paths.from_env().ledger
 
 
 def _summary(report: IngestReport) -> Table:
@@ -95,6 +105,7 @@ def ingest(
         Kind, typer.Option("--kind", help="records, telemetry, or auto (from the columns).")
     ] = Kind.auto,
     ledger: LedgerDir = None,
+    root: Root = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read, validate and count; write nothing.")
     ] = False,
@@ -132,7 +143,7 @@ def ingest(
         try:
             report = run_ingest(
                 paths,
-                _ledger(ledger),
+                _ledger(ledger, root),
                 kind=kind.value,
                 dry_run=dry_run,
                 progress=advance,
@@ -158,6 +169,7 @@ def ingest(
 
 def quarantine(
     ledger: LedgerDir = None,
+    root: Root = None,
     source: Annotated[
         str | None, typer.Option("--source", help="Only rows from files containing this text.")
     ] = None,
@@ -176,7 +188,7 @@ def quarantine(
 
       meta-supervisor quarantine --source reconciled.jsonl --json
     """
-    store = LedgerStore(_ledger(ledger))
+    store = LedgerStore(_ledger(ledger, root))
     try:
         rows = store.quarantine()
     except LedgerError as err:

@@ -65,6 +65,7 @@ def write_demo_fleet(root: Path, seed: int = 7) -> Paths:
         records=root / "alpha" / "reconciled.jsonl",
         telemetry=root / "telemetry" / "events.jsonl",
         state_dir=root / "meta_supervisor" / "state",
+        ledger=root / "meta_supervisor" / "ledger",
     )
     for path in (paths.records, paths.telemetry):
         path.parent.mkdir(parents=True, exist_ok=True)
