@@ -24,7 +24,11 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[10, 11, 12])
     parser.add_argument("--out", type=Path, default=Path("backtest-table.json"))
+    parser.add_argument("--markdown", action="store_true", help="print the table of --out")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return
     rows = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name in args.scenarios:
         for seed in args.seeds:
@@ -35,6 +39,65 @@ def main() -> None:
             }
             args.out.write_text(json.dumps(rows, indent=1, sort_keys=True))
             print(name, seed, {m: round(v["sharpe"], 2) for m, v in result.metrics.items()})
+
+
+def markdown(rows: dict, profile: str = "evidence") -> str:
+    """Scenario x method table (mean over seeds, per-seed Sharpe) and the issue's targets."""
+    out = []
+    scenarios = sorted({key.split("/")[0] for key in rows})
+    for sc in scenarios:
+        seeds = sorted(k for k in rows if k.split("/")[0] == sc)
+        methods = list(rows[seeds[0]])
+        out.append(f"\n### {sc} (seeds {', '.join(s.split('/')[1] for s in seeds)})\n")
+        out.append(
+            "| method | Sharpe (mean) | Sharpe per seed | max DD bps (mean) | mean gross "
+            "| de-risk h (worst) | PnL bps (mean) |"
+        )
+        out.append("|---|---|---|---|---|---|---|")
+        for m in methods:
+            vals = [rows[s][m] for s in seeds]
+            sh = [v["sharpe"] for v in vals]
+            dr = [float(v["derisk_hours"]) for v in vals]
+            drs = "-" if all(math.isnan(d) for d in dr) else f"{max(dr):.0f}"
+            out.append(
+                f"| {m} | {sum(sh) / len(sh):+.2f} | {' / '.join(f'{x:+.2f}' for x in sh)} "
+                f"| {sum(v['max_drawdown_bps'] for v in vals) / len(vals):.0f} "
+                f"| {sum(v['mean_gross'] for v in vals) / len(vals):.0%} | {drs} "
+                f"| {sum(v['total_pnl_bps'] for v in vals) / len(vals):+.0f} |"
+            )
+        out.append("")
+        out.extend(_targets(sc, seeds, rows, profile))
+    return "\n".join(out)
+
+
+def _targets(sc: str, seeds: list[str], rows: dict, profile: str) -> list[str]:
+    lines = []
+    for s in seeds:
+        r = rows[s]
+        ew, me = r["equal_weight"], r[profile]
+        me_sharpe = me["sharpe"]
+        if sc in ("no_skill", "real_prices"):
+            need = ew["sharpe"] - 0.1 * abs(ew["sharpe"])
+            ok_s = me["sharpe"] >= need
+            ok_d = me["max_drawdown_bps"] >= ew["max_drawdown_bps"]
+            lines.append(
+                f"- {s}: Sharpe {me['sharpe']:+.2f} vs needed >= {need:+.2f} "
+                f"({'met' if ok_s else f'MISS by {need - me_sharpe:.2f}'}); max DD "
+                f"{me['max_drawdown_bps']:.0f} vs equal weight {ew['max_drawdown_bps']:.0f} "
+                f"({'met' if ok_d else 'MISS'})"
+            )
+        if sc == "skill_blowups":
+            best = max(v["sharpe"] for v in r.values())
+            limit = 0.6 * ew["max_drawdown_bps"]
+            dr = float(me["derisk_hours"])
+            lines.append(
+                f"- {s}: Sharpe {me['sharpe']:+.2f} vs best {best:+.2f} "
+                f"({'met' if me_sharpe >= best else f'MISS by {best - me_sharpe:.2f}'}); "
+                f"max DD {me['max_drawdown_bps']:.0f} vs limit {limit:.0f} "
+                f"({'met' if me['max_drawdown_bps'] >= limit else 'MISS'}); de-risk {dr:.0f} h "
+                f"({'met' if dr <= 12 else 'MISS'})"
+            )
+    return lines
 
 
 if __name__ == "__main__":

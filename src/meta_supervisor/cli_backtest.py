@@ -133,7 +133,7 @@ def backtest(
     if json_out:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     else:
-        Console().print(metrics_table(result, title))
+        Console(width=None if sys.stdout.isatty() else 160).print(metrics_table(result, title))
     if report is not None:
         from meta_supervisor.report import write_report
 
