@@ -51,6 +51,22 @@ def test_fleet_signal_share_is_james_stein_on_the_cross_section():
     assert few.signal_share == 0.0  # fewer than evidence_min_agents: no tilt at all
 
 
+def test_a_shift_shared_by_a_strategy_does_not_pass_for_skill():
+    # Two strategies, every agent of one shifted by the same amount (a shared factor): the
+    # pooled within-strategy variance ignores it; the plain cross-section would not.
+    rng = np.random.default_rng(1)
+    stats = {}
+    for i in range(12):
+        strategy, shift = ("up", 30.0) if i % 2 else ("down", -30.0)
+        stats[f"a{i}"] = _stats(mean=shift + rng.normal(0, 4.0), sd=40.0, n=100, strategy=strategy)
+    fleet = fleet_evidence(stats, EVIDENCE)
+    ts = np.array([t_stat(s) for s in stats.values()])
+    groups = [ts[0::2], ts[1::2]]
+    pooled = sum(((g - g.mean()) ** 2).sum() for g in groups) / (len(ts) - 2)
+    assert math.isclose(fleet.var_t, pooled)
+    assert ts.var(ddof=1) > 10 * pooled
+
+
 @given(st.floats(-20, 20), st.floats(0, 1))
 def test_tilt_is_bounded_and_neutral_inside_the_threshold(t_value, share):
     from meta_supervisor.evidence import FleetEvidence

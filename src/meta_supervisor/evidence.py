@@ -10,8 +10,9 @@ one-line reason, then pull-back, cap, stability) but changes what the multiplier
 * **evidence tilt** from the t-statistic of the agent's mean PnL in the window,
   :math:`t_i = \bar x_i \sqrt{n_i} / s_i` (``pnl_mean_bps``, ``pnl_std_bps``, ``n_records``), so
   the record count and the dispersion set how much a mean can say. The fleet learns how much
-  its t-statistics say at all: with :math:`V` the cross-sectional variance of the :math:`t_i`
-  over eligible agents (≈ 1 when no agent differs from another), the signal share is
+  its t-statistics say at all: with :math:`V` the pooled *within-strategy* variance of the
+  :math:`t_i` over eligible agents (≈ 1 when no agent differs from another; within strategy,
+  so that a factor shared by a strategy's agents does not pass for skill), the signal share is
   :math:`\hat s = \min(1, \max(0, 1 - 1/V))` (James–Stein). The tilt is
 
   .. math:: m_i = \mathrm{clip}\big(e^{k\,\mathrm{soft}(\hat s\,(t_i - \bar t),\,t_0)},
@@ -82,17 +83,28 @@ def _eligible(stats: Mapping[str, Any], policy: Policy) -> bool:
 
 
 def fleet_evidence(agent_stats: Mapping[str, Mapping[str, Any]], policy: Policy) -> FleetEvidence:
-    """Cross-sectional mean and variance of the t-statistics of the eligible agents.
+    """Mean and pooled within-strategy variance of the eligible agents' t-statistics.
 
     ``signal_share = clip(1 − 1/V, 0, 1)`` with fewer than ``evidence_min_agents`` agents
     giving 0 (too few to tell skill from luck); ``policy.evidence_learn_strength = False``
     fixes it at 1.
     """
-    ts = [t for s in agent_stats.values() if _eligible(s, policy) and (t := t_stat(s)) is not None]
+    by_strategy: dict[str, list[float]] = {}
+    for s in agent_stats.values():
+        if _eligible(s, policy) and (t := t_stat(s)) is not None:
+            by_strategy.setdefault(str(s.get("strategy") or "unclassified"), []).append(t)
+    ts = [t for group in by_strategy.values() for t in group]
     if len(ts) < 2:
         return FleetEvidence(len(ts), ts[0] if ts else 0.0, 0.0, 0.0)
     mean = math.fsum(ts) / len(ts)
-    var = math.fsum((t - mean) ** 2 for t in ts) / (len(ts) - 1)
+    # Pooled *within-strategy* variance: a factor shared by a strategy's agents moves their t
+    # together and would pass for skill in the plain cross-sectional variance.
+    groups = [g for g in by_strategy.values() if len(g) >= 2]
+    dof = sum(len(g) - 1 for g in groups)
+    if dof > 0:
+        var = math.fsum((t - math.fsum(g) / len(g)) ** 2 for g in groups for t in g) / dof
+    else:
+        var = math.fsum((t - mean) ** 2 for t in ts) / (len(ts) - 1)
     if not policy.evidence_learn_strength:
         share = 1.0
     elif len(ts) < policy.evidence_min_agents or var <= 0:
