@@ -155,7 +155,7 @@ def charts(result: BacktestResult, at: datetime | None = None) -> dict[str, Any]
 
 def _svg(fig: Any) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg")
+    fig.savefig(buf, format="svg", metadata={"Date": None})  # same inputs, same bytes
     text = buf.getvalue()
     return text[text.index("<svg") :]
 
