@@ -196,3 +196,12 @@ def test_cli_backtest_refuses_bad_usage():
     assert bad.exit_code == 2 and "no_skill" in bad.output
     listed = runner.invoke(app, ["backtest", "--list"])
     assert listed.exit_code == 0 and "skill_blowups" in listed.output
+
+
+def test_cli_error_messages_keep_their_brackets(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "skfolio.datasets", None)
+    out = CliRunner().invoke(app, ["backtest", "--scenario", "real_prices"])
+    assert out.exit_code == 2
+    assert "[research]" in out.output

@@ -201,3 +201,13 @@ def test_rule_fleet_refuses_bad_prices_naming_the_symbol():
         rule_fleet(prices)
     with pytest.raises(KeyError, match="Z"):
         rule_fleet(_prices(), symbols=("Z",))
+
+
+def test_real_price_loader_without_skfolio_names_the_extra(monkeypatch):
+    import sys
+
+    from meta_supervisor.realprice import load_sp500_prices
+
+    monkeypatch.setitem(sys.modules, "skfolio.datasets", None)  # import fails as if absent
+    with pytest.raises(ImportError, match=r"meta-supervisor\[research\]"):
+        load_sp500_prices()

@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from meta_supervisor.backtest import BacktestResult, run_backtest, run_fleet
@@ -108,7 +109,7 @@ def backtest(
         warmup_h = parse_duration(warmup)
         policy = load_policy(config) if config else None
     except (ValueError, PolicyError) as err:
-        out.print(f"[bold red]error:[/] {err}")
+        out.print(f"[bold red]error:[/] {escape(str(err))}")
         raise typer.Exit(2) from None
     try:
         if scenario is not None:
@@ -125,7 +126,7 @@ def backtest(
         else:
             result = _run_files(records, telemetry, every_h or 6.0, policy, warmup_h, out)
     except (KeyError, ImportError, ValueError) as err:
-        out.print(f"[bold red]error:[/] {err.args[0] if err.args else err}")
+        out.print(f"[bold red]error:[/] {escape(str(err.args[0] if err.args else err))}")
         raise typer.Exit(2) from None
     title = (
         f"{scenario} (seed {seed})" if scenario else str(records)
