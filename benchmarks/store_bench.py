@@ -176,6 +176,11 @@ def op_duckdb_window(db: str) -> dict:
     return {"rows": pl.from_arrow(con.execute(query, [start, AS_OF]).to_arrow_table()).height}
 
 
+def op_generate(n: str, base: str) -> dict:
+    generate(int(n), Path(base))
+    return {}
+
+
 OPS = {name[3:]: fn for name, fn in globals().items() if name.startswith("op_")}
 
 
@@ -208,22 +213,28 @@ def reset(path: Path) -> None:
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 
-def bench(n: int, work: Path, repeat: int, sqlite: bool, duck: bool) -> list[tuple]:
+def bench(
+    n: int, work: Path, repeat: int, sqlite: bool, duck: bool, ingest_repeat: int | None = None
+) -> list[tuple]:
     base = work / f"records-{n}"
-    if not base.with_suffix(".jsonl").exists():
-        generate(n, base)
+    if not base.with_suffix(".parquet").exists():
+        # In a child: Linux keeps ru_maxrss across fork+exec, so a big driver would inflate
+        # every later child's peak RSS.
+        measure("generate", str(n), str(base))
     jsonl, parquet = str(base.with_suffix(".jsonl")), str(base.with_suffix(".parquet"))
     rows: list[tuple] = []
 
     def run(label: str, make: callable, op: str, *args: str) -> None:  # type: ignore[valid-type]
         results = []
-        for _ in range(repeat):
+        times = repeat if "ingest" not in op or ingest_repeat is None else ingest_repeat
+        for _ in range(times):
             make()
             results.append(measure(op, *args))
         secs = statistics.median(r["seconds"] for r in results)
         cpu = statistics.median(r["cpu_seconds"] for r in results)
         rss = max(r["peak_rss_mib"] for r in results)
         rows.append((n, label, secs, cpu, rss))
+        label = f"{label} (x{times})"
         print(f"| {n:>10,} | {label:<34} | {secs:8.2f} | {cpu:8.2f} | {rss:8.0f} |", flush=True)
 
     store = work / f"store-{n}"
@@ -250,6 +261,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/store-bench"))
+    parser.add_argument("--ingest-repeat", type=int, help="runs of each ingest (default: --repeat)")
     parser.add_argument("--sqlite-10m", action="store_true", help="also SQLite above 1M rows")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -267,7 +279,8 @@ def main() -> None:
     print(f"| {'rows':>10} | {'operation':<34} | {'wall s':>8} | {'CPU s':>8} | {'RSS MiB':>8} |")
     print(f"|{'-' * 12}|{'-' * 36}|{'-' * 10}|{'-' * 10}|{'-' * 10}|", flush=True)
     for n in args.rows:
-        bench(n, args.work, args.repeat, n <= 1_000_000 or args.sqlite_10m, duck)
+        sqlite = n <= 1_000_000 or args.sqlite_10m
+        bench(n, args.work, args.repeat, sqlite, duck, args.ingest_repeat)
 
 
 if __name__ == "__main__":
