@@ -25,6 +25,7 @@ CSV = physical line of a single-line row (the header is line 1), Parquet = row (
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -332,21 +333,68 @@ def iter_raw(
     fmt = file_format(path)
     size = path.stat().st_size
     if fmt == "csv":
-        frame = pl.read_csv(
-            path,
-            infer_schema=False,
-            separator="\t" if path.suffix.lower() == ".tsv" else ",",
-            null_values=[""],
-            truncate_ragged_lines=True,
-        )
-        frame = frame.with_row_index("_line", offset=2).cast({"_line": pl.Int64})
-        yield RawChunk(frame, empty_quarantine(), size)
+        separator = "\t" if path.suffix.lower() == ".tsv" else ","
+        try:
+            frame = pl.read_csv(
+                path,
+                infer_schema=False,
+                separator=separator,
+                null_values=[""],
+                encoding="utf8-lossy",
+            )
+            frame = frame.with_row_index("_line", offset=2).cast({"_line": pl.Int64})
+            # A blank line (or one of bare separators) carries no data: skipped, as in JSONL.
+            data_columns = [c for c in frame.columns if c != "_line"]
+            if data_columns:
+                frame = frame.filter(~pl.all_horizontal(pl.col(data_columns).is_null()))
+            unreadable = empty_quarantine()
+        except pl.exceptions.PolarsError:
+            frame, unreadable = _read_csv_strictly(path, separator)
+        yield RawChunk(frame, unreadable, size)
         return
     if fmt == "parquet":
         frame = pl.read_parquet(path).with_row_index("_line", offset=1)
         yield RawChunk(frame.cast({"_line": pl.Int64}), empty_quarantine(), size)
         return
     yield from _iter_jsonl(path, fields, chunk_bytes, str(path))
+
+
+def _read_csv_strictly(path: Path, separator: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Row-by-row CSV reading, for a file polars' fast reader refused (bad quoting, ragged rows).
+
+    Only malformed files take this path. A row whose field count differs from the header's is
+    refused with its line number (the line its record starts on); the others are kept as text.
+    Blank rows are skipped, as by the fast reader.
+    """
+    text = path.read_bytes().decode("utf-8", errors="replace").lstrip("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, strict=False)
+    header: list[str] | None = None
+    rows: list[list[str | None]] = []
+    lines: list[int] = []
+    refused: list[tuple[str, int, str, str, str]] = []
+    start = 1
+    for row in reader:
+        if header is None:
+            header = row
+        elif not any(row):
+            pass
+        elif len(row) != len(header):
+            raw = separator.join(row)[:500]
+            reason = f"expected {len(header)} fields (the header's), got {len(row)}"
+            refused.append((str(path), start, "(line)", reason, raw))
+        else:
+            rows.append([value if value != "" else None for value in row])
+            lines.append(start)
+        start = reader.line_num + 1
+    columns = [
+        name if name not in (header or [])[:i] else f"{name}_duplicated_{i}"
+        for i, name in enumerate(header or [])
+    ]
+    frame = pl.DataFrame(
+        {name: [row[i] for row in rows] for i, name in enumerate(columns)},
+        schema=dict.fromkeys(columns, pl.String),
+    ).with_columns(pl.Series("_line", lines, dtype=pl.Int64))
+    return frame, pl.DataFrame(refused, schema=QUARANTINE_SCHEMA, orient="row")
 
 
 def read_raw(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
