@@ -35,20 +35,28 @@ explanation.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import polars as pl
+from numpy.typing import NDArray
 
 from meta_supervisor import evidence
 from meta_supervisor.decision import Decision, fingerprint, iso
 from meta_supervisor.policy import Policy, Profile
 from meta_supervisor.portfolio import apply_gross_cap, cap_water_fill, round_down, smooth
 
-__all__ = ["Confidence", "Override", "Tail", "allocate"]
+__all__ = ["Confidence", "Override", "Tail", "allocate", "allocate_frames"]
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+IntArray = NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -131,20 +139,6 @@ def _number(value: Any) -> tuple[float | None, str | None]:
     return number, None
 
 
-@dataclass
-class _Inputs:
-    pnl_sum: float | None
-    hit_rate: float | None
-    error_rate: float | None
-    avg_abs_error: float | None
-    max_drawdown: float | None
-    n_records: int | None
-    strategy: str
-    killed: bool
-    problems: list[str]
-    notes: list[str]
-
-
 _RANGES: dict[str, tuple[float, float]] = {
     "pnl_sum_bps": (-math.inf, math.inf),
     "hit_rate": (0.0, 1.0),
@@ -153,210 +147,432 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_drawdown_bps": (-math.inf, math.inf),
     "n_records": (0.0, math.inf),
 }
+# Read by the evidence profile only (no range: a negative mean is a fine mean).
+_EVIDENCE_KEYS = ("pnl_mean_bps", "pnl_std_bps")
+_PLAIN_TYPES = frozenset({float, int, type(None)})
 
 
-def _read_inputs(stats: Mapping[str, Any]) -> _Inputs:
-    values: dict[str, float | None] = {}
-    problems: list[str] = []
-    for key, (low, high) in _RANGES.items():
-        number, problem = _number(stats.get(key))
-        if problem is None and number is not None and not low <= number <= high:
-            problem = f"is outside [{low:g}, {high:g}] ({number:g})"
-        if problem:
-            problems.append(f"{key} {problem}")
-            number = None
-        values[key] = number
-    notes = []
-    for key, default in (("hit_rate", 0.0), ("error_rate", None), ("max_drawdown_bps", 0.0)):
-        if key not in stats or stats.get(key) is None:
-            notes.append(f"{key} not reported: using {default if default is not None else 'no'}")
-    if stats.get("avg_abs_error_bps") is None:
-        notes.append("avg_abs_error_bps not reported: no sim-integrity penalty")
-    strategy = stats.get("strategy")
-    strategy = str(strategy).strip() if strategy not in (None, "") else "unclassified"
-    decision = stats.get("decision")
-    killed = isinstance(decision, str) and decision.strip().upper() == "KILL"
-    dd = values["max_drawdown_bps"]
-    n_records = values["n_records"]
-    return _Inputs(
-        pnl_sum=values["pnl_sum_bps"],
-        hit_rate=values["hit_rate"] if values["hit_rate"] is not None else 0.0,
-        error_rate=values["error_rate"],
-        avg_abs_error=values["avg_abs_error_bps"],
-        max_drawdown=-abs(dd) if dd is not None else 0.0,
-        n_records=int(n_records) if n_records is not None else None,
-        strategy=strategy,
+@dataclass
+class _Column:
+    """One statistic for every agent.
+
+    ``value``: the number, NaN when absent or unusable (what the evidence profile reads);
+    ``checked``: also NaN outside the statistic's range (what the seed profile reads);
+    ``absent``: ``None`` or missing; ``problems``: agent index -> why the value is unusable.
+    """
+
+    value: FloatArray
+    checked: FloatArray
+    absent: BoolArray
+    problems: dict[int, str]
+
+
+def _column(value: FloatArray, absent: BoolArray, problems: dict[int, str], key: str) -> _Column:
+    """Add the non-finite and range problems and the range-checked values."""
+    value = np.where(absent, np.nan, value)
+    bad = np.flatnonzero(~np.isfinite(value) & ~absent)
+    for i in bad.tolist():
+        if i not in problems:
+            problems[i] = f"is not finite ({float(value[i])!r})"
+    value[bad] = np.nan
+    checked = value
+    low, high = _RANGES.get(key, (-math.inf, math.inf))
+    outside = np.flatnonzero((value < low) | (value > high))
+    if outside.size:
+        checked = value.copy()
+        for i in outside.tolist():
+            problems[i] = f"is outside [{low:g}, {high:g}] ({float(value[i]):g})"
+        checked[outside] = np.nan
+    return _Column(value, checked, absent, problems)
+
+
+def _column_from_values(values: list[Any], key: str) -> _Column:
+    """Parse any Python values (hostile ones included) as :func:`_number` does."""
+    n = len(values)
+    if set(map(type, values)) <= _PLAIN_TYPES:
+        # The common case: floats, ints and None convert at C speed (None -> NaN).
+        value = np.array(values, dtype=np.float64).reshape(n)
+        absent = np.fromiter((v is None for v in values), bool, n)
+        return _column(value, absent, {}, key)
+    value = np.full(n, np.nan)
+    absent = np.zeros(n, dtype=bool)
+    problems: dict[int, str] = {}
+    for i, v in enumerate(values):
+        number, problem = _number(v)
+        if problem is not None:
+            problems[i] = problem
+        elif number is None:
+            absent[i] = True
+        else:
+            value[i] = number
+    return _column(value, absent, problems, key)
+
+
+def _column_from_series(series: pl.Series | None, n: int, key: str) -> _Column:
+    """A frame column: numeric dtypes vectorised (null = absent), anything else as values."""
+    if series is None:
+        return _column(np.full(n, np.nan), np.ones(n, dtype=bool), {}, key)
+    if series.dtype.is_numeric():
+        value = series.to_numpy().astype(np.float64)  # nulls -> NaN
+        absent = series.is_null().to_numpy() if series.null_count() else np.zeros(n, dtype=bool)
+        return _column(value, absent, {}, key)
+    return _column_from_values(series.to_list(), key)
+
+
+def _strategy_names(value: Any) -> tuple[str, str]:
+    """``(strategy, group)``: the strategy as the explanation and the tails read it (stripped,
+    ``"unclassified"`` when missing), and as the evidence profile groups agents by it."""
+    strategy = str(value).strip() if value not in (None, "") else "unclassified"
+    return strategy, str(value or "unclassified")
+
+
+def _is_kill(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().upper() == "KILL"
+
+
+@dataclass
+class _Fleet:
+    """The allocation's inputs as arrays, one entry per agent in name order.
+
+    ``views``, ``confidence`` and ``tails`` give the inputs as the explanation and the inputs
+    fingerprint show them; they are called only when the explanation is built.
+    """
+
+    names: list[Any]
+    columns: dict[str, _Column]
+    strategy_code: IntArray  # per agent: index into strategies
+    strategies: list[str]  # per code: the strategy as explained and looked up in the tails
+    groups: IntArray  # per agent: the evidence profile's strategy group
+    killed: BoolArray
+    has_confidence: BoolArray
+    confidence_multiplier: FloatArray
+    has_tail: BoolArray  # a tail whose used CVaR is not None
+    tail_used: FloatArray  # that CVaR (bps), NaN without one
+    tail_number: FloatArray  # the same where it is a finite number, else NaN
+    views: Callable[[], list[dict[str, Any]]]  # per agent: its stats, JSON-safe (cached)
+    confidence: Callable[[], Mapping[str, Confidence]]
+    tails: Callable[[], Mapping[str, Tail]]
+
+    def problems(self) -> dict[int, list[str]]:
+        """Agent index -> its unusable numbers, in the order of ``_RANGES``."""
+        out: dict[int, list[str]] = {}
+        for key in _RANGES:
+            for i, problem in self.columns[key].problems.items():
+                out.setdefault(i, []).append(f"{key} {problem}")
+        return out
+
+
+def _strategy_codes(
+    values: list[Any],
+) -> tuple[IntArray, list[str], IntArray]:
+    """Codes per agent, the strategy per code and the evidence group per code."""
+    seen: dict[str, int] = {}
+    strategies: list[str] = []
+    group_of: dict[str, int] = {}
+    group_codes: list[int] = []
+    codes = np.empty(len(values), dtype=np.int64)
+    for i, value in enumerate(values):
+        # Only strings share a code: 1, 1.0 and True (equal as keys) name different strategies.
+        code = seen.get(value) if type(value) is str else None
+        if code is None:
+            strategy, group = _strategy_names(value)
+            code = len(strategies)
+            strategies.append(strategy)
+            group_codes.append(group_of.setdefault(group, len(group_of)))
+            if type(value) is str:
+                seen[value] = code
+        codes[i] = code
+    return codes, strategies, np.array(group_codes, dtype=np.int64)
+
+
+def _tail_arrays(
+    codes: IntArray, strategies: list[str], used_by_strategy: Mapping[str, Any]
+) -> tuple[BoolArray, FloatArray, FloatArray]:
+    """Per agent: has a used CVaR (not None), the value, and the value as a finite number
+    (NaN otherwise: what the evidence profile reads)."""
+    present, used, number = [], [], []
+    for strategy in strategies:
+        value = used_by_strategy.get(strategy)
+        present.append(value is not None)
+        used.append(np.nan if value is None else float(value))
+        finite = evidence.number(value)
+        number.append(np.nan if finite is None else finite)
+    return tuple(  # type: ignore[return-value]
+        np.array(a, dtype=t).reshape(len(strategies))[codes]
+        for a, t in ((present, bool), (used, np.float64), (number, np.float64))
+    )
+
+
+def _fleet_from_dicts(
+    agent_stats: Mapping[str, Mapping[str, Any]],
+    confidence: Mapping[str, Confidence],
+    tails: Mapping[str, Tail],
+    policy: Policy,
+) -> _Fleet:
+    names = sorted(agent_stats)
+    # Copies: the explanation is built later, from the inputs as they were at the call.
+    rows = [dict(agent_stats[name]) for name in names]
+    confidence = dict(confidence)
+    tails = dict(tails)
+    keys = list(_RANGES) + (list(_EVIDENCE_KEYS) if policy.profile is Profile.EVIDENCE else [])
+    columns = {k: _column_from_values([r.get(k) for r in rows], k) for k in keys}
+    codes, strategies, group_of = _strategy_codes([r.get("strategy") for r in rows])
+    decisions = [r.get("decision") for r in rows]
+    killed = np.fromiter(
+        (d is not None and _is_kill(d) for d in decisions), dtype=bool, count=len(rows)
+    )
+    held = [confidence.get(name) for name in names]
+    has_conf = np.fromiter((c is not None for c in held), dtype=bool, count=len(held))
+    multiplier = np.array(
+        [policy.confidence_prior if c is None else c.multiplier for c in held], dtype=np.float64
+    ).reshape(len(held))
+    has_tail, used, used_number = _tail_arrays(
+        codes,
+        strategies,
+        {k: (None if t is None else t.gap_cvar95_used_bps) for k, t in tails.items()},
+    )
+    return _Fleet(
+        names=names,
+        columns=columns,
+        strategy_code=codes,
+        strategies=strategies,
+        groups=group_of[codes],
         killed=killed,
-        problems=problems,
-        notes=notes,
+        has_confidence=has_conf,
+        confidence_multiplier=multiplier,
+        has_tail=has_tail,
+        tail_used=used,
+        tail_number=used_number,
+        views=functools.cache(lambda: [_inputs_view(row) for row in rows]),
+        confidence=lambda: confidence,
+        tails=lambda: tails,
     )
 
 
-# ---------------------------------------------------------------- factors
+def _lookup(
+    agents: pl.Series, keys: pl.Series, values: pl.Series, policy: Policy
+) -> tuple[BoolArray, FloatArray]:
+    """Per agent: has a confidence row, and its multiplier (the prior without one).
+
+    A repeated agent keeps its last row, as a dict built from the rows would.
+    """
+    right = pl.DataFrame({"agent": keys, "#conf": values, "#held": True})
+    if right.height != keys.n_unique():
+        right = right.unique("agent", keep="last", maintain_order=True)
+    joined = agents.to_frame("agent").join(right, on="agent", how="left", maintain_order="left")
+    held = joined["#held"].fill_null(False).to_numpy().astype(bool)
+    return held, np.where(held, joined["#conf"].to_numpy(), policy.confidence_prior)
 
 
-def _gates(
-    name: str, inputs: _Inputs, policy: Policy, override: Override | None
-) -> list[dict[str, Any]]:
-    excluded = override is not None and override.action == "exclude"
-    gates = [
-        {
-            "gate": "operator_exclusion",
-            "passed": not excluded,
-            "detail": (
-                f"excluded by {override.created_by} until {iso(override.expires_at)}: "
-                f"{override.reason}"
-                if excluded and override is not None
-                else "no active exclusion"
-            ),
-        },
-        {
-            "gate": "kill",
-            "passed": not inputs.killed,
-            "detail": "stats say decision KILL" if inputs.killed else "not killed",
-        },
-        {
-            "gate": "usable_numbers",
-            "passed": not inputs.problems,
-            "detail": "; ".join(inputs.problems) if inputs.problems else "all numbers usable",
-        },
-    ]
-    err = inputs.error_rate
-    gates.append(
-        {
-            "gate": "error_rate",
-            "passed": err is None or err <= policy.max_error_rate,
-            "detail": (
-                "no telemetry: not gated"
-                if err is None
-                else f"error rate {err:.1%} vs limit {policy.max_error_rate:.1%}"
-            ),
-        }
-    )
-    n = inputs.n_records
-    gates.append(
-        {
-            "gate": "min_records",
-            "passed": n is None or n >= policy.min_records,
-            "detail": (
-                "record count not given: not gated"
-                if n is None
-                else f"{n} records in window vs minimum {policy.min_records}"
-            ),
-        }
-    )
-    pnl = inputs.pnl_sum
-    gates.append(
-        {
-            "gate": "positive_pnl",
-            "passed": pnl is not None and pnl > 0,
-            "detail": "pnl_sum_bps missing" if pnl is None else f"pnl_sum {pnl:+.1f} bps",
-        }
-    )
-    return gates
-
-
-def _over(n_records: int | None, hours: float) -> str:
-    counted = "" if n_records is None else f" {n_records} records"
-    return f" over{counted} in the last {hours:g} h"
-
-
-def _at_floor(mult: float, floor: float) -> str:
-    return f"; at its floor x{floor:g}" if mult <= floor else ""
-
-
-def _factor(name: str, value: float, reason: str) -> dict[str, Any]:
-    return {"factor": name, "value": value, "reason": reason}
-
-
-def _quality_factors(
-    inputs: _Inputs, confidence: Confidence | None, policy: Policy
-) -> list[dict[str, Any]]:
-    pnl = max(inputs.pnl_sum or 0.0, 0.0)
-    hit = inputs.hit_rate or 0.0
-    factors = [
-        _factor(
-            "alpha",
-            math.sqrt(pnl),
-            f"sqrt of pnl_sum {pnl:.1f} bps{_over(inputs.n_records, policy.lookback_hours)} "
-            "(concave: steady gains count more than one big win)",
-        ),
-        _factor(
-            "hit_rate",
-            policy.hit_rate_offset + hit,
-            f"{policy.hit_rate_offset:g} + hit rate {hit:.0%} (share of records with PnL > 0)",
-        ),
-    ]
-    if confidence is None:
-        factors.append(
-            _factor(
-                "confidence",
-                policy.confidence_prior,
-                "no calibration evidence: prior (a new agent is not punished)",
-            )
-        )
+def _fleet_from_frames(
+    stats: pl.DataFrame,
+    confidence: pl.DataFrame | None,
+    tails: pl.DataFrame | None,
+    policy: Policy,
+) -> _Fleet:
+    if "agent" not in stats.columns:
+        raise ValueError("stats frame has no 'agent' column")
+    if stats["agent"].null_count():
+        raise ValueError("stats frame: 'agent' is null in some rows")
+    agents = stats["agent"]
+    if not agents.is_sorted():
+        stats = stats.sort("agent")
+        agents = stats["agent"]
+    if agents.n_unique() != stats.height:
+        dup = stats.filter(pl.col("agent").is_duplicated())["agent"][0]
+        raise ValueError(f"stats frame: agent {dup!r} appears in more than one row")
+    n = stats.height
+    names = agents.to_list()
+    keys = list(_RANGES) + (list(_EVIDENCE_KEYS) if policy.profile is Profile.EVIDENCE else [])
+    numeric = [k for k in keys if k in stats.columns and stats[k].dtype.is_numeric()]
+    # One conversion for all numeric columns (each polars call has a fixed cost); nulls -> NaN.
+    matrix = stats.select(pl.col(numeric).cast(pl.Float64)).to_numpy() if numeric else None
+    columns = {}
+    for k in keys:
+        if k in numeric and matrix is not None:
+            series = stats[k]
+            absent = series.is_null().to_numpy() if series.null_count() else np.zeros(n, bool)
+            columns[k] = _column(matrix[:, numeric.index(k)].copy(), absent, {}, k)
+        else:
+            columns[k] = _column_from_series(stats[k] if k in stats.columns else None, n, k)
+    strategy = stats["strategy"] if "strategy" in stats.columns else None
+    if strategy is not None and strategy.dtype == pl.String:
+        # Few distinct strategies: name each once, find each agent's by binary search.
+        filled = strategy.fill_null("") if strategy.null_count() else strategy
+        distinct = filled.unique().sort()
+        per, strategies, group_of = _strategy_codes(distinct.to_list())
+        codes = per[distinct.search_sorted(filled).to_numpy().astype(np.int64)]
     else:
-        ratio = (
-            ""
-            if confidence.error_ratio is None
-            else f", mean |gap|/σ {confidence.error_ratio:.2f} vs tolerance "
-            f"{policy.confidence_tolerance:g}"
-        )
-        factors.append(
-            _factor(
-                "confidence",
-                confidence.multiplier,
-                f"{confidence.n_evidence} records (weight {confidence.evidence_weight:.1f}){ratio}"
-                f", evidence half-life {policy.confidence_half_life_hours:g} h",
-            )
-        )
-    if inputs.avg_abs_error is None:
-        factors.append(_factor("sim_integrity", 1.0, "avg |gap| not reported: no penalty"))
+        column = strategy.to_list() if strategy is not None else [None] * n
+        codes, strategies, group_of = _strategy_codes(column)
+    if "decision" in stats.columns:
+        killed = np.array([_is_kill(d) for d in stats["decision"].to_list()], dtype=bool)
     else:
-        scale = policy.sim_error_scale_bps
-        factors.append(
-            _factor(
-                "sim_integrity",
-                1.0 / (1.0 + inputs.avg_abs_error / scale),
-                f"avg |gap| {inputs.avg_abs_error:.1f} bps vs scale {scale:g} bps "
-                "(how far results miss the simulator's forecasts)",
-            )
+        killed = np.zeros(n, dtype=bool)
+    has_conf = np.zeros(n, dtype=bool)
+    multiplier = np.full(n, policy.confidence_prior)
+    if confidence is not None and confidence.height:
+        values = confidence["confidence"].cast(pl.Float64)
+        if confidence["agent"].equals(agents):  # the same agents in the same order
+            has_conf = np.ones(n, dtype=bool)
+            multiplier = values.to_numpy().astype(np.float64)
+        else:
+            has_conf, multiplier = _lookup(agents, confidence["agent"], values, policy)
+    used_by_strategy = {}
+    if tails is not None:
+        used_by_strategy = dict(
+            zip(tails["strategy"].to_list(), tails["gap_cvar95_used_bps"].to_list(), strict=True)
         )
-    return factors
+    has_tail, tail_used, tail_number = _tail_arrays(codes, strategies, used_by_strategy)
 
-
-def _risk_factors(inputs: _Inputs, tail: Tail | None, policy: Policy) -> list[dict[str, Any]]:
-    factors = []
-    used = None if tail is None else tail.gap_cvar95_used_bps
-    if tail is None or used is None:
-        factors.append(_factor("cvar", 1.0, f"no tail evidence for strategy {inputs.strategy}"))
-    else:
-        mult = max(policy.cvar_floor, 1.0 + used * policy.cvar_k) if used < 0 else 1.0
-        window = f" in the last {tail.window_hours:g} h" if tail.window_hours else ""
-        shrink = (
-            f" (raw {tail.gap_cvar95_bps:+.1f} shrunk: n < {policy.cvar_min_samples})"
-            if tail.shrunk and tail.gap_cvar95_bps is not None
-            else ""
-        )
-        factors.append(
-            _factor(
-                "cvar",
-                mult,
-                f"strategy {inputs.strategy}, tail {used:+.1f} bps over {tail.n} records"
-                f"{window}{shrink}{_at_floor(mult, policy.cvar_floor)}",
+    def confidence_map() -> dict[str, Confidence]:
+        if confidence is None:
+            return {}
+        return {
+            row["agent"]: Confidence(
+                multiplier=row["confidence"],
+                n_evidence=row["n_evidence"],
+                evidence_weight=row["evidence_weight"],
+                error_ratio=row["error_ratio"],
             )
-        )
-    dd = inputs.max_drawdown or 0.0
-    mult = max(policy.drawdown_floor, 1.0 + dd * policy.drawdown_k) if dd < 0 else 1.0
-    factors.append(
-        _factor(
-            "drawdown",
-            mult,
-            f"max drawdown {dd:+.1f} bps in window (last {policy.lookback_hours:g} h)"
-            f"{_at_floor(mult, policy.drawdown_floor)}",
-        )
+            for row in confidence.iter_rows(named=True)
+        }
+
+    def tail_map() -> dict[str, Tail]:
+        if tails is None:
+            return {}
+        return {
+            row["strategy"]: Tail(
+                strategy=row["strategy"],
+                n=row["n"],
+                gap_cvar95_bps=row["gap_cvar95_bps"],
+                gap_cvar95_used_bps=row["gap_cvar95_used_bps"],
+                shrunk=row["shrunk"],
+                worst_gap=row["worst_gap"],
+                mean_gap=row["mean_gap"],
+                window_hours=policy.cvar_lookback_hours,
+            )
+            for row in tails.iter_rows(named=True)
+        }
+
+    return _Fleet(
+        names=names,
+        columns=columns,
+        strategy_code=codes,
+        strategies=strategies,
+        groups=group_of[codes],
+        killed=killed,
+        has_confidence=has_conf,
+        confidence_multiplier=multiplier,
+        has_tail=has_tail,
+        tail_used=tail_used,
+        tail_number=tail_number,
+        views=functools.cache(lambda: _frame_views(stats)),
+        confidence=functools.cache(confidence_map),
+        tails=functools.cache(tail_map),
     )
-    return factors
+
+
+# ---------------------------------------------------------------- factors, vectorised
+
+
+def _max(a: Any, b: Any) -> Any:
+    """Python's ``max(a, b)`` elementwise: ``b`` only when ``b > a`` (NaN never wins)."""
+    return np.where(b > a, b, a)
+
+
+def _or_zero(x: FloatArray) -> FloatArray:
+    """Python's ``x or 0.0`` with NaN for ``None``: NaN and ±0 become +0."""
+    return np.where(np.isnan(x) | (x == 0), 0.0, x)
+
+
+@dataclass
+class _Computed:
+    """Every number of the decision, one array per quantity (agents in name order)."""
+
+    gates: dict[str, BoolArray]  # gate -> passed, in the explanation's order
+    passed: BoolArray
+    factors: dict[str, FloatArray]  # factor -> value, quality factors first, in order
+    quality: FloatArray
+    risk: FloatArray
+    fleet: evidence.FleetEvidence | None
+    extra: dict[str, FloatArray]  # per-agent numbers the reasons quote
+
+
+def _compute(f: _Fleet, policy: Policy, excluded: BoolArray) -> _Computed:
+    # Hostile numbers overflow (1e308 / 1e-10): inf, as Python's floats give, without warnings.
+    with np.errstate(all="ignore"):
+        return _compute_arrays(f, policy, excluded)
+
+
+def _compute_arrays(f: _Fleet, policy: Policy, excluded: BoolArray) -> _Computed:
+    c = f.columns
+    err, n_rec, pnl = (c[k].checked for k in ("error_rate", "n_records", "pnl_sum_bps"))
+    gates = {
+        "operator_exclusion": ~excluded,
+        "kill": ~f.killed,
+        "usable_numbers": np.ones(len(f.names), dtype=bool),
+        "error_rate": np.isnan(err) | (err <= policy.max_error_rate),
+        "min_records": np.isnan(n_rec) | (n_rec >= policy.min_records),
+    }
+    for key in _RANGES:
+        gates["usable_numbers"][list(c[key].problems)] = False
+    # A loss inside the noise is no evidence: the evidence profile has no pnl_sum gate.
+    if policy.profile is not Profile.EVIDENCE:
+        gates["positive_pnl"] = ~np.isnan(pnl) & (pnl > 0)
+    passed = np.logical_and.reduce(list(gates.values()))
+    conf = np.where(f.has_confidence, f.confidence_multiplier, policy.confidence_prior)
+    extra: dict[str, FloatArray] = {}
+    fleet = None
+    if policy.profile is Profile.EVIDENCE:
+        n, mean, sd = c["n_records"].value, c["pnl_mean_bps"].value, c["pnl_std_bps"].value
+        t = evidence.t_stats(n, mean, sd)
+        in_fleet = evidence.eligible(n, c["error_rate"].value, policy)
+        fleet = evidence.fleet_from_arrays(t, in_fleet, f.groups, policy)
+        shrunk, tilt = evidence.tilts(t, fleet, policy)
+        used = f.tail_number
+        scale = c["avg_abs_error_bps"].value
+        z, dd_mult = evidence.drawdown_multipliers(c["max_drawdown_bps"].value, n, sd, policy)
+        rho, tail_mult = evidence.tail_multipliers(used, scale, policy)
+        factors = {"prior": np.ones(len(f.names)), "evidence": tilt, "confidence": conf}
+        factors |= {"drawdown": dd_mult, "cvar": tail_mult}
+        quality = 1.0 * tilt * conf
+        risk = dd_mult * tail_mult
+        extra = {"t": t, "shrunk": shrunk, "z": z, "rho": rho, "used": used}
+    else:
+        pnl_used = _or_zero(pnl)
+        pnl_used = _max(pnl_used, 0.0)  # max(p, 0.0)
+        hit = _or_zero(c["hit_rate"].checked)
+        aae = c["avg_abs_error_bps"].checked
+        sim = np.where(np.isnan(aae), 1.0, 1.0 / (1.0 + aae / policy.sim_error_scale_bps))
+        cvar = np.where(
+            f.has_tail & (f.tail_used < 0),
+            _max(policy.cvar_floor, 1.0 + f.tail_used * policy.cvar_k),
+            1.0,
+        )
+        dd_in = c["max_drawdown_bps"].checked
+        dd = _or_zero(np.where(np.isnan(dd_in), 0.0, -np.abs(dd_in)))
+        dd_mult = np.where(dd < 0, _max(policy.drawdown_floor, 1.0 + dd * policy.drawdown_k), 1.0)
+        factors = {
+            "alpha": np.sqrt(pnl_used),
+            "hit_rate": policy.hit_rate_offset + hit,
+            "confidence": conf,
+            "sim_integrity": sim,
+            "cvar": cvar,
+            "drawdown": dd_mult,
+        }
+        quality = factors["alpha"] * factors["hit_rate"] * conf * sim
+        risk = cvar * dd_mult
+        extra = {"pnl": pnl_used, "hit": hit, "dd": dd}
+    return _Computed(
+        gates=gates,
+        passed=passed,
+        factors=factors,
+        quality=np.where(passed, quality, 0.0),
+        risk=risk,
+        fleet=fleet,
+        extra=extra,
+    )
 
 
 def _active_overrides(overrides: Iterable[Override], as_of: datetime) -> dict[str, Override]:
@@ -376,10 +592,6 @@ def _active_overrides(overrides: Iterable[Override], as_of: datetime) -> dict[st
 
 def _strictness(o: Override) -> tuple[int, float]:
     return (0, 0.0) if o.action == "exclude" else (1, math.inf if o.cap is None else o.cap)
-
-
-def _product(factors: list[dict[str, Any]]) -> float:
-    return math.prod(f["value"] for f in factors)
 
 
 # ---------------------------------------------------------------- the allocation
@@ -403,7 +615,8 @@ def allocate(
     agent_stats : {agent: stats}
         The seed's stats dict per agent (``pnl_sum_bps, hit_rate, error_rate,
         avg_abs_error_bps, strategy, max_drawdown_bps``), optionally ``n_records`` and
-        ``decision``.
+        ``decision``. Any value may be hostile (a string, NaN, a list): it gates the agent
+        with the reason.
     confidence : {agent: Confidence}, optional
         Agents absent get ``policy.confidence_prior``.
     tails : {strategy: Tail}, optional
@@ -412,55 +625,90 @@ def allocate(
         The previous decision's weights, for the stability step.
     overrides : list of Override
         Only those active at ``as_of`` apply.
+
+    Returns
+    -------
+    Decision
+        Its per-agent explanations (``decision.agents``) and the inputs fingerprint are built
+        on first access; weights, cash, gross and portfolio are computed here.
     """
     policy = policy or Policy()
-    confidence = confidence or {}
-    tails = tails or {}
+    fleet = _fleet_from_dicts(agent_stats, confidence or {}, tails or {}, policy)
+    return _decide(fleet, as_of, policy, previous, overrides, previous_hash)
+
+
+def allocate_frames(
+    stats: pl.DataFrame,
+    confidence: pl.DataFrame | None = None,
+    tails: pl.DataFrame | None = None,
+    *,
+    as_of: datetime,
+    policy: Policy | None = None,
+    previous: Mapping[str, float] | None = None,
+    overrides: list[Override] | tuple[Override, ...] = (),
+    previous_hash: str | None = None,
+) -> Decision:
+    """:func:`allocate` on the cycle's frames, read as columns (no dict per agent).
+
+    Parameters
+    ----------
+    stats : polars.DataFrame
+        One row per agent (``agent`` unique), columns as :func:`meta_supervisor.stats.agent_stats`
+        returns them (any subset of the seed's statistics; a numeric column's null is "not
+        reported"). Every column shows in the explanation's inputs.
+    confidence : polars.DataFrame, optional
+        :func:`meta_supervisor.confidence.confidence_multipliers` (``agent, confidence,
+        n_evidence, evidence_weight, error_ratio``).
+    tails : polars.DataFrame, optional
+        :func:`meta_supervisor.tails.strategy_tails`; each tail's window is
+        ``policy.cvar_lookback_hours``.
+
+    Returns
+    -------
+    Decision
+        Byte for byte the decision :func:`allocate` gives on the same rows as dicts (what
+        :func:`meta_supervisor.cycle.cycle_inputs` builds).
+    """
+    policy = policy or Policy()
+    fleet = _fleet_from_frames(stats, confidence, tails, policy)
+    return _decide(fleet, as_of, policy, previous, overrides, previous_hash)
+
+
+def _decide(
+    f: _Fleet,
+    as_of: datetime,
+    policy: Policy,
+    previous: Mapping[str, float] | None,
+    overrides: Iterable[Override],
+    previous_hash: str | None,
+) -> Decision:
+    names = f.names
+    n = len(names)
     active = _active_overrides(overrides, as_of)
-    names = sorted(agent_stats)
-    fleet = evidence.fleet_evidence(agent_stats, policy)  # used by the evidence profile only
-    explanations: dict[str, dict[str, Any]] = {}
-    quality = np.zeros(len(names))
-    risk = np.ones(len(names))
-    for i, name in enumerate(names):
-        inputs = _read_inputs(agent_stats[name])
-        override = active.get(name)
-        gates = _gates(name, inputs, policy, override)
-        if policy.profile is Profile.EVIDENCE:
-            # A loss inside the noise is no evidence: no pnl_sum gate; the tilt reads it.
-            gates = [g for g in gates if g["gate"] != "positive_pnl"]
-            q_factors = evidence.quality_factors(
-                agent_stats[name], confidence.get(name), fleet, policy
-            )
-            r_factors = evidence.risk_factors(agent_stats[name], tails.get(inputs.strategy), policy)
-        else:
-            q_factors = _quality_factors(inputs, confidence.get(name), policy)
-            r_factors = _risk_factors(inputs, tails.get(inputs.strategy), policy)
-        passed = all(g["passed"] for g in gates)
-        quality[i] = _product(q_factors) if passed else 0.0
-        risk[i] = _product(r_factors)
-        explanations[name] = {
-            "agent": name,
-            "strategy": inputs.strategy,
-            "inputs": _inputs_view(agent_stats[name], inputs),
-            "notes": inputs.notes,
-            "gates": gates,
-            "factors": q_factors + r_factors,
-            "override": override.to_dict() if override else None,
-        }
+    excluded = np.zeros(n, dtype=bool)
+    caps = np.full(n, policy.max_weight)
+    if active:
+        index = {name: i for i, name in enumerate(names)}
+        for agent, o in active.items():
+            i = index.get(agent)  # type: ignore[assignment]
+            if i is None:
+                continue
+            if o.action == "exclude":
+                excluded[i] = True
+            elif o.action == "cap" and o.cap is not None:
+                caps[i] = min(caps[i], o.cap)
+    computed = _compute(f, policy, excluded)
+    quality, risk = computed.quality, computed.risk
+
     total_q = float(quality.sum())
     share = quality / total_q if total_q > 0 else np.zeros_like(quality)
-
-    caps = np.full(len(names), policy.max_weight)
-    for i, name in enumerate(names):
-        override = active.get(name)
-        if override is not None and override.action == "cap" and override.cap is not None:
-            caps[i] = min(caps[i], override.cap)
     after_cap = np.minimum(cap_water_fill(share, policy.max_weight), caps)
     after_risk = after_cap * risk
     after_gross = apply_gross_cap(after_risk, policy.gross_cap)
-
-    prev = np.array([float((previous or {}).get(n, 0.0)) for n in names])
+    if previous is not None:
+        previous = dict(previous)
+    held = {} if previous is None else previous
+    prev = np.fromiter(map(held.get, names, itertools.repeat(0.0)), dtype=np.float64, count=n)
     if previous is None:
         after_stability = after_gross.copy()
     else:
@@ -472,80 +720,332 @@ def allocate(
         after_stability = apply_gross_cap(after_stability, policy.gross_cap)
     final = round_down(after_stability, policy.weight_decimals)
 
-    weights = {n: float(w) for n, w in zip(names, final, strict=True) if w > 0}
-    for i, name in enumerate(names):
-        steps = {
-            "quality": float(quality[i]),
-            "share_before_risk": float(share[i]),
-            "after_cap": float(after_cap[i]),
-            "after_risk": float(after_risk[i]),
-            "after_gross_cap": float(after_gross[i]),
-            "after_stability": float(after_stability[i]),
-            "final": float(final[i]),
-        }
-        explanations[name]["steps"] = steps
-        explanations[name]["weight"] = float(final[i])
-        explanations[name]["previous_weight"] = float(prev[i]) if previous is not None else None
-        explanations[name]["summary"] = _summary(explanations[name], policy)
-
+    allocated = final > 0
+    weights = dict(
+        zip(itertools.compress(names, allocated.tolist()), final[allocated].tolist(), strict=True)
+    )
     gross = math.fsum(weights.values())
     portfolio = {
         "gross": gross,
         "cash": max(0.0, 1.0 - gross),
         "cash_from_risk": max(0.0, float(after_cap.sum() - after_risk.sum())),
         "cash_from_caps": max(0.0, 1.0 - float(after_cap.sum())) if total_q > 0 else 0.0,
-        "n_agents": len(names),
+        "n_agents": n,
         "n_allocated": len(weights),
-        "n_gated": sum(1 for e in explanations.values() if not _passed(e)),
-        "binding_caps": [n for i, n in enumerate(names) if share[i] > caps[i] + 1e-15],
+        "n_gated": int(n - np.count_nonzero(computed.passed)),
+        "binding_caps": [names[i] for i in np.flatnonzero(share > caps + 1e-15).tolist()],
         "gross_cap_binding": bool(after_risk.sum() > policy.gross_cap + 1e-12),
         "turnover": float(np.abs(final - prev).sum()) if previous is not None else None,
         "reason": _portfolio_reason(total_q, after_cap, after_risk, gross),
     }
-    inputs_blob = {
-        "agent_stats": {n: _inputs_view(agent_stats[n], None) for n in names},
-        "confidence": {k: vars(v) for k, v in sorted(confidence.items())},
-        "tails": {k: vars(v) for k, v in sorted(tails.items())},
-        "previous": dict(sorted((previous or {}).items())) if previous is not None else None,
-        "overrides": [o.to_dict() for o in active.values()],
+    steps = {
+        "quality": quality,
+        "share_before_risk": share,
+        "after_cap": after_cap,
+        "after_risk": after_risk,
+        "after_gross_cap": after_gross,
+        "after_stability": after_stability,
+        "final": final,
     }
-    provenance = {
-        "as_of": iso(as_of),
-        "policy_fingerprint": policy.fingerprint(),
-        "inputs_fingerprint": fingerprint(inputs_blob),
-        "previous_decision_hash": previous_hash,
-    }
+    explain = _Explanation(
+        f, computed, steps, prev if previous is not None else None, active, policy
+    )
+
+    def provenance() -> dict[str, Any]:
+        views = f.views()
+        inputs_blob = {
+            "agent_stats": dict(zip(names, views, strict=True)),
+            "confidence": {k: vars(v) for k, v in sorted(f.confidence().items())},
+            "tails": {k: vars(v) for k, v in sorted(f.tails().items())},
+            "previous": dict(sorted(previous.items())) if previous is not None else None,
+            "overrides": [o.to_dict() for o in active.values()],
+        }
+        return {
+            "as_of": iso(as_of),
+            "policy_fingerprint": policy.fingerprint(),
+            "inputs_fingerprint": fingerprint(inputs_blob),
+            "previous_decision_hash": previous_hash,
+        }
+
     return Decision(
         as_of=iso(as_of),
         profile=str(policy.profile.value),
         weights=weights,
         cash=portfolio["cash"],
         gross=gross,
-        agents=explanations,
+        agents=explain.build,
         portfolio=portfolio,
         provenance=provenance,
         policy=policy.model_dump(mode="json"),
     )
 
 
-def _inputs_view(raw: Mapping[str, Any], inputs: _Inputs | None) -> dict[str, Any]:
-    """The raw inputs, JSON-safe (non-finite numbers and odd types become strings)."""
-    view: dict[str, Any] = {}
-    for key in sorted(raw, key=str):
-        value = raw[key]
-        if isinstance(value, bool) or value is None or isinstance(value, str):
-            view[str(key)] = value
-        elif isinstance(value, int | float):
-            view[str(key)] = float(value) if math.isfinite(value) else repr(float(value))
-        elif isinstance(value, datetime):
-            view[str(key)] = iso(value)
+# ---------------------------------------------------------------- the explanation (lazy)
+
+
+class _Explanation:
+    """Builds ``decision.agents`` from the arrays: inputs, notes, gates with details, factors
+    with one-line reasons, the weight after every step and a summary, per agent."""
+
+    def __init__(
+        self,
+        fleet: _Fleet,
+        computed: _Computed,
+        steps: dict[str, FloatArray],
+        previous: FloatArray | None,
+        active: dict[str, Override],
+        policy: Policy,
+    ) -> None:
+        self.fleet, self.computed, self.steps = fleet, computed, steps
+        self.previous, self.active, self.policy = previous, active, policy
+
+    def build(self) -> dict[Any, dict[str, Any]]:
+        f, c, policy = self.fleet, self.computed, self.policy
+        views, confidence, tails = f.views(), f.confidence(), f.tails()
+        problems = f.problems()
+        gates = {k: v.tolist() for k, v in c.gates.items()}
+        factors = {k: v.tolist() for k, v in c.factors.items()}
+        steps = {k: v.tolist() for k, v in self.steps.items()}
+        extra = {k: v.tolist() for k, v in c.extra.items()}
+        cols = f.columns
+        checked = {k: cols[k].checked.tolist() for k in _RANGES}
+        absent = {k: cols[k].absent.tolist() for k in _RANGES}
+        raw = {k: v.value.tolist() for k, v in cols.items()}
+        previous = None if self.previous is None else self.previous.tolist()
+        codes = f.strategy_code.tolist()
+        out: dict[Any, dict[str, Any]] = {}
+        for i, name in enumerate(f.names):
+            strategy = f.strategies[codes[i]]
+            override = self.active.get(name)
+            gate_list = self._gates(i, gates, problems.get(i), checked, override)
+            held = confidence.get(name) if f.has_confidence[i] else None
+            tail = tails.get(strategy)
+            if c.fleet is not None:
+                agent_factors = evidence.quality_factor_dicts(
+                    extra["t"][i], extra["shrunk"][i], factors["evidence"][i], held, c.fleet, policy
+                ) + evidence.risk_factor_dicts(
+                    raw["max_drawdown_bps"][i],
+                    raw["n_records"][i],
+                    raw["pnl_std_bps"][i],
+                    extra["z"][i],
+                    factors["drawdown"][i],
+                    tail,
+                    extra["used"][i],
+                    raw["avg_abs_error_bps"][i],
+                    extra["rho"][i],
+                    factors["cvar"][i],
+                    policy,
+                )
+            else:
+                agent_factors = self._seed_factors(i, factors, extra, checked, held, tail, strategy)
+            e: dict[str, Any] = {
+                "agent": name,
+                "strategy": strategy,
+                "inputs": dict(views[i]),  # a copy: the fingerprint hashes the original
+                "notes": _notes({k: absent[k][i] for k in absent}),
+                "gates": gate_list,
+                "factors": agent_factors,
+                "override": override.to_dict() if override else None,
+                "steps": {k: v[i] for k, v in steps.items()},
+                "weight": steps["final"][i],
+                "previous_weight": previous[i] if previous is not None else None,
+            }
+            e["summary"] = _summary(e, policy)
+            out[name] = e
+        return out
+
+    def _gates(
+        self,
+        i: int,
+        passed: dict[str, list[bool]],
+        problems: list[str] | None,
+        checked: dict[str, list[float]],
+        override: Override | None,
+    ) -> list[dict[str, Any]]:
+        policy = self.policy
+        excluded = not passed["operator_exclusion"][i]
+        err, n, pnl = (checked[k][i] for k in ("error_rate", "n_records", "pnl_sum_bps"))
+        details = {
+            "operator_exclusion": (
+                f"excluded by {override.created_by} until {iso(override.expires_at)}: "
+                f"{override.reason}"
+                if excluded and override is not None
+                else "no active exclusion"
+            ),
+            "kill": "not killed" if passed["kill"][i] else "stats say decision KILL",
+            "usable_numbers": "; ".join(problems) if problems else "all numbers usable",
+            "error_rate": (
+                "no telemetry: not gated"
+                if math.isnan(err)
+                else f"error rate {err:.1%} vs limit {policy.max_error_rate:.1%}"
+            ),
+            "min_records": (
+                "record count not given: not gated"
+                if math.isnan(n)
+                else f"{int(n)} records in window vs minimum {policy.min_records}"
+            ),
+            "positive_pnl": "pnl_sum_bps missing" if math.isnan(pnl) else f"pnl_sum {pnl:+.1f} bps",
+        }
+        return [
+            {"gate": gate, "passed": values[i], "detail": details[gate]}
+            for gate, values in passed.items()
+        ]
+
+    def _seed_factors(
+        self,
+        i: int,
+        factors: dict[str, list[float]],
+        extra: dict[str, list[float]],
+        checked: dict[str, list[float]],
+        held: Confidence | None,
+        tail: Tail | None,
+        strategy: str,
+    ) -> list[dict[str, Any]]:
+        policy = self.policy
+        n = checked["n_records"][i]
+        n_records = None if math.isnan(n) else int(n)
+        out = [
+            _factor(
+                "alpha",
+                factors["alpha"][i],
+                f"sqrt of pnl_sum {extra['pnl'][i]:.1f} bps"
+                f"{_over(n_records, policy.lookback_hours)} "
+                "(concave: steady gains count more than one big win)",
+            ),
+            _factor(
+                "hit_rate",
+                factors["hit_rate"][i],
+                f"{policy.hit_rate_offset:g} + hit rate {extra['hit'][i]:.0%} "
+                "(share of records with PnL > 0)",
+            ),
+        ]
+        if held is None:
+            out.append(
+                _factor(
+                    "confidence",
+                    policy.confidence_prior,
+                    "no calibration evidence: prior (a new agent is not punished)",
+                )
+            )
         else:
-            view[str(key)] = repr(value)[:80]
-    return view
+            ratio = (
+                ""
+                if held.error_ratio is None
+                else f", mean |gap|/σ {held.error_ratio:.2f} vs tolerance "
+                f"{policy.confidence_tolerance:g}"
+            )
+            out.append(
+                _factor(
+                    "confidence",
+                    held.multiplier,
+                    f"{held.n_evidence} records (weight {held.evidence_weight:.1f}){ratio}"
+                    f", evidence half-life {policy.confidence_half_life_hours:g} h",
+                )
+            )
+        aae = checked["avg_abs_error_bps"][i]
+        if math.isnan(aae):
+            out.append(_factor("sim_integrity", 1.0, "avg |gap| not reported: no penalty"))
+        else:
+            scale = policy.sim_error_scale_bps
+            out.append(
+                _factor(
+                    "sim_integrity",
+                    factors["sim_integrity"][i],
+                    f"avg |gap| {aae:.1f} bps vs scale {scale:g} bps "
+                    "(how far results miss the simulator's forecasts)",
+                )
+            )
+        used = None if tail is None else tail.gap_cvar95_used_bps
+        if tail is None or used is None:
+            out.append(_factor("cvar", 1.0, f"no tail evidence for strategy {strategy}"))
+        else:
+            mult = factors["cvar"][i]
+            window = f" in the last {tail.window_hours:g} h" if tail.window_hours else ""
+            shrink = (
+                f" (raw {tail.gap_cvar95_bps:+.1f} shrunk: n < {policy.cvar_min_samples})"
+                if tail.shrunk and tail.gap_cvar95_bps is not None
+                else ""
+            )
+            out.append(
+                _factor(
+                    "cvar",
+                    mult,
+                    f"strategy {strategy}, tail {used:+.1f} bps over {tail.n} records"
+                    f"{window}{shrink}{_at_floor(mult, policy.cvar_floor)}",
+                )
+            )
+        dd, mult = extra["dd"][i], factors["drawdown"][i]
+        out.append(
+            _factor(
+                "drawdown",
+                mult,
+                f"max drawdown {dd:+.1f} bps in window (last {policy.lookback_hours:g} h)"
+                f"{_at_floor(mult, policy.drawdown_floor)}",
+            )
+        )
+        return out
 
 
-def _passed(explanation: Mapping[str, Any]) -> bool:
-    return all(g["passed"] for g in explanation["gates"])
+def _notes(absent: Mapping[str, bool]) -> list[str]:
+    """What a missing optional input falls back to (``absent``: the value is ``None``)."""
+    notes = []
+    for key, default in (("hit_rate", 0.0), ("error_rate", None), ("max_drawdown_bps", 0.0)):
+        if absent[key]:
+            notes.append(f"{key} not reported: using {default if default is not None else 'no'}")
+    if absent["avg_abs_error_bps"]:
+        notes.append("avg_abs_error_bps not reported: no sim-integrity penalty")
+    return notes
+
+
+def _over(n_records: int | None, hours: float) -> str:
+    counted = "" if n_records is None else f" {n_records} records"
+    return f" over{counted} in the last {hours:g} h"
+
+
+def _at_floor(mult: float, floor: float) -> str:
+    return f"; at its floor x{floor:g}" if mult <= floor else ""
+
+
+def _factor(name: str, value: float, reason: str) -> dict[str, Any]:
+    return {"factor": name, "value": value, "reason": reason}
+
+
+def _view_value(value: Any) -> Any:
+    """One input, JSON-safe: non-finite numbers and odd types become strings."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else repr(float(value))
+    if isinstance(value, datetime):
+        return iso(value)
+    return repr(value)[:80]
+
+
+def _inputs_view(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The raw inputs, JSON-safe (non-finite numbers and odd types become strings)."""
+    return {str(key): _view_value(raw[key]) for key in sorted(raw, key=str)}
+
+
+def _view_column(series: pl.Series) -> list[Any]:
+    """:func:`_view_value` of every value of a column, by dtype where that is faster."""
+    dtype = series.dtype
+    if dtype in (pl.String, pl.Boolean, pl.Null):
+        return series.to_list()
+    if dtype.is_integer() or dtype.is_float():
+        as_float = series.cast(pl.Float64)  # float(int) rounds to nearest, as the cast does
+        values = as_float.to_list()
+        numbers = as_float.to_numpy()
+        for i in np.flatnonzero(~np.isfinite(numbers) & ~as_float.is_null().to_numpy()).tolist():
+            values[i] = repr(values[i])
+        return values
+    return [_view_value(v) for v in series.to_list()]
+
+
+def _frame_views(stats: pl.DataFrame) -> list[dict[str, Any]]:
+    """:func:`_inputs_view` of every row of ``stats``, built column by column."""
+    keys = sorted(stats.columns)
+    columns = [_view_column(stats[k]) for k in keys]
+    return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 def _summary(e: Mapping[str, Any], policy: Policy) -> str:

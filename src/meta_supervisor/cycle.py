@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from meta_supervisor import overrides as overrides_file
-from meta_supervisor.allocate import Confidence, Override, Tail, allocate
+from meta_supervisor.allocate import Confidence, Override, Tail, allocate_frames
 from meta_supervisor.confidence import confidence_multipliers
 from meta_supervisor.config import Paths
 from meta_supervisor.decision import Decision, canonical_json, iso
@@ -37,6 +37,7 @@ from meta_supervisor.tails import strategy_tails
 __all__ = [
     "Ledger",
     "commit",
+    "cycle_frames",
     "cycle_inputs",
     "decide",
     "load_ledger",
@@ -99,13 +100,21 @@ def window_hours(policy: Policy) -> float:
     return max(policy.lookback_hours, policy.cvar_lookback_hours, policy.confidence_lookback_hours)
 
 
+def cycle_frames(
+    ledger: Ledger, as_of: datetime, policy: Policy
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Stats per agent, confidence per agent and tails per strategy as of ``as_of``, as frames."""
+    stats = agent_stats(ledger.records, ledger.telemetry, as_of, policy)
+    conf = confidence_multipliers(ledger.records, as_of, policy)
+    tails = strategy_tails(ledger.records, as_of, policy)
+    return stats, conf, tails
+
+
 def cycle_inputs(
     ledger: Ledger, as_of: datetime, policy: Policy
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Confidence], dict[str, Tail]]:
     """Stats dicts per agent, confidence per agent and tails per strategy, as of ``as_of``."""
-    stats = agent_stats(ledger.records, ledger.telemetry, as_of, policy)
-    conf = confidence_multipliers(ledger.records, as_of, policy)
-    tails = strategy_tails(ledger.records, as_of, policy)
+    stats, conf, tails = cycle_frames(ledger, as_of, policy)
     agent_rows = {row["agent"]: row for row in stats.iter_rows(named=True)}
     confidence = {
         row["agent"]: Confidence(
@@ -140,14 +149,19 @@ def decide(
     overrides: list[Override] | tuple[Override, ...] = (),
     previous_hash: str | None = None,
 ) -> Decision:
-    """The pure cycle: ledger as of ``as_of`` -> decision (nothing after ``as_of`` is seen)."""
-    stats, confidence, tails = cycle_inputs(ledger, as_of, policy)
-    return allocate(
+    """The pure cycle: ledger as of ``as_of`` -> decision (nothing after ``as_of`` is seen).
+
+    The frames go to :func:`~meta_supervisor.allocate.allocate_frames` as columns: the same
+    decision, byte for byte, as :func:`~meta_supervisor.allocate.allocate` on
+    :func:`cycle_inputs`'s dicts, without a dict per agent.
+    """
+    stats, confidence, tails = cycle_frames(ledger, as_of, policy)
+    return allocate_frames(
         stats,
+        confidence,
+        tails,
         as_of=as_of,
         policy=policy,
-        confidence=confidence,
-        tails=tails,
         previous=previous,
         overrides=overrides,
         previous_hash=previous_hash,

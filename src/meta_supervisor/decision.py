@@ -7,7 +7,7 @@ A decision serialises canonically (sorted keys, no NaN or inf: non-finite number
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,31 +57,100 @@ def fingerprint(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
-@dataclass
+Lazy = Callable[[], dict[str, Any]]
+
+
 class Decision:
     """What a cycle decided, with every number that made it.
 
     ``weights`` holds only agents with a positive weight; ``cash = 1 − Σ weights``;
     ``agents[name]`` is the explanation (inputs, gates, factors, steps, summary).
+
+    ``agents`` and ``provenance`` may be given as zero-argument callables: they are called on
+    first access (and their result kept), so that a decision for 10,000 agents has its
+    weights, cash and portfolio without building 10,000 explanation dicts and hashing the
+    inputs until someone reads them (:meth:`to_json`, a view, a commit).
     """
 
-    as_of: str
-    profile: str
-    weights: dict[str, float]
-    cash: float
-    gross: float
-    agents: dict[str, dict[str, Any]]
-    portfolio: dict[str, Any]
-    provenance: dict[str, Any]
-    policy: dict[str, Any] = field(default_factory=dict)
-    schema: str = SCHEMA
+    FIELDS = (
+        "as_of",
+        "profile",
+        "weights",
+        "cash",
+        "gross",
+        "agents",
+        "portfolio",
+        "provenance",
+        "policy",
+        "schema",
+    )
+
+    def __init__(
+        self,
+        as_of: str,
+        profile: str,
+        weights: dict[str, float],
+        cash: float,
+        gross: float,
+        agents: dict[str, dict[str, Any]] | Lazy,
+        portfolio: dict[str, Any],
+        provenance: dict[str, Any] | Lazy,
+        policy: dict[str, Any] | None = None,
+        schema: str = SCHEMA,
+    ) -> None:
+        self.as_of = as_of
+        self.profile = profile
+        self.weights = weights
+        self.cash = cash
+        self.gross = gross
+        self.agents = agents  # type: ignore[assignment]
+        self.portfolio = portfolio
+        self.provenance = provenance  # type: ignore[assignment]
+        self.policy = {} if policy is None else policy
+        self.schema = schema
+
+    @property
+    def agents(self) -> dict[str, dict[str, Any]]:
+        """Per-agent explanations (built on first access when given as a callable)."""
+        if self._build_agents is not None:
+            self._agents, self._build_agents = self._build_agents(), None
+        return self._agents
+
+    @agents.setter
+    def agents(self, value: dict[str, dict[str, Any]] | Lazy) -> None:
+        self._agents, self._build_agents = ({}, value) if callable(value) else (value, None)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """``as_of``, policy and inputs fingerprints, previous decision hash (lazy as agents)."""
+        if self._build_provenance is not None:
+            self._provenance, self._build_provenance = self._build_provenance(), None
+        return self._provenance
+
+    @provenance.setter
+    def provenance(self, value: dict[str, Any] | Lazy) -> None:
+        lazy = callable(value)
+        self._provenance, self._build_provenance = ({}, value) if lazy else (value, None)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return self._plain() == other._plain()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Decision(as_of={self.as_of!r}, profile={self.profile!r}, "
+            f"{len(self.weights)} weights, cash={self.cash!r})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (non-finite numbers become null): a JSON round trip."""
         return orjson.loads(canonical_json(self._plain()))
 
     def _plain(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return {name: getattr(self, name) for name in self.FIELDS}
 
     def to_json(self, indent: int | None = 2) -> str:
         """Canonical JSON text."""
@@ -94,5 +163,5 @@ class Decision:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decision:
         """Rebuild from :meth:`to_dict` output."""
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known = {k: data[k] for k in cls.FIELDS if k in data}
         return cls(**known)

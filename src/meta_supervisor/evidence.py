@@ -34,19 +34,59 @@ factors (the allocation's pull-back sends what they remove to cash).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 if TYPE_CHECKING:
     from meta_supervisor.allocate import Confidence, Tail
     from meta_supervisor.policy import Policy
 
-__all__ = ["FleetEvidence", "fleet_evidence", "quality_factors", "risk_factors", "t_stat"]
+__all__ = [
+    "FleetEvidence",
+    "drawdown_multipliers",
+    "eligible",
+    "fleet_evidence",
+    "fleet_from_arrays",
+    "number",
+    "quality_factor_dicts",
+    "quality_factors",
+    "risk_factor_dicts",
+    "risk_factors",
+    "t_stat",
+    "t_stats",
+    "tail_multipliers",
+    "tilts",
+]
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+IntArray = NDArray[np.int64]
+
+# The formulas below are written on arrays (one entry per agent, NaN = not reported or
+# unusable) so that the allocation computes every agent at once. Python's ``max(a, b)`` returns
+# ``a`` unless ``b > a`` (NaN never wins); ``np.where(b > a, b, a)`` is that, bit for bit,
+# where ``np.maximum`` would propagate NaN: the per-agent functions at the end of this module
+# (what tests and callers of one agent use) run the very same array code on length-1 arrays.
 
 
-def _num(value: Any) -> float | None:
+def _max(a: Any, b: Any) -> Any:
+    """Python's ``max(a, b)`` elementwise (``b`` only when ``b > a``)."""
+    return np.where(b > a, b, a)
+
+
+def _min(a: Any, b: Any) -> Any:
+    """Python's ``min(a, b)`` elementwise (``b`` only when ``b < a``)."""
+    return np.where(b < a, b, a)
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a finite float, else ``None`` (missing, a boolean, not a number, NaN, inf)."""
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -56,12 +96,34 @@ def _num(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+_num = number
+
+
+def _nums(values: list[Any]) -> FloatArray:
+    """``_num`` of each value, NaN for ``None``."""
+    return np.array([np.nan if (x := _num(v)) is None else x for v in values], dtype=np.float64)
+
+
+def _opt(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+@np.errstate(all="ignore")  # hostile numbers overflow to inf, as Python floats do
+def t_stats(n: FloatArray, mean: FloatArray, sd: FloatArray) -> FloatArray:
+    """``t = mean·sqrt(n)/sd`` per agent; NaN with fewer than 2 records or no dispersion.
+
+    ``n`` records, ``mean`` and ``sd`` of the PnL (bps); NaN inputs mean "not reported".
+    """
+    ok = ~np.isnan(n) & ~np.isnan(mean) & ~np.isnan(sd) & (n >= 2) & (sd > 0)
+    t = np.full(n.shape, np.nan)
+    t[ok] = mean[ok] * np.sqrt(n[ok]) / sd[ok]
+    return t
+
+
 def t_stat(stats: Mapping[str, Any]) -> float | None:
     """``pnl_mean·sqrt(n)/pnl_std``; ``None`` with fewer than 2 records or no dispersion."""
-    n, mean, sd = (_num(stats.get(k)) for k in ("n_records", "pnl_mean_bps", "pnl_std_bps"))
-    if n is None or mean is None or sd is None or n < 2 or sd <= 0:
-        return None
-    return mean * math.sqrt(n) / sd
+    n, mean, sd = (_nums([stats.get(k)]) for k in ("n_records", "pnl_mean_bps", "pnl_std_bps"))
+    return _opt(float(t_stats(n, mean, sd)[0]))
 
 
 @dataclass(frozen=True)
@@ -74,73 +136,149 @@ class FleetEvidence:
     signal_share: float
 
 
-def _eligible(stats: Mapping[str, Any], policy: Policy) -> bool:
-    n = _num(stats.get("n_records"))
-    err = _num(stats.get("error_rate"))
+def eligible(n: FloatArray, error_rate: FloatArray, policy: Policy) -> BoolArray:
+    """Agents in the cross-section: ``n ≥ min_records`` and error rate not above the gate."""
     return (
-        n is not None and n >= policy.min_records and (err is None or err <= policy.max_error_rate)
+        ~np.isnan(n)
+        & (n >= policy.min_records)
+        & (np.isnan(error_rate) | (error_rate <= policy.max_error_rate))
     )
 
 
-def fleet_evidence(agent_stats: Mapping[str, Mapping[str, Any]], policy: Policy) -> FleetEvidence:
-    """Mean and pooled within-strategy variance of the eligible agents' t-statistics.
+@np.errstate(all="ignore")  # hostile numbers overflow to inf, as Python floats do
+def fleet_from_arrays(
+    t: FloatArray, in_fleet: BoolArray, groups: IntArray, policy: Policy
+) -> FleetEvidence:
+    """Mean and pooled within-strategy variance of the t-statistics of ``in_fleet & t known``.
 
-    ``signal_share = clip(1 − 1/V, 0, 1)`` with fewer than ``evidence_min_agents`` agents
-    giving 0 (too few to tell skill from luck); ``policy.evidence_learn_strength = False``
-    fixes it at 1.
+    ``groups`` holds a strategy code per agent. Sums are ``math.fsum`` (exactly rounded, so
+    independent of the agents' order): ``mean = Σt/N``; ``V = Σ_g Σ_{i∈g} (t_i − t̄_g)² / Σ_g
+    (n_g − 1)`` over strategies with at least 2 agents, else the plain sample variance.
+    ``signal_share = clip(1 − 1/V, 0, 1)``, 0 with fewer than ``evidence_min_agents`` agents
+    (too few to tell skill from luck); ``policy.evidence_learn_strength = False`` fixes it at 1.
     """
-    by_strategy: dict[str, list[float]] = {}
-    for s in agent_stats.values():
-        if _eligible(s, policy) and (t := t_stat(s)) is not None:
-            by_strategy.setdefault(str(s.get("strategy") or "unclassified"), []).append(t)
-    ts = [t for group in by_strategy.values() for t in group]
-    if len(ts) < 2:
-        return FleetEvidence(len(ts), ts[0] if ts else 0.0, 0.0, 0.0)
-    mean = math.fsum(ts) / len(ts)
+    sel = np.flatnonzero(in_fleet & ~np.isnan(t))
+    ts = t[sel]
+    if ts.size < 2:
+        return FleetEvidence(int(ts.size), float(ts[0]) if ts.size else 0.0, 0.0, 0.0)
+    mean = math.fsum(ts.tolist()) / ts.size
     # Pooled *within-strategy* variance: a factor shared by a strategy's agents moves their t
     # together and would pass for skill in the plain cross-sectional variance.
-    groups = [g for g in by_strategy.values() if len(g) >= 2]
-    dof = sum(len(g) - 1 for g in groups)
+    codes = groups[sel]
+    order = np.argsort(codes, kind="stable")
+    sorted_t, sorted_codes = ts[order], codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    sizes = np.diff(np.r_[starts, sorted_t.size])
+    centre = np.full(sorted_t.size, np.nan)
+    for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
+        if size >= 2:
+            centre[start : start + size] = math.fsum(sorted_t[start : start + size].tolist()) / size
+    pooled = ~np.isnan(centre)
+    dof = int((sizes[sizes >= 2] - 1).sum())
+    # Squares by Python's pow (x**2 is C pow, not x*x), as the per-agent formula computed them.
     if dof > 0:
-        var = math.fsum((t - math.fsum(g) / len(g)) ** 2 for g in groups for t in g) / dof
+        deviations = (sorted_t[pooled] - centre[pooled]).tolist()
+        var = math.fsum(map(pow, deviations, itertools.repeat(2.0))) / dof
     else:
-        var = math.fsum((t - mean) ** 2 for t in ts) / (len(ts) - 1)
+        deviations = (ts - mean).tolist()
+        var = math.fsum(map(pow, deviations, itertools.repeat(2.0))) / (ts.size - 1)
     if not policy.evidence_learn_strength:
         share = 1.0
-    elif len(ts) < policy.evidence_min_agents or var <= 0:
+    elif ts.size < policy.evidence_min_agents or var <= 0:
         share = 0.0
     else:
         share = min(1.0, max(0.0, 1.0 - 1.0 / var))
-    return FleetEvidence(len(ts), mean, var, share)
+    return FleetEvidence(int(ts.size), mean, var, share)
+
+
+def fleet_evidence(agent_stats: Mapping[str, Mapping[str, Any]], policy: Policy) -> FleetEvidence:
+    """:func:`fleet_from_arrays` over a stats dict per agent (strategy ``s or "unclassified"``)."""
+    rows = list(agent_stats.values())
+
+    def column(key: str) -> FloatArray:
+        return _nums([s.get(key) for s in rows])
+
+    keys = [str(s.get("strategy") or "unclassified") for s in rows]
+    codes: dict[str, int] = {}
+    groups = np.array([codes.setdefault(k, len(codes)) for k in keys], dtype=np.int64)
+    n = column("n_records")
+    t = t_stats(n, column("pnl_mean_bps"), column("pnl_std_bps"))
+    return fleet_from_arrays(t, eligible(n, column("error_rate"), policy), groups, policy)
+
+
+def _soft(x: FloatArray, threshold: float) -> FloatArray:
+    """``sign(x)·max(|x| − threshold, 0)``."""
+    return np.copysign(_max(np.abs(x) - threshold, 0.0), x)
+
+
+@np.errstate(all="ignore")  # hostile numbers overflow to inf, as Python floats do
+def tilts(t: FloatArray, fleet: FleetEvidence, policy: Policy) -> tuple[FloatArray, FloatArray]:
+    """``(shrunk, tilt)``: ``shrunk = ŝ·(t − t̄)``, ``tilt = clip(exp(k·soft(shrunk, t0)),
+    tilt_min, tilt_max)``; an agent without a t-statistic (NaN) gets ``tilt = 1``."""
+    shrunk = fleet.signal_share * (t - fleet.mean_t)
+    arg = policy.evidence_k * _soft(shrunk, policy.evidence_t0)
+    raw = np.ones(t.shape)
+    # math.exp, not np.exp: numpy's SIMD exp may differ in the last bit from the C library's,
+    # and exp(±0) = 1 needs no call (the agents inside ±t0: almost all). Beyond exp(709) the
+    # tilt is at its maximum anyway (math.exp would raise).
+    moved = np.flatnonzero(arg != 0)
+    raw[moved] = [math.inf if a >= 709.0 else math.exp(a) for a in arg[moved].tolist()]
+    mult = _min(policy.evidence_tilt_max, _max(policy.evidence_tilt_min, raw))
+    return shrunk, np.where(np.isnan(t), 1.0, mult)
+
+
+@np.errstate(all="ignore")  # hostile numbers overflow to inf, as Python floats do
+def drawdown_multipliers(
+    dd: FloatArray, n: FloatArray, sd: FloatArray, policy: Policy
+) -> tuple[FloatArray, FloatArray]:
+    """``(z, mult)``: ``z = |dd|/(sd·sqrt(n))``, ``mult = clip(1 − k_dd·(z − z0), floor, 1)``.
+
+    NaN ``z`` and ``mult = 1`` where the drawdown, the count or the dispersion is missing,
+    ``n < 2`` or ``sd ≤ 0``.
+    """
+    ok = ~np.isnan(dd) & ~np.isnan(n) & ~np.isnan(sd) & (n >= 2) & (sd > 0)
+    z = np.full(dd.shape, np.nan)
+    z[ok] = np.abs(dd[ok]) / (sd[ok] * np.sqrt(n[ok]))
+    inner = 1.0 - policy.evidence_dd_k * (z - policy.evidence_dd_z0)
+    mult = _min(1.0, _max(policy.evidence_dd_floor, inner))
+    return z, np.where(ok, mult, 1.0)
+
+
+@np.errstate(all="ignore")  # hostile numbers overflow to inf, as Python floats do
+def tail_multipliers(
+    used: FloatArray, scale: FloatArray, policy: Policy
+) -> tuple[FloatArray, FloatArray]:
+    """``(rho, mult)``: ``rho = max(0, −CVaR)/mean|gap|``, ``mult = clip(1 − k·(rho − r0), floor,
+    1)``; NaN ``rho`` and ``mult = 1`` without a tail (NaN ``used``) or a positive gap scale."""
+    ok = ~np.isnan(used) & ~np.isnan(scale) & (scale > 0)
+    rho = np.full(used.shape, np.nan)
+    rho[ok] = _max(0.0, -used[ok]) / scale[ok]
+    inner = 1.0 - policy.evidence_tail_k * (rho - policy.evidence_tail_r0)
+    mult = _min(1.0, _max(policy.evidence_tail_floor, inner))
+    return rho, np.where(ok, mult, 1.0)
 
 
 def _factor(name: str, value: float, reason: str) -> dict[str, Any]:
     return {"factor": name, "value": value, "reason": reason}
 
 
-def _soft(x: float, threshold: float) -> float:
-    return math.copysign(max(abs(x) - threshold, 0.0), x)
-
-
-def quality_factors(
-    stats: Mapping[str, Any],
+def quality_factor_dicts(
+    t: float,
+    shrunk: float,
+    tilt: float,
     confidence: Confidence | None,
     fleet: FleetEvidence,
     policy: Policy,
 ) -> list[dict[str, Any]]:
-    """Prior, evidence tilt and confidence for one agent (see the module docstring)."""
+    """Prior, evidence tilt and confidence of one agent, each with its reason (``t`` NaN: none)."""
     factors = [_factor("prior", 1.0, "neutral prior: equal weight over eligible agents")]
-    t = t_stat(stats)
-    if t is None:
+    if math.isnan(t):
         factors.append(_factor("evidence", 1.0, "fewer than 2 records or no dispersion: no tilt"))
     else:
-        shrunk = fleet.signal_share * (t - fleet.mean_t)
-        raw = math.exp(policy.evidence_k * _soft(shrunk, policy.evidence_t0))
-        mult = min(policy.evidence_tilt_max, max(policy.evidence_tilt_min, raw))
         factors.append(
             _factor(
                 "evidence",
-                mult,
+                tilt,
                 f"t of mean PnL {t:+.2f} vs fleet {fleet.mean_t:+.2f}, signal share "
                 f"{fleet.signal_share:.0%} (fleet t variance {fleet.var_t:.2f} over "
                 f"{fleet.n_agents} agents): shrunk {shrunk:+.2f}, tilts beyond "
@@ -161,49 +299,82 @@ def quality_factors(
     return factors
 
 
-def risk_factors(
-    stats: Mapping[str, Any], tail: Tail | None, policy: Policy
+def risk_factor_dicts(
+    dd: float,
+    n: float,
+    sd: float,
+    z: float,
+    dd_mult: float,
+    tail: Tail | None,
+    used: float,
+    scale: float,
+    rho: float,
+    tail_mult: float,
+    policy: Policy,
 ) -> list[dict[str, Any]]:
-    """Drawdown and strategy tail, each against the agent's own scale."""
+    """Drawdown and strategy tail of one agent with their reasons (NaN ``z``/``rho``: none)."""
     factors = []
-    dd = _num(stats.get("max_drawdown_bps"))
-    n = _num(stats.get("n_records"))
-    sd = _num(stats.get("pnl_std_bps"))
-    if dd is None or n is None or sd is None or n < 2 or sd <= 0:
+    if math.isnan(z):
         factors.append(_factor("drawdown", 1.0, "no PnL dispersion to scale the drawdown by"))
     else:
-        z = abs(dd) / (sd * math.sqrt(n))
-        mult = min(
-            1.0,
-            max(policy.evidence_dd_floor, 1.0 - policy.evidence_dd_k * (z - policy.evidence_dd_z0)),
-        )
         factors.append(
             _factor(
                 "drawdown",
-                mult,
+                dd_mult,
                 f"drawdown {-abs(dd):+.1f} bps = {z:.2f} x sigma·sqrt(n) "
                 f"(sigma {sd:.1f} bps, n {n:.0f}); penalised beyond {policy.evidence_dd_z0:g}",
             )
         )
-    scale = _num(stats.get("avg_abs_error_bps"))
-    used = None if tail is None else _num(tail.gap_cvar95_used_bps)
-    if tail is None or used is None or scale is None or scale <= 0:
+    if tail is None or math.isnan(rho):
         factors.append(_factor("cvar", 1.0, "no strategy tail or gap scale"))
     else:
-        rho = max(0.0, -used) / scale
-        mult = min(
-            1.0,
-            max(
-                policy.evidence_tail_floor,
-                1.0 - policy.evidence_tail_k * (rho - policy.evidence_tail_r0),
-            ),
-        )
         factors.append(
             _factor(
                 "cvar",
-                mult,
+                tail_mult,
                 f"strategy {tail.strategy} gap CVaR95 {used:+.1f} bps = {rho:.2f} x the agent's "
                 f"mean |gap| {scale:.1f} bps; penalised beyond {policy.evidence_tail_r0:g}",
             )
         )
     return factors
+
+
+def quality_factors(
+    stats: Mapping[str, Any],
+    confidence: Confidence | None,
+    fleet: FleetEvidence,
+    policy: Policy,
+) -> list[dict[str, Any]]:
+    """Prior, evidence tilt and confidence for one agent (see the module docstring)."""
+    n, mean, sd = (_nums([stats.get(k)]) for k in ("n_records", "pnl_mean_bps", "pnl_std_bps"))
+    t = t_stats(n, mean, sd)
+    shrunk, tilt = tilts(t, fleet, policy)
+    return quality_factor_dicts(
+        float(t[0]), float(shrunk[0]), float(tilt[0]), confidence, fleet, policy
+    )
+
+
+def risk_factors(
+    stats: Mapping[str, Any], tail: Tail | None, policy: Policy
+) -> list[dict[str, Any]]:
+    """Drawdown and strategy tail, each against the agent's own scale."""
+    dd, n, sd, scale = (
+        _nums([stats.get(k)])
+        for k in ("max_drawdown_bps", "n_records", "pnl_std_bps", "avg_abs_error_bps")
+    )
+    used = _nums([None if tail is None else tail.gap_cvar95_used_bps])
+    z, dd_mult = drawdown_multipliers(dd, n, sd, policy)
+    rho, tail_mult = tail_multipliers(used, scale, policy)
+    return risk_factor_dicts(
+        float(dd[0]),
+        float(n[0]),
+        float(sd[0]),
+        float(z[0]),
+        float(dd_mult[0]),
+        tail,
+        float(used[0]),
+        float(scale[0]),
+        float(rho[0]),
+        float(tail_mult[0]),
+        policy,
+    )
