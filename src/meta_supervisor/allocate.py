@@ -352,16 +352,22 @@ def _fleet_from_dicts(
 def _lookup(
     agents: pl.Series, keys: pl.Series, values: pl.Series, policy: Policy
 ) -> tuple[BoolArray, FloatArray]:
-    """Per agent: has a confidence row, and its multiplier (the prior without one).
-
-    A repeated agent keeps its last row, as a dict built from the rows would.
-    """
-    right = pl.DataFrame({"agent": keys, "#conf": values, "#held": True})
-    if right.height != keys.n_unique():
-        right = right.unique("agent", keep="last", maintain_order=True)
-    joined = agents.to_frame("agent").join(right, on="agent", how="left", maintain_order="left")
-    held = joined["#held"].fill_null(False).to_numpy().astype(bool)
-    return held, np.where(held, joined["#conf"].to_numpy(), policy.confidence_prior)
+    """Per agent (``agents`` in order): has a confidence row, and its multiplier (the prior
+    without one). A repeated agent keeps its last row, as a dict built from the rows would."""
+    right = pl.DataFrame({"agent": keys, "#conf": values})
+    numbered = agents.to_frame("agent").with_row_index("#row")
+    for attempt in range(2):
+        # An inner join in any order, placed by row number: half the cost of an ordered join.
+        found = right.join(numbered, on="agent", how="inner")
+        rows = found["#row"].to_numpy().astype(np.int64)
+        held = np.zeros(agents.len(), dtype=bool)
+        held[rows] = True
+        if np.count_nonzero(held) == rows.size or attempt:
+            break
+        right = right.unique("agent", keep="last", maintain_order=True)  # repeated agents
+    multiplier = np.full(agents.len(), policy.confidence_prior)
+    multiplier[rows] = found["#conf"].to_numpy()
+    return held, multiplier
 
 
 def _fleet_from_frames(
@@ -390,9 +396,14 @@ def _fleet_from_frames(
     columns = {}
     for k in keys:
         if k in numeric and matrix is not None:
-            series = stats[k]
-            absent = series.is_null().to_numpy() if series.null_count() else np.zeros(n, bool)
-            columns[k] = _column(matrix[:, numeric.index(k)].copy(), absent, {}, k)
+            value = matrix[:, numeric.index(k)].copy()
+            nulls = stats[k].null_count()
+            absent = np.isnan(value)
+            if not nulls:
+                absent[:] = False
+            elif np.count_nonzero(absent) != nulls:  # NaN values besides the nulls
+                absent = stats[k].is_null().to_numpy()
+            columns[k] = _column(value, absent, {}, k)
         else:
             columns[k] = _column_from_series(stats[k] if k in stats.columns else None, n, k)
     strategy = stats["strategy"] if "strategy" in stats.columns else None
@@ -705,10 +716,11 @@ def _decide(
     after_cap = np.minimum(cap_water_fill(share, policy.max_weight), caps)
     after_risk = after_cap * risk
     after_gross = apply_gross_cap(after_risk, policy.gross_cap)
-    if previous is not None:
-        previous = dict(previous)
-    held = {} if previous is None else previous
-    prev = np.fromiter(map(held.get, names, itertools.repeat(0.0)), dtype=np.float64, count=n)
+    if previous is None:
+        prev = np.zeros(n)
+    else:
+        previous = dict(previous)  # a copy: the fingerprint is hashed later
+        prev = np.fromiter(map(previous.get, names, itertools.repeat(0.0)), np.float64, count=n)
     if previous is None:
         after_stability = after_gross.copy()
     else:

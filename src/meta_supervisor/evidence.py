@@ -161,23 +161,23 @@ def fleet_from_arrays(
     ts = t[sel]
     if ts.size < 2:
         return FleetEvidence(int(ts.size), float(ts[0]) if ts.size else 0.0, 0.0, 0.0)
-    mean = math.fsum(ts.tolist()) / ts.size
     # Pooled *within-strategy* variance: a factor shared by a strategy's agents moves their t
     # together and would pass for skill in the plain cross-sectional variance.
     codes = groups[sel]
     order = np.argsort(codes, kind="stable")
     sorted_t, sorted_codes = ts[order], codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    sizes = np.diff(np.r_[starts, sorted_t.size])
-    centre = np.full(sorted_t.size, np.nan)
-    for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
-        if size >= 2:
-            centre[start : start + size] = math.fsum(sorted_t[start : start + size].tolist()) / size
-    pooled = ~np.isnan(centre)
-    dof = int((sizes[sizes >= 2] - 1).sum())
+    values = sorted_t.tolist()  # one conversion; fsum is exact, so the order is free
+    mean = math.fsum(values) / ts.size
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]).tolist()
+    ends = [*starts[1:], len(values)]
+    pooled = [(a, b) for a, b in zip(starts, ends, strict=True) if b - a >= 2]
+    dof = sum(b - a - 1 for a, b in pooled)
     # Squares by Python's pow (x**2 is C pow, not x*x), as the per-agent formula computed them.
     if dof > 0:
-        deviations = (sorted_t[pooled] - centre[pooled]).tolist()
+        centre = np.array([math.fsum(values[a:b]) / (b - a) for a, b in pooled])
+        sizes = np.array([b - a for a, b in pooled])
+        members = np.concatenate([np.arange(a, b) for a, b in pooled])
+        deviations = (sorted_t[members] - np.repeat(centre, sizes)).tolist()
         var = math.fsum(map(pow, deviations, itertools.repeat(2.0))) / dof
     else:
         deviations = (ts - mean).tolist()
