@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.data import LedgerSpec, ensure_ledger
 from rich.console import Console
 from rich.table import Table
+
+from benchmarks.data import LedgerSpec, ensure_ledger
 
 
 @dataclass

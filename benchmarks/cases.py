@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from benchmarks.data import AS_OF, DATA_DIR, NEEDED, LedgerSpec, appended_records, ensure_ledger
 
+from benchmarks.data import AS_OF, DATA_DIR, NEEDED, LedgerSpec, appended_records, ensure_ledger
 from meta_supervisor.allocate import Confidence, Tail, allocate
 from meta_supervisor.confidence import confidence_multipliers
 from meta_supervisor.cycle import Ledger, cycle_inputs
@@ -60,6 +60,7 @@ def case_floor(spec: LedgerSpec, options: Options) -> dict[str, Any]:
 def case_pandas(spec: LedgerSpec, options: Options) -> dict[str, Any]:
     """pandas: read the same columns, compute stats, confidence and tails (no allocation)."""
     import pandas as pd
+
     from benchmarks.baseline import pandas_confidence, pandas_stats, pandas_tails
 
     records_path, telemetry_path = ensure_ledger(spec)
@@ -77,6 +78,7 @@ def case_pandas(spec: LedgerSpec, options: Options) -> dict[str, Any]:
 def case_check(spec: LedgerSpec, options: Options) -> dict[str, Any]:
     """Assert that polars (the product) and pandas (the baseline) compute the same numbers."""
     import pandas as pd
+
     from benchmarks.baseline import check_close, pandas_confidence, pandas_stats, pandas_tails
 
     records_path, telemetry_path = ensure_ledger(spec)

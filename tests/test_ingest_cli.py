@@ -109,3 +109,25 @@ def test_root_puts_the_ledger_in_the_default_layout(tmp_path: Path) -> None:
     code, _ = run("ingest", str(path), "--root", str(tmp_path / "fleet"))
     assert code == 0
     assert LedgerStore(tmp_path / "fleet" / "meta_supervisor" / "ledger").records().height == 3
+
+
+def test_allocate_reads_the_files_named_on_the_command_line_not_the_store(tmp_path: Path) -> None:
+    stored = [json.dumps({**GOOD, "agent": "stored", "run_id": f"s{i}"}) for i in range(8)]
+    code, _ = run("ingest", str(write(tmp_path / "s.jsonl", stored)), "--root", str(tmp_path))
+    assert code == 0 and LedgerStore(tmp_path / "meta_supervisor" / "ledger").exists()
+    named = [json.dumps({**GOOD, "agent": "named", "run_id": f"n{i}"}) for i in range(8)]
+    path = write(tmp_path / "n.jsonl", named)
+    as_of = "2026-01-02T06:00:00Z"
+    common = ("--root", str(tmp_path), "--as-of", as_of, "--dry-run", "--json")
+    code, out = run("allocate", *common)
+    assert code == 0 and set(json.loads(out)["agents"]) == {"stored"}
+    code, out = run("allocate", *common, "--records", str(path))
+    assert code == 0 and set(json.loads(out)["agents"]) == {"named"}
+
+
+def test_allocate_refuses_a_records_file_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.jsonl"
+    result = runner.invoke(app, ["allocate", "--root", str(tmp_path), "--records", str(missing)])
+    assert result.exit_code == 2
+    assert "--records" in result.stderr and "typo.jsonl" in result.stderr
+    assert not (tmp_path / "meta_supervisor" / "state" / "history.jsonl").exists()

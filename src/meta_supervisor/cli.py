@@ -153,7 +153,8 @@ def _paths(
         telemetry=telemetry or base.telemetry,
         state_dir=state_dir or base.state_dir,
         policy=base.policy,
-        ledger=base.ledger,
+        # Files named on the command line are what the operator wants read, not the store.
+        ledger=None if records or telemetry else base.ledger,
     )
 
 
@@ -365,10 +366,12 @@ def allocate(
     state_dir: StateDir = None,
     root: Root = None,
     records: Annotated[
-        Path | None, typer.Option(help="Reconciled records (JSONL/CSV/Parquet).")
+        Path | None,
+        typer.Option(help="Reconciled records (JSONL/CSV/Parquet), read instead of the store."),
     ] = None,
     telemetry: Annotated[
-        Path | None, typer.Option(help="Telemetry events (JSONL/CSV/Parquet).")
+        Path | None,
+        typer.Option(help="Telemetry events (JSONL/CSV/Parquet), read instead of the store."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide but write nothing.")] = False,
     wait: Wait = 0.0,
@@ -387,6 +390,10 @@ def allocate(
 
       meta-supervisor allocate --dry-run
     """
+    for option, named in (("--records", records), ("--telemetry", telemetry)):
+        if named is not None and not named.exists():
+            # A typo here would otherwise decide on no evidence and put the fleet in cash.
+            raise _fail(f"{option}: {named}: no such file")
     paths = _paths(state_dir, records, telemetry, root)
     policy = _policy(config, paths)
     moment = _now(as_of)

@@ -34,7 +34,8 @@ class Paths:
     telemetry: Path = Path("telemetry/events.jsonl")
     state_dir: Path = Path("meta_supervisor/state")
     policy: Path | None = None
-    ledger: Path = Path("meta_supervisor/ledger")
+    ledger: Path | None = Path("meta_supervisor/ledger")
+    """The embedded store; ``None`` means "no store: read the raw files" (e.g. ``--records``)."""
 
     @property
     def allocation(self) -> Path:
@@ -74,7 +75,7 @@ class Paths:
             records=root / cls.records,
             telemetry=root / cls.telemetry,
             state_dir=root / cls.state_dir,
-            ledger=root / cls.ledger,
+            ledger=root / "meta_supervisor" / "ledger",
         )
 
     @classmethod
@@ -88,7 +89,7 @@ class Paths:
             telemetry=Path(env.get("META_SUPERVISOR_TELEMETRY", base.telemetry)),
             state_dir=Path(env.get("META_SUPERVISOR_STATE_DIR", base.state_dir)),
             policy=Path(policy) if policy else None,
-            ledger=Path(env.get("META_SUPERVISOR_LEDGER", base.ledger)),
+            ledger=Path(env.get("META_SUPERVISOR_LEDGER", str(base.ledger))),
         )
 
 

@@ -72,10 +72,11 @@ def load_ledger(
     With an ingested store at ``paths.ledger`` only the window ``(as_of − lookback_hours,
     as_of]`` is read (plus each stale agent's latest record, see
     :meth:`meta_supervisor.ledger.LedgerStore.records`); its quarantine is the store's. Without
-    a store the raw files ``paths.records``/``paths.telemetry`` are read whole, as the seed did.
+    a store (or with ``paths.ledger = None``) the raw files ``paths.records``/``paths.telemetry``
+    are read whole, as the seed did.
     """
-    store = LedgerStore(paths.ledger)
-    if store.exists():
+    store = LedgerStore(paths.ledger) if paths.ledger is not None else None
+    if store is not None and store.exists():
         snapshot = store.manifest()
         return Ledger(
             records=store.records(as_of, lookback_hours, snapshot),
