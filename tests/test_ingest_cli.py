@@ -62,7 +62,7 @@ def test_exit_1_only_when_nothing_usable(tmp_path: Path) -> None:
     good = records_file(tmp_path / "g.jsonl", 1)
     ledger = str(tmp_path / "L")
     assert run("ingest", str(empty), "--ledger", ledger)[0] == 1
-    assert run("ingest", str(all_bad), str(tmp_path / "missing.csv"), "--ledger", ledger)[0] == 1
+    assert run("ingest", str(all_bad), "--ledger", ledger)[0] == 1
     assert run("ingest", str(all_bad), str(good), "--ledger", ledger)[0] == 0
     # Re-reading only already-stored rows is still a usable read.
     assert run("ingest", str(good), "--ledger", ledger)[0] == 0
@@ -131,3 +131,32 @@ def test_allocate_refuses_a_records_file_that_does_not_exist(tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "--records" in result.stderr and "typo.jsonl" in result.stderr
     assert not (tmp_path / "meta_supervisor" / "state" / "history.jsonl").exists()
+
+
+def test_missing_input_file_is_exit_2_naming_it_and_nothing_is_written(tmp_path: Path) -> None:
+    good = records_file(tmp_path / "g.jsonl", 3)
+    missing = tmp_path / "typo.jsonl"
+    result = runner.invoke(
+        app, ["ingest", str(good), str(missing), "--ledger", str(tmp_path / "L")]
+    )
+    assert result.exit_code == 2
+    assert "error:" in result.stderr and "typo.jsonl: no such file" in result.stderr
+    assert not LedgerStore(tmp_path / "L").exists(), "the good file was not ingested either"
+
+
+def test_title_says_committed_nothing_new_or_dry_run(tmp_path: Path) -> None:
+    path = records_file(tmp_path / "r.jsonl", 4)
+    ledger = str(tmp_path / "L")
+    assert (
+        "(dry run: nothing written)" in run("ingest", str(path), "--ledger", ledger, "--dry-run")[1]
+    )
+    assert "(committed)" in run("ingest", str(path), "--ledger", ledger)[1]
+    code, out = run("ingest", str(path), "--ledger", ledger)
+    assert code == 0 and "(nothing new)" in out and "(committed)" not in out
+
+
+def test_quarantine_without_a_store_says_so(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["quarantine", "--root", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no ledger store at" in result.stderr and str(tmp_path) in result.stderr
+    assert "refused rows" not in result.stdout

@@ -1,8 +1,9 @@
 """``meta-supervisor ingest`` and ``meta-supervisor quarantine``: files into the ledger, and back.
 
 Exit codes (as the rest of the CLI): 0 something usable was read (new or already stored rows,
-even if other rows were refused); 1 nothing usable was read (every row refused, files missing
-or empty); 2 bad usage; 3 another ingest holds the ledger's writer lock.
+even if other rows were refused); 1 nothing usable was read (every row refused, files empty),
+or ``quarantine`` found no ledger store; 2 bad usage or a named input file that does not exist;
+3 another ingest holds the ledger's writer lock.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ Root = Annotated[
         "(default: META_SUPERVISOR_ROOT, else the working directory).",
     ),
 ]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+JsonOut = Annotated[
+    bool, typer.Option("--json", metavar="", help="Print a JSON summary on stdout.")
+]
 
 
 def _ledger(path: Path | None, root: Path | None = None) -> Path:
@@ -68,7 +71,13 @@ def _ledger(path: Path | None, root: Path | None = None) -> Path:
 
 def _summary(report: IngestReport) -> Table:
     verb = "would store" if report.dry_run else "stored"
-    table = Table(title=f"ingest ({'dry run' if report.dry_run else 'committed'})")
+    if report.dry_run:
+        state = "dry run: nothing written"
+    elif report.accepted:
+        state = "committed"
+    else:
+        state = "nothing new"
+    table = Table(title=f"ingest ({state})")
     for name in ("source", "kind", "read", "valid", "refused", "note"):
         table.add_column(name, justify="right" if name in {"read", "valid", "refused"} else "left")
     for s in report.sources:
@@ -107,7 +116,7 @@ def ingest(
     ledger: LedgerDir = None,
     root: Root = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Read, validate and count; write nothing.")
+        bool, typer.Option("--dry-run", metavar="", help="Read, validate and count; write nothing.")
     ] = False,
     wait: Annotated[
         float, typer.Option("--wait", help="Seconds to wait for another ingest's lock.")
@@ -125,7 +134,14 @@ def ingest(
 
       meta-supervisor ingest history.parquet --dry-run
     """
-    total = sum(p.stat().st_size for p in paths if p.is_file())
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        # Bad input (exit 2), before anything is read: a typo must not ingest half the batch.
+        for p in missing:
+            what = "is a directory, not a file" if p.is_dir() else "no such file"
+            err_console.print(f"[bold red]error:[/] {escape(str(p))}: {what}", soft_wrap=True)
+        raise typer.Exit(2)
+    total = sum(p.stat().st_size for p in paths)
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -189,6 +205,13 @@ def quarantine(
       meta-supervisor quarantine --source reconciled.jsonl --json
     """
     store = LedgerStore(_ledger(ledger, root))
+    if not store.exists():
+        err_console.print(
+            f"[bold red]error:[/] no ledger store at {escape(str(store.root))}: nothing was "
+            "ingested there (run 'meta-supervisor ingest FILE...', or pass --root/--ledger)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
     try:
         rows = store.quarantine()
     except LedgerError as err:
