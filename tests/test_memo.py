@@ -155,3 +155,42 @@ def test_diff_names_a_flipped_gate_and_a_policy_change() -> None:
     assert b["drivers"][0]["kind"] == "gate"
     assert "gate error_rate fails now" in b["text"]
     assert diff["policy_changes"] == {"max_weight": {"old": 0.25, "new": 0.3}}
+
+
+def test_memo_reading_guide_gives_the_code_s_step_order_and_the_no_trade_band() -> None:
+    memo = decision_memo(_decision())
+    guide = memo.split("## How to read this memo", 1)[1].split("## Portfolio", 1)[0]
+    # the allocation caps the quality shares first, then applies the risk multipliers
+    order = ["**cap**", "**risk**", "gross cap", "**stability**", "rounded down"]
+    positions = [guide.index(word) for word in order]
+    assert positions == sorted(positions), positions
+    assert "no-trade band" in guide and "0.25 pp" in guide  # the decision's own band
+    assert "spread over cycles" not in memo
+
+
+def test_stability_says_what_it_did_per_agent() -> None:
+    target = _decision()["agents"]
+    # previous weights that put a inside the band, b far below (limited), c above (decrease)
+    a, b, c = (target[n]["steps"]["after_gross_cap"] for n in ("a", "b", "c"))
+    assert b > 0.06 and c > 0, "the fleet gives b room for a limited increase"
+    previous = {"a": a - 0.001, "b": b - 0.06, "c": c + 0.03, "d": 0.0}
+    decision = _decision(previous=previous)
+    agents = decision["agents"]
+    # independent of the notes: what portfolio.smooth did (band 0.25 pp, limit 5 pp)
+    assert agents["a"]["steps"]["after_stability"] == pytest.approx(previous["a"])
+    assert agents["b"]["steps"]["after_stability"] == pytest.approx(previous["b"] + 0.05)
+    assert agents["c"]["steps"]["after_stability"] == pytest.approx(c)
+    memo = decision_memo(decision)
+    assert (
+        f"held at previous {previous['a']:.2%} (move of +0.10 pp inside the no-trade band " in memo
+    )
+    assert "increase limited to +5.00 pp per cycle" in memo
+    assert f"decrease from {previous['c']:.2%} applied in full" in memo
+    assert "moves limited from the previous" not in memo
+    stability = next(p for p in cash_breakdown(decision) if p["cause"] == "stability")
+    # the line says what it is: band holds and increase limits, net
+    assert stability["text"].startswith("stability, net (")
+    assert "increases limited +1.00 pp" in stability["text"]  # target 6 pp above, 5 allowed
+    assert "no-trade-band holds" in stability["text"]
+    held_and_limited = (a - previous["a"]) + (b - previous["b"] - 0.05)
+    assert stability["amount"] == pytest.approx(held_and_limited, abs=1e-9)

@@ -12,7 +12,8 @@ percentage points of capital.
       cash = (1 − Σ after_cap)                      caps with nowhere to send the excess
            + (Σ after_cap − Σ after_risk)           risk multipliers (pull-back)
            + (Σ after_risk − Σ after_gross_cap)     gross cap
-           + (Σ after_gross_cap − Σ after_stability) stability (slowed increases)
+           + (Σ after_gross_cap − Σ after_stability) stability, net: increases limited
+                                                     (+) and no-trade-band holds (±)
            + (Σ after_stability − Σ final)          rounding down
 
 * :func:`compare_decisions` says, per agent, which gates, overrides, factors and steps moved the
@@ -37,6 +38,7 @@ __all__ = [
     "factor_text",
     "failed_gates",
     "fleet_quality",
+    "stability_note",
     "step_notes",
     "weight_history",
 ]
@@ -89,8 +91,50 @@ def _pp(value: float) -> str:
     return f"{points:+.2f} pp" if abs(points) >= 0.005 or points == 0 else f"{points:+.4f} pp"
 
 
-def step_notes(explanation: Mapping[str, Any], total_quality: float | None) -> list[str]:
-    """One note per step (same order as :data:`STEPS`) saying what that step did to the weight."""
+def stability_note(
+    explanation: Mapping[str, Any], policy: Mapping[str, Any] | None = None
+) -> str | None:
+    """What the stability step did to this agent, in words (None when there is nothing to say).
+
+    With ``p`` the previous weight, ``t`` the weight after the gross cap (the target) and ``s``
+    the weight after stability (:func:`meta_supervisor.portfolio.smooth`): ``0 < t`` and
+    ``|t − p| < band`` holds the previous weight (no-trade band); ``t > p + max_increase``
+    limits the increase; ``t < p`` applies the decrease in full. ``policy`` gives
+    ``no_trade_band`` and ``max_increase_per_cycle`` (fractions of capital).
+    """
+    previous = explanation.get("previous_weight")
+    steps = explanation["steps"]
+    target, after = steps["after_gross_cap"], steps["after_stability"]
+    if previous is None:
+        return None
+    policy = policy or {}
+    band = policy.get("no_trade_band")
+    limit = policy.get("max_increase_per_cycle")
+    move = target - previous
+    if band is not None and target > 0 and abs(move) < band:
+        return (
+            f"held at previous {previous:.2%} (move of {_pp(move)} inside the no-trade band "
+            f"{band * 100:.2f} pp)"
+        )
+    if limit is not None and move > limit:
+        return f"increase limited to +{limit * 100:.2f} pp per cycle (target {target:.2%})"
+    if move < 0 and abs(after - target) <= _EPS:
+        return f"decrease from {previous:.2%} applied in full"
+    if abs(after - target) <= _EPS:
+        return None
+    return f"moved from the target {target:.2%} (previous {previous:.2%})"
+
+
+def step_notes(
+    explanation: Mapping[str, Any],
+    total_quality: float | None,
+    policy: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """One note per step (same order as :data:`STEPS`) saying what that step did to the weight.
+
+    ``policy`` (the decision's ``policy`` dict) lets the stability note name the no-trade band
+    and the per-cycle increase limit.
+    """
     steps = explanation["steps"]
     factors = {f["factor"]: f["value"] for f in explanation["factors"]}
     if failed_gates(explanation):
@@ -108,12 +152,14 @@ def step_notes(explanation: Mapping[str, Any], total_quality: float | None) -> l
             notes.append(f"= q / Σq (Σq = {total_quality:.4g})" if total_quality else "")
         elif key == "after_risk":
             notes.append(f"{_pp(delta)}: × {risk_terms}" if risk_terms else _pp(delta))
+        elif key == "after_stability" and previous is not None:
+            what = stability_note(explanation, policy)
+            shown = "unchanged" if abs(delta) <= _EPS else _pp(delta)
+            notes.append(f"{shown}: {what}" if what else shown)
         elif abs(delta) <= _EPS:
             notes.append("unchanged")
         elif key == "after_cap":
             notes.append(f"{_pp(delta)}: " + ("capped" if delta < 0 else "excess of capped agents"))
-        elif key == "after_stability" and previous is not None:
-            notes.append(f"{_pp(delta)}: moves limited from the previous {previous:.2%}")
         else:
             notes.append(_pp(delta))
     return notes
@@ -138,7 +184,7 @@ def cash_breakdown(decision: Mapping[str, Any]) -> list[dict[str, Any]]:
         "after_cap": ("cap", "caps with nowhere to send the excess"),
         "after_risk": ("risk", "risk multipliers (CVaR, drawdown) pulled back"),
         "after_gross_cap": ("gross_cap", "gross cap"),
-        "after_stability": ("stability", "stability: increases spread over cycles"),
+        "after_stability": ("stability", _stability_text(agents, decision.get("policy"))),
         "final": ("rounding", "weights rounded down"),
     }
     parts = []
@@ -146,6 +192,29 @@ def cash_breakdown(decision: Mapping[str, Any]) -> list[dict[str, Any]]:
         cause, text = causes[key]
         parts.append((cause, total[before] - total[key], text))
     return [{"cause": c, "amount": a, "text": t} for c, a, t in parts if abs(a) > _EPS]
+
+
+def _stability_text(agents: Sequence[Mapping[str, Any]], policy: Any) -> str:
+    """The stability line of the cash breakdown: band holds and increase limits, net."""
+    band = (policy or {}).get("no_trade_band")
+    held = limited = 0.0
+    for e in agents:
+        steps, previous = e["steps"], e.get("previous_weight")
+        target = steps["after_gross_cap"]
+        kept = target - steps["after_stability"]
+        if previous is None or abs(kept) <= _EPS:
+            continue
+        if band is not None and target > 0 and abs(target - previous) < band:
+            held += kept
+        else:
+            limited += kept
+    parts = []
+    if abs(limited) > _EPS:
+        parts.append(f"increases limited {_pp(limited)}")
+    if abs(held) > _EPS:
+        parts.append(f"no-trade-band holds at the previous weight {_pp(held)}")
+    detail = "; ".join(parts) if parts else "cap and gross re-checked"
+    return f"stability, net ({detail})"
 
 
 # ---------------------------------------------------------------- history

@@ -28,12 +28,27 @@ Weights are fractions of the fund's capital; whatever is not allocated stays in 
 cycle, every agent first passes safety **gates** (operator exclusion, kill flag, usable
 numbers, error rate, enough records, positive PnL); an agent failing any gate gets 0. An
 eligible agent's **quality** is the product of its quality factors (√ of summed PnL, hit
-rate, confidence in its simulator, simulator accuracy); its share of the fleet's total quality
-is then multiplied by its **risk** factors (its strategy's tail loss against forecasts, CVaR95,
-and its own drawdown), and what risk removes goes to **cash**, not to the other agents. Then
-the per-agent cap, the gross cap, and the stability rule (cuts apply at once, increases are
-spread over cycles) apply, and weights are rounded down. A factor of x1.00 changes nothing;
+rate, confidence in its simulator, simulator accuracy), and its starting weight is its share of
+the fleet's total quality. The steps then apply in this order: the per-agent **cap** on that
+share (an operator cap included; the excess goes to the uncapped agents in proportion to
+quality), then the **risk** multipliers (its strategy's tail loss against forecasts, CVaR95,
+and its own drawdown; what risk removes goes to **cash**, not to the other agents), then the
+gross cap, then the **stability** rule against the previous decision (a decrease applies in
+full, an increase is limited per cycle, and a move smaller than the no-trade band keeps the
+previous weight), and finally weights are rounded down. A factor of x1.00 changes nothing;
 x0.50 halves the weight. bps = basis points of notional; pp = percentage points of capital."""
+
+
+def _how_to_read(policy: Mapping[str, Any]) -> str:
+    """The reading guide, with this decision's stability settings when the decision has them."""
+    band, limit = policy.get("no_trade_band"), policy.get("max_increase_per_cycle")
+    if band is None or limit is None:
+        return _HOW_TO_READ
+    return (
+        _HOW_TO_READ
+        + f" In this decision: increases at most +{limit * 100:.2f} pp per cycle, no-trade band "
+        f"{band * 100:.2f} pp."
+    )
 
 
 def md_cell(value: Any) -> str:
@@ -76,7 +91,9 @@ def _portfolio(decision: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _agent(e: Mapping[str, Any], total_quality: float | None) -> list[str]:
+def _agent(
+    e: Mapping[str, Any], total_quality: float | None, policy: Mapping[str, Any] | None = None
+) -> list[str]:
     lines = [f"### {e['agent']} ({e['strategy']}): {e['weight']:.2%}", "", f"> {e['summary']}", ""]
     if e.get("override"):
         o = e["override"]
@@ -99,7 +116,7 @@ def _agent(e: Mapping[str, Any], total_quality: float | None) -> list[str]:
         [[f["factor"], factor_text(f["factor"], f["value"]), f["reason"]] for f in e["factors"]],
     )
     lines += ["", "**Weight after every step:**", ""]
-    notes = step_notes(e, total_quality)
+    notes = step_notes(e, total_quality, policy)
     rows = []
     for (key, meaning), note in zip(STEPS, notes, strict=True):
         value = e["steps"][key]
@@ -147,7 +164,7 @@ def decision_memo(
         "",
         "## How to read this memo",
         "",
-        _HOW_TO_READ,
+        _how_to_read(decision.get("policy") or {}),
         "",
         *_portfolio(decision),
         "",
@@ -156,7 +173,7 @@ def decision_memo(
     ]
     total_quality = fleet_quality(decision)
     for name in names:
-        lines += _agent(decision["agents"][name], total_quality)
+        lines += _agent(decision["agents"][name], total_quality, decision.get("policy"))
     overrides = [e["override"] for e in decision["agents"].values() if e.get("override")]
     lines += ["## Operator overrides in force", ""]
     if overrides:
