@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from meta_supervisor import __version__
+from meta_supervisor import __version__, cli
 from meta_supervisor.cli import app
 from meta_supervisor.config import Paths
 from meta_supervisor.policy import Policy, load_policy
@@ -70,9 +72,26 @@ def test_demo_leaves_two_decisions_and_ends_with_next_commands(
     entries = read_history(Paths.under(out).history)
     assert [e.decision["as_of"] for e in entries] == ["2026-01-14T18:00:00Z", T0]
     tail = stdout.strip().splitlines()[-7:]
-    assert all(line.strip().startswith("meta-supervisor ") for line in tail), tail
+    prefix = cli._invocation()  # the test runs with the same PATH and working directory
+    assert all(line.strip().startswith(prefix + " ") for line in tail), tail
     for command in ("explain", "history", "diff", "verify", "allocate"):
-        assert any(f"meta-supervisor {command}" in line for line in tail), command
+        assert any(f"{prefix} {command}" in line for line in tail), command
+
+
+def test_next_commands_work_whether_or_not_the_tool_is_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.shutil, "which", lambda name: "/usr/local/bin/" + name)
+    assert cli._invocation() == "meta-supervisor"
+    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    # elsewhere: this interpreter, which has the package
+    assert cli._invocation().endswith(" -m meta_supervisor")
+    assert sys.executable in cli._invocation()
+    # in a checkout (./dev demo runs there): ./dev cli
+    (tmp_path / "dev").write_text("#!/bin/sh\n")
+    (tmp_path / "pyproject.toml").write_text("")
+    assert cli._invocation() == "./dev cli"
 
 
 def test_allocate_with_root_appends_a_decision(root: Path) -> None:
@@ -90,6 +109,33 @@ def test_allocate_warns_when_the_data_is_older_than_the_window(root: Path) -> No
     result = run("allocate", "--root", root, "--as-of", "2026-11-25T00:00:00Z", "--dry-run")
     assert "newest record matured at 2026-01-15" in result.stderr
     assert len(read_history(Paths.under(root).history)) == 2, "--dry-run wrote nothing"
+
+
+def test_allocate_on_the_clock_shows_one_instant_in_whole_seconds(root: Path) -> None:
+    result = run("allocate", "--root", root, "--dry-run")
+    warned = re.search(r"before --as-of (\S+):", result.stderr)
+    shown = re.search(r"Allocation as of (\S+) ", result.stdout)
+    assert warned and shown, (result.stderr, result.stdout)
+    assert warned.group(1) == shown.group(1)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", shown.group(1))
+
+
+def test_refused_rows_are_named_by_file_and_line_with_a_runnable_command(root: Path) -> None:
+    records = Paths.under(root).records
+    with records.open("a", encoding="utf-8") as f:
+        f.write('{"ts": "2026-01-14T00:00:00", "agent": "atlas"}\n')
+        f.write("not json\n")
+    n_lines = len(records.read_text().splitlines())
+    result = run("allocate", "--root", root, "--as-of", T0, "--dry-run")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert all(line.startswith("warning:") for line in lines), lines
+    assert f"2 input rows refused (2 in {records})" in result.stderr
+    assert f"{records} line {n_lines - 1}: ts:" in result.stderr
+    assert f"{records} line {n_lines}:" in result.stderr
+    command = result.stderr.split("all of them: ", 1)[1].strip()
+    assert command.startswith("meta-supervisor ingest --dry-run ")
+    listed = run(*command.split()[1:], "--ledger", root / "scratch-ledger")
+    assert "2 refused" in listed.stdout
 
 
 def test_explain_json_schema_and_selection(root: Path) -> None:
@@ -253,6 +299,26 @@ def test_override_add_replaces_and_remove(root: Path) -> None:
     assert [o["agent"] for o in listed["overrides"]] == ["hydra"]
 
 
+def test_override_list_says_what_the_latest_decision_applied(root: Path) -> None:
+    run(
+        "override", "add", "fornax", "--cap", "0.02", "--reason", "sim review", "--for", "24h",
+        "--as-of", T0, "--root", root,
+    )  # fmt: skip
+    # long after the demo's data: hydra's exclusion has expired on the clock...
+    later = "2030-01-01T00:00:00Z"
+    listed = json.loads(run("override", "list", "--as-of", later, "--root", root, "--json").stdout)
+    assert listed["latest_decision_as_of"] == T0
+    status = {o["agent"]: (o["active"], o["in_latest_decision"]) for o in listed["overrides"]}
+    # ...but it is in force in the latest decision; fornax was added after it
+    assert status == {"hydra": (False, True), "fornax": (False, False)}
+    table = run("override", "list", "--as-of", T0, "--root", root).stdout
+    assert f"in latest decision ({T0})" in table
+    hydra = next(line for line in table.splitlines() if line.strip().startswith("hydra"))
+    fornax = next(line for line in table.splitlines() if line.strip().startswith("fornax"))
+    assert "in force" in hydra
+    assert "active" in fornax and "not applied (next 'allocate')" in fornax
+
+
 def test_bad_overrides_file_names_entry_and_field(root: Path) -> None:
     paths = Paths.under(root)
     paths.overrides.write_text(json.dumps([{"agent": "hydra", "action": "exclude"}]))
@@ -268,6 +334,10 @@ def test_policy_show_lists_every_field_and_renders_a_loadable_file(tmp_path: Pat
     assert by_name["max_weight"]["range"] == "(0, 1]"
     assert by_name["horizon_hours"]["range"] == "[1, 720]"
     assert by_name["max_weight"]["default"] == 0.25
+    assert by_name["evidence_learn_strength"]["range"] == "true/false"
+    table = run("policy", "show").stdout
+    row = next(line for line in table.splitlines() if "evidence_learn_strength" in line)
+    assert "true/false" in row and "inf" not in row and "True" not in row
     assert all(f["description"] for f in shown["fields"])
     path = tmp_path / "policy.toml"
     path.write_text(run("policy", "show", "--toml").stdout)
@@ -287,6 +357,10 @@ def test_policy_errors_name_the_file_and_key(tmp_path: Path, root: Path) -> None
     assert "unknown key 'max_wieght'; did you mean 'max_weight'?" in result.stderr
     path.write_text("max_weight = 3\n")
     assert "key 'max_weight'" in run("policy", "validate", path, code=2).stderr
+    path.write_text("max_weight = 3\nmin_records = -1\nmax_wieght = 1\n")
+    several = run("policy", "validate", path, code=2).stderr
+    lines = [line for line in several.splitlines() if line.strip()]
+    assert len(lines) >= 3 and all(line.startswith("error:") for line in lines), lines
     path.write_text("max_weight = \n")
     assert "not valid TOML" in run("allocate", "--config", path, "--root", root, code=2).stderr
 
@@ -324,3 +398,11 @@ def test_lock_busy_exits_3(root: Path) -> None:
             "--as-of", T0, "--root", root, code=3,
         )  # fmt: skip
     run("allocate", "--as-of", T0, "--root", root)
+
+
+def test_flags_show_no_bool_type_in_help() -> None:
+    text = run("allocate", "--help").stdout
+    for flag in ("--dry-run", "--json"):
+        line = next(line for line in text.splitlines() if flag in line)
+        assert "<bool>" not in line, line
+    assert "<float>" in text, "valued options still show their type"

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import shlex
+import shutil
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -42,6 +44,7 @@ from meta_supervisor.config import Paths
 from meta_supervisor.cycle import run_cycle
 from meta_supervisor.decision import Decision, canonical_json, fingerprint, iso, parse_iso
 from meta_supervisor.demo import DEMO_AS_OF, DEMO_CYCLES, write_demo_fleet
+from meta_supervisor.ledger import LedgerStore
 from meta_supervisor.memo import decision_memo
 from meta_supervisor.policy import Policy, PolicyError, load_policy
 from meta_supervisor.state import HistoryEntry, LockBusy, StateLock, read_history, verify_history
@@ -108,7 +111,7 @@ Config = Annotated[
     ),
 ]
 JsonOut = Annotated[
-    bool, typer.Option("--json", help="Machine output (JSON; schema in docs/CLI.md).")
+    bool, typer.Option("--json", metavar="", help="Machine output (JSON; schema in docs/CLI.md).")
 ]
 Wait = Annotated[float, typer.Option("--wait", help="Seconds to wait for another cycle's lock.")]
 
@@ -125,13 +128,16 @@ class Format(StrEnum):
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    # soft_wrap: one line per error, whatever the width, so that scripts can grep it
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    # soft_wrap: one line per error, whatever the width, so that scripts can grep it; a message
+    # of several lines (e.g. several policy errors) gives several lines, each with its prefix.
+    for line in message.splitlines() or [""]:
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 def _warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    for line in message.splitlines() or [""]:
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _emit_json(value: Any) -> None:
@@ -168,7 +174,8 @@ def _as_of(text: str | None) -> datetime | None:
 
 
 def _now(text: str | None) -> datetime:
-    return _as_of(text) or datetime.now(UTC)
+    """``--as-of``, else the clock read once, in whole seconds (all output shows this one)."""
+    return _as_of(text) or datetime.now(UTC).replace(microsecond=0)
 
 
 def _policy(config: Path | None, paths: Paths) -> Policy:
@@ -278,7 +285,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option(
+            "--version", metavar="", callback=_version, is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     """Decide how much capital each trading agent gets, and say why.
@@ -328,21 +338,37 @@ def demo(
     line = _overrides_line(decision)
     if line:
         console.print(line, highlight=False)
-    root = str(out)
+    root = shlex.quote(str(out))
     as_of_next = iso(DEMO_AS_OF + timedelta(hours=6))
+    run = _invocation()
+    how = (
+        ""
+        if run == "meta-supervisor"
+        else " (as shown here; 'meta-supervisor ...' once .venv is activated)"
+    )
     console.print(
-        f"\nState written to {paths.state_dir}/. Next, try:\n"
-        f"  meta-supervisor explain cygnus --root {root}      # every factor behind one weight\n"
-        f"  meta-supervisor history --root {root}             # weights over time\n"
-        f"  meta-supervisor diff --root {root}                # what changed, and why\n"
-        f"  meta-supervisor explain --format md --root {root} > memo.md   # the memo for LPs\n"
-        f"  meta-supervisor override add fornax --cap 0.02 --reason 'sim under review' "
+        f"\nState written to {paths.state_dir}/. Next, try{how}:\n"
+        f"  {run} explain cygnus --root {root}      # every factor behind one weight\n"
+        f"  {run} history --root {root}             # weights over time\n"
+        f"  {run} diff --root {root}                # what changed, and why\n"
+        f"  {run} explain --format md --root {root} > memo.md   # the memo for LPs\n"
+        f"  {run} override add fornax --cap 0.02 --reason 'sim under review' "
         f"--for 24h --as-of {iso(DEMO_AS_OF)} --root {root}\n"
-        f"  meta-supervisor allocate --as-of {as_of_next} --root {root}   # one more cycle\n"
-        f"  meta-supervisor verify --root {root}              # check the history's hash chain",
+        f"  {run} allocate --as-of {as_of_next} --root {root}   # one more cycle\n"
+        f"  {run} verify --root {root}              # check the history's hash chain",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _invocation() -> str:
+    """How to run this tool from here: the command on PATH, ``./dev cli`` in a checkout, or
+    ``python -m meta_supervisor`` with this interpreter (e.g. after ``./dev demo``)."""
+    if shutil.which("meta-supervisor"):
+        return "meta-supervisor"
+    if Path("dev").is_file() and Path("pyproject.toml").is_file():
+        return "./dev cli"
+    return f"{shlex.quote(sys.executable)} -m meta_supervisor"
 
 
 def _warn_stale(ledger: Any, as_of: datetime, policy: Policy) -> None:
@@ -359,6 +385,31 @@ def _warn_stale(ledger: Any, as_of: datetime, policy: Policy) -> None:
         )
 
 
+#: Refused rows quoted in the warning after ``allocate``; the command it prints lists them all.
+REFUSED_SHOWN = 3
+
+
+def _refused_message(quarantine: Any, paths: Paths) -> str:
+    """The refused rows: count per file, the first few with line and reason, a command for all."""
+    counts: dict[str, int] = {}
+    for source in quarantine["source"].to_list():
+        counts[source or "?"] = counts.get(source or "?", 0) + 1
+    per_file = ", ".join(f"{n} in {source}" for source, n in counts.items())
+    lines = [f"{quarantine.height} input rows refused ({per_file}), left out of this decision:"]
+    for row in quarantine.head(REFUSED_SHOWN).iter_rows(named=True):
+        where = "" if row["line"] is None else f" line {row['line']}"
+        lines.append(f"  {row['source']}{where}: {row['field']}: {row['reason']}")
+    if quarantine.height > REFUSED_SHOWN:
+        lines.append(f"  ... and {quarantine.height - REFUSED_SHOWN} more")
+    if paths.ledger is not None and LedgerStore(paths.ledger).exists():
+        command = f"meta-supervisor quarantine --ledger {shlex.quote(str(paths.ledger))}"
+    else:
+        files = " ".join(shlex.quote(str(s)) for s in counts if s != "?")
+        command = f"meta-supervisor ingest --dry-run {files}"
+    lines.append(f"  all of them: {command}")
+    return "\n".join(lines)
+
+
 @app.command()
 def allocate(
     as_of: AsOf = None,
@@ -373,7 +424,9 @@ def allocate(
         Path | None,
         typer.Option(help="Telemetry events (JSONL/CSV/Parquet), read instead of the store."),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide but write nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", metavar="", help="Decide but write nothing.")
+    ] = False,
     wait: Wait = 0.0,
     json_out: JsonOut = False,
 ) -> None:
@@ -388,7 +441,7 @@ def allocate(
 
       meta-supervisor allocate --config policy.toml --json > decision.json
 
-      meta-supervisor allocate --dry-run
+      meta-supervisor allocate --root demo-out --as-of 2026-01-15T06:00:00Z --dry-run
     """
     for option, named in (("--records", records), ("--telemetry", telemetry)):
         if named is not None and not named.exists():
@@ -408,10 +461,7 @@ def allocate(
         raise _fail(f"{err}; run 'meta-supervisor verify'", 1) from None
     _warn_stale(ledger, moment, policy)
     if ledger.refused:
-        _warn(
-            f"{ledger.refused} input rows refused: see the quarantine "
-            "('meta-supervisor ingest --dry-run')"
-        )
+        _warn(_refused_message(ledger.quarantine, paths))
     if json_out:
         sys.stdout.write(decision.to_json() + "\n")
         return
@@ -480,7 +530,7 @@ def explain(
 
       meta-supervisor explain --format md --root demo-out > memo.md
 
-      meta-supervisor explain hydra --at 2026-01-14T20:00:00Z --json
+      meta-supervisor explain hydra --at 2026-01-14T20:00:00Z --json --root demo-out
     """
     paths = _paths(state_dir, root=root)
     if at is not None and seq is not None:
@@ -554,9 +604,9 @@ def history(
 
       meta-supervisor history --root demo-out
 
-      meta-supervisor history --agent borealis --last 48
+      meta-supervisor history --agent borealis --last 48 --root demo-out
 
-      meta-supervisor history --json | jq '.entries[-1].weights'
+      meta-supervisor history --json --root demo-out | jq '.entries[-1].weights'
     """
     paths = _paths(state_dir, root=root)
     entries = _history(paths)
@@ -607,9 +657,9 @@ def diff(
 
       meta-supervisor diff --root demo-out
 
-      meta-supervisor diff 1 2 --agent borealis
+      meta-supervisor diff 1 2 --agent borealis --root demo-out
 
-      meta-supervisor diff 2026-01-14T18:00:00Z 2026-01-15T00:00:00Z --json
+      meta-supervisor diff 2026-01-14T18:00:00Z 2026-01-15T00:00:00Z --json --root demo-out
     """
     paths = _paths(state_dir, root=root)
     entries = _history(paths)
@@ -649,7 +699,7 @@ def verify(state_dir: StateDir = None, root: Root = None, json_out: JsonOut = Fa
 
       meta-supervisor verify --root demo-out
 
-      meta-supervisor verify --json
+      meta-supervisor verify --json --root demo-out
     """
     paths = _paths(state_dir, root=root)
     ok, message = verify_history(paths.history)
@@ -672,7 +722,8 @@ def policy_show(
     config: Config = None,
     root: Root = None,
     toml: Annotated[
-        bool, typer.Option("--toml", help="Print a complete, commented policy file instead.")
+        bool,
+        typer.Option("--toml", metavar="", help="Print a complete, commented policy file instead."),
     ] = False,
     json_out: JsonOut = False,
 ) -> None:
@@ -738,7 +789,9 @@ def policy_validate(
 @override_app.command("add")
 def override_add(
     agent: Annotated[str, typer.Argument(help="Agent to exclude or cap.")],
-    exclude: Annotated[bool, typer.Option("--exclude", help="Give the agent weight 0.")] = False,
+    exclude: Annotated[
+        bool, typer.Option("--exclude", metavar="", help="Give the agent weight 0.")
+    ] = False,
     cap: Annotated[
         float | None, typer.Option("--cap", help="Cap the agent's weight (fraction, 0 to 1).")
     ] = None,
@@ -754,7 +807,9 @@ def override_add(
     by: Annotated[str, typer.Option("--by", help="Who decided (recorded).")] = "operator",
     allow_unknown: Annotated[
         bool,
-        typer.Option("--allow-unknown", help="Accept an agent not in the latest decision."),
+        typer.Option(
+            "--allow-unknown", metavar="", help="Accept an agent not in the latest decision."
+        ),
     ] = False,
     as_of: AsOf = None,
     state_dir: StateDir = None,
@@ -770,9 +825,10 @@ def override_add(
     Examples:
 
       meta-supervisor override add hydra --exclude --reason "venue outage" --for 24h
+      --as-of 2026-01-15T00:00:00Z --root demo-out
 
       meta-supervisor override add fornax --cap 0.02 --reason "sim review"
-      --expires 2026-02-01T00:00:00Z
+      --expires 2026-02-01T00:00:00Z --root demo-out
     """
     paths = _paths(state_dir, root=root)
     if exclude == (cap is not None):
@@ -827,6 +883,17 @@ def override_add(
         console.print(f"replaced the previous override ({replaced.action}: {replaced.reason})")
 
 
+def _latest_quietly(paths: Paths) -> dict[str, Any] | None:
+    """The latest decision if one can be read, else None (no message: it is optional here)."""
+    try:
+        if paths.decision.exists():
+            return json.loads(paths.decision.read_text(encoding="utf-8"))
+        entries = read_history(paths.history)
+    except (ValueError, OSError):
+        return None
+    return entries[-1].decision if entries else None
+
+
 @override_app.command("list")
 def override_list(
     as_of: AsOf = None,
@@ -834,11 +901,14 @@ def override_list(
     root: Root = None,
     json_out: JsonOut = False,
 ) -> None:
-    """List overrides, active or expired at --as-of (default: now).
+    """List overrides: active or expired at --as-of (default: now), and whether the latest
+    decision applied each one (an override added since takes effect at the next 'allocate').
 
     Examples:
 
-      meta-supervisor override list --root demo-out --as-of 2026-01-15T00:00:00Z
+      meta-supervisor override list --root demo-out
+
+      meta-supervisor override list --root demo-out --as-of 2026-01-15T06:00:00Z
     """
     paths = _paths(state_dir, root=root)
     now = _now(as_of)
@@ -846,18 +916,46 @@ def override_list(
         items = overrides_file.load_overrides(paths.overrides)
     except overrides_file.OverrideError as err:
         raise _fail(str(err)) from None
+    latest = _latest_quietly(paths)
+    applied = {} if latest is None else _applied_overrides(latest)
     if json_out:
         _emit_json(
             {
                 "as_of": iso(now),
-                "overrides": [o.to_dict() | {"active": o.active(now)} for o in items],
+                "latest_decision_as_of": None if latest is None else latest["as_of"],
+                "overrides": [
+                    o.to_dict()
+                    | {
+                        "active": o.active(now),
+                        "in_latest_decision": None
+                        if latest is None
+                        else applied.get(o.agent) == o.to_dict(),
+                    }
+                    for o in items
+                ],
             }
         )
         return
     if not items:
         console.print(f"no overrides in {paths.overrides}", highlight=False)
         return
-    console.print(overrides_table(items, now))
+    console.print(
+        overrides_table(
+            items,
+            now,
+            latest_as_of=None if latest is None else latest["as_of"],
+            applied=applied,
+        )
+    )
+
+
+def _applied_overrides(decision: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The overrides a decision applied, by agent (as recorded in its explanations)."""
+    return {
+        name: e["override"]
+        for name, e in decision.get("agents", {}).items()
+        if isinstance(e, dict) and e.get("override")
+    }
 
 
 @override_app.command("remove")

@@ -132,7 +132,8 @@ def explanation_panel(decision: Decision, agent: str) -> Panel:
     steps.add_column("step")
     steps.add_column("value", justify="right")
     steps.add_column("what happened", overflow="fold")
-    notes = step_notes(e, fleet_quality(decision.to_dict()))
+    as_dict = decision.to_dict()
+    notes = step_notes(e, fleet_quality(as_dict), as_dict.get("policy"))
     for (key, meaning), note in zip(STEPS, notes, strict=True):
         value = e["steps"][key]
         shown = f"{value:.4f}" if key == "quality" else f"{value:.4%}"
@@ -250,7 +251,9 @@ def policy_fields(policy: Policy | None = None) -> list[dict[str, Any]]:
     fields = []
     for name, info in type(policy).model_fields.items():
         annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, Enum):
+        if annotation is bool:
+            allowed = "true/false"
+        elif isinstance(annotation, type) and issubclass(annotation, Enum):
             allowed = "one of " + ", ".join(str(m.value) for m in annotation)
         else:
             allowed = _range(info.metadata)
@@ -266,6 +269,11 @@ def policy_fields(policy: Policy | None = None) -> list[dict[str, Any]]:
     return fields
 
 
+def _shown(value: Any) -> str:
+    """A policy value as written in the TOML file (``true``/``false`` for booleans)."""
+    return _toml_value(value).strip('"') if isinstance(value, bool) else str(value)
+
+
 def policy_table(policy: Policy | None = None) -> Table:
     """The policy as a table; values that differ from the default are highlighted."""
     table = Table(title="policy", box=box.SIMPLE_HEAVY)
@@ -275,8 +283,8 @@ def policy_table(policy: Policy | None = None) -> Table:
         changed = f["value"] != f["default"]
         table.add_row(
             f["name"],
-            Text(str(f["value"]), style="bold yellow" if changed else ""),
-            str(f["default"]),
+            Text(_shown(f["value"]), style="bold yellow" if changed else ""),
+            _shown(f["default"]),
             f["range"],
             f["description"],
         )
@@ -299,7 +307,7 @@ def policy_toml(policy: Policy | None = None) -> str:
         "[policy]",
     ]
     for f in policy_fields(policy):
-        lines.append(f"# {f['description']}; default {f['default']}, range {f['range']}")
+        lines.append(f"# {f['description']}; default {_shown(f['default'])}, range {f['range']}")
         lines.append(f"{f['name']} = {_toml_value(f['value'])}")
     return "\n".join(lines) + "\n"
 
@@ -307,10 +315,25 @@ def policy_toml(policy: Policy | None = None) -> str:
 # ---------------------------------------------------------------- overrides
 
 
-def overrides_table(overrides: Sequence[Override], as_of: datetime) -> Table:
-    """Overrides with their status at ``as_of`` (active, or expired: inert)."""
-    table = Table(title=f"operator overrides at {iso(as_of)}", box=box.SIMPLE_HEAVY)
-    for column in ("agent", "action", "cap", "status", "expires", "by", "reason"):
+def overrides_table(
+    overrides: Sequence[Override],
+    as_of: datetime,
+    *,
+    latest_as_of: str | None = None,
+    applied: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Table:
+    """Overrides with their status at ``as_of`` (active, or expired: inert).
+
+    With ``latest_as_of`` (the latest decision's ``as_of``) and ``applied`` (the overrides that
+    decision recorded, by agent), a column says whether each one is in force in that decision:
+    right after a backtest or the demo, the clock and the data can be far apart.
+    """
+    title = f"operator overrides at {iso(as_of)}"
+    table = Table(title=title, box=box.SIMPLE_HEAVY)
+    columns = ["agent", "action", "cap", "status"]
+    if latest_as_of is not None:
+        columns.append(f"in latest decision ({latest_as_of})")
+    for column in [*columns, "expires", "by", "reason"]:
         table.add_column(column, overflow="fold")
     for o in sorted(overrides, key=lambda o: o.agent):
         status = (
@@ -319,5 +342,13 @@ def overrides_table(overrides: Sequence[Override], as_of: datetime) -> Table:
             else Text("expired", style="dim")
         )
         cap = "-" if o.cap is None else f"{o.cap:.2%}"
-        table.add_row(o.agent, o.action, cap, status, iso(o.expires_at), o.created_by, o.reason)
+        cells: list[Any] = [o.agent, o.action, cap, status]
+        if latest_as_of is not None:
+            in_force = (applied or {}).get(o.agent) == o.to_dict()
+            cells.append(
+                Text("in force", style="bold magenta")
+                if in_force
+                else Text("not applied (next 'allocate')" if o.active(as_of) else "no")
+            )
+        table.add_row(*cells, iso(o.expires_at), o.created_by, o.reason)
     return table
