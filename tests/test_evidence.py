@@ -85,11 +85,13 @@ def test_tilt_is_bounded_and_neutral_inside_the_threshold(t_value, share):
 @given(st.floats(0, 5000), st.floats(0, 5000), st.floats(-500, 0), st.floats(-500, 0))
 def test_risk_factors_never_reward_a_deeper_drawdown_or_tail(dd1, dd2, c1, c2):
     def mults(dd, cvar):
-        tail = Tail("s", 100, cvar, cvar)
+        tail = Tail("s", 100, cvar, cvar, mean_abs_gap=20.0)
         return {f["factor"]: f["value"] for f in risk_factors(_stats(dd=-dd), tail, EVIDENCE)}
 
     a, b = mults(min(dd1, dd2), max(c1, c2)), mults(max(dd1, dd2), min(c1, c2))
     assert b["drawdown"] <= a["drawdown"] and b["cvar"] <= a["cvar"]
+    if min(c1, c2) < -100:  # rho > 5, well beyond the threshold: the tail penalty fires
+        assert b["cvar"] < 1.0
     for m in (a, b):
         assert EVIDENCE.evidence_dd_floor <= m["drawdown"] <= 1.0
         assert EVIDENCE.evidence_tail_floor <= m["cvar"] <= 1.0

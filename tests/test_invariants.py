@@ -50,7 +50,8 @@ def _decide(policy, stats, conf, tails, previous=None, overrides=()):
         policy=policy,
         confidence={k: Confidence(multiplier=v, n_evidence=10) for k, v in conf.items()},
         tails={
-            k: Tail(strategy=k, n=50, gap_cvar95_bps=v, gap_cvar95_used_bps=v)
+            # a fixed strategy gap scale, so that the evidence profile's tail factor fires
+            k: Tail(strategy=k, n=50, gap_cvar95_bps=v, gap_cvar95_used_bps=v, mean_abs_gap=10.0)
             for k, v in tails.items()
         },
         previous=previous,
@@ -104,14 +105,7 @@ def _worsen(kind, amount, name, stats, conf, tails):
 
 
 KINDS = ["drawdown", "cvar", "error_rate", "abs_error", "confidence"]
-# The evidence profile measures the strategy tail in units of the agent's own mean |gap|, so a
-# larger |gap| *lowers* its tail penalty: a known violation, pinned by the strict xfail below.
-MONOTONE_CASES = [
-    (p, k)
-    for p in PROFILES
-    for k in KINDS
-    if not (p.profile.value == "evidence" and k == "abs_error")
-]
+MONOTONE_CASES = [(p, k) for p in PROFILES for k in KINDS]
 
 
 @pytest.mark.parametrize(
@@ -168,23 +162,22 @@ def test_operator_overrides_respected_and_expired_ignored(
         assert decision.weights.get(expired, 0.0) == base.weights.get(expired, 0.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="evidence profile: tail penalty is -CVaR / the agent's own mean |gap|, so a worse "
-    "(larger) |gap| lowers the penalty and raises the weight",
-)
 def test_evidence_profile_larger_abs_gap_never_raises_the_weight():
+    """Regression: the tail was once scaled by the agent's own mean |gap|, so a worse |gap|
+    lowered the penalty (weight 0.0625 -> 0.25 here). It is now the strategy's own scale."""
     policy = Policy(profile="evidence")
     base = {
         "pnl_sum_bps": 0.0, "pnl_mean_bps": 0.0, "pnl_std_bps": 1.0, "hit_rate": 0.0,
         "error_rate": 0.0, "max_drawdown_bps": 0.0,
     }  # fmt: skip
     stats = {
-        "a": {**base, "avg_abs_error_bps": 0.0, "strategy": "momentum", "n_records": 0},
+        "a": {**base, "avg_abs_error_bps": 0.0, "strategy": "momentum", "n_records": 5},
         "b": {**base, "avg_abs_error_bps": 0.125, "strategy": "basis", "n_records": 5},
     }
-    before = _decide(policy, stats, {}, {"basis": -1.0})
+    before = _decide(policy, stats, {}, {"basis": -60.0})
     stats["b"] = {**stats["b"], "avg_abs_error_bps": 100.125}
-    after = _decide(policy, stats, {}, {"basis": -1.0})
+    after = _decide(policy, stats, {}, {"basis": -60.0})
+    for decision in (before, after):
+        cvar = {f["factor"]: f["value"] for f in decision.agents["b"]["factors"]}["cvar"]
+        assert cvar < 1.0  # the tail penalty fires, whatever the agent's |gap|
     assert after.weights.get("b", 0.0) <= before.weights.get("b", 0.0)

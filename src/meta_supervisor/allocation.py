@@ -61,6 +61,7 @@ def compute_decision(
             shrunk=t["shrunk"],
             worst_gap=t["worst_gap"],
             mean_gap=t["mean_gap"],
+            mean_abs_gap=t.get("mean_abs_gap"),
             window_hours=t["window_hours"],
         )
         for name, t in tails_raw.items()

@@ -135,6 +135,7 @@ def cycle_inputs(
             shrunk=row["shrunk"],
             worst_gap=row["worst_gap"],
             mean_gap=row["mean_gap"],
+            mean_abs_gap=row["mean_abs_gap"],
             window_hours=policy.cvar_lookback_hours,
         )
         for row in tails.iter_rows(named=True)

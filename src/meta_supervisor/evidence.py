@@ -24,9 +24,12 @@ one-line reason, then pull-back, cap, stability) but changes what the multiplier
 * **drawdown against the agent's own scale**: :math:`z = |dd| / (s_i\sqrt{n_i})` (a zero-drift
   random walk of *n* steps has a drawdown of order :math:`s\sqrt n`);
   :math:`m = \mathrm{clip}(1 - k_{dd}(z - z_0), f_{dd}, 1)`;
-* **strategy tail against the agent's own gap scale**:
-  :math:`\rho = -CVaR95_{gap} / \overline{|gap|}_i`
-  (a normal gap gives ρ ≈ 2.6); :math:`m = \mathrm{clip}(1 - k_{tail}(\rho - \rho_0), f_{tail}, 1)`.
+* **strategy tail against the strategy's own gap scale**:
+  :math:`\rho = -CVaR95_{gap} / \overline{|gap|}_{s}`, both over the strategy's records in the
+  CVaR window (a normal gap gives ρ ≈ 2.6);
+  :math:`m = \mathrm{clip}(1 - k_{tail}(\rho - \rho_0), f_{tail}, 1)`.
+  The strategy's scale, not the agent's: with the agent's own mean |gap| in the denominator a
+  worse |gap| lowered the penalty and raised the weight (the monotonicity invariant broke).
 
 The tilt is a quality factor (it moves capital between agents); drawdown and tail are risk
 factors (the allocation's pull-back sends what they remove to cash).
@@ -332,7 +335,7 @@ def risk_factor_dicts(
             _factor(
                 "cvar",
                 tail_mult,
-                f"strategy {tail.strategy} gap CVaR95 {used:+.1f} bps = {rho:.2f} x the agent's "
+                f"strategy {tail.strategy} gap CVaR95 {used:+.1f} bps = {rho:.2f} x its own "
                 f"mean |gap| {scale:.1f} bps; penalised beyond {policy.evidence_tail_r0:g}",
             )
         )
@@ -357,11 +360,9 @@ def quality_factors(
 def risk_factors(
     stats: Mapping[str, Any], tail: Tail | None, policy: Policy
 ) -> list[dict[str, Any]]:
-    """Drawdown and strategy tail, each against the agent's own scale."""
-    dd, n, sd, scale = (
-        _nums([stats.get(k)])
-        for k in ("max_drawdown_bps", "n_records", "pnl_std_bps", "avg_abs_error_bps")
-    )
+    """Drawdown against the agent's own scale, strategy tail against the strategy's."""
+    dd, n, sd = (_nums([stats.get(k)]) for k in ("max_drawdown_bps", "n_records", "pnl_std_bps"))
+    scale = _nums([None if tail is None else tail.mean_abs_gap])
     used = _nums([None if tail is None else tail.gap_cvar95_used_bps])
     z, dd_mult = drawdown_multipliers(dd, n, sd, policy)
     rho, tail_mult = tail_multipliers(used, scale, policy)

@@ -32,6 +32,7 @@ TAIL_COLUMNS = [
     "shrunk",
     "worst_gap",
     "mean_gap",
+    "mean_abs_gap",
 ]
 
 
@@ -85,6 +86,7 @@ def strategy_tails(
             ).alias("gap_cvar95_bps"),
             pl.col("gap_bps").min().alias("worst_gap"),
             (pl.col("gap_bps").sort().cum_sum().last() / pl.len()).alias("mean_gap"),
+            (pl.col("gap_bps").abs().sort().cum_sum().last() / pl.len()).alias("mean_abs_gap"),
         )
         .with_columns((pl.col("n") < n_min).alias("shrunk"))
         .with_columns(
