@@ -50,6 +50,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from meta_supervisor import evidence
+from meta_supervisor.attribution import stability_note
 from meta_supervisor.decision import Decision, fingerprint, iso
 from meta_supervisor.policy import Policy, Profile
 from meta_supervisor.portfolio import apply_gross_cap, cap_water_fill, round_down, smooth
@@ -732,7 +733,8 @@ def _decide(
 
     total_q = float(quality.sum())
     share = quality / total_q if total_q > 0 else np.zeros_like(quality)
-    after_cap = np.minimum(cap_water_fill(share, policy.max_weight), caps)
+    water = cap_water_fill(share, policy.max_weight)
+    after_cap = np.minimum(water, caps)
     after_risk = after_cap * risk
     after_gross = apply_gross_cap(after_risk, policy.gross_cap)
     if previous is None:
@@ -755,10 +757,11 @@ def _decide(
     weights = dict(
         zip(itertools.compress(names, allocated.tolist()), final[allocated].tolist(), strict=True)
     )
-    gross = math.fsum(weights.values())
+    # Weights are whole multiples of 10**-decimals: so are gross and cash (no float noise).
+    gross = round(math.fsum(weights.values()), policy.weight_decimals)
     portfolio = {
         "gross": gross,
-        "cash": max(0.0, 1.0 - gross),
+        "cash": round(max(0.0, 1.0 - gross), policy.weight_decimals),
         "cash_from_risk": max(0.0, float(after_cap.sum() - after_risk.sum())),
         "cash_from_caps": max(0.0, 1.0 - float(after_cap.sum())) if total_q > 0 else 0.0,
         "n_agents": n,
@@ -767,7 +770,7 @@ def _decide(
         "binding_caps": [names[i] for i in np.flatnonzero(share > caps + 1e-15).tolist()],
         "gross_cap_binding": bool(after_risk.sum() > policy.gross_cap + 1e-12),
         "turnover": float(np.abs(final - prev).sum()) if previous is not None else None,
-        "reason": _portfolio_reason(total_q, after_cap, after_risk, gross),
+        "reason": _portfolio_reason(total_q, water, after_cap, after_risk, gross),
     }
     steps = {
         "quality": quality,
@@ -1042,9 +1045,14 @@ class _Explanation:
 def _notes(absent: Mapping[str, bool]) -> list[str]:
     """What a missing optional input falls back to (``absent``: the value is ``None``)."""
     notes = []
-    for key, default in (("hit_rate", 0.0), ("error_rate", None), ("max_drawdown_bps", 0.0)):
+    fallbacks = (
+        ("hit_rate", "using 0 (the seed's default)"),
+        ("error_rate", "the error-rate gate is not applied"),
+        ("max_drawdown_bps", "using 0 (no drawdown penalty)"),
+    )
+    for key, fallback in fallbacks:
         if absent[key]:
-            notes.append(f"{key} not reported: using {default if default is not None else 'no'}")
+            notes.append(f"{key} not reported: {fallback}")
     if absent["avg_abs_error_bps"]:
         notes.append("avg_abs_error_bps not reported: no sim-integrity penalty")
     return notes
@@ -1119,8 +1127,11 @@ def _summary(e: Mapping[str, Any], policy: Policy) -> str:
     if abs(steps["after_gross_cap"] - steps["after_risk"]) > 1e-12:
         parts.append("gross cap")
     if abs(steps["after_stability"] - steps["after_gross_cap"]) > 1e-12:
-        prev = e.get("previous_weight") or 0.0
-        parts.append(f"stability (was {prev:.1%})")
+        limits = {
+            "no_trade_band": policy.no_trade_band,
+            "max_increase_per_cycle": policy.max_increase_per_cycle,
+        }
+        parts.append(stability_note(e, limits) or "stability step")
     if e.get("override"):
         o = e["override"]
         cap = "" if o.get("cap") is None else f" {o['cap']:.1%}"
@@ -1129,16 +1140,25 @@ def _summary(e: Mapping[str, Any], policy: Policy) -> str:
 
 
 def _portfolio_reason(
-    total_q: float, after_cap: np.ndarray, after_risk: np.ndarray, gross: float
+    total_q: float,
+    water: np.ndarray,
+    after_cap: np.ndarray,
+    after_risk: np.ndarray,
+    gross: float,
 ) -> str:
+    """The headline: what held capital back, step by step (``water``: shares after the
+    water-filled cap, before operator caps)."""
     if total_q <= 0:
         return "no agent passed the gates: everything in cash"
     reasons = []
-    by_caps = 1.0 - float(after_cap.sum())
+    by_cap = 1.0 - float(water.sum())
+    by_operator = float(water.sum() - after_cap.sum())
     by_risk = float(after_cap.sum() - after_risk.sum())
     if by_risk > 1e-9:
         reasons.append(f"risk penalties held back {by_risk:.1%} of capital")
-    if by_caps > 1e-9:
-        reasons.append(f"caps held back {by_caps:.1%} (too few agents to place it)")
+    if by_cap > 1e-9:
+        reasons.append(f"the per-agent cap held back {by_cap:.1%} (too few agents to place it)")
+    if by_operator > 1e-9:
+        reasons.append(f"operator caps held back {by_operator:.1%}")
     reasons.append(f"deployed {gross:.1%}")
     return "; ".join(reasons)
