@@ -406,3 +406,21 @@ def test_flags_show_no_bool_type_in_help() -> None:
         line = next(line for line in text.splitlines() if flag in line)
         assert "<bool>" not in line, line
     assert "<float>" in text, "valued options still show their type"
+
+
+def test_allocate_refuses_an_instant_before_the_latest_decision(tmp_path):
+    from meta_supervisor.demo import write_demo_fleet
+
+    write_demo_fleet(tmp_path)
+    root = ["--root", str(tmp_path)]
+    first = runner.invoke(app, ["allocate", *root, "--as-of", "2026-01-15T12:00:00Z"])
+    assert first.exit_code == 0, first.output
+    late = runner.invoke(app, ["allocate", *root, "--as-of", "2026-01-15T07:00:00Z"])
+    assert late.exit_code == 2
+    assert "before the latest decision" in late.stderr
+    history = (tmp_path / "meta_supervisor" / "state" / "history.jsonl").read_text()
+    assert len(history.splitlines()) == 1
+    looked_back = runner.invoke(
+        app, ["allocate", *root, "--as-of", "2026-01-15T07:00:00Z", "--dry-run"]
+    )
+    assert looked_back.exit_code == 0

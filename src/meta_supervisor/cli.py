@@ -41,7 +41,7 @@ from meta_supervisor import __version__
 from meta_supervisor import overrides as overrides_file
 from meta_supervisor.attribution import cash_breakdown, compare_decisions, weight_history
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle import run_cycle
+from meta_supervisor.cycle import OutOfOrder, run_cycle
 from meta_supervisor.decision import Decision, canonical_json, fingerprint, iso, parse_iso
 from meta_supervisor.demo import DEMO_AS_OF, DEMO_CYCLES, write_demo_fleet
 from meta_supervisor.ledger import LedgerStore
@@ -454,6 +454,8 @@ def allocate(
         decision, ledger = run_cycle(paths, moment, policy, write=not dry_run, lock_timeout_s=wait)
     except LockBusy as err:
         raise _fail(str(err), code=3) from None
+    except OutOfOrder as err:
+        raise _fail(str(err)) from None
     except overrides_file.OverrideError as err:
         raise _fail(str(err)) from None
     except ValueError as err:

@@ -17,7 +17,7 @@ from meta_supervisor import overrides as overrides_file
 from meta_supervisor.allocate import Confidence, Override, Tail, allocate_frames
 from meta_supervisor.confidence import confidence_multipliers
 from meta_supervisor.config import Paths
-from meta_supervisor.decision import Decision, canonical_json, iso
+from meta_supervisor.decision import Decision, canonical_json, iso, parse_iso
 from meta_supervisor.ledger import LedgerStore
 from meta_supervisor.policy import Policy, load_policy
 from meta_supervisor.records import dedupe_records, empty_quarantine
@@ -36,6 +36,7 @@ from meta_supervisor.tails import strategy_tails
 
 __all__ = [
     "Ledger",
+    "OutOfOrder",
     "commit",
     "cycle_frames",
     "cycle_inputs",
@@ -46,6 +47,10 @@ __all__ = [
     "run_cycle",
     "window_hours",
 ]
+
+
+class OutOfOrder(RuntimeError):
+    """A cycle was asked to record an instant earlier than the latest recorded decision."""
 
 
 @dataclass
@@ -281,6 +286,14 @@ def run_cycle(
             # Decided already, and later cycles have followed: a late duplicate run (e.g. a
             # queued scheduler job) must neither record it twice nor roll the files back.
             return Decision.from_dict(earlier[-1].decision), ledger
+        latest = entries[-1].decision.get("as_of") if entries else None
+        if latest is not None and parse_iso(latest) > as_of:
+            # The history is in time order and each decision smooths against the one before:
+            # recording an earlier instant after a later one would chain it to the future.
+            raise OutOfOrder(
+                f"{paths.history}: as_of {iso(as_of)} is before the latest decision "
+                f"({latest}); decide later instants only, or look back with --dry-run"
+            )
         previous = (
             None
             if base is None
