@@ -1131,7 +1131,9 @@ def _summary(e: Mapping[str, Any], policy: Policy) -> str:
             "no_trade_band": policy.no_trade_band,
             "max_increase_per_cycle": policy.max_increase_per_cycle,
         }
-        parts.append(stability_note(e, limits) or "stability step")
+        note = stability_note(e, limits) or "stability step"
+        # The table's one-liner keeps the verdict; explain/memo give the numbers.
+        parts.append("held (move inside the no-trade band)" if note.startswith("held") else note)
     if e.get("override"):
         o = e["override"]
         cap = "" if o.get("cap") is None else f" {o['cap']:.1%}"
