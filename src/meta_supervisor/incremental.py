@@ -55,7 +55,7 @@ from meta_supervisor.tails import TAIL_COLUMNS
 __all__ = ["IncrementalStats"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: tails carry abs_gap_sum (mean |gap| per strategy)
 
 
 def _us(moment: datetime) -> int:
@@ -90,6 +90,7 @@ class _Tail:
     gap_sum: float = 0.0
     threshold: float = math.inf
     buffer: np.ndarray = field(default_factory=lambda: np.empty(0))
+    abs_gap_sum: float = 0.0
 
 
 def _combine(a: tuple[float, float, float, float], b: tuple[float, float, float, float]):
@@ -358,6 +359,7 @@ class IncrementalStats:
                 values = np.asarray(gaps, dtype=np.float64)
                 tail.n += sign * values.size
                 tail.gap_sum += sign * float(values.sum())
+                tail.abs_gap_sum += sign * float(np.abs(values).sum())
                 below = values[values <= tail.threshold]
                 if sign > 0:
                     tail.buffer = np.insert(tail.buffer, np.searchsorted(tail.buffer, below), below)
@@ -369,6 +371,7 @@ class IncrementalStats:
         for strategy, tail in self.tails.items():
             if tail.n <= 0:
                 tail.n, tail.gap_sum, tail.threshold, tail.buffer = 0, 0.0, math.inf, np.empty(0)
+                tail.abs_gap_sum = 0.0
                 continue
             _, m = tail_count(tail.n)
             if tail.buffer.size < max(m, 1):
@@ -507,11 +510,22 @@ class IncrementalStats:
             )
             shrunk = t.n < n_min
             used = raw * (t.n / n_min) + prior * (1.0 - t.n / n_min) if shrunk else raw
-            rows.append((strategy, t.n, raw, used, shrunk, float(g[0]), t.gap_sum / t.n))
+            rows.append(
+                (
+                    strategy,
+                    t.n,
+                    raw,
+                    used,
+                    shrunk,
+                    float(g[0]),
+                    t.gap_sum / t.n,
+                    max(t.abs_gap_sum, 0.0) / t.n,
+                )
+            )
         schema = dict(
             zip(
                 TAIL_COLUMNS,
-                [pl.String, pl.Int64, pl.Float64, pl.Float64, pl.Boolean, pl.Float64, pl.Float64],
+                [pl.String, pl.Int64, pl.Float64, pl.Float64, pl.Boolean, *[pl.Float64] * 3],
                 strict=True,
             )
         )
@@ -530,6 +544,7 @@ class IncrementalStats:
                 k: {
                     "n": t.n,
                     "gap_sum": t.gap_sum,
+                    "abs_gap_sum": t.abs_gap_sum,
                     "threshold": None if math.isinf(t.threshold) else t.threshold,
                     "buffer": base64.b64encode(t.buffer.astype("<f8").tobytes()).decode(),
                 }
@@ -558,7 +573,9 @@ class IncrementalStats:
         for name, t in blob["tails"].items():
             buffer = np.frombuffer(base64.b64decode(t["buffer"]), dtype="<f8").copy()
             threshold = math.inf if t["threshold"] is None else float(t["threshold"])
-            inc.tails[name] = _Tail(int(t["n"]), float(t["gap_sum"]), threshold, buffer)
+            inc.tails[name] = _Tail(
+                int(t["n"]), float(t["gap_sum"]), threshold, buffer, float(t["abs_gap_sum"])
+            )
         return inc
 
     def save(self, path: Path) -> None:
