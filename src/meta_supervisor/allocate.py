@@ -76,6 +76,22 @@ class Tail:
     window_hours: float | None = None
     mean_abs_gap: float | None = None  # the strategy's own gap scale (evidence profile)
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], window_hours: float | None = None) -> Tail:
+        """A tail from a row of :func:`meta_supervisor.tails.strategy_tails` (or the same keys,
+        as :func:`meta_supervisor.strategy_cvar.run` returns them, with ``strategy`` added)."""
+        return cls(
+            strategy=row["strategy"],
+            n=row["n"],
+            gap_cvar95_bps=row["gap_cvar95_bps"],
+            gap_cvar95_used_bps=row["gap_cvar95_used_bps"],
+            shrunk=row["shrunk"],
+            worst_gap=row["worst_gap"],
+            mean_gap=row["mean_gap"],
+            window_hours=row.get("window_hours", window_hours),
+            mean_abs_gap=row.get("mean_abs_gap"),
+        )
+
 
 @dataclass(frozen=True)
 class Confidence:
@@ -469,17 +485,7 @@ def _fleet_from_frames(
         if tails is None:
             return {}
         return {
-            row["strategy"]: Tail(
-                strategy=row["strategy"],
-                n=row["n"],
-                gap_cvar95_bps=row["gap_cvar95_bps"],
-                gap_cvar95_used_bps=row["gap_cvar95_used_bps"],
-                shrunk=row["shrunk"],
-                worst_gap=row["worst_gap"],
-                mean_gap=row["mean_gap"],
-                mean_abs_gap=row.get("mean_abs_gap"),
-                window_hours=policy.cvar_lookback_hours,
-            )
+            row["strategy"]: Tail.from_row(row, policy.cvar_lookback_hours)
             for row in tails.iter_rows(named=True)
         }
 

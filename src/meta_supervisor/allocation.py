@@ -52,20 +52,7 @@ def compute_decision(
     policy = policy or load_policy(paths.policy)
     as_of = as_of or datetime.now(UTC)
     tails_raw = strategy_cvar.run(horizon_hours=policy.horizon_hours, as_of=as_of, policy=policy)
-    tails = {
-        name: Tail(
-            strategy=name,
-            n=t["n"],
-            gap_cvar95_bps=t["gap_cvar95_bps"],
-            gap_cvar95_used_bps=t["gap_cvar95_used_bps"],
-            shrunk=t["shrunk"],
-            worst_gap=t["worst_gap"],
-            mean_gap=t["mean_gap"],
-            mean_abs_gap=t.get("mean_abs_gap"),
-            window_hours=t["window_hours"],
-        )
-        for name, t in tails_raw.items()
-    }
+    tails = {name: Tail.from_row({**t, "strategy": name}) for name, t in tails_raw.items()}
     confidence = {
         name: Confidence(multiplier=value)
         for name, value in compute_confidence_multipliers(as_of, policy).items()

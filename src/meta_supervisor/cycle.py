@@ -132,17 +132,7 @@ def cycle_inputs(
         for row in conf.iter_rows(named=True)
     }
     tail_map = {
-        row["strategy"]: Tail(
-            strategy=row["strategy"],
-            n=row["n"],
-            gap_cvar95_bps=row["gap_cvar95_bps"],
-            gap_cvar95_used_bps=row["gap_cvar95_used_bps"],
-            shrunk=row["shrunk"],
-            worst_gap=row["worst_gap"],
-            mean_gap=row["mean_gap"],
-            mean_abs_gap=row["mean_abs_gap"],
-            window_hours=policy.cvar_lookback_hours,
-        )
+        row["strategy"]: Tail.from_row(row, policy.cvar_lookback_hours)
         for row in tails.iter_rows(named=True)
     }
     return agent_rows, confidence, tail_map
