@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from meta_supervisor.allocate import Confidence, Tail, allocate, allocate_frames
+from meta_supervisor.cycle import frames_to_inputs
 from meta_supervisor.decision import Decision
 from meta_supervisor.policy import Policy, Profile
 
@@ -112,27 +113,7 @@ def as_dicts(
     stats: pl.DataFrame, confidence: pl.DataFrame, tails: pl.DataFrame, policy: Policy
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Confidence], dict[str, Tail]]:
     """The frames as :func:`meta_supervisor.cycle.cycle_inputs` turns them into dicts."""
-    rows = {row["agent"]: row for row in stats.iter_rows(named=True)}
-    conf = {
-        r["agent"]: Confidence(
-            r["confidence"], r["n_evidence"], r["evidence_weight"], r["error_ratio"]
-        )
-        for r in confidence.iter_rows(named=True)
-    }
-    tail_map = {
-        r["strategy"]: Tail(
-            r["strategy"],
-            r["n"],
-            r["gap_cvar95_bps"],
-            r["gap_cvar95_used_bps"],
-            r["shrunk"],
-            r["worst_gap"],
-            r["mean_gap"],
-            policy.cvar_lookback_hours,
-        )
-        for r in tails.iter_rows(named=True)
-    }
-    return rows, conf, tail_map
+    return frames_to_inputs(stats, confidence, tails, policy)
 
 
 def _median_ms(fn: Callable[[], Any], runs: int) -> float:

@@ -18,7 +18,7 @@ import polars as pl
 from benchmarks.data import AS_OF, DATA_DIR, NEEDED, LedgerSpec, appended_records, ensure_ledger
 from meta_supervisor.allocate import Confidence, Tail, allocate
 from meta_supervisor.confidence import confidence_multipliers
-from meta_supervisor.cycle import Ledger, cycle_inputs
+from meta_supervisor.cycle import Ledger, cycle_inputs, frames_to_inputs
 from meta_supervisor.policy import Policy
 from meta_supervisor.stats import agent_stats
 from meta_supervisor.tails import strategy_tails
@@ -169,27 +169,7 @@ def _inputs_from_frames(
     stats: pl.DataFrame, conf: pl.DataFrame, tails: pl.DataFrame, policy: Policy
 ) -> tuple[dict[str, Any], dict[str, Confidence], dict[str, Tail]]:
     """The dicts :func:`allocate` takes, built as :func:`cycle_inputs` builds them."""
-    agents = {row["agent"]: row for row in stats.iter_rows(named=True)}
-    confidence = {
-        r["agent"]: Confidence(
-            r["confidence"], r["n_evidence"], r["evidence_weight"], r["error_ratio"]
-        )
-        for r in conf.iter_rows(named=True)
-    }
-    tail_map = {
-        r["strategy"]: Tail(
-            r["strategy"],
-            r["n"],
-            r["gap_cvar95_bps"],
-            r["gap_cvar95_used_bps"],
-            r["shrunk"],
-            r["worst_gap"],
-            r["mean_gap"],
-            policy.cvar_lookback_hours,
-        )
-        for r in tails.iter_rows(named=True)
-    }
-    return agents, confidence, tail_map
+    return frames_to_inputs(stats, conf, tails, policy)
 
 
 def case_append(spec: LedgerSpec, options: Options) -> dict[str, Any]:

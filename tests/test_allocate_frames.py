@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from meta_supervisor import evidence
 from meta_supervisor.allocate import Confidence, Override, Tail, allocate, allocate_frames
-from meta_supervisor.cycle import cycle_frames, cycle_inputs, decide
+from meta_supervisor.cycle import cycle_frames, cycle_inputs, decide, frames_to_inputs
 from meta_supervisor.policy import Policy, Profile
 from meta_supervisor.simulate import FleetSpec, simulate_fleet
 
@@ -39,27 +39,7 @@ def _as_of(fleet, hours):
 
 def _dicts(stats, conf, tails, policy):
     """The frames as dicts, row by row (what ``cycle_inputs`` builds)."""
-    rows = {row["agent"]: row for row in stats.iter_rows(named=True)}
-    confidence = {
-        r["agent"]: Confidence(
-            r["confidence"], r["n_evidence"], r["evidence_weight"], r["error_ratio"]
-        )
-        for r in conf.iter_rows(named=True)
-    }
-    tail_map = {
-        r["strategy"]: Tail(
-            r["strategy"],
-            r["n"],
-            r["gap_cvar95_bps"],
-            r["gap_cvar95_used_bps"],
-            r["shrunk"],
-            r["worst_gap"],
-            r["mean_gap"],
-            policy.cvar_lookback_hours,
-        )
-        for r in tails.iter_rows(named=True)
-    }
-    return rows, confidence, tail_map
+    return frames_to_inputs(stats, conf, tails, policy)
 
 
 @pytest.mark.parametrize("profile", list(Profile))

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from meta_supervisor.config import Paths
 from meta_supervisor.state import StateLock
 
@@ -74,7 +72,6 @@ def test_bad_policy_key_exits_2_with_did_you_mean_on_stderr(tmp_path: Path) -> N
     assert f"{path}: unknown key 'cvar_flor'; did you mean 'cvar_floor'?" in result.stderr
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="flock")
 def test_lock_busy_exits_3(tmp_path: Path) -> None:
     with StateLock(Paths.under(tmp_path / "d").lock):
         result = cli("allocate", "--root", tmp_path / "d", "--as-of", T0, code=3)

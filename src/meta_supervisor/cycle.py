@@ -41,6 +41,7 @@ __all__ = [
     "cycle_frames",
     "cycle_inputs",
     "decide",
+    "frames_to_inputs",
     "load_ledger",
     "load_overrides",
     "load_previous",
@@ -116,11 +117,12 @@ def cycle_frames(
     return stats, conf, tails
 
 
-def cycle_inputs(
-    ledger: Ledger, as_of: datetime, policy: Policy
+def frames_to_inputs(
+    stats: pl.DataFrame, conf: pl.DataFrame, tails: pl.DataFrame, policy: Policy
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Confidence], dict[str, Tail]]:
-    """Stats dicts per agent, confidence per agent and tails per strategy, as of ``as_of``."""
-    stats, conf, tails = cycle_frames(ledger, as_of, policy)
+    """The :func:`cycle_frames` frames as the dicts :func:`~meta_supervisor.allocate.allocate`
+    takes (one row dict per agent, a :class:`Confidence` per agent, a :class:`Tail` per
+    strategy)."""
     agent_rows = {row["agent"]: row for row in stats.iter_rows(named=True)}
     confidence = {
         row["agent"]: Confidence(
@@ -136,6 +138,13 @@ def cycle_inputs(
         for row in tails.iter_rows(named=True)
     }
     return agent_rows, confidence, tail_map
+
+
+def cycle_inputs(
+    ledger: Ledger, as_of: datetime, policy: Policy
+) -> tuple[dict[str, dict[str, Any]], dict[str, Confidence], dict[str, Tail]]:
+    """Stats dicts per agent, confidence per agent and tails per strategy, as of ``as_of``."""
+    return frames_to_inputs(*cycle_frames(ledger, as_of, policy), policy)
 
 
 def decide(
