@@ -154,14 +154,21 @@ def decide(
     previous: dict[str, float] | None = None,
     overrides: list[Override] | tuple[Override, ...] = (),
     previous_hash: str | None = None,
+    *,
+    frames: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None = None,
 ) -> Decision:
     """The pure cycle: ledger as of ``as_of`` -> decision (nothing after ``as_of`` is seen).
 
     The frames go to :func:`~meta_supervisor.allocate.allocate_frames` as columns: the same
     decision, byte for byte, as :func:`~meta_supervisor.allocate.allocate` on
     :func:`cycle_inputs`'s dicts, without a dict per agent.
+
+    ``frames`` are the ``(stats, confidence, tails)`` of :func:`cycle_frames` for this
+    ``as_of`` when the caller already has them (from
+    :class:`~meta_supervisor.incremental.IncrementalStats`, which maintains the same frames
+    across cycles); ``ledger`` is then not read.
     """
-    stats, confidence, tails = cycle_frames(ledger, as_of, policy)
+    stats, confidence, tails = frames or cycle_frames(ledger, as_of, policy)
     return allocate_frames(
         stats,
         confidence,
