@@ -18,9 +18,15 @@ from polars.testing import assert_frame_equal
 
 from meta_supervisor.allocate import Confidence, Tail, allocate
 from meta_supervisor.confidence import confidence_multipliers
-from meta_supervisor.incremental import IncrementalStats, _remove_sorted
+from meta_supervisor.incremental import (
+    STATE_VERSION,
+    IncrementalStats,
+    SortedLedger,
+    StateMismatch,
+    _remove_sorted,
+)
 from meta_supervisor.policy import Policy
-from meta_supervisor.records import RECORD_SCHEMA
+from meta_supervisor.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
 from meta_supervisor.stats import agent_stats
 from meta_supervisor.tails import strategy_tails
 
@@ -121,6 +127,7 @@ def _assert_same(inc: IncrementalStats, ledger: pl.DataFrame, as_of: datetime, p
 def test_any_sequence_of_appends_and_cycles_matches_a_full_recompute(policy, ops, tmp_path_factory):
     as_of = T0
     inc = IncrementalStats(policy)
+    scanned = IncrementalStats(policy)  # the same, reading a LazyFrame (as from the store)
     ledger = _frame([])
     late: list[dict] = []
     index = 0
@@ -135,22 +142,148 @@ def test_any_sequence_of_appends_and_cycles_matches_a_full_recompute(policy, ops
             ledger = pl.concat([ledger, batch])
             late.append(batch)
         elif kind == "reload" and cycled:
-            path = tmp_path_factory.mktemp("state") / "incremental.json"
+            path = tmp_path_factory.mktemp("state") / "incremental.npz"
             inc.save(path)
             inc = IncrementalStats.load(path, policy)
         elif kind == "cycle":
             as_of += timedelta(hours=arg)
             batch = pl.concat(late) if late else None
             inc.advance(ledger, as_of, late=batch)
+            scanned.advance(ledger.lazy(), as_of, late=batch)
             late, cycled = [], True
             _assert_same(inc, ledger, as_of, policy)
+            for mine, theirs in zip(scanned.frames(None), inc.frames(None), strict=True):
+                assert_frame_equal(mine, theirs, check_exact=False, rel_tol=1e-12, abs_tol=1e-12)
 
 
-def test_state_for_another_policy_is_refused():
-    inc = IncrementalStats(Policy())
-    inc.advance(_frame([_record(0, ("a", "s1", -2, 24, 5.0, 1.0, None), T0)]), T0)
-    with pytest.raises(ValueError, match="another policy"):
-        IncrementalStats.from_json(inc.to_json(), Policy(lookback_hours=10.0))
+def _some_state(policy: Policy) -> tuple[IncrementalStats, pl.DataFrame]:
+    rows = [
+        _record(i, (agent, strategy, -h, 24, float(h % 7 - 3), float(h % 5 - 2), sigma), T0)
+        for i, (agent, strategy, h, sigma) in enumerate(
+            (a, s, h, None if h % 3 else 30.0)
+            for a, s in (("a", "s1"), ("b", "s2"), ("c", "s1"))
+            for h in range(1, 40)
+        )
+    ]
+    ledger = _frame(rows)
+    inc = IncrementalStats(policy)
+    inc.advance(ledger, T0 - timedelta(hours=20))
+    inc.advance(ledger, T0)
+    return inc, ledger
+
+
+def test_save_and_load_round_trip_gives_identical_frames(tmp_path):
+    policy = Policy(lookback_hours=30.0, cvar_lookback_hours=24.0, cvar_min_samples=4)
+    inc, ledger = _some_state(policy)
+    path = tmp_path / "engine.state"
+    inc.save(path)
+    again = IncrementalStats.load(path, policy)
+    assert again.as_of_us == inc.as_of_us
+    for mine, theirs in zip(again.frames(None), inc.frames(None), strict=True):
+        assert_frame_equal(mine, theirs, check_exact=True)
+    # and it keeps advancing like the original
+    inc.advance(ledger, T0 + timedelta(hours=5))
+    again.advance(ledger, T0 + timedelta(hours=5))
+    for mine, theirs in zip(again.frames(None), inc.frames(None), strict=True):
+        assert_frame_equal(mine, theirs, check_exact=True)
+    assert not list(tmp_path.glob(".*.tmp"))  # the temp file was renamed
+
+
+def test_a_state_for_another_policy_is_refused_naming_the_file(tmp_path):
+    inc, _ = _some_state(Policy())
+    path = tmp_path / "engine.state"
+    inc.save(path)
+    with pytest.raises(StateMismatch, match="another policy") as err:
+        IncrementalStats.load(path, Policy(lookback_hours=10.0))
+    assert str(path) in str(err.value) and err.value.path == str(path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "missing"])
+def test_a_corrupt_or_missing_state_file_is_one_clear_exception(tmp_path, damage):
+    inc, _ = _some_state(Policy())
+    path = tmp_path / "engine.state"
+    inc.save(path)
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"{not a state}" * 10)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        path.unlink()
+    with pytest.raises(StateMismatch) as err:
+        IncrementalStats.load(path, Policy())
+    assert str(path) in str(err.value) and "rebuild" in str(err.value)
+
+
+def test_a_state_of_another_version_is_refused(tmp_path, monkeypatch):
+    import meta_supervisor.incremental as module
+
+    inc, _ = _some_state(Policy())
+    monkeypatch.setattr(module, "STATE_VERSION", STATE_VERSION + 1)
+    path = tmp_path / "engine.state"
+    inc.save(path)
+    monkeypatch.setattr(module, "STATE_VERSION", STATE_VERSION)
+    with pytest.raises(StateMismatch, match=f"version {STATE_VERSION + 1}, expected"):
+        IncrementalStats.load(path, Policy())
+
+
+def _telemetry(rows: list[tuple[str, int, bool | None]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [
+            {"ts": T0 + timedelta(hours=h), "agent": a, "run_id": f"u{i}", "is_error": e}
+            for i, (a, h, e) in enumerate(rows)
+        ],
+        schema=TELEMETRY_SCHEMA,
+    )
+
+
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "z"]),  # z: telemetry only
+            st.integers(-50, 10),
+            st.one_of(st.none(), st.booleans()),
+        ),
+        max_size=25,
+    ),
+    steps=st.lists(st.integers(0, 12), min_size=1, max_size=4),
+)
+@settings(max_examples=30)
+def test_error_rate_from_telemetry_matches_agent_stats(rows, steps):
+    policy = Policy(lookback_hours=24.0)
+    ledger = _frame(
+        [_record(i, (a, "s1", -h, 24, 1.0, 0.0, None), T0) for i, (a, h) in enumerate(
+            [("a", 3), ("b", 30), ("a", 1)])]
+    )  # fmt: skip
+    shuffled = _telemetry(rows).sample(fraction=1.0, shuffle=True, seed=1)
+    inc = IncrementalStats(policy)
+    as_of = T0 - timedelta(hours=12)
+    for step in steps:
+        as_of += timedelta(hours=step)
+        inc.advance(ledger, as_of)
+        for telemetry in (shuffled, shuffled.lazy()):  # the cached index and the lazy path
+            expected = agent_stats(ledger, telemetry, as_of, policy)
+            assert_frame_equal(inc.frames(telemetry)[0], expected)
+
+
+@given(
+    hours=st.lists(st.integers(-20, 20), max_size=30),
+    low=st.integers(-25, 25),
+    width=st.integers(0, 30),
+)
+def test_sorted_ledger_ranges_are_the_filtered_rows(hours, low, width):
+    ledger = _frame(
+        [_record(i, ("a", "s1", h, 24, float(i), 0.0, None), T0) for i, h in enumerate(hours)]
+    )
+    sorted_ledger = SortedLedger(ledger)
+    us = lambda h: int((T0 + timedelta(hours=h)).timestamp() * 1e6)  # noqa: E731
+    got = sorted_ledger.range(us(low), us(low + width))
+    lo, hi = T0 + timedelta(hours=low), T0 + timedelta(hours=low + width)
+    want = ledger.filter((pl.col("matured_at") > lo) & (pl.col("matured_at") <= hi))
+    assert sorted(got["record_id"].to_list()) == sorted(want["record_id"].to_list())
+    assert got["matured_at"].is_sorted()
 
 
 def test_as_of_going_backwards_is_refused():

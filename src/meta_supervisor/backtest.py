@@ -2,8 +2,21 @@
 
 The backtest calls exactly what a live cycle calls, :func:`meta_supervisor.cycle.decide` (one
 chain of decisions per policy profile, each fed its own previous weights), and the baselines of
-:mod:`meta_supervisor.baselines` on :func:`meta_supervisor.cycle.cycle_inputs` of the same ledger
+:mod:`meta_supervisor.baselines` on the same inputs (stats, confidence, tails) of the same ledger
 at the same instant. There is no second implementation of the allocation.
+
+Inputs (``engine``): with ``"incremental"`` (the default) the stats, confidence and tails frames
+come from one :class:`~meta_supervisor.incremental.IncrementalStats` per distinct set of
+window settings (the profiles differ only in ``profile``, which no frame reads, so one engine
+serves them all), advanced once per rebalance over a
+:class:`~meta_supervisor.incremental.SortedLedger` built once; the same frames go to every
+profile's ``decide(..., frames=...)`` and, through :func:`meta_supervisor.cycle.frames_to_inputs`,
+to the baselines. Those frames equal a full recompute up to float reassociation (running sums
+updated in another order than a fresh sum: ~1e-12 relative), so a backtest decision can differ
+from a standalone ``decide`` by one unit of the last weight decimal (weights are rounded *down*
+to ``policy.weight_decimals``) and in its inputs fingerprint (a hash of the raw inputs). With
+``"full"`` every profile calls ``decide`` on the ledger (a full recompute per profile and
+rebalance, plus one for the baselines): byte-identical to a standalone cycle, much slower.
 
 Accounting (the contract of every number the backtest reports)
 --------------------------------------------------------------
@@ -51,12 +64,23 @@ from rich.progress import (
 )
 
 from meta_supervisor import baselines
-from meta_supervisor.cycle import Ledger, cycle_inputs, decide
+from meta_supervisor.cycle import Ledger, cycle_frames, decide, frames_to_inputs
 from meta_supervisor.decision import Decision
+from meta_supervisor.incremental import IncrementalStats, SortedLedger
 from meta_supervisor.metrics import summarize
 from meta_supervisor.policy import Policy, Profile
 
-__all__ = ["BASELINES", "BacktestResult", "MethodRun", "agent_period_pnl", "run_backtest"]
+__all__ = [
+    "BASELINES",
+    "ENGINES",
+    "BacktestResult",
+    "MethodRun",
+    "agent_period_pnl",
+    "frames_key",
+    "run_backtest",
+]
+
+ENGINES = ("incremental", "full")
 
 
 @dataclass
@@ -126,6 +150,15 @@ BASELINES: dict[str, tuple[str, Baseline]] = {
         lambda s, c, t, p, ledger, at: baselines.hrp(s, ledger.records, at, p),
     ),
 }
+
+
+def frames_key(policy: Policy) -> str:
+    """What the cycle's frames depend on: every policy field but ``profile`` (the allocation
+    formula). Policies with the same key share one incremental engine; a field added to the
+    policy later splits engines rather than silently sharing the wrong frames."""
+    fields = policy.model_dump(mode="json")
+    fields.pop("profile")
+    return repr(sorted(fields.items()))
 
 
 def rebalance_times(
@@ -202,6 +235,7 @@ def run_backtest(
     progress: bool = True,
     console: Console | None = None,
     info: dict[str, Any] | None = None,
+    engine: str = "incremental",
 ) -> BacktestResult:
     """Run every profile through :func:`decide` and every baseline, every ``every_hours``.
 
@@ -220,7 +254,13 @@ def run_backtest(
         Keys of :data:`BASELINES` (default: all but ``hrp``, plus ``hrp`` when skfolio is there).
     events : sequence of (agent, onset)
         Blow-ups for the time-to-de-risk metric.
+    engine : {"incremental", "full"}
+        Where the cycle inputs come from (see the module docstring): one incremental state per
+        distinct window policy, advanced once per rebalance (default), or a full recompute per
+        profile and rebalance (byte-identical to standalone cycles).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
     policy = policy or Policy()
     profiles = list(profiles) if profiles is not None else list(Profile)
     if policy.profile not in profiles:
@@ -245,19 +285,31 @@ def run_backtest(
     weights = {name: np.zeros((n_t, n_a)) for name in [*policies, *baseline_names]}
     decisions: dict[str, list[Decision]] = {name: [] for name in policies}
     previous: dict[str, dict[str, float] | None] = dict.fromkeys(policies)
+    engines: dict[str, IncrementalStats] = {}
+    if engine == "incremental":
+        for pol in [policy, *policies.values()]:
+            engines.setdefault(frames_key(pol), IncrementalStats(pol))
+        sorted_ledger = SortedLedger(ledger.records)
 
     bar = _progress(console)
     task = bar.add_task("backtest", total=n_t, status="")
     with bar if progress else _Null():
         for k, t in enumerate(times):
+            frames: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] = {}
+            for key, inc in engines.items():
+                inc.advance(sorted_ledger, t)
+                frames[key] = inc.frames(ledger.telemetry)
             for name, pol in policies.items():
-                decision = decide(ledger, t, pol, previous[name])
+                decision = decide(
+                    ledger, t, pol, previous[name], frames=frames.get(frames_key(pol))
+                )
                 previous[name] = decision.weights
                 decisions[name].append(decision)
                 for agent, w in decision.weights.items():
                     weights[name][k, col[agent]] = w
             if baseline_names:
-                stats, confidence, tails = cycle_inputs(ledger, t, policy)
+                base = frames.get(frames_key(policy)) or cycle_frames(ledger, t, policy)
+                stats, confidence, tails = frames_to_inputs(*base, policy)
                 for name in baseline_names:
                     for agent, w in BASELINES[name][1](
                         stats, confidence, tails, policy, ledger, t

@@ -18,6 +18,10 @@ relative), from state carried between cycles:
   counted. When removals or growth leave fewer than ``m`` in the buffer it is refilled from the
   ledger for that strategy alone.
 
+The per-agent state is held as columns (numpy arrays indexed by an agent number), so a cycle
+updates it with a few vectorised operations over the records that entered or left, whatever
+the fleet's size.
+
 Sliding windows: records whose ``matured_at`` leaves a window are read back from the ledger by
 time range and subtracted. A drawdown cannot lose its first records by subtraction, so agents
 that lost records from the stats window, or received a record out of order (a late arrival,
@@ -25,17 +29,27 @@ or a tie before their last record), are recomputed from the ledger, for those ag
 an hourly cycle and a window shorter than the history, that is every active agent each cycle:
 the cost is then one read of those agents' window, no longer proportional to the change.
 
+Reading time ranges: a lazy ledger (a scan of the store) is filtered on ``matured_at`` (the
+filter is pushed down to the files). An in-memory frame is wrapped once in a
+:class:`SortedLedger` (sorted by ``matured_at`` unless it already is, with the int64 µs array
+beside it): every range is then two binary searches and a zero-copy ``slice``. The wrapper is
+cached on the frame's identity, or built by the caller and passed instead of the frame.
+
 Telemetry (error rate) is recomputed every cycle: it is a small frame.
 
-State persists as one JSON file (:meth:`save`, :func:`meta_supervisor.state.atomic_write_text`);
-tail buffers are stored as base64 float64.
+State persists as one binary ``.npz`` file (numpy arrays, no pickle; :meth:`save`, written to a
+temp file, fsynced and renamed); a file of another version, another policy, or unreadable,
+raises :class:`StateMismatch` naming the file and the reason.
 """
 
 from __future__ import annotations
 
-import base64
+import io
+import itertools
 import json
 import math
+import os
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,40 +62,104 @@ from meta_supervisor.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.measures import tail_count
 from meta_supervisor.policy import Policy
 from meta_supervisor.records import UTC_US
-from meta_supervisor.state import atomic_write_text
 from meta_supervisor.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.tails import TAIL_COLUMNS
 
-__all__ = ["IncrementalStats"]
+__all__ = ["STATE_VERSION", "IncrementalStats", "SortedLedger", "StateMismatch"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-STATE_VERSION = 2  # 2: tails carry abs_gap_sum (mean |gap| per strategy)
+# 2: tails carry abs_gap_sum (mean |gap| per strategy); 3: binary .npz (was JSON)
+STATE_VERSION = 3
+_NONE = np.iinfo(np.int64).min  # "no record yet" in the µs key columns: below every instant
+COLUMNS = [
+    "record_id",
+    "ts",
+    "matured_at",
+    "agent",
+    "strategy",
+    "horizon_hours",
+    "realized_pnl_bps",
+    "expected_sigma_bps",
+    "gap_bps",
+]
+# per-agent state columns
+_FLOATS = ("pnl", "pnl_sq", "abs_gap", "total", "hi", "lo", "dd", "conf_w", "conf_wz")
+_INTS = ("n", "hits", "conf_n", "last_m", "last_t", "any_m", "any_t")
+_TEXTS = ("last_rid", "last_strategy", "any_rid", "any_strategy")
+
+
+class StateMismatch(ValueError):
+    """A saved incremental state cannot be used: another version or policy, or unreadable.
+
+    ``path`` names the file and ``reason`` says why; the caller rebuilds from the ledger.
+    """
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}; rebuild the incremental state from the ledger")
+        self.path = str(path)
+        self.reason = reason
 
 
 def _us(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-@dataclass
-class _Agent:
-    n: int = 0
-    pnl: float = 0.0
-    pnl_sq: float = 0.0
-    hits: int = 0
-    abs_gap: float = 0.0
-    # drawdown path summary over the window, in order
-    total: float = 0.0
-    hi: float = 0.0
-    lo: float = 0.0
-    dd: float = 0.0
-    # last record counted at the horizon (order key) and its strategy; latest at any horizon
-    last_key: tuple[int, int, str] | None = None
-    last_strategy: str | None = None
-    any_key: tuple[int, int, str] | None = None
-    any_strategy: str | None = None
-    conf_n: int = 0
-    conf_w: float = 0.0
-    conf_wz: float = 0.0
+def _epoch_us(series: pl.Series) -> np.ndarray:
+    return series.dt.epoch("us").to_numpy().astype(np.int64, copy=False)
+
+
+class SortedLedger:
+    """An in-memory ledger in ``matured_at`` order with its µs array, sliced by binary search.
+
+    Built once (the sort is skipped when the frame is already in order, the common case: a
+    ledger is appended in time) and reused across cycles: :meth:`range` costs two
+    ``np.searchsorted`` and a zero-copy ``DataFrame.slice``. Rows with a null ``matured_at``
+    are dropped (no time range holds them).
+    """
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.source = frame  # the frame this was built from (the identity the cache checks)
+        if frame["matured_at"].null_count():
+            frame = frame.filter(pl.col("matured_at").is_not_null())
+        us = _epoch_us(frame["matured_at"])
+        if us.size > 1 and not bool((us[1:] >= us[:-1]).all()):
+            frame = frame.sort("matured_at", maintain_order=True)
+            us = _epoch_us(frame["matured_at"])
+        self.frame = frame
+        self.matured_us = us
+
+    def range(self, low_us: int, high_us: int) -> pl.DataFrame:
+        """Rows with ``low < matured_at ≤ high`` (µs since the epoch), as a zero-copy slice."""
+        i = int(np.searchsorted(self.matured_us, low_us, side="right"))
+        j = int(np.searchsorted(self.matured_us, high_us, side="right"))
+        return self.frame.slice(i, max(j - i, 0))
+
+
+class _Source:
+    """Time-range reads of a ledger: slices of a :class:`SortedLedger` or filters of a scan."""
+
+    def __init__(self, ledger: SortedLedger | pl.LazyFrame) -> None:
+        self.ledger = ledger
+
+    def range(self, low_us: int, high_us: int) -> pl.LazyFrame:
+        if isinstance(self.ledger, SortedLedger):
+            return self.ledger.range(low_us, high_us).lazy()
+        low = pl.lit(low_us).cast(UTC_US)
+        high = pl.lit(high_us).cast(UTC_US)
+        return self.ledger.filter((pl.col("matured_at") > low) & (pl.col("matured_at") <= high))
+
+    def frame(self, low_us: int, high_us: int, horizon: int | None = None) -> pl.DataFrame:
+        """:meth:`range` as a frame of :data:`COLUMNS`, at ``horizon`` when given (an empty
+        slice costs no query)."""
+        if isinstance(self.ledger, SortedLedger):
+            rows = self.ledger.range(low_us, high_us).select(COLUMNS)
+            if horizon is None or not rows.height:
+                return rows
+            return rows.filter(pl.col("horizon_hours") == horizon)
+        lazy = self.range(low_us, high_us)
+        if horizon is not None:
+            lazy = lazy.filter(pl.col("horizon_hours") == horizon)
+        return lazy.select(COLUMNS).collect()
 
 
 @dataclass
@@ -93,57 +171,235 @@ class _Tail:
     abs_gap_sum: float = 0.0
 
 
-def _combine(a: tuple[float, float, float, float], b: tuple[float, float, float, float]):
-    """Path summary of ``a`` followed by ``b`` (see the module docstring)."""
+def _combine(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Path summary of ``a`` followed by ``b``, element-wise (see the module docstring)."""
     t_a, hi_a, lo_a, dd_a = a
     t_b, hi_b, lo_b, dd_b = b
     return (
         t_a + t_b,
-        max(hi_a, t_a + hi_b),
-        min(lo_a, t_a + lo_b),
-        min(dd_a, dd_b, t_a - hi_a + lo_b),
+        np.maximum(hi_a, t_a + hi_b),
+        np.minimum(lo_a, t_a + lo_b),
+        np.minimum(np.minimum(dd_a, dd_b), t_a - hi_a + lo_b),
     )
 
 
-def _path_summaries(frame: pl.DataFrame) -> pl.DataFrame:
-    """Per agent ``(t, hi, lo, dd)`` of the realised path of ``frame`` (already in order)."""
-    path = pl.col("realized_pnl_bps").cum_sum().over("agent")
-    return (
-        frame.lazy()
-        .with_columns(path.alias("_c"))
-        .with_columns(
-            (
-                pl.col("_c") - pl.max_horizontal(pl.col("_c").cum_max().over("agent"), pl.lit(0.0))
-            ).alias("_d")
+def _path_exprs() -> list[pl.Expr]:
+    """Aggregations giving ``(t, hi, lo, dd)`` per group from the cumulative path ``_c``."""
+    return [
+        pl.col("_c").last().alias("t"),
+        pl.max_horizontal(pl.col("_c").max(), pl.lit(0.0)).alias("hi"),
+        pl.min_horizontal(pl.col("_c").min(), pl.lit(0.0)).alias("lo"),
+        pl.min_horizontal(pl.col("_d").min(), pl.lit(0.0)).alias("dd"),
+    ]
+
+
+def _with_path(frame: pl.LazyFrame, key: str) -> pl.LazyFrame:
+    """``frame`` (in order) with the cumulative realised path ``_c`` and drawdown ``_d``."""
+    path = pl.col("realized_pnl_bps").cum_sum().over(key)
+    return frame.with_columns(path.alias("_c")).with_columns(
+        (pl.col("_c") - pl.max_horizontal(pl.col("_c").cum_max().over(key), pl.lit(0.0))).alias(
+            "_d"
         )
-        .group_by("agent")
-        .agg(
-            pl.col("realized_pnl_bps").sum().alias("t"),
-            pl.max_horizontal(pl.col("_c").max(), pl.lit(0.0)).alias("hi"),
-            pl.min_horizontal(pl.col("_c").min(), pl.lit(0.0)).alias("lo"),
-            pl.min_horizontal(pl.col("_d").min(), pl.lit(0.0)).alias("dd"),
-        )
-        .collect()
     )
+
+
+def _in_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` sorted by ``ORDER``: on the two timestamps, and on the full key (string
+    ``record_id`` included, ~10x slower) only when an exact ``(matured_at, ts)`` tie exists."""
+    fast = frame.sort(["matured_at", "ts"])
+    if fast.height < 2:
+        return fast
+    m, t = fast["matured_at"], fast["ts"]
+    tied = ((m.slice(1) == m.slice(0, m.len() - 1)) & (t.slice(1) == t.slice(0, t.len() - 1))).any()
+    return fast.sort(ORDER) if tied else fast
+
+
+def _greater(
+    m: np.ndarray, t: np.ndarray, r: np.ndarray, big_m: np.ndarray, big_t: np.ndarray, big_r
+) -> np.ndarray:
+    """``(m, t, r) > (M, T, R)`` element-wise, the record order (``_NONE`` = no record)."""
+    gt = (m > big_m) | ((m == big_m) & (t > big_t))
+    for i in np.flatnonzero((m == big_m) & (t == big_t)):
+        gt[i] = big_r[i] is None or r[i] > big_r[i]
+    return gt
+
+
+class _Codebook:
+    """Names numbered in order of first sight; a polars column of them mapped to numbers."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+        self._enum: pl.Enum | None = None
+
+    def add(self, names: list[str]) -> int:
+        """Number the unknown ``names``; return how many were new."""
+        new = [name for name in dict.fromkeys(names) if name not in self.index]
+        for name in new:
+            self.index[name] = len(self.names)
+            self.names.append(name)
+        if new:
+            self._enum = None
+        return len(new)
+
+    def codes(self, values: pl.Series, on_new: Any = None) -> np.ndarray:
+        """The number of each of ``values`` (no nulls); unknown names are added first (then
+        ``on_new()`` is called)."""
+        if self._enum is not None:
+            cast = values.cast(self._enum, strict=False)
+            if not cast.null_count():
+                return cast.to_physical().to_numpy().astype(np.int64)
+        if self.add(values.unique().to_list()) and on_new is not None:
+            on_new()
+        self._enum = pl.Enum(self.names)
+        return values.cast(self._enum).to_physical().to_numpy().astype(np.int64)
+
+
+def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows grouped by code, keeping their order within a group: ``(order, codes of the groups,
+    starts, lengths)`` with ``order`` a stable argsort (group ``g`` is
+    ``order[starts[g] : starts[g] + lengths[g]]``)."""
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    lengths = np.diff(np.r_[starts, sorted_codes.size])
+    return order, sorted_codes[starts], starts, lengths
+
+
+def _path_summaries(codes: np.ndarray, pnl: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per code ``(codes, t, hi, lo, dd)`` of the realised path of ``pnl`` (rows in order).
+
+    Each group's path is laid out as one row of a ``(groups, longest)`` grid, so the cumulative
+    sums and running maxima run along rows: the same left-to-right additions as a per-group
+    ``cum_sum`` (bit for bit). A grid far larger than the rows (one agent with most of them)
+    falls back to polars' windowed expressions.
+    """
+    if not codes.size:
+        empty = np.empty(0)
+        return codes, empty, empty, empty, empty
+    order, groups, starts, lengths = _groups(codes)
+    width = int(lengths.max())
+    if groups.size * width > 4 * codes.size + 1_000_000:
+        frame = pl.DataFrame({"_i": codes, "realized_pnl_bps": pnl})
+        out = _with_path(frame.lazy(), "_i").group_by("_i").agg(*_path_exprs()).sort("_i")
+        out = out.collect()
+        return (out["_i"].to_numpy(), *(out[c].to_numpy() for c in ("t", "hi", "lo", "dd")))
+    row = np.repeat(np.arange(groups.size), lengths)
+    col = np.arange(codes.size) - np.repeat(starts, lengths)
+    grid = np.zeros((groups.size, width))
+    grid[row, col] = pnl[order]
+    path = np.cumsum(grid, axis=1)
+    valid = np.arange(width) < lengths[:, None]
+    total = path[np.arange(groups.size), lengths - 1]
+    hi = np.maximum(np.where(valid, path, -np.inf).max(axis=1), 0.0)
+    lo = np.minimum(np.where(valid, path, np.inf).min(axis=1), 0.0)
+    # the padding sits after each group's end, so it never reaches a valid running maximum
+    down = path - np.maximum(np.maximum.accumulate(path, axis=1), 0.0)
+    dd = np.minimum(np.where(valid, down, np.inf).min(axis=1), 0.0)
+    return groups, total, hi, lo, dd
+
+
+class _TelemetryIndex:
+    """Telemetry in ``ts`` order with µs times, agent numbers and error flags as arrays: a
+    window's runs and errors per agent are then two binary searches and two ``bincount``."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.source = frame
+        self.height = frame.height
+        frame = frame.filter(pl.col("ts").is_not_null() & pl.col("agent").is_not_null())
+        ts = _epoch_us(frame["ts"])
+        if ts.size > 1 and not bool((ts[1:] >= ts[:-1]).all()):
+            frame = frame.sort("ts", maintain_order=True)
+            ts = _epoch_us(frame["ts"])
+        self.ts = ts
+        self.agents = _Codebook()
+        self.codes = self.agents.codes(frame["agent"])
+        flag = frame["is_error"]
+        self.known = flag.is_not_null().to_numpy()
+        self.error = flag.fill_null(False).cast(pl.Boolean).to_numpy().astype(bool)
+
+    def runs(self, low_us: int, high_us: int) -> pl.DataFrame:
+        """``agent, n_runs, error_rate`` over runs with ``low < ts ≤ high`` (agents with runs)."""
+        i = int(np.searchsorted(self.ts, low_us, side="right"))
+        j = int(np.searchsorted(self.ts, high_us, side="right"))
+        size = len(self.agents.names)
+        codes = self.codes[i:j]
+        n = np.bincount(codes, minlength=size)
+        known = np.bincount(codes, weights=self.known[i:j], minlength=size)
+        errors = np.bincount(codes, weights=self.error[i:j], minlength=size)
+        seen = n > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = errors / known
+        return pl.DataFrame(
+            {
+                "agent": pl.Series(self.agents.names, dtype=pl.String).filter(pl.Series(seen)),
+                "n_runs": pl.Series(n[seen], dtype=pl.Int64),
+                "error_rate": pl.Series(rate[seen], dtype=pl.Float64).fill_nan(None),
+            }
+        )
 
 
 class IncrementalStats:
     """Cycle inputs maintained across cycles for one policy (see the module docstring).
 
     Usage: ``inc.advance(ledger, as_of, late=new_records_matured_before_last_cycle)`` then
-    ``inc.frames(telemetry)``. ``ledger`` is every record the store holds (a frame or a lazy
-    scan; only time ranges and the dirty agents' rows are read from it); ``late`` holds the
-    records appended since the previous cycle whose ``matured_at`` is at or before it (they
-    cannot be found by time range). ``as_of`` must not go backwards.
+    ``inc.frames(telemetry)``. ``ledger`` is every record the store holds (a frame, a
+    :class:`SortedLedger` or a lazy scan; only time ranges and the dirty agents' rows are read
+    from it); ``late`` holds the records appended since the previous cycle whose
+    ``matured_at`` is at or before it (they cannot be found by time range). ``as_of`` must not
+    go backwards.
     """
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.as_of_us: int | None = None
-        self.agents: dict[str, _Agent] = {}
+        self._agents = _Codebook()
+        self.names = self._agents.names  # agent number -> name
+        self._cols: dict[str, np.ndarray] = {}
+        self._allocate_columns(0)
         self.tails: dict[str, _Tail] = {}
         self.recomputed_agents = 0
         self.refilled_strategies = 0
+        self._sorted: SortedLedger | None = None
+        self._telemetry: _TelemetryIndex | None = None
+        self._strategies = _Codebook()
+
+    # ------------------------------------------------------------------ agent columns
+
+    def _allocate_columns(self, capacity: int) -> None:
+        old = self._cols
+        cols: dict[str, np.ndarray] = {}
+        for name in _FLOATS:
+            cols[name] = np.zeros(capacity)
+        for name in _INTS:
+            fill = _NONE if name.endswith(("_m", "_t")) else 0
+            cols[name] = np.full(capacity, fill, dtype=np.int64)
+        for name in _TEXTS:
+            cols[name] = np.full(capacity, None, dtype=object)
+        for name, values in old.items():
+            cols[name][: values.size] = values
+        self._cols = cols
+
+    def _col(self, name: str) -> np.ndarray:
+        """The live part (one entry per known agent) of a state column (a view)."""
+        return self._cols[name][: len(self.names)]
+
+    def _grow(self) -> None:
+        """Make room in the state columns for every numbered agent."""
+        capacity = next(iter(self._cols.values())).size
+        if len(self.names) > capacity:
+            self._allocate_columns(max(2 * capacity, len(self.names), 64))
+
+    def _add_agents(self, names: list[str]) -> None:
+        self._agents.add(names)
+        self._grow()
+
+    def _codes(self, agents: pl.Series) -> np.ndarray:
+        """The agent number of each value of ``agents`` (unknown agents are added)."""
+        return self._agents.codes(agents, self._grow)
+
+    def _with_codes(self, frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(pl.Series("_i", self._codes(frame["agent"]), dtype=pl.Int64))
 
     # ------------------------------------------------------------------ windows
 
@@ -157,18 +413,27 @@ class IncrementalStats:
     def _horizon(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
         return lazy.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
 
-    @staticmethod
-    def _range(ledger: pl.LazyFrame, low_us: int, high_us: int) -> pl.LazyFrame:
-        """Records with ``low < matured_at ≤ high`` (µs since the epoch)."""
-        low = pl.lit(low_us).cast(UTC_US)
-        high = pl.lit(high_us).cast(UTC_US)
-        return ledger.filter((pl.col("matured_at") > low) & (pl.col("matured_at") <= high))
+    def _source(self, ledger: pl.DataFrame | pl.LazyFrame | SortedLedger) -> _Source:
+        if isinstance(ledger, SortedLedger):
+            return _Source(ledger)
+        if isinstance(ledger, pl.DataFrame):
+            cached = self._sorted
+            # identity and height: a frame extended in place is re-sorted
+            if (
+                cached is None
+                or cached.source is not ledger
+                or cached.source.height
+                != (cached.frame.height + cached.source["matured_at"].null_count())
+            ):
+                self._sorted = cached = SortedLedger(ledger)
+            return _Source(cached)
+        return _Source(ledger.lazy().select(COLUMNS))
 
     # ------------------------------------------------------------------ the cycle
 
     def advance(
         self,
-        ledger: pl.DataFrame | pl.LazyFrame,
+        ledger: pl.DataFrame | pl.LazyFrame | SortedLedger,
         as_of: datetime,
         late: pl.DataFrame | None = None,
     ) -> None:
@@ -177,149 +442,151 @@ class IncrementalStats:
         prev = self.as_of_us
         if prev is not None and now < prev:
             raise ValueError(f"as_of went backwards: {as_of} is before the state's last cycle")
-        lazy = ledger.lazy()
+        src = self._source(ledger)
         stats_l, conf_l, cvar_l = self._lookbacks()
+        late_ids: pl.Series | None = None
         if prev is None:
-            entering = self._range(lazy, now - max(stats_l, conf_l, cvar_l), now).collect()
-            late_ids: pl.Series | None = None
+            entering = src.frame(now - max(stats_l, conf_l, cvar_l), now)
         else:
-            entering = self._range(lazy, prev, now).collect()
+            entering = src.frame(prev, now)
             if late is not None and late.height:
                 late = late.filter(pl.col("matured_at") <= pl.lit(prev).cast(UTC_US))
-                entering = pl.concat([entering, late.select(entering.columns)])
+                entering = pl.concat([entering, late.select(COLUMNS)])
                 late_ids = late["record_id"]
-            else:
-                late_ids = None
         leaving: list[pl.DataFrame] = []
         for lookback in (stats_l, conf_l, cvar_l):
             if prev is None or now - lookback <= prev - lookback:
                 leaving.append(entering.clear())
                 continue
             # counted before: matured in (prev − L, prev]; out now: ≤ now − L
-            out = self._horizon(self._range(lazy, prev - lookback, min(prev, now - lookback)))
-            frame = out.collect()
-            if late_ids is not None:
-                frame = frame.filter(~pl.col("record_id").is_in(late_ids.implode()))
-            leaving.append(frame)
+            out = src.frame(prev - lookback, min(prev, now - lookback), self.policy.horizon_hours)
+            if late_ids is not None and out.height:
+                out = out.filter(~pl.col("record_id").is_in(late_ids.implode()))
+            leaving.append(out)
         self._rescale_confidence(prev, now)
+        # in record order once: every subset below keeps it
+        entering = self._with_codes(_in_order(entering))
         # the universe is every agent with a visible record, however old
-        visible = self._range(lazy, -(2**62), now).collect() if prev is None else entering
+        if prev is None:
+            visible = src.range(-(2**62), now).select(*ORDER, "agent", "strategy").collect()
+            visible = self._with_codes(_in_order(visible))
+        else:
+            visible = entering
         self._latest_any(visible)
-        at_h = entering.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
-        in_stats = at_h.filter(pl.col("matured_at") > pl.lit(now - stats_l).cast(UTC_US))
-        in_conf = at_h.filter(pl.col("matured_at") > pl.lit(now - conf_l).cast(UTC_US))
-        in_cvar = at_h.filter(pl.col("matured_at") > pl.lit(now - cvar_l).cast(UTC_US))
+        at_h = entering
+        if not bool((entering["horizon_hours"].to_numpy() == self.policy.horizon_hours).all()):
+            at_h = entering.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
+        # at_h is in matured_at order: each window is a tail slice of it
+        matured = _epoch_us(at_h["matured_at"])
+        in_stats, in_conf, in_cvar = (
+            at_h.slice(int(np.searchsorted(matured, now - lookback, side="right")))
+            for lookback in (stats_l, conf_l, cvar_l)
+        )
         dirty = self._update_stats(in_stats, leaving[0])
         self._update_confidence(in_conf, leaving[1], now)
         self._update_tails(in_cvar, leaving[2])
         self.as_of_us = now
-        if dirty:
-            self._recompute_drawdowns(lazy, dirty, now - stats_l, now)
-        self._refill_tails(lazy, now - cvar_l, now)
+        if dirty.size:
+            self._recompute_drawdowns(src, dirty, now - stats_l, now)
+        self._refill_tails(src, now - cvar_l, now)
 
     def _rescale_confidence(self, prev: int | None, now: int) -> None:
         if prev is None or now == prev:
             return
         factor = 2.0 ** (-(now - prev) / 3.6e9 / self.policy.confidence_half_life_hours)
-        for state in self.agents.values():
-            state.conf_w *= factor
-            state.conf_wz *= factor
+        self._col("conf_w")[:] *= factor
+        self._col("conf_wz")[:] *= factor
 
-    def _agent(self, name: str) -> _Agent:
-        state = self.agents.get(name)
-        if state is None:
-            state = self.agents[name] = _Agent()
-        return state
-
-    def _latest_any(self, entering: pl.DataFrame) -> None:
-        if not entering.height:
+    def _latest_any(self, visible: pl.DataFrame) -> None:
+        """Each agent's latest visible record (any horizon), from ``visible`` in order."""
+        if not visible.height:
             return
-        latest = (
-            entering.sort(ORDER)
-            .group_by("agent")
-            .agg(pl.col("matured_at", "ts", "record_id", "strategy").last())
+        codes = visible["_i"].to_numpy()
+        # the last row of each agent: the first one in reverse
+        idx, from_end = np.unique(codes[::-1], return_index=True)
+        latest = visible.select(*ORDER, "strategy")[codes.size - 1 - from_end]
+        m, t = _epoch_us(latest["matured_at"]), _epoch_us(latest["ts"])
+        rid = np.array(latest["record_id"].to_list(), dtype=object)
+        newer = _greater(
+            m, t, rid, self._col("any_m")[idx], self._col("any_t")[idx], self._col("any_rid")[idx]
         )
-        for agent, matured, ts, rid, strategy in latest.select(
-            "agent",
-            pl.col("matured_at").dt.epoch("us"),
-            pl.col("ts").dt.epoch("us"),
-            "record_id",
-            "strategy",
-        ).iter_rows():
-            state = self._agent(agent)
-            key = (matured, ts, rid)
-            if state.any_key is None or key > state.any_key:
-                state.any_key, state.any_strategy = key, strategy
+        idx = idx[newer]
+        self._col("any_m")[idx] = m[newer]
+        self._col("any_t")[idx] = t[newer]
+        self._col("any_rid")[idx] = rid[newer]
+        self._col("any_strategy")[idx] = np.array(latest["strategy"].to_list(), dtype=object)[newer]
 
-    @staticmethod
-    def _sums(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.group_by("agent").agg(
-            pl.len().alias("n"),
-            pl.col("realized_pnl_bps").sum().alias("pnl"),
-            (pl.col("realized_pnl_bps") ** 2).sum().alias("pnl_sq"),
-            (pl.col("realized_pnl_bps") > 0).sum().alias("hits"),
-            pl.col("gap_bps").abs().sum().alias("abs_gap"),
+    def _add_sums(self, frame: pl.DataFrame, sign: int) -> np.ndarray:
+        """Add (``sign`` = 1) or subtract (-1) ``frame``'s per-agent sums; return the agents.
+
+        ``np.bincount`` sums each agent's rows in row order: deterministic, run after run.
+        """
+        codes = frame["_i"].to_numpy()
+        size = len(self.names)
+        pnl = frame["realized_pnl_bps"].to_numpy()
+        gap = np.abs(frame["gap_bps"].to_numpy())
+        self._col("n")[:] += sign * np.bincount(codes, minlength=size)
+        self._col("hits")[:] += sign * np.bincount(codes, weights=pnl > 0, minlength=size).astype(
+            np.int64
         )
+        self._col("pnl")[:] += sign * np.bincount(codes, weights=pnl, minlength=size)
+        self._col("pnl_sq")[:] += sign * np.bincount(codes, weights=pnl * pnl, minlength=size)
+        self._col("abs_gap")[:] += sign * np.bincount(codes, weights=gap, minlength=size)
+        return np.unique(codes)
 
-    def _update_stats(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> set[str]:
+    def _update_stats(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> np.ndarray:
         """Add ``entering``, subtract ``leaving``; return agents whose drawdown must be redone."""
-        dirty: set[str] = set()
-        for agent, n, pnl, pnl_sq, hits, abs_gap in self._sums(leaving).iter_rows():
-            state = self._agent(agent)
-            state.n -= n
-            state.pnl -= pnl
-            state.pnl_sq -= pnl_sq
-            state.hits -= hits
-            state.abs_gap -= abs_gap
-            dirty.add(agent)
+        if leaving.height:
+            leaving = self._with_codes(leaving)
+        dirty = np.zeros(len(self.names), dtype=bool)
+        if leaving.height:
+            dirty[self._add_sums(leaving, -1)] = True
         if not entering.height:
-            return dirty
-        ordered = entering.sort(ORDER)
-        firsts = ordered.group_by("agent").agg(
-            pl.col("matured_at").first().dt.epoch("us").alias("m0"),
-            pl.col("ts").first().dt.epoch("us").alias("t0"),
-            pl.col("record_id").first().alias("r0"),
-            pl.col("matured_at").last().dt.epoch("us").alias("m1"),
-            pl.col("ts").last().dt.epoch("us").alias("t1"),
-            pl.col("record_id").last().alias("r1"),
-            pl.col("strategy").last().alias("strategy"),
-        )
-        summaries = {row[0]: row[1:] for row in _path_summaries(ordered).iter_rows()}
-        sums = {row[0]: row[1:] for row in self._sums(ordered).iter_rows()}
-        for agent, m0, t0, r0, m1, t1, r1, strategy in firsts.iter_rows():
-            state = self._agent(agent)
-            n, pnl, pnl_sq, hits, abs_gap = sums[agent]
-            state.n += n
-            state.pnl += pnl
-            state.pnl_sq += pnl_sq
-            state.hits += hits
-            state.abs_gap += abs_gap
-            in_order = state.last_key is None or (m0, t0, r0) > state.last_key
-            if in_order and agent not in dirty:
-                state.total, state.hi, state.lo, state.dd = _combine(
-                    (state.total, state.hi, state.lo, state.dd), summaries[agent]
-                )
-            else:
-                dirty.add(agent)
-            if state.last_key is None or (m1, t1, r1) > state.last_key:
-                state.last_key, state.last_strategy = (m1, t1, r1), strategy
-        return dirty
+            return np.flatnonzero(dirty)
+        self._add_sums(entering, 1)
+        codes = entering["_i"].to_numpy()
+        idx, *batch = _path_summaries(codes, entering["realized_pnl_bps"].to_numpy())
+        order, _, starts, lengths = _groups(codes)
+        first, last = order[starts], order[starts + lengths - 1]
+        matured, ts = _epoch_us(entering["matured_at"]), _epoch_us(entering["ts"])
+        rids = entering["record_id"]
+        last_m, last_t, last_r = self._col("last_m"), self._col("last_t"), self._col("last_rid")
+        r0 = np.array(rids.gather(first).to_list(), dtype=object)
+        in_order = _greater(matured[first], ts[first], r0, last_m[idx], last_t[idx], last_r[idx])
+        in_order &= ~dirty[idx]
+        ext = idx[in_order]
+        state = tuple(self._col(c)[ext] for c in ("total", "hi", "lo", "dd"))
+        tail = tuple(values[in_order] for values in batch)
+        for name, values in zip(("total", "hi", "lo", "dd"), _combine(state, tail), strict=True):
+            self._col(name)[ext] = values
+        dirty[idx[~in_order]] = True
+        m1, t1 = matured[last], ts[last]
+        r1 = np.array(rids.gather(last).to_list(), dtype=object)
+        newer = _greater(m1, t1, r1, last_m[idx], last_t[idx], last_r[idx])
+        upd = idx[newer]
+        last_m[upd], last_t[upd], last_r[upd] = m1[newer], t1[newer], r1[newer]
+        strategies = np.array(entering["strategy"].gather(last).to_list(), dtype=object)
+        self._col("last_strategy")[upd] = strategies[newer]
+        return np.flatnonzero(dirty)
 
-    def _recompute_drawdowns(
-        self, ledger: pl.LazyFrame, agents: set[str], low: int, high: int
-    ) -> None:
+    def _recompute_drawdowns(self, src: _Source, agents: np.ndarray, low: int, high: int) -> None:
+        names = pl.Series("agent", [self.names[i] for i in agents], dtype=pl.String)
         window = (
-            self._horizon(self._range(ledger, low, high))
-            .filter(pl.col("agent").is_in(pl.Series(sorted(agents)).implode()))
+            self._horizon(src.range(low, high))
+            .filter(pl.col("agent").is_in(names.implode()))
             .select("agent", "realized_pnl_bps", *ORDER)
-            .sort(ORDER)
             .collect()
         )
-        self.recomputed_agents += len(agents)
-        summaries = {row[0]: row[1:] for row in _path_summaries(window).iter_rows()}
-        for agent in agents:
-            state = self._agent(agent)
-            state.total, state.hi, state.lo, state.dd = summaries.get(agent, (0.0, 0.0, 0.0, 0.0))
+        self.recomputed_agents += agents.size
+        for name in ("total", "hi", "lo", "dd"):
+            self._col(name)[agents] = 0.0
+        if not window.height:
+            return
+        window = _in_order(window)
+        codes = self._codes(window["agent"])
+        idx, *summary = _path_summaries(codes, window["realized_pnl_bps"].to_numpy())
+        for name, values in zip(("total", "hi", "lo", "dd"), summary, strict=True):
+            self._col(name)[idx] = values
 
     def _update_confidence(self, entering: pl.DataFrame, leaving: pl.DataFrame, now: int) -> None:
         p = self.policy
@@ -330,43 +597,59 @@ class IncrementalStats:
             .then(pl.col("expected_sigma_bps"))
             .otherwise(pl.lit(p.sim_error_scale_bps))
         )
-
-        def sums(frame: pl.DataFrame) -> pl.DataFrame:
-            return (
-                frame.lazy()
-                .with_columns(weight.alias("_w"), (pl.col("gap_bps").abs() / scale).alias("_z"))
-                .group_by("agent")
-                .agg(pl.len(), pl.col("_w").sum(), (pl.col("_w") * pl.col("_z")).sum().alias("_wz"))
-                .collect()
-            )
-
         for sign, frame in ((-1, leaving), (1, entering)):
             if not frame.height:
                 continue
-            for agent, n, w, wz in sums(frame).iter_rows():
-                state = self._agent(agent)
-                state.conf_n += sign * n
-                state.conf_w += sign * w
-                state.conf_wz += sign * wz
+            coded = frame if "_i" in frame.columns else self._with_codes(frame)
+            wz = coded.select(
+                pl.col("_i"),
+                weight.alias("_w"),
+                (weight * pl.col("gap_bps").abs() / scale).alias("_wz"),
+            )
+            codes, size = wz["_i"].to_numpy(), len(self.names)
+            self._col("conf_n")[:] += sign * np.bincount(codes, minlength=size)
+            self._col("conf_w")[:] += sign * np.bincount(
+                codes, weights=wz["_w"].to_numpy(), minlength=size
+            )
+            self._col("conf_wz")[:] += sign * np.bincount(
+                codes, weights=wz["_wz"].to_numpy(), minlength=size
+            )
 
     def _update_tails(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> None:
         for sign, frame in ((-1, leaving), (1, entering)):
             if not frame.height:
                 continue
-            grouped = frame.group_by("strategy").agg(pl.col("gap_bps").sort())
-            for strategy, gaps in grouped.iter_rows():
-                tail = self.tails.setdefault(strategy, _Tail())
-                values = np.asarray(gaps, dtype=np.float64)
-                tail.n += sign * values.size
-                tail.gap_sum += sign * float(values.sum())
-                tail.abs_gap_sum += sign * float(np.abs(values).sum())
-                below = values[values <= tail.threshold]
+            codes = self._strategies.codes(frame["strategy"])
+            names = self._strategies.names
+            gaps = frame["gap_bps"].to_numpy()
+            count = np.bincount(codes, minlength=len(names))
+            gap_sum = np.bincount(codes, weights=gaps, minlength=len(names))
+            abs_sum = np.bincount(codes, weights=np.abs(gaps), minlength=len(names))
+            for code in np.flatnonzero(count):
+                tail = self.tails.setdefault(names[code], _Tail())
+                tail.n += sign * int(count[code])
+                tail.gap_sum += sign * float(gap_sum[code])
+                tail.abs_gap_sum += sign * float(abs_sum[code])
+            # only gaps at or below their strategy's threshold touch the buffers
+            thresholds = np.array([self.tails[name].threshold for name in names])
+            below = gaps <= thresholds[codes]
+            codes, gaps = codes[below], gaps[below]
+            if not codes.size:
+                continue
+            order = np.lexsort((gaps, codes))
+            codes, gaps = codes[order], gaps[order]
+            bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
+            for a, b in itertools.pairwise(bounds):
+                tail = self.tails[names[codes[a]]]
+                values = gaps[a:b]
                 if sign > 0:
-                    tail.buffer = np.insert(tail.buffer, np.searchsorted(tail.buffer, below), below)
+                    tail.buffer = np.insert(
+                        tail.buffer, np.searchsorted(tail.buffer, values), values
+                    )
                 else:
-                    tail.buffer = _remove_sorted(tail.buffer, below)
+                    tail.buffer = _remove_sorted(tail.buffer, values)
 
-    def _refill_tails(self, ledger: pl.LazyFrame, low: int, high: int) -> None:
+    def _refill_tails(self, src: _Source, low: int, high: int) -> None:
         short = []
         for strategy, tail in self.tails.items():
             if tail.n <= 0:
@@ -383,7 +666,7 @@ class IncrementalStats:
         if not short:
             return
         frame = (
-            self._horizon(self._range(ledger, low, high))
+            self._horizon(src.range(low, high))
             .filter(pl.col("strategy").is_in(pl.Series(short).implode()))
             .group_by("strategy")
             .agg(pl.col("gap_bps").sort())
@@ -415,6 +698,11 @@ class IncrementalStats:
             runs = pl.DataFrame(
                 schema={"agent": pl.String, "n_runs": pl.Int64, "error_rate": pl.Float64}
             )
+        elif isinstance(telemetry, pl.DataFrame):
+            index = self._telemetry
+            if index is None or index.source is not telemetry or index.height != telemetry.height:
+                self._telemetry = index = _TelemetryIndex(telemetry)
+            runs = index.runs(self.as_of_us - self._lookbacks()[0], self.as_of_us)
         else:
             runs = (
                 telemetry.lazy()
@@ -426,73 +714,76 @@ class IncrementalStats:
                 )
                 .collect()
             )
-        names = sorted(set(self.agents) | set(runs["agent"].to_list()))
-        rows = []
-        for name in names:
-            s = self.agents.get(name, _Agent())
-            n = s.n
-            mean = s.pnl / n if n else None
-            std = None
-            if n > 1:
-                std = math.sqrt(max(s.pnl_sq - s.pnl * s.pnl / n, 0.0) / (n - 1))
-            strategy = (s.last_strategy if n else None) or s.any_strategy or "unclassified"
-            rows.append(
-                (
-                    name,
-                    strategy,
-                    n,
-                    s.pnl if n else 0.0,
-                    mean,
-                    std,
-                    s.hits / n if n else None,
-                    s.abs_gap / n if n else None,
-                    min(s.dd, 0.0) if n else 0.0,
-                    s.last_key[0] if n and s.last_key else None,
-                )
-            )
-        schema = {
-            "agent": pl.String,
-            "strategy": pl.String,
-            "n_records": pl.Int64,
-            "pnl_sum_bps": pl.Float64,
-            "pnl_mean_bps": pl.Float64,
-            "pnl_std_bps": pl.Float64,
-            "hit_rate": pl.Float64,
-            "avg_abs_error_bps": pl.Float64,
-            "max_drawdown_bps": pl.Float64,
-            "last_matured_at": pl.Int64,
-        }
-        frame = pl.DataFrame(rows, schema=schema, orient="row").with_columns(
-            pl.col("last_matured_at").cast(UTC_US)
-        )
+        n = self._col("n")
+        has = n > 0
+        pnl, hits = self._col("pnl"), self._col("hits")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = np.maximum(self._col("pnl_sq") - pnl * pnl / n, 0.0) / (n - 1)
+            columns = {
+                "agent": pl.Series(self.names, dtype=pl.String),
+                "strategy": pl.Series(self._strategy_column(has).tolist(), dtype=pl.String),
+                "n_records": pl.Series(n, dtype=pl.Int64),
+                "pnl_sum_bps": np.where(has, pnl, 0.0),
+                # NaN marks "undefined" (no record, or one for the std) and becomes null below
+                "pnl_mean_bps": np.where(has, pnl / n, np.nan),
+                "pnl_std_bps": np.where(n > 1, np.sqrt(var), np.nan),
+                "hit_rate": np.where(has, hits / n, np.nan),
+                "avg_abs_error_bps": np.where(has, self._col("abs_gap") / n, np.nan),
+                "max_drawdown_bps": np.where(has, np.minimum(self._col("dd"), 0.0), 0.0),
+                # int64 min is numpy's NaT, i.e. null
+                "last_matured_at": pl.Series(
+                    np.where(has, self._col("last_m"), _NONE).view("datetime64[us]")
+                ).dt.replace_time_zone("UTC"),
+            }
+        undefined = ["pnl_mean_bps", "pnl_std_bps", "hit_rate", "avg_abs_error_bps"]
+        frame = pl.DataFrame(columns).with_columns(pl.col(undefined).fill_nan(None))
+        if not runs.height:
+            return frame.with_columns(
+                pl.lit(0, dtype=pl.Int64).alias("n_runs"),
+                pl.lit(None, dtype=pl.Float64).alias("error_rate"),
+            ).sort("agent")
         return (
-            frame.join(runs, on="agent", how="left")
-            .with_columns(pl.col("n_runs").fill_null(0))
+            frame.join(runs, on="agent", how="full", coalesce=True)
+            .with_columns(
+                pl.col("n_records").fill_null(0),
+                pl.col("pnl_sum_bps").fill_null(0.0),
+                pl.col("max_drawdown_bps").fill_null(0.0),
+                pl.col("strategy").fill_null("unclassified"),
+                pl.col("n_runs").fill_null(0),
+            )
             .select(STATS_COLUMNS)
             .sort("agent")
         )
+
+    def _strategy_column(self, has: np.ndarray) -> np.ndarray:
+        """Each agent's strategy: its latest in the window, else its latest visible record's,
+        else ``unclassified``."""
+        last, latest = self._col("last_strategy"), self._col("any_strategy")
+        out = np.where(has & (last != None), last, latest)  # noqa: E711 (element-wise)
+        out[out == None] = "unclassified"  # noqa: E711
+        return out
 
     def _confidence_frame(self) -> pl.DataFrame:
         p = self.policy
         floor, ceiling, tol = p.confidence_floor, p.confidence_ceiling, p.confidence_tolerance
         w0, z0 = p.confidence_prior_weight, prior_ratio(p)
-        rows = []
-        for name in sorted(self.agents):
-            s = self.agents[name]
-            if s.conf_n <= 0:
-                continue
-            total = w0 + s.conf_w
-            ratio = (w0 * z0 + s.conf_wz) / total if total > 0 else z0
-            conf = ceiling if ratio <= tol else floor + (ceiling - floor) * tol / ratio
-            rows.append((name, min(max(conf, floor), ceiling), s.conf_n, s.conf_w, ratio))
-        schema = dict(
-            zip(
-                CONFIDENCE_COLUMNS,
-                [pl.String, pl.Float64, pl.Int64, pl.Float64, pl.Float64],
-                strict=True,
-            )
+        keep = self._col("conf_n") > 0
+        w, wz = self._col("conf_w")[keep], self._col("conf_wz")[keep]
+        total = w0 + w
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(total > 0, (w0 * z0 + wz) / total, z0)
+            conf = np.where(ratio <= tol, ceiling, floor + (ceiling - floor) * tol / ratio)
+        columns = [
+            pl.Series(self.names, dtype=pl.String).filter(pl.Series(keep)),
+            pl.Series(np.clip(conf, floor, ceiling), dtype=pl.Float64),
+            pl.Series(self._col("conf_n")[keep], dtype=pl.Int64),
+            pl.Series(w, dtype=pl.Float64),
+            pl.Series(ratio, dtype=pl.Float64),
+        ]
+        frame = pl.DataFrame(
+            {name: s.alias(name) for name, s in zip(CONFIDENCE_COLUMNS, columns, strict=True)}
         )
-        return pl.DataFrame(rows, schema=schema, orient="row")
+        return frame.sort(CONFIDENCE_COLUMNS[0])
 
     def _tails_frame(self, alpha: float = 0.05) -> pl.DataFrame:
         n_min, prior = self.policy.cvar_min_samples, self.policy.cvar_prior_bps
@@ -533,59 +824,137 @@ class IncrementalStats:
 
     # ------------------------------------------------------------------ persistence
 
-    def to_json(self) -> str:
-        """The whole state as JSON (tail buffers as base64 float64)."""
-        blob: dict[str, Any] = {
+    def to_bytes(self) -> bytes:
+        """The whole state as an uncompressed ``.npz`` (numpy arrays only, no pickle).
+
+        Text columns are stored as fixed-width unicode with a null mask; tail buffers are
+        concatenated with their offsets; the header (version, policy fingerprint, ``as_of``) is
+        one JSON string.
+        """
+        header = {
             "version": STATE_VERSION,
             "policy_fingerprint": self.policy.fingerprint(),
             "as_of_us": self.as_of_us,
-            "agents": {k: vars(v) for k, v in sorted(self.agents.items())},
-            "tails": {
-                k: {
-                    "n": t.n,
-                    "gap_sum": t.gap_sum,
-                    "abs_gap_sum": t.abs_gap_sum,
-                    "threshold": None if math.isinf(t.threshold) else t.threshold,
-                    "buffer": base64.b64encode(t.buffer.astype("<f8").tobytes()).decode(),
-                }
-                for k, t in sorted(self.tails.items())
-            },
         }
-        return json.dumps(blob, separators=(",", ":"))
+        arrays: dict[str, np.ndarray] = {
+            "header": np.array(json.dumps(header)),
+            "names": np.array(self.names, dtype=str),
+        }
+        for name in (*_FLOATS, *_INTS):
+            arrays[f"a_{name}"] = self._col(name)
+        for name in _TEXTS:
+            values = self._col(name)
+            missing = np.array([v is None for v in values], dtype=bool)
+            arrays[f"a_{name}"] = np.array(["" if v is None else v for v in values], dtype=str)
+            arrays[f"a_{name}_null"] = missing
+        strategies = sorted(self.tails)
+        tails = [self.tails[s] for s in strategies]
+        arrays["t_names"] = np.array(strategies, dtype=str)
+        arrays["t_n"] = np.array([t.n for t in tails], dtype=np.int64)
+        arrays["t_gap_sum"] = np.array([t.gap_sum for t in tails], dtype=np.float64)
+        arrays["t_abs_gap_sum"] = np.array([t.abs_gap_sum for t in tails], dtype=np.float64)
+        arrays["t_threshold"] = np.array([t.threshold for t in tails], dtype=np.float64)
+        sizes = np.array([t.buffer.size for t in tails], dtype=np.int64)
+        arrays["t_offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        arrays["t_buffer"] = (
+            np.concatenate([t.buffer for t in tails]).astype("<f8") if tails else np.empty(0)
+        )
+        out = io.BytesIO()
+        np.savez(out, allow_pickle=False, **arrays)
+        return out.getvalue()
 
     @classmethod
-    def from_json(cls, text: str, policy: Policy) -> IncrementalStats:
-        """Restore a state written by :meth:`to_json` for the same policy."""
-        blob = json.loads(text)
-        if blob.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"incremental state version {blob.get('version')}, expected {STATE_VERSION}"
-            )
-        if blob["policy_fingerprint"] != policy.fingerprint():
-            raise ValueError("incremental state was built for another policy: rebuild it")
+    def from_bytes(
+        cls, data: bytes, policy: Policy, source: Path | str = "<bytes>"
+    ) -> IncrementalStats:
+        """Restore a state written by :meth:`to_bytes` for the same policy.
+
+        Raises :class:`StateMismatch` (naming ``source``) for another version, another policy,
+        or bytes that are not a complete state.
+        """
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+            header = json.loads(str(arrays["header"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise StateMismatch(source, f"not a readable state ({type(err).__name__})") from err
+        if not isinstance(header, dict) or header.get("version") != STATE_VERSION:
+            version = header.get("version") if isinstance(header, dict) else None
+            raise StateMismatch(source, f"state version {version}, expected {STATE_VERSION}")
+        if header.get("policy_fingerprint") != policy.fingerprint():
+            raise StateMismatch(source, "the state was built for another policy")
+        try:
+            return cls._restore(arrays, header, policy)
+        except (KeyError, ValueError, TypeError, IndexError) as err:
+            raise StateMismatch(
+                source, f"inconsistent state ({type(err).__name__}: {err})"
+            ) from err
+
+    @classmethod
+    def _restore(
+        cls, arrays: dict[str, np.ndarray], header: dict[str, Any], policy: Policy
+    ) -> IncrementalStats:
         inc = cls(policy)
-        inc.as_of_us = blob["as_of_us"]
-        for name, values in blob["agents"].items():
-            for key in ("last_key", "any_key"):
-                if values[key] is not None:
-                    values[key] = tuple(values[key])
-            inc.agents[name] = _Agent(**values)
-        for name, t in blob["tails"].items():
-            buffer = np.frombuffer(base64.b64decode(t["buffer"]), dtype="<f8").copy()
-            threshold = math.inf if t["threshold"] is None else float(t["threshold"])
-            inc.tails[name] = _Tail(
-                int(t["n"]), float(t["gap_sum"]), threshold, buffer, float(t["abs_gap_sum"])
+        as_of = header["as_of_us"]
+        inc.as_of_us = None if as_of is None else int(as_of)
+        names = [str(v) for v in arrays["names"]]
+        if len(set(names)) != len(names):
+            raise ValueError("repeated agent names")
+        inc._add_agents(names)
+        size = len(names)
+        for name in (*_FLOATS, *_INTS):
+            values = arrays[f"a_{name}"]
+            if values.shape != (size,):
+                raise ValueError(f"column {name} has {values.shape}, expected ({size},)")
+            inc._col(name)[:] = values
+        for name in _TEXTS:
+            values = arrays[f"a_{name}"].astype(object)
+            missing = arrays[f"a_{name}_null"].astype(bool)
+            if values.shape != (size,) or missing.shape != (size,):
+                raise ValueError(f"column {name} does not have {size} entries")
+            values[missing] = None
+            inc._col(name)[:] = values
+        offsets, buffer = arrays["t_offsets"], arrays["t_buffer"].astype(np.float64)
+        strategies = [str(v) for v in arrays["t_names"]]
+        if offsets.shape != (len(strategies) + 1,) or int(offsets[-1]) != buffer.size:
+            raise ValueError("tail buffer offsets do not match the buffer")
+        for i, strategy in enumerate(strategies):
+            inc.tails[strategy] = _Tail(
+                int(arrays["t_n"][i]),
+                float(arrays["t_gap_sum"][i]),
+                float(arrays["t_threshold"][i]),
+                buffer[int(offsets[i]) : int(offsets[i + 1])].copy(),
+                float(arrays["t_abs_gap_sum"][i]),
             )
         return inc
 
     def save(self, path: Path) -> None:
-        """Write the state atomically to ``path`` (in the state directory)."""
-        atomic_write_text(Path(path), self.to_json())
+        """Write the state atomically to ``path``: temp file in the same directory, fsync,
+        rename, directory fsync (a crash leaves the old file or the new one, never half)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the temp name matches state.remove_stale_temps' pattern (dead writers' temps)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(self.to_bytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @classmethod
     def load(cls, path: Path, policy: Policy) -> IncrementalStats:
-        """Read a state written by :meth:`save`."""
-        return cls.from_json(Path(path).read_text(encoding="utf-8"), policy)
+        """Read a state written by :meth:`save`; :class:`StateMismatch` when it cannot be used
+        (missing, unreadable, truncated, another version or another policy)."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise StateMismatch(path, f"cannot read it ({err.strerror or err})") from err
+        return cls.from_bytes(data, policy, path)
 
 
 def _remove_sorted(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:
