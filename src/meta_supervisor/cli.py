@@ -373,10 +373,10 @@ def _invocation() -> str:
 
 def _warn_stale(ledger: Any, as_of: datetime, policy: Policy) -> None:
     """Say so when the newest record is older than the stats window (e.g. the demo, run today)."""
-    if not ledger.records.height:
+    newest = ledger.newest()
+    if newest is None:
         _warn("no records in the ledger: every agent is gated, everything in cash")
         return
-    newest = ledger.records["matured_at"].max()
     if newest < as_of - timedelta(hours=policy.lookback_hours):
         _warn(
             f"the newest record matured at {iso(newest)}, more than "

@@ -63,6 +63,11 @@ class Paths:
         return self.state_dir / "overrides.json"
 
     @property
+    def engine(self) -> Path:
+        """The incremental statistics of the last cycle on the store (see :mod:`.engine`)."""
+        return self.state_dir / "engine.state"
+
+    @property
     def lock(self) -> Path:
         """Held while a cycle writes state."""
         return self.state_dir / ".lock"

@@ -8,7 +8,7 @@ state writes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -18,9 +18,10 @@ from meta_supervisor.allocate import Confidence, Override, Tail, allocate_frames
 from meta_supervisor.confidence import confidence_multipliers
 from meta_supervisor.config import Paths
 from meta_supervisor.decision import Decision, canonical_json, iso, parse_iso
-from meta_supervisor.ledger import LedgerStore
+from meta_supervisor.engine import EngineRun, store_frames
+from meta_supervisor.ledger import LedgerStore, Manifest
 from meta_supervisor.policy import Policy, load_policy
-from meta_supervisor.records import dedupe_records, empty_quarantine
+from meta_supervisor.records import dedupe_records, empty_quarantine, empty_records
 from meta_supervisor.sources import read_records, read_telemetry
 from meta_supervisor.state import (
     HistoryEntry,
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class OutOfOrder(RuntimeError):
     """A cycle was asked to record an instant earlier than the latest recorded decision."""
 
@@ -63,11 +67,22 @@ class Ledger:
     quarantine: pl.DataFrame = field(default_factory=empty_quarantine)
     read: int = 0
     duplicates: int = 0
+    engine: EngineRun | None = None
+    """Set when the cycle's statistics came from the store's incremental state (``records``
+    is then empty: the window was not read; see :mod:`meta_supervisor.engine`)."""
+    latest: datetime | None = None
+    """The newest visible record's ``matured_at`` when ``records`` was not read."""
 
     @property
     def refused(self) -> int:
         """Rows or lines refused (each listed in ``quarantine``)."""
         return self.quarantine.height
+
+    def newest(self) -> datetime | None:
+        """The newest record's ``matured_at`` (``None``: no record at all)."""
+        if self.records.height:
+            return self.records["matured_at"].max()  # type: ignore[return-value]
+        return self.latest
 
 
 def load_ledger(
@@ -259,6 +274,41 @@ def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> 
         return _commit_locked(decision, paths)[1]
 
 
+def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger, Manifest] | None:
+    """The store's snapshot for a cycle that takes its statistics from the engine: telemetry of
+    the stats window and the quarantine (the records are not read); ``None`` without a store."""
+    store = LedgerStore(paths.ledger) if paths.ledger is not None else None
+    if store is None or not store.exists():
+        return None
+    manifest = store.manifest()
+    telemetry = store.telemetry(as_of, policy.lookback_hours, manifest)
+    return Ledger(empty_records(), telemetry, store.quarantine(manifest)), manifest
+
+
+def _engine_frames(
+    paths: Paths, ledger: Ledger, manifest: Manifest, as_of: datetime, policy: Policy, save: bool
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The cycle's frames from :func:`meta_supervisor.engine.store_frames`; fills in
+    ``ledger.engine`` and ``ledger.latest``."""
+    store = LedgerStore(paths.ledger or "")
+    frames, ledger.engine = store_frames(
+        store, manifest, as_of, policy, paths.engine, ledger.telemetry, save=save
+    )
+    newest = frames[0]["last_matured_at"].max()
+    if newest is None:  # nobody in the stats window: the manifest's bounds say how old
+        his = [s.hi for s in manifest.of("records") if s.hi is not None]
+        newest = _latest_bound(his, as_of)
+    ledger.latest = newest  # type: ignore[assignment]
+    return frames
+
+
+def _latest_bound(his: list[int], as_of: datetime) -> datetime | None:
+    """The latest segment bound at or before ``as_of`` (µs since the epoch), as a datetime."""
+    limit = (as_of - _EPOCH) // timedelta(microseconds=1)
+    visible = [h for h in his if h <= limit]
+    return _EPOCH + timedelta(microseconds=max(visible)) if visible else None
+
+
 def run_cycle(
     paths: Paths,
     as_of: datetime | None = None,
@@ -273,13 +323,37 @@ def run_cycle(
     current files are first brought in line with the last history entry (a kill between the
     history append and the file writes is repaired); re-running a recorded cycle returns the
     recorded decision without appending it again.
+
+    On an ingested store the statistics come from the incremental state in the state
+    directory (:mod:`meta_supervisor.engine`): the cycle reads what was committed since the
+    last one, not the window. Without a store, the raw files are read whole and the frames
+    computed from scratch.
     """
     policy = policy or load_policy(paths.policy)
     as_of = as_of or datetime.now(UTC)
-    ledger = load_ledger(paths, as_of, window_hours(policy))
+    snapshot = _store_ledger(paths, as_of, policy)
+    if snapshot is None:
+        ledger, manifest = load_ledger(paths, as_of, window_hours(policy)), None
+    else:
+        ledger, manifest = snapshot
+
+    def frames(save: bool) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None:
+        if manifest is None:
+            return None
+        return _engine_frames(paths, ledger, manifest, as_of, policy, save)
+
     if not write:
         previous, prev_hash = load_previous(paths, as_of)
-        return decide(ledger, as_of, policy, previous, load_overrides(paths), prev_hash), ledger
+        decision = decide(
+            ledger,
+            as_of,
+            policy,
+            previous,
+            load_overrides(paths),
+            prev_hash,
+            frames=frames(save=False),
+        )
+        return decision, ledger
     with StateLock(paths.lock, lock_timeout_s):
         fault_point("locked")
         remove_stale_temps(paths.state_dir)
@@ -306,6 +380,14 @@ def run_cycle(
             else {k: float(v) for k, v in base.decision.get("weights", {}).items()}
         )
         prev_hash = None if base is None else base.hash
-        decision = decide(ledger, as_of, policy, previous, load_overrides(paths), prev_hash)
+        decision = decide(
+            ledger,
+            as_of,
+            policy,
+            previous,
+            load_overrides(paths),
+            prev_hash,
+            frames=frames(save=True),
+        )
         decision, _ = _commit_locked(decision, paths)
     return decision, ledger

@@ -263,11 +263,33 @@ class LedgerStore:
             .filter((pl.col("matured_at") > start) & (pl.col("matured_at") <= as_of))
             .collect()
         )
-        stale = self._stale_latest(manifest, set(window["agent"].unique()), start)
+        stale = self.latest_before(start, set(window["agent"].unique()), manifest)
         return pl.concat([window, stale]) if stale.height else window
 
-    def _stale_latest(self, manifest: Manifest, seen: set[str], start: datetime) -> pl.DataFrame:
-        """The latest record matured at or before ``start`` of each agent not in ``seen``."""
+    def agents_after(self, start: datetime, as_of: datetime, manifest: Manifest) -> set[str] | None:
+        """Agents with a record matured in ``(start, as_of]``, from the manifest alone.
+
+        Exact when no segment holds a record matured after ``as_of`` (the live case: the
+        per-agent ``hi`` is then a record inside the interval); ``None`` otherwise, and the
+        caller scans instead.
+        """
+        start_us, as_of_us = _us(start), _us(as_of)
+        seen: set[str] = set()
+        for segment in manifest.of("records"):
+            if segment.hi is None or segment.hi > as_of_us:
+                return None
+            seen.update(a for a, (_, hi) in segment.agents.items() if hi > start_us)
+        return seen
+
+    def latest_before(
+        self, start: datetime, seen: set[str], manifest: Manifest | None = None
+    ) -> pl.DataFrame:
+        """The latest record matured at or before ``start`` of each agent not in ``seen``.
+
+        These keep an agent whose records all left the window in the cycle's universe (it is
+        gated for having no recent records, not silently dropped).
+        """
+        manifest = manifest or self.manifest()
         start_us = _us(start)
         best: dict[str, tuple[int, Segment]] = {}
         straddling: dict[str, Segment] = {}

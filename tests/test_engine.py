@@ -1,0 +1,266 @@
+"""engine: the live cycle on a store advances a saved state, and decides as a full recompute.
+
+The reference is :func:`meta_supervisor.cycle.decide` recomputing every frame from all the records
+the store holds (its formulas are checked elsewhere against brute force), chained to the same
+previous weights. The engine's sums are updated in another order than a fresh sum, so frames
+agree to ~1e-12 and weights, rounded down to 1e-6, to one rounding unit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from faultkit import make_inputs, spawn_cycles
+from meta_supervisor import engine as engine_module
+from meta_supervisor.config import Paths
+from meta_supervisor.cycle import Ledger, decide, load_ledger, run_cycle, window_hours
+from meta_supervisor.decision import iso
+from meta_supervisor.demo import DEMO_AS_OF
+from meta_supervisor.engine import meta_path
+from meta_supervisor.ingest import ingest
+from meta_supervisor.ledger import LedgerStore
+from meta_supervisor.policy import Policy
+from meta_supervisor.records import RECORD_SCHEMA, empty_quarantine, empty_telemetry
+from meta_supervisor.state import read_history
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+UNIT = 1.01e-6  # one rounding unit of the weights (policy decimals = 6), plus float slack
+
+record_st = st.tuples(
+    st.sampled_from(["a", "b", "c", "d", "e"]),
+    st.sampled_from(["s1", "s2"]),
+    st.integers(-40, 8),  # matured this many hours from the current as_of: late ones on purpose
+    st.integers(-60, 60).map(float),
+    st.integers(-30, 30).map(float),
+)
+op_st = st.one_of(
+    st.tuples(st.just("ingest"), st.lists(record_st, min_size=1, max_size=10)),
+    st.tuples(st.just("cycle"), st.integers(0, 7)),
+    st.tuples(st.just("lose_state"), st.just(0)),
+)
+policy_st = st.builds(
+    Policy,
+    lookback_hours=st.sampled_from([6.0, 24.0]),
+    confidence_lookback_hours=st.sampled_from([10.0, 48.0]),
+    cvar_lookback_hours=st.sampled_from([12.0, 48.0]),
+    confidence_half_life_hours=st.sampled_from([4.0, 72.0]),
+    cvar_min_samples=st.just(2),
+    min_records=st.sampled_from([1, 3]),
+)
+
+
+def _records(items: list[tuple], start: int, as_of: datetime) -> pl.DataFrame:
+    rows = []
+    for k, (agent, strategy, hours, realized, gap) in enumerate(items):
+        matured = as_of + timedelta(hours=hours)
+        rows.append(
+            {
+                "record_id": f"r{start + k:05d}",
+                "ts": matured - timedelta(hours=24),
+                "matured_at": matured,
+                "agent": agent,
+                "strategy": strategy,
+                "horizon_hours": 24,
+                "realized_pnl_bps": realized,
+                "expected_pnl_bps": realized - gap,
+                "expected_sigma_bps": 30.0,
+                "gap_bps": gap,
+            }
+        )
+    frame = pl.DataFrame(rows)
+    return frame.with_columns(
+        [pl.lit(None, dtype=t).alias(c) for c, t in RECORD_SCHEMA.items() if c not in frame.columns]
+    ).select([pl.col(c).cast(t) for c, t in RECORD_SCHEMA.items()])
+
+
+def _append(paths: Paths, records: pl.DataFrame) -> None:
+    store = LedgerStore(paths.ledger)
+    with store.writer():
+        store.append(records, empty_telemetry(), empty_quarantine())
+
+
+def _store_paths(root: Path) -> Paths:
+    return Paths(
+        records=root / "none.jsonl",
+        telemetry=root / "none-tel.jsonl",
+        state_dir=root / "state",
+        ledger=root / "ledger",
+    )
+
+
+def _reference(paths: Paths, as_of: datetime, policy: Policy, previous, prev_hash):
+    """A full recompute from every record in the store (no window read, no engine)."""
+    store = LedgerStore(paths.ledger)
+    ledger = Ledger(store.records(), store.telemetry())
+    return decide(ledger, as_of, policy, previous, (), prev_hash)
+
+
+def _assert_close(ours, theirs) -> None:
+    assert ours.weights.keys() == theirs.weights.keys()
+    for agent, weight in theirs.weights.items():
+        assert ours.weights[agent] == pytest.approx(weight, abs=UNIT), agent
+    assert ours.cash == pytest.approx(theirs.cash, abs=UNIT * max(1, len(theirs.weights)))
+    assert [e["gates"] for e in ours.agents.values()] == [
+        e["gates"] for e in theirs.agents.values()
+    ]
+
+
+@given(policy=policy_st, ops=st.lists(op_st, min_size=2, max_size=10))
+@settings(max_examples=25)
+def test_any_sequence_of_ingests_and_cycles_decides_as_a_full_recompute(
+    policy, ops, tmp_path_factory
+):
+    paths = _store_paths(tmp_path_factory.mktemp("engine"))
+    as_of, index = T0, 0
+    for kind, arg in [("ingest", [("a", "s1", -1, 5.0, 1.0)]), *ops]:
+        if kind == "ingest":
+            _append(paths, _records(arg, index, as_of))
+            index += len(arg)
+        elif kind == "lose_state" and paths.engine.exists():
+            paths.engine.write_bytes(b"not a state")
+        elif kind == "cycle":
+            as_of += timedelta(hours=arg)
+            # the base a cycle smooths against: the last entry for another instant
+            base = [e for e in read_history(paths.history) if e.decision["as_of"] != iso(as_of)]
+            previous = base[-1].decision["weights"] if base else None
+            decision, ledger = run_cycle(paths, as_of, policy)
+            assert ledger.engine is not None and ledger.engine.saved
+            reference = _reference(paths, as_of, policy, previous, base[-1].hash if base else None)
+            _assert_close(decision, reference)
+
+
+@pytest.fixture
+def store_fleet(tmp_path: Path) -> Paths:
+    """The demo fleet ingested into a store, with an empty state directory."""
+    inputs = make_inputs(tmp_path)
+    ingest([inputs.records, inputs.telemetry], inputs.ledger)
+    state = tmp_path / "state"
+    state.mkdir()
+    return replace(inputs, state_dir=state)
+
+
+AS_OFS = [DEMO_AS_OF - timedelta(days=2), DEMO_AS_OF - timedelta(days=1), DEMO_AS_OF]
+
+
+def test_second_cycle_advances_the_saved_state(store_fleet: Paths) -> None:
+    _, first = run_cycle(store_fleet, AS_OFS[0])
+    assert first.engine is not None and first.engine.mode == "rebuilt"
+    assert first.engine.reason == "no saved state"
+    meta = json.loads(meta_path(store_fleet.engine).read_text())
+    assert meta["segments"] == sorted(
+        s.path for s in LedgerStore(store_fleet.ledger).manifest().of("records")
+    )
+    decision, second = run_cycle(store_fleet, AS_OFS[1])
+    assert second.engine is not None and second.engine.mode == "warm"
+    assert second.engine.new_segments == 0 and second.records.height == 0
+    assert second.latest is not None and second.latest <= AS_OFS[1]
+    policy = Policy()
+    full = decide(
+        load_ledger(replace(store_fleet, ledger=None), AS_OFS[1]),
+        AS_OFS[1],
+        policy,
+        {k: v for k, v in read_history(store_fleet.history)[0].decision["weights"].items()},
+        (),
+        read_history(store_fleet.history)[0].hash,
+    )
+    _assert_close(decision, full)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda p: p.engine.write_bytes(b"\x00garbage"), "does not match"),
+        (lambda p: p.engine.unlink(), "no saved state"),
+        (lambda p: meta_path(p.engine).write_text("{"), "unreadable engine.json"),
+        (
+            lambda p: meta_path(p.engine).write_text(
+                meta_path(p.engine).read_text().replace('"segments": [', '"segments": ["x", ')
+            ),
+            "lost segments",
+        ),
+    ],
+)
+def test_a_damaged_state_is_rebuilt_and_decides_the_same(store_fleet: Paths, damage, reason):
+    run_cycle(store_fleet, AS_OFS[0])
+    healthy, _ = run_cycle(store_fleet, AS_OFS[1], write=False)
+    damage(store_fleet)
+    decision, ledger = run_cycle(store_fleet, AS_OFS[1], write=False)
+    assert ledger.engine is not None and ledger.engine.mode == "rebuilt"
+    assert reason in ledger.engine.reason
+    _assert_close(decision, healthy)
+
+
+def test_a_policy_change_rebuilds(store_fleet: Paths) -> None:
+    run_cycle(store_fleet, AS_OFS[0])
+    _, ledger = run_cycle(store_fleet, AS_OFS[1], Policy(max_weight=0.2))
+    assert ledger.engine is not None and ledger.engine.reason == "the policy changed"
+
+
+def test_a_dry_run_writes_no_state_and_may_look_back(store_fleet: Paths) -> None:
+    run_cycle(store_fleet, AS_OFS[1])
+    before = store_fleet.engine.read_bytes(), meta_path(store_fleet.engine).read_bytes()
+    _, ledger = run_cycle(store_fleet, AS_OFS[2], write=False)
+    assert ledger.engine is not None and ledger.engine.mode == "warm" and not ledger.engine.saved
+    _, back = run_cycle(store_fleet, AS_OFS[0], write=False)
+    assert back.engine is not None and "before the saved state" in back.engine.reason
+    assert (store_fleet.engine.read_bytes(), meta_path(store_fleet.engine).read_bytes()) == before
+
+
+def test_records_appended_between_cycles_are_read_as_late_or_by_range(store_fleet: Paths) -> None:
+    run_cycle(store_fleet, AS_OFS[0])
+    late = _records([("late-agent", "s9", -30, -80.0, -10.0)], 0, AS_OFS[0])
+    fresh = _records([("late-agent", "s9", 5, -90.0, -12.0)], 1, AS_OFS[0])
+    _append(store_fleet, pl.concat([late, fresh]))
+    decision, ledger = run_cycle(store_fleet, AS_OFS[1])
+    assert ledger.engine is not None and ledger.engine.mode == "warm"
+    assert (ledger.engine.new_segments, ledger.engine.late_records) == (1, 1)
+    assert decision.agents["late-agent"]["inputs"]["n_records"] == 2
+    first = read_history(store_fleet.history)[0]
+    _assert_close(
+        decision,
+        _reference(store_fleet, AS_OFS[1], Policy(), first.decision["weights"], first.hash),
+    )
+
+
+def test_chunked_rebuild_equals_a_one_shot_rebuild_and_keeps_stale_agents(
+    store_fleet: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = Policy()
+    # an agent whose only record matured long before the longest window: gated, not dropped
+    old = AS_OFS[2] - timedelta(hours=window_hours(policy) + 100)
+    _append(store_fleet, _records([("ancient", "s9", 0, 3.0, 1.0)], 0, old))
+    one_shot, ledger = run_cycle(store_fleet, AS_OFS[2], policy, write=False)
+    assert ledger.engine is not None and ledger.engine.chunks == 1
+    monkeypatch.setattr(engine_module, "CHUNK_ROWS", 500)
+    chunked, ledger = run_cycle(store_fleet, AS_OFS[2], policy, write=False)
+    assert ledger.engine is not None and ledger.engine.chunks > 3
+    _assert_close(chunked, one_shot)
+    assert "ancient" in chunked.agents
+    assert chunked.weights.get("ancient", 0.0) == 0.0
+
+
+def test_a_kill_between_the_engine_writes_costs_a_rebuild_not_a_decision(tmp_path: Path) -> None:
+    inputs = make_inputs(tmp_path)
+    ingest([inputs.records, inputs.telemetry], inputs.ledger)
+    paths = replace(inputs, state_dir=tmp_path / "state")
+    paths.state_dir.mkdir()
+    run_cycle(paths, AS_OFS[0])
+    proc = spawn_cycles(paths, AS_OFS[1:2], fault="kill:engine_between_writes")
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0  # killed after engine.state, before engine.json and history
+    assert len(read_history(paths.history)) == 1
+    decision, ledger = run_cycle(paths, AS_OFS[1])
+    assert ledger.engine is not None and ledger.engine.mode == "rebuilt"
+    assert "does not match" in ledger.engine.reason
+    again, ledger = run_cycle(paths, AS_OFS[1])
+    assert ledger.engine is not None and ledger.engine.mode == "warm"
+    assert again.to_json() == decision.to_json()
+    assert len(read_history(paths.history)) == 2
