@@ -29,7 +29,7 @@ from meta_supervisor.state import (
     append_history,
     atomic_write_text,
     fault_point,
-    read_history,
+    history_tail,
     remove_stale_temps,
 )
 from meta_supervisor.stats import agent_stats
@@ -222,10 +222,20 @@ def load_previous(
 
     That is the last committed decision, skipping trailing ones made for ``as_of`` itself.
     """
-    base = _base_entry(read_history(paths.history), iso(as_of) if as_of else None)
+    entries = _entries_around(paths, as_of) if as_of else history_tail(paths.history)
+    base = _base_entry(entries, iso(as_of) if as_of else None)
     if base is None:
         return None, None
     return {k: float(v) for k, v in base.decision.get("weights", {}).items()}, base.hash
+
+
+def _entries_around(paths: Paths, as_of: datetime) -> list[HistoryEntry]:
+    """The newest history entries back to the first one before ``as_of`` (included).
+
+    The history is in time order (see :class:`OutOfOrder`), so these hold every entry a cycle
+    at ``as_of`` consults: the latest, those for ``as_of`` itself, and the base before them.
+    """
+    return history_tail(paths.history, lambda e: parse_iso(e.decision["as_of"]) < as_of)
 
 
 def _same_cycle(recorded: dict[str, Any], decision: Decision) -> bool:
@@ -249,7 +259,7 @@ def _write_current(paths: Paths, decision: Decision) -> None:
 
 
 def _commit_locked(decision: Decision, paths: Paths) -> tuple[Decision, str]:
-    entries = read_history(paths.history)
+    entries = history_tail(paths.history)
     if entries and _same_cycle(entries[-1].decision, decision):
         # Already recorded (a re-run, or a restart after a kill before the current files were
         # written): record nothing twice, just make the current files show the record.
@@ -357,7 +367,7 @@ def run_cycle(
     with StateLock(paths.lock, lock_timeout_s):
         fault_point("locked")
         remove_stale_temps(paths.state_dir)
-        entries = read_history(paths.history)
+        entries = _entries_around(paths, as_of)
         if entries:
             _write_current(paths, Decision.from_dict(entries[-1].decision))
         base = _base_entry(entries, iso(as_of))

@@ -24,11 +24,12 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
     "atomic_write_text",
     "entry_hash",
     "fault_point",
+    "history_tail",
     "read_history",
     "remove_stale_temps",
     "verify_history",
@@ -143,6 +145,24 @@ def _committed_lines(path: Path) -> tuple[list[bytes], int]:
     return data[:end].splitlines(), end
 
 
+def _committed_end(path: Path) -> int:
+    """The byte length of the newline-terminated part of ``path`` (0 when absent)."""
+    if not path.exists():
+        return 0
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        block = 1 << 16
+        position = size
+        while position > 0:
+            step = min(block, position)
+            position -= step
+            handle.seek(position)
+            found = handle.read(step).rfind(b"\n")
+            if found >= 0:
+                return position + found + 1
+    return 0
+
+
 _AS_OF = re.compile(rb'"as_of":\s*"([^"]{1,64})"')
 
 
@@ -192,6 +212,39 @@ def read_history(path: Path) -> list[HistoryEntry]:
     return [_parse_entry(path, number, line) for number, line in enumerate(lines, start=1)]
 
 
+def history_tail(
+    path: Path, until: Callable[[HistoryEntry], bool] | None = None
+) -> list[HistoryEntry]:
+    """The newest committed entries, oldest first, read backwards from the end of the file.
+
+    Reading stops at the first entry (from the end) for which ``until`` is true, that entry
+    included; without ``until``, at the last entry. A cycle needs only the entries around its
+    own instant, so its cost does not grow with the history (:func:`read_history` parses every
+    line). Raises ``ValueError`` naming the line when a line read is not a valid entry.
+    """
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        end = mm.rfind(b"\n") + 1  # an unterminated last line is not committed
+        out: list[HistoryEntry] = []
+        while end > 0:
+            start = mm.rfind(b"\n", 0, end - 1) + 1
+            line = mm[start : end - 1]
+            if line:
+                try:
+                    entry = _parse_entry(path, 0, line)
+                except ValueError:
+                    number = mm[:start].count(b"\n") + 1
+                    entry = _parse_entry(path, number, line)
+                out.append(entry)
+                if until is None or until(entry):
+                    break
+            end = start
+    out.reverse()
+    return out
+
+
 def verify_history(path: Path) -> tuple[bool, str]:
     """Check the whole chain; return ``(ok, message)`` naming the first bad entry if any.
 
@@ -228,10 +281,11 @@ def append_history(path: Path, decision: Decision) -> HistoryEntry:
     """Append ``decision`` to the chain (fsync'd). Cuts off an uncommitted partial last line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    entries = read_history(path)
-    _, committed = _committed_lines(path)
-    seq = len(entries) + 1
-    prev = entries[-1].hash if entries else GENESIS
+    last = history_tail(path)
+    committed = _committed_end(path)
+    # seq is the line number: verify_history shows any entry deleted, inserted or reordered
+    seq = last[-1].seq + 1 if last else 1
+    prev = last[-1].hash if last else GENESIS
     body = decision.to_dict()
     entry = HistoryEntry(seq=seq, prev_hash=prev, hash=entry_hash(seq, prev, body), decision=body)
     data = _entry_line(entry) + b"\n"
