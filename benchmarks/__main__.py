@@ -126,7 +126,7 @@ DESCRIPTIONS = {
     "cycle": "full cycle: read + stats + conf + tails + allocate",
     "append_full": "append 10k, full recompute",
     "append": "append 10k, incremental",
-    "backtest": "backtest, hourly, incremental",
+    "backtest": "backtest: run_backtest, hourly",
     "allocate": "allocate() alone",
 }
 

@@ -18,7 +18,7 @@ import polars as pl
 from benchmarks.data import AS_OF, DATA_DIR, NEEDED, LedgerSpec, appended_records, ensure_ledger
 from meta_supervisor.allocate import Confidence, Tail, allocate
 from meta_supervisor.confidence import confidence_multipliers
-from meta_supervisor.cycle import Ledger, cycle_inputs, frames_to_inputs
+from meta_supervisor.cycle import Ledger, cycle_inputs, decide, frames_to_inputs
 from meta_supervisor.policy import Policy
 from meta_supervisor.stats import agent_stats
 from meta_supervisor.tails import strategy_tails
@@ -175,16 +175,16 @@ def _inputs_from_frames(
 def case_append(spec: LedgerSpec, options: Options) -> dict[str, Any]:
     """Cycle after appending 10,000 records, from the incremental state saved by the last cycle.
 
-    Timed: load the state file, read the records that matured since (the new segment; the
-    base file's row groups are skipped by their matured_at statistics), update, build the
-    frames, allocate, save the state.
+    Timed: load the state file (binary ``.npz``), read the records that matured since (the new
+    segment; the base file's row groups are skipped by their matured_at statistics), update,
+    build the frames, decide (``cycle.decide`` on the frames, the live path), save the state.
     """
     from meta_supervisor.incremental import IncrementalStats
 
     records_path, telemetry_path = ensure_ledger(spec)
     policy = bench_policy(spec)
     segment = _append_segment(spec)
-    state_path = DATA_DIR / f"state-{spec.key()}" / "incremental.json"
+    state_path = DATA_DIR / f"state-{spec.key()}" / "incremental.npz"
     base = IncrementalStats(policy)
     base.advance(_read(records_path, NEEDED), AS_OF)
     base.save(state_path)
@@ -198,7 +198,7 @@ def case_append(spec: LedgerSpec, options: Options) -> dict[str, Any]:
     t_advance = time.perf_counter()
     frames = inc.frames(_read(telemetry_path))
     t_frames = time.perf_counter()
-    _allocate(*_inputs_from_frames(*frames, policy), policy, as_of)
+    decide(Ledger(records=pl.DataFrame(), telemetry=pl.DataFrame()), as_of, policy, frames=frames)
     t_alloc = time.perf_counter()
     inc.save(state_path)
     end = time.perf_counter()
@@ -213,53 +213,44 @@ def case_append(spec: LedgerSpec, options: Options) -> dict[str, Any]:
 
 
 def case_backtest(spec: LedgerSpec, options: Options) -> dict[str, Any]:
-    """Hourly cycles over the ledger's 90 days with the incremental state.
+    """The product's ``backtest.run_backtest``: hourly rebalances over the ledger's last
+    ``cycles`` hours, default profile only, no baselines, no progress bar.
 
-    Every cycle advances the state and builds the three frames; ``allocate`` (about 0.1-0.2 s
-    for 1,000 agents) runs every ``allocate_every``-th cycle and its median is extrapolated to
-    all cycles: the reported time is measured stats time + cycles x median allocate time.
+    Timed: reading the ledger (the needed columns) and the whole ``run_backtest`` call (it
+    builds the sorted ledger, advances one incremental state per cycle, decides every cycle and
+    books the period PnL).
     """
-    from meta_supervisor.incremental import IncrementalStats
+    from meta_supervisor.backtest import run_backtest
 
     records_path, telemetry_path = ensure_ledger(spec)
     policy = bench_policy(spec)
     cycles = int(options.get("cycles", 24 * spec.days))
-    every = int(options.get("allocate_every", 24))
-    start = time.perf_counter()
-    ledger = _read(records_path, NEEDED)
-    telemetry = _read(telemetry_path)
-    inc = IncrementalStats(policy)
     first = AS_OF - timedelta(hours=cycles)
-    alloc_times = []
-    previous = None
-    stats_time = 0.0
-    for i in range(1, cycles + 1):
-        as_of = first + timedelta(hours=i)
-        t0 = time.perf_counter()
-        inc.advance(ledger, as_of)
-        frames = inc.frames(telemetry)
-        stats_time += time.perf_counter() - t0
-        if i % every == 0 or i == cycles:
-            t1 = time.perf_counter()
-            agents, confidence, tails = _inputs_from_frames(*frames, policy)
-            decision = allocate(
-                agents,
-                as_of=as_of,
-                policy=policy,
-                confidence=confidence,
-                tails=tails,
-                previous=previous,
-            )
-            alloc_times.append(time.perf_counter() - t1)
-            previous = decision.weights
-    read = time.perf_counter() - start - stats_time - sum(alloc_times)
-    alloc_median = float(np.median(alloc_times))
+    start = time.perf_counter()
+    ledger = Ledger(records=_read(records_path, NEEDED), telemetry=_read(telemetry_path))
+    read = time.perf_counter() - start
+    # rebalances at first + k hours for k = 0 .. cycles − 1 (t_k + 1 h <= AS_OF)
+    result = run_backtest(
+        ledger,
+        first,
+        AS_OF,
+        every_hours=1.0,
+        policy=policy,
+        profiles=[policy.profile],
+        baseline_names=[],
+        warmup_hours=0.0,
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    assert len(result.times) == cycles, (len(result.times), cycles)
+    gross = result.methods[policy.profile.value].weights.sum(axis=1)
     return {
-        "seconds": read + stats_time + cycles * alloc_median,
+        "seconds": seconds,
         "read": read,
-        "stats_all_cycles": stats_time,
-        "allocate_median": alloc_median,
-        "allocate_extrapolated": cycles * alloc_median,
+        "run_backtest": seconds - read,
+        "cycles": cycles,
+        "per_cycle_ms": (seconds - read) / cycles * 1e3,
+        "mean_gross": float(gross.mean()),
     }
 
 

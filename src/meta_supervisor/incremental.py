@@ -86,6 +86,8 @@ COLUMNS = [
 _FLOATS = ("pnl", "pnl_sq", "abs_gap", "total", "hi", "lo", "dd", "conf_w", "conf_wz")
 _INTS = ("n", "hits", "conf_n", "last_m", "last_t", "any_m", "any_t")
 _TEXTS = ("last_rid", "last_strategy", "any_rid", "any_strategy")
+# stats columns that are null when undefined (no record; one record for the std)
+_UNDEFINED = ["pnl_mean_bps", "pnl_std_bps", "hit_rate", "avg_abs_error_bps"]
 
 
 class StateMismatch(ValueError):
@@ -315,11 +317,12 @@ class _TelemetryIndex:
         self.agents = _Codebook()
         self.codes = self.agents.codes(frame["agent"])
         flag = frame["is_error"]
-        self.known = flag.is_not_null().to_numpy()
-        self.error = flag.fill_null(False).cast(pl.Boolean).to_numpy().astype(bool)
+        self.known = flag.is_not_null().to_numpy().astype(np.float64)
+        self.error = flag.fill_null(False).cast(pl.Float64).to_numpy()
 
-    def runs(self, low_us: int, high_us: int) -> pl.DataFrame:
-        """``agent, n_runs, error_rate`` over runs with ``low < ts ≤ high`` (agents with runs)."""
+    def runs(self, low_us: int, high_us: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per telemetry agent (``self.agents.names``) over runs with ``low < ts ≤ high``:
+        ``(runs, runs with a known is_error, errors)``."""
         i = int(np.searchsorted(self.ts, low_us, side="right"))
         j = int(np.searchsorted(self.ts, high_us, side="right"))
         size = len(self.agents.names)
@@ -327,16 +330,7 @@ class _TelemetryIndex:
         n = np.bincount(codes, minlength=size)
         known = np.bincount(codes, weights=self.known[i:j], minlength=size)
         errors = np.bincount(codes, weights=self.error[i:j], minlength=size)
-        seen = n > 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rate = errors / known
-        return pl.DataFrame(
-            {
-                "agent": pl.Series(self.agents.names, dtype=pl.String).filter(pl.Series(seen)),
-                "n_runs": pl.Series(n[seen], dtype=pl.Int64),
-                "error_rate": pl.Series(rate[seen], dtype=pl.Float64).fill_nan(None),
-            }
-        )
+        return n, known, errors
 
 
 class IncrementalStats:
@@ -702,7 +696,7 @@ class IncrementalStats:
             index = self._telemetry
             if index is None or index.source is not telemetry or index.height != telemetry.height:
                 self._telemetry = index = _TelemetryIndex(telemetry)
-            runs = index.runs(self.as_of_us - self._lookbacks()[0], self.as_of_us)
+            return self._stats_frame_indexed(index)
         else:
             runs = (
                 telemetry.lazy()
@@ -714,6 +708,70 @@ class IncrementalStats:
                 )
                 .collect()
             )
+        columns = self._stats_columns()
+        frame = pl.DataFrame(columns).with_columns(pl.col(_UNDEFINED).fill_nan(None))
+        if not runs.height:
+            return frame.with_columns(
+                pl.lit(0, dtype=pl.Int64).alias("n_runs"),
+                pl.lit(None, dtype=pl.Float64).alias("error_rate"),
+            ).sort("agent")
+        return (
+            frame.join(runs, on="agent", how="full", coalesce=True)
+            .with_columns(
+                pl.col("n_records").fill_null(0),
+                pl.col("pnl_sum_bps").fill_null(0.0),
+                pl.col("max_drawdown_bps").fill_null(0.0),
+                pl.col("strategy").fill_null("unclassified"),
+                pl.col("n_runs").fill_null(0),
+            )
+            .select(STATS_COLUMNS)
+            .sort("agent")
+        )
+
+    def _stats_frame_indexed(self, index: _TelemetryIndex) -> pl.DataFrame:
+        """The stats frame with the runs of a :class:`_TelemetryIndex`, built as arrays in
+        one permutation to agent order (no join): telemetry-only agents are extra rows."""
+        runs, known, errors = index.runs(self.as_of_us - self._lookbacks()[0], self.as_of_us)
+        size = len(self.names)
+        names = index.agents.names
+        to_engine = np.array([self._agents.index.get(n, -1) for n in names], dtype=np.int64)
+        extra = np.flatnonzero((to_engine < 0) & (runs > 0))
+        n_runs = np.zeros(size + extra.size, dtype=np.int64)
+        n_known = np.zeros(size + extra.size)
+        n_errors = np.zeros(size + extra.size)
+        mapped = to_engine >= 0
+        target = np.concatenate([to_engine[mapped], size + np.arange(extra.size)])
+        source = np.concatenate([np.flatnonzero(mapped), extra])
+        n_runs[target], n_known[target], n_errors[target] = (
+            runs[source],
+            known[source],
+            errors[source],
+        )
+        columns = self._stats_columns()
+        if extra.size:
+            pad = extra.size
+            columns["agent"] = columns["agent"].extend(
+                pl.Series([names[i] for i in extra], dtype=pl.String)
+            )
+            columns["strategy"] = columns["strategy"].extend(
+                pl.Series(["unclassified"] * pad, dtype=pl.String)
+            )
+            columns["n_records"] = columns["n_records"].extend(pl.zeros(pad, pl.Int64, eager=True))
+            for key in (*_UNDEFINED, "pnl_sum_bps", "max_drawdown_bps"):
+                fill = np.nan if key in _UNDEFINED else 0.0
+                columns[key] = np.concatenate([columns[key], np.full(pad, fill)])
+            columns["last_matured_at"] = columns["last_matured_at"].extend(
+                pl.Series([None] * pad, dtype=UTC_US)
+            )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            columns["n_runs"] = pl.Series(n_runs, dtype=pl.Int64)
+            columns["error_rate"] = np.where(n_known > 0, n_errors / n_known, np.nan)
+        order = np.argsort(np.array(columns["agent"].to_list(), dtype=object), kind="stable")
+        frame = pl.DataFrame(columns).with_columns(pl.col(*_UNDEFINED, "error_rate").fill_nan(None))
+        return frame[order].select(STATS_COLUMNS)
+
+    def _stats_columns(self) -> dict[str, Any]:
+        """The record statistics per known agent, as columns (NaN where undefined)."""
         n = self._col("n")
         has = n > 0
         pnl, hits = self._col("pnl"), self._col("hits")
@@ -735,25 +793,7 @@ class IncrementalStats:
                     np.where(has, self._col("last_m"), _NONE).view("datetime64[us]")
                 ).dt.replace_time_zone("UTC"),
             }
-        undefined = ["pnl_mean_bps", "pnl_std_bps", "hit_rate", "avg_abs_error_bps"]
-        frame = pl.DataFrame(columns).with_columns(pl.col(undefined).fill_nan(None))
-        if not runs.height:
-            return frame.with_columns(
-                pl.lit(0, dtype=pl.Int64).alias("n_runs"),
-                pl.lit(None, dtype=pl.Float64).alias("error_rate"),
-            ).sort("agent")
-        return (
-            frame.join(runs, on="agent", how="full", coalesce=True)
-            .with_columns(
-                pl.col("n_records").fill_null(0),
-                pl.col("pnl_sum_bps").fill_null(0.0),
-                pl.col("max_drawdown_bps").fill_null(0.0),
-                pl.col("strategy").fill_null("unclassified"),
-                pl.col("n_runs").fill_null(0),
-            )
-            .select(STATS_COLUMNS)
-            .sort("agent")
-        )
+        return columns
 
     def _strategy_column(self, has: np.ndarray) -> np.ndarray:
         """Each agent's strategy: its latest in the window, else its latest visible record's,
