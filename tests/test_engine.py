@@ -264,3 +264,28 @@ def test_a_kill_between_the_engine_writes_costs_a_rebuild_not_a_decision(tmp_pat
     assert ledger.engine is not None and ledger.engine.mode == "warm"
     assert again.to_json() == decision.to_json()
     assert len(read_history(paths.history)) == 2
+
+
+def test_allocate_says_how_the_statistics_were_obtained_and_warns_when_stale(
+    store_fleet: Paths,
+) -> None:
+    from typer.testing import CliRunner
+
+    from meta_supervisor.cli import app
+
+    env = {
+        "META_SUPERVISOR_LEDGER": str(store_fleet.ledger),
+        "META_SUPERVISOR_STATE_DIR": str(store_fleet.state_dir),
+    }
+    runner = CliRunner()
+
+    def allocate(as_of: datetime) -> str:
+        result = runner.invoke(app, ["allocate", "--as-of", iso(as_of)], env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    first = allocate(AS_OFS[0])
+    assert "rebuilt from the ledger" in first and "no saved state" in first
+    assert "saved state advanced (0 new segment(s), 0 late record(s))" in allocate(AS_OFS[1])
+    late = allocate(AS_OFS[2] + timedelta(days=30))
+    assert "the newest record matured at" in late

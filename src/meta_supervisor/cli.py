@@ -371,6 +371,19 @@ def _invocation() -> str:
     return f"{shlex.quote(sys.executable)} -m meta_supervisor"
 
 
+def _engine_line(run: Any) -> str:
+    """How the statistics were obtained: the saved state advanced, or rebuilt and why."""
+    took = sum(run.seconds.get(k, 0.0) for k in ("load", "advance", "frames"))
+    if run.mode == "warm":
+        return (
+            f"statistics: saved state advanced ({run.new_segments} new segment(s), "
+            f"{run.late_records} late record(s)) in {took * 1e3:.0f} ms"
+        )
+    return (
+        f"statistics: rebuilt from the ledger in {run.chunks} chunk(s), {took:.1f} s ({run.reason})"
+    )
+
+
 def _warn_stale(ledger: Any, as_of: datetime, policy: Policy) -> None:
     """Say so when the newest record is older than the stats window (e.g. the demo, run today)."""
     newest = ledger.newest()
@@ -471,6 +484,8 @@ def allocate(
     line = _overrides_line(decision)
     if line:
         console.print(line, highlight=False)
+    if ledger.engine is not None:
+        console.print(_engine_line(ledger.engine), style="dim", highlight=False)
     if dry_run:
         console.print("[yellow]dry run: nothing written[/]")
 
