@@ -25,9 +25,15 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[10, 11, 12])
     parser.add_argument("--out", type=Path, default=Path("backtest-table.json"))
     parser.add_argument("--markdown", action="store_true", help="print the table of --out")
+    parser.add_argument(
+        "--readme", action="store_true", help="print the compact scenario x method table of --out"
+    )
     args = parser.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
+        return
+    if args.readme:
+        print(readme(json.loads(args.out.read_text())))
         return
     rows = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name in args.scenarios:
@@ -67,6 +73,27 @@ def markdown(rows: dict, profile: str = "evidence") -> str:
             )
         out.append("")
         out.extend(_targets(sc, seeds, rows, profile))
+    return "\n".join(out)
+
+
+def readme(rows: dict) -> str:
+    """One row per scenario, one column per method: mean Sharpe / max DD bps / mean gross."""
+    scenarios = sorted({key.split("/")[0] for key in rows})
+    methods = list(next(iter(rows.values())))
+    out = [
+        "| scenario | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for sc in scenarios:
+        seeds = [k for k in rows if k.split("/")[0] == sc]
+        cells = []
+        for m in methods:
+            vals = [rows[s][m] for s in seeds]
+            sharpe = sum(v["sharpe"] for v in vals) / len(vals)
+            dd = sum(v["max_drawdown_bps"] for v in vals) / len(vals)
+            gross = sum(v["mean_gross"] for v in vals) / len(vals)
+            cells.append(f"{sharpe:+.2f} / {dd:.0f} / {gross:.0%}")
+        out.append(f"| {sc} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

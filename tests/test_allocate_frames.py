@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from meta_supervisor import evidence
 from meta_supervisor.allocate import Confidence, Override, Tail, allocate, allocate_frames
 from meta_supervisor.cycle import cycle_frames, cycle_inputs, decide, frames_to_inputs
+from meta_supervisor.persistence import persistence
 from meta_supervisor.policy import Policy, Profile
 from meta_supervisor.simulate import FleetSpec, simulate_fleet
 
@@ -60,6 +61,7 @@ def test_decide_on_frames_equals_allocate_on_cycle_input_dicts(fleet, profile):
             previous=previous,
             overrides=overrides,
             previous_hash="abc",
+            persistence=persistence(fleet.ledger.records, as_of, policy),
         )
         by_frames = decide(fleet.ledger, as_of, policy, previous, overrides, "abc")
         assert by_frames.to_json() == by_dicts.to_json()

@@ -52,6 +52,7 @@ from numpy.typing import NDArray
 from meta_supervisor import evidence
 from meta_supervisor.attribution import stability_note
 from meta_supervisor.decision import Decision, fingerprint, iso
+from meta_supervisor.persistence import Persistence
 from meta_supervisor.policy import Policy, Profile
 from meta_supervisor.portfolio import apply_gross_cap, cap_water_fill, round_down, smooth
 
@@ -534,13 +535,17 @@ class _Computed:
     extra: dict[str, FloatArray]  # per-agent numbers the reasons quote
 
 
-def _compute(f: _Fleet, policy: Policy, excluded: BoolArray) -> _Computed:
+def _compute(
+    f: _Fleet, policy: Policy, excluded: BoolArray, persistence: Persistence | None = None
+) -> _Computed:
     # Hostile numbers overflow (1e308 / 1e-10): inf, as Python's floats give, without warnings.
     with np.errstate(all="ignore"):
-        return _compute_arrays(f, policy, excluded)
+        return _compute_arrays(f, policy, excluded, persistence)
 
 
-def _compute_arrays(f: _Fleet, policy: Policy, excluded: BoolArray) -> _Computed:
+def _compute_arrays(
+    f: _Fleet, policy: Policy, excluded: BoolArray, persistence: Persistence | None = None
+) -> _Computed:
     c = f.columns
     err, n_rec, pnl = (c[k].checked for k in ("error_rate", "n_records", "pnl_sum_bps"))
     gates = {
@@ -563,7 +568,7 @@ def _compute_arrays(f: _Fleet, policy: Policy, excluded: BoolArray) -> _Computed
         n, mean, sd = c["n_records"].value, c["pnl_mean_bps"].value, c["pnl_std_bps"].value
         t = evidence.t_stats(n, mean, sd)
         in_fleet = evidence.eligible(n, c["error_rate"].value, policy)
-        fleet = evidence.fleet_from_arrays(t, in_fleet, f.groups, policy)
+        fleet = evidence.fleet_from_arrays(t, in_fleet, f.groups, policy, persistence)
         shrunk, tilt = evidence.tilts(t, fleet, policy)
         used = f.tail_number
         # The tail is the strategy's, so its scale is the strategy's own mean |gap|: scaling
@@ -644,6 +649,7 @@ def allocate(
     previous: Mapping[str, float] | None = None,
     overrides: list[Override] | tuple[Override, ...] = (),
     previous_hash: str | None = None,
+    persistence: Persistence | None = None,
 ) -> Decision:
     """Decide each agent's share of capital as of ``as_of``; see the module docstring.
 
@@ -662,6 +668,11 @@ def allocate(
         The previous decision's weights, for the stability step.
     overrides : list of Override
         Only those active at ``as_of`` apply.
+    persistence : Persistence, optional
+        The evidence profile's learned tilt strength
+        (:func:`meta_supervisor.persistence.persistence` of the ledger as of ``as_of``);
+        without it the profile uses the cross-sectional signal share. Ignored by the seed
+        profile.
 
     Returns
     -------
@@ -671,7 +682,7 @@ def allocate(
     """
     policy = policy or Policy()
     fleet = _fleet_from_dicts(agent_stats, confidence or {}, tails or {}, policy)
-    return _decide(fleet, as_of, policy, previous, overrides, previous_hash)
+    return _decide(fleet, as_of, policy, previous, overrides, previous_hash, persistence)
 
 
 def allocate_frames(
@@ -684,6 +695,7 @@ def allocate_frames(
     previous: Mapping[str, float] | None = None,
     overrides: list[Override] | tuple[Override, ...] = (),
     previous_hash: str | None = None,
+    persistence: Persistence | None = None,
 ) -> Decision:
     """:func:`allocate` on the cycle's frames, read as columns (no dict per agent).
 
@@ -708,7 +720,7 @@ def allocate_frames(
     """
     policy = policy or Policy()
     fleet = _fleet_from_frames(stats, confidence, tails, policy)
-    return _decide(fleet, as_of, policy, previous, overrides, previous_hash)
+    return _decide(fleet, as_of, policy, previous, overrides, previous_hash, persistence)
 
 
 def _decide(
@@ -718,7 +730,10 @@ def _decide(
     previous: Mapping[str, float] | None,
     overrides: Iterable[Override],
     previous_hash: str | None,
+    persistence: Persistence | None = None,
 ) -> Decision:
+    if policy.profile is not Profile.EVIDENCE:
+        persistence = None  # the seed profile reads no such input (and hashes none)
     names = f.names
     n = len(names)
     active = _active_overrides(overrides, as_of)
@@ -734,7 +749,7 @@ def _decide(
                 excluded[i] = True
             elif o.action == "cap" and o.cap is not None:
                 caps[i] = min(caps[i], o.cap)
-    computed = _compute(f, policy, excluded)
+    computed = _compute(f, policy, excluded, persistence)
     quality, risk = computed.quality, computed.risk
 
     total_q = float(quality.sum())
@@ -801,6 +816,8 @@ def _decide(
             "previous": dict(sorted(previous.items())) if previous is not None else None,
             "overrides": [o.to_dict() for o in active.values()],
         }
+        if persistence is not None:
+            inputs_blob["persistence"] = persistence.to_dict()
         return {
             "as_of": iso(as_of),
             "policy_fingerprint": policy.fingerprint(),

@@ -20,7 +20,9 @@ from meta_supervisor.config import Paths
 from meta_supervisor.decision import Decision, canonical_json, iso, parse_iso
 from meta_supervisor.engine import EngineRun, store_frames
 from meta_supervisor.ledger import LedgerStore, Manifest
-from meta_supervisor.policy import Policy, load_policy
+from meta_supervisor.persistence import Persistence
+from meta_supervisor.persistence import persistence as learned_strength
+from meta_supervisor.policy import Policy, Profile, load_policy
 from meta_supervisor.records import dedupe_records, empty_quarantine, empty_records
 from meta_supervisor.sources import read_records, read_telemetry
 from meta_supervisor.state import (
@@ -171,6 +173,7 @@ def decide(
     previous_hash: str | None = None,
     *,
     frames: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None = None,
+    persistence: Persistence | None = None,
 ) -> Decision:
     """The pure cycle: ledger as of ``as_of`` -> decision (nothing after ``as_of`` is seen).
 
@@ -181,9 +184,17 @@ def decide(
     ``frames`` are the ``(stats, confidence, tails)`` of :func:`cycle_frames` for this
     ``as_of`` when the caller already has them (from
     :class:`~meta_supervisor.incremental.IncrementalStats`, which maintains the same frames
-    across cycles); ``ledger`` is then not read.
+    across cycles); ``ledger`` is then not read, except by the evidence profile's learned tilt
+    strength: :func:`~meta_supervisor.persistence.persistence` of ``ledger.records`` as of
+    ``as_of``, unless ``persistence`` is given (or ``evidence_persistence_lags = 0``).
     """
     stats, confidence, tails = frames or cycle_frames(ledger, as_of, policy)
+    if (
+        persistence is None
+        and policy.profile is Profile.EVIDENCE
+        and policy.evidence_persistence_lags > 0
+    ):
+        persistence = learned_strength(ledger.records, as_of, policy)
     return allocate_frames(
         stats,
         confidence,
@@ -193,6 +204,7 @@ def decide(
         previous=previous,
         overrides=overrides,
         previous_hash=previous_hash,
+        persistence=persistence,
     )
 
 

@@ -13,7 +13,11 @@ one-line reason, then pull-back, cap, stability) but changes what the multiplier
   its t-statistics say at all: with :math:`V` the pooled *within-strategy* variance of the
   :math:`t_i` over eligible agents (≈ 1 when no agent differs from another; within strategy,
   so that a factor shared by a strategy's agents does not pass for skill), the signal share is
-  :math:`\hat s = \min(1, \max(0, 1 - 1/V))` (James–Stein). The tilt is
+  :math:`\hat s = \min(1, \max(0, 1 - 1/V))` (James–Stein). With
+  ``evidence_persistence_lags > 0`` (the cycle's default) :math:`\hat s` is instead the strength
+  learned out of sample by :mod:`meta_supervisor.persistence`: whether the agents' past t
+  predicted their next period's PnL in this fleet (a rolling rank correlation), so a fleet
+  without persistent skill stays at the prior and one with it is tilted. The tilt is
 
   .. math:: m_i = \mathrm{clip}\big(e^{k\,\mathrm{soft}(\hat s\,(t_i - \bar t),\,t_0)},
             \ m_{lo},\ m_{hi}\big)
@@ -48,6 +52,7 @@ from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from meta_supervisor.allocate import Confidence, Tail
+    from meta_supervisor.persistence import Persistence
     from meta_supervisor.policy import Policy
 
 __all__ = [
@@ -131,12 +136,17 @@ def t_stat(stats: Mapping[str, Any]) -> float | None:
 
 @dataclass(frozen=True)
 class FleetEvidence:
-    """What the fleet's cross-section says: mean t, its variance and the signal share."""
+    """What the fleet's cross-section says: mean t, its variance and the signal share.
+
+    ``persistence``: when given, the signal share is its learned strength (whether past t
+    predicted the next period's PnL, :mod:`meta_supervisor.persistence`), not ``1 − 1/V``.
+    """
 
     n_agents: int
     mean_t: float
     var_t: float
     signal_share: float
+    persistence: Persistence | None = None
 
 
 def eligible(n: FloatArray, error_rate: FloatArray, policy: Policy) -> BoolArray:
@@ -150,7 +160,11 @@ def eligible(n: FloatArray, error_rate: FloatArray, policy: Policy) -> BoolArray
 
 @np.errstate(all="ignore")  # hostile numbers overflow to inf, as Python floats do
 def fleet_from_arrays(
-    t: FloatArray, in_fleet: BoolArray, groups: IntArray, policy: Policy
+    t: FloatArray,
+    in_fleet: BoolArray,
+    groups: IntArray,
+    policy: Policy,
+    persistence: Persistence | None = None,
 ) -> FleetEvidence:
     """Mean and pooled within-strategy variance of the t-statistics of ``in_fleet & t known``.
 
@@ -159,11 +173,13 @@ def fleet_from_arrays(
     (n_g − 1)`` over strategies with at least 2 agents, else the plain sample variance.
     ``signal_share = clip(1 − 1/V, 0, 1)``, 0 with fewer than ``evidence_min_agents`` agents
     (too few to tell skill from luck); ``policy.evidence_learn_strength = False`` fixes it at 1.
+    With ``persistence`` (and the strength learned) the share is ``persistence.strength``
+    instead: learned out of sample from the fleet's past, not from one cross-section.
     """
     sel = np.flatnonzero(in_fleet & ~np.isnan(t))
     ts = t[sel]
     if ts.size < 2:
-        return FleetEvidence(int(ts.size), float(ts[0]) if ts.size else 0.0, 0.0, 0.0)
+        return FleetEvidence(int(ts.size), float(ts[0]) if ts.size else 0.0, 0.0, 0.0, persistence)
     # Pooled *within-strategy* variance: a factor shared by a strategy's agents moves their t
     # together and would pass for skill in the plain cross-sectional variance.
     codes = groups[sel]
@@ -187,14 +203,22 @@ def fleet_from_arrays(
         var = math.fsum(map(pow, deviations, itertools.repeat(2.0))) / (ts.size - 1)
     if not policy.evidence_learn_strength:
         share = 1.0
-    elif ts.size < policy.evidence_min_agents or var <= 0:
+    elif ts.size < policy.evidence_min_agents:
+        share = 0.0
+    elif persistence is not None:
+        share = min(1.0, max(0.0, persistence.strength))
+    elif var <= 0:
         share = 0.0
     else:
         share = min(1.0, max(0.0, 1.0 - 1.0 / var))
-    return FleetEvidence(int(ts.size), mean, var, share)
+    return FleetEvidence(int(ts.size), mean, var, share, persistence)
 
 
-def fleet_evidence(agent_stats: Mapping[str, Mapping[str, Any]], policy: Policy) -> FleetEvidence:
+def fleet_evidence(
+    agent_stats: Mapping[str, Mapping[str, Any]],
+    policy: Policy,
+    persistence: Persistence | None = None,
+) -> FleetEvidence:
     """:func:`fleet_from_arrays` over a stats dict per agent (strategy ``s or "unclassified"``)."""
     rows = list(agent_stats.values())
 
@@ -206,7 +230,9 @@ def fleet_evidence(agent_stats: Mapping[str, Mapping[str, Any]], policy: Policy)
     groups = np.array([codes.setdefault(k, len(codes)) for k in keys], dtype=np.int64)
     n = column("n_records")
     t = t_stats(n, column("pnl_mean_bps"), column("pnl_std_bps"))
-    return fleet_from_arrays(t, eligible(n, column("error_rate"), policy), groups, policy)
+    return fleet_from_arrays(
+        t, eligible(n, column("error_rate"), policy), groups, policy, persistence
+    )
 
 
 def _soft(x: FloatArray, threshold: float) -> FloatArray:
@@ -278,13 +304,16 @@ def quality_factor_dicts(
     if math.isnan(t):
         factors.append(_factor("evidence", 1.0, "fewer than 2 records or no dispersion: no tilt"))
     else:
+        if fleet.persistence is None:
+            source = f"fleet t variance {fleet.var_t:.2f} over {fleet.n_agents} agents"
+        else:
+            source = fleet.persistence.describe()
         factors.append(
             _factor(
                 "evidence",
                 tilt,
                 f"t of mean PnL {t:+.2f} vs fleet {fleet.mean_t:+.2f}, signal share "
-                f"{fleet.signal_share:.0%} (fleet t variance {fleet.var_t:.2f} over "
-                f"{fleet.n_agents} agents): shrunk {shrunk:+.2f}, tilts beyond "
+                f"{fleet.signal_share:.0%} ({source}): shrunk {shrunk:+.2f}, tilts beyond "
                 f"±{policy.evidence_t0:g}",
             )
         )

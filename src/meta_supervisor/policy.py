@@ -118,10 +118,10 @@ class Policy(BaseModel):
 
     # ---- evidence profile (meta_supervisor.evidence) ----
     evidence_t0: float = Field(
-        1.0, ge=0, le=100, description="evidence: |shrunk t| below this gives no tilt"
+        0.0, ge=0, le=100, description="evidence: |shrunk t| below this gives no tilt"
     )
     evidence_k: float = Field(
-        1.0, ge=0, le=100, description="evidence: tilt exp(k·(|shrunk t| − t0)) beyond t0"
+        1.5, ge=0, le=100, description="evidence: tilt exp(k·(|shrunk t| − t0)) beyond t0"
     )
     evidence_tilt_min: float = Field(0.25, gt=0, le=1, description="evidence: lowest tilt")
     evidence_tilt_max: float = Field(3.0, ge=1, le=100, description="evidence: highest tilt")
@@ -130,6 +130,26 @@ class Policy(BaseModel):
     )
     evidence_min_agents: int = Field(
         5, ge=2, le=100_000, description="evidence: fewer eligible agents than this: no tilt"
+    )
+    evidence_persistence_lags: int = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="evidence: lags J over which past t is tested against the next period's "
+        "PnL to learn the tilt strength (meta_supervisor.persistence); 0: signal share "
+        "clip(1 − 1/var t) instead",
+    )
+    evidence_persistence_step_hours: float = Field(
+        24.0,
+        gt=0,
+        le=24 * 366,
+        description="evidence: H, the period whose PnL past evidence must predict (h)",
+    )
+    evidence_persistence_z0: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="evidence: tilt strength max(0, 1 − (z0/z)²) of the mean rank correlation's z",
     )
     evidence_dd_z0: float = Field(
         1.5, ge=0, le=100, description="evidence: drawdown/(sigma·sqrt n) penalised beyond this"
