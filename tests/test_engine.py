@@ -27,7 +27,8 @@ from meta_supervisor.demo import DEMO_AS_OF
 from meta_supervisor.engine import meta_path
 from meta_supervisor.ingest import ingest
 from meta_supervisor.ledger import LedgerStore
-from meta_supervisor.policy import Policy
+from meta_supervisor.persistence import persistence
+from meta_supervisor.policy import Policy, Profile
 from meta_supervisor.records import RECORD_SCHEMA, empty_quarantine, empty_telemetry
 from meta_supervisor.state import read_history
 
@@ -289,3 +290,14 @@ def test_allocate_says_how_the_statistics_were_obtained_and_warns_when_stale(
     assert "saved state advanced (0 new segment(s), 0 late record(s))" in allocate(AS_OFS[1])
     late = allocate(AS_OFS[2] + timedelta(days=30))
     assert "the newest record matured at" in late
+
+
+def test_the_evidence_profile_on_the_store_learns_its_strength_as_on_the_files(
+    store_fleet: Paths,
+) -> None:
+    policy = Policy(profile=Profile.EVIDENCE)
+    ledger = load_ledger(replace(store_fleet, ledger=None))
+    assert persistence(ledger.records, AS_OFS[2], policy).strength > 0.3  # the test can fail
+    decision, on_store = run_cycle(store_fleet, AS_OFS[2], policy, write=False)
+    assert on_store.engine is not None
+    _assert_close(decision, decide(ledger, AS_OFS[2], policy))

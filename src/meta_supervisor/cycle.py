@@ -20,7 +20,7 @@ from meta_supervisor.config import Paths
 from meta_supervisor.decision import Decision, canonical_json, iso, parse_iso
 from meta_supervisor.engine import EngineRun, store_frames
 from meta_supervisor.ledger import LedgerStore, Manifest
-from meta_supervisor.persistence import Persistence
+from meta_supervisor.persistence import Persistence, history_hours
 from meta_supervisor.persistence import persistence as learned_strength
 from meta_supervisor.policy import Policy, Profile, load_policy
 from meta_supervisor.records import dedupe_records, empty_quarantine, empty_records
@@ -120,8 +120,15 @@ def load_ledger(
 
 
 def window_hours(policy: Policy) -> float:
-    """The longest lookback any cycle input uses: what :func:`load_ledger` must read."""
-    return max(policy.lookback_hours, policy.cvar_lookback_hours, policy.confidence_lookback_hours)
+    """The longest lookback any cycle input uses: what :func:`load_ledger` must read (the
+    evidence profile's learned strength reads ``J·H + L``, see
+    :func:`meta_supervisor.persistence.history_hours`)."""
+    return max(
+        policy.lookback_hours,
+        policy.cvar_lookback_hours,
+        policy.confidence_lookback_hours,
+        history_hours(policy),
+    )
 
 
 def cycle_frames(
@@ -298,13 +305,18 @@ def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> 
 
 def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger, Manifest] | None:
     """The store's snapshot for a cycle that takes its statistics from the engine: telemetry of
-    the stats window and the quarantine (the records are not read); ``None`` without a store."""
+    the stats window, the quarantine and, for the evidence profile only, the records its
+    learned strength reads; ``None`` without a store."""
     store = LedgerStore(paths.ledger) if paths.ledger is not None else None
     if store is None or not store.exists():
         return None
     manifest = store.manifest()
     telemetry = store.telemetry(as_of, policy.lookback_hours, manifest)
-    return Ledger(empty_records(), telemetry, store.quarantine(manifest)), manifest
+    # The frames come from the engine; only the evidence profile's learned strength reads
+    # records, over its own (lagged) window: that part costs the window, not the change.
+    hours = history_hours(policy)
+    records = store.records(as_of, hours, manifest) if hours else empty_records()
+    return Ledger(records, telemetry, store.quarantine(manifest)), manifest
 
 
 def _engine_frames(

@@ -55,6 +55,7 @@ __all__ = [
     "LagCorrelation",
     "LagSample",
     "Persistence",
+    "history_hours",
     "lag_correlations",
     "lag_samples",
     "persistence",
@@ -153,6 +154,17 @@ class LagSample:
     next_pnl: FloatArray
     groups: NDArray[np.int64]
     dof: int
+
+
+def history_hours(policy: Policy) -> float:
+    """How far back of ``as_of`` :func:`persistence` reads: ``J·H + L`` (0 when it does not
+    run: another profile than ``evidence``, or ``evidence_persistence_lags = 0``)."""
+    from meta_supervisor.policy import Profile
+
+    lags = policy.evidence_persistence_lags
+    if policy.profile is not Profile.EVIDENCE or lags <= 0:
+        return 0.0
+    return lags * policy.evidence_persistence_step_hours + policy.lookback_hours
 
 
 def lag_samples(records: pl.DataFrame, as_of: datetime, policy: Policy) -> list[LagSample]:
