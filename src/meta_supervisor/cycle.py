@@ -277,15 +277,19 @@ def _write_current(paths: Paths, decision: Decision) -> None:
             atomic_write_text(path, text)
 
 
-def _commit_locked(decision: Decision, paths: Paths) -> tuple[Decision, str]:
-    entries = history_tail(paths.history)
+def _commit_locked(
+    decision: Decision, paths: Paths, entries: list[HistoryEntry] | None = None
+) -> tuple[Decision, str]:
+    """Commit under the lock; ``entries`` ends with the newest entry when the caller has read
+    the history's tail under the same lock (it is read here otherwise)."""
+    entries = history_tail(paths.history) if entries is None else entries
     if entries and _same_cycle(entries[-1].decision, decision):
         # Already recorded (a re-run, or a restart after a kill before the current files were
         # written): record nothing twice, just make the current files show the record.
         recorded = Decision.from_dict(entries[-1].decision)
         _write_current(paths, recorded)
         return recorded, entries[-1].hash
-    entry = append_history(paths.history, decision)
+    entry = append_history(paths.history, decision, entries)
     fault_point("after_history_append")
     _write_current(paths, decision)
     return decision, entry.hash
@@ -423,5 +427,5 @@ def run_cycle(
             prev_hash,
             frames=frames(save=True),
         )
-        decision, _ = _commit_locked(decision, paths)
+        decision, _ = _commit_locked(decision, paths, entries)
     return decision, ledger

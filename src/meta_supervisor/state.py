@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import mmap
 import os
 import re
@@ -33,6 +32,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from meta_supervisor.decision import Decision, canonical_json
 
@@ -176,7 +177,7 @@ def _where(number: int, line: bytes, as_of: object = None) -> str:
 
 def _parse_entry(path: Path, number: int, line: bytes) -> HistoryEntry:
     try:
-        obj = json.loads(line)
+        obj = orjson.loads(line)
         if not isinstance(obj, dict) or set(obj) != {"seq", "prev_hash", "hash", "decision"}:
             raise ValueError("keys must be exactly seq, prev_hash, hash, decision")
         if not isinstance(obj["decision"], dict):
@@ -277,11 +278,17 @@ def verify_history(path: Path) -> tuple[bool, str]:
     return True, f"{len(lines)} entries, chain intact{tail}"
 
 
-def append_history(path: Path, decision: Decision) -> HistoryEntry:
-    """Append ``decision`` to the chain (fsync'd). Cuts off an uncommitted partial last line."""
+def append_history(
+    path: Path, decision: Decision, tail: list[HistoryEntry] | None = None
+) -> HistoryEntry:
+    """Append ``decision`` to the chain (fsync'd). Cuts off an uncommitted partial last line.
+
+    ``tail`` is what :func:`history_tail` returned to a caller that holds the lock and has just
+    read it (``[]`` for an empty history); by default it is read here.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    last = history_tail(path)
+    last = history_tail(path) if tail is None else tail[-1:]
     committed = _committed_end(path)
     # seq is the line number: verify_history shows any entry deleted, inserted or reordered
     seq = last[-1].seq + 1 if last else 1
