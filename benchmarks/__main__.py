@@ -96,15 +96,24 @@ def main(argv: list[str] | None = None) -> None:
         ("floor", size, {}, runs),
         ("pandas", size, {}, runs),
         ("cycle", size, {}, runs),
+        ("store_cycle", size, {}, runs),
         ("append_full", f"{size} + 10k", {}, runs),
         ("append", f"{size} + 10k", {}, runs),
+        ("store_append", f"{size} + 10k", {}, runs),
         ("backtest", f"{size}, {cycles} cycles", {"cycles": cycles}, runs),
         ("allocate", "10k agents", {"agents": 10_000}, runs),
     ]
     results: dict[str, Result] = {}
+    store_ready = False
     for case, label, options, n_runs in plan:
         if args.only and case not in args.only and case != "check":
             continue
+        if case.startswith("store_") and not store_ready:
+            # in a child of its own: neither the parent's memory (which a forked child starts
+            # from) nor a measured child's includes the ingest
+            console.print("  store setup (cached in bench-data/store-<key>/) ...")
+            run_child("store_setup", n_records, {})
+            store_ready = True
         console.print(f"  {case} ({label}) x{n_runs} ...")
         results[case] = measure(case, label, n_records, n_runs, options)
     checked = results["check"].extra[0]["checked"]
@@ -126,6 +135,8 @@ DESCRIPTIONS = {
     "cycle": "full cycle: read + stats + conf + tails + allocate",
     "append_full": "append 10k, full recompute",
     "append": "append 10k, incremental",
+    "store_cycle": "run_cycle on the store, no saved state",
+    "store_append": "run_cycle on the store after +10k",
     "backtest": "backtest: run_backtest, hourly",
     "allocate": "allocate() alone",
 }

@@ -311,3 +311,12 @@ CASES: dict[str, Callable[[LedgerSpec, Options], dict[str, Any]]] = {
     "backtest": case_backtest,
     "allocate": case_allocate,
 }
+
+
+def _store_cases() -> None:
+    from benchmarks.store_cases import STORE_CASES
+
+    CASES.update(STORE_CASES)
+
+
+_store_cases()

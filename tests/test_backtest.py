@@ -245,6 +245,26 @@ def test_cli_backtest_on_files_prints_json_metrics_for_every_method(fleet, tmp_p
     assert set(doc["metrics"]["equal_weight"]) >= {"sharpe", "max_drawdown_bps", "turnover"}
 
 
+def test_cli_backtest_on_the_ingested_store_equals_the_backtest_on_its_files(fleet, tmp_path):
+    from meta_supervisor.ingest import ingest
+
+    rec, tel = write_fleet(fleet, tmp_path)
+    ingest([rec, tel], tmp_path / "ledger")
+    common = ["backtest", "--every", "12h", "--warmup", "2d", "--json"]
+    runs = [
+        CliRunner().invoke(app, [*common, *source])
+        for source in (
+            ["--ledger", str(tmp_path / "ledger")],
+            ["--records", str(rec), "--telemetry", str(tel)],
+        )
+    ]
+    assert all(r.exit_code == 0 for r in runs), [r.output for r in runs]
+    docs = [json.loads(r.stdout[r.stdout.index("{") :]) for r in runs]
+    assert docs[0]["metrics"] == docs[1]["metrics"] and docs[0]["periods"] > 0
+    missing = CliRunner().invoke(app, ["backtest", "--ledger", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "no ingested ledger" in " ".join(missing.output.split())
+
+
 def test_cli_backtest_refuses_bad_usage():
     runner = CliRunner()
     both = runner.invoke(app, ["backtest"])

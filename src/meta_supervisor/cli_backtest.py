@@ -6,6 +6,7 @@ Examples::
 
     meta-supervisor backtest --scenario skill_blowups --seed 3 --report out.html
     meta-supervisor backtest --records alpha/reconciled.jsonl --telemetry telemetry/events.jsonl
+    meta-supervisor backtest --ledger meta_supervisor/ledger        # the ingested store
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from rich.table import Table
 
 from meta_supervisor.backtest import BacktestResult, run_backtest, run_fleet
 from meta_supervisor.cli import app
-from meta_supervisor.policy import PolicyError, load_policy
+from meta_supervisor.cycle import Ledger
+from meta_supervisor.policy import Policy, PolicyError, load_policy
 from meta_supervisor.records import dedupe_records
 
 __all__ = ["backtest", "metrics_table", "parse_duration"]
@@ -81,6 +83,9 @@ def backtest(
         Path | None, typer.Option(help="Reconciled records (JSONL/CSV/Parquet) instead.")
     ] = None,
     telemetry: Annotated[Path | None, typer.Option(help="Telemetry with --records.")] = None,
+    ledger: Annotated[
+        Path | None, typer.Option(help="An ingested store (see 'ingest') instead.")
+    ] = None,
     every: Annotated[str, typer.Option(help="Rebalance interval (6h, 30m, 1d).")] = "",
     seed: Annotated[int, typer.Option(help="Scenario seed.")] = 0,
     warmup: Annotated[str, typer.Option(help="Warm-up before the first rebalance.")] = "7d",
@@ -101,8 +106,11 @@ def backtest(
         for name, sc in {**SCENARIOS, **REAL}.items():
             out.print(f"[bold]{name}[/]: {sc.description}")
         return
-    if (scenario is None) == (records is None):
-        out.print("[bold red]error:[/] give exactly one of --scenario NAME or --records FILE")
+    if sum(x is not None for x in (scenario, records, ledger)) != 1:
+        out.print(
+            "[bold red]error:[/] give exactly one of --scenario NAME, --records FILE "
+            "or --ledger DIR"
+        )
         raise typer.Exit(2)
     try:
         every_h = parse_duration(every) if every else None
@@ -124,12 +132,19 @@ def backtest(
                 info=info,
             )
         else:
-            result = _run_files(records, telemetry, every_h or 6.0, policy, warmup_h, out)
+            source = (
+                _ledger_from_store(ledger)
+                if ledger
+                else _ledger_from_files(records, telemetry, out)
+            )
+            result = _run_ledger(
+                source, str(ledger or records), every_h or 6.0, policy, warmup_h, out
+            )
     except (KeyError, ImportError, ValueError) as err:
         out.print(f"[bold red]error:[/] {escape(str(err.args[0] if err.args else err))}")
         raise typer.Exit(2) from None
     title = (
-        f"{scenario} (seed {seed})" if scenario else str(records)
+        f"{scenario} (seed {seed})" if scenario else str(records or ledger)
     ) + f": {len(result.times)} rebalances every {result.every_hours:g} h"
     if json_out:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -142,8 +157,7 @@ def backtest(
         out.print(f"report written to {path}")
 
 
-def _run_files(records, telemetry, every_h, policy, warmup_h, console) -> BacktestResult:
-    from meta_supervisor.cycle import Ledger
+def _ledger_from_files(records: Path, telemetry: Path | None, console: Console) -> Ledger:
     from meta_supervisor.records import empty_telemetry
     from meta_supervisor.sources import read_records, read_telemetry
 
@@ -151,19 +165,40 @@ def _run_files(records, telemetry, every_h, policy, warmup_h, console) -> Backte
     if batch.quarantine.height:
         console.print(f"[yellow]{batch.quarantine.height} record rows refused[/] in {records}")
     recs, _ = dedupe_records(batch.records)
-    if recs.height == 0:
-        raise ValueError(f"{records}: no usable record")
     tel = read_telemetry(telemetry).records if telemetry else empty_telemetry()
-    ledger = Ledger(records=recs, telemetry=tel)
-    start = recs["ts"].min()
-    end = recs["matured_at"].max()
+    return Ledger(records=recs, telemetry=tel)
+
+
+def _ledger_from_store(root: Path) -> Ledger:
+    from meta_supervisor.ledger import LedgerStore
+
+    store = LedgerStore(root)
+    if not store.exists():
+        raise ValueError(f"{root}: no ingested ledger here (run 'meta-supervisor ingest' first)")
+    manifest = store.manifest()
+    return Ledger(
+        records=store.records(manifest=manifest), telemetry=store.telemetry(manifest=manifest)
+    )
+
+
+def _run_ledger(
+    ledger: Ledger,
+    source: str,
+    every_h: float,
+    policy: Policy | None,
+    warmup_h: float,
+    console: Console,
+) -> BacktestResult:
+    recs = ledger.records
+    if recs.height == 0:
+        raise ValueError(f"{source}: no usable record")
     return run_backtest(
         ledger,
-        start,
-        end,
+        recs["ts"].min(),
+        recs["matured_at"].max(),
         every_hours=every_h,
         policy=policy,
         warmup_hours=warmup_h,
         console=console,
-        info={"records": str(records)},
+        info={"ledger": source},
     )

@@ -1,0 +1,126 @@
+"""Benchmark cases of the live cycle on the store, as `meta-supervisor allocate` runs it.
+
+Both time :func:`meta_supervisor.cycle.run_cycle` itself (lock, history, decision files, engine
+state and all) on an ingested store under ``bench-data/store-<key>/``:
+
+* ``store_cycle``: a cycle with no saved state, so the engine rebuilds its statistics from the
+  store in time chunks (the full-cycle case, reading from the store included);
+* ``store_append``: the cycle one hour later, after 10,000 records were appended as a new batch,
+  from the state the previous cycle saved (the "cycle after appending 10k" case).
+
+Setup (untimed, cached): the base ledger is committed to the store, a cycle at ``AS_OF`` writes a
+state directory that is kept as a snapshot, then the 10,000 records are committed as a second
+batch. Each run copies the snapshot into a fresh state directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from benchmarks.data import AS_OF, DATA_DIR, LedgerSpec, appended_records, ensure_ledger
+from meta_supervisor.config import Paths
+from meta_supervisor.cycle import run_cycle
+from meta_supervisor.engine import describe
+from meta_supervisor.ledger import LedgerStore
+from meta_supervisor.records import RECORD_SCHEMA, TELEMETRY_SCHEMA, empty_quarantine
+from meta_supervisor.records import empty_telemetry as no_telemetry
+
+__all__ = ["STORE_CASES"]
+
+APPEND_N = 10_000
+_READY = "READY"
+
+
+def _full(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """``frame`` with the store's whole schema (the generator writes only what the cycle reads)."""
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in frame.columns]
+    return frame.with_columns(missing).select([pl.col(c).cast(t) for c, t in schema.items()])
+
+
+def _paths(store: Path, state_dir: Path) -> Paths:
+    absent = state_dir / "no-raw-files"
+    return Paths(records=absent, telemetry=absent, state_dir=state_dir, ledger=store)
+
+
+def ensure_store(spec: LedgerSpec, policy: Any) -> tuple[Path, Path]:
+    """The store (base + the appended batch) and the state snapshot after the cycle at AS_OF."""
+    root = DATA_DIR / f"store-{spec.key()}"
+    store_dir, snapshot = root / "ledger", root / "state-at-as-of"
+    if (root / _READY).exists():
+        return store_dir, snapshot
+    shutil.rmtree(root, ignore_errors=True)
+    records_path, telemetry_path = ensure_ledger(spec)
+    store = LedgerStore(store_dir)
+    with store.writer():
+        store.append(
+            _full(pl.read_parquet(records_path), RECORD_SCHEMA),
+            _full(pl.read_parquet(telemetry_path), TELEMETRY_SCHEMA),
+            empty_quarantine(),
+        )
+    snapshot.mkdir(parents=True)
+    run_cycle(_paths(store_dir, snapshot), AS_OF, policy)
+    batch = _full(appended_records(spec, APPEND_N, AS_OF, 1.0), RECORD_SCHEMA)
+    with store.writer():
+        store.append(batch, no_telemetry(), empty_quarantine())
+    (root / _READY).write_text("ok\n")
+    return store_dir, snapshot
+
+
+def _timed_cycle(store: Path, state_dir: Path, as_of: Any, policy: Any) -> dict[str, Any]:
+    start = time.perf_counter()
+    decision, ledger = run_cycle(_paths(store, state_dir), as_of, policy)
+    seconds = time.perf_counter() - start
+    engine = describe(ledger.engine) if ledger.engine is not None else {}
+    return {
+        "seconds": seconds,
+        **{f"engine_{k}": v for k, v in engine.get("seconds", {}).items()},
+        "note": f"{engine.get('mode')}, {engine.get('chunks')} chunk(s), "
+        f"{len(decision.weights)} agents, gross {decision.gross:.1%}",
+    }
+
+
+def case_store_cycle(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """A cycle at AS_OF with no saved state: the engine rebuilds from the store in chunks."""
+    from benchmarks.cases import bench_policy
+
+    policy = bench_policy(spec)
+    store, _ = ensure_store(spec, policy)
+    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
+        return _timed_cycle(store, Path(tmp), AS_OF, policy)
+
+
+def case_store_append(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The cycle one hour later, after 10k records were appended, from the saved state."""
+    from datetime import timedelta
+
+    from benchmarks.cases import bench_policy
+
+    policy = bench_policy(spec)
+    store, snapshot = ensure_store(spec, policy)
+    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
+        state_dir = Path(tmp) / "state"
+        shutil.copytree(snapshot, state_dir)
+        return _timed_cycle(store, state_dir, AS_OF + timedelta(hours=1), policy)
+
+
+def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """Not a measurement: build the cached store and snapshot (run once, in its own process,
+    so that neither the parent's nor a measured child's peak memory includes the ingest)."""
+    from benchmarks.cases import bench_policy
+
+    start = time.perf_counter()
+    ensure_store(spec, bench_policy(spec))
+    return {"seconds": time.perf_counter() - start}
+
+
+STORE_CASES = {
+    "store_setup": case_store_setup,
+    "store_cycle": case_store_cycle,
+    "store_append": case_store_append,
+}
