@@ -38,7 +38,7 @@ import polars as pl
 from meta_supervisor.incremental import IncrementalStats
 from meta_supervisor.ledger import LedgerStore, Manifest, Segment
 from meta_supervisor.policy import Policy
-from meta_supervisor.state import atomic_write_text, fault_point
+from meta_supervisor.state import atomic_write_bytes, atomic_write_text, fault_point
 
 __all__ = ["CHUNK_ROWS", "EngineRun", "describe", "meta_path", "store_frames"]
 
@@ -72,10 +72,6 @@ def _us(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _window_hours(policy: Policy) -> float:
     return max(policy.lookback_hours, policy.cvar_lookback_hours, policy.confidence_lookback_hours)
 
@@ -97,7 +93,8 @@ def _load(
             return None, set(), "the policy changed"
         if meta["ledger"] != str(store.root.resolve()):
             return None, set(), f"built on another ledger ({meta['ledger']})"
-        if meta["sha256"] != _sha256(state_path):
+        data = state_path.read_bytes()
+        if meta["sha256"] != hashlib.sha256(data).hexdigest():
             return None, set(), "engine.state does not match engine.json (interrupted save?)"
     except (OSError, ValueError, KeyError, TypeError) as err:
         return None, set(), f"unreadable engine.json: {err}"
@@ -105,7 +102,7 @@ def _load(
     if not consumed <= named:
         return None, set(), "the ledger lost segments the state was built from"
     try:
-        engine = IncrementalStats.load(state_path, policy)
+        engine = IncrementalStats.from_bytes(data, policy, state_path)
     except Exception as err:  # any unreadable state is rebuilt, and the reason kept
         return None, set(), f"unreadable engine.state: {type(err).__name__}: {err}"
     if engine.as_of_us is None or engine.as_of_us > _us(as_of):
@@ -150,14 +147,15 @@ def _save(
 ) -> None:
     """``engine.state`` first, then ``engine.json`` naming its hash: a kill in between leaves a
     mismatch, which the next cycle resolves by a rebuild."""
-    engine.save(state_path)
+    data = engine.to_bytes()
+    atomic_write_bytes(state_path, data)
     fault_point("engine_between_writes")
     meta = {
         "format": _FORMAT,
         "policy_fingerprint": engine.policy.fingerprint(),
         "ledger": str(store.root.resolve()),
         "segments": sorted(s.path for s in manifest.of("records")),
-        "sha256": _sha256(state_path),
+        "sha256": hashlib.sha256(data).hexdigest(),
     }
     atomic_write_text(meta_path(state_path), json.dumps(meta, indent=1) + "\n")
 

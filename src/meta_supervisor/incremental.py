@@ -48,7 +48,6 @@ import io
 import itertools
 import json
 import math
-import os
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -62,6 +61,7 @@ from meta_supervisor.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.measures import tail_count
 from meta_supervisor.policy import Policy
 from meta_supervisor.records import UTC_US
+from meta_supervisor.state import atomic_write_bytes
 from meta_supervisor.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.tails import TAIL_COLUMNS
 
@@ -969,22 +969,9 @@ class IncrementalStats:
         return inc
 
     def save(self, path: Path) -> None:
-        """Write the state atomically to ``path``: temp file in the same directory, fsync,
-        rename, directory fsync (a crash leaves the old file or the new one, never half)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # the temp name matches state.remove_stale_temps' pattern (dead writers' temps)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(self.to_bytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Write the state atomically to ``path`` (:func:`meta_supervisor.state.
+        atomic_write_bytes`: a crash leaves the old file or the new one, never half)."""
+        atomic_write_bytes(Path(path), self.to_bytes())
 
     @classmethod
     def load(cls, path: Path, policy: Policy) -> IncrementalStats:
