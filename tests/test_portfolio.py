@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import brute_water_fill
-from meta_supervisor.portfolio import apply_gross_cap, cap_water_fill, round_down, smooth
+from meta_supervisor.portfolio import apply_gross_cap, cap_water_fill, in_band, round_down, smooth
 
 weights_st = st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=25)
 caps = st.sampled_from([0.05, 0.1, 0.25, 0.3, 0.5, 1.0])
@@ -74,13 +74,15 @@ def test_gross_cap_scales_down_never_up(values, gross):
     st.lists(st.tuples(st.floats(0, 0.3), st.floats(0, 0.3)), min_size=1, max_size=10),
     st.floats(0.001, 0.2),
     st.floats(0.0, 0.01),
+    st.one_of(st.none(), st.floats(0.0, 1.0)),
 )
-def test_smooth_derisks_at_once_and_rerisks_slowly(pairs, max_increase, band):
+def test_smooth_derisks_at_once_and_rerisks_slowly(pairs, max_increase, band, relative):
     target = np.array([t for t, _ in pairs])
     previous = np.array([p for _, p in pairs])
-    out = smooth(target, previous, max_increase, band)
+    out = smooth(target, previous, max_increase, band, relative)
     for t, p, o in zip(target, previous, out, strict=True):
-        if abs(t - p) < band and t > 0:
+        small = relative is None or abs(t - p) < relative * max(t, p)
+        if abs(t - p) < band and t > 0 and small:
             assert o == p  # inside the no-trade band: no move
         elif t <= p:
             assert o == t  # decrease: at once
@@ -99,3 +101,19 @@ def test_round_down_never_exceeds_and_loses_less_than_a_unit(values, decimals):
     assert sum(out.tolist()) <= 1.0
     assert np.all(out <= w + 1e-9)
     assert np.all(out >= w - 10.0**-decimals - 1e-12)
+
+
+@given(
+    st.integers(2, 5000),
+    st.floats(0.0, 0.01),
+    st.floats(0.0, 1.0, exclude_max=True),
+)
+def test_the_relative_band_never_keeps_an_agent_out(n, band, relative):
+    """From all-zero weights every positive target is entered, however many agents share the
+    capital (the absolute band alone held 1,000 agents at 0.1% each at 0 for ever)."""
+    target = np.full(n, 1.0 / n)
+    out = smooth(target, np.zeros(n), 1.0, band, relative)
+    np.testing.assert_array_equal(out, target)
+    assert np.all(~in_band(target, np.zeros(n), band, relative))
+    if 1.0 / n < band:  # the case the absolute band got wrong
+        assert np.all(in_band(target, np.zeros(n), band))

@@ -31,6 +31,10 @@ from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
+
+from meta_supervisor.portfolio import in_band
+
 __all__ = [
     "STEPS",
     "cash_breakdown",
@@ -97,10 +101,11 @@ def stability_note(
     """What the stability step did to this agent, in words (None when there is nothing to say).
 
     With ``p`` the previous weight, ``t`` the weight after the gross cap (the target) and ``s``
-    the weight after stability (:func:`meta_supervisor.portfolio.smooth`): ``0 < t`` and
-    ``|t − p| < band`` holds the previous weight (no-trade band); ``t > p + max_increase``
+    the weight after stability (:func:`meta_supervisor.portfolio.smooth`): a move inside the
+    no-trade band (:func:`meta_supervisor.portfolio.in_band`) holds the previous weight;
+    ``t > p + max_increase``
     limits the increase; ``t < p`` applies the decrease in full. ``policy`` gives
-    ``no_trade_band`` and ``max_increase_per_cycle`` (fractions of capital).
+    ``no_trade_band``, ``no_trade_band_relative`` and ``max_increase_per_cycle``.
     """
     previous = explanation.get("previous_weight")
     steps = explanation["steps"]
@@ -111,10 +116,12 @@ def stability_note(
     band = policy.get("no_trade_band")
     limit = policy.get("max_increase_per_cycle")
     move = target - previous
-    if band is not None and target > 0 and abs(move) < band:
+    if _held(target, previous, policy):
+        relative = policy.get("no_trade_band_relative")
+        also = f" and {relative:.0%} of the position" if relative is not None else ""
         return (
             f"held at previous {previous:.2%} (move of {_pp(move)} inside the no-trade band "
-            f"{band * 100:.2f} pp)"
+            f"{band * 100:.2f} pp{also})"
         )
     if limit is not None and move > limit:
         return f"increase limited to +{limit * 100:.2f} pp per cycle (target {target:.2%})"
@@ -194,9 +201,20 @@ def cash_breakdown(decision: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"cause": c, "amount": a, "text": t} for c, a, t in parts if abs(a) > _EPS]
 
 
+def _held(target: float, previous: float, policy: Mapping[str, Any]) -> bool:
+    """Whether the no-trade band held this move (:func:`meta_supervisor.portfolio.in_band`;
+    decisions recorded before ``no_trade_band_relative`` existed used the absolute band)."""
+    band = policy.get("no_trade_band")
+    if band is None:
+        return False
+    held = in_band(
+        np.array([target]), np.array([previous]), band, policy.get("no_trade_band_relative")
+    )
+    return bool(held[0])
+
+
 def _stability_text(agents: Sequence[Mapping[str, Any]], policy: Any) -> str:
     """The stability line of the cash breakdown: band holds and increase limits, net."""
-    band = (policy or {}).get("no_trade_band")
     held = limited = 0.0
     for e in agents:
         steps, previous = e["steps"], e.get("previous_weight")
@@ -204,7 +222,7 @@ def _stability_text(agents: Sequence[Mapping[str, Any]], policy: Any) -> str:
         kept = target - steps["after_stability"]
         if previous is None or abs(kept) <= _EPS:
             continue
-        if band is not None and target > 0 and abs(target - previous) < band:
+        if _held(target, previous, policy or {}):
             held += kept
         else:
             limited += kept

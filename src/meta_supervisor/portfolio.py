@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["apply_gross_cap", "cap_water_fill", "round_down", "smooth"]
+__all__ = ["apply_gross_cap", "cap_water_fill", "in_band", "round_down", "smooth"]
 
 FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
 
 
 def cap_water_fill(weights: FloatArray, cap: float) -> FloatArray:
@@ -55,23 +56,42 @@ def apply_gross_cap(weights: FloatArray, gross_cap: float) -> FloatArray:
     return w * (gross_cap / total)
 
 
+def in_band(
+    target: FloatArray, previous: FloatArray, band: float, relative: float | None = None
+) -> BoolArray:
+    """The moves the no-trade band skips: ``0 < t`` and ``|t − p| < band`` and, with
+    ``relative``, ``|t − p| < relative·max(t, p)``.
+
+    The absolute band alone froze large fleets: with 1,000 agents every target is far below
+    0.25 points, so an agent at 0 could never enter. The relative condition keeps the band for
+    moves that are small *for that position*; entering from 0 (a 100% move) always applies.
+    """
+    t = np.asarray(target, dtype=np.float64)
+    p = np.asarray(previous, dtype=np.float64)
+    move = np.abs(t - p)
+    tiny = (move < band) & (t > 0)
+    if relative is not None:
+        tiny &= move < relative * np.maximum(t, p)
+    return tiny
+
+
 def smooth(
     target: FloatArray,
     previous: FloatArray,
     max_increase: float,
     band: float,
+    relative: float | None = None,
 ) -> FloatArray:
     """De-risk at once, re-risk slowly, skip tiny moves.
 
     Per agent: a decrease applies in full; an increase is limited to ``max_increase`` per cycle;
-    a move smaller than ``band`` (either way) keeps the previous weight, except that a target of
-    0 (a gated agent) always applies. The caller re-checks the cap and the gross afterwards.
+    a move the no-trade band skips (:func:`in_band`) keeps the previous weight; a target of 0
+    (a gated agent) always applies. The caller re-checks the cap and the gross afterwards.
     """
     t = np.asarray(target, dtype=np.float64)
     p = np.asarray(previous, dtype=np.float64)
     out = np.where(t < p, t, np.minimum(t, p + max_increase))
-    tiny = (np.abs(t - p) < band) & (t > 0)
-    return np.where(tiny, p, out)
+    return np.where(in_band(t, p, band, relative), p, out)
 
 
 def round_down(weights: FloatArray, decimals: int) -> FloatArray:
