@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         if case.startswith("store_") and not store_ready:
             # in a child of its own: neither the parent's memory (which a forked child starts
             # from) nor a measured child's includes the ingest
-            console.print("  store setup (cached in bench-data/store-<key>/) ...")
+            console.print("  store setup (cached in bench-data/store-<key>-<policy>/) ...")
             run_child("store_setup", n_records, {})
             store_ready = True
         console.print(f"  {case} ({label}) x{n_runs} ...")

@@ -1,7 +1,7 @@
 """Benchmark cases of the live cycle on the store, as `meta-supervisor allocate` runs it.
 
 Both time :func:`meta_supervisor.cycle.run_cycle` itself (lock, history, decision files, engine
-state and all) on an ingested store under ``bench-data/store-<key>/``:
+state and all) on an ingested store under ``bench-data/store-<key>-<policy>/``:
 
 * ``store_cycle``: a cycle with no saved state, so the engine rebuilds its statistics from the
   store in time chunks (the full-cycle case, reading from the store included);
@@ -50,11 +50,13 @@ def _paths(store: Path, state_dir: Path) -> Paths:
 
 def ensure_store(spec: LedgerSpec, policy: Any) -> tuple[Path, Path]:
     """The store (base + the appended batch) and the state snapshot after the cycle at AS_OF."""
-    root = DATA_DIR / f"store-{spec.key()}"
+    # the snapshot's saved state is valid for one policy only (another one is rebuilt)
+    root = DATA_DIR / f"store-{spec.key()}-{policy.fingerprint()[:8]}"
     store_dir, snapshot = root / "ledger", root / "state-at-as-of"
     if (root / _READY).exists():
         return store_dir, snapshot
-    shutil.rmtree(root, ignore_errors=True)
+    for old in DATA_DIR.glob(f"store-{spec.key()}*"):
+        shutil.rmtree(old, ignore_errors=True)
     records_path, telemetry_path = ensure_ledger(spec)
     store = LedgerStore(store_dir)
     with store.writer():
