@@ -116,3 +116,28 @@ def test_intact_history_verifies_through_the_cli(history):
     result = CliRunner().invoke(app, ["verify", "--state-dir", str(history.parent)])
     assert result.exit_code == 0, result.output
     assert f"{N} entries" in result.output
+
+
+def _with_current(history, index: int = -1):
+    """Write decision.json as a cycle would: the decision of entry ``index``."""
+    entry = json.loads(_lines(history)[index])
+    (history.parent / "decision.json").write_text(canonical_json(entry["decision"], indent=2))
+
+
+def test_cutting_off_the_newest_entries_is_caught_against_decision_json(history):
+    _with_current(history)
+    assert CliRunner().invoke(app, ["verify", "--state-dir", str(history.parent)]).exit_code == 0
+    lines = _lines(history)
+    history.write_bytes(b"".join(lines[:-2]))  # a valid chain, two entries short
+    assert verify_history(history)[0]
+    result = CliRunner().invoke(app, ["verify", "--state-dir", str(history.parent)])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "cut off" in text and _as_of(lines[-1]) in text and _as_of(lines[-3]) in text
+
+
+def test_decision_json_one_entry_behind_is_an_interrupted_cycle_not_tampering(history):
+    _with_current(history, -2)
+    result = CliRunner().invoke(app, ["verify", "--state-dir", str(history.parent)])
+    assert result.exit_code == 0
+    assert "one entry behind" in " ".join(result.output.split())

@@ -47,7 +47,14 @@ from meta_supervisor.demo import DEMO_AS_OF, DEMO_CYCLES, write_demo_fleet
 from meta_supervisor.ledger import LedgerStore
 from meta_supervisor.memo import decision_memo
 from meta_supervisor.policy import Policy, PolicyError, load_policy
-from meta_supervisor.state import HistoryEntry, LockBusy, StateLock, read_history, verify_history
+from meta_supervisor.state import (
+    HistoryEntry,
+    LockBusy,
+    StateLock,
+    check_current,
+    read_history,
+    verify_history,
+)
 from meta_supervisor.views import (
     agent_history_table,
     cash_table,
@@ -712,6 +719,9 @@ def diff(
 def verify(state_dir: StateDir = None, root: Root = None, json_out: JsonOut = False) -> None:
     """Check the hash chain of the decision history; exit 1 naming the first bad entry.
 
+    Also holds decision.json against the history's last entry: a chain cut short is still a
+    valid chain, and the current decision shows it.
+
     Examples:
 
       meta-supervisor verify --root demo-out
@@ -720,6 +730,10 @@ def verify(state_dir: StateDir = None, root: Root = None, json_out: JsonOut = Fa
     """
     paths = _paths(state_dir, root=root)
     ok, message = verify_history(paths.history)
+    if ok:
+        # the chain cannot show its newest entries cut off; decision.json can
+        ok, current = check_current(paths.history, paths.decision)
+        message = f"{message}; {current}" if ok else current
     if json_out:
         _emit_json({"ok": ok, "path": str(paths.history), "message": message})
         if not ok:

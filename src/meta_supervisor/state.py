@@ -46,6 +46,7 @@ __all__ = [
     "append_history",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_current",
     "entry_hash",
     "fault_point",
     "history_tail",
@@ -282,6 +283,48 @@ def verify_history(path: Path) -> tuple[bool, str]:
     if path.exists() and path.stat().st_size > committed:
         tail = "; an unterminated last line (interrupted append) is ignored"
     return True, f"{len(lines)} entries, chain intact{tail}"
+
+
+def _count_to(n: int) -> Callable[[HistoryEntry], bool]:
+    """A :func:`history_tail` stop condition: true at the ``n``-th entry read."""
+    seen = [0]
+
+    def enough(_entry: HistoryEntry) -> bool:
+        seen[0] += 1
+        return seen[0] >= n
+
+    return enough
+
+
+def check_current(history: Path, decision_file: Path) -> tuple[bool, str]:
+    """Hold ``decision.json`` against the end of the history: the one check that sees the
+    newest entries cut off (the chain itself cannot: a prefix of a chain is a valid chain).
+
+    A cycle writes the history first, then ``decision.json``, so the file shows the last entry,
+    or the one before it after a kill between the two writes (the next cycle repairs that).
+    Any other content means the history lost its newest entries, or the file was edited.
+    """
+    history, decision_file = Path(history), Path(decision_file)
+    if not decision_file.exists():
+        return True, "no decision.json to compare"
+    try:
+        current = canonical_json(orjson.loads(decision_file.read_bytes()))
+    except (OSError, ValueError) as err:
+        return False, f"{decision_file.name}: not a decision: {err}"
+    entries = history_tail(history, _count_to(2))
+    if entries and canonical_json(entries[-1].decision) == current:
+        return True, "decision.json is the last entry"
+    if len(entries) == 2 and canonical_json(entries[0].decision) == current:
+        return (
+            True,
+            "decision.json is one entry behind (interrupted cycle; the next one repairs it)",
+        )
+    shown = orjson.loads(current).get("as_of", "unknown")
+    last = entries[-1].decision.get("as_of", "unknown") if entries else "no entry"
+    return False, (
+        f"{decision_file.name} (as_of {shown}) is not the history's last entry ({last}): the "
+        "newest entries were cut off, or the file was edited"
+    )
 
 
 def append_history(
