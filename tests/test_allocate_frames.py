@@ -283,5 +283,5 @@ def test_evidence_factors_per_agent_are_those_of_the_whole_fleet_computation():
     for name, s in stats.items():
         alone = evidence.quality_factors(
             s, confidence.get(name), fleet, policy
-        ) + evidence.risk_factors(s, tails[s["strategy"]], policy)
+        ) + evidence.risk_factors(s, tails[s["strategy"]], policy, fleet)
         assert decision.agents[name]["factors"] == alone

@@ -118,3 +118,98 @@ def test_evidence_profile_still_applies_the_safety_gates():
     d = allocate(stats, as_of=AS_OF, policy=EVIDENCE)
     assert "noisy" not in d.weights and "thin" not in d.weights
     assert sum(d.weights.values()) <= 1.0
+
+
+# ---------------------------------------------------------------- no skill in evidence: no tilt
+# by calibration or by a drawdown inside the noise (docs/BACKTEST.md, "no-harm gap")
+
+
+def _strength(s: float):
+    from meta_supervisor.persistence import Persistence
+
+    return Persistence(s, 0.1, 0.02, 5.0 if s > 0 else 0.0, 20)
+
+
+def _noisy_fleet(dds, confidence_values):
+    from meta_supervisor.allocate import Confidence
+
+    # sd 50, n 100: sigma·sqrt(n) = 500 bps, so dd -1000 is z = 2 (inside a zero-drift
+    # walk's 99th percentile, beyond the own factor's z0 = 1.5) and dd -2000 is z = 4.
+    stats = {f"a{i}": _stats(mean=0.0, sd=50.0, n=100, dd=dd) for i, dd in enumerate(dds)}
+    conf = {f"a{i}": Confidence(c, 50, 20.0, 1.0) for i, c in enumerate(confidence_values)}
+    return stats, conf
+
+
+def test_without_evidence_of_skill_noise_sized_drawdowns_and_calibration_move_no_capital():
+    dds = [-100.0, -1000.0, -200.0, -900.0, -300.0, -1100.0, -50.0, -400.0]
+    stats, conf = _noisy_fleet(dds, [1.0, 0.6, 0.9, 1.0, 0.7, 1.0, 0.8, 1.0])
+    d = allocate(stats, as_of=AS_OF, policy=EVIDENCE, confidence=conf, persistence=_strength(0))
+    # Equal weight in shape; the fleet's mean own drawdown factor is held back as cash.
+    z = np.abs(dds) / 500.0
+    own = np.clip(1 - EVIDENCE.evidence_dd_k * (z - EVIDENCE.evidence_dd_z0), 0.25, 1.0)
+    expected = own.mean() / len(dds)
+    assert all(math.isclose(w, expected, abs_tol=2e-6) for w in d.weights.values())
+    assert len(d.weights) == len(dds)
+    factors = {f["factor"]: f for f in d.agents["a1"]["factors"]}
+    assert (
+        factors["confidence"]["value"] == 1.0
+        and "pulled toward 1" in factors["confidence"]["reason"]
+    )
+    assert "fleet mean" in factors["drawdown"]["reason"]
+    # The same fleet with the switches off (the version before): drawdown and calibration tilt.
+    plain = EVIDENCE.model_copy(
+        update={"evidence_dd_relative": False, "evidence_confidence_shrink": False}
+    )
+    old = allocate(stats, as_of=AS_OF, policy=plain, confidence=conf, persistence=_strength(0))
+    assert old.weights["a1"] < 0.75 * old.weights["a0"]
+
+
+def test_a_drawdown_beyond_what_its_volatility_explains_is_cut_even_without_skill():
+    dds = [-100.0, -200.0, -300.0, -2000.0, -150.0, -250.0, -50.0, -400.0]
+    stats, conf = _noisy_fleet(dds, [1.0] * len(dds))
+    d = allocate(stats, as_of=AS_OF, policy=EVIDENCE, confidence=conf, persistence=_strength(0))
+    # z = 4 for a3: beyond = 1 − 0.5·(4 − 2.7) = 0.35, below the fleet level (about 0.92).
+    beyond = 1 - EVIDENCE.evidence_dd_k * (4.0 - EVIDENCE.evidence_dd_null_z)
+    a3 = {f["factor"]: f["value"] for f in d.agents["a3"]["factors"]}
+    assert math.isclose(a3["drawdown"], beyond)
+    assert d.weights["a3"] < 0.5 * d.weights["a0"]
+
+
+def test_with_evidence_of_skill_the_agents_own_factors_apply():
+    dds = [-100.0, -1000.0, -200.0, -900.0, -300.0, -1100.0, -50.0, -400.0]
+    stats, conf = _noisy_fleet(dds, [1.0, 0.6, 0.9, 1.0, 0.7, 1.0, 0.8, 1.0])
+    full = allocate(stats, as_of=AS_OF, policy=EVIDENCE, confidence=conf, persistence=_strength(1))
+    for name, e in full.agents.items():
+        got = {f["factor"]: f["value"] for f in e["factors"]}
+        own = {f["factor"]: f["value"] for f in risk_factors(stats[name], None, EVIDENCE)}
+        assert got["drawdown"] == own["drawdown"]  # g = 1: exactly the own factor
+        assert got["confidence"] == conf[name].multiplier
+    assert full.weights["a1"] < full.weights["a0"]
+
+
+@given(
+    st.lists(st.floats(0, 5000), min_size=5, max_size=12),
+    st.floats(0, 1),
+    st.floats(0.25, 1.0),
+)
+def test_drawdown_used_is_bounded_and_matches_its_formula(dds, strength, c):
+    from meta_supervisor.allocate import Confidence
+    from meta_supervisor.evidence import fleet_evidence as fleet_of
+
+    stats = {f"a{i}": _stats(mean=0.0, sd=50.0, n=100, dd=-dd) for i, dd in enumerate(dds)}
+    fleet = fleet_of(stats, EVIDENCE, _strength(strength))
+    g = min(1.0, fleet.signal_share / EVIDENCE.evidence_risk_strength_ref)
+    z = np.array(dds) / 500.0
+    k, floor = EVIDENCE.evidence_dd_k, EVIDENCE.evidence_dd_floor
+    own = np.clip(1 - k * (z - EVIDENCE.evidence_dd_z0), floor, 1.0)
+    beyond = np.clip(1 - k * (z - EVIDENCE.evidence_dd_null_z), floor, 1.0)
+    assert math.isclose(fleet.drawdown_level, own.mean())
+    expected = g * own + (1 - g) * np.minimum(own.mean(), beyond)
+    conf = Confidence(c, 10, 5.0, 1.0)
+    for i, name in enumerate(stats):
+        got = {f["factor"]: f["value"] for f in risk_factors(stats[name], None, EVIDENCE, fleet)}
+        assert math.isclose(got["drawdown"], expected[i], abs_tol=1e-12)
+        assert floor <= got["drawdown"] <= 1.0
+        q = {f["factor"]: f["value"] for f in quality_factors(stats[name], conf, fleet, EVIDENCE)}
+        assert math.isclose(q["confidence"], c + (1 - g) * (1 - c), abs_tol=1e-12)
+        assert c <= q["confidence"] <= 1.0

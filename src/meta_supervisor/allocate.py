@@ -568,19 +568,23 @@ def _compute_arrays(
         n, mean, sd = c["n_records"].value, c["pnl_mean_bps"].value, c["pnl_std_bps"].value
         t = evidence.t_stats(n, mean, sd)
         in_fleet = evidence.eligible(n, c["error_rate"].value, policy)
-        fleet = evidence.fleet_from_arrays(t, in_fleet, f.groups, policy, persistence)
+        z, dd_own = evidence.drawdown_multipliers(c["max_drawdown_bps"].value, n, sd, policy)
+        fleet = evidence.fleet_from_arrays(t, in_fleet, f.groups, policy, persistence, dd_own)
         shrunk, tilt = evidence.tilts(t, fleet, policy)
+        # Without evidence of skill, neither calibration nor a drawdown inside the noise moves
+        # capital between agents (the fleet's drawdown level still goes to cash).
+        conf = evidence.confidence_used(conf, fleet, policy)
+        _, dd_mult = evidence.drawdown_used(z, dd_own, fleet, policy)
         used = f.tail_number
         # The tail is the strategy's, so its scale is the strategy's own mean |gap|: scaling
         # by the agent's |gap| made a worse |gap| *lower* the penalty (and raise the weight).
         scale = f.tail_scale
-        z, dd_mult = evidence.drawdown_multipliers(c["max_drawdown_bps"].value, n, sd, policy)
         rho, tail_mult = evidence.tail_multipliers(used, scale, policy)
         factors = {"prior": np.ones(len(f.names)), "evidence": tilt, "confidence": conf}
         factors |= {"drawdown": dd_mult, "cvar": tail_mult}
         quality = 1.0 * tilt * conf
         risk = dd_mult * tail_mult
-        extra = {"t": t, "shrunk": shrunk, "z": z, "rho": rho, "used": used}
+        extra = {"t": t, "shrunk": shrunk, "z": z, "rho": rho, "used": used, "dd_own": dd_own}
     else:
         pnl_used = _or_zero(pnl)
         pnl_used = _max(pnl_used, 0.0)  # max(p, 0.0)
@@ -914,6 +918,8 @@ class _Explanation:
                     extra["rho"][i],
                     factors["cvar"][i],
                     policy,
+                    c.fleet,
+                    extra["dd_own"][i],
                 )
             else:
                 agent_factors = self._seed_factors(i, factors, extra, checked, held, tail, strategy)

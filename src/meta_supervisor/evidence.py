@@ -24,10 +24,27 @@ one-line reason, then pull-back, cap, stability) but changes what the multiplier
 
   with :math:`\mathrm{soft}(x, t_0) = \mathrm{sign}(x)\max(|x| - t_0, 0)`: no tilt while the
   shrunk evidence is inside :math:`\pm t_0`.
-* **confidence**: the cycle's calibration multiplier (unchanged, in [floor, ceiling]);
+* **confidence**: the cycle's calibration multiplier :math:`c_i` (in [floor, ceiling]), used as
+  :math:`c_i + (1 - g)(1 - c_i)` (``evidence_confidence_shrink``): calibration moves capital
+  between agents only as far as the fleet shows skill, with
+  :math:`g = \min(1, \hat s / s_{ref})` (``evidence_risk_strength_ref``);
 * **drawdown against the agent's own scale**: :math:`z = |dd| / (s_i\sqrt{n_i})` (a zero-drift
-  random walk of *n* steps has a drawdown of order :math:`s\sqrt n`);
-  :math:`m = \mathrm{clip}(1 - k_{dd}(z - z_0), f_{dd}, 1)`;
+  random walk of *n* steps has a drawdown of order :math:`s\sqrt n`: about 1.1 on average,
+  beyond 1.5 one time in five, beyond 2.7 one time in a hundred);
+  own factor :math:`m_i = \mathrm{clip}(1 - k_{dd}(z_i - z_0), f_{dd}, 1)`. With
+  ``evidence_dd_relative`` the factor used is
+
+  .. math:: d_i = g\,m_i + (1 - g)\,\min(\bar m,\ a_i),\qquad
+            a_i = \mathrm{clip}(1 - k_{dd}(z_i - z_{null}), f_{dd}, 1)
+
+  where :math:`\bar m` is the mean own factor over the eligible agents (the fleet's drawdown
+  level: held back as cash for every agent alike, so a condition the whole fleet shares does
+  not tilt the book) and :math:`a_i` penalises only a drawdown beyond what the agent's own
+  volatility explains (:math:`z_{null}` = ``evidence_dd_null_z``, about the 99th percentile of
+  a zero-drift walk). Where no agent has shown skill (:math:`g = 0`) a drawdown inside the
+  noise moves no capital between agents (measured: it was what made the profile's drawdown
+  deeper than equal weight's where nobody has skill, docs/BACKTEST.md); once the fleet shows
+  persistence (:math:`g = 1`) the agent's own factor applies. :math:`d_i \in [f_{dd}, 1]`;
 * **strategy tail against the strategy's own gap scale**:
   :math:`\rho = -CVaR95_{gap} / \overline{|gap|}_{s}`, both over the strategy's records in the
   CVaR window (a normal gap gives ρ ≈ 2.6);
@@ -57,7 +74,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FleetEvidence",
+    "confidence_used",
+    "drawdown_level",
     "drawdown_multipliers",
+    "drawdown_used",
     "eligible",
     "fleet_evidence",
     "fleet_from_arrays",
@@ -66,6 +86,7 @@ __all__ = [
     "quality_factors",
     "risk_factor_dicts",
     "risk_factors",
+    "risk_weight",
     "t_stat",
     "t_stats",
     "tail_multipliers",
@@ -147,6 +168,7 @@ class FleetEvidence:
     var_t: float
     signal_share: float
     persistence: Persistence | None = None
+    drawdown_level: float = 1.0  # m̄: mean own drawdown factor over the eligible agents
 
 
 def eligible(n: FloatArray, error_rate: FloatArray, policy: Policy) -> BoolArray:
@@ -165,6 +187,7 @@ def fleet_from_arrays(
     groups: IntArray,
     policy: Policy,
     persistence: Persistence | None = None,
+    dd_own: FloatArray | None = None,
 ) -> FleetEvidence:
     """Mean and pooled within-strategy variance of the t-statistics of ``in_fleet & t known``.
 
@@ -175,11 +198,14 @@ def fleet_from_arrays(
     (too few to tell skill from luck); ``policy.evidence_learn_strength = False`` fixes it at 1.
     With ``persistence`` (and the strength learned) the share is ``persistence.strength``
     instead: learned out of sample from the fleet's past, not from one cross-section.
+    ``drawdown_level`` is :func:`drawdown_level` of ``dd_own`` (1 without it).
     """
+    level = 1.0 if dd_own is None else drawdown_level(dd_own, in_fleet)
     sel = np.flatnonzero(in_fleet & ~np.isnan(t))
     ts = t[sel]
     if ts.size < 2:
-        return FleetEvidence(int(ts.size), float(ts[0]) if ts.size else 0.0, 0.0, 0.0, persistence)
+        mean0 = float(ts[0]) if ts.size else 0.0
+        return FleetEvidence(int(ts.size), mean0, 0.0, 0.0, persistence, level)
     # Pooled *within-strategy* variance: a factor shared by a strategy's agents moves their t
     # together and would pass for skill in the plain cross-sectional variance.
     codes = groups[sel]
@@ -211,7 +237,42 @@ def fleet_from_arrays(
         share = 0.0
     else:
         share = min(1.0, max(0.0, 1.0 - 1.0 / var))
-    return FleetEvidence(int(ts.size), mean, var, share, persistence)
+    return FleetEvidence(int(ts.size), mean, var, share, persistence, level)
+
+
+def drawdown_level(dd_own: FloatArray, in_fleet: BoolArray) -> float:
+    """m̄ = mean of the own drawdown factors over ``in_fleet`` (``math.fsum``: independent of
+    the agents' order); 1 with no agent in the fleet."""
+    values = dd_own[in_fleet].tolist()
+    return math.fsum(values) / len(values) if values else 1.0
+
+
+def risk_weight(fleet: FleetEvidence, policy: Policy) -> float:
+    """g = min(1, ŝ / ``evidence_risk_strength_ref``): how far agent-specific drawdown and
+    confidence factors act (0 where the fleet shows no skill)."""
+    return min(1.0, fleet.signal_share / policy.evidence_risk_strength_ref)
+
+
+def confidence_used(conf: FloatArray, fleet: FleetEvidence, policy: Policy) -> FloatArray:
+    """``c + (1 − g)·(1 − c)`` (exactly ``c`` at ``g = 1``); ``c`` itself without
+    ``evidence_confidence_shrink``."""
+    if not policy.evidence_confidence_shrink:
+        return conf
+    return conf + (1.0 - risk_weight(fleet, policy)) * (1.0 - conf)
+
+
+@np.errstate(all="ignore")  # hostile numbers overflow to inf, as Python floats do
+def drawdown_used(
+    z: FloatArray, own: FloatArray, fleet: FleetEvidence, policy: Policy
+) -> tuple[FloatArray, FloatArray]:
+    """``(a, d)``: ``a = clip(1 − k·(z − z_null), floor, 1)`` (1 where ``z`` is NaN) and
+    ``d = g·own + (1 − g)·min(m̄, a)`` (``own`` itself without ``evidence_dd_relative``)."""
+    inner = 1.0 - policy.evidence_dd_k * (z - policy.evidence_dd_null_z)
+    beyond = np.where(np.isnan(z), 1.0, _min(1.0, _max(policy.evidence_dd_floor, inner)))
+    if not policy.evidence_dd_relative:
+        return beyond, own
+    g = risk_weight(fleet, policy)
+    return beyond, g * own + (1.0 - g) * _min(fleet.drawdown_level, beyond)
 
 
 def fleet_evidence(
@@ -228,10 +289,11 @@ def fleet_evidence(
     keys = [str(s.get("strategy") or "unclassified") for s in rows]
     codes: dict[str, int] = {}
     groups = np.array([codes.setdefault(k, len(codes)) for k in keys], dtype=np.int64)
-    n = column("n_records")
-    t = t_stats(n, column("pnl_mean_bps"), column("pnl_std_bps"))
+    n, sd = column("n_records"), column("pnl_std_bps")
+    t = t_stats(n, column("pnl_mean_bps"), sd)
+    _, own = drawdown_multipliers(column("max_drawdown_bps"), n, sd, policy)
     return fleet_from_arrays(
-        t, eligible(n, column("error_rate"), policy), groups, policy, persistence
+        t, eligible(n, column("error_rate"), policy), groups, policy, persistence, own
     )
 
 
@@ -317,15 +379,24 @@ def quality_factor_dicts(
                 f"±{policy.evidence_t0:g}",
             )
         )
+    raw = policy.confidence_prior if confidence is None else confidence.multiplier
+    used = float(confidence_used(np.array([raw], dtype=np.float64), fleet, policy)[0])
+    pulled = ""
+    if used != raw:
+        pulled = (
+            f"; x{raw:.2f} pulled toward 1 by {1 - risk_weight(fleet, policy):.0%} "
+            f"(tilt strength {fleet.signal_share:.0%}: calibration moves capital only as far "
+            "as skill is evidenced)"
+        )
     if confidence is None:
-        factors.append(_factor("confidence", policy.confidence_prior, "no calibration evidence"))
+        factors.append(_factor("confidence", used, f"no calibration evidence{pulled}"))
     else:
         factors.append(
             _factor(
                 "confidence",
-                confidence.multiplier,
+                used,
                 f"calibration over {confidence.n_evidence} records "
-                f"(mean |gap|/sigma {confidence.error_ratio or 0:.2f})",
+                f"(mean |gap|/sigma {confidence.error_ratio or 0:.2f}){pulled}",
             )
         )
     return factors
@@ -343,18 +414,36 @@ def risk_factor_dicts(
     rho: float,
     tail_mult: float,
     policy: Policy,
+    fleet: FleetEvidence | None = None,
+    own: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Drawdown and strategy tail of one agent with their reasons (NaN ``z``/``rho``: none)."""
+    """Drawdown and strategy tail of one agent with their reasons (NaN ``z``/``rho``: none).
+
+    ``dd_mult`` is the factor used; with ``fleet`` and ``own`` (the agent's own drawdown
+    factor) the reason says how the fleet's level and the null threshold made it.
+    """
     factors = []
+    relative = ""
+    if fleet is not None and own is not None and policy.evidence_dd_relative:
+        g = risk_weight(fleet, policy)
+        relative = (
+            f"; own x{own:.2f} weighted {g:.0%} (tilt strength {fleet.signal_share:.0%}), "
+            f"else fleet mean x{fleet.drawdown_level:.2f} held as cash by every agent, "
+            f"own penalty only beyond {policy.evidence_dd_null_z:g} (what its volatility "
+            "does not explain)"
+        )
     if math.isnan(z):
-        factors.append(_factor("drawdown", 1.0, "no PnL dispersion to scale the drawdown by"))
+        factors.append(
+            _factor("drawdown", dd_mult, f"no PnL dispersion to scale the drawdown by{relative}")
+        )
     else:
         factors.append(
             _factor(
                 "drawdown",
                 dd_mult,
                 f"drawdown {-abs(dd):+.1f} bps = {z:.2f} x sigma·sqrt(n) "
-                f"(sigma {sd:.1f} bps, n {n:.0f}); penalised beyond {policy.evidence_dd_z0:g}",
+                f"(sigma {sd:.1f} bps, n {n:.0f}); penalised beyond {policy.evidence_dd_z0:g}"
+                f"{relative}",
             )
         )
     if tail is None or math.isnan(rho):
@@ -387,13 +476,22 @@ def quality_factors(
 
 
 def risk_factors(
-    stats: Mapping[str, Any], tail: Tail | None, policy: Policy
+    stats: Mapping[str, Any],
+    tail: Tail | None,
+    policy: Policy,
+    fleet: FleetEvidence | None = None,
 ) -> list[dict[str, Any]]:
-    """Drawdown against the agent's own scale, strategy tail against the strategy's."""
+    """Drawdown against the agent's own scale, strategy tail against the strategy's.
+
+    With ``fleet`` (:func:`fleet_evidence` of the agent's fleet) the drawdown factor is the one
+    :func:`meta_supervisor.allocate.allocate` uses (:func:`drawdown_used`); without it the
+    agent's own factor alone.
+    """
     dd, n, sd = (_nums([stats.get(k)]) for k in ("max_drawdown_bps", "n_records", "pnl_std_bps"))
     scale = _nums([None if tail is None else tail.mean_abs_gap])
     used = _nums([None if tail is None else tail.gap_cvar95_used_bps])
-    z, dd_mult = drawdown_multipliers(dd, n, sd, policy)
+    z, own = drawdown_multipliers(dd, n, sd, policy)
+    dd_mult = own if fleet is None else drawdown_used(z, own, fleet, policy)[1]
     rho, tail_mult = tail_multipliers(used, scale, policy)
     return risk_factor_dicts(
         float(dd[0]),
@@ -407,4 +505,6 @@ def risk_factors(
         float(rho[0]),
         float(tail_mult[0]),
         policy,
+        fleet,
+        float(own[0]),
     )

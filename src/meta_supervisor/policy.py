@@ -161,6 +161,28 @@ class Policy(BaseModel):
     )
     evidence_tail_k: float = Field(0.25, ge=0, le=100, description="evidence: tail slope")
     evidence_tail_floor: float = Field(0.25, ge=0, le=1, description="evidence: tail floor")
+    evidence_risk_strength_ref: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="evidence: g = min(1, tilt strength / this) weighs the agent-specific "
+        "drawdown and confidence factors (0 strength: fleet level only)",
+    )
+    evidence_dd_relative: bool = Field(
+        True,
+        description="evidence: drawdown g·own + (1 − g)·min(fleet mean, beyond-null); false: "
+        "the agent's own drawdown factor alone",
+    )
+    evidence_dd_null_z: float = Field(
+        2.7,
+        ge=0,
+        le=100,
+        description="evidence: drawdown/(sigma·sqrt n) a zero-drift walk exceeds about 1% of "
+        "the time; beyond it the agent is penalised on its own whatever g",
+    )
+    evidence_confidence_shrink: bool = Field(
+        True, description="evidence: confidence c used as c + (1 − g)·(1 − c) (pulled to 1)"
+    )
 
     @model_validator(mode="after")
     def _check_order(self) -> Policy:
