@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     cycles = min(args.backtest_cycles, 240) if args.quick else args.backtest_cycles
     runs = max(3, args.runs)
     spec = LedgerSpec(n_records=n_records)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     started = time.perf_counter()
     console.print(f"ledger: {n_records:,} records, key {spec.key()} (generating if needed)")
     ensure_ledger(spec)

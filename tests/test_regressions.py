@@ -70,6 +70,17 @@ def test_penalties_pull_capital_back_instead_of_summing_to_one():
     assert decision.cash == pytest.approx(0.5, abs=1e-5)
 
 
+def test_a_thousand_agent_fleet_is_not_frozen_at_zero_by_the_no_trade_band():
+    # Found by the 10M benchmark: with 1,000 agents every target is ~0.1%, under the absolute
+    # band of 0.25 pp, so from a first decision at 0 (no evidence yet) nobody ever entered.
+    stats = {f"agent-{i:04d}": _agent(400) for i in range(1000)}
+    zero = dict.fromkeys(stats, 0.0)
+    decision = allocate(stats, as_of=AS_OF, policy=SEED, previous=zero)
+    target = allocate(stats, as_of=AS_OF, policy=SEED)  # no previous: nothing to smooth
+    assert max(target.weights.values()) < SEED.no_trade_band  # the case the band got wrong
+    assert decision.weights == target.weights and decision.gross > 0
+
+
 def test_gross_cap_scales_down_and_does_not_renormalise():
     stats = {n: _agent(400) for n in "abcdef"}
     policy = SEED.model_copy(update={"gross_cap": 0.6})

@@ -771,7 +771,11 @@ def _decide(
         after_stability = after_gross.copy()
     else:
         after_stability = smooth(
-            after_gross, prev, policy.max_increase_per_cycle, policy.no_trade_band
+            after_gross,
+            prev,
+            policy.max_increase_per_cycle,
+            policy.no_trade_band,
+            policy.no_trade_band_relative,
         )
         after_stability = np.minimum(after_stability, caps)
         after_stability = np.where(quality > 0, after_stability, 0.0)
@@ -1158,6 +1162,7 @@ def _summary(e: Mapping[str, Any], policy: Policy) -> str:
     if abs(steps["after_stability"] - steps["after_gross_cap"]) > 1e-12:
         limits = {
             "no_trade_band": policy.no_trade_band,
+            "no_trade_band_relative": policy.no_trade_band_relative,
             "max_increase_per_cycle": policy.max_increase_per_cycle,
         }
         note = stability_note(e, limits) or "stability step"

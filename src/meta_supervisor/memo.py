@@ -34,9 +34,10 @@ share (an operator cap included; the excess goes to the uncapped agents in propo
 quality), then the **risk** multipliers (its strategy's tail loss against forecasts, CVaR95,
 and its own drawdown; what risk removes goes to **cash**, not to the other agents), then the
 gross cap, then the **stability** rule against the previous decision (a decrease applies in
-full, an increase is limited per cycle, and a move smaller than the no-trade band keeps the
-previous weight), and finally weights are rounded down. A factor of x1.00 changes nothing;
-x0.50 halves the weight. bps = basis points of notional; pp = percentage points of capital."""
+full, an increase is limited per cycle, and a move smaller than the no-trade band, and small
+for the position, keeps the previous weight), and finally weights are rounded down. A factor
+of x1.00 changes nothing; x0.50 halves the weight. bps = basis points of notional; pp =
+percentage points of capital."""
 
 
 def _how_to_read(policy: Mapping[str, Any]) -> str:
@@ -44,10 +45,12 @@ def _how_to_read(policy: Mapping[str, Any]) -> str:
     band, limit = policy.get("no_trade_band"), policy.get("max_increase_per_cycle")
     if band is None or limit is None:
         return _HOW_TO_READ
+    relative = policy.get("no_trade_band_relative")
+    also = f" and {relative:.0%} of the position" if relative is not None else ""
     return (
         _HOW_TO_READ
         + f" In this decision: increases at most +{limit * 100:.2f} pp per cycle, no-trade band "
-        f"{band * 100:.2f} pp."
+        f"{band * 100:.2f} pp{also}."
     )
 
 

@@ -114,6 +114,12 @@ class Policy(BaseModel):
     no_trade_band: float = Field(
         0.0025, ge=0, le=0.5, description="moves smaller than this keep the previous weight"
     )
+    no_trade_band_relative: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="...and smaller than this share of the position (so an agent at 0 can enter)",
+    )
     weight_decimals: int = Field(6, ge=2, le=12, description="weights rounded down to this")
 
     # ---- evidence profile (meta_supervisor.evidence) ----
