@@ -111,20 +111,27 @@ def _targets(sc: str, seeds: list[str], rows: dict, profile: str) -> list[str]:
                 f"- {s}: Sharpe {me['sharpe']:+.2f} vs needed >= {need:+.2f} "
                 f"({'met' if ok_s else f'MISS by {need - me_sharpe:.2f}'}); max DD "
                 f"{me['max_drawdown_bps']:.0f} vs equal weight {ew['max_drawdown_bps']:.0f} "
-                f"({'met' if ok_d else 'MISS'})"
+                f"({'met' if ok_d else _by(ew['max_drawdown_bps'] - me['max_drawdown_bps'])})"
             )
         if sc == "skill_blowups":
             best = max(v["sharpe"] for v in r.values())
             limit = 0.6 * ew["max_drawdown_bps"]
+            dd_gap = limit - me["max_drawdown_bps"]
             dr = float(me["derisk_hours"])
             lines.append(
                 f"- {s}: Sharpe {me['sharpe']:+.2f} vs best {best:+.2f} "
                 f"({'met' if me_sharpe >= best else f'MISS by {best - me_sharpe:.2f}'}); "
                 f"max DD {me['max_drawdown_bps']:.0f} vs limit {limit:.0f} "
-                f"({'met' if me['max_drawdown_bps'] >= limit else 'MISS'}); de-risk {dr:.0f} h "
+                f"({'met' if dd_gap <= 0 else _by(dd_gap)})"
+                f"; de-risk {dr:.0f} h "
                 f"({'met' if dr <= 12 else 'MISS'})"
             )
     return lines
+
+
+def _by(bps: float) -> str:
+    """A drawdown miss with its size (bps deeper than allowed)."""
+    return f"MISS by {bps:.0f} bps"
 
 
 if __name__ == "__main__":
