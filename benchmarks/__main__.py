@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         ("append_full", f"{size} + 10k", {}, runs),
         ("append", f"{size} + 10k", {}, runs),
         ("store_append", f"{size} + 10k", {}, runs),
+        ("store_append_evidence", f"{size} + 10k", {}, runs),
+        ("persistence", size, {}, runs),
         ("backtest", f"{size}, {cycles} cycles", {"cycles": cycles}, runs),
         ("allocate", "10k agents", {"agents": 10_000}, runs),
     ]
@@ -137,6 +139,8 @@ DESCRIPTIONS = {
     "append": "append 10k, incremental",
     "store_cycle": "run_cycle on the store, no saved state",
     "store_append": "run_cycle on the store after +10k",
+    "store_append_evidence": "the same, evidence profile (strength kept)",
+    "persistence": "evidence: learned strength, daily recompute",
     "backtest": "backtest: run_backtest, hourly",
     "allocate": "allocate() alone",
 }

@@ -19,7 +19,7 @@ from benchmarks.data import AS_OF, DATA_DIR, NEEDED, LedgerSpec, appended_record
 from meta_supervisor.allocate import Confidence, Tail, allocate
 from meta_supervisor.confidence import confidence_multipliers
 from meta_supervisor.cycle import Ledger, cycle_inputs, decide, frames_to_inputs
-from meta_supervisor.policy import Policy
+from meta_supervisor.policy import Policy, Profile
 from meta_supervisor.stats import agent_stats
 from meta_supervisor.tails import strategy_tails
 
@@ -29,10 +29,21 @@ Options = dict[str, Any]
 APPEND_N = 10_000
 
 
-def bench_policy(spec: LedgerSpec) -> Policy:
-    """The issue's setting: every record of the ledger inside every window."""
+def bench_policy(spec: LedgerSpec, profile: Profile = Profile.SEED) -> Policy:
+    """The issue's setting: every record of the ledger inside every window.
+
+    The seed profile by default: these cases measure the statistics engine and the cycle around
+    it. The default ``evidence`` profile adds its learned strength, once per anchor (a day):
+    ``store_append_evidence`` measures a cycle that reuses it, and ``persistence`` the daily
+    recomputation.
+    """
     hours = 24.0 * (spec.days + 1)
-    return Policy(lookback_hours=hours, cvar_lookback_hours=hours, confidence_lookback_hours=hours)
+    return Policy(
+        profile=profile,
+        lookback_hours=hours,
+        cvar_lookback_hours=hours,
+        confidence_lookback_hours=hours,
+    )
 
 
 def _read(path: Path, columns: list[str] | None = None) -> pl.DataFrame:

@@ -28,6 +28,7 @@ from meta_supervisor.config import Paths
 from meta_supervisor.cycle import run_cycle
 from meta_supervisor.engine import describe
 from meta_supervisor.ledger import LedgerStore
+from meta_supervisor.policy import Profile
 from meta_supervisor.records import RECORD_SCHEMA, TELEMETRY_SCHEMA, empty_quarantine
 from meta_supervisor.records import empty_telemetry as no_telemetry
 
@@ -55,8 +56,7 @@ def ensure_store(spec: LedgerSpec, policy: Any) -> tuple[Path, Path]:
     store_dir, snapshot = root / "ledger", root / "state-at-as-of"
     if (root / _READY).exists():
         return store_dir, snapshot
-    for old in DATA_DIR.glob(f"store-{spec.key()}*"):
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
     records_path, telemetry_path = ensure_ledger(spec)
     store = LedgerStore(store_dir)
     with store.writer():
@@ -111,13 +111,45 @@ def case_store_append(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, An
         return _timed_cycle(store, state_dir, AS_OF + timedelta(hours=1), policy)
 
 
+def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``store_append`` under the evidence profile: the learned strength the previous cycle
+    kept (same anchor) is reused, so the cycle still reads only what was committed since."""
+    from datetime import timedelta
+
+    from benchmarks.cases import bench_policy
+
+    policy = bench_policy(spec, Profile.EVIDENCE)
+    store, snapshot = ensure_store(spec, policy)
+    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
+        state_dir = Path(tmp) / "state"
+        shutil.copytree(snapshot, state_dir)
+        return _timed_cycle(store, state_dir, AS_OF + timedelta(hours=1), policy)
+
+
+def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The evidence profile's learned strength recomputed from the store (once per anchor)."""
+    from benchmarks.cases import bench_policy
+    from meta_supervisor.engine import store_persistence
+
+    policy = bench_policy(spec, Profile.EVIDENCE)
+    store_dir, _ = ensure_store(spec, policy)
+    store = LedgerStore(store_dir)
+    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
+        start = time.perf_counter()
+        value, _ = store_persistence(
+            store, store.manifest(), AS_OF, policy, Path(tmp) / "p.json", save=False
+        )
+        return {"seconds": time.perf_counter() - start, "note": f"strength {value.strength:.2f}"}
+
+
 def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
     """Not a measurement: build the cached store and snapshot (run once, in its own process,
     so that neither the parent's nor a measured child's peak memory includes the ingest)."""
     from benchmarks.cases import bench_policy
 
     start = time.perf_counter()
-    ensure_store(spec, bench_policy(spec))
+    for profile in (Profile.SEED, Profile.EVIDENCE):
+        ensure_store(spec, bench_policy(spec, profile))
     return {"seconds": time.perf_counter() - start}
 
 
@@ -125,4 +157,6 @@ STORE_CASES = {
     "store_setup": case_store_setup,
     "store_cycle": case_store_cycle,
     "store_append": case_store_append,
+    "store_append_evidence": case_store_append_evidence,
+    "persistence": case_persistence,
 }

@@ -52,9 +52,16 @@ for k, as_of in enumerate(spec["as_ofs"]):
 
 
 def make_inputs(root: Path) -> Paths:
-    """Write the demo fleet's inputs under ``root``; return paths with a state dir to fill."""
+    """Write the demo fleet's inputs under ``root``; return paths with a state dir to fill.
+
+    The policy file pins the seed profile: on this fleet its weights move every cycle, so each
+    state file is rewritten each cycle and every fault point is reached (crash safety does not
+    depend on the profile).
+    """
     paths = write_demo_fleet(root / "fleet")
-    return replace(paths, ledger=root / "ledger")
+    policy = root / "policy.toml"
+    policy.write_text('profile = "seed"\n', encoding="utf-8")
+    return replace(paths, ledger=root / "ledger", policy=policy)
 
 
 def fresh_state(inputs: Paths, state_dir: Path) -> Paths:
@@ -106,6 +113,7 @@ def spawn_cycles(
             "telemetry": str(paths.telemetry),
             "state_dir": str(paths.state_dir),
             "ledger": str(paths.ledger),
+            "policy": str(paths.policy),
         },
         "as_ofs": [iso(a) for a in as_ofs],
         "wait": wait,
@@ -124,6 +132,7 @@ def spawn_cli(paths: Paths, *args: str, fault: str | None = None) -> subprocess.
     """Start ``meta-supervisor`` (the real CLI) on ``paths`` with ``args``."""
     env = child_env(fault)
     env["META_SUPERVISOR_LEDGER"] = str(paths.ledger)
+    env["META_SUPERVISOR_POLICY"] = str(paths.policy)
     command = "from meta_supervisor.cli import app; app()"
     base = [
         "--records",

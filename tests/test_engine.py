@@ -145,7 +145,7 @@ def store_fleet(tmp_path: Path) -> Paths:
     ingest([inputs.records, inputs.telemetry], inputs.ledger)
     state = tmp_path / "state"
     state.mkdir()
-    return replace(inputs, state_dir=state)
+    return replace(inputs, state_dir=state, policy=None)  # the default policy
 
 
 AS_OFS = [DEMO_AS_OF - timedelta(days=2), DEMO_AS_OF - timedelta(days=1), DEMO_AS_OF]
@@ -161,7 +161,10 @@ def test_second_cycle_advances_the_saved_state(store_fleet: Paths) -> None:
     )
     decision, second = run_cycle(store_fleet, AS_OFS[1])
     assert second.engine is not None and second.engine.mode == "warm"
-    assert second.engine.new_segments == 0 and second.records.height == 0
+    assert second.engine.new_segments == 0
+    # only the evidence profile's learned strength reads records (its lagged window)
+    _, seed = run_cycle(store_fleet, AS_OFS[1], Policy(profile=Profile.SEED), write=False)
+    assert seed.records.height == 0
     assert second.latest is not None and second.latest <= AS_OFS[1]
     policy = Policy()
     full = decide(
@@ -301,3 +304,23 @@ def test_the_evidence_profile_on_the_store_learns_its_strength_as_on_the_files(
     decision, on_store = run_cycle(store_fleet, AS_OFS[2], policy, write=False)
     assert on_store.engine is not None
     _assert_close(decision, decide(ledger, AS_OFS[2], policy))
+
+
+def test_the_learned_strength_is_kept_until_its_next_anchor_and_redone_for_a_late_record(
+    store_fleet: Paths,
+) -> None:
+    policy = Policy(profile=Profile.EVIDENCE)
+    morning, noon = DEMO_AS_OF - timedelta(hours=18), DEMO_AS_OF - timedelta(hours=12)
+    _, first = run_cycle(store_fleet, morning, policy)
+    assert first.engine is not None and first.engine.persistence_recomputed
+    decision, second = run_cycle(store_fleet, noon, policy)  # same day: same anchor
+    assert second.engine is not None and second.engine.persistence_recomputed is False
+    assert second.records.height == 0  # the store's records were not read
+    ledger = load_ledger(replace(store_fleet, ledger=None))
+    base = read_history(store_fleet.history)[0]
+    _assert_close(decision, decide(ledger, noon, policy, base.decision["weights"], (), base.hash))
+    # a record that matured before the anchor, committed late, changes what it learned from
+    late = _records([("atlas", "momentum", -20, -500.0, -40.0)], 0, noon)
+    _append(store_fleet, late)
+    _, third = run_cycle(store_fleet, noon + timedelta(hours=1), policy)
+    assert third.engine is not None and third.engine.persistence_recomputed

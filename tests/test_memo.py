@@ -14,8 +14,10 @@ from meta_supervisor.allocate import Override, Tail, allocate
 from meta_supervisor.attribution import STEPS, cash_breakdown, compare_decisions, fleet_quality
 from meta_supervisor.decision import fingerprint
 from meta_supervisor.memo import decision_memo, md_cell
+from meta_supervisor.policy import Policy, Profile
 
 T0 = datetime(2026, 1, 15, tzinfo=UTC)
+SEED = Policy(profile=Profile.SEED)
 
 
 def _stats(pnl: float, hit: float = 0.6, dd: float = 0.0, err: float = 5.0) -> dict[str, object]:
@@ -40,7 +42,9 @@ def _fleet() -> dict[str, dict[str, object]]:
 
 
 def _decision(**kwargs: object) -> dict[str, object]:
+    """The fleet under the seed profile (the expected figures below are its)."""
     tails = {"trend": Tail("trend", 40, -20.0, -20.0, window_hours=720)}
+    kwargs.setdefault("policy", SEED)
     return allocate(_fleet(), as_of=T0, tails=tails, **kwargs).to_dict()  # type: ignore[arg-type]
 
 
@@ -117,7 +121,9 @@ def test_diff_effects_multiply_to_the_share_change() -> None:
     stats = _fleet()
     stats["a"] = _stats(2500.0, hit=0.7)
     stats["c"] = _stats(300.0, err=40.0)
-    new = allocate(stats, as_of=T0 + timedelta(hours=1), previous=old["weights"]).to_dict()
+    new = allocate(
+        stats, as_of=T0 + timedelta(hours=1), policy=SEED, previous=old["weights"]
+    ).to_dict()
     diff = compare_decisions(old, new)
     for name in ("a", "b", "c"):
         drivers = diff["agents"][name]["drivers"]
@@ -143,12 +149,11 @@ def test_diff_effects_multiply_to_the_share_change() -> None:
 
 
 def test_diff_names_a_flipped_gate_and_a_policy_change() -> None:
-    from meta_supervisor.policy import Policy
-
     old = _decision()
     stats = _fleet()
     stats["b"] = dict(stats["b"], error_rate=0.5)
-    new = allocate(stats, as_of=T0, policy=Policy(max_weight=0.3), previous=old["weights"])
+    wider = SEED.model_copy(update={"max_weight": 0.3})
+    new = allocate(stats, as_of=T0, policy=wider, previous=old["weights"])
     diff = compare_decisions(old, new.to_dict())
     b = diff["agents"]["b"]
     assert b["new_weight"] == 0

@@ -21,6 +21,7 @@ from meta_supervisor.cycle import cycle_frames, cycle_inputs, decide
 from meta_supervisor.persistence import (
     LagCorrelation,
     Persistence,
+    anchor,
     lag_correlations,
     persistence,
     persistence_from_lags,
@@ -281,3 +282,17 @@ def test_the_seed_profile_ignores_the_strength_byte_for_byte(fleet):
         fleet.ledger, as_of, policy, persistence=Persistence(1.0, 0.5, 0.1, 5.0, 4)
     )
     assert given_strength.to_json() == plain.to_json()
+
+
+@given(st.integers(0, 12 * 3600 - 1))
+def test_every_instant_until_the_next_anchor_learns_what_the_anchor_learned(seconds):
+    """The strength reads only records matured by the anchor (as_of rounded down to H): a
+    cycle at any instant of the step sees the anchor's value, whatever matured since."""
+    _, frame = _records(np.random.default_rng(11), 8.0)
+    as_of = AS_OF + timedelta(seconds=seconds)
+    assert anchor(as_of, POLICY) == AS_OF  # H = 12 h, AS_OF on a boundary
+    since = (pl.col("matured_at") > AS_OF) & (pl.col("matured_at") <= as_of)
+    corrupted = frame.with_columns(
+        pl.when(since).then(1e6).otherwise(pl.col("realized_pnl_bps")).alias("realized_pnl_bps")
+    )
+    assert persistence(corrupted, as_of, POLICY) == persistence(frame, AS_OF, POLICY)

@@ -204,3 +204,18 @@ def test_telemetry_error_rate_is_not_read_by_compute_weights_but_stats_error_rat
     weights = allocation.compute_weights({"a": _stats(error_rate=0.2), "b": _stats()})
     assert "a" not in weights
     assert "b" in weights
+
+
+def test_the_seed_functions_apply_the_seed_profile_unless_a_policy_file_chooses(
+    configured, tmp_path
+):
+    stats = {f"a{i}": _stats(100.0 * (i + 1), n_records=30) for i in range(6)}
+    seed = allocation.compute_decision(stats)
+    assert seed.profile == "seed"  # the cycle's default is evidence; the seed's API is the seed
+    assert allocation.compute_weights(stats) == seed.weights
+    # the seed ranks by pnl_sum: more PnL, more weight (the evidence tilt needs a std to move)
+    assert seed.weights["a5"] > seed.weights["a0"]
+    chosen = tmp_path / "policy.toml"
+    chosen.write_text('profile = "evidence"\n', encoding="utf-8")
+    config.configure(policy=chosen)
+    assert allocation.compute_decision(stats).profile == "evidence"

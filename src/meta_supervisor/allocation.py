@@ -26,7 +26,7 @@ from meta_supervisor.confidence_decay import compute_confidence_multipliers
 from meta_supervisor.config import current_paths
 from meta_supervisor.cycle import commit
 from meta_supervisor.decision import Decision, canonical_json
-from meta_supervisor.policy import Policy, load_policy
+from meta_supervisor.policy import Policy, Profile, load_policy
 from meta_supervisor.state import atomic_write_text
 
 __all__ = ["ALLOCATION_STATE", "compute_decision", "compute_weights", "main", "save_weights"]
@@ -49,7 +49,12 @@ def compute_decision(
 ) -> Decision:
     """The full decision (with explanations) for a seed stats dict."""
     paths = current_paths()
-    policy = policy or load_policy(paths.policy)
+    if policy is None:
+        policy = load_policy(paths.policy)
+        if "profile" not in policy.model_fields_set:
+            # The seed's functions apply the seed profile (DESIGN.md: "exactly what
+            # compute_weights applies to a bare seed stats dict"), unless a policy file chose.
+            policy = policy.model_copy(update={"profile": Profile.SEED})
     as_of = as_of or datetime.now(UTC)
     tails_raw = strategy_cvar.run(horizon_hours=policy.horizon_hours, as_of=as_of, policy=policy)
     tails = {name: Tail.from_row({**t, "strategy": name}) for name, t in tails_raw.items()}

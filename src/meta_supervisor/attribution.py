@@ -40,6 +40,7 @@ __all__ = [
     "cash_breakdown",
     "compare_decisions",
     "factor_text",
+    "factors_caption",
     "failed_gates",
     "fleet_quality",
     "stability_note",
@@ -74,6 +75,15 @@ _STEP_MOVED = 5e-5  # 0.005 pp of capital
 def factor_text(name: str, value: float) -> str:
     """A factor's value as shown: ``alpha`` is a base (√ of PnL), the others multipliers."""
     return f"{value:.3f}" if name == "alpha" else f"x{value:.3f}"
+
+
+def factors_caption(explanation: Mapping[str, Any]) -> str:
+    """How to read an agent's factors: the seed profile's ``alpha`` is a base (√ of PnL), every
+    other factor (the evidence profile's all of them) a multiplier."""
+    names = {f["factor"] for f in explanation.get("factors", [])}
+    if "alpha" in names:
+        return "alpha is the base; multipliers: x1.00 = no effect"
+    return "multipliers of the equal-weight prior: x1.00 = no effect"
 
 
 def failed_gates(explanation: Mapping[str, Any]) -> list[Mapping[str, Any]]:

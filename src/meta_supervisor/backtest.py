@@ -68,6 +68,7 @@ from meta_supervisor.cycle import Ledger, cycle_frames, decide, frames_to_inputs
 from meta_supervisor.decision import Decision
 from meta_supervisor.incremental import IncrementalStats, SortedLedger
 from meta_supervisor.metrics import summarize
+from meta_supervisor.persistence import Persistence, anchor, history_hours, persistence
 from meta_supervisor.policy import Policy, Profile
 
 __all__ = [
@@ -291,6 +292,7 @@ def run_backtest(
             engines.setdefault(frames_key(pol), IncrementalStats(pol))
         sorted_ledger = SortedLedger(ledger.records)
 
+    learned: dict[tuple[str, datetime], Persistence] = {}
     bar = _progress(console)
     task = bar.add_task("backtest", total=n_t, status="")
     with bar if progress else _Null():
@@ -301,7 +303,12 @@ def run_backtest(
                 frames[key] = inc.frames(ledger.telemetry)
             for name, pol in policies.items():
                 decision = decide(
-                    ledger, t, pol, previous[name], frames=frames.get(frames_key(pol))
+                    ledger,
+                    t,
+                    pol,
+                    previous[name],
+                    frames=frames.get(frames_key(pol)),
+                    persistence=_learned(learned, ledger, t, pol),
                 )
                 previous[name] = decision.weights
                 decisions[name].append(decision)
@@ -348,6 +355,21 @@ def run_backtest(
         default_method=policy.profile.value,
         info=dict(info or {}),
     )
+
+
+def _learned(
+    cache: dict[tuple[str, datetime], Persistence], ledger: Ledger, t: datetime, policy: Policy
+) -> Persistence | None:
+    """The evidence profile's learned strength at ``t``, computed once per anchor (it reads
+    only records matured by the anchor, :func:`meta_supervisor.persistence.anchor`: every
+    rebalance until the next anchor gets the same value, as a live cycle keeps it); ``None``
+    for a profile that does not learn one (``decide`` then computes nothing)."""
+    if not history_hours(policy):
+        return None
+    key = (policy.fingerprint(), anchor(t, policy))
+    if key not in cache:
+        cache[key] = persistence(ledger.records, t, policy)
+    return cache[key]
 
 
 class _Null:

@@ -68,6 +68,11 @@ class Paths:
         return self.state_dir / "engine.state"
 
     @property
+    def persistence(self) -> Path:
+        """The evidence profile's learned strength, kept until its next anchor (engine)."""
+        return self.state_dir / "persistence.json"
+
+    @property
     def lock(self) -> Path:
         """Held while a cycle writes state."""
         return self.state_dir / ".lock"

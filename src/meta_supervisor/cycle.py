@@ -18,7 +18,7 @@ from meta_supervisor.allocate import Confidence, Override, Tail, allocate_frames
 from meta_supervisor.confidence import confidence_multipliers
 from meta_supervisor.config import Paths
 from meta_supervisor.decision import Decision, canonical_json, iso, parse_iso
-from meta_supervisor.engine import EngineRun, store_frames
+from meta_supervisor.engine import EngineRun, store_frames, store_persistence
 from meta_supervisor.ledger import LedgerStore, Manifest
 from meta_supervisor.persistence import Persistence, history_hours
 from meta_supervisor.persistence import persistence as learned_strength
@@ -309,35 +309,36 @@ def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> 
 
 def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger, Manifest] | None:
     """The store's snapshot for a cycle that takes its statistics from the engine: telemetry of
-    the stats window, the quarantine and, for the evidence profile only, the records its
-    learned strength reads; ``None`` without a store."""
+    the stats window and the quarantine (records are not read); ``None`` without a store."""
     store = LedgerStore(paths.ledger) if paths.ledger is not None else None
     if store is None or not store.exists():
         return None
     manifest = store.manifest()
     telemetry = store.telemetry(as_of, policy.lookback_hours, manifest)
-    # The frames come from the engine; only the evidence profile's learned strength reads
-    # records, over its own (lagged) window: that part costs the window, not the change.
-    hours = history_hours(policy)
-    records = store.records(as_of, hours, manifest) if hours else empty_records()
-    return Ledger(records, telemetry, store.quarantine(manifest)), manifest
+    return Ledger(empty_records(), telemetry, store.quarantine(manifest)), manifest
 
 
 def _engine_frames(
     paths: Paths, ledger: Ledger, manifest: Manifest, as_of: datetime, policy: Policy, save: bool
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """The cycle's frames from :func:`meta_supervisor.engine.store_frames`; fills in
-    ``ledger.engine`` and ``ledger.latest``."""
+) -> tuple[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], Persistence | None]:
+    """The cycle's frames from :func:`meta_supervisor.engine.store_frames` and, for the
+    evidence profile, its learned strength (:func:`meta_supervisor.engine.store_persistence`,
+    kept until the next anchor); fills in ``ledger.engine`` and ``ledger.latest``."""
     store = LedgerStore(paths.ledger or "")
     frames, ledger.engine = store_frames(
         store, manifest, as_of, policy, paths.engine, ledger.telemetry, save=save
     )
+    learned = None
+    if history_hours(policy):
+        learned, ledger.engine.persistence_recomputed = store_persistence(
+            store, manifest, as_of, policy, paths.persistence, save=save
+        )
     newest = frames[0]["last_matured_at"].max()
     if newest is None:  # nobody in the stats window: the manifest's bounds say how old
         his = [s.hi for s in manifest.of("records") if s.hi is not None]
         newest = _latest_bound(his, as_of)
     ledger.latest = newest  # type: ignore[assignment]
-    return frames
+    return frames, learned
 
 
 def _latest_bound(his: list[int], as_of: datetime) -> datetime | None:
@@ -375,10 +376,12 @@ def run_cycle(
     else:
         ledger, manifest = snapshot
 
-    def frames(save: bool) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None:
+    def inputs(save: bool) -> dict[str, Any]:
+        """``decide``'s keyword inputs from the engine (none without a store)."""
         if manifest is None:
-            return None
-        return _engine_frames(paths, ledger, manifest, as_of, policy, save)
+            return {}
+        frames, learned = _engine_frames(paths, ledger, manifest, as_of, policy, save)
+        return {"frames": frames, "persistence": learned}
 
     if not write:
         previous, prev_hash = load_previous(paths, as_of)
@@ -389,7 +392,7 @@ def run_cycle(
             previous,
             load_overrides(paths),
             prev_hash,
-            frames=frames(save=False),
+            **inputs(save=False),
         )
         return decision, ledger
     with StateLock(paths.lock, lock_timeout_s):
@@ -425,7 +428,7 @@ def run_cycle(
             previous,
             load_overrides(paths),
             prev_hash,
-            frames=frames(save=True),
+            **inputs(save=True),
         )
         decision, _ = _commit_locked(decision, paths, entries)
     return decision, ledger

@@ -37,10 +37,18 @@ import polars as pl
 
 from meta_supervisor.incremental import IncrementalStats
 from meta_supervisor.ledger import LedgerStore, Manifest, Segment
+from meta_supervisor.persistence import Persistence, anchor, history_hours, persistence
 from meta_supervisor.policy import Policy
 from meta_supervisor.state import atomic_write_bytes, atomic_write_text, fault_point
 
-__all__ = ["CHUNK_ROWS", "EngineRun", "describe", "meta_path", "store_frames"]
+__all__ = [
+    "CHUNK_ROWS",
+    "EngineRun",
+    "describe",
+    "meta_path",
+    "store_frames",
+    "store_persistence",
+]
 
 #: Records read at once when a state is rebuilt (about 0.4 GiB of columns at 10M-record scale).
 CHUNK_ROWS = 2_000_000
@@ -61,6 +69,7 @@ class EngineRun:
     chunks: int = 0
     saved: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
+    persistence_recomputed: bool | None = None  # evidence profile: learned strength recomputed
 
 
 def meta_path(state_path: Path) -> Path:
@@ -217,5 +226,55 @@ def describe(run: EngineRun) -> dict[str, Any]:
         "late_records": run.late_records,
         "chunks": run.chunks,
         "saved": run.saved,
+        "persistence_recomputed": run.persistence_recomputed,
         "seconds": {k: round(v, 6) for k, v in run.seconds.items()},
     }
+
+
+def store_persistence(
+    store: LedgerStore,
+    manifest: Manifest,
+    as_of: datetime,
+    policy: Policy,
+    cache_path: Path,
+    *,
+    save: bool = True,
+) -> tuple[Persistence, bool]:
+    """The evidence profile's learned strength as of ``as_of``, and whether it was recomputed.
+
+    It reads only records matured by its anchor ``A`` (:func:`meta_supervisor.persistence.
+    anchor`), so ``cache_path`` (JSON) keeps it for every cycle until the next anchor: it is
+    reused when the anchor, the policy and the ledger are the same and every segment committed
+    since holds only records matured after ``A`` (segment bounds from the manifest). Otherwise
+    it is computed from the store's window ``(A − (J + 1)·H − L, A]`` and, with ``save``,
+    written back (atomically; a bad cache file is recomputed, never trusted).
+    """
+    at = anchor(as_of, policy)
+    at_us = _us(at)
+    segments = manifest.of("records")
+    try:
+        blob = json.loads(Path(cache_path).read_text(encoding="utf-8"))
+        known = set(blob["segments"])
+        fresh = all(s.path in known or (s.lo is not None and s.lo > at_us) for s in segments)
+        if (
+            blob["anchor_us"] == at_us
+            and blob["policy_fingerprint"] == policy.fingerprint()
+            and blob["ledger"] == str(store.root.resolve())
+            and known <= {s.path for s in segments}
+            and fresh
+        ):
+            return Persistence.from_dict(blob["persistence"]), False
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent or unreadable: recompute
+    records = store.records(at, history_hours(policy), manifest)
+    value = persistence(records, at, policy)
+    if save:
+        blob = {
+            "anchor_us": at_us,
+            "policy_fingerprint": policy.fingerprint(),
+            "ledger": str(store.root.resolve()),
+            "segments": sorted(s.path for s in segments),
+            "persistence": value.to_dict(),
+        }
+        atomic_write_text(Path(cache_path), json.dumps(blob, indent=1) + "\n")
+    return value, True

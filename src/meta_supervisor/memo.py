@@ -15,6 +15,7 @@ from meta_supervisor.attribution import (
     STEPS,
     cash_breakdown,
     factor_text,
+    factors_caption,
     failed_gates,
     fleet_quality,
     step_notes,
@@ -113,7 +114,7 @@ def _agent(
         ["gate", "verdict", "detail"],
         [[g["gate"], "pass" if g["passed"] else "**FAIL**", g["detail"]] for g in e["gates"]],
     )
-    lines += ["", "**Factors** (alpha is the base; multipliers: x1.00 = no effect):", ""]
+    lines += ["", f"**Factors** ({factors_caption(e)}):", ""]
     lines += _table(
         ["factor", "value", "reason"],
         [[f["factor"], factor_text(f["factor"], f["value"]), f["reason"]] for f in e["factors"]],

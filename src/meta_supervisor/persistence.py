@@ -9,7 +9,12 @@ Definitions, with :math:`H` = ``policy.evidence_persistence_step_hours``, :math:
 ``policy.evidence_persistence_lags``, :math:`L` = ``policy.lookback_hours`` and only records at
 ``policy.horizon_hours`` with ``matured_at ≤ as_of`` (nothing from the future):
 
-* for each lag :math:`j = 1..J` the **evidence instant** is :math:`T_j = as\_of - jH`;
+* the **anchor** :math:`A` is ``as_of`` rounded down to a multiple of :math:`H` since the epoch
+  (midnight UTC for daily steps): the strength uses records matured by :math:`A` only, so it
+  is the same for every cycle between two anchors, and a live cycle computes it once per step
+  (:func:`meta_supervisor.engine.store_persistence` keeps it) instead of re-reading
+  :math:`JH + L` hours of records every cycle;
+* for each lag :math:`j = 1..J` the **evidence instant** is :math:`T_j = A - jH`;
 * the agent's **past evidence** is the t-statistic of its mean PnL over the records that
   matured in :math:`(T_j - L, T_j]` (what the cycle at :math:`T_j` saw):
   :math:`t_i = \bar x_i\sqrt{n_i}/s_i` (sample std, ``ddof = 1``), for agents with
@@ -41,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +60,7 @@ __all__ = [
     "LagCorrelation",
     "LagSample",
     "Persistence",
+    "anchor",
     "history_hours",
     "lag_correlations",
     "lag_samples",
@@ -65,6 +71,7 @@ __all__ = [
 ]
 
 FloatArray = NDArray[np.float64]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EMPTY = np.zeros(0)
 _NO_GROUPS = np.zeros(0, dtype=np.int64)
 
@@ -103,6 +110,21 @@ class Persistence:
             "z": clean(self.z),
             "n_lags": self.n_lags,
         }
+
+    @classmethod
+    def from_dict(cls, blob: dict[str, Any]) -> Persistence:
+        """The inverse of :meth:`to_dict` (``None`` back to NaN; no per-lag detail)."""
+
+        def num(x: Any) -> float:
+            return math.nan if x is None else float(x)
+
+        return cls(
+            float(blob["strength"]),
+            num(blob["mean_rho"]),
+            num(blob["se"]),
+            num(blob["z"]),
+            int(blob["n_lags"]),
+        )
 
     def describe(self) -> str:
         """One line for a reason: what was measured and the strength it gives."""
@@ -157,22 +179,32 @@ class LagSample:
 
 
 def history_hours(policy: Policy) -> float:
-    """How far back of ``as_of`` :func:`persistence` reads: ``J·H + L`` (0 when it does not
-    run: another profile than ``evidence``, or ``evidence_persistence_lags = 0``)."""
+    """How far back of ``as_of`` :func:`persistence` may read: ``(J + 1)·H + L`` (the anchor
+    is up to ``H`` before ``as_of``; 0 when it does not run: another profile than
+    ``evidence``, or ``evidence_persistence_lags = 0``)."""
     from meta_supervisor.policy import Profile
 
     lags = policy.evidence_persistence_lags
     if policy.profile is not Profile.EVIDENCE or lags <= 0:
         return 0.0
-    return lags * policy.evidence_persistence_step_hours + policy.lookback_hours
+    return (lags + 1) * policy.evidence_persistence_step_hours + policy.lookback_hours
+
+
+def anchor(as_of: datetime, policy: Policy) -> datetime:
+    """``as_of`` rounded down to a multiple of the lag step ``H`` since the epoch (UTC)."""
+    step_us = round(policy.evidence_persistence_step_hours * 3.6e9)
+    micros = (as_of - _EPOCH) // timedelta(microseconds=1)
+    return _EPOCH + timedelta(microseconds=micros - micros % step_us)
 
 
 def lag_samples(records: pl.DataFrame, as_of: datetime, policy: Policy) -> list[LagSample]:
-    """Per lag ``j = 1..J``: the agents that count, their evidence t at ``as_of − j·H`` and
-    their mean PnL over the next ``H`` hours (see the module docstring)."""
+    """Per lag ``j = 1..J``: the agents that count, their evidence t at ``A − j·H`` and
+    their mean PnL over the next ``H`` hours, ``A`` = :func:`anchor` (see the module
+    docstring)."""
     lags = policy.evidence_persistence_lags
     if lags <= 0 or records.height == 0:
         return []
+    as_of = anchor(as_of, policy)
     step = timedelta(hours=policy.evidence_persistence_step_hours)
     lookback = timedelta(hours=policy.lookback_hours)
     earliest = as_of - lags * step - lookback

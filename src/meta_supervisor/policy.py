@@ -47,7 +47,10 @@ class Policy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
-    profile: Profile = Field(Profile.SEED, description="allocation formula")
+    profile: Profile = Field(
+        Profile.EVIDENCE,
+        description="allocation formula: evidence (default, chosen by backtest) or seed",
+    )
 
     # ---- windows ----
     horizon_hours: int = Field(24, ge=1, le=24 * 30, description="record horizon used (h)")

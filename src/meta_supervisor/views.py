@@ -23,6 +23,7 @@ from meta_supervisor.attribution import (
     STEPS,
     cash_breakdown,
     factor_text,
+    factors_caption,
     fleet_quality,
     step_notes,
 )
@@ -120,9 +121,7 @@ def explanation_panel(decision: Decision, agent: str) -> Panel:
     for g in e["gates"]:
         verdict = Text("pass", style="green") if g["passed"] else Text("FAIL", style="bold red")
         gates.add_row(g["gate"], verdict, g["detail"])
-    factors = Table(
-        box=box.MINIMAL, title="factors (alpha is the base; multipliers: x1.00 = no effect)"
-    )
+    factors = Table(box=box.MINIMAL, title=f"factors ({factors_caption(e)})")
     factors.add_column("factor")
     factors.add_column("value", justify="right")
     factors.add_column("reason", overflow="fold")
