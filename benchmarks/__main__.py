@@ -142,7 +142,7 @@ DESCRIPTIONS = {
     "store_append_evidence": "the same, evidence profile (strength kept)",
     "persistence": "evidence: learned strength, daily recompute",
     "backtest": "backtest: run_backtest, hourly",
-    "allocate": "allocate() alone",
+    "allocate": "allocation step alone (allocate_frames)",
 }
 
 
