@@ -121,7 +121,7 @@ def load_ledger(
 
 def window_hours(policy: Policy) -> float:
     """The longest lookback any cycle input uses: what :func:`load_ledger` must read (the
-    evidence profile's learned strength reads ``J·H + L``, see
+    evidence profile's learned strength reads ``(J + 1)·H + L``, see
     :func:`meta_supervisor.persistence.history_hours`)."""
     return max(
         policy.lookback_hours,
