@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from meta_supervisor.incremental import COLUMNS
 from meta_supervisor.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
 
 __all__ = ["AS_OF", "DATA_DIR", "LedgerSpec", "appended_records", "ensure_ledger", "make_records"]
@@ -32,17 +33,7 @@ DATA_DIR = Path("bench-data")
 GENERATOR_VERSION = 2  # bump when the generator's output changes
 
 # Columns the cycle reads (stats, confidence, tails); the rest of the schema is not written.
-NEEDED = [
-    "record_id",
-    "ts",
-    "matured_at",
-    "agent",
-    "strategy",
-    "horizon_hours",
-    "realized_pnl_bps",
-    "expected_sigma_bps",
-    "gap_bps",
-]
+NEEDED = list(COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from polars.testing import assert_frame_equal
 from meta_supervisor.allocate import Confidence, Tail, allocate
 from meta_supervisor.confidence import confidence_multipliers
 from meta_supervisor.incremental import (
+    COLUMNS,
     STATE_VERSION,
     IncrementalStats,
     SortedLedger,
@@ -31,17 +32,6 @@ from meta_supervisor.stats import agent_stats
 from meta_supervisor.tails import strategy_tails
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-COLUMNS = [
-    "record_id",
-    "ts",
-    "matured_at",
-    "agent",
-    "strategy",
-    "horizon_hours",
-    "realized_pnl_bps",
-    "expected_sigma_bps",
-    "gap_bps",
-]
 
 record_st = st.tuples(
     st.sampled_from(["a", "b", "c", "d"]),
