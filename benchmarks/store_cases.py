@@ -97,33 +97,30 @@ def case_store_cycle(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
         return _timed_cycle(store, Path(tmp), AS_OF, policy)
 
 
-def case_store_append(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
-    """The cycle one hour later, after 10k records were appended, from the saved state."""
+def _append_cycle(spec: LedgerSpec, profile: Profile) -> dict[str, Any]:
+    """The cycle one hour after the snapshot's, after 10k records were appended, from the
+    state the snapshot's cycle saved (copied into a fresh state directory)."""
     from datetime import timedelta
 
     from benchmarks.cases import bench_policy
 
-    policy = bench_policy(spec)
+    policy = bench_policy(spec, profile)
     store, snapshot = ensure_store(spec, policy)
     with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
         state_dir = Path(tmp) / "state"
         shutil.copytree(snapshot, state_dir)
         return _timed_cycle(store, state_dir, AS_OF + timedelta(hours=1), policy)
+
+
+def case_store_append(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The cycle one hour later, after 10k records were appended, from the saved state."""
+    return _append_cycle(spec, Profile.SEED)
 
 
 def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
     """``store_append`` under the evidence profile: the learned strength the previous cycle
     kept (same anchor) is reused, so the cycle still reads only what was committed since."""
-    from datetime import timedelta
-
-    from benchmarks.cases import bench_policy
-
-    policy = bench_policy(spec, Profile.EVIDENCE)
-    store, snapshot = ensure_store(spec, policy)
-    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
-        state_dir = Path(tmp) / "state"
-        shutil.copytree(snapshot, state_dir)
-        return _timed_cycle(store, state_dir, AS_OF + timedelta(hours=1), policy)
+    return _append_cycle(spec, Profile.EVIDENCE)
 
 
 def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:

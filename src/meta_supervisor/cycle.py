@@ -376,25 +376,18 @@ def run_cycle(
     else:
         ledger, manifest = snapshot
 
-    def inputs(save: bool) -> dict[str, Any]:
-        """``decide``'s keyword inputs from the engine (none without a store)."""
-        if manifest is None:
-            return {}
-        frames, learned = _engine_frames(paths, ledger, manifest, as_of, policy, save)
-        return {"frames": frames, "persistence": learned}
+    def decide_now(previous: dict[str, float] | None, prev_hash: str | None) -> Decision:
+        """:func:`decide` at ``as_of``; on a store, on the engine's inputs (saved back only by
+        a recording cycle)."""
+        extra: dict[str, Any] = {}
+        if manifest is not None:
+            frames, learned = _engine_frames(paths, ledger, manifest, as_of, policy, write)
+            extra = {"frames": frames, "persistence": learned}
+        overrides = load_overrides(paths)
+        return decide(ledger, as_of, policy, previous, overrides, prev_hash, **extra)
 
     if not write:
-        previous, prev_hash = load_previous(paths, as_of)
-        decision = decide(
-            ledger,
-            as_of,
-            policy,
-            previous,
-            load_overrides(paths),
-            prev_hash,
-            **inputs(save=False),
-        )
-        return decision, ledger
+        return decide_now(*load_previous(paths, as_of)), ledger
     with StateLock(paths.lock, lock_timeout_s):
         fault_point("locked")
         remove_stale_temps(paths.state_dir)
@@ -421,14 +414,5 @@ def run_cycle(
             else {k: float(v) for k, v in base.decision.get("weights", {}).items()}
         )
         prev_hash = None if base is None else base.hash
-        decision = decide(
-            ledger,
-            as_of,
-            policy,
-            previous,
-            load_overrides(paths),
-            prev_hash,
-            **inputs(save=True),
-        )
-        decision, _ = _commit_locked(decision, paths, entries)
+        decision, _ = _commit_locked(decide_now(previous, prev_hash), paths, entries)
     return decision, ledger
