@@ -2,8 +2,10 @@
 
 The data flow, module by module::
 
-    sources (read files) -> records (validate, normalise, dedupe) -> stats / confidence / tails
-    -> allocate (pure) -> decision -> state (atomic files, hash-chained history) -> views / cli
+    sources (read files) -> records (validate, normalise, dedupe) -> ledger (the store)
+    -> stats / confidence / tails (from scratch, or kept between cycles: incremental, engine)
+    -> persistence (the evidence profile's learned tilt strength) -> allocate (pure)
+    -> decision -> state (atomic files, hash-chained history) -> views / cli
 
 The seed's modules keep their functions: :mod:`meta_supervisor.allocation`
 (``compute_weights``, ``save_weights``, ``main``), :mod:`meta_supervisor.confidence_decay`

@@ -1,7 +1,9 @@
 """The allocation: per-agent statistics + confidence + strategy tails + policy -> decision.
 
-Pure: no file, no clock (``as_of`` is an argument). The *seed profile* (DESIGN.md,
-"Allocation") made correct, step by step; every step's output is kept in the explanation:
+Pure: no file, no clock (``as_of`` is an argument). Two profiles share the steps below and
+differ in the quality and risk factors: ``evidence`` (the default; its factors are in
+:mod:`meta_supervisor.evidence`) and ``seed``, DESIGN.md's "Allocation" made correct, whose
+factors are the ones written here. Every step's output is kept in the explanation:
 
 1. **gates** (each a named reason): operator exclusion (with reason and expiry), ``decision:
    "KILL"``, unusable numbers (non-numeric, NaN, inf, hit/error rate outside [0, 1], negative
