@@ -29,7 +29,7 @@ def seed_profile_weights(
         pnl = s["pnl_sum_bps"]
         gated = (
             s.get("error_rate", 0.0) > 0.15
-            or pnl <= 0
+            or pnl <= 1e-6  # documented: within 1e-6 bps of 0 is 0 (summation order)
             or s.get("n_records", math.inf) < policy.min_records
             or s.get("decision") == "KILL"
         )

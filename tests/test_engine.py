@@ -39,7 +39,8 @@ record_st = st.tuples(
     st.sampled_from(["a", "b", "c", "d", "e"]),
     st.sampled_from(["s1", "s2"]),
     st.integers(-40, 8),  # matured this many hours from the current as_of: late ones on purpose
-    st.integers(-60, 60).map(float),
+    # tenths of a bps: sums like 0.1 + 0.2 − 0.3 are 0 only up to the order of summation
+    st.integers(-600, 600).map(lambda v: v / 10),
     st.integers(-30, 30).map(float),
 )
 op_st = st.one_of(
@@ -324,3 +325,20 @@ def test_the_learned_strength_is_kept_until_its_next_anchor_and_redone_for_a_lat
     _append(store_fleet, late)
     _, third = run_cycle(store_fleet, noon + timedelta(hours=1), policy)
     assert third.engine is not None and third.engine.persistence_recomputed
+
+
+def test_a_pnl_sum_of_zero_gates_alike_whatever_order_summed_it(store_fleet: Paths) -> None:
+    """0.1 + 0.2 − 0.3 is +5.6e-17 summed one way and 0 another: the store's running sums and
+    a fresh sum must not disagree on the ``pnl_sum > 0`` gate (a whole position hangs on it)."""
+    policy = Policy(profile=Profile.SEED, min_records=1)
+    rows = [
+        ("zero", "s9", -3, 0.1, 0.0),
+        ("zero", "s9", -2, 0.2, 0.0),
+        ("zero", "s9", -1, -0.3, 0.0),
+    ]
+    _append(store_fleet, _records(rows, 0, AS_OFS[0]))
+    decision, _ = run_cycle(store_fleet, AS_OFS[0], policy, write=False)
+    store = LedgerStore(store_fleet.ledger)
+    full = decide(Ledger(store.records(), store.telemetry()), AS_OFS[0], policy)
+    assert decision.weights.get("zero", 0.0) == full.weights.get("zero", 0.0) == 0.0
+    _assert_close(decision, full)

@@ -6,6 +6,7 @@ import math
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -213,3 +214,11 @@ def test_drawdown_used_is_bounded_and_matches_its_formula(dds, strength, c):
         q = {f["factor"]: f["value"] for f in quality_factors(stats[name], conf, fleet, EVIDENCE)}
         assert math.isclose(q["confidence"], c + (1 - g) * (1 - c), abs_tol=1e-12)
         assert c <= q["confidence"] <= 1.0
+
+
+@pytest.mark.parametrize("sd", [1.05e-8, 1.36e-16, 0.0])
+def test_identical_pnls_have_no_t_whatever_rounding_noise_their_sd_carries(sd):
+    # three records of 0.7 bps: running sums give sd ~1e-8, a two-pass sum ~1e-16; both noise
+    assert t_stat({"n_records": 3, "pnl_mean_bps": 0.7, "pnl_std_bps": sd}) is None
+    real = t_stat({"n_records": 3, "pnl_mean_bps": 0.7, "pnl_std_bps": 0.01})
+    assert real == pytest.approx(0.7 * 3**0.5 / 0.01)

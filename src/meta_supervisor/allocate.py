@@ -537,6 +537,12 @@ class _Computed:
     extra: dict[str, FloatArray]  # per-agent numbers the reasons quote
 
 
+#: ``pnl_sum_bps`` within this of 0 is 0 for the ``pnl_sum > 0`` gate: the same window summed
+#: in another order (the store's running sums, a fresh compensated sum) lands on either side of
+#: an exact 0 (0.1 + 0.2 − 0.3), and the gate must not flip a whole position on the last bit.
+PNL_ZERO_BPS = 1e-6
+
+
 def _compute(
     f: _Fleet, policy: Policy, excluded: BoolArray, persistence: Persistence | None = None
 ) -> _Computed:
@@ -561,7 +567,7 @@ def _compute_arrays(
         gates["usable_numbers"][list(c[key].problems)] = False
     # A loss inside the noise is no evidence: the evidence profile has no pnl_sum gate.
     if policy.profile is not Profile.EVIDENCE:
-        gates["positive_pnl"] = ~np.isnan(pnl) & (pnl > 0)
+        gates["positive_pnl"] = ~np.isnan(pnl) & (pnl > PNL_ZERO_BPS)
     passed = np.logical_and.reduce(list(gates.values()))
     conf = np.where(f.has_confidence, f.confidence_multiplier, policy.confidence_prior)
     extra: dict[str, FloatArray] = {}

@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import time
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -112,7 +113,8 @@ def _load(
         return None, set(), "the ledger lost segments the state was built from"
     try:
         engine = IncrementalStats.from_bytes(data, policy, state_path)
-    except Exception as err:  # any unreadable state is rebuilt, and the reason kept
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:
+        # an unreadable state is rebuilt and the reason kept (a bug elsewhere still raises)
         return None, set(), f"unreadable engine.state: {type(err).__name__}: {err}"
     if engine.as_of_us is None or engine.as_of_us > _us(as_of):
         return None, set(), "as_of is before the saved state's"
@@ -126,8 +128,9 @@ def _rebuild(
 
     The view holds the records matured in ``(as_of − W, as_of]`` (``W`` the longest lookback)
     plus the latest earlier record of every agent with none in it (so stale agents stay in the
-    universe). Records before the window are invisible to every chunk, entering and leaving
-    alike, so the state at ``as_of`` sees exactly what a full recompute sees.
+    universe). Other records before the window are invisible to every chunk, entering and
+    leaving alike; the stale agents' records may enter an early chunk's windows and leave them
+    again by ``as_of``. So the state at ``as_of`` sees exactly what a full recompute sees.
     """
     start = as_of - timedelta(hours=_window_hours(policy))
     start_us, as_of_us = _us(start), _us(as_of)

@@ -137,13 +137,21 @@ def _opt(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
+#: Relative size of an sd that is rounding noise, not dispersion (see :func:`t_stats`).
+SD_ZERO = 1e-6
+
+
 @np.errstate(all="ignore")  # hostile numbers overflow to inf, as Python floats do
 def t_stats(n: FloatArray, mean: FloatArray, sd: FloatArray) -> FloatArray:
     """``t = mean·sqrt(n)/sd`` per agent; NaN with fewer than 2 records or no dispersion.
 
-    ``n`` records, ``mean`` and ``sd`` of the PnL (bps); NaN inputs mean "not reported".
+    ``n`` records, ``mean`` and ``sd`` of the PnL (bps); NaN inputs mean "not reported". No
+    dispersion is ``sd ≤ 1e-6·max(1, |mean|)`` bps, not ``sd = 0``: identical PnLs give an sd of
+    rounding noise whose size depends on how it was summed (1e-8 from running sums, 1e-16 from
+    a two-pass sum), and ``t`` would be 1e8 or 1e16, an artefact either way.
     """
-    ok = ~np.isnan(n) & ~np.isnan(mean) & ~np.isnan(sd) & (n >= 2) & (sd > 0)
+    spread = sd > SD_ZERO * np.maximum(1.0, np.abs(mean))
+    ok = ~np.isnan(n) & ~np.isnan(mean) & ~np.isnan(sd) & (n >= 2) & spread
     t = np.full(n.shape, np.nan)
     t[ok] = mean[ok] * np.sqrt(n[ok]) / sd[ok]
     return t
