@@ -219,3 +219,15 @@ def test_the_seed_functions_apply_the_seed_profile_unless_a_policy_file_chooses(
     chosen.write_text('profile = "evidence"\n', encoding="utf-8")
     config.configure(policy=chosen)
     assert allocation.compute_decision(stats).profile == "evidence"
+
+
+def test_a_rendered_policy_file_does_not_switch_the_seed_functions_profile(configured, tmp_path):
+    from meta_supervisor.policy import Policy
+
+    stats = {f"a{i}": _stats(100.0 * (i + 1), n_records=30) for i in range(6)}
+    rendered = tmp_path / "rendered.toml"
+    rendered.write_text(Policy(max_weight=0.3).to_toml(), encoding="utf-8")  # policy show --toml
+    config.configure(policy=rendered)
+    decision = allocation.compute_decision(stats)
+    assert decision.profile == "seed"
+    assert decision.to_dict()["policy"]["max_weight"] == 0.3

@@ -221,7 +221,12 @@ class Policy(BaseModel):
             else:
                 text = repr(value)
             lines.append(f"# {field.description}")
-            lines.append(f"{name} = {text}")
+            if name == "profile" and name not in self.model_fields_set:
+                # Left to the default: a rendered file must not pin the profile, or the seed's
+                # own functions (which keep the seed profile unless a file chooses) would switch.
+                lines.append(f"# {name} = {text}")
+            else:
+                lines.append(f"{name} = {text}")
         return "\n".join(lines) + "\n"
 
 
