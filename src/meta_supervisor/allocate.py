@@ -105,6 +105,16 @@ class Confidence:
     evidence_weight: float = 0.0
     error_ratio: float | None = None
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Confidence:
+        """From a row of :func:`meta_supervisor.confidence.confidence_multipliers`' frame."""
+        return cls(
+            multiplier=row["confidence"],
+            n_evidence=row["n_evidence"],
+            evidence_weight=row["evidence_weight"],
+            error_ratio=row["error_ratio"],
+        )
+
 
 @dataclass(frozen=True)
 class Override:
@@ -474,15 +484,7 @@ def _fleet_from_frames(
     def confidence_map() -> dict[str, Confidence]:
         if confidence is None:
             return {}
-        return {
-            row["agent"]: Confidence(
-                multiplier=row["confidence"],
-                n_evidence=row["n_evidence"],
-                evidence_weight=row["evidence_weight"],
-                error_ratio=row["error_ratio"],
-            )
-            for row in confidence.iter_rows(named=True)
-        }
+        return {row["agent"]: Confidence.from_row(row) for row in confidence.iter_rows(named=True)}
 
     def tail_map() -> dict[str, Tail]:
         if tails is None:

@@ -148,15 +148,7 @@ def frames_to_inputs(
     takes (one row dict per agent, a :class:`Confidence` per agent, a :class:`Tail` per
     strategy)."""
     agent_rows = {row["agent"]: row for row in stats.iter_rows(named=True)}
-    confidence = {
-        row["agent"]: Confidence(
-            multiplier=row["confidence"],
-            n_evidence=row["n_evidence"],
-            evidence_weight=row["evidence_weight"],
-            error_ratio=row["error_ratio"],
-        )
-        for row in conf.iter_rows(named=True)
-    }
+    confidence = {row["agent"]: Confidence.from_row(row) for row in conf.iter_rows(named=True)}
     tail_map = {
         row["strategy"]: Tail.from_row(row, policy.cvar_lookback_hours)
         for row in tails.iter_rows(named=True)
