@@ -1,8 +1,8 @@
 """A straightforward pandas implementation of the cycle's statistics (the comparison baseline).
 
-Same definitions as :mod:`meta_supervisor.stats`, :mod:`meta_supervisor.confidence` and
-:mod:`meta_supervisor.tails` (DESIGN.md "Definitions"), written the way an analyst would with
-pandas: boolean filters, ``sort_values``, ``groupby`` with ``cumsum``/``cummax`` for drawdown,
+Same definitions as :mod:`meta_supervisor.signals.stats`, :mod:`meta_supervisor.signals.confidence`
+and :mod:`meta_supervisor.signals.tails` (DESIGN.md "Definitions"), written the way an analyst would
+with pandas: boolean filters, ``sort_values``, ``groupby`` with ``cumsum``/``cummax`` for drawdown,
 and a rank within each strategy for the fractional-tail CVaR95. No cleverness on purpose.
 """
 
@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from meta_supervisor.confidence import prior_ratio
-from meta_supervisor.policy import Policy
+from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals.confidence import prior_ratio
 
 __all__ = ["pandas_confidence", "pandas_stats", "pandas_tails"]
 
@@ -53,7 +53,7 @@ def pandas_stats(
 
 
 def pandas_confidence(df: pd.DataFrame, as_of: datetime, policy: Policy) -> pd.Series:
-    """Per agent confidence multiplier (formula in :mod:`meta_supervisor.confidence`)."""
+    """Per agent confidence multiplier (formula in :mod:`meta_supervisor.signals.confidence`)."""
     w = _window(df, as_of, policy.confidence_lookback_hours, policy.horizon_hours)
     age = (pd.Timestamp(as_of) - w["matured_at"]).dt.total_seconds() / 3600.0
     weight = np.exp2(-age.clip(lower=0.0) / policy.confidence_half_life_hours)

@@ -4,13 +4,13 @@
 
 For each fleet size, the same seeded inputs go through both entry points:
 
-* **dict path**: :func:`meta_supervisor.allocate.allocate` on a stats dict per agent (the
+* **dict path**: :func:`meta_supervisor.allocate.core.allocate` on a stats dict per agent (the
   seed's interface), with ``Confidence``/``Tail`` objects, as :func:`cycle_inputs` builds them;
-* **frame path**: :func:`meta_supervisor.allocate.allocate_frames` on the three polars frames
-  the cycle computes (what :func:`meta_supervisor.cycle.decide` calls).
+* **frame path**: :func:`meta_supervisor.allocate.core.allocate_frames` on the three polars frames
+  the cycle computes (what :func:`meta_supervisor.cycle.run.decide` calls).
 
-Both are timed up to the returned :class:`~meta_supervisor.decision.Decision` (weights, cash,
-portfolio); the explanation and the inputs fingerprint are built on first access, so **JSON**
+Both are timed up to the returned :class:`~meta_supervisor.allocate.decision.Decision` (weights,
+cash, portfolio); the explanation and the inputs fingerprint are built on first access, so **JSON**
 times ``decision.to_json()`` on a fresh decision: explanations + fingerprint + serialisation.
 Every run checks that the two paths give byte-identical JSON. **Peak** is the peak of memory
 traced by ``tracemalloc`` (Python and numpy allocations) during one frame-path allocate and
@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from meta_supervisor.allocate import Confidence, Tail, allocate, allocate_frames
-from meta_supervisor.cycle import frames_to_inputs
-from meta_supervisor.decision import Decision
-from meta_supervisor.policy import Policy, Profile
+from meta_supervisor.allocate.core import allocate, allocate_frames
+from meta_supervisor.allocate.decision import Decision
+from meta_supervisor.allocate.inputs import Confidence, Tail
+from meta_supervisor.cycle.run import frames_to_inputs
+from meta_supervisor.policy.model import Policy, Profile
 
 __all__ = ["allocation_frames", "main"]
 
@@ -46,7 +47,7 @@ def allocation_frames(
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, float]]:
     """Seeded stats, confidence and tails frames shaped as the cycle's, and previous weights.
 
-    Columns as :func:`meta_supervisor.stats.agent_stats` returns them; 3% of agents have no
+    Columns as :func:`meta_supervisor.signals.stats.agent_stats` returns them; 3% of agents have no
     record in the window (null PnL statistics), 5% no telemetry (null error rate), 10% no
     confidence row; 80% had a previous weight.
     """
@@ -112,7 +113,7 @@ def allocation_frames(
 def as_dicts(
     stats: pl.DataFrame, confidence: pl.DataFrame, tails: pl.DataFrame, policy: Policy
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Confidence], dict[str, Tail]]:
-    """The frames as :func:`meta_supervisor.cycle.cycle_inputs` turns them into dicts."""
+    """The frames as :func:`meta_supervisor.cycle.run.cycle_inputs` turns them into dicts."""
     return frames_to_inputs(stats, confidence, tails, policy)
 
 

@@ -17,12 +17,14 @@ import numpy as np
 import polars as pl
 
 from benchmarks.data import AS_OF, DATA_DIR, NEEDED, LedgerSpec, appended_records, ensure_ledger
-from meta_supervisor.allocate import Confidence, Tail, allocate
-from meta_supervisor.confidence import confidence_multipliers
-from meta_supervisor.cycle import Ledger, cycle_inputs, decide, frames_to_inputs
-from meta_supervisor.policy import Policy, Profile
-from meta_supervisor.stats import agent_stats
-from meta_supervisor.tails import strategy_tails
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.inputs import Confidence, Tail
+from meta_supervisor.cycle.run import Ledger, cycle_inputs, decide, frames_to_inputs
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.signals.confidence import confidence_multipliers
+from meta_supervisor.signals.stats import agent_stats
+from meta_supervisor.signals.tails import strategy_tails
+from meta_supervisor.state.files import atomic_write_bytes
 
 __all__ = ["CASES", "bench_policy"]
 
@@ -191,7 +193,7 @@ def case_append(spec: LedgerSpec, options: Options) -> dict[str, Any]:
     segment; the base file's row groups are skipped by their matured_at statistics), update,
     build the frames, decide (``cycle.decide`` on the frames, the live path), save the state.
     """
-    from meta_supervisor.incremental import IncrementalStats
+    from meta_supervisor.signals.incremental import IncrementalStats
 
     records_path, telemetry_path = ensure_ledger(spec)
     policy = bench_policy(spec)
@@ -199,11 +201,11 @@ def case_append(spec: LedgerSpec, options: Options) -> dict[str, Any]:
     state_path = DATA_DIR / f"state-{spec.key()}" / "incremental.npz"
     base = IncrementalStats(policy)
     base.advance(_read(records_path, NEEDED), AS_OF)
-    base.save(state_path)
+    atomic_write_bytes(state_path, base.to_bytes())
     del base
     as_of = AS_OF + timedelta(hours=1)
     start = time.perf_counter()
-    inc = IncrementalStats.load(state_path, policy)
+    inc = IncrementalStats.from_bytes(state_path.read_bytes(), policy)
     t_load = time.perf_counter()
     ledger = pl.scan_parquet([records_path, segment]).select(NEEDED)
     inc.advance(ledger, as_of)
@@ -212,7 +214,7 @@ def case_append(spec: LedgerSpec, options: Options) -> dict[str, Any]:
     t_frames = time.perf_counter()
     decide(Ledger(records=pl.DataFrame(), telemetry=pl.DataFrame()), as_of, policy, frames=frames)
     t_alloc = time.perf_counter()
-    inc.save(state_path)
+    atomic_write_bytes(state_path, inc.to_bytes())
     end = time.perf_counter()
     return {
         "seconds": end - start,
@@ -232,7 +234,7 @@ def case_backtest(spec: LedgerSpec, options: Options) -> dict[str, Any]:
     builds the sorted ledger, advances one incremental state per cycle, decides every cycle and
     books the period PnL).
     """
-    from meta_supervisor.backtest import run_backtest
+    from meta_supervisor.research.backtest import run_backtest
 
     records_path, telemetry_path = ensure_ledger(spec)
     policy = bench_policy(spec)
@@ -308,7 +310,7 @@ def case_allocate(spec: LedgerSpec, options: Options) -> dict[str, Any]:
     decision, as the cycle runs it: :func:`allocate_frames` on the three frames (default
     profile). The dict path (:func:`allocate`, the seed's API) is timed too, as a sub-timing."""
     from benchmarks.bench_allocate import allocation_frames, as_dicts
-    from meta_supervisor.allocate import allocate_frames
+    from meta_supervisor.allocate.core import allocate_frames
 
     policy = Policy()
     stats, conf, tails, previous = allocation_frames(int(options.get("agents", 10_000)))

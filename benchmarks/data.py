@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from meta_supervisor.incremental import COLUMNS
-from meta_supervisor.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
+from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
+from meta_supervisor.signals.incremental import COLUMNS
 
 __all__ = ["AS_OF", "DATA_DIR", "LedgerSpec", "appended_records", "ensure_ledger", "make_records"]
 

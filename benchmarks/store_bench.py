@@ -8,8 +8,8 @@ Each measurement runs in a fresh child process so its peak RSS (``ru_maxrss``) i
 Prints a Markdown table: median wall and CPU seconds (user + system, all threads; a fairer
 figure on a shared machine) and the largest peak RSS (MiB) per operation:
 
-* ``parquet-store``: :func:`meta_supervisor.ingest.ingest` of a JSONL file (and of the same data
-  as Parquet) into the default store, a re-ingest of the same file (idempotent, nothing new),
+* ``parquet-store``: :func:`meta_supervisor.ingest.batch.ingest` of a JSONL file (and of the same
+  data as Parquet) into the default store, a re-ingest of the same file (idempotent, nothing new),
   :meth:`LedgerStore.records` of all history and of a 30-day window.
 * ``sqlite-wal``: the same validated rows into SQLite (WAL, index on ``matured_at``), inserted
   with ``executemany``; full scan and window scan into a polars frame. 1M rows only unless
@@ -78,28 +78,28 @@ def generate(n: int, path: Path, seed: int = 0) -> None:
 
 
 def _validated(source: Path) -> pl.DataFrame:
-    from meta_supervisor.ingest import dedupe_batch
-    from meta_supervisor.sources import read_records
+    from meta_supervisor.ingest.batch import dedupe_batch
+    from meta_supervisor.ingest.sources import read_records
 
     records, _, _ = dedupe_batch(read_records(source).records)
     return records
 
 
 def op_ingest(source: str, store: str) -> dict:
-    from meta_supervisor.ingest import ingest
+    from meta_supervisor.ingest.batch import ingest
 
     report = ingest([source], store)
     return {"accepted": report.accepted, "duplicates": report.duplicates}
 
 
 def op_full(store: str) -> dict:
-    from meta_supervisor.ledger import LedgerStore
+    from meta_supervisor.ledger.store import LedgerStore
 
     return {"rows": LedgerStore(store).records().height}
 
 
 def op_window(store: str) -> dict:
-    from meta_supervisor.ledger import LedgerStore
+    from meta_supervisor.ledger.store import LedgerStore
 
     return {"rows": LedgerStore(store).records(AS_OF, WINDOW_H).height}
 

@@ -1,6 +1,6 @@
 """Benchmark cases of the live cycle on the store, as `meta-supervisor allocate` runs it.
 
-Both time :func:`meta_supervisor.cycle.run_cycle` itself (lock, history, decision files, engine
+Both time :func:`meta_supervisor.cycle.run.run_cycle` itself (lock, history, decision files, engine
 state and all) on an ingested store under ``bench-data/store-<key>-<policy>/``:
 
 * ``store_cycle``: a cycle with no saved state, so the engine rebuilds its statistics from the
@@ -25,12 +25,12 @@ import polars as pl
 
 from benchmarks.data import AS_OF, DATA_DIR, LedgerSpec, appended_records, ensure_ledger
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle import run_cycle
-from meta_supervisor.engine import describe
-from meta_supervisor.ledger import LedgerStore
-from meta_supervisor.policy import Profile
-from meta_supervisor.records import RECORD_SCHEMA, TELEMETRY_SCHEMA, empty_quarantine
-from meta_supervisor.records import empty_telemetry as no_telemetry
+from meta_supervisor.cycle.engine import describe
+from meta_supervisor.cycle.run import run_cycle
+from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA, empty_quarantine
+from meta_supervisor.ingest.records import empty_telemetry as no_telemetry
+from meta_supervisor.ledger.store import LedgerStore
+from meta_supervisor.policy.model import Profile
 
 __all__ = ["STORE_CASES"]
 
@@ -126,7 +126,7 @@ def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dic
 def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
     """The evidence profile's learned strength recomputed from the store (once per anchor)."""
     from benchmarks.cases import bench_policy
-    from meta_supervisor.engine import store_persistence
+    from meta_supervisor.cycle.engine import store_persistence
 
     policy = bench_policy(spec, Profile.EVIDENCE)
     store_dir, _ = ensure_store(spec, policy)

@@ -13,8 +13,8 @@ import json
 import math
 from pathlib import Path
 
-from meta_supervisor.backtest import run_fleet
-from meta_supervisor.simulate import SCENARIOS, build_scenario
+from meta_supervisor.research.backtest import run_fleet
+from meta_supervisor.research.scenarios import SCENARIOS, build_scenario
 
 KEYS = ("sharpe", "max_drawdown_bps", "mean_gross", "derisk_hours", "total_pnl_bps", "turnover")
 

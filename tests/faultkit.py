@@ -1,8 +1,8 @@
 """Shared fixtures of the reliability tests: a fleet on disk, a reference run, child cycles.
 
-A *child* is a real Python process running :func:`meta_supervisor.cycle.run_cycle` (or the
+A *child* is a real Python process running :func:`meta_supervisor.cycle.run.run_cycle` (or the
 CLI) on a state directory, optionally with the fault hook ``META_SUPERVISOR_FAULT`` armed
-(see :mod:`meta_supervisor.state`): ``kill:<point>`` makes it SIGKILL itself at that point,
+(see :mod:`meta_supervisor.state.files`): ``kill:<point>`` makes it SIGKILL itself at that point,
 ``stop:<point>`` SIGSTOPs it so that a test can act while it holds the lock.
 
 Children run polars single-threaded (``POLARS_MAX_THREADS=1``): with several threads polars'
@@ -22,9 +22,9 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from meta_supervisor.allocate.decision import iso
 from meta_supervisor.config import Paths
-from meta_supervisor.decision import iso
-from meta_supervisor.demo import DEMO_AS_OF, write_demo_fleet
+from meta_supervisor.research.demo import DEMO_AS_OF, write_demo_fleet
 
 # Six cycles a day apart over the demo fleet's last week: the weights move enough that the
 # stability step (max increase per cycle) binds, so previous weights matter.
@@ -35,8 +35,8 @@ _CHILD = """
 import json, sys
 from pathlib import Path
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle import run_cycle
-from meta_supervisor.decision import parse_iso
+from meta_supervisor.cycle.run import run_cycle
+from meta_supervisor.allocate.decision import parse_iso
 spec = json.loads(sys.argv[1])
 paths = Paths(**{k: Path(v) for k, v in spec["paths"].items()})
 for k, as_of in enumerate(spec["as_ofs"]):
@@ -133,7 +133,7 @@ def spawn_cli(paths: Paths, *args: str, fault: str | None = None) -> subprocess.
     env = child_env(fault)
     env["META_SUPERVISOR_LEDGER"] = str(paths.ledger)
     env["META_SUPERVISOR_POLICY"] = str(paths.policy)
-    command = "from meta_supervisor.cli import app; app()"
+    command = "from meta_supervisor.cli.main import app; app()"
     base = [
         "--records",
         str(paths.records),

@@ -16,8 +16,8 @@ from typing import Any
 
 import polars as pl
 
-from meta_supervisor.decision import iso
-from meta_supervisor.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
+from meta_supervisor.allocate.decision import iso
+from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
 
 AS_OF = datetime(2026, 1, 15, tzinfo=UTC)
 

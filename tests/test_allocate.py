@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import AS_OF, brute_water_fill
-from meta_supervisor.allocate import Confidence, Override, Tail, allocate
-from meta_supervisor.policy import Policy, Profile
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.inputs import Confidence, Override, Tail
+from meta_supervisor.policy.model import Policy, Profile
 
 SEED = Policy(profile=Profile.SEED)
 

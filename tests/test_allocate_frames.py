@@ -16,12 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meta_supervisor import evidence
-from meta_supervisor.allocate import Confidence, Override, Tail, allocate, allocate_frames
-from meta_supervisor.cycle import cycle_frames, cycle_inputs, decide, frames_to_inputs
-from meta_supervisor.persistence import persistence
-from meta_supervisor.policy import Policy, Profile
-from meta_supervisor.simulate import FleetSpec, simulate_fleet
+from meta_supervisor.allocate import evidence
+from meta_supervisor.allocate.core import allocate, allocate_frames
+from meta_supervisor.allocate.inputs import Confidence, Override, Tail
+from meta_supervisor.cycle.run import cycle_frames, cycle_inputs, decide, frames_to_inputs
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.research.simulate import FleetSpec, simulate_fleet
+from meta_supervisor.signals.persistence import persistence
 
 AS_OF = datetime(2026, 3, 1, tzinfo=UTC)
 SPEC = FleetSpec(

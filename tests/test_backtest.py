@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from meta_supervisor.backtest import agent_period_pnl, run_backtest, run_fleet
-from meta_supervisor.cli import app
-from meta_supervisor.cli_backtest import parse_duration
-from meta_supervisor.cycle import Ledger, decide
-from meta_supervisor.policy import Policy, Profile
-from meta_supervisor.simulate import Blowup, FleetSpec, simulate_fleet, write_fleet
+from meta_supervisor.cli.backtest import parse_duration
+from meta_supervisor.cli.main import app
+from meta_supervisor.cycle.run import Ledger, decide
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.research.backtest import agent_period_pnl, run_backtest, run_fleet
+from meta_supervisor.research.simulate import Blowup, FleetSpec, simulate_fleet, write_fleet
 
 SPEC = FleetSpec(
     n_agents=8,
@@ -246,7 +246,7 @@ def test_cli_backtest_on_files_prints_json_metrics_for_every_method(fleet, tmp_p
 
 
 def test_cli_backtest_on_the_ingested_store_equals_the_backtest_on_its_files(fleet, tmp_path):
-    from meta_supervisor.ingest import ingest
+    from meta_supervisor.ingest.batch import ingest
 
     rec, tel = write_fleet(fleet, tmp_path)
     ingest([rec, tel], tmp_path / "ledger")

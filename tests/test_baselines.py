@@ -9,8 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from meta_supervisor.allocate import Confidence, Tail
-from meta_supervisor.baselines import (
+from meta_supervisor.allocate.inputs import Confidence, Tail
+from meta_supervisor.ingest.records import normalize_records
+from meta_supervisor.policy.model import Policy
+from meta_supervisor.research.baselines import (
     daily_pnl_matrix,
     eligible_agents,
     equal_weight,
@@ -18,8 +20,6 @@ from meta_supervisor.baselines import (
     inverse_volatility,
     seed_original,
 )
-from meta_supervisor.policy import Policy
-from meta_supervisor.records import normalize_records
 
 
 def _stats(**overrides):

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from meta_supervisor import __version__, cli
-from meta_supervisor.cli import app
+from meta_supervisor import __version__
+from meta_supervisor.cli import main as cli
+from meta_supervisor.cli.main import app
 from meta_supervisor.config import Paths
-from meta_supervisor.policy import Policy, load_policy
-from meta_supervisor.state import StateLock, read_history
+from meta_supervisor.policy.model import Policy, load_policy
+from meta_supervisor.state.files import StateLock, read_history
 
 runner = CliRunner()
 T0 = "2026-01-15T00:00:00Z"
@@ -404,7 +405,7 @@ def test_flags_show_no_bool_type_in_help() -> None:
 
 
 def test_allocate_refuses_an_instant_before_the_latest_decision(tmp_path):
-    from meta_supervisor.demo import write_demo_fleet
+    from meta_supervisor.research.demo import write_demo_fleet
 
     write_demo_fleet(tmp_path)
     root = ["--root", str(tmp_path)]

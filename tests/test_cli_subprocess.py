@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from meta_supervisor.config import Paths
-from meta_supervisor.state import StateLock
+from meta_supervisor.state.files import StateLock
 
 T0 = "2026-01-15T00:00:00Z"
 

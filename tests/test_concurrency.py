@@ -16,9 +16,9 @@ import sys
 import pytest
 
 from faultkit import AS_OFS, committed_as_ofs, fresh_state, make_inputs, spawn_cli, spawn_cycles
-from meta_supervisor.cycle import run_cycle
-from meta_supervisor.decision import iso
-from meta_supervisor.state import LockBusy, StateLock, verify_history
+from meta_supervisor.allocate.decision import iso
+from meta_supervisor.cycle.run import run_cycle
+from meta_supervisor.state.files import LockBusy, StateLock, verify_history
 
 
 @pytest.fixture(scope="module")

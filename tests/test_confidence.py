@@ -11,8 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import AS_OF, rec, records_frame
-from meta_supervisor.confidence import confidence_from_ratio, confidence_multipliers, prior_ratio
-from meta_supervisor.policy import Policy
+from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals.confidence import (
+    confidence_from_ratio,
+    confidence_multipliers,
+    prior_ratio,
+)
 
 POLICY = Policy()
 

@@ -9,10 +9,10 @@ import pytest
 
 from helpers import AS_OF, raw_record, write_jsonl
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle import run_cycle
-from meta_supervisor.demo import DEMO_AS_OF, write_demo_fleet
-from meta_supervisor.policy import Policy, Profile
-from meta_supervisor.state import verify_history
+from meta_supervisor.cycle.run import run_cycle
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.research.demo import DEMO_AS_OF, write_demo_fleet
+from meta_supervisor.state.files import verify_history
 
 PROFILES = [None, *(Policy(profile=p) for p in Profile)]  # None: what run_cycle loads by default
 

@@ -1,6 +1,7 @@
 """engine: the live cycle on a store advances a saved state, and decides as a full recompute.
 
-The reference is :func:`meta_supervisor.cycle.decide` recomputing every frame from all the records
+The reference is :func:`meta_supervisor.cycle.run.decide` recomputing every frame from all the
+records
 the store holds (its formulas are checked elsewhere against brute force), chained to the same
 previous weights. The engine's sums are updated in another order than a fresh sum, so frames
 agree to ~1e-12 and weights, rounded down to 1e-6, to one rounding unit.
@@ -19,18 +20,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faultkit import make_inputs, spawn_cycles
-from meta_supervisor import engine as engine_module
+from meta_supervisor.allocate.decision import iso
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle import Ledger, decide, load_ledger, run_cycle, window_hours
-from meta_supervisor.decision import iso
-from meta_supervisor.demo import DEMO_AS_OF
-from meta_supervisor.engine import meta_path
-from meta_supervisor.ingest import ingest
-from meta_supervisor.ledger import LedgerStore
-from meta_supervisor.persistence import persistence
-from meta_supervisor.policy import Policy, Profile
-from meta_supervisor.records import RECORD_SCHEMA, empty_quarantine, empty_telemetry
-from meta_supervisor.state import read_history
+from meta_supervisor.cycle import engine as engine_module
+from meta_supervisor.cycle.engine import meta_path
+from meta_supervisor.cycle.run import Ledger, decide, load_ledger, run_cycle, window_hours
+from meta_supervisor.ingest.batch import ingest
+from meta_supervisor.ingest.records import RECORD_SCHEMA, empty_quarantine, empty_telemetry
+from meta_supervisor.ledger.store import LedgerStore
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.research.demo import DEMO_AS_OF
+from meta_supervisor.signals.persistence import persistence
+from meta_supervisor.state.files import read_history
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 UNIT = 1.01e-6  # one rounding unit of the weights (policy decimals = 6), plus float slack
@@ -276,7 +277,7 @@ def test_allocate_says_how_the_statistics_were_obtained_and_warns_when_stale(
 ) -> None:
     from typer.testing import CliRunner
 
-    from meta_supervisor.cli import app
+    from meta_supervisor.cli.main import app
 
     env = {
         "META_SUPERVISOR_LEDGER": str(store_fleet.ledger),

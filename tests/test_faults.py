@@ -1,7 +1,7 @@
 """SIGKILL a real cycle process at each step of the commit, restart, and check nothing is lost.
 
 The kill points are the fault hook's (``META_SUPERVISOR_FAULT=kill:<point>``, see
-:mod:`meta_supervisor.state`): the process kills itself at exactly that point, so the test is
+:mod:`meta_supervisor.state.files`): the process kills itself at exactly that point, so the test is
 deterministic. A last test kills at random moments chosen by polling for evidence (history
 lines, temp files) instead. After every kill: each state file is the old version or the new
 one, never partial; the history verifies; a restart ends byte-identical to a run that was never
@@ -29,8 +29,8 @@ from faultkit import (
     spawn_cycles,
     state_bytes,
 )
-from meta_supervisor.decision import iso
-from meta_supervisor.state import verify_history
+from meta_supervisor.allocate.decision import iso
+from meta_supervisor.state.files import verify_history
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meta_supervisor.sources import read_records, read_telemetry
+from meta_supervisor.ingest.sources import read_records, read_telemetry
 
 GOOD = {
     "ts": "2026-01-01T00:00:00Z",

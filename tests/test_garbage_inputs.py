@@ -19,8 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meta_supervisor import allocation, config
-from meta_supervisor.allocate import Confidence, Tail, allocate
-from meta_supervisor.policy import Policy
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.inputs import Confidence, Tail
+from meta_supervisor.policy.model import Policy
 
 AS_OF = datetime(2026, 1, 15, tzinfo=UTC)
 KEYS = [

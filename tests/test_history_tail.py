@@ -1,7 +1,7 @@
 """state.history_tail: the newest entries, read backwards, equal the end of the full read.
 
 A cycle reads only the tail of the history, so its cost does not grow with the history; these
-tests hold the tail to :func:`meta_supervisor.state.read_history` (the whole-file reader).
+tests hold the tail to :func:`meta_supervisor.state.files.read_history` (the whole-file reader).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meta_supervisor.allocate import allocate
-from meta_supervisor.decision import iso
-from meta_supervisor.state import append_history, history_tail, read_history, verify_history
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.decision import iso
+from meta_supervisor.state.files import append_history, history_tail, read_history, verify_history
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STATS = {"a": {"pnl_sum_bps": 10.0, "n_records": 30}, "b": {"pnl_sum_bps": 4.0, "n_records": 30}}

@@ -16,9 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from meta_supervisor.allocate import Confidence, Tail, allocate
-from meta_supervisor.confidence import confidence_multipliers
-from meta_supervisor.incremental import (
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.inputs import Confidence, Tail
+from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
+from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals.confidence import confidence_multipliers
+from meta_supervisor.signals.incremental import (
     COLUMNS,
     STATE_VERSION,
     IncrementalStats,
@@ -26,10 +29,8 @@ from meta_supervisor.incremental import (
     StateMismatch,
     _remove_sorted,
 )
-from meta_supervisor.policy import Policy
-from meta_supervisor.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
-from meta_supervisor.stats import agent_stats
-from meta_supervisor.tails import strategy_tails
+from meta_supervisor.signals.stats import agent_stats
+from meta_supervisor.signals.tails import strategy_tails
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -133,8 +134,8 @@ def test_any_sequence_of_appends_and_cycles_matches_a_full_recompute(policy, ops
             late.append(batch)
         elif kind == "reload" and cycled:
             path = tmp_path_factory.mktemp("state") / "incremental.npz"
-            inc.save(path)
-            inc = IncrementalStats.load(path, policy)
+            path.write_bytes(inc.to_bytes())
+            inc = IncrementalStats.from_bytes(path.read_bytes(), policy, path)
         elif kind == "cycle":
             as_of += timedelta(hours=arg)
             batch = pl.concat(late) if late else None
@@ -166,8 +167,8 @@ def test_save_and_load_round_trip_gives_identical_frames(tmp_path):
     policy = Policy(lookback_hours=30.0, cvar_lookback_hours=24.0, cvar_min_samples=4)
     inc, ledger = _some_state(policy)
     path = tmp_path / "engine.state"
-    inc.save(path)
-    again = IncrementalStats.load(path, policy)
+    path.write_bytes(inc.to_bytes())
+    again = IncrementalStats.from_bytes(path.read_bytes(), policy, path)
     assert again.as_of_us == inc.as_of_us
     for mine, theirs in zip(again.frames(None), inc.frames(None), strict=True):
         assert_frame_equal(mine, theirs, check_exact=True)
@@ -182,41 +183,39 @@ def test_save_and_load_round_trip_gives_identical_frames(tmp_path):
 def test_a_state_for_another_policy_is_refused_naming_the_file(tmp_path):
     inc, _ = _some_state(Policy())
     path = tmp_path / "engine.state"
-    inc.save(path)
+    path.write_bytes(inc.to_bytes())
     with pytest.raises(StateMismatch, match="another policy") as err:
-        IncrementalStats.load(path, Policy(lookback_hours=10.0))
+        IncrementalStats.from_bytes(path.read_bytes(), Policy(lookback_hours=10.0), path)
     assert str(path) in str(err.value) and err.value.path == str(path)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "missing"])
-def test_a_corrupt_or_missing_state_file_is_one_clear_exception(tmp_path, damage):
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_a_corrupt_state_file_is_one_clear_exception(tmp_path, damage):
     inc, _ = _some_state(Policy())
     path = tmp_path / "engine.state"
-    inc.save(path)
+    path.write_bytes(inc.to_bytes())
     data = path.read_bytes()
     if damage == "truncate":
         path.write_bytes(data[: len(data) // 2])
     elif damage == "garbage":
         path.write_bytes(b"{not a state}" * 10)
-    elif damage == "empty":
-        path.write_bytes(b"")
     else:
-        path.unlink()
+        path.write_bytes(b"")
     with pytest.raises(StateMismatch) as err:
-        IncrementalStats.load(path, Policy())
+        IncrementalStats.from_bytes(path.read_bytes(), Policy(), path)
     assert str(path) in str(err.value) and "rebuild" in str(err.value)
 
 
 def test_a_state_of_another_version_is_refused(tmp_path, monkeypatch):
-    import meta_supervisor.incremental as module
+    import meta_supervisor.signals.incremental as module
 
     inc, _ = _some_state(Policy())
     monkeypatch.setattr(module, "STATE_VERSION", STATE_VERSION + 1)
     path = tmp_path / "engine.state"
-    inc.save(path)
+    path.write_bytes(inc.to_bytes())
     monkeypatch.setattr(module, "STATE_VERSION", STATE_VERSION)
     with pytest.raises(StateMismatch, match=f"version {STATE_VERSION + 1}, expected"):
-        IncrementalStats.load(path, Policy())
+        IncrementalStats.from_bytes(path.read_bytes(), Policy(), path)
 
 
 def _telemetry(rows: list[tuple[str, int, bool | None]]) -> pl.DataFrame:

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meta_supervisor.ingest import dedupe_batch, ingest
-from meta_supervisor.ledger import LedgerStore
-from meta_supervisor.sources import RECORD_FIELDS, detect_kind, iter_raw, read_records
+from meta_supervisor.ingest.batch import dedupe_batch, ingest
+from meta_supervisor.ingest.sources import RECORD_FIELDS, detect_kind, iter_raw, read_records
+from meta_supervisor.ledger.store import LedgerStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -289,7 +289,7 @@ def test_dedupe_batch_keeps_first_and_counts() -> None:
 
 
 def read_records_frame(rows: list[dict]) -> pl.DataFrame:
-    from meta_supervisor.records import normalize_records
+    from meta_supervisor.ingest.records import normalize_records
 
     raw = pl.DataFrame([{k: None if v is None else str(v) for k, v in r.items()} for r in rows])
     return normalize_records(raw).records

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from meta_supervisor.cli import app
-from meta_supervisor.ledger import LedgerStore
+from meta_supervisor.cli.main import app
+from meta_supervisor.ledger.store import LedgerStore
 
 runner = CliRunner()
 

@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import AS_OF
-from meta_supervisor.allocate import Confidence, Override, Tail, allocate
-from meta_supervisor.policy import Policy, Profile
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.inputs import Confidence, Override, Tail
+from meta_supervisor.policy.model import Policy, Profile
 
 PROFILES = [Policy(profile=p) for p in Profile]
 NAMES = [f"agent{i:02d}" for i in range(10)]

@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import AS_OF, rec, records_frame
-from meta_supervisor.cycle import Ledger, decide
-from meta_supervisor.policy import Policy, Profile
-from meta_supervisor.records import empty_telemetry
+from meta_supervisor.cycle.run import Ledger, decide
+from meta_supervisor.ingest.records import empty_telemetry
+from meta_supervisor.policy.model import Policy, Profile
 
 _AGENTS = [f"agent-{i}" for i in range(6)]
 _STRATEGIES = ["momentum", "carry", "stat_arb"]

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import brute_cvar_ru, brute_drawdown, loop_cvar
-from meta_supervisor.measures import cvar, decay_weights, max_drawdown, tail_count
+from meta_supervisor.signals.measures import cvar, decay_weights, max_drawdown, tail_count
 
 bps = st.floats(-5_000, 5_000, allow_nan=False, allow_infinity=False)
 # integers make ties frequent

@@ -10,11 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meta_supervisor.allocate import Override, Tail, allocate
-from meta_supervisor.attribution import STEPS, cash_breakdown, compare_decisions, fleet_quality
-from meta_supervisor.decision import fingerprint
-from meta_supervisor.memo import decision_memo, md_cell
-from meta_supervisor.policy import Policy, Profile
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.decision import fingerprint
+from meta_supervisor.allocate.inputs import Override, Tail
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.views.attribution import (
+    STEPS,
+    cash_breakdown,
+    compare_decisions,
+    fleet_quality,
+)
+from meta_supervisor.views.memo import decision_memo, md_cell
 
 T0 = datetime(2026, 1, 15, tzinfo=UTC)
 SEED = Policy(profile=Profile.SEED)

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meta_supervisor.metrics import derisk_hours, mean_gross, sharpe, summarize, turnover
+from meta_supervisor.research.metrics import derisk_hours, mean_gross, sharpe, summarize, turnover
 
 pnl_lists = st.lists(
     st.floats(min_value=-500, max_value=500, allow_nan=False, allow_infinity=False),

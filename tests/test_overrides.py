@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meta_supervisor.allocate import Override, allocate
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.inputs import Override
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle import load_overrides as cycle_load_overrides
-from meta_supervisor.overrides import (
+from meta_supervisor.cycle.run import load_overrides as cycle_load_overrides
+from meta_supervisor.state.overrides import (
     OverrideError,
     active_overrides,
     add_override,

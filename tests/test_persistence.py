@@ -16,9 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meta_supervisor.allocate import allocate
-from meta_supervisor.cycle import cycle_frames, cycle_inputs, decide
-from meta_supervisor.persistence import (
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.cycle.run import cycle_frames, cycle_inputs, decide
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.research.simulate import FleetSpec, simulate_fleet
+from meta_supervisor.signals.persistence import (
     LagCorrelation,
     Persistence,
     anchor,
@@ -27,8 +29,6 @@ from meta_supervisor.persistence import (
     persistence_from_lags,
     spearman,
 )
-from meta_supervisor.policy import Policy, Profile
-from meta_supervisor.simulate import FleetSpec, simulate_fleet
 
 AS_OF = datetime(2026, 3, 1, tzinfo=UTC)
 POLICY = Policy(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meta_supervisor.policy import Policy, PolicyError, load_policy, make_policy
+from meta_supervisor.policy.model import Policy, PolicyError, load_policy, make_policy
 
 
 def test_defaults_are_the_seeds_constants():

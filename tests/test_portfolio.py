@@ -8,7 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import brute_water_fill
-from meta_supervisor.portfolio import apply_gross_cap, cap_water_fill, in_band, round_down, smooth
+from meta_supervisor.allocate.portfolio import (
+    apply_gross_cap,
+    cap_water_fill,
+    in_band,
+    round_down,
+    smooth,
+)
 
 weights_st = st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=25)
 caps = st.sampled_from([0.05, 0.1, 0.25, 0.3, 0.5, 1.0])

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from meta_supervisor.records import dedupe_records, normalize_records, normalize_telemetry
+from meta_supervisor.ingest.records import dedupe_records, normalize_records, normalize_telemetry
 
 
 def _raw(**kw):

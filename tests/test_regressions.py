@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 
 from helpers import AS_OF, raw_record, rec, records_frame, write_jsonl
-from meta_supervisor import state
-from meta_supervisor.allocate import Confidence, Tail, allocate
-from meta_supervisor.confidence import confidence_multipliers
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.inputs import Confidence, Tail
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle import decide, load_ledger, run_cycle
-from meta_supervisor.policy import Policy, Profile
-from meta_supervisor.stats import agent_stats
-from meta_supervisor.tails import strategy_tails
+from meta_supervisor.cycle.run import decide, load_ledger, run_cycle
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.signals.confidence import confidence_multipliers
+from meta_supervisor.signals.stats import agent_stats
+from meta_supervisor.signals.tails import strategy_tails
+from meta_supervisor.state import files as state
 
 SEED = Policy(profile=Profile.SEED)
 
@@ -135,8 +136,8 @@ def test_strategy_keys_come_from_the_record_not_the_agent_name():
 
 
 def decide_frame(frame):
-    from meta_supervisor.cycle import Ledger
-    from meta_supervisor.records import empty_telemetry
+    from meta_supervisor.cycle.run import Ledger
+    from meta_supervisor.ingest.records import empty_telemetry
 
     return decide(Ledger(records=frame, telemetry=empty_telemetry()), AS_OF, SEED)
 

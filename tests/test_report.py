@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from meta_supervisor.backtest import run_fleet
-from meta_supervisor.report import factor_rows, render_html, write_report
-from meta_supervisor.simulate import Blowup, FleetSpec, simulate_fleet
+from meta_supervisor.research.backtest import run_fleet
+from meta_supervisor.research.report import factor_rows, render_html, write_report
+from meta_supervisor.research.simulate import Blowup, FleetSpec, simulate_fleet
 
 
 @pytest.fixture(scope="module")

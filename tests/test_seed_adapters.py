@@ -10,7 +10,7 @@ import pytest
 
 from helpers import raw_record, write_jsonl
 from meta_supervisor import allocation, confidence_decay, config, strategy_cvar
-from meta_supervisor.cycle import load_ledger
+from meta_supervisor.cycle.run import load_ledger
 
 ENV = [
     "META_SUPERVISOR_RECORDS",
@@ -222,7 +222,7 @@ def test_the_seed_functions_apply_the_seed_profile_unless_a_policy_file_chooses(
 
 
 def test_a_rendered_policy_file_does_not_switch_the_seed_functions_profile(configured, tmp_path):
-    from meta_supervisor.policy import Policy
+    from meta_supervisor.policy.model import Policy
 
     stats = {f"a{i}": _stats(100.0 * (i + 1), n_records=30) for i in range(6)}
     rendered = tmp_path / "rendered.toml"

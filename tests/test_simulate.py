@@ -8,18 +8,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from meta_supervisor.realprice import rule_directions, rule_fleet
-from meta_supervisor.records import RECORD_SCHEMA, TELEMETRY_SCHEMA, dedupe_records
-from meta_supervisor.simulate import (
-    SCENARIOS,
+from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA, dedupe_records
+from meta_supervisor.ingest.sources import read_records, read_telemetry
+from meta_supervisor.research.realprice import rule_directions, rule_fleet
+from meta_supervisor.research.scenarios import SCENARIOS, build_scenario
+from meta_supervisor.research.simulate import (
     Blowup,
     FleetSpec,
     blowup_events,
-    build_scenario,
     simulate_fleet,
     write_fleet,
 )
-from meta_supervisor.sources import read_records, read_telemetry
 
 SMALL = FleetSpec(n_agents=10, days=12, skilled_share=0.3, burst_share=0.3, late_share=0.2)
 
@@ -206,7 +205,7 @@ def test_rule_fleet_refuses_bad_prices_naming_the_symbol():
 def test_real_price_loader_without_skfolio_names_the_extra(monkeypatch):
     import sys
 
-    from meta_supervisor.realprice import load_sp500_prices
+    from meta_supervisor.research.realprice import load_sp500_prices
 
     monkeypatch.setitem(sys.modules, "skfolio.datasets", None)  # import fails as if absent
     with pytest.raises(ImportError, match=r"meta-supervisor\[research\]"):

@@ -19,10 +19,10 @@ from helpers import (
     telemetry_frame,
     write_jsonl,
 )
-from meta_supervisor.decision import iso
-from meta_supervisor.policy import Policy
-from meta_supervisor.sources import read_telemetry
-from meta_supervisor.stats import agent_stats
+from meta_supervisor.allocate.decision import iso
+from meta_supervisor.ingest.sources import read_telemetry
+from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals.stats import agent_stats
 
 POLICY = Policy(lookback_hours=100.0)
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from meta_supervisor.cycle import decide, load_ledger, window_hours
-from meta_supervisor.demo import DEMO_AS_OF, write_demo_fleet
-from meta_supervisor.ingest import ingest
-from meta_supervisor.ledger import MANIFEST, LedgerBusy, LedgerError, LedgerStore
-from meta_supervisor.policy import Policy
+from meta_supervisor.cycle.run import decide, load_ledger, window_hours
+from meta_supervisor.ingest.batch import ingest
+from meta_supervisor.ledger.store import MANIFEST, LedgerBusy, LedgerError, LedgerStore
+from meta_supervisor.policy.model import Policy
+from meta_supervisor.research.demo import DEMO_AS_OF, write_demo_fleet
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ORDER = ["matured_at", "ts", "record_id"]
@@ -136,8 +136,8 @@ def test_cycle_on_the_store_decides_as_on_the_raw_files(tmp_path: Path) -> None:
 
 HELPER = """
 import os, sys
-from meta_supervisor import ledger as L
-from meta_supervisor.ingest import ingest
+from meta_supervisor.ledger import store as L
+from meta_supervisor.ingest.batch import ingest
 
 source, root, point = sys.argv[1:4]
 if point == "segment":  # pause after the 2nd segment file, inside the writer lock

@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import AS_OF, loop_cvar, rec, records_frame
-from meta_supervisor.measures import cvar
-from meta_supervisor.policy import Policy
-from meta_supervisor.tails import strategy_tails
+from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals.measures import cvar
+from meta_supervisor.signals.tails import strategy_tails
 
 POLICY = Policy(cvar_min_samples=20, cvar_prior_bps=-10.0)
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
-from meta_supervisor.allocate import allocate
-from meta_supervisor.cli import app
-from meta_supervisor.decision import canonical_json
-from meta_supervisor.state import append_history, verify_history
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.decision import canonical_json
+from meta_supervisor.cli.main import app
+from meta_supervisor.state.files import append_history, verify_history
 
 N = 5
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

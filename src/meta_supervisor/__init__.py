@@ -16,10 +16,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from meta_supervisor.allocate import Confidence, Override, Tail, allocate
-from meta_supervisor.decision import Decision
-from meta_supervisor.measures import cvar, decay_weights, max_drawdown
-from meta_supervisor.policy import Policy, PolicyError, Profile, load_policy
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.decision import Decision
+from meta_supervisor.allocate.inputs import Confidence, Override, Tail
+from meta_supervisor.policy.model import Policy, PolicyError, Profile, load_policy
+from meta_supervisor.signals.measures import cvar, decay_weights, max_drawdown
 
 __all__ = [
     "Confidence",

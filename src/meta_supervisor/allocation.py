@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from meta_supervisor import strategy_cvar
-from meta_supervisor.allocate import Confidence, Tail, allocate
+from meta_supervisor.allocate.core import allocate
+from meta_supervisor.allocate.decision import Decision, canonical_json
+from meta_supervisor.allocate.inputs import Confidence, Tail
 from meta_supervisor.confidence_decay import compute_confidence_multipliers
 from meta_supervisor.config import current_paths
-from meta_supervisor.cycle import commit
-from meta_supervisor.decision import Decision, canonical_json
-from meta_supervisor.policy import Policy, Profile, load_policy
-from meta_supervisor.state import atomic_write_text
+from meta_supervisor.cycle.run import commit
+from meta_supervisor.policy.model import Policy, Profile, load_policy
+from meta_supervisor.state.files import atomic_write_text
 
 __all__ = ["ALLOCATION_STATE", "compute_decision", "compute_weights", "main", "save_weights"]
 

@@ -1,7 +1,7 @@
 """The seed's confidence module: ``update_confidence_multipliers``, ``get_confidence_multiplier``.
 
 The multiplier is a pure function of the records and the time (see
-:mod:`meta_supervisor.confidence` for the formula), so updating twice never compounds.
+:mod:`meta_supervisor.signals.confidence` for the formula), so updating twice never compounds.
 ``update_confidence_multipliers()`` computes every agent's multiplier as of now and writes
 ``meta_supervisor/state/confidence_multipliers.json`` atomically; ``get_confidence_multiplier``
 reads that file, computes from the records when the file is absent, and returns the policy's
@@ -14,12 +14,12 @@ import json
 import math
 from datetime import UTC, datetime
 
-from meta_supervisor.confidence import confidence_multipliers
+from meta_supervisor.allocate.decision import canonical_json
 from meta_supervisor.config import current_paths
-from meta_supervisor.cycle import load_ledger
-from meta_supervisor.decision import canonical_json
-from meta_supervisor.policy import Policy, load_policy
-from meta_supervisor.state import atomic_write_text
+from meta_supervisor.cycle.run import load_ledger
+from meta_supervisor.policy.model import Policy, load_policy
+from meta_supervisor.signals.confidence import confidence_multipliers
+from meta_supervisor.state.files import atomic_write_text
 
 __all__ = [
     "compute_confidence_multipliers",

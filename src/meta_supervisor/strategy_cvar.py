@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meta_supervisor.config import current_paths
-from meta_supervisor.cycle import load_ledger
-from meta_supervisor.policy import Policy, load_policy
-from meta_supervisor.tails import strategy_tails
+from meta_supervisor.cycle.run import load_ledger
+from meta_supervisor.policy.model import Policy, load_policy
+from meta_supervisor.signals.tails import strategy_tails
 
 __all__ = ["run"]
 

@@ -1,0 +1,412 @@
+"""One supervisor cycle: ledger -> stats, confidence, tails -> allocate -> state.
+
+:func:`decide` is pure (frames and ``as_of`` in, decision out): the backtest and the live cycle
+both call it. :func:`run_cycle` adds the edges: reading files, the clock, the lock and the
+state writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from meta_supervisor.allocate.core import allocate_frames
+from meta_supervisor.allocate.decision import Decision, canonical_json, iso, parse_iso
+from meta_supervisor.allocate.inputs import Confidence, Override, Tail
+from meta_supervisor.config import Paths
+from meta_supervisor.cycle.engine import EngineRun, store_frames, store_persistence
+from meta_supervisor.ingest.records import dedupe_records, empty_quarantine, empty_records
+from meta_supervisor.ingest.sources import read_records, read_telemetry
+from meta_supervisor.ledger.store import LedgerStore, Manifest
+from meta_supervisor.policy.model import Policy, Profile, load_policy
+from meta_supervisor.signals.confidence import confidence_multipliers
+from meta_supervisor.signals.persistence import Persistence, history_hours
+from meta_supervisor.signals.persistence import persistence as learned_strength
+from meta_supervisor.signals.stats import agent_stats
+from meta_supervisor.signals.tails import strategy_tails
+from meta_supervisor.state import overrides as overrides_file
+from meta_supervisor.state.files import (
+    HistoryEntry,
+    StateLock,
+    append_history,
+    atomic_write_text,
+    fault_point,
+    history_tail,
+    remove_stale_temps,
+)
+
+__all__ = [
+    "Ledger",
+    "OutOfOrder",
+    "commit",
+    "cycle_frames",
+    "cycle_inputs",
+    "decide",
+    "frames_to_inputs",
+    "load_ledger",
+    "load_overrides",
+    "load_previous",
+    "run_cycle",
+    "window_hours",
+]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class OutOfOrder(RuntimeError):
+    """A cycle was asked to record an instant earlier than the latest recorded decision."""
+
+
+@dataclass
+class Ledger:
+    """Validated, de-duplicated records and telemetry, plus what was refused."""
+
+    records: pl.DataFrame
+    telemetry: pl.DataFrame
+    quarantine: pl.DataFrame = field(default_factory=empty_quarantine)
+    read: int = 0
+    duplicates: int = 0
+    engine: EngineRun | None = None
+    """Set when the cycle's statistics came from the store's incremental state (``records``
+    is then empty: the window was not read; see :mod:`meta_supervisor.cycle.engine`)."""
+    latest: datetime | None = None
+    """The newest visible record's ``matured_at`` when ``records`` was not read."""
+
+    @property
+    def refused(self) -> int:
+        """Rows or lines refused (each listed in ``quarantine``)."""
+        return self.quarantine.height
+
+    def newest(self) -> datetime | None:
+        """The newest record's ``matured_at`` (``None``: no record at all)."""
+        if self.records.height:
+            return self.records["matured_at"].max()  # type: ignore[return-value]
+        return self.latest
+
+
+def load_ledger(
+    paths: Paths, as_of: datetime | None = None, lookback_hours: float | None = None
+) -> Ledger:
+    """Records and telemetry, de-duplicated: from the store when one exists, else the files.
+
+    With an ingested store at ``paths.ledger`` only the window ``(as_of − lookback_hours,
+    as_of]`` is read (plus each stale agent's latest record, see
+    :meth:`meta_supervisor.ledger.store.LedgerStore.records`); its quarantine is the store's.
+    Without
+    a store (or with ``paths.ledger = None``) the raw files ``paths.records``/``paths.telemetry``
+    are read whole, as the seed did.
+    """
+    store = LedgerStore(paths.ledger) if paths.ledger is not None else None
+    if store is not None and store.exists():
+        snapshot = store.manifest()
+        return Ledger(
+            records=store.records(as_of, lookback_hours, snapshot),
+            telemetry=store.telemetry(as_of, lookback_hours, snapshot),
+            quarantine=store.quarantine(snapshot),
+        )
+    rec = read_records(paths.records)
+    tel = read_telemetry(paths.telemetry)
+    records, duplicates = dedupe_records(rec.records)
+    telemetry = tel.records.unique(maintain_order=True)
+    return Ledger(
+        records=records,
+        telemetry=telemetry,
+        quarantine=pl.concat([rec.quarantine, tel.quarantine]),
+        read=rec.read + tel.read,
+        duplicates=duplicates + (tel.records.height - telemetry.height),
+    )
+
+
+def window_hours(policy: Policy) -> float:
+    """The longest lookback any cycle input uses: what :func:`load_ledger` must read (the
+    evidence profile's learned strength reads ``(J + 1)·H + L``, see
+    :func:`meta_supervisor.signals.persistence.history_hours`)."""
+    return max(
+        policy.lookback_hours,
+        policy.cvar_lookback_hours,
+        policy.confidence_lookback_hours,
+        history_hours(policy),
+    )
+
+
+def cycle_frames(
+    ledger: Ledger, as_of: datetime, policy: Policy
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Stats per agent, confidence per agent and tails per strategy as of ``as_of``, as frames."""
+    stats = agent_stats(ledger.records, ledger.telemetry, as_of, policy)
+    conf = confidence_multipliers(ledger.records, as_of, policy)
+    tails = strategy_tails(ledger.records, as_of, policy)
+    return stats, conf, tails
+
+
+def frames_to_inputs(
+    stats: pl.DataFrame, conf: pl.DataFrame, tails: pl.DataFrame, policy: Policy
+) -> tuple[dict[str, dict[str, Any]], dict[str, Confidence], dict[str, Tail]]:
+    """The :func:`cycle_frames` frames as the dicts :func:`~meta_supervisor.allocate.core.allocate`
+    takes (one row dict per agent, a :class:`Confidence` per agent, a :class:`Tail` per
+    strategy)."""
+    agent_rows = {row["agent"]: row for row in stats.iter_rows(named=True)}
+    confidence = {row["agent"]: Confidence.from_row(row) for row in conf.iter_rows(named=True)}
+    tail_map = {
+        row["strategy"]: Tail.from_row(row, policy.cvar_lookback_hours)
+        for row in tails.iter_rows(named=True)
+    }
+    return agent_rows, confidence, tail_map
+
+
+def cycle_inputs(
+    ledger: Ledger, as_of: datetime, policy: Policy
+) -> tuple[dict[str, dict[str, Any]], dict[str, Confidence], dict[str, Tail]]:
+    """Stats dicts per agent, confidence per agent and tails per strategy, as of ``as_of``."""
+    return frames_to_inputs(*cycle_frames(ledger, as_of, policy), policy)
+
+
+def decide(
+    ledger: Ledger,
+    as_of: datetime,
+    policy: Policy,
+    previous: dict[str, float] | None = None,
+    overrides: list[Override] | tuple[Override, ...] = (),
+    previous_hash: str | None = None,
+    *,
+    frames: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None = None,
+    persistence: Persistence | None = None,
+) -> Decision:
+    """The pure cycle: ledger as of ``as_of`` -> decision (nothing after ``as_of`` is seen).
+
+    The frames go to :func:`~meta_supervisor.allocate.core.allocate_frames` as columns: the same
+    decision, byte for byte, as :func:`~meta_supervisor.allocate.core.allocate` on
+    :func:`cycle_inputs`'s dicts, without a dict per agent.
+
+    ``frames`` are the ``(stats, confidence, tails)`` of :func:`cycle_frames` for this
+    ``as_of`` when the caller already has them (from
+    :class:`~meta_supervisor.signals.incremental.IncrementalStats`, which maintains the same frames
+    across cycles); ``ledger`` is then not read, except by the evidence profile's learned tilt
+    strength: :func:`~meta_supervisor.signals.persistence.persistence` of ``ledger.records`` as of
+    ``as_of``, unless ``persistence`` is given (or ``evidence_persistence_lags = 0``).
+    """
+    stats, confidence, tails = frames or cycle_frames(ledger, as_of, policy)
+    if (
+        persistence is None
+        and policy.profile is Profile.EVIDENCE
+        and policy.evidence_persistence_lags > 0
+    ):
+        persistence = learned_strength(ledger.records, as_of, policy)
+    return allocate_frames(
+        stats,
+        confidence,
+        tails,
+        as_of=as_of,
+        policy=policy,
+        previous=previous,
+        overrides=overrides,
+        previous_hash=previous_hash,
+        persistence=persistence,
+    )
+
+
+def load_overrides(paths: Paths) -> list[Override]:
+    """Operator overrides from ``overrides.json`` (see :mod:`meta_supervisor.state.overrides`)."""
+    return overrides_file.load_overrides(paths.overrides)
+
+
+def _base_entry(entries: list[HistoryEntry], as_of_text: str | None) -> HistoryEntry | None:
+    """The entry a cycle at ``as_of`` smooths against: the last one for another instant.
+
+    Re-running the latest cycle (same ``as_of``, e.g. after a crash) must decide against what
+    that cycle saw, not against its own output, so trailing entries for ``as_of`` are skipped.
+    """
+    index = len(entries)
+    while (
+        index and as_of_text is not None and entries[index - 1].decision.get("as_of") == as_of_text
+    ):
+        index -= 1
+    return entries[index - 1] if index else None
+
+
+def load_previous(
+    paths: Paths, as_of: datetime | None = None
+) -> tuple[dict[str, float] | None, str | None]:
+    """The weights and chain hash a cycle at ``as_of`` smooths against, from the history.
+
+    That is the last committed decision, skipping trailing ones made for ``as_of`` itself.
+    """
+    entries = _entries_around(paths, as_of) if as_of else history_tail(paths.history)
+    base = _base_entry(entries, iso(as_of) if as_of else None)
+    if base is None:
+        return None, None
+    return {k: float(v) for k, v in base.decision.get("weights", {}).items()}, base.hash
+
+
+def _entries_around(paths: Paths, as_of: datetime) -> list[HistoryEntry]:
+    """The newest history entries back to the first one before ``as_of`` (included).
+
+    The history is in time order (see :class:`OutOfOrder`), so these hold every entry a cycle
+    at ``as_of`` consults: the latest, those for ``as_of`` itself, and the base before them.
+    """
+    return history_tail(paths.history, lambda e: parse_iso(e.decision["as_of"]) < as_of)
+
+
+def _same_cycle(recorded: dict[str, Any], decision: Decision) -> bool:
+    """True when ``recorded`` was decided for the same instant, policy, inputs and base."""
+    keys = ("policy_fingerprint", "inputs_fingerprint", "previous_decision_hash")
+    prov = recorded.get("provenance") or {}
+    return recorded.get("as_of") == decision.as_of and all(
+        prov.get(key) == decision.provenance.get(key) for key in keys
+    )
+
+
+def _write_current(paths: Paths, decision: Decision) -> None:
+    """Make ``decision.json`` and ``allocation.json`` show ``decision`` (only files that differ)."""
+    for path, text in (
+        (paths.decision, decision.to_json()),
+        (paths.allocation, canonical_json(decision.weights, indent=2)),
+    ):
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current != text:
+            atomic_write_text(path, text)
+
+
+def _commit_locked(
+    decision: Decision, paths: Paths, entries: list[HistoryEntry] | None = None
+) -> tuple[Decision, str]:
+    """Commit under the lock; ``entries`` ends with the newest entry when the caller has read
+    the history's tail under the same lock (it is read here otherwise)."""
+    entries = history_tail(paths.history) if entries is None else entries
+    if entries and _same_cycle(entries[-1].decision, decision):
+        # Already recorded (a re-run, or a restart after a kill before the current files were
+        # written): record nothing twice, just make the current files show the record.
+        recorded = Decision.from_dict(entries[-1].decision)
+        _write_current(paths, recorded)
+        return recorded, entries[-1].hash
+    entry = append_history(paths.history, decision, entries)
+    fault_point("after_history_append")
+    _write_current(paths, decision)
+    return decision, entry.hash
+
+
+def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> str:
+    """Record ``decision`` under the state lock: history first (the commit point), then the
+    current files. Idempotent: if the last entry is this decision's cycle (same as_of, policy,
+    inputs and previous decision), nothing is appended and the current files are restored.
+
+    Returns the history entry's hash. Raises :class:`~meta_supervisor.state.files.LockBusy`.
+    """
+    with StateLock(paths.lock, lock_timeout_s):
+        remove_stale_temps(paths.state_dir)
+        return _commit_locked(decision, paths)[1]
+
+
+def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger, Manifest] | None:
+    """The store's snapshot for a cycle that takes its statistics from the engine: telemetry of
+    the stats window and the quarantine (records are not read); ``None`` without a store."""
+    store = LedgerStore(paths.ledger) if paths.ledger is not None else None
+    if store is None or not store.exists():
+        return None
+    manifest = store.manifest()
+    telemetry = store.telemetry(as_of, policy.lookback_hours, manifest)
+    return Ledger(empty_records(), telemetry, store.quarantine(manifest)), manifest
+
+
+def _engine_frames(
+    paths: Paths, ledger: Ledger, manifest: Manifest, as_of: datetime, policy: Policy, save: bool
+) -> tuple[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], Persistence | None]:
+    """The cycle's frames from :func:`meta_supervisor.cycle.engine.store_frames` and, for the
+    evidence profile, its learned strength (:func:`meta_supervisor.cycle.engine.store_persistence`,
+    kept until the next anchor); fills in ``ledger.engine`` and ``ledger.latest``."""
+    store = LedgerStore(paths.ledger or "")
+    frames, ledger.engine = store_frames(
+        store, manifest, as_of, policy, paths.engine, ledger.telemetry, save=save
+    )
+    learned = None
+    if history_hours(policy):
+        learned, ledger.engine.persistence_recomputed = store_persistence(
+            store, manifest, as_of, policy, paths.persistence, save=save
+        )
+    newest = frames[0]["last_matured_at"].max()
+    if newest is None:  # nobody in the stats window: the manifest's bounds say how old
+        his = [s.hi for s in manifest.of("records") if s.hi is not None]
+        newest = _latest_bound(his, as_of)
+    ledger.latest = newest  # type: ignore[assignment]
+    return frames, learned
+
+
+def _latest_bound(his: list[int], as_of: datetime) -> datetime | None:
+    """The latest segment bound at or before ``as_of`` (µs since the epoch), as a datetime."""
+    limit = (as_of - _EPOCH) // timedelta(microseconds=1)
+    visible = [h for h in his if h <= limit]
+    return _EPOCH + timedelta(microseconds=max(visible)) if visible else None
+
+
+def run_cycle(
+    paths: Paths,
+    as_of: datetime | None = None,
+    policy: Policy | None = None,
+    *,
+    write: bool = True,
+    lock_timeout_s: float = 0.0,
+) -> tuple[Decision, Ledger]:
+    """Read, decide and (unless ``write=False``) record one cycle under the state lock.
+
+    Crash-safe and idempotent: under the lock, temps of dead writers are removed and the
+    current files are first brought in line with the last history entry (a kill between the
+    history append and the file writes is repaired); re-running a recorded cycle returns the
+    recorded decision without appending it again.
+
+    On an ingested store the statistics come from the incremental state in the state
+    directory (:mod:`meta_supervisor.cycle.engine`): the cycle reads what was committed since the
+    last one, not the window. Without a store, the raw files are read whole and the frames
+    computed from scratch.
+    """
+    policy = policy or load_policy(paths.policy)
+    as_of = as_of or datetime.now(UTC)
+    snapshot = _store_ledger(paths, as_of, policy)
+    if snapshot is None:
+        ledger, manifest = load_ledger(paths, as_of, window_hours(policy)), None
+    else:
+        ledger, manifest = snapshot
+
+    def decide_now(previous: dict[str, float] | None, prev_hash: str | None) -> Decision:
+        """:func:`decide` at ``as_of``; on a store, on the engine's inputs (saved back only by
+        a recording cycle)."""
+        extra: dict[str, Any] = {}
+        if manifest is not None:
+            frames, learned = _engine_frames(paths, ledger, manifest, as_of, policy, write)
+            extra = {"frames": frames, "persistence": learned}
+        overrides = load_overrides(paths)
+        return decide(ledger, as_of, policy, previous, overrides, prev_hash, **extra)
+
+    if not write:
+        return decide_now(*load_previous(paths, as_of)), ledger
+    with StateLock(paths.lock, lock_timeout_s):
+        fault_point("locked")
+        remove_stale_temps(paths.state_dir)
+        entries = _entries_around(paths, as_of)
+        if entries:
+            _write_current(paths, Decision.from_dict(entries[-1].decision))
+        base = _base_entry(entries, iso(as_of))
+        earlier = [e for e in entries if e.decision.get("as_of") == iso(as_of)]
+        if earlier and entries[-1].decision.get("as_of") != iso(as_of):
+            # Decided already, and later cycles have followed: a late duplicate run (e.g. a
+            # queued scheduler job) must neither record it twice nor roll the files back.
+            return Decision.from_dict(earlier[-1].decision), ledger
+        latest = entries[-1].decision.get("as_of") if entries else None
+        if latest is not None and parse_iso(latest) > as_of:
+            # The history is in time order and each decision smooths against the one before:
+            # recording an earlier instant after a later one would chain it to the future.
+            raise OutOfOrder(
+                f"{paths.history}: as_of {iso(as_of)} is before the latest decision "
+                f"({latest}); decide later instants only, or look back with --dry-run"
+            )
+        previous = (
+            None
+            if base is None
+            else {k: float(v) for k, v in base.decision.get("weights", {}).items()}
+        )
+        prev_hash = None if base is None else base.hash
+        decision, _ = _commit_locked(decide_now(previous, prev_hash), paths, entries)
+    return decision, ledger

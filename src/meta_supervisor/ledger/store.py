@@ -1,0 +1,540 @@
+"""The embedded ledger: append-only Parquet segments plus an atomically replaced manifest.
+
+Layout under the ledger directory (``META_SUPERVISOR_LEDGER``)::
+
+    MANIFEST.json              the commit point: the segments that exist, and the batches
+    .lock                      writers' exclusive flock (readers take no lock)
+    records/<batch>-<YYYYMM>.parquet     records of one ingest batch matured in one month
+    telemetry/<batch>-<YYYYMM>.parquet   telemetry of one batch, by ``ts`` month
+    quarantine/<batch>.parquet           rows refused by that batch (QUARANTINE_SCHEMA)
+
+Why this shape (figures in ``docs/STORE.md``): polars reads and writes Parquet natively, the
+columns the cycle needs come back at disk speed, and nothing runs as a server.
+
+* **Commit**: a batch writes its segment files (fsync'd), then replaces ``MANIFEST.json``
+  (temp file, fsync, rename). Files not named by the manifest do not exist for readers, so a
+  kill at any instant leaves the previous snapshot or the new one, never half a batch.
+  Leftover files of a killed ingest are deleted by the next writer.
+* **Readers** read the manifest once and then only the files it names. Writers never delete or
+  rewrite a named file, so a reader's snapshot stays valid while an ingest runs.
+* **Writers** hold ``.lock`` (:class:`meta_supervisor.state.files.StateLock`), so two ingests never
+  interleave; the kernel releases it if the holder dies.
+* **Window reads**: each segment's manifest entry carries ``lo``/``hi``, the min/max of its
+  time column (``matured_at`` for records, ``ts`` for telemetry; integer µs since the epoch,
+  UTC) and, for records, the same per agent. A read of ``(as_of − lookback, as_of]`` opens only
+  the overlapping segments; rows are sorted by time inside a segment so polars' predicate
+  pushdown also skips row groups.
+* **Identity**: a record is its ``record_id`` (:mod:`meta_supervisor.ingest.records`), a telemetry
+  run
+  its ``(ts, agent, run_id, is_error)``, a quarantine entry its ``(source, line, field, reason)``.
+  :meth:`LedgerStore.append` stores only what is new; a record whose ``record_id`` is already
+  stored with other content (a re-run that changed its numbers) is refused into the quarantine,
+  the stored one stays. A batch with nothing new writes nothing: the store stays byte-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from meta_supervisor.ingest.records import (
+    QUARANTINE_SCHEMA,
+    RECORD_SCHEMA,
+    TELEMETRY_SCHEMA,
+    content_key,
+    empty_quarantine,
+    empty_records,
+    empty_telemetry,
+)
+from meta_supervisor.state.files import LockBusy, StateLock, atomic_write_text
+
+__all__ = [
+    "MANIFEST",
+    "AppendResult",
+    "LedgerBusy",
+    "LedgerError",
+    "LedgerStore",
+    "Manifest",
+    "Segment",
+]
+
+MANIFEST = "MANIFEST.json"
+FORMAT = 1
+KINDS = ("records", "telemetry", "quarantine")
+_TIME_COLUMN = {"records": "matured_at", "telemetry": "ts"}
+_SCHEMAS = {
+    "records": RECORD_SCHEMA,
+    "telemetry": TELEMETRY_SCHEMA,
+    "quarantine": QUARANTINE_SCHEMA,
+}
+ROW_GROUP = 65_536
+_ORDER = ["matured_at", "ts", "record_id"]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class LedgerError(RuntimeError):
+    """The ledger directory is unreadable (a manifest that is not one, a missing segment)."""
+
+
+class LedgerBusy(LockBusy):
+    """Another ingest holds the ledger's writer lock."""
+
+
+def _us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One immutable Parquet file named by the manifest."""
+
+    path: str
+    kind: str
+    rows: int
+    batch: str
+    lo: int | None = None
+    hi: int | None = None
+    agents: dict[str, list[int]] = field(default_factory=dict)
+
+    def overlaps(self, start_us: int | None, end_us: int | None) -> bool:
+        """Whether the segment may hold times in ``(start, end]``."""
+        if self.lo is None or self.hi is None:
+            return True
+        if end_us is not None and self.lo > end_us:
+            return False
+        return start_us is None or self.hi > start_us
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A consistent snapshot of the store: generation, segments and ingest batches."""
+
+    generation: int = 0
+    segments: tuple[Segment, ...] = ()
+    batches: tuple[dict[str, Any], ...] = ()
+
+    def of(self, kind: str) -> list[Segment]:
+        """Segments of one kind, in commit order."""
+        return [s for s in self.segments if s.kind == kind]
+
+    def rows(self, kind: str) -> int:
+        """Rows stored of one kind."""
+        return sum(s.rows for s in self.of(kind))
+
+    def to_json(self) -> str:
+        """The manifest file's text (sorted keys: equal snapshots give equal bytes)."""
+        body = {
+            "format": FORMAT,
+            "generation": self.generation,
+            "segments": [asdict(s) for s in self.segments],
+            "batches": list(self.batches),
+        }
+        return json.dumps(body, sort_keys=True, indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: Path) -> Manifest:
+        """Parse a manifest; raises :class:`LedgerError` naming ``where`` when it is not one."""
+        try:
+            body = json.loads(text)
+            if body.get("format") != FORMAT:
+                raise ValueError(f"unknown format {body.get('format')!r}")
+            segments = tuple(Segment(**s) for s in body["segments"])
+            return cls(int(body["generation"]), segments, tuple(body["batches"]))
+        except (ValueError, KeyError, TypeError) as err:
+            raise LedgerError(f"{where}: not a ledger manifest: {err}") from None
+
+
+@dataclass
+class AppendResult:
+    """What one :meth:`LedgerStore.append` stored and skipped."""
+
+    records: int = 0
+    telemetry: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    conflicts: pl.DataFrame = field(default_factory=empty_quarantine)
+    committed: bool = False
+    generation: int = 0
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _fsync_file(path)
+
+
+class LedgerStore:
+    """The ledger directory: snapshot reads for anyone, appends under the writer lock."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        """The commit point."""
+        return self.root / MANIFEST
+
+    @property
+    def lock_path(self) -> Path:
+        """Writers' exclusive lock."""
+        return self.root / ".lock"
+
+    def exists(self) -> bool:
+        """Whether a manifest has been committed here."""
+        return self.manifest_path.is_file()
+
+    def manifest(self) -> Manifest:
+        """The current snapshot (empty if nothing was ever committed)."""
+        try:
+            text = self.manifest_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return Manifest()
+        return Manifest.from_json(text, self.manifest_path)
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def scan(
+        self,
+        kind: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        manifest: Manifest | None = None,
+    ) -> pl.LazyFrame:
+        """Lazy rows of ``kind`` from the segments that may hold times in ``(start, end]``.
+
+        Only segment pruning is done here; callers filter rows (polars pushes the filter into
+        the Parquet reader, which skips row groups by their statistics).
+        """
+        manifest = manifest or self.manifest()
+        start_us = None if start is None else _us(start)
+        end_us = None if end is None else _us(end)
+        segments = [s for s in manifest.of(kind) if s.overlaps(start_us, end_us)]
+        return self._scan_segments(kind, segments)
+
+    def _scan_segments(self, kind: str, segments: list[Segment]) -> pl.LazyFrame:
+        schema = _SCHEMAS[kind]
+        if not segments:
+            return pl.LazyFrame(schema=schema)
+        files = [self.root / s.path for s in segments]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise LedgerError(
+                f"{self.root}: segment named by the manifest is missing: {missing[0]}"
+            )
+        return pl.scan_parquet(files, schema=schema, hive_partitioning=False)
+
+    def records(
+        self,
+        as_of: datetime | None = None,
+        lookback_hours: float | None = None,
+        manifest: Manifest | None = None,
+    ) -> pl.DataFrame:
+        """Records matured in ``(as_of − lookback, as_of]`` (all history when not given).
+
+        With a lookback, each agent that has visible records but none in the window also gets
+        its latest visible record (matured before the window), so a stale agent still
+        appears in the cycle's universe (and is gated for having no recent records) exactly as
+        when the whole history is read.
+        """
+        manifest = manifest or self.manifest()
+        if as_of is None:
+            return self.scan("records", manifest=manifest).collect()
+        if lookback_hours is None:
+            lazy = self.scan("records", None, as_of, manifest)
+            return lazy.filter(pl.col("matured_at") <= as_of).collect()
+        start = as_of - timedelta(hours=lookback_hours)
+        window = (
+            self.scan("records", start, as_of, manifest)
+            .filter((pl.col("matured_at") > start) & (pl.col("matured_at") <= as_of))
+            .collect()
+        )
+        stale = self.latest_before(start, set(window["agent"].unique()), manifest)
+        return pl.concat([window, stale]) if stale.height else window
+
+    def agents_after(self, start: datetime, as_of: datetime, manifest: Manifest) -> set[str] | None:
+        """Agents with a record matured in ``(start, as_of]``, from the manifest alone.
+
+        Exact when no segment holds a record matured after ``as_of`` (the live case: the
+        per-agent ``hi`` is then a record inside the interval); ``None`` otherwise, and the
+        caller scans instead.
+        """
+        start_us, as_of_us = _us(start), _us(as_of)
+        seen: set[str] = set()
+        for segment in manifest.of("records"):
+            if segment.hi is None or segment.hi > as_of_us:
+                return None
+            seen.update(a for a, (_, hi) in segment.agents.items() if hi > start_us)
+        return seen
+
+    def latest_before(
+        self, start: datetime, seen: set[str], manifest: Manifest | None = None
+    ) -> pl.DataFrame:
+        """The latest record matured at or before ``start`` of each agent not in ``seen``.
+
+        These keep an agent whose records all left the window in the cycle's universe (it is
+        gated for having no recent records, not silently dropped).
+        """
+        manifest = manifest or self.manifest()
+        start_us = _us(start)
+        best: dict[str, tuple[int, Segment]] = {}
+        straddling: dict[str, Segment] = {}
+        for segment in manifest.of("records"):
+            for agent, (lo, hi) in segment.agents.items():
+                if agent in seen or lo > start_us:
+                    continue
+                if hi > start_us:
+                    straddling[segment.path] = segment
+                elif agent not in best or hi > best[agent][0]:
+                    best[agent] = (hi, segment)
+        stale = set(best) | {a for s in straddling.values() for a in s.agents if a not in seen}
+        if not stale:
+            return empty_records()
+        segments = {s.path: s for _, s in best.values()} | straddling
+        return (
+            self._scan_segments("records", list(segments.values()))
+            .filter(pl.col("agent").is_in(sorted(stale)) & (pl.col("matured_at") <= start))
+            .sort(_ORDER)
+            .group_by("agent", maintain_order=True)
+            .last()
+            .select(list(RECORD_SCHEMA))
+            .collect()
+        )
+
+    def telemetry(
+        self,
+        as_of: datetime | None = None,
+        lookback_hours: float | None = None,
+        manifest: Manifest | None = None,
+    ) -> pl.DataFrame:
+        """Telemetry runs with ``ts`` in ``(as_of − lookback, as_of]`` (all when not given)."""
+        manifest = manifest or self.manifest()
+        if as_of is None:
+            return self.scan("telemetry", manifest=manifest).collect()
+        start = None if lookback_hours is None else as_of - timedelta(hours=lookback_hours)
+        cond = pl.col("ts") <= as_of
+        if start is not None:
+            cond = cond & (pl.col("ts") > start)
+        return self.scan("telemetry", start, as_of, manifest).filter(cond).collect()
+
+    def quarantine(self, manifest: Manifest | None = None) -> pl.DataFrame:
+        """Every refused row ever ingested, in commit order."""
+        return self.scan("quarantine", manifest=manifest or self.manifest()).collect()
+
+    # ---- writing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writer(self, timeout_s: float = 0.0) -> Iterator[LedgerStore]:
+        """Hold the writer lock; clean what killed writers left behind."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = StateLock(self.lock_path, timeout_s).__enter__()
+        except LockBusy as err:
+            holder = str(err).split("(pid ")[-1].split(")")[0]
+            raise LedgerBusy(
+                f"{self.root}: another ingest is writing (pid {holder}); retry or use --wait"
+            ) from None
+        try:
+            self.clean_orphans()
+            yield self
+        finally:
+            lock.__exit__(None, None, None)
+
+    def clean_orphans(self) -> list[Path]:
+        """Delete segment and temp files the manifest does not name (call under the lock)."""
+        named = {self.root / s.path for s in self.manifest().segments}
+        removed = []
+        for kind in KINDS:
+            folder = self.root / kind
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if path not in named:
+                        path.unlink(missing_ok=True)
+                        removed.append(path)
+        for path in self.root.glob(f".{MANIFEST}.*.tmp"):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        return removed
+
+    def append(
+        self,
+        records: pl.DataFrame,
+        telemetry: pl.DataFrame,
+        quarantine: pl.DataFrame,
+        info: dict[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> AppendResult:
+        """Store what is new in one batch and commit it; call inside :meth:`writer`.
+
+        With ``dry_run`` the counts are those a commit would store, and nothing is written.
+
+        ``records`` must already be unique by ``record_id`` (see
+        :func:`meta_supervisor.ingest.batch.dedupe`). Returns counts; ``conflicts`` lists records
+        refused because their ``record_id`` is stored with other content (they are also
+        written to the quarantine).
+        """
+        manifest = self.manifest()
+        result = AppendResult(generation=manifest.generation)
+        records, duplicates, conflicts = self._new_records(records, manifest)
+        telemetry, tel_duplicates = self._new_telemetry(telemetry, manifest)
+        quarantine = self._new_quarantine(pl.concat([quarantine, conflicts]), manifest)
+        result.duplicates = duplicates + tel_duplicates
+        result.conflicts = conflicts
+        if dry_run:
+            result.records, result.telemetry = records.height, telemetry.height
+            result.quarantined = quarantine.height
+            return result
+        if records.height + telemetry.height + quarantine.height == 0:
+            return result
+        batch = f"{manifest.generation + 1:08d}-{uuid.uuid4().hex[:8]}"
+        segments = [
+            *self._write_partitions("records", records, batch),
+            *self._write_partitions("telemetry", telemetry, batch),
+        ]
+        if quarantine.height:
+            segments.append(
+                self._write_segment("quarantine", quarantine, f"{batch}.parquet", batch)
+            )
+        for kind in KINDS:
+            if (self.root / kind).is_dir():
+                _fsync_dir(self.root / kind)
+        entry = {
+            "batch": batch,
+            "records": records.height,
+            "telemetry": telemetry.height,
+            "quarantined": quarantine.height,
+            "duplicates": result.duplicates,
+            **(info or {}),
+        }
+        new = Manifest(
+            manifest.generation + 1, manifest.segments + tuple(segments), (*manifest.batches, entry)
+        )
+        atomic_write_text(self.manifest_path, new.to_json())
+        result.records, result.telemetry = records.height, telemetry.height
+        result.quarantined, result.committed = quarantine.height, True
+        result.generation = new.generation
+        return result
+
+    def _new_records(
+        self, records: pl.DataFrame, manifest: Manifest
+    ) -> tuple[pl.DataFrame, int, pl.DataFrame]:
+        if records.height == 0 or not manifest.of("records"):
+            return records, 0, empty_quarantine()
+        # A run-keyed record may collide with one of any date, so every segment's ids are
+        # checked; only the id column is read and the filter keeps just the matches.
+        ids = records["record_id"]
+        stored = (
+            self.scan("records", manifest=manifest)
+            .filter(pl.col("record_id").is_in(ids.implode()))
+            .select("record_id", content_key().alias("_stored_key"))
+            .unique("record_id")
+            .collect()
+        )
+        if stored.height == 0:
+            return records, 0, empty_quarantine()
+        marked = records.with_columns(content_key().alias("_key")).join(
+            stored, on="record_id", how="left"
+        )
+        known = pl.col("_stored_key").is_not_null()
+        conflict = known & (pl.col("_stored_key") != pl.col("_key"))
+        duplicates = marked.filter(known & ~conflict).height
+        refused = marked.filter(conflict).select(
+            pl.lit("<ledger>").alias("source"),
+            pl.lit(None, dtype=pl.Int64).alias("line"),
+            pl.lit("record_id").alias("field"),
+            (
+                pl.lit("conflicting duplicate: ")
+                + pl.col("record_id")
+                + pl.lit(" is already in the ledger with other content; kept the stored one")
+            ).alias("reason"),
+            pl.col("_key").str.slice(0, 500).alias("raw"),
+        )
+        return marked.filter(~known).select(list(RECORD_SCHEMA)), duplicates, refused
+
+    def _new_telemetry(
+        self, telemetry: pl.DataFrame, manifest: Manifest
+    ) -> tuple[pl.DataFrame, int]:
+        if telemetry.height == 0 or not manifest.of("telemetry"):
+            return telemetry, 0
+        lo, hi = telemetry["ts"].min(), telemetry["ts"].max()
+        stored = (
+            self.scan("telemetry", lo - timedelta(microseconds=1), hi, manifest)
+            .filter(pl.col("ts").is_between(lo, hi))
+            .collect()
+        )
+        fresh = telemetry.join(
+            stored, on=list(TELEMETRY_SCHEMA), how="anti", nulls_equal=True, maintain_order="left"
+        )
+        return fresh, telemetry.height - fresh.height
+
+    def _new_quarantine(self, quarantine: pl.DataFrame, manifest: Manifest) -> pl.DataFrame:
+        key = ["source", "line", "field", "reason"]
+        quarantine = quarantine.unique(key, keep="first", maintain_order=True)
+        if quarantine.height == 0 or not manifest.of("quarantine"):
+            return quarantine
+        stored = self.quarantine(manifest).select(key)
+        return quarantine.join(stored, on=key, how="anti", nulls_equal=True, maintain_order="left")
+
+    def _write_partitions(self, kind: str, frame: pl.DataFrame, batch: str) -> list[Segment]:
+        if frame.height == 0:
+            return []
+        time_col = _TIME_COLUMN[kind]
+        order = _ORDER if kind == "records" else ["ts", "agent", "run_id"]
+        keyed = frame.sort(order).with_columns(pl.col(time_col).dt.strftime("%Y%m").alias("_part"))
+        segments = []
+        for (part,), piece in keyed.partition_by(
+            "_part", as_dict=True, maintain_order=True
+        ).items():
+            segments.append(
+                self._write_segment(kind, piece.drop("_part"), f"{batch}-{part}.parquet", batch)
+            )
+        return segments
+
+    def _write_segment(self, kind: str, frame: pl.DataFrame, name: str, batch: str) -> Segment:
+        folder = self.root / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        frame.write_parquet(path, row_group_size=ROW_GROUP, statistics=True)
+        _fsync_file(path)
+        segment = Segment(path=f"{kind}/{name}", kind=kind, rows=frame.height, batch=batch)
+        if kind == "quarantine":
+            return segment
+        time_col = _TIME_COLUMN[kind]
+        micros = pl.col(time_col).dt.epoch("us")
+        bounds = frame.select(micros.min().alias("lo"), micros.max().alias("hi")).row(0)
+        agents: dict[str, list[int]] = {}
+        if kind == "records":
+            per_agent = frame.group_by("agent").agg(
+                micros.min().alias("lo"), micros.max().alias("hi")
+            )
+            agents = {a: [lo, hi] for a, lo, hi in per_agent.sort("agent").iter_rows()}
+        return Segment(
+            path=segment.path,
+            kind=kind,
+            rows=frame.height,
+            batch=batch,
+            lo=bounds[0],
+            hi=bounds[1],
+            agents=agents,
+        )
+
+
+def empty_frames() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Empty records, telemetry and quarantine frames."""
+    return empty_records(), empty_telemetry(), empty_quarantine()

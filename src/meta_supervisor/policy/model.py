@@ -1,0 +1,276 @@
+"""The policy: every tunable of the allocator in one validated object.
+
+Units: all PnL-like quantities are in basis points (bps) of notional; durations in hours;
+weights are fractions of capital in ``[0, 1]``.
+
+Sign conventions: ``gap = realized − expected`` (negative = under-delivered); CVaR and drawdown
+are reported ``≤ 0`` (negative = bad).
+
+The defaults reproduce the seed's constants (``MAX_WEIGHT``, ``MIN_CONF``, ``CVAR_PENALTY_K``,
+``DD_PENALTY_K``, the sim-error scale 75 and the error-rate gate 0.15).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["Policy", "PolicyError", "Profile", "load_policy", "policy_fingerprint"]
+
+
+class Profile(StrEnum):
+    """Which allocation formula a cycle applies.
+
+    ``seed``: the seed's steps made correct (DESIGN.md "Allocation").
+    ``evidence``: tilt from equal weight only as far as the t-statistic of each agent's mean
+    PnL is strong; drawdown and tail against the agent's own scale
+    (:mod:`meta_supervisor.allocate.evidence`; chosen by backtest, docs/BACKTEST.md).
+    """
+
+    SEED = "seed"
+    EVIDENCE = "evidence"
+
+
+class PolicyError(ValueError):
+    """A policy file or value is invalid. The message names the key at fault."""
+
+
+class Policy(BaseModel):
+    """All tunables, validated. Out-of-range values raise an error naming the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    profile: Profile = Field(
+        Profile.EVIDENCE,
+        description="allocation formula: evidence (default, chosen by backtest) or seed",
+    )
+
+    # ---- windows ----
+    horizon_hours: int = Field(24, ge=1, le=24 * 30, description="record horizon used (h)")
+    lookback_hours: float = Field(
+        168.0, gt=0, le=24 * 366, description="agent-stats window (as_of - lookback, as_of] (h)"
+    )
+    cvar_lookback_hours: float = Field(
+        720.0, gt=0, le=24 * 366, description="strategy CVaR window (h), 30 days"
+    )
+
+    # ---- gates ----
+    max_error_rate: float = Field(0.15, ge=0, le=1, description="gate: error rate above this")
+    min_records: int = Field(
+        5, ge=0, le=1_000_000, description="gate: fewer matured records than this"
+    )
+
+    # ---- quality ----
+    hit_rate_offset: float = Field(0.6, ge=0, le=10, description="q ∝ (offset + hit_rate)")
+    sim_error_scale_bps: float = Field(
+        75.0, gt=0, le=1e6, description="sim penalty 1/(1 + avg_abs_error/scale) (bps)"
+    )
+
+    # ---- confidence ----
+    confidence_floor: float = Field(0.50, ge=0, le=1, description="lowest multiplier")
+    confidence_ceiling: float = Field(1.00, ge=0, le=1, description="highest multiplier")
+    confidence_prior: float = Field(
+        1.00, ge=0, le=1, description="multiplier with no evidence (in (floor, ceiling])"
+    )
+    confidence_half_life_hours: float = Field(
+        72.0, gt=0, le=24 * 366, description="evidence weight 0.5**(age/half_life) (h)"
+    )
+    confidence_prior_weight: float = Field(
+        3.0, ge=0, le=1e6, description="pseudo-records of prior evidence"
+    )
+    confidence_tolerance: float = Field(
+        0.8,
+        gt=0,
+        le=100,
+        description="mean |gap|/scale at or below which confidence is the ceiling "
+        "(0.8 ≈ E|N(0,1)|, a calibrated simulator)",
+    )
+    confidence_lookback_hours: float = Field(
+        720.0, gt=0, le=24 * 366, description="confidence evidence window (h)"
+    )
+
+    # ---- risk multipliers ----
+    cvar_k: float = Field(0.015, ge=0, le=10, description="cvar_mult = max(floor, 1 + k·cvar)")
+    cvar_floor: float = Field(0.25, ge=0, le=1, description="lowest CVaR multiplier")
+    cvar_min_samples: int = Field(
+        20, ge=1, le=1_000_000, description="below this many gaps CVaR is shrunk to the prior"
+    )
+    cvar_prior_bps: float = Field(
+        0.0, le=0, ge=-1e6, description="CVaR assumed with no evidence (bps, ≤ 0)"
+    )
+    drawdown_k: float = Field(0.01, ge=0, le=10, description="dd_mult = max(floor, 1 + k·dd)")
+    drawdown_floor: float = Field(0.40, ge=0, le=1, description="lowest drawdown multiplier")
+
+    # ---- portfolio ----
+    max_weight: float = Field(0.25, gt=0, le=1, description="per-agent cap")
+    gross_cap: float = Field(1.0, gt=0, le=1, description="cap on total deployed capital")
+    max_increase_per_cycle: float = Field(
+        0.05, gt=0, le=1, description="largest weight increase per cycle (fraction of capital)"
+    )
+    no_trade_band: float = Field(
+        0.0025, ge=0, le=0.5, description="moves smaller than this keep the previous weight"
+    )
+    no_trade_band_relative: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="...and smaller than this share of the position (so an agent at 0 can enter)",
+    )
+    weight_decimals: int = Field(6, ge=2, le=12, description="weights rounded down to this")
+
+    # ---- evidence profile (meta_supervisor.allocate.evidence) ----
+    evidence_t0: float = Field(
+        0.0, ge=0, le=100, description="evidence: |shrunk t| below this gives no tilt"
+    )
+    evidence_k: float = Field(
+        1.5, ge=0, le=100, description="evidence: tilt exp(k·(|shrunk t| − t0)) beyond t0"
+    )
+    evidence_tilt_min: float = Field(0.25, gt=0, le=1, description="evidence: lowest tilt")
+    evidence_tilt_max: float = Field(3.0, ge=1, le=100, description="evidence: highest tilt")
+    evidence_learn_strength: bool = Field(
+        True, description="evidence: shrink t by the fleet's signal share clip(1 − 1/var t)"
+    )
+    evidence_min_agents: int = Field(
+        5, ge=2, le=100_000, description="evidence: fewer eligible agents than this: no tilt"
+    )
+    evidence_persistence_lags: int = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="evidence: lags J over which past t is tested against the next period's "
+        "PnL to learn the tilt strength (meta_supervisor.signals.persistence); 0: signal share "
+        "clip(1 − 1/var t) instead",
+    )
+    evidence_persistence_step_hours: float = Field(
+        24.0,
+        gt=0,
+        le=24 * 366,
+        description="evidence: H, the period whose PnL past evidence must predict (h)",
+    )
+    evidence_persistence_z0: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="evidence: tilt strength max(0, 1 − (z0/z)²) of the mean rank correlation's z",
+    )
+    evidence_dd_z0: float = Field(
+        1.5, ge=0, le=100, description="evidence: drawdown/(sigma·sqrt n) penalised beyond this"
+    )
+    evidence_dd_k: float = Field(0.5, ge=0, le=100, description="evidence: drawdown slope")
+    evidence_dd_floor: float = Field(0.25, ge=0, le=1, description="evidence: drawdown floor")
+    evidence_tail_r0: float = Field(
+        4.0, ge=0, le=100, description="evidence: -CVaR95(gap)/mean |gap| penalised beyond this"
+    )
+    evidence_tail_k: float = Field(0.25, ge=0, le=100, description="evidence: tail slope")
+    evidence_tail_floor: float = Field(0.25, ge=0, le=1, description="evidence: tail floor")
+    evidence_risk_strength_ref: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="evidence: g = min(1, tilt strength / this) weighs the agent-specific "
+        "drawdown and confidence factors (0 strength: fleet level only)",
+    )
+    evidence_dd_relative: bool = Field(
+        True,
+        description="evidence: drawdown g·own + (1 − g)·min(fleet mean, beyond-null); false: "
+        "the agent's own drawdown factor alone",
+    )
+    evidence_dd_null_z: float = Field(
+        2.7,
+        ge=0,
+        le=100,
+        description="evidence: drawdown/(sigma·sqrt n) a zero-drift walk exceeds about 1% of "
+        "the time; beyond it the agent is penalised on its own whatever g",
+    )
+    evidence_confidence_shrink: bool = Field(
+        True, description="evidence: confidence c used as c + (1 − g)·(1 − c) (pulled to 1)"
+    )
+
+    @model_validator(mode="after")
+    def _check_order(self) -> Policy:
+        if self.confidence_floor > self.confidence_ceiling:
+            raise ValueError("confidence_floor must be <= confidence_ceiling")
+        if not (self.confidence_floor < self.confidence_prior <= self.confidence_ceiling) and not (
+            self.confidence_floor == self.confidence_ceiling == self.confidence_prior
+        ):
+            raise ValueError("confidence_prior must lie in (confidence_floor, confidence_ceiling]")
+        return self
+
+    def fingerprint(self) -> str:
+        """Return the SHA-256 of the canonical JSON of this policy (provenance)."""
+        return policy_fingerprint(self)
+
+    def to_toml(self) -> str:
+        """Render the policy as a TOML document, one commented key per field."""
+        lines = []
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, StrEnum):
+                text = json.dumps(value.value)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, str):
+                text = json.dumps(value)
+            else:
+                text = repr(value)
+            lines.append(f"# {field.description}")
+            if name == "profile" and name not in self.model_fields_set:
+                # Left to the default: a rendered file must not pin the profile, or the seed's
+                # own functions (which keep the seed profile unless a file chooses) would switch.
+                lines.append(f"# {name} = {text}")
+            else:
+                lines.append(f"{name} = {text}")
+        return "\n".join(lines) + "\n"
+
+
+def policy_fingerprint(policy: Policy) -> str:
+    """SHA-256 hex digest of the canonical JSON form of ``policy``."""
+    blob = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _explain_validation(err: ValidationError, source: str) -> str:
+    known = list(Policy.model_fields)
+    parts = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(policy)"
+        if item["type"] == "extra_forbidden":
+            hint = difflib.get_close_matches(key, known, n=1)
+            suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+            parts.append(f"{source}: unknown key '{key}'{suggestion}")
+        else:
+            parts.append(f"{source}: key '{key}': {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(parts)
+
+
+def make_policy(values: dict[str, Any] | None = None, *, source: str = "policy") -> Policy:
+    """Build a :class:`Policy` from a mapping; raise :class:`PolicyError` naming the bad key."""
+    try:
+        return Policy(**(values or {}))
+    except ValidationError as err:
+        raise PolicyError(_explain_validation(err, source)) from None
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    """Load a policy from a TOML file (a top-level table ``[policy]`` or bare keys).
+
+    ``None`` returns the defaults. Errors name the file and the key.
+    """
+    if path is None:
+        return Policy()
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: policy file not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise PolicyError(f"{path}: not valid TOML: {err}") from None
+    values = doc.get("policy", doc) if isinstance(doc.get("policy"), dict) else doc
+    return make_policy(values, source=str(path))

@@ -1,0 +1,409 @@
+"""Backtest: the live cycle, called at each rebalance time, booked against what happened next.
+
+The backtest calls exactly what a live cycle calls, :func:`meta_supervisor.cycle.run.decide` (one
+chain of decisions per policy profile, each fed its own previous weights), and the baselines of
+:mod:`meta_supervisor.research.baselines` on the same inputs (stats, confidence, tails) of the same
+ledger at the same instant. There is no second implementation of the allocation.
+
+Inputs (``engine``): with ``"incremental"`` (the default) the stats, confidence and tails frames
+come from one :class:`~meta_supervisor.signals.incremental.IncrementalStats` per distinct set of
+window settings (the profiles differ only in ``profile``, which no frame reads, so one engine
+serves them all), advanced once per rebalance over a
+:class:`~meta_supervisor.signals.incremental.SortedLedger` built once; the same frames go to every
+profile's ``decide(..., frames=...)`` and, through
+:func:`meta_supervisor.cycle.run.frames_to_inputs`,
+to the baselines. Those frames equal a full recompute up to float reassociation (running sums
+updated in another order than a fresh sum: ~1e-12 relative), so a backtest decision can differ
+from a standalone ``decide`` by one unit of the last weight decimal (weights are rounded *down*
+to ``policy.weight_decimals``) and in its inputs fingerprint (a hash of the raw inputs). With
+``"full"`` every profile calls ``decide`` on the ledger (a full recompute per profile and
+rebalance, plus one for the baselines): byte-identical to a standalone cycle, much slower.
+
+Accounting (the contract of every number the backtest reports)
+--------------------------------------------------------------
+* **Rebalance times** ``t_k = start + warmup + k·every`` for every ``k`` with
+  ``t_k + every ≤ end``. Holding period ``k`` is ``[t_k, t_{k+1})``.
+* **Decision at t_k** sees the ledger as of ``t_k``: only records with ``matured_at ≤ t_k``
+  (DESIGN.md's visibility rule, applied inside ``decide``; the backtest hands it the whole ledger).
+* **Booking**: a record whose *signal time* ``ts`` falls in ``[t_k, t_{k+1})`` is a position opened
+  while the weights decided at ``t_k`` were in force, so it is booked to period ``k`` with those
+  weights, whenever it matures (its PnL is realised at ``matured_at = ts + horizon``, after
+  ``t_k``, so no decision ever saw the record it is paid by). Each record is booked exactly once.
+  Only records at the policy's horizon (default 24 h) are booked: the 1 h / 4 h reconciliations
+  of the same signal are the same position measured earlier, and booking them would count the
+  signal twice.
+* **Per-agent period PnL** ``p_{i,k}`` = the **mean** realised bps of agent *i*'s records booked to
+  period *k* (0 when it has none). The mean, not the sum: an agent's weight is the capital it
+  runs; splitting that slice evenly over the signals it emits in the period makes its return a
+  mean, and keeps an agent that signals every hour from counting as six times the leverage of
+  one that signals every six hours.
+* **Portfolio period PnL** ``r_k = Σ_i w_{i,k} · p_{i,k}`` in bps of capital; cash earns 0.
+  Positions opened in different periods overlap in time (a 24 h horizon over 6 h periods), so
+  ``r_k`` is the PnL *attributable to the decision at t_k*, not a mark-to-market of the book at
+  ``t_{k+1}``. The equity curve is ``cumsum(r_k)`` indexed by decision time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from meta_supervisor.allocate.decision import Decision
+from meta_supervisor.cycle.run import Ledger, cycle_frames, decide, frames_to_inputs
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.research import baselines
+from meta_supervisor.research.metrics import summarize
+from meta_supervisor.signals.incremental import IncrementalStats, SortedLedger
+from meta_supervisor.signals.persistence import Persistence, anchor, history_hours, persistence
+
+__all__ = [
+    "BASELINES",
+    "ENGINES",
+    "BacktestResult",
+    "MethodRun",
+    "agent_period_pnl",
+    "frames_key",
+    "run_backtest",
+]
+
+ENGINES = ("incremental", "full")
+
+
+@dataclass
+class MethodRun:
+    """One method's weights per period ``(periods, agents)`` and its period PnL (bps)."""
+
+    name: str
+    description: str
+    weights: np.ndarray
+    period_pnl: np.ndarray
+    decisions: list[Decision] | None = None
+
+
+@dataclass
+class BacktestResult:
+    """Everything a report needs: times, agents, per-method runs and metrics."""
+
+    times: list[datetime]
+    every_hours: float
+    agents: list[str]
+    agent_pnl: np.ndarray
+    methods: dict[str, MethodRun]
+    events: list[tuple[str, datetime]]
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    default_method: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def equity(self, method: str) -> np.ndarray:
+        """Cumulative PnL (bps of capital) after each period."""
+        return np.cumsum(self.methods[method].period_pnl)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: metrics per method, and the run's parameters."""
+
+        def clean(v: float) -> float | None:
+            return v if math.isfinite(v) else None
+
+        return {
+            "info": self.info,
+            "every_hours": self.every_hours,
+            "periods": len(self.times),
+            "start": self.times[0].isoformat() if self.times else None,
+            "default_method": self.default_method,
+            "metrics": {
+                m: {k: clean(v) for k, v in values.items()} for m, values in self.metrics.items()
+            },
+        }
+
+
+Baseline = Callable[[dict, dict, dict, Policy, Ledger, datetime], dict[str, float]]
+
+BASELINES: dict[str, tuple[str, Baseline]] = {
+    "equal_weight": (
+        "1/n over eligible agents",
+        lambda s, c, t, p, ledger, at: baselines.equal_weight(s, p),
+    ),
+    "inverse_vol": (
+        "1/sigma over eligible agents, fully invested",
+        lambda s, c, t, p, ledger, at: baselines.inverse_volatility(s, p),
+    ),
+    "seed_original": (
+        "the seed's compute_weights as written (one-pass cap, always 100%)",
+        lambda s, c, t, p, ledger, at: baselines.seed_original(s, c, t, p.confidence_prior),
+    ),
+    "hrp": (
+        "skfolio Hierarchical Risk Parity on daily agent PnL (research extra)",
+        lambda s, c, t, p, ledger, at: baselines.hrp(s, ledger.records, at, p),
+    ),
+}
+
+
+def frames_key(policy: Policy) -> str:
+    """What the cycle's frames depend on: every policy field but ``profile`` (the allocation
+    formula). Policies with the same key share one incremental engine; a field added to the
+    policy later splits engines rather than silently sharing the wrong frames."""
+    fields = policy.model_dump(mode="json")
+    fields.pop("profile")
+    return repr(sorted(fields.items()))
+
+
+def rebalance_times(
+    start: datetime, end: datetime, every_hours: float, warmup_hours: float
+) -> list[datetime]:
+    """``t_k = start + warmup + k·every`` while ``t_k + every ≤ end``."""
+    step = timedelta(hours=every_hours)
+    t = start + timedelta(hours=warmup_hours)
+    times = []
+    while t + step <= end:
+        times.append(t)
+        t += step
+    return times
+
+
+def agent_period_pnl(
+    records: pl.DataFrame,
+    times: Sequence[datetime],
+    every_hours: float,
+    horizon_hours: int,
+    agents: Sequence[str],
+) -> np.ndarray:
+    """``p[k, i]``: mean realised bps of agent ``i``'s records with ``ts`` in period ``k``.
+
+    Periods are ``[times[k], times[k] + every)``; 0 where the agent has no record there.
+    """
+    p = np.zeros((len(times), len(agents)))
+    if not times or not agents:
+        return p
+    t0 = times[0]
+    col = {a: i for i, a in enumerate(agents)}
+    hours = (pl.col("ts") - pl.lit(t0)).dt.total_microseconds() / 3.6e9
+    booked = (
+        records.lazy()
+        .filter(pl.col("horizon_hours") == horizon_hours)
+        .with_columns((hours / every_hours).floor().cast(pl.Int64).alias("_k"))
+        .filter((pl.col("_k") >= 0) & (pl.col("_k") < len(times)))
+        .group_by("_k", "agent")
+        .agg(pl.col("realized_pnl_bps").mean().alias("_p"))
+        .collect()
+    )
+    rows = booked["_k"].to_numpy()
+    cols = np.array([col.get(a, -1) for a in booked["agent"].to_list()], dtype=np.int64)
+    keep = cols >= 0
+    p[rows[keep], cols[keep]] = booked["_p"].to_numpy()[keep]
+    return p
+
+
+def _progress(console: Console | None) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def run_backtest(
+    ledger: Ledger,
+    start: datetime,
+    end: datetime,
+    *,
+    every_hours: float = 6.0,
+    policy: Policy | None = None,
+    profiles: Sequence[Profile] | None = None,
+    baseline_names: Sequence[str] | None = None,
+    events: Sequence[tuple[str, datetime]] = (),
+    warmup_hours: float = 168.0,
+    progress: bool = True,
+    console: Console | None = None,
+    info: dict[str, Any] | None = None,
+    engine: str = "incremental",
+) -> BacktestResult:
+    """Run every profile through :func:`decide` and every baseline, every ``every_hours``.
+
+    Parameters
+    ----------
+    ledger : Ledger
+        The whole history; each decision sees only what had matured by its ``as_of``.
+    start, end : datetime
+        The ledger's span (aware, UTC).
+    policy : Policy, optional
+        The policy of the *default* method; every other profile runs the same policy with only
+        ``profile`` changed.
+    profiles : sequence of Profile, optional
+        Profiles to run through ``decide`` (default: all).
+    baseline_names : sequence of str, optional
+        Keys of :data:`BASELINES` (default: all but ``hrp``, plus ``hrp`` when skfolio is there).
+    events : sequence of (agent, onset)
+        Blow-ups for the time-to-de-risk metric.
+    engine : {"incremental", "full"}
+        Where the cycle inputs come from (see the module docstring): one incremental state per
+        distinct window policy, advanced once per rebalance (default), or a full recompute per
+        profile and rebalance (byte-identical to standalone cycles).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    policy = policy or Policy()
+    profiles = list(profiles) if profiles is not None else list(Profile)
+    if policy.profile not in profiles:
+        profiles.insert(0, policy.profile)
+    if baseline_names is None:
+        baseline_names = [n for n in BASELINES if n != "hrp"]
+        if baselines.hrp_available():
+            baseline_names.append("hrp")
+    unknown = [n for n in baseline_names if n not in BASELINES]
+    if unknown:
+        raise KeyError(f"unknown baseline(s) {unknown}; known: {', '.join(BASELINES)}")
+    times = rebalance_times(start, end, every_hours, warmup_hours)
+    if not times:
+        raise ValueError(
+            f"no rebalance between {start} + {warmup_hours:g} h warm-up and {end} "
+            f"at every {every_hours:g} h"
+        )
+    agents = sorted(ledger.records["agent"].unique().to_list())
+    col = {a: i for i, a in enumerate(agents)}
+    policies = {p.value: Policy(**{**policy.model_dump(), "profile": p}) for p in profiles}
+    n_t, n_a = len(times), len(agents)
+    weights = {name: np.zeros((n_t, n_a)) for name in [*policies, *baseline_names]}
+    decisions: dict[str, list[Decision]] = {name: [] for name in policies}
+    previous: dict[str, dict[str, float] | None] = dict.fromkeys(policies)
+    engines: dict[str, IncrementalStats] = {}
+    if engine == "incremental":
+        for pol in [policy, *policies.values()]:
+            engines.setdefault(frames_key(pol), IncrementalStats(pol))
+        sorted_ledger = SortedLedger(ledger.records)
+
+    learned: dict[tuple[str, datetime], Persistence] = {}
+    bar = _progress(console)
+    task = bar.add_task("backtest", total=n_t, status="")
+    with bar if progress else _Null():
+        for k, t in enumerate(times):
+            frames: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] = {}
+            for key, inc in engines.items():
+                inc.advance(sorted_ledger, t)
+                frames[key] = inc.frames(ledger.telemetry)
+            for name, pol in policies.items():
+                decision = decide(
+                    ledger,
+                    t,
+                    pol,
+                    previous[name],
+                    frames=frames.get(frames_key(pol)),
+                    persistence=_learned(learned, ledger, t, pol),
+                )
+                previous[name] = decision.weights
+                decisions[name].append(decision)
+                for agent, w in decision.weights.items():
+                    weights[name][k, col[agent]] = w
+            if baseline_names:
+                base = frames.get(frames_key(policy)) or cycle_frames(ledger, t, policy)
+                stats, confidence, tails = frames_to_inputs(*base, policy)
+                for name in baseline_names:
+                    for agent, w in BASELINES[name][1](
+                        stats, confidence, tails, policy, ledger, t
+                    ).items():
+                        if agent in col:
+                            weights[name][k, col[agent]] = w
+            if progress:
+                gross = float(weights[policy.profile.value][k].sum())
+                bar.update(task, advance=1, status=f"{t:%Y-%m-%d %H:%M} gross {gross:.0%}")
+
+    pnl = agent_period_pnl(ledger.records, times, every_hours, policy.horizon_hours, agents)
+    runs: dict[str, MethodRun] = {}
+    for name, w in weights.items():
+        desc = f"profile {name} via cycle.decide" if name in policies else BASELINES[name][0]
+        runs[name] = MethodRun(
+            name=name,
+            description=desc,
+            weights=w,
+            period_pnl=(w * pnl).sum(axis=1),
+            decisions=decisions.get(name),
+        )
+    t_hours = np.array([(t - times[0]).total_seconds() / 3600 for t in times])
+    ev = [(col[a], (onset - times[0]).total_seconds() / 3600) for a, onset in events if a in col]
+    metrics = {
+        name: summarize(run.period_pnl, run.weights, every_hours, t_hours, ev)
+        for name, run in runs.items()
+    }
+    return BacktestResult(
+        times=times,
+        every_hours=every_hours,
+        agents=agents,
+        agent_pnl=pnl,
+        methods=runs,
+        events=list(events),
+        metrics=metrics,
+        default_method=policy.profile.value,
+        info=dict(info or {}),
+    )
+
+
+def _learned(
+    cache: dict[tuple[str, datetime], Persistence], ledger: Ledger, t: datetime, policy: Policy
+) -> Persistence | None:
+    """The evidence profile's learned strength at ``t``, computed once per anchor (it reads
+    only records matured by the anchor, :func:`meta_supervisor.signals.persistence.anchor`: every
+    rebalance until the next anchor gets the same value, as a live cycle keeps it); ``None``
+    for a profile that does not learn one (``decide`` then computes nothing)."""
+    if not history_hours(policy):
+        return None
+    key = (policy.fingerprint(), anchor(t, policy))
+    if key not in cache:
+        cache[key] = persistence(ledger.records, t, policy)
+    return cache[key]
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def run_fleet(
+    fleet: Any,
+    *,
+    every_hours: float | None = None,
+    policy: Policy | None = None,
+    **kwargs: Any,
+) -> BacktestResult:
+    """:func:`run_backtest` on a :class:`meta_supervisor.research.simulate.SimulatedFleet`.
+
+    The fleet's ``policy_overrides`` (e.g. a longer lookback for daily real prices) apply to
+    ``policy``; its blow-ups become the de-risk events; ``every_hours`` defaults to the fleet's.
+    """
+    from meta_supervisor.research.simulate import blowup_events
+
+    base = policy or Policy()
+    if fleet.policy_overrides:
+        base = Policy(**{**base.model_dump(), **fleet.policy_overrides})
+    return run_backtest(
+        fleet.ledger,
+        fleet.start,
+        fleet.end,
+        every_hours=every_hours or fleet.every_hours,
+        policy=base,
+        events=blowup_events(fleet),
+        **kwargs,
+    )

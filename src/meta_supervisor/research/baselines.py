@@ -1,0 +1,243 @@
+"""Baseline allocators the backtest sets beside the policy profiles, on the same inputs.
+
+Every baseline takes what one live cycle computes as of ``t`` (the per-agent stats dicts, the
+confidence per agent and the tails per strategy of :func:`meta_supervisor.cycle.run.cycle_inputs`)
+and returns ``{agent: weight}`` (fractions of capital; the rest is cash). None keeps state.
+
+* :func:`equal_weight`: ``1/n`` over the eligible agents (capped at ``policy.max_weight``).
+* :func:`inverse_volatility`: ``∝ 1/pnl_std_bps`` over the eligible agents, capped by
+  water-filling, fully invested.
+* :func:`seed_original`: **the reference of what not to do**: the user's seed
+  ``compute_weights`` exactly as SEED.md wrote it (one-pass cap that can push an agent above the
+  cap and invert the ranking, always renormalised to 100% so penalties never reach cash,
+  ``avg_abs_error`` defaulting to 999 when missing).
+* :func:`hrp`: skfolio's Hierarchical Risk Parity on the agents' daily PnL in the window, when
+  the ``research`` extra is installed.
+
+The seed profile *made correct* is not here: it is :func:`meta_supervisor.cycle.run.decide` with
+``Policy(profile="seed")``, run by the backtest through the live path.
+
+**Eligible** (equal weight, inverse volatility, HRP): the safety gates of the allocation without
+the ``pnl_sum ≤ 0`` selection: usable numbers, not killed, ``error_rate ≤ max_error_rate`` (or
+no telemetry), ``n_records ≥ min_records``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from math import sqrt
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from meta_supervisor.allocate.inputs import Confidence, Tail
+from meta_supervisor.allocate.portfolio import cap_water_fill
+from meta_supervisor.policy.model import Policy
+
+__all__ = [
+    "eligible_agents",
+    "equal_weight",
+    "hrp",
+    "hrp_available",
+    "inverse_volatility",
+    "seed_original",
+]
+
+Stats = Mapping[str, Mapping[str, Any]]
+
+
+def _finite(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def eligible_agents(stats: Stats, policy: Policy) -> list[str]:
+    """Agents passing the safety gates (no PnL selection), sorted by name."""
+    out = []
+    for name in sorted(stats):
+        s = stats[name]
+        n = _finite(s.get("n_records"))
+        err = s.get("error_rate")
+        err_value = _finite(err)
+        killed = str(s.get("decision") or "").strip().upper() == "KILL"
+        if killed or n is None or n < policy.min_records:
+            continue
+        if err is not None and (err_value is None or err_value > policy.max_error_rate):
+            continue
+        if _finite(s.get("pnl_sum_bps")) is None:
+            continue
+        out.append(name)
+    return out
+
+
+def equal_weight(stats: Stats, policy: Policy) -> dict[str, float]:
+    """``min(1/n, max_weight)`` for each of the ``n`` eligible agents."""
+    names = eligible_agents(stats, policy)
+    if not names:
+        return {}
+    w = min(1.0 / len(names), policy.max_weight)
+    return dict.fromkeys(names, w)
+
+
+def inverse_volatility(stats: Stats, policy: Policy) -> dict[str, float]:
+    """``w_i ∝ 1/σ_i`` (``σ_i = pnl_std_bps``) over eligible agents with ``σ_i > 0``, capped."""
+    names, inv = [], []
+    for name in eligible_agents(stats, policy):
+        sd = _finite(stats[name].get("pnl_std_bps"))
+        if sd is not None and sd > 0:
+            names.append(name)
+            inv.append(1.0 / sd)
+    if not names:
+        return {}
+    raw = np.asarray(inv) / float(np.sum(inv))
+    capped = cap_water_fill(raw, policy.max_weight)
+    return {n: float(w) for n, w in zip(names, capped, strict=True)}
+
+
+# ---------------------------------------------------------------- the seed, as written
+
+# The seed's tunables, verbatim.
+_SEED_MAX_WEIGHT = 0.25
+_SEED_CVAR_PENALTY_K = 0.015
+_SEED_DD_PENALTY_K = 0.01
+
+
+def _seed_safe(x: Any, d: float = 0.0) -> float:
+    try:
+        return float(x)
+    except Exception:  # the seed's own catch-all, kept to reproduce its behaviour
+        return d
+
+
+def seed_original(
+    stats: Stats,
+    confidence: Mapping[str, Confidence],
+    tails: Mapping[str, Tail],
+    confidence_prior: float = 1.0,
+) -> dict[str, float]:
+    """The seed's ``compute_weights`` as SEED.md wrote it: **the reference of what not to do**.
+
+    Fed the same inputs as a live cycle: ``get_confidence_multiplier(name)`` is the cycle's
+    confidence (``confidence_prior`` when the agent has none) and ``strategy_cvar`` the raw
+    ``gap_cvar95_bps`` per strategy. Kept faithfully, bugs included: the cap is applied in
+    one pass and renormalised, so weights always sum to 1 (penalties never reach cash) and a
+    capped agent's excess can push others above the cap.
+    """
+    raw: dict[str, float] = {}
+    for name, s in stats.items():
+        pnl = _seed_safe(s.get("pnl_sum_bps"))
+        hit = _seed_safe(s.get("hit_rate"))
+        err = _seed_safe(s.get("error_rate"))
+        avg_abs_err = _seed_safe(s.get("avg_abs_error_bps"), 999)
+        strategy = s.get("strategy", "unclassified")
+        if err > 0.15:
+            continue
+        if pnl <= 0:
+            continue
+        q = sqrt(max(pnl, 0)) * (0.6 + hit)
+        conf = confidence.get(name)
+        q *= conf.multiplier if conf is not None else confidence_prior
+        q *= 1.0 / (1.0 + avg_abs_err / 75.0)
+        tail = tails.get(str(strategy))
+        strat_cvar = _seed_safe(tail.gap_cvar95_bps if tail is not None else 0)
+        if strat_cvar < 0:
+            q *= max(0.25, 1.0 + strat_cvar * _SEED_CVAR_PENALTY_K)
+        dd = _seed_safe(s.get("max_drawdown_bps", 0))
+        if dd < 0:
+            q *= max(0.4, 1.0 + dd * _SEED_DD_PENALTY_K)
+        if q > 0:
+            raw[name] = q
+    total = sum(raw.values())
+    if total <= 0:
+        return {}
+    weights = {k: v / total for k, v in raw.items()}
+    capped = {}
+    excess = 0.0
+    for k, w in weights.items():
+        if w > _SEED_MAX_WEIGHT:
+            capped[k] = _SEED_MAX_WEIGHT
+            excess += w - _SEED_MAX_WEIGHT
+        else:
+            capped[k] = w
+    if excess > 0:
+        free = sum(v for v in capped.values() if v < _SEED_MAX_WEIGHT)
+        if free > 0:
+            for k in capped:  # noqa: PLC0206 (the seed's loop, verbatim)
+                if capped[k] < _SEED_MAX_WEIGHT:
+                    capped[k] += excess * (capped[k] / free)
+    return {k: round(v, 6) for k, v in capped.items()}
+
+
+# ---------------------------------------------------------------- optional: skfolio
+
+
+def hrp_available() -> bool:
+    """True when skfolio (the ``research`` extra) can be imported."""
+    try:
+        import skfolio.optimization  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def daily_pnl_matrix(
+    records: pl.DataFrame, as_of: datetime, policy: Policy, agents: list[str]
+) -> np.ndarray:
+    """Agents' mean realised PnL per day of signal, over records visible at ``as_of``.
+
+    Rows: days in the window ``(as_of − lookback, as_of]`` by ``matured_at``; columns:
+    ``agents``; a day without a record for an agent is 0 (no position).
+    """
+    start = as_of - timedelta(hours=policy.lookback_hours)
+    daily = (
+        records.lazy()
+        .filter(
+            (pl.col("matured_at") <= as_of)
+            & (pl.col("matured_at") > start)
+            & (pl.col("horizon_hours") == policy.horizon_hours)
+            & pl.col("agent").is_in(agents)
+        )
+        .group_by(pl.col("ts").dt.truncate("1d").alias("day"), "agent")
+        .agg(pl.col("realized_pnl_bps").mean())
+        .collect()
+        .pivot(on="agent", index="day", values="realized_pnl_bps")
+        .sort("day")
+    )
+    cols = [daily[a].fill_null(0.0).to_numpy() if a in daily.columns else None for a in agents]
+    days = daily.height
+    return np.column_stack([c if c is not None else np.zeros(days) for c in cols])
+
+
+def hrp(stats: Stats, records: pl.DataFrame, as_of: datetime, policy: Policy) -> dict[str, float]:
+    """skfolio's HRP over eligible agents' daily PnL (needs the ``research`` extra).
+
+    Fewer than 10 days or 2 agents: equal weight over the eligible agents.
+    """
+    from skfolio.optimization import HierarchicalRiskParity
+
+    names = eligible_agents(stats, policy)
+    if len(names) < 2:
+        return equal_weight(stats, policy)
+    x = daily_pnl_matrix(records, as_of, policy, names) / 1e4
+    if x.shape[0] < 10:
+        return equal_weight(stats, policy)
+    keep = x.std(axis=0) > 0
+    names = [n for n, k in zip(names, keep, strict=True) if k]
+    model = HierarchicalRiskParity()
+    with warnings.catch_warnings():
+        # Rules on the same stock are often collinear; skfolio repairs the covariance and says
+        # so on every call, which would drown the progress bar.
+        warnings.simplefilter("ignore", UserWarning)
+        model.fit(x[:, keep])
+    raw = np.clip(np.asarray(model.weights_, dtype=np.float64), 0.0, None)
+    capped = cap_water_fill(raw / raw.sum(), policy.max_weight)
+    return {n: float(w) for n, w in zip(names, capped, strict=True)}

@@ -1,0 +1,981 @@
+r"""Incremental cycle state: running sums so that a cycle costs what changed, not history.
+
+:class:`IncrementalStats` produces the same three frames as :func:`~meta_supervisor.signals.stats.
+agent_stats`, :func:`~meta_supervisor.signals.confidence.confidence_multipliers` and
+:func:`~meta_supervisor.signals.tails.strategy_tails` (equal up to float reassociation, ~1e-12
+relative), from state carried between cycles:
+
+* per agent, over the stats window ``(as_of − lookback, as_of]`` at the policy horizon: count,
+  Σ pnl, Σ pnl², hits, Σ |gap|; the drawdown as a *path summary* ``(total, max prefix ≥ 0,
+  min prefix ≤ 0, max drawdown ≤ 0)``. Summaries combine associatively (A then B):
+  ``t = t_A + t_B``, ``hi = max(hi_A, t_A + hi_B)``, ``lo = min(lo_A, t_A + lo_B)``,
+  ``dd = min(dd_A, dd_B, t_A − hi_A + lo_B)``, so records appended *after* an agent's last one
+  extend it exactly;
+* per agent, confidence evidence ``Σ w``, ``Σ w·z`` held at the last ``as_of``; moving to a later
+  ``as_of`` rescales both by :math:`2^{-Δt/h}` (every weight decays by the same factor);
+* per strategy, over the CVaR window: ``n``, ``Σ gap`` and a *tail buffer*: every gap at or
+  below a threshold, sorted (at least the ``m = ⌈0.05 n⌉`` smallest). Gaps above it are only
+  counted. When removals or growth leave fewer than ``m`` in the buffer it is refilled from the
+  ledger for that strategy alone.
+
+The per-agent state is held as columns (numpy arrays indexed by an agent number), so a cycle
+updates it with a few vectorised operations over the records that entered or left, whatever
+the fleet's size.
+
+Sliding windows: records whose ``matured_at`` leaves a window are read back from the ledger by
+time range and subtracted. A drawdown cannot lose its first records by subtraction, so agents
+that lost records from the stats window, or received a record out of order (a late arrival,
+or a tie before their last record), are recomputed from the ledger, for those agents only. With
+an hourly cycle and a window shorter than the history, that is every active agent each cycle:
+the cost is then one read of those agents' window, no longer proportional to the change.
+
+Reading time ranges: a lazy ledger (a scan of the store) is filtered on ``matured_at`` (the
+filter is pushed down to the files). An in-memory frame is wrapped once in a
+:class:`SortedLedger` (sorted by ``matured_at`` unless it already is, with the int64 µs array
+beside it): every range is then two binary searches and a zero-copy ``slice``. The wrapper is
+cached on the frame's identity, or built by the caller and passed instead of the frame.
+
+Telemetry (error rate) is recomputed every cycle: it is a small frame.
+
+State persists as one binary ``.npz`` file (numpy arrays, no pickle; :meth:`save`, written to a
+temp file, fsynced and renamed); a file of another version, another policy, or unreadable,
+raises :class:`StateMismatch` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from meta_supervisor.ingest.records import UTC_US
+from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
+from meta_supervisor.signals.measures import tail_count
+from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
+from meta_supervisor.signals.tails import TAIL_COLUMNS
+
+__all__ = ["STATE_VERSION", "IncrementalStats", "SortedLedger", "StateMismatch"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# 2: tails carry abs_gap_sum (mean |gap| per strategy); 3: binary .npz (was JSON)
+STATE_VERSION = 3
+_NONE = np.iinfo(np.int64).min  # "no record yet" in the µs key columns: below every instant
+COLUMNS = [
+    "record_id",
+    "ts",
+    "matured_at",
+    "agent",
+    "strategy",
+    "horizon_hours",
+    "realized_pnl_bps",
+    "expected_sigma_bps",
+    "gap_bps",
+]
+# per-agent state columns
+_FLOATS = ("pnl", "pnl_sq", "abs_gap", "total", "hi", "lo", "dd", "conf_w", "conf_wz")
+_INTS = ("n", "hits", "conf_n", "last_m", "last_t", "any_m", "any_t")
+_TEXTS = ("last_rid", "last_strategy", "any_rid", "any_strategy")
+# stats columns that are null when undefined (no record; one record for the std)
+_UNDEFINED = ["pnl_mean_bps", "pnl_std_bps", "hit_rate", "avg_abs_error_bps"]
+
+
+class StateMismatch(ValueError):
+    """A saved incremental state cannot be used: another version or policy, or unreadable.
+
+    ``path`` names the file and ``reason`` says why; the caller rebuilds from the ledger.
+    """
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}; rebuild the incremental state from the ledger")
+        self.path = str(path)
+        self.reason = reason
+
+
+def _us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _epoch_us(series: pl.Series) -> np.ndarray:
+    return series.dt.epoch("us").to_numpy().astype(np.int64, copy=False)
+
+
+class SortedLedger:
+    """An in-memory ledger in ``matured_at`` order with its µs array, sliced by binary search.
+
+    Built once (the sort is skipped when the frame is already in order, the common case: a
+    ledger is appended in time) and reused across cycles: :meth:`range` costs two
+    ``np.searchsorted`` and a zero-copy ``DataFrame.slice``. Rows with a null ``matured_at``
+    are dropped (no time range holds them).
+    """
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.source = frame  # the frame this was built from (the identity the cache checks)
+        if frame["matured_at"].null_count():
+            frame = frame.filter(pl.col("matured_at").is_not_null())
+        us = _epoch_us(frame["matured_at"])
+        if us.size > 1 and not bool((us[1:] >= us[:-1]).all()):
+            frame = frame.sort("matured_at", maintain_order=True)
+            us = _epoch_us(frame["matured_at"])
+        self.frame = frame
+        self.matured_us = us
+
+    def range(self, low_us: int, high_us: int) -> pl.DataFrame:
+        """Rows with ``low < matured_at ≤ high`` (µs since the epoch), as a zero-copy slice."""
+        i = int(np.searchsorted(self.matured_us, low_us, side="right"))
+        j = int(np.searchsorted(self.matured_us, high_us, side="right"))
+        return self.frame.slice(i, max(j - i, 0))
+
+
+class _Source:
+    """Time-range reads of a ledger: slices of a :class:`SortedLedger` or filters of a scan."""
+
+    def __init__(self, ledger: SortedLedger | pl.LazyFrame) -> None:
+        self.ledger = ledger
+
+    def range(self, low_us: int, high_us: int) -> pl.LazyFrame:
+        if isinstance(self.ledger, SortedLedger):
+            return self.ledger.range(low_us, high_us).lazy()
+        low = pl.lit(low_us).cast(UTC_US)
+        high = pl.lit(high_us).cast(UTC_US)
+        return self.ledger.filter((pl.col("matured_at") > low) & (pl.col("matured_at") <= high))
+
+    def frame(self, low_us: int, high_us: int, horizon: int | None = None) -> pl.DataFrame:
+        """:meth:`range` as a frame of :data:`COLUMNS`, at ``horizon`` when given (an empty
+        slice costs no query)."""
+        if isinstance(self.ledger, SortedLedger):
+            rows = self.ledger.range(low_us, high_us).select(COLUMNS)
+            if horizon is None or not rows.height:
+                return rows
+            return rows.filter(pl.col("horizon_hours") == horizon)
+        lazy = self.range(low_us, high_us)
+        if horizon is not None:
+            lazy = lazy.filter(pl.col("horizon_hours") == horizon)
+        return lazy.select(COLUMNS).collect()
+
+
+@dataclass
+class _Tail:
+    n: int = 0
+    gap_sum: float = 0.0
+    threshold: float = math.inf
+    buffer: np.ndarray = field(default_factory=lambda: np.empty(0))
+    abs_gap_sum: float = 0.0
+
+
+def _combine(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Path summary of ``a`` followed by ``b``, element-wise (see the module docstring)."""
+    t_a, hi_a, lo_a, dd_a = a
+    t_b, hi_b, lo_b, dd_b = b
+    return (
+        t_a + t_b,
+        np.maximum(hi_a, t_a + hi_b),
+        np.minimum(lo_a, t_a + lo_b),
+        np.minimum(np.minimum(dd_a, dd_b), t_a - hi_a + lo_b),
+    )
+
+
+def _path_exprs() -> list[pl.Expr]:
+    """Aggregations giving ``(t, hi, lo, dd)`` per group from the cumulative path ``_c``."""
+    return [
+        pl.col("_c").last().alias("t"),
+        pl.max_horizontal(pl.col("_c").max(), pl.lit(0.0)).alias("hi"),
+        pl.min_horizontal(pl.col("_c").min(), pl.lit(0.0)).alias("lo"),
+        pl.min_horizontal(pl.col("_d").min(), pl.lit(0.0)).alias("dd"),
+    ]
+
+
+def _with_path(frame: pl.LazyFrame, key: str) -> pl.LazyFrame:
+    """``frame`` (in order) with the cumulative realised path ``_c`` and drawdown ``_d``."""
+    path = pl.col("realized_pnl_bps").cum_sum().over(key)
+    return frame.with_columns(path.alias("_c")).with_columns(
+        (pl.col("_c") - pl.max_horizontal(pl.col("_c").cum_max().over(key), pl.lit(0.0))).alias(
+            "_d"
+        )
+    )
+
+
+def _in_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` sorted by ``ORDER``: on the two timestamps, and on the full key (string
+    ``record_id`` included, ~10x slower) only when an exact ``(matured_at, ts)`` tie exists."""
+    fast = frame.sort(["matured_at", "ts"])
+    if fast.height < 2:
+        return fast
+    m, t = fast["matured_at"], fast["ts"]
+    tied = ((m.slice(1) == m.slice(0, m.len() - 1)) & (t.slice(1) == t.slice(0, t.len() - 1))).any()
+    return fast.sort(ORDER) if tied else fast
+
+
+def _greater(
+    m: np.ndarray, t: np.ndarray, r: np.ndarray, big_m: np.ndarray, big_t: np.ndarray, big_r
+) -> np.ndarray:
+    """``(m, t, r) > (M, T, R)`` element-wise, the record order (``_NONE`` = no record)."""
+    gt = (m > big_m) | ((m == big_m) & (t > big_t))
+    for i in np.flatnonzero((m == big_m) & (t == big_t)):
+        gt[i] = big_r[i] is None or r[i] > big_r[i]
+    return gt
+
+
+class _Codebook:
+    """Names numbered in order of first sight; a polars column of them mapped to numbers."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+        self._enum: pl.Enum | None = None
+
+    def add(self, names: list[str]) -> int:
+        """Number the unknown ``names``; return how many were new."""
+        new = [name for name in dict.fromkeys(names) if name not in self.index]
+        for name in new:
+            self.index[name] = len(self.names)
+            self.names.append(name)
+        if new:
+            self._enum = None
+        return len(new)
+
+    def codes(self, values: pl.Series, on_new: Any = None) -> np.ndarray:
+        """The number of each of ``values`` (no nulls); unknown names are added first (then
+        ``on_new()`` is called)."""
+        if self._enum is not None:
+            cast = values.cast(self._enum, strict=False)
+            if not cast.null_count():
+                return cast.to_physical().to_numpy().astype(np.int64)
+        if self.add(values.unique().to_list()) and on_new is not None:
+            on_new()
+        self._enum = pl.Enum(self.names)
+        return values.cast(self._enum).to_physical().to_numpy().astype(np.int64)
+
+
+def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows grouped by code, keeping their order within a group: ``(order, codes of the groups,
+    starts, lengths)`` with ``order`` a stable argsort (group ``g`` is
+    ``order[starts[g] : starts[g] + lengths[g]]``)."""
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    lengths = np.diff(np.r_[starts, sorted_codes.size])
+    return order, sorted_codes[starts], starts, lengths
+
+
+def _path_summaries(codes: np.ndarray, pnl: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per code ``(codes, t, hi, lo, dd)`` of the realised path of ``pnl`` (rows in order).
+
+    Each group's path is laid out as one row of a ``(groups, longest)`` grid, so the cumulative
+    sums and running maxima run along rows: the same left-to-right additions as a per-group
+    ``cum_sum`` (bit for bit). A grid far larger than the rows (one agent with most of them)
+    falls back to polars' windowed expressions.
+    """
+    if not codes.size:
+        empty = np.empty(0)
+        return codes, empty, empty, empty, empty
+    order, groups, starts, lengths = _groups(codes)
+    width = int(lengths.max())
+    if groups.size * width > 4 * codes.size + 1_000_000:
+        frame = pl.DataFrame({"_i": codes, "realized_pnl_bps": pnl})
+        out = _with_path(frame.lazy(), "_i").group_by("_i").agg(*_path_exprs()).sort("_i")
+        out = out.collect()
+        return (out["_i"].to_numpy(), *(out[c].to_numpy() for c in ("t", "hi", "lo", "dd")))
+    row = np.repeat(np.arange(groups.size), lengths)
+    col = np.arange(codes.size) - np.repeat(starts, lengths)
+    grid = np.zeros((groups.size, width))
+    grid[row, col] = pnl[order]
+    path = np.cumsum(grid, axis=1)
+    valid = np.arange(width) < lengths[:, None]
+    total = path[np.arange(groups.size), lengths - 1]
+    hi = np.maximum(np.where(valid, path, -np.inf).max(axis=1), 0.0)
+    lo = np.minimum(np.where(valid, path, np.inf).min(axis=1), 0.0)
+    # the padding sits after each group's end, so it never reaches a valid running maximum
+    down = path - np.maximum(np.maximum.accumulate(path, axis=1), 0.0)
+    dd = np.minimum(np.where(valid, down, np.inf).min(axis=1), 0.0)
+    return groups, total, hi, lo, dd
+
+
+class _TelemetryIndex:
+    """Telemetry in ``ts`` order with µs times, agent numbers and error flags as arrays: a
+    window's runs and errors per agent are then two binary searches and two ``bincount``."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.source = frame
+        self.height = frame.height
+        frame = frame.filter(pl.col("ts").is_not_null() & pl.col("agent").is_not_null())
+        ts = _epoch_us(frame["ts"])
+        if ts.size > 1 and not bool((ts[1:] >= ts[:-1]).all()):
+            frame = frame.sort("ts", maintain_order=True)
+            ts = _epoch_us(frame["ts"])
+        self.ts = ts
+        self.agents = _Codebook()
+        self.codes = self.agents.codes(frame["agent"])
+        flag = frame["is_error"]
+        self.known = flag.is_not_null().to_numpy().astype(np.float64)
+        self.error = flag.fill_null(False).cast(pl.Float64).to_numpy()
+
+    def runs(self, low_us: int, high_us: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per telemetry agent (``self.agents.names``) over runs with ``low < ts ≤ high``:
+        ``(runs, runs with a known is_error, errors)``."""
+        i = int(np.searchsorted(self.ts, low_us, side="right"))
+        j = int(np.searchsorted(self.ts, high_us, side="right"))
+        size = len(self.agents.names)
+        codes = self.codes[i:j]
+        n = np.bincount(codes, minlength=size)
+        known = np.bincount(codes, weights=self.known[i:j], minlength=size)
+        errors = np.bincount(codes, weights=self.error[i:j], minlength=size)
+        return n, known, errors
+
+
+class IncrementalStats:
+    """Cycle inputs maintained across cycles for one policy (see the module docstring).
+
+    Usage: ``inc.advance(ledger, as_of, late=new_records_matured_before_last_cycle)`` then
+    ``inc.frames(telemetry)``. ``ledger`` is every record the store holds (a frame, a
+    :class:`SortedLedger` or a lazy scan; only time ranges and the dirty agents' rows are read
+    from it); ``late`` holds the records appended since the previous cycle whose
+    ``matured_at`` is at or before it (they cannot be found by time range). ``as_of`` must not
+    go backwards.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.as_of_us: int | None = None
+        self._agents = _Codebook()
+        self.names = self._agents.names  # agent number -> name
+        self._cols: dict[str, np.ndarray] = {}
+        self._allocate_columns(0)
+        self.tails: dict[str, _Tail] = {}
+        self.recomputed_agents = 0
+        self.refilled_strategies = 0
+        self._sorted: SortedLedger | None = None
+        self._telemetry: _TelemetryIndex | None = None
+        self._strategies = _Codebook()
+
+    # ------------------------------------------------------------------ agent columns
+
+    def _allocate_columns(self, capacity: int) -> None:
+        old = self._cols
+        cols: dict[str, np.ndarray] = {}
+        for name in _FLOATS:
+            cols[name] = np.zeros(capacity)
+        for name in _INTS:
+            fill = _NONE if name.endswith(("_m", "_t")) else 0
+            cols[name] = np.full(capacity, fill, dtype=np.int64)
+        for name in _TEXTS:
+            cols[name] = np.full(capacity, None, dtype=object)
+        for name, values in old.items():
+            cols[name][: values.size] = values
+        self._cols = cols
+
+    def _col(self, name: str) -> np.ndarray:
+        """The live part (one entry per known agent) of a state column (a view)."""
+        return self._cols[name][: len(self.names)]
+
+    def _grow(self) -> None:
+        """Make room in the state columns for every numbered agent."""
+        capacity = next(iter(self._cols.values())).size
+        if len(self.names) > capacity:
+            self._allocate_columns(max(2 * capacity, len(self.names), 64))
+
+    def _add_agents(self, names: list[str]) -> None:
+        self._agents.add(names)
+        self._grow()
+
+    def _codes(self, agents: pl.Series) -> np.ndarray:
+        """The agent number of each value of ``agents`` (unknown agents are added)."""
+        return self._agents.codes(agents, self._grow)
+
+    def _with_codes(self, frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(pl.Series("_i", self._codes(frame["agent"]), dtype=pl.Int64))
+
+    # ------------------------------------------------------------------ windows
+
+    def _lookbacks(self) -> tuple[int, int, int]:
+        p = self.policy
+        return tuple(
+            timedelta(hours=h) // timedelta(microseconds=1)
+            for h in (p.lookback_hours, p.confidence_lookback_hours, p.cvar_lookback_hours)
+        )  # type: ignore[return-value]
+
+    def _horizon(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
+        return lazy.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
+
+    def _source(self, ledger: pl.DataFrame | pl.LazyFrame | SortedLedger) -> _Source:
+        if isinstance(ledger, SortedLedger):
+            return _Source(ledger)
+        if isinstance(ledger, pl.DataFrame):
+            cached = self._sorted
+            # identity and height: a frame extended in place is re-sorted
+            if (
+                cached is None
+                or cached.source is not ledger
+                or cached.source.height
+                != (cached.frame.height + cached.source["matured_at"].null_count())
+            ):
+                self._sorted = cached = SortedLedger(ledger)
+            return _Source(cached)
+        return _Source(ledger.lazy().select(COLUMNS))
+
+    # ------------------------------------------------------------------ the cycle
+
+    def advance(
+        self,
+        ledger: pl.DataFrame | pl.LazyFrame | SortedLedger,
+        as_of: datetime,
+        late: pl.DataFrame | None = None,
+    ) -> None:
+        """Bring the state from the previous ``as_of`` to ``as_of``."""
+        now = _us(as_of)
+        prev = self.as_of_us
+        if prev is not None and now < prev:
+            raise ValueError(f"as_of went backwards: {as_of} is before the state's last cycle")
+        src = self._source(ledger)
+        stats_l, conf_l, cvar_l = self._lookbacks()
+        late_ids: pl.Series | None = None
+        if prev is None:
+            entering = src.frame(now - max(stats_l, conf_l, cvar_l), now)
+        else:
+            entering = src.frame(prev, now)
+            if late is not None and late.height:
+                late = late.filter(pl.col("matured_at") <= pl.lit(prev).cast(UTC_US))
+                entering = pl.concat([entering, late.select(COLUMNS)])
+                late_ids = late["record_id"]
+        leaving: list[pl.DataFrame] = []
+        for lookback in (stats_l, conf_l, cvar_l):
+            if prev is None or now - lookback <= prev - lookback:
+                leaving.append(entering.clear())
+                continue
+            # counted before: matured in (prev − L, prev]; out now: ≤ now − L
+            out = src.frame(prev - lookback, min(prev, now - lookback), self.policy.horizon_hours)
+            if late_ids is not None and out.height:
+                out = out.filter(~pl.col("record_id").is_in(late_ids.implode()))
+            leaving.append(out)
+        self._rescale_confidence(prev, now)
+        # in record order once: every subset below keeps it
+        entering = self._with_codes(_in_order(entering))
+        # the universe is every agent with a visible record, however old
+        if prev is None:
+            visible = src.range(-(2**62), now).select(*ORDER, "agent", "strategy").collect()
+            visible = self._with_codes(_in_order(visible))
+        else:
+            visible = entering
+        self._latest_any(visible)
+        at_h = entering
+        if not bool((entering["horizon_hours"].to_numpy() == self.policy.horizon_hours).all()):
+            at_h = entering.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
+        # at_h is in matured_at order: each window is a tail slice of it
+        matured = _epoch_us(at_h["matured_at"])
+        in_stats, in_conf, in_cvar = (
+            at_h.slice(int(np.searchsorted(matured, now - lookback, side="right")))
+            for lookback in (stats_l, conf_l, cvar_l)
+        )
+        dirty = self._update_stats(in_stats, leaving[0])
+        self._update_confidence(in_conf, leaving[1], now)
+        self._update_tails(in_cvar, leaving[2])
+        self.as_of_us = now
+        if dirty.size:
+            self._recompute_drawdowns(src, dirty, now - stats_l, now)
+        self._refill_tails(src, now - cvar_l, now)
+
+    def _rescale_confidence(self, prev: int | None, now: int) -> None:
+        if prev is None or now == prev:
+            return
+        factor = 2.0 ** (-(now - prev) / 3.6e9 / self.policy.confidence_half_life_hours)
+        self._col("conf_w")[:] *= factor
+        self._col("conf_wz")[:] *= factor
+
+    def _latest_any(self, visible: pl.DataFrame) -> None:
+        """Each agent's latest visible record (any horizon), from ``visible`` in order."""
+        if not visible.height:
+            return
+        codes = visible["_i"].to_numpy()
+        # the last row of each agent: the first one in reverse
+        idx, from_end = np.unique(codes[::-1], return_index=True)
+        latest = visible.select(*ORDER, "strategy")[codes.size - 1 - from_end]
+        m, t = _epoch_us(latest["matured_at"]), _epoch_us(latest["ts"])
+        rid = np.array(latest["record_id"].to_list(), dtype=object)
+        newer = _greater(
+            m, t, rid, self._col("any_m")[idx], self._col("any_t")[idx], self._col("any_rid")[idx]
+        )
+        idx = idx[newer]
+        self._col("any_m")[idx] = m[newer]
+        self._col("any_t")[idx] = t[newer]
+        self._col("any_rid")[idx] = rid[newer]
+        self._col("any_strategy")[idx] = np.array(latest["strategy"].to_list(), dtype=object)[newer]
+
+    def _add_sums(self, frame: pl.DataFrame, sign: int) -> np.ndarray:
+        """Add (``sign`` = 1) or subtract (-1) ``frame``'s per-agent sums; return the agents.
+
+        ``np.bincount`` sums each agent's rows in row order: deterministic, run after run.
+        """
+        codes = frame["_i"].to_numpy()
+        size = len(self.names)
+        pnl = frame["realized_pnl_bps"].to_numpy()
+        gap = np.abs(frame["gap_bps"].to_numpy())
+        self._col("n")[:] += sign * np.bincount(codes, minlength=size)
+        self._col("hits")[:] += sign * np.bincount(codes, weights=pnl > 0, minlength=size).astype(
+            np.int64
+        )
+        self._col("pnl")[:] += sign * np.bincount(codes, weights=pnl, minlength=size)
+        self._col("pnl_sq")[:] += sign * np.bincount(codes, weights=pnl * pnl, minlength=size)
+        self._col("abs_gap")[:] += sign * np.bincount(codes, weights=gap, minlength=size)
+        return np.unique(codes)
+
+    def _update_stats(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> np.ndarray:
+        """Add ``entering``, subtract ``leaving``; return agents whose drawdown must be redone."""
+        if leaving.height:
+            leaving = self._with_codes(leaving)
+        dirty = np.zeros(len(self.names), dtype=bool)
+        if leaving.height:
+            dirty[self._add_sums(leaving, -1)] = True
+        if not entering.height:
+            return np.flatnonzero(dirty)
+        self._add_sums(entering, 1)
+        codes = entering["_i"].to_numpy()
+        idx, *batch = _path_summaries(codes, entering["realized_pnl_bps"].to_numpy())
+        order, _, starts, lengths = _groups(codes)
+        first, last = order[starts], order[starts + lengths - 1]
+        matured, ts = _epoch_us(entering["matured_at"]), _epoch_us(entering["ts"])
+        rids = entering["record_id"]
+        last_m, last_t, last_r = self._col("last_m"), self._col("last_t"), self._col("last_rid")
+        r0 = np.array(rids.gather(first).to_list(), dtype=object)
+        in_order = _greater(matured[first], ts[first], r0, last_m[idx], last_t[idx], last_r[idx])
+        in_order &= ~dirty[idx]
+        ext = idx[in_order]
+        state = tuple(self._col(c)[ext] for c in ("total", "hi", "lo", "dd"))
+        tail = tuple(values[in_order] for values in batch)
+        for name, values in zip(("total", "hi", "lo", "dd"), _combine(state, tail), strict=True):
+            self._col(name)[ext] = values
+        dirty[idx[~in_order]] = True
+        m1, t1 = matured[last], ts[last]
+        r1 = np.array(rids.gather(last).to_list(), dtype=object)
+        newer = _greater(m1, t1, r1, last_m[idx], last_t[idx], last_r[idx])
+        upd = idx[newer]
+        last_m[upd], last_t[upd], last_r[upd] = m1[newer], t1[newer], r1[newer]
+        strategies = np.array(entering["strategy"].gather(last).to_list(), dtype=object)
+        self._col("last_strategy")[upd] = strategies[newer]
+        return np.flatnonzero(dirty)
+
+    def _recompute_drawdowns(self, src: _Source, agents: np.ndarray, low: int, high: int) -> None:
+        names = pl.Series("agent", [self.names[i] for i in agents], dtype=pl.String)
+        window = (
+            self._horizon(src.range(low, high))
+            .filter(pl.col("agent").is_in(names.implode()))
+            .select("agent", "realized_pnl_bps", *ORDER)
+            .collect()
+        )
+        self.recomputed_agents += agents.size
+        for name in ("total", "hi", "lo", "dd"):
+            self._col(name)[agents] = 0.0
+        if not window.height:
+            return
+        window = _in_order(window)
+        codes = self._codes(window["agent"])
+        idx, *summary = _path_summaries(codes, window["realized_pnl_bps"].to_numpy())
+        for name, values in zip(("total", "hi", "lo", "dd"), summary, strict=True):
+            self._col(name)[idx] = values
+
+    def _update_confidence(self, entering: pl.DataFrame, leaving: pl.DataFrame, now: int) -> None:
+        p = self.policy
+        age_h = (pl.lit(now).cast(UTC_US) - pl.col("matured_at")).dt.total_microseconds() / 3.6e9
+        weight = pl.lit(2.0).pow(-age_h.clip(lower_bound=0.0) / p.confidence_half_life_hours)
+        scale = (
+            pl.when(pl.col("expected_sigma_bps") > 0)
+            .then(pl.col("expected_sigma_bps"))
+            .otherwise(pl.lit(p.sim_error_scale_bps))
+        )
+        for sign, frame in ((-1, leaving), (1, entering)):
+            if not frame.height:
+                continue
+            coded = frame if "_i" in frame.columns else self._with_codes(frame)
+            wz = coded.select(
+                pl.col("_i"),
+                weight.alias("_w"),
+                (weight * pl.col("gap_bps").abs() / scale).alias("_wz"),
+            )
+            codes, size = wz["_i"].to_numpy(), len(self.names)
+            self._col("conf_n")[:] += sign * np.bincount(codes, minlength=size)
+            self._col("conf_w")[:] += sign * np.bincount(
+                codes, weights=wz["_w"].to_numpy(), minlength=size
+            )
+            self._col("conf_wz")[:] += sign * np.bincount(
+                codes, weights=wz["_wz"].to_numpy(), minlength=size
+            )
+
+    def _update_tails(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> None:
+        for sign, frame in ((-1, leaving), (1, entering)):
+            if not frame.height:
+                continue
+            codes = self._strategies.codes(frame["strategy"])
+            names = self._strategies.names
+            gaps = frame["gap_bps"].to_numpy()
+            count = np.bincount(codes, minlength=len(names))
+            gap_sum = np.bincount(codes, weights=gaps, minlength=len(names))
+            abs_sum = np.bincount(codes, weights=np.abs(gaps), minlength=len(names))
+            for code in np.flatnonzero(count):
+                tail = self.tails.setdefault(names[code], _Tail())
+                tail.n += sign * int(count[code])
+                tail.gap_sum += sign * float(gap_sum[code])
+                tail.abs_gap_sum += sign * float(abs_sum[code])
+            # only gaps at or below their strategy's threshold touch the buffers
+            thresholds = np.array([self.tails[name].threshold for name in names])
+            below = gaps <= thresholds[codes]
+            codes, gaps = codes[below], gaps[below]
+            if not codes.size:
+                continue
+            order = np.lexsort((gaps, codes))
+            codes, gaps = codes[order], gaps[order]
+            bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
+            for a, b in itertools.pairwise(bounds):
+                tail = self.tails[names[codes[a]]]
+                values = gaps[a:b]
+                if sign > 0:
+                    tail.buffer = np.insert(
+                        tail.buffer, np.searchsorted(tail.buffer, values), values
+                    )
+                else:
+                    tail.buffer = _remove_sorted(tail.buffer, values)
+
+    def _refill_tails(self, src: _Source, low: int, high: int) -> None:
+        short = []
+        for strategy, tail in self.tails.items():
+            if tail.n <= 0:
+                tail.n, tail.gap_sum, tail.threshold, tail.buffer = 0, 0.0, math.inf, np.empty(0)
+                tail.abs_gap_sum = 0.0
+                continue
+            _, m = tail_count(tail.n)
+            if tail.buffer.size < max(m, 1):
+                short.append(strategy)
+            elif tail.buffer.size > 4 * m + 4096:
+                keep = 2 * m + 1024
+                tail.threshold = float(tail.buffer[keep - 1])
+                tail.buffer = tail.buffer[tail.buffer <= tail.threshold]
+        if not short:
+            return
+        frame = (
+            self._horizon(src.range(low, high))
+            .filter(pl.col("strategy").is_in(pl.Series(short).implode()))
+            .group_by("strategy")
+            .agg(pl.col("gap_bps").sort())
+            .collect()
+        )
+        for strategy, gaps in frame.iter_rows():
+            tail = self.tails[strategy]
+            values = np.asarray(gaps, dtype=np.float64)
+            _, m = tail_count(values.size)
+            keep = min(values.size, 2 * m + 1024)
+            tail.threshold = float(values[keep - 1]) if keep < values.size else math.inf
+            tail.buffer = values[values <= tail.threshold]
+            self.refilled_strategies += 1
+
+    # ------------------------------------------------------------------ outputs
+
+    def frames(
+        self, telemetry: pl.DataFrame | pl.LazyFrame | None = None
+    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """``(agent_stats, confidence, tails)`` frames as of the last :meth:`advance`."""
+        if self.as_of_us is None:
+            raise ValueError("advance() the state to an as_of first")
+        return self._stats_frame(telemetry), self._confidence_frame(), self._tails_frame()
+
+    def _stats_frame(self, telemetry: pl.DataFrame | pl.LazyFrame | None) -> pl.DataFrame:
+        now = pl.lit(self.as_of_us).cast(UTC_US)
+        start = pl.lit(self.as_of_us - self._lookbacks()[0]).cast(UTC_US)
+        if telemetry is None:
+            runs = pl.DataFrame(
+                schema={"agent": pl.String, "n_runs": pl.Int64, "error_rate": pl.Float64}
+            )
+        elif isinstance(telemetry, pl.DataFrame):
+            index = self._telemetry
+            if index is None or index.source is not telemetry or index.height != telemetry.height:
+                self._telemetry = index = _TelemetryIndex(telemetry)
+            return self._stats_frame_indexed(index)
+        else:
+            runs = (
+                telemetry.lazy()
+                .filter((pl.col("ts") <= now) & (pl.col("ts") > start))
+                .group_by("agent")
+                .agg(
+                    pl.len().cast(pl.Int64).alias("n_runs"),
+                    pl.col("is_error").cast(pl.Float64).mean().alias("error_rate"),
+                )
+                .collect()
+            )
+        columns = self._stats_columns()
+        frame = pl.DataFrame(columns).with_columns(pl.col(_UNDEFINED).fill_nan(None))
+        if not runs.height:
+            return frame.with_columns(
+                pl.lit(0, dtype=pl.Int64).alias("n_runs"),
+                pl.lit(None, dtype=pl.Float64).alias("error_rate"),
+            ).sort("agent")
+        return (
+            frame.join(runs, on="agent", how="full", coalesce=True)
+            .with_columns(
+                pl.col("n_records").fill_null(0),
+                pl.col("pnl_sum_bps").fill_null(0.0),
+                pl.col("max_drawdown_bps").fill_null(0.0),
+                pl.col("strategy").fill_null("unclassified"),
+                pl.col("n_runs").fill_null(0),
+            )
+            .select(STATS_COLUMNS)
+            .sort("agent")
+        )
+
+    def _stats_frame_indexed(self, index: _TelemetryIndex) -> pl.DataFrame:
+        """The stats frame with the runs of a :class:`_TelemetryIndex`, built as arrays in
+        one permutation to agent order (no join): telemetry-only agents are extra rows."""
+        runs, known, errors = index.runs(self.as_of_us - self._lookbacks()[0], self.as_of_us)
+        size = len(self.names)
+        names = index.agents.names
+        to_engine = np.array([self._agents.index.get(n, -1) for n in names], dtype=np.int64)
+        extra = np.flatnonzero((to_engine < 0) & (runs > 0))
+        n_runs = np.zeros(size + extra.size, dtype=np.int64)
+        n_known = np.zeros(size + extra.size)
+        n_errors = np.zeros(size + extra.size)
+        mapped = to_engine >= 0
+        target = np.concatenate([to_engine[mapped], size + np.arange(extra.size)])
+        source = np.concatenate([np.flatnonzero(mapped), extra])
+        n_runs[target], n_known[target], n_errors[target] = (
+            runs[source],
+            known[source],
+            errors[source],
+        )
+        columns = self._stats_columns()
+        if extra.size:
+            pad = extra.size
+            columns["agent"] = columns["agent"].extend(
+                pl.Series([names[i] for i in extra], dtype=pl.String)
+            )
+            columns["strategy"] = columns["strategy"].extend(
+                pl.Series(["unclassified"] * pad, dtype=pl.String)
+            )
+            columns["n_records"] = columns["n_records"].extend(pl.zeros(pad, pl.Int64, eager=True))
+            for key in (*_UNDEFINED, "pnl_sum_bps", "max_drawdown_bps"):
+                fill = np.nan if key in _UNDEFINED else 0.0
+                columns[key] = np.concatenate([columns[key], np.full(pad, fill)])
+            columns["last_matured_at"] = columns["last_matured_at"].extend(
+                pl.Series([None] * pad, dtype=UTC_US)
+            )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            columns["n_runs"] = pl.Series(n_runs, dtype=pl.Int64)
+            columns["error_rate"] = np.where(n_known > 0, n_errors / n_known, np.nan)
+        order = np.argsort(np.array(columns["agent"].to_list(), dtype=object), kind="stable")
+        frame = pl.DataFrame(columns).with_columns(pl.col(*_UNDEFINED, "error_rate").fill_nan(None))
+        return frame[order].select(STATS_COLUMNS)
+
+    def _stats_columns(self) -> dict[str, Any]:
+        """The record statistics per known agent, as columns (NaN where undefined)."""
+        n = self._col("n")
+        has = n > 0
+        pnl, hits = self._col("pnl"), self._col("hits")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = np.maximum(self._col("pnl_sq") - pnl * pnl / n, 0.0) / (n - 1)
+            columns = {
+                "agent": pl.Series(self.names, dtype=pl.String),
+                "strategy": pl.Series(self._strategy_column(has).tolist(), dtype=pl.String),
+                "n_records": pl.Series(n, dtype=pl.Int64),
+                "pnl_sum_bps": np.where(has, pnl, 0.0),
+                # NaN marks "undefined" (no record, or one for the std) and becomes null below
+                "pnl_mean_bps": np.where(has, pnl / n, np.nan),
+                "pnl_std_bps": np.where(n > 1, np.sqrt(var), np.nan),
+                "hit_rate": np.where(has, hits / n, np.nan),
+                "avg_abs_error_bps": np.where(has, self._col("abs_gap") / n, np.nan),
+                "max_drawdown_bps": np.where(has, np.minimum(self._col("dd"), 0.0), 0.0),
+                # int64 min is numpy's NaT, i.e. null
+                "last_matured_at": pl.Series(
+                    np.where(has, self._col("last_m"), _NONE).view("datetime64[us]")
+                ).dt.replace_time_zone("UTC"),
+            }
+        return columns
+
+    def _strategy_column(self, has: np.ndarray) -> np.ndarray:
+        """Each agent's strategy: its latest in the window, else its latest visible record's,
+        else ``unclassified``."""
+        last, latest = self._col("last_strategy"), self._col("any_strategy")
+        out = np.where(has & (last != None), last, latest)  # noqa: E711 (element-wise)
+        out[out == None] = "unclassified"  # noqa: E711
+        return out
+
+    def _confidence_frame(self) -> pl.DataFrame:
+        p = self.policy
+        floor, ceiling, tol = p.confidence_floor, p.confidence_ceiling, p.confidence_tolerance
+        w0, z0 = p.confidence_prior_weight, prior_ratio(p)
+        keep = self._col("conf_n") > 0
+        w, wz = self._col("conf_w")[keep], self._col("conf_wz")[keep]
+        total = w0 + w
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(total > 0, (w0 * z0 + wz) / total, z0)
+            conf = np.where(ratio <= tol, ceiling, floor + (ceiling - floor) * tol / ratio)
+        columns = [
+            pl.Series(self.names, dtype=pl.String).filter(pl.Series(keep)),
+            pl.Series(np.clip(conf, floor, ceiling), dtype=pl.Float64),
+            pl.Series(self._col("conf_n")[keep], dtype=pl.Int64),
+            pl.Series(w, dtype=pl.Float64),
+            pl.Series(ratio, dtype=pl.Float64),
+        ]
+        frame = pl.DataFrame(
+            {name: s.alias(name) for name, s in zip(CONFIDENCE_COLUMNS, columns, strict=True)}
+        )
+        return frame.sort(CONFIDENCE_COLUMNS[0])
+
+    def _tails_frame(self, alpha: float = 0.05) -> pl.DataFrame:
+        n_min, prior = self.policy.cvar_min_samples, self.policy.cvar_prior_bps
+        rows = []
+        for strategy in sorted(self.tails):
+            t = self.tails[strategy]
+            if t.n <= 0:
+                continue
+            k, m = tail_count(t.n, alpha)
+            g = t.buffer
+            raw = (
+                float(g[0])
+                if k < 1
+                else (float(g[: m - 1].sum()) + (k - m + 1) * float(g[m - 1])) / k
+            )
+            shrunk = t.n < n_min
+            used = raw * (t.n / n_min) + prior * (1.0 - t.n / n_min) if shrunk else raw
+            rows.append(
+                (
+                    strategy,
+                    t.n,
+                    raw,
+                    used,
+                    shrunk,
+                    float(g[0]),
+                    t.gap_sum / t.n,
+                    max(t.abs_gap_sum, 0.0) / t.n,
+                )
+            )
+        schema = dict(
+            zip(
+                TAIL_COLUMNS,
+                [pl.String, pl.Int64, pl.Float64, pl.Float64, pl.Boolean, *[pl.Float64] * 3],
+                strict=True,
+            )
+        )
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_bytes(self) -> bytes:
+        """The whole state as an uncompressed ``.npz`` (numpy arrays only, no pickle).
+
+        Text columns are stored as fixed-width unicode with a null mask; tail buffers are
+        concatenated with their offsets; the header (version, policy fingerprint, ``as_of``) is
+        one JSON string.
+        """
+        header = {
+            "version": STATE_VERSION,
+            "policy_fingerprint": self.policy.fingerprint(),
+            "as_of_us": self.as_of_us,
+        }
+        arrays: dict[str, np.ndarray] = {
+            "header": np.array(json.dumps(header)),
+            "names": np.array(self.names, dtype=str),
+        }
+        for name in (*_FLOATS, *_INTS):
+            arrays[f"a_{name}"] = self._col(name)
+        for name in _TEXTS:
+            values = self._col(name)
+            missing = np.array([v is None for v in values], dtype=bool)
+            arrays[f"a_{name}"] = np.array(["" if v is None else v for v in values], dtype=str)
+            arrays[f"a_{name}_null"] = missing
+        strategies = sorted(self.tails)
+        tails = [self.tails[s] for s in strategies]
+        arrays["t_names"] = np.array(strategies, dtype=str)
+        arrays["t_n"] = np.array([t.n for t in tails], dtype=np.int64)
+        arrays["t_gap_sum"] = np.array([t.gap_sum for t in tails], dtype=np.float64)
+        arrays["t_abs_gap_sum"] = np.array([t.abs_gap_sum for t in tails], dtype=np.float64)
+        arrays["t_threshold"] = np.array([t.threshold for t in tails], dtype=np.float64)
+        sizes = np.array([t.buffer.size for t in tails], dtype=np.int64)
+        arrays["t_offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        arrays["t_buffer"] = (
+            np.concatenate([t.buffer for t in tails]).astype("<f8") if tails else np.empty(0)
+        )
+        out = io.BytesIO()
+        np.savez(out, allow_pickle=False, **arrays)
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, policy: Policy, source: Path | str = "<bytes>"
+    ) -> IncrementalStats:
+        """Restore a state written by :meth:`to_bytes` for the same policy.
+
+        Raises :class:`StateMismatch` (naming ``source``) for another version, another policy,
+        or bytes that are not a complete state.
+        """
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+            header = json.loads(str(arrays["header"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise StateMismatch(source, f"not a readable state ({type(err).__name__})") from err
+        if not isinstance(header, dict) or header.get("version") != STATE_VERSION:
+            version = header.get("version") if isinstance(header, dict) else None
+            raise StateMismatch(source, f"state version {version}, expected {STATE_VERSION}")
+        if header.get("policy_fingerprint") != policy.fingerprint():
+            raise StateMismatch(source, "the state was built for another policy")
+        try:
+            return cls._restore(arrays, header, policy)
+        except (KeyError, ValueError, TypeError, IndexError) as err:
+            raise StateMismatch(
+                source, f"inconsistent state ({type(err).__name__}: {err})"
+            ) from err
+
+    @classmethod
+    def _restore(
+        cls, arrays: dict[str, np.ndarray], header: dict[str, Any], policy: Policy
+    ) -> IncrementalStats:
+        inc = cls(policy)
+        as_of = header["as_of_us"]
+        inc.as_of_us = None if as_of is None else int(as_of)
+        names = [str(v) for v in arrays["names"]]
+        if len(set(names)) != len(names):
+            raise ValueError("repeated agent names")
+        inc._add_agents(names)
+        size = len(names)
+        for name in (*_FLOATS, *_INTS):
+            values = arrays[f"a_{name}"]
+            if values.shape != (size,):
+                raise ValueError(f"column {name} has {values.shape}, expected ({size},)")
+            inc._col(name)[:] = values
+        for name in _TEXTS:
+            values = arrays[f"a_{name}"].astype(object)
+            missing = arrays[f"a_{name}_null"].astype(bool)
+            if values.shape != (size,) or missing.shape != (size,):
+                raise ValueError(f"column {name} does not have {size} entries")
+            values[missing] = None
+            inc._col(name)[:] = values
+        offsets, buffer = arrays["t_offsets"], arrays["t_buffer"].astype(np.float64)
+        strategies = [str(v) for v in arrays["t_names"]]
+        if offsets.shape != (len(strategies) + 1,) or int(offsets[-1]) != buffer.size:
+            raise ValueError("tail buffer offsets do not match the buffer")
+        for i, strategy in enumerate(strategies):
+            inc.tails[strategy] = _Tail(
+                int(arrays["t_n"][i]),
+                float(arrays["t_gap_sum"][i]),
+                float(arrays["t_threshold"][i]),
+                buffer[int(offsets[i]) : int(offsets[i + 1])].copy(),
+                float(arrays["t_abs_gap_sum"][i]),
+            )
+        return inc
+
+
+def _remove_sorted(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``buffer`` (sorted) without one occurrence of each of ``values`` (sorted)."""
+    if not values.size:
+        return buffer
+    left = np.searchsorted(buffer, values, side="left")
+    # the j-th repeat of a value removes the j-th equal element
+    first = np.searchsorted(values, values, side="left")
+    positions = left + (np.arange(values.size) - first)
+    inside = positions < buffer.size
+    positions, values = positions[inside], values[inside]
+    return np.delete(buffer, positions[buffer[positions] == values])

@@ -1,0 +1,412 @@
+"""State on disk: atomic files, the append-only hash-chained history, and the cycle lock.
+
+* :func:`atomic_write_text`: temp file in the same directory, fsync, rename, fsync the
+  directory. A kill at any point leaves the old file or the new one, never a mix.
+* History (``history.jsonl``): one JSON object a line,
+  ``{"seq", "prev_hash", "hash", "decision"}`` with
+  ``hash = sha256(f"{seq}:{prev_hash}:" + canonical_json(decision))`` and ``prev_hash`` the
+  previous entry's hash (64 zeros for the first). The history is written *first*: it is the
+  commit point. A kill mid-append leaves an unterminated last line that was never committed;
+  the next append cuts it off. Editing, deleting or reordering any entry breaks the chain and
+  :func:`verify_history` names the first entry at fault.
+* :class:`StateLock`: an exclusive ``flock`` on ``state_dir/.lock``. The kernel drops it when the
+  holder dies, so a stale lock from a dead process never blocks a restart.
+* Fault hook (tests only): ``META_SUPERVISOR_FAULT=kill:<point>`` makes the process SIGKILL
+  itself at ``<point>``, ``stop:<point>`` SIGSTOPs it (the test resumes it with SIGCONT). Points:
+  ``history_append`` (half the line written and fsync'd), ``after_history_append``,
+  ``before_rename:<file name>`` (temp file complete, not yet renamed), ``locked`` (lock held).
+  A kill at a named point is deterministic where a timed kill would be flaky.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import mmap
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from meta_supervisor.allocate.decision import Decision, canonical_json
+
+__all__ = [
+    "FAULT_ENV",
+    "GENESIS",
+    "HistoryEntry",
+    "LockBusy",
+    "StateLock",
+    "append_history",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_current",
+    "entry_hash",
+    "fault_point",
+    "history_tail",
+    "read_history",
+    "remove_stale_temps",
+    "verify_history",
+]
+
+GENESIS = "0" * 64
+FAULT_ENV = "META_SUPERVISOR_FAULT"
+_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
+
+
+def _fault_armed(point: str) -> bool:
+    action, _, name = os.environ.get(FAULT_ENV, "").partition(":")
+    return action in {"kill", "stop"} and name == point
+
+
+def fault_point(point: str) -> None:
+    """Test hook: die (``kill:``) or stop (``stop:``) here when ``META_SUPERVISOR_FAULT`` names
+    ``point``. A no-op otherwise (one environment lookup)."""
+    if _fault_armed(point):
+        action = os.environ[FAULT_ENV].partition(":")[0]
+        os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGSTOP)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp + fsync + rename + directory fsync)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    fault_point(f"before_rename:{path.name}")
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, as :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete temp files (``.<name>.<pid>.tmp``) left by writers that died; return them.
+
+    Only temps of dead processes are removed: a live writer's temp is its own business.
+    """
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for candidate in directory.iterdir():
+        match = _TEMP.match(candidate.name)
+        if match and not _pid_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def entry_hash(seq: int, prev_hash: str, decision: dict[str, Any]) -> str:
+    """The chain hash of one history entry."""
+    blob = f"{seq}:{prev_hash}:" + canonical_json(decision)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One committed decision in the history."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+    decision: dict[str, Any]
+
+
+def _committed_lines(path: Path) -> tuple[list[bytes], int]:
+    """Return the newline-terminated lines and the byte length they cover."""
+    if not path.exists():
+        return [], 0
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    return data[:end].splitlines(), end
+
+
+def _committed_end(path: Path) -> int:
+    """The byte length of the newline-terminated part of ``path`` (0 when absent)."""
+    if not path.exists():
+        return 0
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        block = 1 << 16
+        position = size
+        while position > 0:
+            step = min(block, position)
+            position -= step
+            handle.seek(position)
+            found = handle.read(step).rfind(b"\n")
+            if found >= 0:
+                return position + found + 1
+    return 0
+
+
+_AS_OF = re.compile(rb'"as_of":\s*"([^"]{1,64})"')
+
+
+def _where(number: int, line: bytes, as_of: object = None) -> str:
+    """Name an entry by its line and its as_of (read from the raw text when it will not parse)."""
+    if as_of is None:
+        found = _AS_OF.search(line)
+        as_of = found.group(1).decode(errors="replace") if found else "unknown"
+    return f"entry {number} (line {number}, as_of {as_of})"
+
+
+def _parse_entry(path: Path, number: int, line: bytes) -> HistoryEntry:
+    try:
+        obj = orjson.loads(line)
+        if not isinstance(obj, dict) or set(obj) != {"seq", "prev_hash", "hash", "decision"}:
+            raise ValueError("keys must be exactly seq, prev_hash, hash, decision")
+        if not isinstance(obj["decision"], dict):
+            raise TypeError("decision is not an object")
+        return HistoryEntry(
+            seq=int(obj["seq"]),
+            prev_hash=str(obj["prev_hash"]),
+            hash=str(obj["hash"]),
+            decision=obj["decision"],
+        )
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: {_where(number, line)} is not a history entry: {err}") from None
+
+
+def _entry_line(entry: HistoryEntry) -> bytes:
+    """The one canonical byte form of an entry (what :func:`append_history` writes)."""
+    body = {
+        "seq": entry.seq,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+        "decision": entry.decision,
+    }
+    return canonical_json(body).encode()
+
+
+def read_history(path: Path) -> list[HistoryEntry]:
+    """All committed entries (an unterminated last line, from a kill mid-append, is ignored).
+
+    Raises ``ValueError`` naming the line and as_of when a committed line is not a valid entry.
+    """
+    path = Path(path)
+    lines, _ = _committed_lines(path)
+    return [_parse_entry(path, number, line) for number, line in enumerate(lines, start=1)]
+
+
+def history_tail(
+    path: Path, until: Callable[[HistoryEntry], bool] | None = None
+) -> list[HistoryEntry]:
+    """The newest committed entries, oldest first, read backwards from the end of the file.
+
+    Reading stops at the first entry (from the end) for which ``until`` is true, that entry
+    included; without ``until``, at the last entry. A cycle needs only the entries around its
+    own instant, so its cost does not grow with the history (:func:`read_history` parses every
+    line). Raises ``ValueError`` naming the line when a line read is not a valid entry.
+    """
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        end = mm.rfind(b"\n") + 1  # an unterminated last line is not committed
+        out: list[HistoryEntry] = []
+        while end > 0:
+            start = mm.rfind(b"\n", 0, end - 1) + 1
+            line = mm[start : end - 1]
+            if line:
+                try:
+                    entry = _parse_entry(path, 0, line)
+                except ValueError:
+                    number = mm[:start].count(b"\n") + 1
+                    entry = _parse_entry(path, number, line)
+                out.append(entry)
+                if until is None or until(entry):
+                    break
+            end = start
+    out.reverse()
+    return out
+
+
+def verify_history(path: Path) -> tuple[bool, str]:
+    """Check the whole chain; return ``(ok, message)`` naming the first bad entry if any.
+
+    An entry is bad when it will not parse, is not in the canonical form the writer produces
+    (any byte edited), its ``seq`` is not its position (deleted, inserted or reordered), its
+    ``prev_hash`` is not the hash of the entry before it, or its content does not match its hash.
+    Only an external copy of the last hash can show that the newest entries were cut off.
+    """
+    path = Path(path)
+    lines, committed = _committed_lines(path)
+    prev = GENESIS
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = _parse_entry(path, number, line)
+        except ValueError as err:
+            return False, str(err).removeprefix(f"{path}: ")
+        where = _where(number, line, entry.decision.get("as_of"))
+        if entry.seq != number:
+            return False, f"{where}: sequence {entry.seq}, expected {number} (deleted or reordered)"
+        if entry.prev_hash != prev:
+            return False, f"{where}: prev_hash does not match the entry before it"
+        if entry_hash(entry.seq, entry.prev_hash, entry.decision) != entry.hash:
+            return False, f"{where}: content does not match its hash (edited)"
+        if _entry_line(entry) != line:
+            return False, f"{where}: not in canonical form (edited)"
+        prev = entry.hash
+    tail = ""
+    if path.exists() and path.stat().st_size > committed:
+        tail = "; an unterminated last line (interrupted append) is ignored"
+    return True, f"{len(lines)} entries, chain intact{tail}"
+
+
+def _count_to(n: int) -> Callable[[HistoryEntry], bool]:
+    """A :func:`history_tail` stop condition: true at the ``n``-th entry read."""
+    seen = [0]
+
+    def enough(_entry: HistoryEntry) -> bool:
+        seen[0] += 1
+        return seen[0] >= n
+
+    return enough
+
+
+def check_current(history: Path, decision_file: Path) -> tuple[bool, str]:
+    """Hold ``decision.json`` against the end of the history: the one check that sees the
+    newest entries cut off (the chain itself cannot: a prefix of a chain is a valid chain).
+
+    A cycle writes the history first, then ``decision.json``, so the file shows the last entry,
+    or the one before it after a kill between the two writes (the next cycle repairs that).
+    Any other content means the history lost its newest entries, or the file was edited.
+    """
+    history, decision_file = Path(history), Path(decision_file)
+    if not decision_file.exists():
+        return True, "no decision.json to compare"
+    try:
+        current = canonical_json(orjson.loads(decision_file.read_bytes()))
+    except (OSError, ValueError) as err:
+        return False, f"{decision_file.name}: not a decision: {err}"
+    entries = history_tail(history, _count_to(2))
+    if entries and canonical_json(entries[-1].decision) == current:
+        return True, "decision.json is the last entry"
+    if len(entries) == 2 and canonical_json(entries[0].decision) == current:
+        return (
+            True,
+            "decision.json is one entry behind (interrupted cycle; the next one repairs it)",
+        )
+    shown = orjson.loads(current).get("as_of", "unknown")
+    last = entries[-1].decision.get("as_of", "unknown") if entries else "no entry"
+    return False, (
+        f"{decision_file.name} (as_of {shown}) is not the history's last entry ({last}): the "
+        "newest entries were cut off, or the file was edited"
+    )
+
+
+def append_history(
+    path: Path, decision: Decision, tail: list[HistoryEntry] | None = None
+) -> HistoryEntry:
+    """Append ``decision`` to the chain (fsync'd). Cuts off an uncommitted partial last line.
+
+    ``tail`` is what :func:`history_tail` returned to a caller that holds the lock and has just
+    read it (``[]`` for an empty history); by default it is read here.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    last = history_tail(path) if tail is None else tail[-1:]
+    committed = _committed_end(path)
+    # seq is the line number: verify_history shows any entry deleted, inserted or reordered
+    seq = last[-1].seq + 1 if last else 1
+    prev = last[-1].hash if last else GENESIS
+    body = decision.to_dict()
+    entry = HistoryEntry(seq=seq, prev_hash=prev, hash=entry_hash(seq, prev, body), decision=body)
+    data = _entry_line(entry) + b"\n"
+    # The fault hook stops half-way through the line; otherwise the line goes out in one write.
+    half = len(data) // 2 if _fault_armed("history_append") else len(data)
+    created = not path.exists()
+    with open(path, "wb" if created else "r+b") as handle:
+        handle.truncate(committed)
+        handle.seek(committed)
+        handle.write(data[:half])
+        handle.flush()
+        os.fsync(handle.fileno())
+        fault_point("history_append")
+        handle.write(data[half:])
+        handle.flush()
+        os.fsync(handle.fileno())
+    if created:
+        _fsync_dir(path.parent)
+    return entry
+
+
+class LockBusy(RuntimeError):
+    """Another cycle holds the state lock."""
+
+
+class StateLock:
+    """Exclusive lock on the state directory (``flock``; released by the kernel on death)."""
+
+    def __init__(self, path: Path, timeout_s: float = 0.0) -> None:
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+        self._fd: int | None = None
+
+    def __enter__(self) -> StateLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise LockBusy(
+                        f"{self.path}: another cycle is running (pid {holder}); "
+                        "wait for it or retry with --wait"
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+@contextlib.contextmanager
+def locked(path: Path, timeout_s: float = 0.0) -> Iterator[None]:
+    """``with locked(paths.lock): ...`` convenience wrapper around :class:`StateLock`."""
+    with StateLock(path, timeout_s):
+        yield

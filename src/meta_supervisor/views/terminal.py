@@ -1,0 +1,353 @@
+"""Terminal views (rich) of decisions, history, diffs, the policy and overrides.
+
+Every function builds a renderable or plain data from its arguments; none reads a file. The
+numbers behind the words come from :mod:`meta_supervisor.views.attribution`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from meta_supervisor.allocate.decision import Decision, iso
+from meta_supervisor.allocate.inputs import Override
+from meta_supervisor.policy.model import Policy
+from meta_supervisor.views.attribution import (
+    STEPS,
+    cash_breakdown,
+    factor_text,
+    factors_caption,
+    fleet_quality,
+    step_notes,
+)
+
+__all__ = [
+    "agent_history_table",
+    "allocation_table",
+    "cash_table",
+    "diff_view",
+    "explanation_panel",
+    "factor_value",
+    "history_table",
+    "overrides_table",
+    "policy_fields",
+    "policy_table",
+    "policy_toml",
+    "print_decision",
+]
+
+_MULTIPLIERS = ("confidence", "sim_integrity", "cvar", "drawdown")
+
+
+def factor_value(explanation: Mapping[str, Any], name: str) -> float | None:
+    """The value of the named factor in an agent's explanation (None if absent)."""
+    for factor in explanation["factors"]:
+        if factor["factor"] == name:
+            return factor["value"]
+    return None
+
+
+def _mult(value: float | None, gated: bool) -> Text:
+    if value is None:
+        return Text("-")
+    style = "dim" if gated else ("red" if value < 0.75 else "yellow" if value < 1 else "green")
+    return Text(f"x{value:.2f}", style=style)
+
+
+def allocation_table(decision: Decision) -> Table:
+    """One row per agent: weight, each multiplier, and the one-line reason; then cash."""
+    table = Table(
+        title=f"Allocation as of {decision.as_of} (profile: {decision.profile})",
+        box=box.SIMPLE_HEAVY,
+        show_footer=True,
+    )
+    table.add_column("agent", footer="cash")
+    table.add_column("strategy")
+    table.add_column("weight", justify="right", footer=f"{decision.cash:.2%}")
+    for name in _MULTIPLIERS:
+        table.add_column(name.replace("_integrity", ""), justify="right")
+    table.add_column("why", overflow="fold", ratio=1)
+    ordered = sorted(decision.agents.values(), key=lambda e: (-e["weight"], e["agent"]))
+    for e in ordered:
+        gated = not all(g["passed"] for g in e["gates"])
+        weight = Text(f"{e['weight']:.2%}", style="bold" if e["weight"] > 0 else "dim")
+        table.add_row(
+            e["agent"],
+            e["strategy"],
+            weight,
+            *(_mult(factor_value(e, f), gated) for f in _MULTIPLIERS),
+            Text(e["summary"], style="dim" if gated else ""),
+        )
+    return table
+
+
+def cash_table(decision: Decision) -> Table:
+    """Where the cash comes from: the amount each step held back (sums to the cash)."""
+    table = Table(box=box.MINIMAL, title=f"cash {decision.cash:.2%}: held back by")
+    table.add_column("cause")
+    table.add_column("amount", justify="right")
+    for part in cash_breakdown(decision.to_dict()):
+        table.add_row(part["text"], f"{part['amount']:.2%}")
+    return table
+
+
+def explanation_panel(decision: Decision, agent: str) -> Panel:
+    """Every number behind one agent's weight: override, gates, factors, steps, notes."""
+    e = decision.agents[agent]
+    parts: list[Any] = [Text(e["summary"], style="bold")]
+    if e.get("override"):
+        o = e["override"]
+        what = "EXCLUDED" if o["action"] == "exclude" else f"CAPPED at {o['cap']:.2%}"
+        parts.append(
+            Text(
+                f"operator override: {what} by {o['created_by']} until {o['expires_at']}: "
+                f"{o['reason']}",
+                style="bold magenta",
+            )
+        )
+    gates = Table(box=box.MINIMAL, title="gates")
+    gates.add_column("gate")
+    gates.add_column("verdict")
+    gates.add_column("detail", overflow="fold")
+    for g in e["gates"]:
+        verdict = Text("pass", style="green") if g["passed"] else Text("FAIL", style="bold red")
+        gates.add_row(g["gate"], verdict, g["detail"])
+    factors = Table(box=box.MINIMAL, title=f"factors ({factors_caption(e)})")
+    factors.add_column("factor")
+    factors.add_column("value", justify="right")
+    factors.add_column("reason", overflow="fold")
+    for f in e["factors"]:
+        factors.add_row(f["factor"], factor_text(f["factor"], f["value"]), f["reason"])
+    steps = Table(box=box.MINIMAL, title="weight after each step")
+    steps.add_column("step")
+    steps.add_column("value", justify="right")
+    steps.add_column("what happened", overflow="fold")
+    as_dict = decision.to_dict()
+    notes = step_notes(e, fleet_quality(as_dict), as_dict.get("policy"))
+    for (key, meaning), note in zip(STEPS, notes, strict=True):
+        value = e["steps"][key]
+        shown = f"{value:.4f}" if key == "quality" else f"{value:.4%}"
+        steps.add_row(key, shown, note or meaning)
+    parts += [gates, factors, steps]
+    if e.get("notes"):
+        parts.append(Text("notes: " + "; ".join(e["notes"]), style="italic"))
+    previous = e.get("previous_weight")
+    was = "" if previous is None else f" (previous {previous:.2%})"
+    return Panel(Group(*parts), title=f"{agent} ({e['strategy']}): {e['weight']:.2%}{was}")
+
+
+def print_decision(decision: Decision, console: Console | None = None) -> None:
+    """Print the allocation table and the portfolio line."""
+    console = console or Console(width=None if Console().is_terminal else 160)
+    console.print(allocation_table(decision))
+    p = decision.portfolio
+    caps = ", ".join(p["binding_caps"]) or "none"
+    console.print(
+        f"[bold]deployed {decision.gross:.2%}[/], [bold]cash {decision.cash:.2%}[/]: "
+        f"{p['reason']}. Gated: {p['n_gated']} of {p['n_agents']}. Binding caps: {caps}."
+    )
+
+
+# ---------------------------------------------------------------- history and diff
+
+
+def history_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """Weights over time: one row per decision, one column per agent."""
+    agents = sorted({a for row in rows for a in row["weights"]})
+    table = Table(title="weights over time", box=box.SIMPLE_HEAVY)
+    table.add_column("seq", justify="right")
+    table.add_column("as_of")
+    for name in agents:
+        table.add_column(name, justify="right")
+    table.add_column("cash", justify="right")
+    for row in rows:
+        weights = row["weights"]
+        cells = [f"{weights[a]:.2%}" if a in weights else Text("-", style="dim") for a in agents]
+        table.add_row(str(row["seq"]), row["as_of"], *cells, f"{row['cash']:.2%}")
+    return table
+
+
+def agent_history_table(agent: str, rows: Sequence[Mapping[str, Any]]) -> Table:
+    """One agent over time: weight, gate, each factor, and the one-line reason."""
+    factor_names: list[str] = []
+    for row in rows:
+        for name in (row["agent"] or {}).get("factors", {}):
+            if name not in factor_names:
+                factor_names.append(name)
+    table = Table(title=f"{agent} over time", box=box.SIMPLE_HEAVY)
+    table.add_column("seq", justify="right")
+    table.add_column("as_of")
+    table.add_column("weight", justify="right")
+    for name in factor_names:
+        table.add_column(name, justify="right")
+    table.add_column("why", overflow="fold", ratio=1)
+    for row in rows:
+        a = row["agent"]
+        if a is None:
+            table.add_row(str(row["seq"]), row["as_of"], "-", *["-"] * len(factor_names), "absent")
+            continue
+        cells = [f"{a['factors'][n]:.3f}" if n in a["factors"] else "-" for n in factor_names]
+        table.add_row(str(row["seq"]), row["as_of"], f"{a['weight']:.2%}", *cells, a["summary"])
+    return table
+
+
+def diff_view(diff: Mapping[str, Any], old_label: str, new_label: str) -> Group:
+    """What changed between two decisions, agent by agent, in words and numbers."""
+    lines: list[Any] = [
+        Text(f"from {old_label}\n  to {new_label}", style="bold"),
+        Text(
+            f"cash {diff['cash']['old']:.2%} -> {diff['cash']['new']:.2%}, "
+            f"deployed {diff['gross']['old']:.2%} -> {diff['gross']['new']:.2%}, "
+            f"turnover {diff['turnover']:.2%}"
+        ),
+    ]
+    for key, change in diff["policy_changes"].items():
+        lines.append(Text(f"policy {key}: {change['old']} -> {change['new']}", style="yellow"))
+    ordered = sorted(diff["agents"].values(), key=lambda a: (-abs(a["change"]), a["agent"]))
+    for a in ordered:
+        style = "bold" if abs(a["change"]) > 1e-12 else "dim"
+        lines.append(Text(a["text"], style=style))
+        for d in a["drivers"]:
+            lines.append(
+                Text(f"    {d['kind']:<8} {d['text']}", style="dim" if not a["change"] else "")
+            )
+    return Group(*lines)
+
+
+# ---------------------------------------------------------------- policy
+
+
+def _range(metadata: Sequence[Any]) -> str:
+    low, high, low_open, high_open = "-inf", "inf", True, True
+    for item in metadata:
+        if isinstance(item, Ge):
+            low, low_open = f"{item.ge:g}", False
+        elif isinstance(item, Gt):
+            low, low_open = f"{item.gt:g}", True
+        elif isinstance(item, Le):
+            high, high_open = f"{item.le:g}", False
+        elif isinstance(item, Lt):
+            high, high_open = f"{item.lt:g}", True
+    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def policy_fields(policy: Policy | None = None) -> list[dict[str, Any]]:
+    """Every policy field: ``name``, ``value``, ``default``, ``range`` and ``description``."""
+    policy = policy or Policy()
+    fields = []
+    for name, info in type(policy).model_fields.items():
+        annotation = info.annotation
+        if annotation is bool:
+            allowed = "true/false"
+        elif isinstance(annotation, type) and issubclass(annotation, Enum):
+            allowed = "one of " + ", ".join(str(m.value) for m in annotation)
+        else:
+            allowed = _range(info.metadata)
+        fields.append(
+            {
+                "name": name,
+                "value": _plain(getattr(policy, name)),
+                "default": _plain(info.default),
+                "range": allowed,
+                "description": info.description or "",
+            }
+        )
+    return fields
+
+
+def _shown(value: Any) -> str:
+    """A policy value as written in the TOML file (``true``/``false`` for booleans)."""
+    return _toml_value(value).strip('"') if isinstance(value, bool) else str(value)
+
+
+def policy_table(policy: Policy | None = None) -> Table:
+    """The policy as a table; values that differ from the default are highlighted."""
+    table = Table(title="policy", box=box.SIMPLE_HEAVY)
+    for column in ("key", "value", "default", "range", "description"):
+        table.add_column(column, overflow="fold")
+    for f in policy_fields(policy):
+        changed = f["value"] != f["default"]
+        table.add_row(
+            f["name"],
+            Text(_shown(f["value"]), style="bold yellow" if changed else ""),
+            _shown(f["default"]),
+            f["range"],
+            f["description"],
+        )
+    return table
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def policy_toml(policy: Policy | None = None) -> str:
+    """A complete, loadable policy file: every key with its description, default and range."""
+    lines = [
+        "# meta-supervisor policy (load with --config FILE; check with 'policy validate FILE').",
+        "# Units: PnL in bps, durations in hours, weights as fractions of capital.",
+        "[policy]",
+    ]
+    for f in policy_fields(policy):
+        lines.append(f"# {f['description']}; default {_shown(f['default'])}, range {f['range']}")
+        lines.append(f"{f['name']} = {_toml_value(f['value'])}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def overrides_table(
+    overrides: Sequence[Override],
+    as_of: datetime,
+    *,
+    latest_as_of: str | None = None,
+    applied: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Table:
+    """Overrides with their status at ``as_of`` (active, or expired: inert).
+
+    With ``latest_as_of`` (the latest decision's ``as_of``) and ``applied`` (the overrides that
+    decision recorded, by agent), a column says whether each one is in force in that decision:
+    right after a backtest or the demo, the clock and the data can be far apart.
+    """
+    title = f"operator overrides at {iso(as_of)}"
+    table = Table(title=title, box=box.SIMPLE_HEAVY)
+    columns = ["agent", "action", "cap", "status"]
+    if latest_as_of is not None:
+        columns.append(f"in latest decision ({latest_as_of})")
+    for column in [*columns, "expires", "by", "reason"]:
+        table.add_column(column, overflow="fold")
+    for o in sorted(overrides, key=lambda o: o.agent):
+        status = (
+            Text("active", style="bold magenta")
+            if o.active(as_of)
+            else Text("expired", style="dim")
+        )
+        cap = "-" if o.cap is None else f"{o.cap:.2%}"
+        cells: list[Any] = [o.agent, o.action, cap, status]
+        if latest_as_of is not None:
+            in_force = (applied or {}).get(o.agent) == o.to_dict()
+            cells.append(
+                Text("in force", style="bold magenta")
+                if in_force
+                else Text("not applied (next 'allocate')" if o.active(as_of) else "no")
+            )
+        table.add_row(*cells, iso(o.expires_at), o.created_by, o.reason)
+    return table
