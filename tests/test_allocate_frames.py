@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meta_supervisor.allocate import evidence
 from meta_supervisor.allocate.core import allocate, allocate_frames
 from meta_supervisor.allocate.inputs import Confidence, Override, Tail
+from meta_supervisor.allocate.profiles import evidence
 from meta_supervisor.cycle.run import cycle_frames, cycle_inputs, decide, frames_to_inputs
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research.simulate import FleetSpec, simulate_fleet

@@ -11,8 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meta_supervisor.allocate.core import allocate
-from meta_supervisor.allocate.evidence import fleet_evidence, quality_factors, risk_factors, t_stat
 from meta_supervisor.allocate.inputs import Tail
+from meta_supervisor.allocate.profiles.evidence import (
+    fleet_evidence,
+    quality_factors,
+    risk_factors,
+    t_stat,
+)
 from meta_supervisor.policy.model import Policy, Profile
 
 AS_OF = datetime(2026, 2, 1, tzinfo=UTC)
@@ -71,7 +76,7 @@ def test_a_shift_shared_by_a_strategy_does_not_pass_for_skill():
 
 @given(st.floats(-20, 20), st.floats(0, 1))
 def test_tilt_is_bounded_and_neutral_inside_the_threshold(t_value, share):
-    from meta_supervisor.allocate.evidence import FleetEvidence
+    from meta_supervisor.allocate.profiles.evidence import FleetEvidence
 
     fleet = FleetEvidence(20, 0.0, 2.0, share)
     stats = _stats(mean=t_value * 50.0 / math.sqrt(40), sd=50.0, n=40)
@@ -195,8 +200,8 @@ def test_with_evidence_of_skill_the_agents_own_factors_apply():
     st.floats(0.25, 1.0),
 )
 def test_drawdown_used_is_bounded_and_matches_its_formula(dds, strength, c):
-    from meta_supervisor.allocate.evidence import fleet_evidence as fleet_of
     from meta_supervisor.allocate.inputs import Confidence
+    from meta_supervisor.allocate.profiles.evidence import fleet_evidence as fleet_of
 
     stats = {f"a{i}": _stats(mean=0.0, sd=50.0, n=100, dd=-dd) for i, dd in enumerate(dds)}
     fleet = fleet_of(stats, EVIDENCE, _strength(strength))

@@ -31,7 +31,7 @@ class Profile(StrEnum):
     ``seed``: the seed's steps made correct (DESIGN.md "Allocation").
     ``evidence``: tilt from equal weight only as far as the t-statistic of each agent's mean
     PnL is strong; drawdown and tail against the agent's own scale
-    (:mod:`meta_supervisor.allocate.evidence`; chosen by backtest, docs/BACKTEST.md).
+    (:mod:`meta_supervisor.allocate.profiles.evidence`; chosen by backtest, docs/BACKTEST.md).
     """
 
     SEED = "seed"
@@ -125,7 +125,7 @@ class Policy(BaseModel):
     )
     weight_decimals: int = Field(6, ge=2, le=12, description="weights rounded down to this")
 
-    # ---- evidence profile (meta_supervisor.allocate.evidence) ----
+    # ---- evidence profile (meta_supervisor.allocate.profiles.evidence) ----
     evidence_t0: float = Field(
         0.0, ge=0, le=100, description="evidence: |shrunk t| below this gives no tilt"
     )

@@ -17,14 +17,13 @@ and returns ``{agent: weight}`` (fractions of capital; the rest is cash). None k
 The seed profile *made correct* is not here: it is :func:`meta_supervisor.cycle.run.decide` with
 ``Policy(profile="seed")``, run by the backtest through the live path.
 
-**Eligible** (equal weight, inverse volatility, HRP): the safety gates of the allocation without
-the ``pnl_sum ≤ 0`` selection: usable numbers, not killed, ``error_rate ≤ max_error_rate`` (or
-no telemetry), ``n_records ≥ min_records``.
+**Eligible** (equal weight, inverse volatility, HRP): the allocation's own safety gates
+(:func:`meta_supervisor.allocate.gates.eligible_agents`, the one table every profile reads),
+without the ``pnl_sum ≤ 0`` selection.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -34,7 +33,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from meta_supervisor.allocate.gates import eligible_agents
 from meta_supervisor.allocate.inputs import Confidence, Tail
+from meta_supervisor.allocate.numbers import finite_number
 from meta_supervisor.allocate.portfolio import cap_water_fill
 from meta_supervisor.policy.model import Policy
 
@@ -50,35 +51,6 @@ __all__ = [
 Stats = Mapping[str, Mapping[str, Any]]
 
 
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def eligible_agents(stats: Stats, policy: Policy) -> list[str]:
-    """Agents passing the safety gates (no PnL selection), sorted by name."""
-    out = []
-    for name in sorted(stats):
-        s = stats[name]
-        n = _finite(s.get("n_records"))
-        err = s.get("error_rate")
-        err_value = _finite(err)
-        killed = str(s.get("decision") or "").strip().upper() == "KILL"
-        if killed or n is None or n < policy.min_records:
-            continue
-        if err is not None and (err_value is None or err_value > policy.max_error_rate):
-            continue
-        if _finite(s.get("pnl_sum_bps")) is None:
-            continue
-        out.append(name)
-    return out
-
-
 def equal_weight(stats: Stats, policy: Policy) -> dict[str, float]:
     """``min(1/n, max_weight)`` for each of the ``n`` eligible agents."""
     names = eligible_agents(stats, policy)
@@ -92,7 +64,7 @@ def inverse_volatility(stats: Stats, policy: Policy) -> dict[str, float]:
     """``w_i ∝ 1/σ_i`` (``σ_i = pnl_std_bps``) over eligible agents with ``σ_i > 0``, capped."""
     names, inv = [], []
     for name in eligible_agents(stats, policy):
-        sd = _finite(stats[name].get("pnl_std_bps"))
+        sd = finite_number(stats[name].get("pnl_std_bps"))
         if sd is not None and sd > 0:
             names.append(name)
             inv.append(1.0 / sd)

@@ -31,9 +31,8 @@ from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
-import numpy as np
-
-from meta_supervisor.allocate.portfolio import in_band
+from meta_supervisor.allocate.explain import held_by_band, stability_note
+from meta_supervisor.allocate.explain import pp as _pp
 
 __all__ = [
     "STEPS",
@@ -98,49 +97,6 @@ def fleet_quality(decision: Mapping[str, Any]) -> float | None:
         if steps.get("share_before_risk", 0.0) > 0:
             return steps["quality"] / steps["share_before_risk"]
     return None
-
-
-def _pp(value: float) -> str:
-    points = value * 100
-    return f"{points:+.2f} pp" if abs(points) >= 0.005 or points == 0 else f"{points:+.4f} pp"
-
-
-def stability_note(
-    explanation: Mapping[str, Any], policy: Mapping[str, Any] | None = None
-) -> str | None:
-    """What the stability step did to this agent, in words (None when there is nothing to say).
-
-    With ``p`` the previous weight, ``t`` the weight after the gross cap (the target) and ``s``
-    the weight after stability (:func:`meta_supervisor.allocate.portfolio.smooth`): a move inside
-    the
-    no-trade band (:func:`meta_supervisor.allocate.portfolio.in_band`) holds the previous weight;
-    ``t > p + max_increase``
-    limits the increase; ``t < p`` applies the decrease in full. ``policy`` gives
-    ``no_trade_band``, ``no_trade_band_relative`` and ``max_increase_per_cycle``.
-    """
-    previous = explanation.get("previous_weight")
-    steps = explanation["steps"]
-    target, after = steps["after_gross_cap"], steps["after_stability"]
-    if previous is None:
-        return None
-    policy = policy or {}
-    band = policy.get("no_trade_band")
-    limit = policy.get("max_increase_per_cycle")
-    move = target - previous
-    if _held(target, previous, policy):
-        relative = policy.get("no_trade_band_relative")
-        also = f" and {relative:.0%} of the position" if relative is not None else ""
-        return (
-            f"held at previous {previous:.2%} (move of {_pp(move)} inside the no-trade band "
-            f"{band * 100:.2f} pp{also})"
-        )
-    if limit is not None and move > limit:
-        return f"increase limited to +{limit * 100:.2f} pp per cycle (target {target:.2%})"
-    if move < 0 and abs(after - target) <= _EPS:
-        return f"decrease from {previous:.2%} applied in full"
-    if abs(after - target) <= _EPS:
-        return None
-    return f"moved from the target {target:.2%} (previous {previous:.2%})"
 
 
 def step_notes(
@@ -212,18 +168,6 @@ def cash_breakdown(decision: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"cause": c, "amount": a, "text": t} for c, a, t in parts if abs(a) > _EPS]
 
 
-def _held(target: float, previous: float, policy: Mapping[str, Any]) -> bool:
-    """Whether the no-trade band held this move (:func:`meta_supervisor.allocate.portfolio.in_band`;
-    decisions recorded before ``no_trade_band_relative`` existed used the absolute band)."""
-    band = policy.get("no_trade_band")
-    if band is None:
-        return False
-    held = in_band(
-        np.array([target]), np.array([previous]), band, policy.get("no_trade_band_relative")
-    )
-    return bool(held[0])
-
-
 def _stability_text(agents: Sequence[Mapping[str, Any]], policy: Any) -> str:
     """The stability line of the cash breakdown: band holds and increase limits, net."""
     held = limited = 0.0
@@ -233,7 +177,7 @@ def _stability_text(agents: Sequence[Mapping[str, Any]], policy: Any) -> str:
         kept = target - steps["after_stability"]
         if previous is None or abs(kept) <= _EPS:
             continue
-        if _held(target, previous, policy or {}):
+        if held_by_band(target, previous, policy or {}):
             held += kept
         else:
             limited += kept

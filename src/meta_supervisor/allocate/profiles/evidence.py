@@ -62,26 +62,31 @@ import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-if TYPE_CHECKING:
-    from meta_supervisor.allocate.inputs import Confidence, Tail
-    from meta_supervisor.policy.model import Policy
-    from meta_supervisor.signals.persistence import Persistence
+from meta_supervisor.allocate.fleet import Fleet
+from meta_supervisor.allocate.inputs import Confidence, Tail
+from meta_supervisor.allocate.numbers import finite_number, py_max, py_min
+from meta_supervisor.allocate.profiles.base import FactorTable, ProfileFactors, ProfileMethod
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.signals.persistence import Persistence
+from meta_supervisor.typing import BoolArray, FloatArray, IntArray
 
 __all__ = [
+    "KEYS",
+    "METHOD",
     "FleetEvidence",
+    "compute",
     "confidence_used",
     "drawdown_level",
     "drawdown_multipliers",
     "drawdown_used",
     "eligible",
+    "explain",
     "fleet_evidence",
     "fleet_from_arrays",
-    "number",
     "quality_factor_dicts",
     "quality_factors",
     "risk_factor_dicts",
@@ -93,9 +98,6 @@ __all__ = [
     "tilts",
 ]
 
-FloatArray = NDArray[np.float64]
-BoolArray = NDArray[np.bool_]
-IntArray = NDArray[np.int64]
 
 # The formulas below are written on arrays (one entry per agent, NaN = not reported or
 # unusable) so that the allocation computes every agent at once. Python's ``max(a, b)`` returns
@@ -104,28 +106,7 @@ IntArray = NDArray[np.int64]
 # (what tests and callers of one agent use) run the very same array code on length-1 arrays.
 
 
-def _max(a: Any, b: Any) -> Any:
-    """Python's ``max(a, b)`` elementwise (``b`` only when ``b > a``)."""
-    return np.where(b > a, b, a)
-
-
-def _min(a: Any, b: Any) -> Any:
-    """Python's ``min(a, b)`` elementwise (``b`` only when ``b < a``)."""
-    return np.where(b < a, b, a)
-
-
-def number(value: Any) -> float | None:
-    """``value`` as a finite float, else ``None`` (missing, a boolean, not a number, NaN, inf)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-_num = number
+_num = finite_number
 
 
 def _nums(values: list[Any]) -> FloatArray:
@@ -276,11 +257,11 @@ def drawdown_used(
     """``(a, d)``: ``a = clip(1 − k·(z − z_null), floor, 1)`` (1 where ``z`` is NaN) and
     ``d = g·own + (1 − g)·min(m̄, a)`` (``own`` itself without ``evidence_dd_relative``)."""
     inner = 1.0 - policy.evidence_dd_k * (z - policy.evidence_dd_null_z)
-    beyond = np.where(np.isnan(z), 1.0, _min(1.0, _max(policy.evidence_dd_floor, inner)))
+    beyond = np.where(np.isnan(z), 1.0, py_min(1.0, py_max(policy.evidence_dd_floor, inner)))
     if not policy.evidence_dd_relative:
         return beyond, own
     g = risk_weight(fleet, policy)
-    return beyond, g * own + (1.0 - g) * _min(fleet.drawdown_level, beyond)
+    return beyond, g * own + (1.0 - g) * py_min(fleet.drawdown_level, beyond)
 
 
 def fleet_evidence(
@@ -307,7 +288,7 @@ def fleet_evidence(
 
 def _soft(x: FloatArray, threshold: float) -> FloatArray:
     """``sign(x)·max(|x| − threshold, 0)``."""
-    return np.copysign(_max(np.abs(x) - threshold, 0.0), x)
+    return np.copysign(py_max(np.abs(x) - threshold, 0.0), x)
 
 
 @np.errstate(all="ignore")  # hostile numbers overflow to inf, as Python floats do
@@ -322,7 +303,7 @@ def tilts(t: FloatArray, fleet: FleetEvidence, policy: Policy) -> tuple[FloatArr
     # tilt is at its maximum anyway (math.exp would raise).
     moved = np.flatnonzero(arg != 0)
     raw[moved] = [math.inf if a >= 709.0 else math.exp(a) for a in arg[moved].tolist()]
-    mult = _min(policy.evidence_tilt_max, _max(policy.evidence_tilt_min, raw))
+    mult = py_min(policy.evidence_tilt_max, py_max(policy.evidence_tilt_min, raw))
     return shrunk, np.where(np.isnan(t), 1.0, mult)
 
 
@@ -339,7 +320,7 @@ def drawdown_multipliers(
     z = np.full(dd.shape, np.nan)
     z[ok] = np.abs(dd[ok]) / (sd[ok] * np.sqrt(n[ok]))
     inner = 1.0 - policy.evidence_dd_k * (z - policy.evidence_dd_z0)
-    mult = _min(1.0, _max(policy.evidence_dd_floor, inner))
+    mult = py_min(1.0, py_max(policy.evidence_dd_floor, inner))
     return z, np.where(ok, mult, 1.0)
 
 
@@ -351,9 +332,9 @@ def tail_multipliers(
     1)``; NaN ``rho`` and ``mult = 1`` without a tail (NaN ``used``) or a positive gap scale."""
     ok = ~np.isnan(used) & ~np.isnan(scale) & (scale > 0)
     rho = np.full(used.shape, np.nan)
-    rho[ok] = _max(0.0, -used[ok]) / scale[ok]
+    rho[ok] = py_max(0.0, -used[ok]) / scale[ok]
     inner = 1.0 - policy.evidence_tail_k * (rho - policy.evidence_tail_r0)
-    mult = _min(1.0, _max(policy.evidence_tail_floor, inner))
+    mult = py_min(1.0, py_max(policy.evidence_tail_floor, inner))
     return rho, np.where(ok, mult, 1.0)
 
 
@@ -516,3 +497,77 @@ def risk_factors(
         fleet,
         float(own[0]),
     )
+
+
+# ---------------------------------------------------------------- the profile, registered
+
+
+def compute(
+    f: Fleet, conf: FloatArray, policy: Policy, persistence: Persistence | None = None
+) -> ProfileFactors:
+    """The evidence profile's factors for every agent (see the module docstring)."""
+    c = f.columns
+    n, mean, sd = c["n_records"].value, c["pnl_mean_bps"].value, c["pnl_std_bps"].value
+    t = t_stats(n, mean, sd)
+    in_fleet = eligible(n, c["error_rate"].value, policy)
+    z, dd_own = drawdown_multipliers(c["max_drawdown_bps"].value, n, sd, policy)
+    fleet = fleet_from_arrays(t, in_fleet, f.groups, policy, persistence, dd_own)
+    shrunk, tilt = tilts(t, fleet, policy)
+    # Without evidence of skill, neither calibration nor a drawdown inside the noise moves
+    # capital between agents (the fleet's drawdown level still goes to cash).
+    conf = confidence_used(conf, fleet, policy)
+    _, dd_mult = drawdown_used(z, dd_own, fleet, policy)
+    used = f.tail_number
+    # The tail is the strategy's, so its scale is the strategy's own mean |gap|: scaling by the
+    # agent's |gap| made a worse |gap| *lower* the penalty (and raise the weight).
+    rho, tail_mult = tail_multipliers(used, f.tail_scale, policy)
+    factors = {"prior": np.ones(len(f.names)), "evidence": tilt, "confidence": conf}
+    factors |= {"drawdown": dd_mult, "cvar": tail_mult}
+    return ProfileFactors(
+        factors=factors,
+        quality=1.0 * tilt * conf,
+        risk=dd_mult * tail_mult,
+        fleet=fleet,
+        extra={"t": t, "shrunk": shrunk, "z": z, "rho": rho, "used": used, "dd_own": dd_own},
+    )
+
+
+def explain(
+    table: FactorTable, i: int, held: Confidence | None, tail: Tail | None, strategy: str
+) -> list[dict[str, Any]]:
+    """Agent ``i``'s factors (prior, evidence tilt, confidence, drawdown, tail) with reasons."""
+    factors, extra, raw, policy = table.factors, table.extra, table.raw, table.policy
+    return quality_factor_dicts(
+        extra["t"][i], extra["shrunk"][i], factors["evidence"][i], held, table.fleet, policy
+    ) + risk_factor_dicts(
+        raw["max_drawdown_bps"][i],
+        raw["n_records"][i],
+        raw["pnl_std_bps"][i],
+        extra["z"][i],
+        factors["drawdown"][i],
+        tail,
+        extra["used"][i],
+        float(table.tail_scale[i]),
+        extra["rho"][i],
+        factors["cvar"][i],
+        policy,
+        table.fleet,
+        extra["dd_own"][i],
+    )
+
+
+#: The statistics the profile reads beyond the seed's (no range: a negative mean is a fine mean).
+KEYS = ("pnl_mean_bps", "pnl_std_bps")
+
+METHOD = ProfileMethod(
+    profile=Profile.EVIDENCE,
+    compute=compute,
+    explain=explain,
+    method=(
+        "equal weight over the agents that pass the gates, tilted by each agent's t-statistic "
+        "of mean PnL only as far as this fleet's past evidence has predicted its next-day PnL; "
+        "drawdown and strategy tail measured against the agent's or strategy's own scale"
+    ),
+    keys=KEYS,
+    uses_persistence=True,
+)
