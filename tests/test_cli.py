@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from meta_supervisor import __version__
-from meta_supervisor.cli import main as cli
+from meta_supervisor.cli import common as cli
 from meta_supervisor.cli.main import app
 from meta_supervisor.config import Paths
 from meta_supervisor.policy.model import Policy, load_policy
@@ -73,7 +73,7 @@ def test_demo_leaves_two_decisions_and_ends_with_next_commands(
     entries = read_history(Paths.under(out).history)
     assert [e.decision["as_of"] for e in entries] == ["2026-01-14T18:00:00Z", T0]
     tail = stdout.strip().splitlines()[-7:]
-    prefix = cli._invocation()  # the test runs with the same PATH and working directory
+    prefix = cli.invocation()  # the test runs with the same PATH and working directory
     assert all(line.strip().startswith(prefix + " ") for line in tail), tail
     for command in ("explain", "history", "diff", "verify", "allocate"):
         assert any(f"{prefix} {command}" in line for line in tail), command
@@ -84,15 +84,15 @@ def test_next_commands_work_whether_or_not_the_tool_is_on_path(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli.shutil, "which", lambda name: "/usr/local/bin/" + name)
-    assert cli._invocation() == "meta-supervisor"
+    assert cli.invocation() == "meta-supervisor"
     monkeypatch.setattr(cli.shutil, "which", lambda name: None)
     # elsewhere: this interpreter, which has the package
-    assert cli._invocation().endswith(" -m meta_supervisor")
-    assert sys.executable in cli._invocation()
+    assert cli.invocation().endswith(" -m meta_supervisor")
+    assert sys.executable in cli.invocation()
     # in a checkout (./dev demo runs there): ./dev cli
     (tmp_path / "dev").write_text("#!/bin/sh\n")
     (tmp_path / "pyproject.toml").write_text("")
-    assert cli._invocation() == "./dev cli"
+    assert cli.invocation() == "./dev cli"
 
 
 def test_allocate_with_root_appends_a_decision(root: Path) -> None:

@@ -24,7 +24,7 @@ from rich.table import Table
 from meta_supervisor.config import Paths
 from meta_supervisor.ingest.batch import IngestReport, reason_counts
 from meta_supervisor.ingest.batch import ingest as run_ingest
-from meta_supervisor.ledger.store import LedgerBusy, LedgerError, LedgerStore
+from meta_supervisor.ledger.store import LedgerStore
 
 __all__ = ["ingest", "quarantine"]
 
@@ -156,21 +156,14 @@ def ingest(
                 tasks[path] = bar.add_task(escape(Path(path).name), total=size)
             bar.update(tasks[path], completed=done)
 
-        try:
-            report = run_ingest(
-                paths,
-                _ledger(ledger, root),
-                kind=kind.value,
-                dry_run=dry_run,
-                progress=advance,
-                lock_timeout_s=wait,
-            )
-        except LedgerBusy as err:
-            err_console.print(f"[bold red]error:[/] {escape(str(err))}")
-            raise typer.Exit(3) from None
-        except LedgerError as err:
-            err_console.print(f"[bold red]error:[/] {escape(str(err))}")
-            raise typer.Exit(1) from None
+        report = run_ingest(
+            paths,
+            _ledger(ledger, root),
+            kind=kind.value,
+            dry_run=dry_run,
+            progress=advance,
+            lock_timeout_s=wait,
+        )
     if json_out:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     else:
@@ -212,11 +205,7 @@ def quarantine(
             soft_wrap=True,
         )
         raise typer.Exit(1)
-    try:
-        rows = store.quarantine()
-    except LedgerError as err:
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}")
-        raise typer.Exit(1) from None
+    rows = store.quarantine()
     if source:
         rows = rows.filter(pl.col("source").str.contains(source, literal=True))
     if reason:

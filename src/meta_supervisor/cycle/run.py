@@ -18,6 +18,7 @@ from meta_supervisor.allocate.decision import Decision, canonical_json, iso, par
 from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle.engine import EngineRun, store_frames, store_persistence
+from meta_supervisor.errors import BadInput
 from meta_supervisor.ingest.records import dedupe_records, empty_quarantine, empty_records
 from meta_supervisor.ingest.sources import read_records, read_telemetry
 from meta_supervisor.ledger.store import LedgerStore, Manifest
@@ -57,7 +58,7 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class OutOfOrder(RuntimeError):
+class OutOfOrder(BadInput):
     """A cycle was asked to record an instant earlier than the latest recorded decision."""
 
 

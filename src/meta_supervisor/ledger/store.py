@@ -46,6 +46,7 @@ from typing import Any
 
 import polars as pl
 
+from meta_supervisor.errors import ProblemFound
 from meta_supervisor.ingest.records import (
     QUARANTINE_SCHEMA,
     RECORD_SCHEMA,
@@ -81,7 +82,7 @@ _ORDER = ["matured_at", "ts", "record_id"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class LedgerError(RuntimeError):
+class LedgerError(ProblemFound):
     """The ledger directory is unreadable (a manifest that is not one, a missing segment)."""
 
 

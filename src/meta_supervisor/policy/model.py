@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from meta_supervisor.errors import BadInput
+
 __all__ = ["Policy", "PolicyError", "Profile", "load_policy", "policy_fingerprint"]
 
 
@@ -38,7 +40,7 @@ class Profile(StrEnum):
     EVIDENCE = "evidence"
 
 
-class PolicyError(ValueError):
+class PolicyError(BadInput):
     """A policy file or value is invalid. The message names the key at fault."""
 
 

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from meta_supervisor.errors import ProblemFound
 from meta_supervisor.ingest.records import UTC_US
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
@@ -89,7 +90,7 @@ _TEXTS = ("last_rid", "last_strategy", "any_rid", "any_strategy")
 _UNDEFINED = ["pnl_mean_bps", "pnl_std_bps", "hit_rate", "avg_abs_error_bps"]
 
 
-class StateMismatch(ValueError):
+class StateMismatch(ProblemFound, ValueError):
     """A saved incremental state cannot be used: another version or policy, or unreadable.
 
     ``path`` names the file and ``reason`` says why; the caller rebuilds from the ledger.

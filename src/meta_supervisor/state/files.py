@@ -36,11 +36,13 @@ from typing import Any
 import orjson
 
 from meta_supervisor.allocate.decision import Decision, canonical_json
+from meta_supervisor.errors import Busy, ProblemFound
 
 __all__ = [
     "FAULT_ENV",
     "GENESIS",
     "HistoryEntry",
+    "HistoryError",
     "LockBusy",
     "StateLock",
     "append_history",
@@ -196,7 +198,8 @@ def _parse_entry(path: Path, number: int, line: bytes) -> HistoryEntry:
             decision=obj["decision"],
         )
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: {_where(number, line)} is not a history entry: {err}") from None
+        where = _where(number, line)
+        raise HistoryError(f"{path}: {where} is not a history entry: {err}") from None
 
 
 def _entry_line(entry: HistoryEntry) -> bytes:
@@ -363,7 +366,13 @@ def append_history(
     return entry
 
 
-class LockBusy(RuntimeError):
+class HistoryError(ProblemFound, ValueError):
+    """A history line is not a history entry (edited, truncated mid-line, not JSON)."""
+
+    hint = "run 'meta-supervisor verify'"
+
+
+class LockBusy(Busy):
     """Another cycle holds the state lock."""
 
 

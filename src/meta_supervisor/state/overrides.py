@@ -28,6 +28,7 @@ from typing import Any
 
 from meta_supervisor.allocate.decision import canonical_json, iso, parse_iso
 from meta_supervisor.allocate.inputs import Override
+from meta_supervisor.errors import BadInput
 from meta_supervisor.state.files import atomic_write_text
 
 __all__ = [
@@ -48,7 +49,7 @@ _FIELDS = ("agent", "action", "reason", "expires_at", "cap", "created_by")
 _UNITS = {"m": 1 / 60, "h": 1.0, "d": 24.0, "w": 24.0 * 7}
 
 
-class OverrideError(ValueError):
+class OverrideError(BadInput):
     """An override or the overrides file is invalid; the message names the field at fault."""
 
 

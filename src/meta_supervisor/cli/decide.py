@@ -1,0 +1,150 @@
+"""``meta-supervisor allocate``: one cycle, recorded, with the table and its warnings."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from meta_supervisor.allocate.decision import iso
+from meta_supervisor.cli.common import (
+    AsOf,
+    Config,
+    JsonOut,
+    Root,
+    StateDir,
+    Wait,
+    as_of_or_now,
+    console,
+    fail,
+    load_policy_for,
+    overrides_line,
+    paths_for,
+    warn,
+)
+from meta_supervisor.config import Paths
+from meta_supervisor.cycle.run import run_cycle
+from meta_supervisor.errors import MetaSupervisorError
+from meta_supervisor.ledger.store import LedgerStore
+from meta_supervisor.policy.model import Policy
+from meta_supervisor.views.terminal import (
+    print_decision,
+)
+
+
+def _engine_line(run: Any) -> str:
+    """How the statistics were obtained: the saved state advanced, or rebuilt and why."""
+    took = sum(run.seconds.get(k, 0.0) for k in ("load", "advance", "frames"))
+    if run.mode == "warm":
+        return (
+            f"statistics: saved state advanced ({run.new_segments} new segment(s), "
+            f"{run.late_records} late record(s)) in {took * 1e3:.0f} ms"
+        )
+    return (
+        f"statistics: rebuilt from the ledger in {run.chunks} chunk(s), {took:.1f} s ({run.reason})"
+    )
+
+
+def _warn_stale(ledger: Any, as_of: datetime, policy: Policy) -> None:
+    """Say so when the newest record is older than the stats window (e.g. the demo, run today)."""
+    newest = ledger.newest()
+    if newest is None:
+        warn("no records in the ledger: every agent is gated, everything in cash")
+        return
+    if newest < as_of - timedelta(hours=policy.lookback_hours):
+        warn(
+            f"the newest record matured at {iso(newest)}, more than "
+            f"{policy.lookback_hours:g} h before --as-of {iso(as_of)}: agents have no evidence "
+            "in the window (for the demo fleet pass --as-of near 2026-01-15T00:00:00Z)"
+        )
+
+
+#: Refused rows quoted in the warning after ``allocate``; the command it prints lists them all.
+REFUSED_SHOWN = 3
+
+
+def _refused_message(quarantine: Any, paths: Paths) -> str:
+    """The refused rows: count per file, the first few with line and reason, a command for all."""
+    counts: dict[str, int] = {}
+    for source in quarantine["source"].to_list():
+        counts[source or "?"] = counts.get(source or "?", 0) + 1
+    per_file = ", ".join(f"{n} in {source}" for source, n in counts.items())
+    lines = [f"{quarantine.height} input rows refused ({per_file}), left out of this decision:"]
+    for row in quarantine.head(REFUSED_SHOWN).iter_rows(named=True):
+        where = "" if row["line"] is None else f" line {row['line']}"
+        lines.append(f"  {row['source']}{where}: {row['field']}: {row['reason']}")
+    if quarantine.height > REFUSED_SHOWN:
+        lines.append(f"  ... and {quarantine.height - REFUSED_SHOWN} more")
+    if paths.ledger is not None and LedgerStore(paths.ledger).exists():
+        command = f"meta-supervisor quarantine --ledger {shlex.quote(str(paths.ledger))}"
+    else:
+        files = " ".join(shlex.quote(str(s)) for s in counts if s != "?")
+        command = f"meta-supervisor ingest --dry-run {files}"
+    lines.append(f"  all of them: {command}")
+    return "\n".join(lines)
+
+
+def allocate(
+    as_of: AsOf = None,
+    config: Config = None,
+    state_dir: StateDir = None,
+    root: Root = None,
+    records: Annotated[
+        Path | None,
+        typer.Option(help="Reconciled records (JSONL/CSV/Parquet), read instead of the store."),
+    ] = None,
+    telemetry: Annotated[
+        Path | None,
+        typer.Option(help="Telemetry events (JSONL/CSV/Parquet), read instead of the store."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", metavar="", help="Decide but write nothing.")
+    ] = False,
+    wait: Wait = 0.0,
+    json_out: JsonOut = False,
+) -> None:
+    """Run one cycle: read the ledger, decide, record the decision, print the table.
+
+    The decision is appended to the hash-chained history (the commit point), then written to
+    decision.json and the seed's allocation.json. Active operator overrides apply.
+
+    Examples:
+
+      meta-supervisor allocate --root demo-out --as-of 2026-01-15T06:00:00Z
+
+      meta-supervisor allocate --config policy.toml --json > decision.json
+
+      meta-supervisor allocate --root demo-out --as-of 2026-01-15T06:00:00Z --dry-run
+    """
+    for option, named in (("--records", records), ("--telemetry", telemetry)):
+        if named is not None and not named.exists():
+            # A typo here would otherwise decide on no evidence and put the fleet in cash.
+            raise fail(f"{option}: {named}: no such file")
+    paths = paths_for(state_dir, records, telemetry, root)
+    policy = load_policy_for(config, paths)
+    moment = as_of_or_now(as_of)
+    try:
+        decision, ledger = run_cycle(paths, moment, policy, write=not dry_run, lock_timeout_s=wait)
+    except MetaSupervisorError:
+        raise
+    except ValueError as err:
+        # the only other ValueError here is an unreadable history line (state corruption)
+        raise fail(f"{err}; run 'meta-supervisor verify'", 1) from None
+    _warn_stale(ledger, moment, policy)
+    if ledger.refused:
+        warn(_refused_message(ledger.quarantine, paths))
+    if json_out:
+        sys.stdout.write(decision.to_json() + "\n")
+        return
+    print_decision(decision, console)
+    line = overrides_line(decision)
+    if line:
+        console.print(line, highlight=False)
+    if ledger.engine is not None:
+        console.print(_engine_line(ledger.engine), style="dim", highlight=False)
+    if dry_run:
+        console.print("[yellow]dry run: nothing written[/]")
