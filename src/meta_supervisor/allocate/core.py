@@ -56,6 +56,7 @@ from meta_supervisor.allocate.profiles import ProfileMethod, method_for
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.typing import BoolArray
+from meta_supervisor.units import STEP_EPS
 
 __all__ = ["allocate", "allocate_frames"]
 
@@ -269,7 +270,7 @@ def _decide(
         "n_allocated": len(weights),
         "n_gated": int(n - np.count_nonzero(computed.passed)),
         "binding_caps": [names[i] for i in np.flatnonzero(share > caps + 1e-15).tolist()],
-        "gross_cap_binding": bool(after_risk.sum() > policy.gross_cap + 1e-12),
+        "gross_cap_binding": bool(after_risk.sum() > policy.gross_cap + STEP_EPS),
         "turnover": float(np.abs(final - prev).sum()) if previous is not None else None,
         "reason": portfolio_reason(total_q, water, after_cap, after_risk, gross),
     }

@@ -19,6 +19,7 @@ from meta_supervisor.allocate.portfolio import in_band
 from meta_supervisor.allocate.profiles.base import FactorTable, ProfileMethod
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.typing import BoolArray, FloatArray
+from meta_supervisor.units import CAPITAL_EPS, STEP_EPS
 
 __all__ = [
     "Computed",
@@ -29,8 +30,6 @@ __all__ = [
     "pp",
     "stability_note",
 ]
-
-_EPS = 1e-9
 
 
 @dataclass
@@ -147,17 +146,17 @@ def _summary(e: Mapping[str, Any], policy: Policy) -> str:
         return f"gated by {failed[0]['gate']}: {failed[0]['detail']}"
     steps = e["steps"]
     parts = [f"{steps['share_before_risk']:.1%} on quality"]
-    if steps["after_cap"] + 1e-12 < steps["share_before_risk"]:
+    if steps["after_cap"] + STEP_EPS < steps["share_before_risk"]:
         parts.append(f"capped at {steps['after_cap']:.1%}")
-    elif steps["after_cap"] > steps["share_before_risk"] + 1e-12:
+    elif steps["after_cap"] > steps["share_before_risk"] + STEP_EPS:
         extra = steps["after_cap"] - steps["share_before_risk"]
         parts.append(f"+{extra:.1%} excess from capped agents")
     penalties = [f for f in e["factors"] if f["factor"] in ("cvar", "drawdown") and f["value"] < 1]
     for f in penalties:
         parts.append(f"{f['factor']} x{f['value']:.2f}")
-    if abs(steps["after_gross_cap"] - steps["after_risk"]) > 1e-12:
+    if abs(steps["after_gross_cap"] - steps["after_risk"]) > STEP_EPS:
         parts.append("gross cap")
-    if abs(steps["after_stability"] - steps["after_gross_cap"]) > 1e-12:
+    if abs(steps["after_stability"] - steps["after_gross_cap"]) > STEP_EPS:
         limits = {
             "no_trade_band": policy.no_trade_band,
             "no_trade_band_relative": policy.no_trade_band_relative,
@@ -188,11 +187,11 @@ def portfolio_reason(
     by_cap = 1.0 - float(water.sum())
     by_operator = float(water.sum() - after_cap.sum())
     by_risk = float(after_cap.sum() - after_risk.sum())
-    if by_risk > 1e-9:
+    if by_risk > CAPITAL_EPS:
         reasons.append(f"risk penalties held back {by_risk:.1%} of capital")
-    if by_cap > 1e-9:
+    if by_cap > CAPITAL_EPS:
         reasons.append(f"the per-agent cap held back {by_cap:.1%} (too few agents to place it)")
-    if by_operator > 1e-9:
+    if by_operator > CAPITAL_EPS:
         reasons.append(f"operator caps held back {by_operator:.1%}")
     reasons.append(f"deployed {gross:.1%}")
     return "; ".join(reasons)
@@ -234,9 +233,9 @@ def stability_note(
         )
     if limit is not None and move > limit:
         return f"increase limited to +{limit * 100:.2f} pp per cycle (target {target:.2%})"
-    if move < 0 and abs(after - target) <= _EPS:
+    if move < 0 and abs(after - target) <= CAPITAL_EPS:
         return f"decrease from {previous:.2%} applied in full"
-    if abs(after - target) <= _EPS:
+    if abs(after - target) <= CAPITAL_EPS:
         return None
     return f"moved from the target {target:.2%} (previous {previous:.2%})"
 

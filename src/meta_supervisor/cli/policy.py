@@ -19,10 +19,9 @@ from meta_supervisor.cli.common import (
     paths_for,
 )
 from meta_supervisor.policy.model import PolicyError, load_policy
+from meta_supervisor.policy.toml import policy_fields, render_toml
 from meta_supervisor.views.terminal import (
-    policy_fields,
     policy_table,
-    policy_toml,
 )
 
 policy_app = typer.Typer(help="Show, render and validate the policy (TOML).", no_args_is_help=True)
@@ -50,7 +49,7 @@ def policy_show(
     """
     policy = load_policy_for(config, paths_for(None, root=root))
     if toml:
-        sys.stdout.write(policy_toml(policy))
+        sys.stdout.write(render_toml(policy))
     elif json_out:
         emit_json(
             {

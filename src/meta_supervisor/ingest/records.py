@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from meta_supervisor.units import UTC_US
+
 __all__ = [
     "QUARANTINE_SCHEMA",
     "RECORD_SCHEMA",
@@ -50,7 +52,6 @@ __all__ = [
     "parse_utc",
 ]
 
-UTC_US = pl.Datetime("us", "UTC")
 
 RECORD_SCHEMA: dict[str, pl.DataType] = {
     "record_id": pl.String(),

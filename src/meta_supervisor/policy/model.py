@@ -209,28 +209,6 @@ class Policy(BaseModel):
         """Return the SHA-256 of the canonical JSON of this policy (provenance)."""
         return policy_fingerprint(self)
 
-    def to_toml(self) -> str:
-        """Render the policy as a TOML document, one commented key per field."""
-        lines = []
-        for name, field in type(self).model_fields.items():
-            value = getattr(self, name)
-            if isinstance(value, StrEnum):
-                text = json.dumps(value.value)
-            elif isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, str):
-                text = json.dumps(value)
-            else:
-                text = repr(value)
-            lines.append(f"# {field.description}")
-            if name == "profile" and name not in self.model_fields_set:
-                # Left to the default: a rendered file must not pin the profile, or the seed's
-                # own functions (which keep the seed profile unless a file chooses) would switch.
-                lines.append(f"# {name} = {text}")
-            else:
-                lines.append(f"{name} = {text}")
-        return "\n".join(lines) + "\n"
-
 
 def policy_fingerprint(policy: Policy) -> str:
     """SHA-256 hex digest of the canonical JSON form of ``policy``."""

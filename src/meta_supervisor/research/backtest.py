@@ -71,6 +71,7 @@ from meta_supervisor.research import baselines
 from meta_supervisor.research.metrics import summarize
 from meta_supervisor.signals.incremental import IncrementalStats, SortedLedger
 from meta_supervisor.signals.persistence import Persistence, anchor, history_hours, persistence
+from meta_supervisor.units import US_PER_HOUR
 
 __all__ = [
     "BASELINES",
@@ -192,7 +193,7 @@ def agent_period_pnl(
         return p
     t0 = times[0]
     col = {a: i for i, a in enumerate(agents)}
-    hours = (pl.col("ts") - pl.lit(t0)).dt.total_microseconds() / 3.6e9
+    hours = (pl.col("ts") - pl.lit(t0)).dt.total_microseconds() / US_PER_HOUR
     booked = (
         records.lazy()
         .filter(pl.col("horizon_hours") == horizon_hours)

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from meta_supervisor.policy.model import Policy
+from meta_supervisor.units import US_PER_HOUR
 
 __all__ = ["CONFIDENCE_COLUMNS", "confidence_from_ratio", "confidence_multipliers", "prior_ratio"]
 
@@ -65,7 +66,7 @@ def confidence_multipliers(
     start = as_of - timedelta(hours=policy.confidence_lookback_hours)
     floor, ceiling = policy.confidence_floor, policy.confidence_ceiling
     tol, w0, z0 = policy.confidence_tolerance, policy.confidence_prior_weight, prior_ratio(policy)
-    age_h = (pl.lit(as_of) - pl.col("matured_at")).dt.total_microseconds() / 3.6e9
+    age_h = (pl.lit(as_of) - pl.col("matured_at")).dt.total_microseconds() / US_PER_HOUR
     scale = (
         pl.when(pl.col("expected_sigma_bps") > 0)
         .then(pl.col("expected_sigma_bps"))

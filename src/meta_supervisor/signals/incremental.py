@@ -58,12 +58,12 @@ import numpy as np
 import polars as pl
 
 from meta_supervisor.errors import ProblemFound
-from meta_supervisor.ingest.records import UTC_US
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.signals.measures import tail_count
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.signals.tails import TAIL_COLUMNS
+from meta_supervisor.units import US_PER_HOUR, UTC_US
 
 __all__ = ["STATE_VERSION", "IncrementalStats", "SortedLedger", "StateMismatch"]
 
@@ -487,7 +487,7 @@ class IncrementalStats:
     def _rescale_confidence(self, prev: int | None, now: int) -> None:
         if prev is None or now == prev:
             return
-        factor = 2.0 ** (-(now - prev) / 3.6e9 / self.policy.confidence_half_life_hours)
+        factor = 2.0 ** (-(now - prev) / US_PER_HOUR / self.policy.confidence_half_life_hours)
         self._col("conf_w")[:] *= factor
         self._col("conf_wz")[:] *= factor
 
@@ -584,7 +584,9 @@ class IncrementalStats:
 
     def _update_confidence(self, entering: pl.DataFrame, leaving: pl.DataFrame, now: int) -> None:
         p = self.policy
-        age_h = (pl.lit(now).cast(UTC_US) - pl.col("matured_at")).dt.total_microseconds() / 3.6e9
+        age_h = (
+            pl.lit(now).cast(UTC_US) - pl.col("matured_at")
+        ).dt.total_microseconds() / US_PER_HOUR
         weight = pl.lit(2.0).pow(-age_h.clip(lower_bound=0.0) / p.confidence_half_life_hours)
         scale = (
             pl.when(pl.col("expected_sigma_bps") > 0)

@@ -53,6 +53,8 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from meta_supervisor.units import US_PER_HOUR
+
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
 
@@ -192,7 +194,7 @@ def history_hours(policy: Policy) -> float:
 
 def anchor(as_of: datetime, policy: Policy) -> datetime:
     """``as_of`` rounded down to a multiple of the lag step ``H`` since the epoch (UTC)."""
-    step_us = round(policy.evidence_persistence_step_hours * 3.6e9)
+    step_us = round(policy.evidence_persistence_step_hours * US_PER_HOUR)
     micros = (as_of - _EPOCH) // timedelta(microseconds=1)
     return _EPOCH + timedelta(microseconds=micros - micros % step_us)
 
@@ -235,7 +237,7 @@ def lag_samples(records: pl.DataFrame, as_of: datetime, policy: Policy) -> list[
         ],
         dtype=np.int64,
     )
-    hours = (frame["matured_at"] - as_of).dt.total_microseconds().to_numpy() / 3.6e9
+    hours = (frame["matured_at"] - as_of).dt.total_microseconds().to_numpy() / US_PER_HOUR
     pnl = frame["realized_pnl_bps"].to_numpy().astype(np.float64)
     step_h, look_h = policy.evidence_persistence_step_hours, policy.lookback_hours
     need = max(2, policy.min_records)

@@ -33,6 +33,7 @@ from typing import Any
 
 from meta_supervisor.allocate.explain import held_by_band, stability_note
 from meta_supervisor.allocate.explain import pp as _pp
+from meta_supervisor.units import CAPITAL_EPS
 
 __all__ = [
     "STEPS",
@@ -59,7 +60,6 @@ STEPS: tuple[tuple[str, str], ...] = (
 )
 _QUALITY = ("alpha", "hit_rate", "confidence", "sim_integrity")
 _RISK = ("cvar", "drawdown")
-_EPS = 1e-9
 _STEP_WORDS = {
     "after_cap": "cap",
     "after_risk": "risk",
@@ -128,9 +128,9 @@ def step_notes(
             notes.append(f"{_pp(delta)}: × {risk_terms}" if risk_terms else _pp(delta))
         elif key == "after_stability" and previous is not None:
             what = stability_note(explanation, policy)
-            shown = "unchanged" if abs(delta) <= _EPS else _pp(delta)
+            shown = "unchanged" if abs(delta) <= CAPITAL_EPS else _pp(delta)
             notes.append(f"{shown}: {what}" if what else shown)
-        elif abs(delta) <= _EPS:
+        elif abs(delta) <= CAPITAL_EPS:
             notes.append("unchanged")
         elif key == "after_cap":
             notes.append(f"{_pp(delta)}: " + ("capped" if delta < 0 else "excess of capped agents"))
@@ -165,7 +165,7 @@ def cash_breakdown(decision: Mapping[str, Any]) -> list[dict[str, Any]]:
     for (before, _), (key, _) in pairwise(STEPS[1:]):
         cause, text = causes[key]
         parts.append((cause, total[before] - total[key], text))
-    return [{"cause": c, "amount": a, "text": t} for c, a, t in parts if abs(a) > _EPS]
+    return [{"cause": c, "amount": a, "text": t} for c, a, t in parts if abs(a) > CAPITAL_EPS]
 
 
 def _stability_text(agents: Sequence[Mapping[str, Any]], policy: Any) -> str:
@@ -175,16 +175,16 @@ def _stability_text(agents: Sequence[Mapping[str, Any]], policy: Any) -> str:
         steps, previous = e["steps"], e.get("previous_weight")
         target = steps["after_gross_cap"]
         kept = target - steps["after_stability"]
-        if previous is None or abs(kept) <= _EPS:
+        if previous is None or abs(kept) <= CAPITAL_EPS:
             continue
         if held_by_band(target, previous, policy or {}):
             held += kept
         else:
             limited += kept
     parts = []
-    if abs(limited) > _EPS:
+    if abs(limited) > CAPITAL_EPS:
         parts.append(f"increases limited {_pp(limited)}")
-    if abs(held) > _EPS:
+    if abs(held) > CAPITAL_EPS:
         parts.append(f"no-trade-band holds at the previous weight {_pp(held)}")
     detail = "; ".join(parts) if parts else "cap and gross re-checked"
     return f"stability, net ({detail})"
@@ -387,7 +387,7 @@ def _agent_sentence(name: str, old_w: float, new_w: float, drivers: list[dict[st
     scaled = [d for d in drivers if d["effect"] is not None]
     top = max(scaled, key=lambda d: abs(math.log(d["effect"])))["short"] if scaled else None
     steps = [_STEP_WORDS[d["name"]] for d in drivers if d["kind"] == "step"]
-    if abs(new_w - old_w) <= _EPS:
+    if abs(new_w - old_w) <= CAPITAL_EPS:
         offset = f", offset by the {' and '.join(steps)} step" if steps else ""
         return f"{head}: unchanged" + (f" (inputs moved, largest {top}{offset})" if top else "")
     if top:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
-from annotated_types import Ge, Gt, Le, Lt
 from rich import box
 from rich.console import Console, Group
 from rich.panel import Panel
@@ -21,6 +19,8 @@ from rich.text import Text
 from meta_supervisor.allocate.decision import Decision, iso
 from meta_supervisor.allocate.inputs import Override
 from meta_supervisor.policy.model import Policy
+from meta_supervisor.policy.toml import policy_fields, shown_value
+from meta_supervisor.units import STEP_EPS
 from meta_supervisor.views.attribution import (
     STEPS,
     cash_breakdown,
@@ -39,9 +39,7 @@ __all__ = [
     "factor_value",
     "history_table",
     "overrides_table",
-    "policy_fields",
     "policy_table",
-    "policy_toml",
     "print_decision",
 ]
 
@@ -214,7 +212,7 @@ def diff_view(diff: Mapping[str, Any], old_label: str, new_label: str) -> Group:
         lines.append(Text(f"policy {key}: {change['old']} -> {change['new']}", style="yellow"))
     ordered = sorted(diff["agents"].values(), key=lambda a: (-abs(a["change"]), a["agent"]))
     for a in ordered:
-        style = "bold" if abs(a["change"]) > 1e-12 else "dim"
+        style = "bold" if abs(a["change"]) > STEP_EPS else "dim"
         lines.append(Text(a["text"], style=style))
         for d in a["drivers"]:
             lines.append(
@@ -226,53 +224,6 @@ def diff_view(diff: Mapping[str, Any], old_label: str, new_label: str) -> Group:
 # ---------------------------------------------------------------- policy
 
 
-def _range(metadata: Sequence[Any]) -> str:
-    low, high, low_open, high_open = "-inf", "inf", True, True
-    for item in metadata:
-        if isinstance(item, Ge):
-            low, low_open = f"{item.ge:g}", False
-        elif isinstance(item, Gt):
-            low, low_open = f"{item.gt:g}", True
-        elif isinstance(item, Le):
-            high, high_open = f"{item.le:g}", False
-        elif isinstance(item, Lt):
-            high, high_open = f"{item.lt:g}", True
-    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-
-
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, Enum) else value
-
-
-def policy_fields(policy: Policy | None = None) -> list[dict[str, Any]]:
-    """Every policy field: ``name``, ``value``, ``default``, ``range`` and ``description``."""
-    policy = policy or Policy()
-    fields = []
-    for name, info in type(policy).model_fields.items():
-        annotation = info.annotation
-        if annotation is bool:
-            allowed = "true/false"
-        elif isinstance(annotation, type) and issubclass(annotation, Enum):
-            allowed = "one of " + ", ".join(str(m.value) for m in annotation)
-        else:
-            allowed = _range(info.metadata)
-        fields.append(
-            {
-                "name": name,
-                "value": _plain(getattr(policy, name)),
-                "default": _plain(info.default),
-                "range": allowed,
-                "description": info.description or "",
-            }
-        )
-    return fields
-
-
-def _shown(value: Any) -> str:
-    """A policy value as written in the TOML file (``true``/``false`` for booleans)."""
-    return _toml_value(value).strip('"') if isinstance(value, bool) else str(value)
-
-
 def policy_table(policy: Policy | None = None) -> Table:
     """The policy as a table; values that differ from the default are highlighted."""
     table = Table(title="policy", box=box.SIMPLE_HEAVY)
@@ -282,33 +233,12 @@ def policy_table(policy: Policy | None = None) -> Table:
         changed = f["value"] != f["default"]
         table.add_row(
             f["name"],
-            Text(_shown(f["value"]), style="bold yellow" if changed else ""),
-            _shown(f["default"]),
+            Text(shown_value(f["value"]), style="bold yellow" if changed else ""),
+            shown_value(f["default"]),
             f["range"],
             f["description"],
         )
     return table
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
-
-
-def policy_toml(policy: Policy | None = None) -> str:
-    """A complete, loadable policy file: every key with its description, default and range."""
-    lines = [
-        "# meta-supervisor policy (load with --config FILE; check with 'policy validate FILE').",
-        "# Units: PnL in bps, durations in hours, weights as fractions of capital.",
-        "[policy]",
-    ]
-    for f in policy_fields(policy):
-        lines.append(f"# {f['description']}; default {_shown(f['default'])}, range {f['range']}")
-        lines.append(f"{f['name']} = {_toml_value(f['value'])}")
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- overrides

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meta_supervisor.policy.model import Policy, PolicyError, load_policy, make_policy
+from meta_supervisor.policy.toml import render_toml
 
 
 def test_defaults_are_the_seeds_constants():
@@ -36,10 +37,33 @@ def test_floor_above_prior_is_refused():
         make_policy({"confidence_floor": 0.9, "confidence_prior": 0.8})
 
 
+@pytest.mark.parametrize(
+    "values", [{"max_weight": 0.2, "lookback_hours": 72.0}, {"profile": "seed"}, {}]
+)
+def test_policy_show_toml_round_trips_through_policy_validate(tmp_path, values):
+    """What ``policy show --toml`` prints is a file ``policy validate`` accepts, loading to the
+    same policy (same fingerprint); a profile left to the default stays commented out."""
+    from typer.testing import CliRunner
+
+    from meta_supervisor.cli import app
+
+    runner = CliRunner()
+    chosen = tmp_path / "chosen.toml"
+    chosen.write_text("".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in values.items()))
+    shown = runner.invoke(app, ["policy", "show", "--config", str(chosen), "--toml"])
+    assert shown.exit_code == 0, shown.output
+    rendered = tmp_path / "rendered.toml"
+    rendered.write_text(shown.stdout)
+    checked = runner.invoke(app, ["policy", "validate", str(rendered), "--json"])
+    assert checked.exit_code == 0, checked.output
+    assert load_policy(rendered).fingerprint() == load_policy(chosen).fingerprint()
+    assert ("\nprofile = " in shown.stdout) == ("profile" in values)
+
+
 def test_toml_round_trip_and_fingerprint(tmp_path):
     policy = make_policy({"max_weight": 0.2, "lookback_hours": 72.0})
     path = tmp_path / "p.toml"
-    path.write_text(policy.to_toml())
+    path.write_text(render_toml(policy))
     loaded = load_policy(path)
     assert loaded == policy
     assert loaded.fingerprint() == policy.fingerprint()

@@ -222,11 +222,21 @@ def test_the_seed_functions_apply_the_seed_profile_unless_a_policy_file_chooses(
 
 
 def test_a_rendered_policy_file_does_not_switch_the_seed_functions_profile(configured, tmp_path):
-    from meta_supervisor.policy.model import Policy
+    # Regression: the CLI rendered `profile = "evidence"` uncommented (the fix had gone into a
+    # second renderer only the tests called), so a file written by `policy show --toml` switched
+    # the seed's own functions to the evidence profile. Rendered through the CLI itself.
+    from typer.testing import CliRunner
+
+    from meta_supervisor.cli import app
 
     stats = {f"a{i}": _stats(100.0 * (i + 1), n_records=30) for i in range(6)}
+    chosen = tmp_path / "chosen.toml"
+    chosen.write_text("max_weight = 0.3\n", encoding="utf-8")
+    shown = CliRunner().invoke(app, ["policy", "show", "--config", str(chosen), "--toml"])
+    assert shown.exit_code == 0, shown.output
+    assert '# profile = "evidence"' in shown.stdout
     rendered = tmp_path / "rendered.toml"
-    rendered.write_text(Policy(max_weight=0.3).to_toml(), encoding="utf-8")  # policy show --toml
+    rendered.write_text(shown.stdout, encoding="utf-8")
     config.configure(policy=rendered)
     decision = allocation.compute_decision(stats)
     assert decision.profile == "seed"

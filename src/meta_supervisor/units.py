@@ -1,0 +1,24 @@
+"""Units and float tolerances: one home for each, so no module writes its own ``3.6e9``.
+
+PnL is in bps of notional throughout; instants are UTC microseconds (``UTC_US``); weights are
+fractions of capital.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+__all__ = ["CAPITAL_EPS", "STEP_EPS", "US_PER_HOUR", "UTC_US"]
+
+#: The ledger's instant type: microseconds, UTC.
+UTC_US = pl.Datetime("us", "UTC")
+
+#: Microseconds per hour (a float: hours are fractional, and 3.6e9 is exact in binary).
+US_PER_HOUR = 3.6e9
+
+#: A change of capital (a fraction) smaller than this is float noise, not an effect worth a
+#: word in an explanation (a billionth of the book).
+CAPITAL_EPS = 1e-9
+
+#: Two weights of the same step closer than this are equal (sums of a few float products).
+STEP_EPS = 1e-12
