@@ -19,8 +19,22 @@ expected_sigma_bps f64 | null   simulator's stated sigma (bps)
 gap_bps        f64              ``realized − expected`` (negative = under-delivered)
 ============== ================ =====================================================
 
-Telemetry (both schemas of the original system): ``ts, agent, run_id, is_error`` where a run
-has an error when ``error`` is a non-empty string or ``errors > 0``.
+Telemetry (both schemas of the original system): ``ts, agent, run_id, is_error``. The encodings
+of an error, and nothing else, are accepted (anything else is refused into the quarantine, so
+that a healthy run is never counted as an error, nor an error as a healthy run):
+
+============ =========================================== ======================================
+field        no error                                    error
+============ =========================================== ======================================
+``error``    absent, ``null``, ``""``, ``false``, ``0``  ``true``, ``1``, any other text (the
+             (also the text ``"null"``, ``"none"``,      error message); a list, an object or
+             ``"false"``, ``"0"``, any case)             another number is refused
+``errors``   absent, ``null``, ``0``                     a whole number ``> 0``; a negative,
+                                                         fractional or non-numeric count is
+                                                         refused
+============ =========================================== ======================================
+
+A run has an error when either field says so.
 
 Timestamps must carry a zone ("Z", "+00:00", any offset; converted to UTC). A timestamp with
 no zone is refused: guessing UTC for a local clock would shift every window.
@@ -332,12 +346,30 @@ def dedupe_records(records: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     return unique, records.height - unique.height
 
 
+#: ``error`` values (stripped, lower case) that say "no error"; see the module docstring.
+_NO_ERROR = ("", "null", "none", "false", "0")
+_ERROR_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+def _error_text(raw: pl.DataFrame) -> pl.Expr:
+    """``error`` as stripped lower-case text, ``""`` when absent or null."""
+    return _as_text("error", raw).str.strip_chars().str.to_lowercase().fill_null("")
+
+
+def _error_refused(text: pl.Expr) -> pl.Expr:
+    """An ``error`` value that is no encoding: a list, an object, a number other than 0 or 1."""
+    number = text.cast(pl.Float64, strict=False)
+    structured = text.str.starts_with("[") | text.str.starts_with("{")
+    other_number = text.str.contains(_ERROR_NUMBER) & ~number.is_in([0.0, 1.0])
+    return structured | other_number
+
+
 def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
     """Validate telemetry rows of either schema into ``ts, agent, run_id, is_error``.
 
-    Schema A carries ``error`` (str | null), schema B ``errors`` (int). A run has an error when
-    ``error`` is a non-empty string or ``errors > 0``. Nulls elsewhere (cost, tokens) are fine.
-    Rows without a valid zoned ``ts`` or an ``agent`` are refused.
+    Schema A carries ``error`` (str | null), schema B ``errors`` (int); the encodings accepted
+    are in the module docstring, anything else is refused naming the field. Nulls elsewhere
+    (cost, tokens) are fine. Rows without a valid zoned ``ts`` or an ``agent`` are refused.
     """
     if raw.height == 0:
         return Batch(empty_telemetry(), empty_quarantine(), read=0)
@@ -351,8 +383,28 @@ def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
         checks.append(
             (
                 "errors",
-                _present("errors", raw) & (errors_num.is_null() | ~errors_num.is_finite()),
-                pl.lit("'errors' is not a count: ") + _as_text("errors", raw),
+                _present("errors", raw)
+                & (
+                    errors_num.is_null()
+                    | ~errors_num.is_finite()
+                    | (errors_num < 0)
+                    | (errors_num != errors_num.round(0))
+                ),
+                pl.lit("'errors' is not a count (a whole number >= 0): ")
+                + _as_text("errors", raw).str.slice(0, 40),
+            )
+        )
+    error_text = _error_text(raw)
+    if "error" in raw.columns:
+        checks.append(
+            (
+                "error",
+                _error_refused(error_text),
+                pl.lit(
+                    "'error' is not an error encoding (null, \"\", false or 0: none; true, 1 or "
+                    "a message: error): "
+                )
+                + _as_text("error", raw).str.slice(0, 40),
             )
         )
     field_expr, reason = _first_failure(checks)
@@ -361,12 +413,7 @@ def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
     raw = raw.lazy().with_columns(bad.alias("_bad")).collect()
     bad = pl.col("_bad")
     quarantine = _quarantine(raw, bad, field_expr, reason, source)
-    error_text = _as_text("error", raw).str.strip_chars().fill_null("")
-    error_text = (
-        pl.when(error_text.str.to_lowercase().is_in(["null", "none"]))
-        .then(pl.lit(""))
-        .otherwise(error_text)
-    )
+    no_error = error_text.is_in(list(_NO_ERROR))
     good = (
         raw.lazy()
         .filter(~bad)
@@ -374,7 +421,7 @@ def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
             parse_utc(pl.col("ts")).alias("ts"),
             agent.alias("agent"),
             _as_text("run_id", raw).alias("run_id"),
-            ((error_text != "") | (errors_num.fill_null(0) > 0)).alias("is_error"),
+            (~no_error | (errors_num.fill_null(0) > 0)).alias("is_error"),
         )
     )
     return Batch(good.cast(TELEMETRY_SCHEMA).collect(), quarantine, read=raw.height)

@@ -1,0 +1,70 @@
+"""Issue #13: what an outside attack broke at ingest (every input is a trust boundary)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from meta_supervisor.ingest.sources import read_telemetry
+
+TS = "2026-01-10T12:00:00Z"
+
+
+def _telemetry(tmp_path: Path, values: list[object], key: str) -> Path:
+    path = tmp_path / "telemetry.jsonl"
+    lines = [
+        json.dumps({"ts": TS, "agent": "a", "run_id": f"r{i}", key: v})
+        for i, v in enumerate(values)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("value", "is_error"),
+    [
+        (False, False),
+        (0, False),
+        (0.0, False),
+        ("", False),
+        (None, False),
+        ("false", False),
+        ("None", False),
+        (True, True),
+        (1, True),
+        ("timeout", True),
+    ],
+)
+def test_error_field_encodings(tmp_path: Path, value: object, is_error: bool) -> None:
+    """``"error": false`` or ``0`` used to count as an error run (the fleet went to cash)."""
+    batch = read_telemetry(_telemetry(tmp_path, [value], "error"))
+    assert batch.quarantine.height == 0
+    assert batch.records["is_error"].to_list() == [is_error]
+
+
+@pytest.mark.parametrize("value", [[], {}, ["x"], {"code": 1}, 2, -1, 0.5])
+def test_error_field_refuses_other_encodings(tmp_path: Path, value: object) -> None:
+    batch = read_telemetry(_telemetry(tmp_path, [value], "error"))
+    assert batch.records.height == 0
+    assert batch.quarantine["field"].to_list() == ["error"]
+    assert batch.quarantine["line"].to_list() == [1]
+
+
+@pytest.mark.parametrize("value", [-1, 0.5, "x", True, float("inf")])
+def test_errors_count_refuses_non_counts(tmp_path: Path, value: object) -> None:
+    """``errors: -1`` and ``errors: 0.5`` used to be accepted."""
+    path = tmp_path / "telemetry.jsonl"
+    path.write_text(json.dumps({"ts": TS, "agent": "a", "errors": value}) + "\n")
+    batch = read_telemetry(path)
+    assert batch.records.height == 0
+    assert batch.quarantine["field"].to_list() == ["errors"]
+
+
+@pytest.mark.parametrize(("value", "is_error"), [(0, False), (3, True), (None, False)])
+def test_errors_count_accepts_counts(tmp_path: Path, value: object, is_error: bool) -> None:
+    path = tmp_path / "telemetry.jsonl"
+    path.write_text(json.dumps({"ts": TS, "agent": "a", "errors": value}) + "\n")
+    batch = read_telemetry(path)
+    assert batch.records["is_error"].to_list() == [is_error]
