@@ -31,9 +31,12 @@ from meta_supervisor.signals.tails import strategy_tails
 from meta_supervisor.state import overrides as overrides_file
 from meta_supervisor.state.files import (
     HistoryEntry,
+    HistoryError,
     StateLock,
     append_history,
     atomic_write_text,
+    check_current,
+    check_tail,
     fault_point,
     history_tail,
     remove_stale_temps,
@@ -272,6 +275,17 @@ def _write_current(paths: Paths, decision: Decision) -> None:
             atomic_write_text(path, text)
 
 
+def _check_base(paths: Paths, entries: list[HistoryEntry]) -> None:
+    """Refuse to build on state that does not verify: the history entries the cycle reads
+    (hashes and links) and ``decision.json`` against the history's end. A cycle would otherwise
+    smooth against an edited entry, or rewrite the current files over the evidence that the
+    history was cut or a file edited (``verify`` would then pass)."""
+    check_tail(paths.history, entries)
+    ok, problem = check_current(paths.history, paths.decision)
+    if not ok:
+        raise HistoryError(f"{paths.state_dir}: {problem}; the cycle records nothing")
+
+
 def _commit_locked(
     decision: Decision, paths: Paths, entries: list[HistoryEntry] | None = None
 ) -> tuple[Decision, str]:
@@ -299,7 +313,9 @@ def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> 
     """
     with StateLock(paths.lock, lock_timeout_s):
         remove_stale_temps(paths.state_dir)
-        return _commit_locked(decision, paths)[1]
+        entries = history_tail(paths.history)
+        _check_base(paths, entries)
+        return _commit_locked(decision, paths, entries)[1]
 
 
 def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger, Manifest] | None:
@@ -387,6 +403,7 @@ def run_cycle(
         fault_point("locked")
         remove_stale_temps(paths.state_dir)
         entries = _entries_around(paths, as_of)
+        _check_base(paths, entries)
         if entries:
             _write_current(paths, Decision.from_dict(entries[-1].decision))
         base = _base_entry(entries, iso(as_of))

@@ -49,6 +49,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_current",
+    "check_tail",
     "entry_hash",
     "fault_point",
     "history_tail",
@@ -299,35 +300,80 @@ def _count_to(n: int) -> Callable[[HistoryEntry], bool]:
     return enough
 
 
-def check_current(history: Path, decision_file: Path) -> tuple[bool, str]:
-    """Hold ``decision.json`` against the end of the history: the one check that sees the
-    newest entries cut off (the chain itself cannot: a prefix of a chain is a valid chain).
+def check_tail(path: Path, entries: list[HistoryEntry]) -> None:
+    """Check the newest entries a cycle builds on (as :func:`history_tail` returned them):
+    each one's content matches its hash, and each links to the one before it by ``seq`` and
+    ``prev_hash``. Raises :class:`HistoryError` naming the entry; the cost does not grow with
+    the history (``verify`` checks the whole chain)."""
+    for index, entry in enumerate(entries):
+        where = f"entry {entry.seq} (as_of {entry.decision.get('as_of', 'unknown')})"
+        if entry_hash(entry.seq, entry.prev_hash, entry.decision) != entry.hash:
+            raise HistoryError(f"{path}: {where}: content does not match its hash (edited)")
+        if index and (
+            entry.seq != entries[index - 1].seq + 1 or entry.prev_hash != entries[index - 1].hash
+        ):
+            raise HistoryError(
+                f"{path}: {where}: does not follow the entry before it (deleted, inserted or "
+                "reordered)"
+            )
 
-    A cycle writes the history first, then ``decision.json``, so the file shows the last entry,
-    or the one before it after a kill between the two writes (the next cycle repairs that).
-    Any other content means the history lost its newest entries, or the file was edited.
+
+def _current_json(path: Path) -> tuple[Any, str | None]:
+    """The parsed content of a current-state file, or ``(None, problem)``."""
+    try:
+        return orjson.loads(path.read_bytes()), None
+    except (OSError, ValueError) as err:
+        return None, f"{path.name}: not readable JSON: {err}"
+
+
+def check_current(
+    history: Path, decision_file: Path, allocation_file: Path | None = None
+) -> tuple[bool, str]:
+    """Hold ``decision.json`` (and ``allocation.json``, when given) against the end of the
+    history: the one check that sees the newest entries cut off (the chain itself cannot: a
+    prefix of a chain is a valid chain).
+
+    A cycle writes the history first, then ``decision.json``, then ``allocation.json``, so each
+    file shows the last entry (its weights, for ``allocation.json``), or the one before it after
+    a kill between the writes (the next cycle repairs that). Any other content means the
+    history lost its newest entries, or the file was edited. A file may be missing (a kill
+    before its first write; the next cycle writes it from the history), but a current file
+    with no history at all is not a state a cycle leaves.
     """
     history, decision_file = Path(history), Path(decision_file)
-    if not decision_file.exists():
-        return True, "no decision.json to compare"
-    try:
-        current = canonical_json(orjson.loads(decision_file.read_bytes()))
-    except (OSError, ValueError) as err:
-        return False, f"{decision_file.name}: not a decision: {err}"
     entries = history_tail(history, _count_to(2))
-    if entries and canonical_json(entries[-1].decision) == current:
-        return True, "decision.json is the last entry"
-    if len(entries) == 2 and canonical_json(entries[0].decision) == current:
-        return (
-            True,
-            "decision.json is one entry behind (interrupted cycle; the next one repairs it)",
+    notes = []
+    for given, view in (
+        (decision_file, lambda decision: decision),
+        (allocation_file, lambda decision: decision.get("weights")),
+    ):
+        if given is None:
+            continue
+        path = Path(given)
+        if not path.exists():
+            notes.append(f"no {path.name}")
+            continue
+        content, problem = _current_json(path)
+        if problem is not None:
+            return False, problem
+        current = canonical_json(content)
+        shown = [canonical_json(view(e.decision)) for e in entries]
+        if shown and shown[-1] == current:
+            notes.append(f"{path.name} is the last entry")
+            continue
+        if len(shown) == 2 and shown[0] == current:
+            notes.append(
+                f"{path.name} is one entry behind (interrupted cycle; the next one repairs it)"
+            )
+            continue
+        as_of = content.get("as_of", "unknown") if isinstance(content, dict) else "unknown"
+        last = entries[-1].decision.get("as_of", "unknown") if entries else "no entry"
+        what = f" (as_of {as_of})" if path == decision_file else ""
+        return False, (
+            f"{path.name}{what} is not the history's last entry ({last}): the newest entries "
+            "were cut off, or the file was edited"
         )
-    shown = orjson.loads(current).get("as_of", "unknown")
-    last = entries[-1].decision.get("as_of", "unknown") if entries else "no entry"
-    return False, (
-        f"{decision_file.name} (as_of {shown}) is not the history's last entry ({last}): the "
-        "newest entries were cut off, or the file was edited"
-    )
+    return True, "; ".join(notes)
 
 
 def append_history(

@@ -1,0 +1,123 @@
+"""Issue #13: a cycle checks every file it builds on and refuses, naming the problem, rather
+than acting on or overwriting something that does not verify."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from faultkit import AS_OFS, STATE_FILES, make_inputs
+from meta_supervisor.allocate.decision import canonical_json
+from meta_supervisor.cli.main import app
+from meta_supervisor.config import Paths
+from meta_supervisor.cycle.run import run_cycle
+from meta_supervisor.state.files import HistoryError
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Paths:
+    """Three recorded cycles over the demo fleet's raw files (no store)."""
+    root = tmp_path_factory.mktemp("trust")
+    paths = replace(make_inputs(root), ledger=None, state_dir=root / "state")
+    for as_of in AS_OFS[:3]:
+        run_cycle(paths, as_of)
+    return paths
+
+
+@pytest.fixture
+def state(recorded: Paths, tmp_path: Path) -> Paths:
+    """A private copy of the recorded state directory."""
+    target = tmp_path / "state"
+    shutil.copytree(recorded.state_dir, target)
+    return replace(recorded, state_dir=target)
+
+
+def _snapshot(paths: Paths) -> dict[str, bytes]:
+    return {name: (paths.state_dir / name).read_bytes() for name in STATE_FILES}
+
+
+def _verify(paths: Paths) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["verify", "--state-dir", str(paths.state_dir)])
+    return result.exit_code, " ".join(result.output.split())
+
+
+def _refused(paths: Paths, match: str) -> None:
+    """The next cycle refuses naming ``match`` and leaves every state file as it was."""
+    before = _snapshot(paths)
+    with pytest.raises(HistoryError, match=match) as caught:
+        run_cycle(paths, AS_OFS[3])
+    assert caught.value.exit_code == 1
+    assert _snapshot(paths) == before
+
+
+def test_cycle_refuses_an_edited_decision_json(state: Paths) -> None:
+    """An edited decision.json used to be overwritten by the next cycle; verify then passed."""
+    decision = json.loads(state.decision.read_text())
+    first = sorted(decision["weights"])[0]
+    decision["weights"][first] = 0.2
+    state.decision.write_text(canonical_json(decision, indent=2))
+    _refused(state, "decision.json .* is not the history's last entry")
+    assert _verify(state)[0] == 1
+
+
+def test_cycle_refuses_a_history_cut_short(state: Paths) -> None:
+    """A history with its newest entry cut off used to be built on (and the evidence erased)."""
+    lines = state.history.read_bytes().splitlines(keepends=True)
+    state.history.write_bytes(b"".join(lines[:-1]))
+    _refused(state, "cut off, or the file was edited")
+    code, output = _verify(state)
+    assert code == 1 and "cut off" in output
+
+
+def test_cycle_refuses_an_edited_base_entry(state: Paths) -> None:
+    """The entry a cycle smooths against is checked against its hash."""
+    lines = state.history.read_bytes().splitlines(keepends=True)
+    entry = json.loads(lines[-1])
+    name = sorted(entry["decision"]["weights"])[0]
+    entry["decision"]["weights"][name] = 0.25
+    lines[-1] = canonical_json(entry).encode() + b"\n"
+    state.history.write_bytes(b"".join(lines))
+    state.decision.write_text(canonical_json(entry["decision"], indent=2))
+    _refused(state, "entry 3 .*content does not match its hash")
+
+
+def test_cycle_refuses_decision_json_without_a_history(state: Paths) -> None:
+    """A deleted history used to start a new chain over the old decision files."""
+    state.history.unlink()
+    before = state.decision.read_bytes()
+    with pytest.raises(HistoryError, match="no entry"):
+        run_cycle(state, AS_OFS[3])
+    assert state.decision.read_bytes() == before
+    assert not state.history.exists()
+
+
+def test_cycle_repairs_an_interrupted_cycle(state: Paths) -> None:
+    """decision.json one entry behind (a kill between the writes) is repaired, not refused."""
+    lines = state.history.read_bytes().splitlines(keepends=True)
+    previous = json.loads(lines[-2])["decision"]
+    state.decision.write_text(canonical_json(previous, indent=2))
+    decision, _ = run_cycle(state, AS_OFS[3])
+    assert json.loads(state.decision.read_text())["as_of"] == decision.as_of
+    assert _verify(state)[0] == 0
+
+
+def test_verify_checks_allocation_json(state: Paths) -> None:
+    """verify used to check decision.json only."""
+    assert _verify(state)[0] == 0
+    weights = json.loads(state.allocation.read_text())
+    name = sorted(weights)[0]
+    weights[name] = 0.99
+    state.allocation.write_text(canonical_json(weights, indent=2))
+    code, output = _verify(state)
+    assert code == 1 and "allocation.json" in output
+
+
+def test_verify_without_a_history_is_a_problem(tmp_path: Path) -> None:
+    """verify on a missing history (a mistyped --root) used to say ok."""
+    code, output = _verify(replace(Paths.under(tmp_path), state_dir=tmp_path / "nothing"))
+    assert code == 1 and "no history" in output and str(tmp_path / "nothing") in output
