@@ -104,6 +104,22 @@ def allocate(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", metavar="", help="Decide but write nothing.")
     ] = False,
+    allow_future: Annotated[
+        bool,
+        typer.Option(
+            "--allow-future",
+            metavar="",
+            help="Record an --as-of more than an hour after the clock (refused otherwise).",
+        ),
+    ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            metavar="",
+            help="Record a cycle with no records at all (all cash; refused otherwise).",
+        ),
+    ] = False,
     wait: Wait = 0.0,
     json_out: JsonOut = False,
 ) -> None:
@@ -111,6 +127,11 @@ def allocate(
 
     The decision is appended to the hash-chained history (the commit point), then written to
     decision.json and the seed's allocation.json. Active operator overrides apply.
+
+    Refused with exit 2 and nothing written: no records found (the paths looked for are
+    named; --allow-empty records an all-cash cycle on purpose), an --as-of more than an hour
+    after the clock (--allow-future), an --as-of before the latest recorded one. Refused with
+    exit 1: state files that do not verify (see 'verify').
 
     Examples:
 
@@ -128,7 +149,15 @@ def allocate(
     policy = load_policy_for(config, paths)
     moment = as_of_or_now(as_of)
     try:
-        decision, ledger = run_cycle(paths, moment, policy, write=not dry_run, lock_timeout_s=wait)
+        decision, ledger = run_cycle(
+            paths,
+            moment,
+            policy,
+            write=not dry_run,
+            lock_timeout_s=wait,
+            allow_future=allow_future,
+            allow_empty=allow_empty,
+        )
     except MetaSupervisorError:
         raise
     except ValueError as err:

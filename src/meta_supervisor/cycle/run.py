@@ -41,9 +41,13 @@ from meta_supervisor.state.files import (
     history_tail,
     remove_stale_temps,
 )
+from meta_supervisor.units import EARLIEST_INSTANT, LATEST_INSTANT
 
 __all__ = [
+    "FUTURE_TOLERANCE",
+    "FutureAsOf",
     "Ledger",
+    "NoInputs",
     "OutOfOrder",
     "commit",
     "cycle_frames",
@@ -359,6 +363,53 @@ def _latest_bound(his: list[int], as_of: datetime) -> datetime | None:
     return _EPOCH + timedelta(microseconds=max(visible)) if visible else None
 
 
+#: How far after the clock a recorded ``as_of`` may lie without ``allow_future``: a cycle
+#: scheduled on the hour may start a little early, a typo of a year or a day may not be recorded
+#: (it would put the fleet in cash and block every earlier instant).
+FUTURE_TOLERANCE = timedelta(hours=1)
+
+
+class FutureAsOf(BadInput):
+    """A cycle was asked to record an instant far after the clock."""
+
+
+class NoInputs(BadInput):
+    """A cycle found no records at all (no store, no records file, or nothing valid in it)."""
+
+    hint = "check --root/--records (or pass --allow-empty to record an empty, all-cash cycle)"
+
+
+def _check_as_of(as_of: datetime, now: datetime, *, write: bool, allow_future: bool) -> None:
+    """Refuse an ``as_of`` outside the instants inputs may name, or (when recording) far after
+    ``now`` unless ``allow_future``."""
+    if not EARLIEST_INSTANT <= as_of < LATEST_INSTANT:
+        raise BadInput(
+            f"--as-of {as_of.isoformat()}: outside {iso(EARLIEST_INSTANT)} to {iso(LATEST_INSTANT)}"
+        )
+    if write and not allow_future and as_of > now + FUTURE_TOLERANCE:
+        raise FutureAsOf(
+            f"--as-of {iso(as_of)} is {(as_of - now) / timedelta(hours=1):.1f} h after the clock "
+            f"({iso(now)}); a recorded future instant blocks every earlier cycle. Pass "
+            "--allow-future if it is meant, or --dry-run to look ahead without recording"
+        )
+
+
+def _check_inputs(paths: Paths, ledger: Ledger, manifest: Manifest | None) -> None:
+    """ "Nothing found" is loud: no store and no records file, or no valid record in either,
+    would otherwise record an all-cash decision (a mistyped ``--root``)."""
+    if manifest is not None:
+        if manifest.of("records"):
+            return
+        raise NoInputs(f"{paths.ledger}: the ledger store holds no records")
+    if ledger.records.height:
+        return
+    if not paths.records.exists():
+        where = f"no ledger store at {paths.ledger} and " if paths.ledger is not None else ""
+        raise NoInputs(f"{where}no records file at {paths.records}")
+    refused = f" ({ledger.refused} rows refused)" if ledger.refused else ""
+    raise NoInputs(f"{paths.records}: no valid record{refused}")
+
+
 def run_cycle(
     paths: Paths,
     as_of: datetime | None = None,
@@ -366,6 +417,9 @@ def run_cycle(
     *,
     write: bool = True,
     lock_timeout_s: float = 0.0,
+    now: datetime | None = None,
+    allow_future: bool = False,
+    allow_empty: bool = False,
 ) -> tuple[Decision, Ledger]:
     """Read, decide and (unless ``write=False``) record one cycle under the state lock.
 
@@ -378,14 +432,23 @@ def run_cycle(
     directory (:mod:`meta_supervisor.cycle.engine`): the cycle reads what was committed since the
     last one, not the window. Without a store, the raw files are read whole and the frames
     computed from scratch.
+
+    Refused (:class:`~meta_supervisor.errors.BadInput`, nothing written): an ``as_of`` outside
+    1970 to 2200; a recorded ``as_of`` more than :data:`FUTURE_TOLERANCE` after ``now`` (the
+    clock by default) unless ``allow_future`` (:class:`FutureAsOf`); no records at all unless
+    ``allow_empty`` (:class:`NoInputs`).
     """
     policy = policy or load_policy(paths.policy)
-    as_of = as_of or datetime.now(UTC)
+    now = now or datetime.now(UTC)
+    as_of = as_of or now
+    _check_as_of(as_of, now, write=write, allow_future=allow_future)
     snapshot = _store_ledger(paths, as_of, policy)
     if snapshot is None:
         ledger, manifest = load_ledger(paths, as_of, window_hours(policy)), None
     else:
         ledger, manifest = snapshot
+    if not allow_empty:
+        _check_inputs(paths, ledger, manifest)
 
     def decide_now(previous: dict[str, float] | None, prev_hash: str | None) -> Decision:
         """:func:`decide` at ``as_of``; on a store, on the engine's inputs (saved back only by

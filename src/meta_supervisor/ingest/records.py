@@ -37,7 +37,10 @@ field        no error                                    error
 A run has an error when either field says so.
 
 Timestamps must carry a zone ("Z", "+00:00", any offset; converted to UTC). A timestamp with
-no zone is refused: guessing UTC for a local clock would shift every window.
+no zone is refused: guessing UTC for a local clock would shift every window. So is one outside
+1970-01-01 to 2200-01-01, and a horizon beyond ten years
+(:data:`meta_supervisor.units.LATEST_INSTANT`, :data:`~meta_supervisor.units.MAX_HORIZON_HOURS`):
+a record dated year 9999 would otherwise overflow every later cycle's arithmetic.
 
 Every refused row becomes a quarantine entry ``(source, line, field, reason, raw)``; nothing is
 dropped silently. Validation is vectorised (polars expressions), no per-row Python.
@@ -49,7 +52,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from meta_supervisor.units import UTC_US
+from meta_supervisor.units import EARLIEST_INSTANT, LATEST_INSTANT, MAX_HORIZON_HOURS, UTC_US
 
 __all__ = [
     "QUARANTINE_SCHEMA",
@@ -215,6 +218,15 @@ def _timestamp_checks(name: str, raw: pl.DataFrame) -> list:
             present & parsed.is_null(),
             pl.lit(f"'{name}' is not an ISO-8601 timestamp: ") + text.str.slice(0, 40),
         ),
+        (
+            name,
+            (parsed < EARLIEST_INSTANT) | (parsed >= LATEST_INSTANT),
+            pl.lit(
+                f"'{name}' is outside {EARLIEST_INSTANT.year}-01-01 to "
+                f"{LATEST_INSTANT.year}-01-01 (UTC): "
+            )
+            + text.str.slice(0, 40),
+        ),
     ]
 
 
@@ -262,9 +274,12 @@ def normalize_records(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
         *_number_checks("horizon_hours", raw, required=True),
         (
             "horizon_hours",
-            horizon.is_finite() & ((horizon <= 0) | (horizon != horizon.round(0))),
-            pl.lit("'horizon_hours' must be a positive whole number of hours: ")
-            + _as_text("horizon_hours", raw),
+            horizon.is_finite()
+            & ((horizon <= 0) | (horizon != horizon.round(0)) | (horizon > MAX_HORIZON_HOURS)),
+            pl.lit(
+                f"'horizon_hours' must be a whole number of hours from 1 to {MAX_HORIZON_HOURS}: "
+            )
+            + _as_text("horizon_hours", raw).str.slice(0, 40),
         ),
         *_number_checks("realized_pnl_bps", raw, required=True),
         *_number_checks("expected_pnl_bps", raw, required=True),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from meta_supervisor.ingest.sources import read_telemetry
+from meta_supervisor.ingest.sources import read_records, read_telemetry
 
 TS = "2026-01-10T12:00:00Z"
 
@@ -68,3 +68,42 @@ def test_errors_count_accepts_counts(tmp_path: Path, value: object, is_error: bo
     path.write_text(json.dumps({"ts": TS, "agent": "a", "errors": value}) + "\n")
     batch = read_telemetry(path)
     assert batch.records["is_error"].to_list() == [is_error]
+
+
+def _record(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "ts": "2026-01-10T00:00:00Z",
+        "agent": "a",
+        "horizon_hours": 24,
+        "realized_pnl_bps": 1.0,
+        "expected_pnl_bps": 0.5,
+    }
+    return base | changes
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"ts": "9999-12-31T23:00:00Z"}, "ts"),
+        ({"ts": "2200-01-01T00:00:00Z"}, "ts"),
+        ({"ts": "0001-01-01T00:00:00Z"}, "ts"),
+        ({"ts": "1969-12-31T23:59:59Z"}, "ts"),
+        ({"horizon_hours": 10**12}, "horizon_hours"),
+        ({"horizon_hours": 24 * 366 * 10 + 1}, "horizon_hours"),
+    ],
+)
+def test_records_out_of_range_are_refused(tmp_path: Path, changes: dict, field: str) -> None:
+    """A record dated year 9999 (or a horizon of 10^12 h) was accepted, then crashed every
+    cycle on the raw files after it."""
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(_record()) + "\n" + json.dumps(_record(**changes)) + "\n")
+    batch = read_records(path)
+    assert batch.records.height == 1
+    assert batch.quarantine.select("line", "field").rows() == [(2, field)]
+
+
+def test_telemetry_out_of_range_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"ts": "9999-12-31T23:59:59Z", "agent": "a", "errors": 0}) + "\n")
+    batch = read_telemetry(path)
+    assert batch.records.height == 0 and batch.quarantine["field"].to_list() == ["ts"]

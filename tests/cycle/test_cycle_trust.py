@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,11 @@ from faultkit import AS_OFS, STATE_FILES, make_inputs
 from meta_supervisor.allocate.decision import canonical_json
 from meta_supervisor.cli.main import app
 from meta_supervisor.config import Paths
+from meta_supervisor.cycle import run
 from meta_supervisor.cycle.run import run_cycle
+from meta_supervisor.ingest.records import empty_quarantine, empty_records
+from meta_supervisor.ingest.sources import read_telemetry
+from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.state.files import HistoryError
 
 
@@ -121,3 +126,87 @@ def test_verify_without_a_history_is_a_problem(tmp_path: Path) -> None:
     """verify on a missing history (a mistyped --root) used to say ok."""
     code, output = _verify(replace(Paths.under(tmp_path), state_dir=tmp_path / "nothing"))
     assert code == 1 and "no history" in output and str(tmp_path / "nothing") in output
+
+
+def test_a_year_9999_record_is_quarantined_and_cycles_go_on(
+    recorded: Paths, tmp_path: Path
+) -> None:
+    """It used to be accepted and then crash every raw-file cycle."""
+    records = tmp_path / "records.jsonl"
+    lines = recorded.records.read_text().splitlines()
+    bad = json.loads(lines[0]) | {"ts": "9999-12-31T23:00:00Z", "run_id": "far-future"}
+    records.write_text("\n".join([*lines, json.dumps(bad)]) + "\n")
+    paths = replace(recorded, records=records, state_dir=tmp_path / "state")
+    for as_of in AS_OFS[:2]:
+        _, ledger = run_cycle(paths, as_of)
+        assert ledger.quarantine.filter(ledger.quarantine["field"] == "ts").height == 1
+
+
+def _cli(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_mistyped_root_is_an_error_naming_the_paths(tmp_path: Path) -> None:
+    """A mistyped --root used to record an all-cash allocation and exit 0."""
+    root = tmp_path / "typo"
+    code, output = _cli("allocate", "--root", root, "--as-of", AS_OFS[0].isoformat())
+    assert code == 2
+    assert str(root / "meta_supervisor" / "ledger") in output
+    assert str(root / "alpha" / "reconciled.jsonl") in output
+    assert not (root / "meta_supervisor" / "state" / "history.jsonl").exists()
+    code, _ = _cli("allocate", "--root", root, "--as-of", AS_OFS[0].isoformat(), "--allow-empty")
+    assert code == 0
+
+
+def test_records_file_with_nothing_valid_is_an_error(recorded: Paths, tmp_path: Path) -> None:
+    records = tmp_path / "records.jsonl"
+    records.write_text('{"ts": "2026-01-10", "agent": "a"}\n')
+    paths = replace(recorded, records=records, state_dir=tmp_path / "state")
+    with pytest.raises(run.NoInputs, match=r"records.jsonl: no valid record \(1 rows refused\)"):
+        run_cycle(paths, AS_OFS[0])
+    assert not paths.history.exists()
+
+
+def test_store_without_records_is_an_error(recorded: Paths, tmp_path: Path) -> None:
+    """A store that holds telemetry only is "nothing found" too."""
+    store = LedgerStore(tmp_path / "ledger")
+    telemetry = read_telemetry(recorded.telemetry).records
+    with store.writer() as writer:
+        writer.append(empty_records(), telemetry, empty_quarantine())
+    assert store.exists()
+    paths = replace(recorded, ledger=tmp_path / "ledger", state_dir=tmp_path / "state")
+    with pytest.raises(run.NoInputs, match="holds no records"):
+        run_cycle(paths, AS_OFS[0])
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00Z", "2200-01-01T00:00:00Z"])
+def test_as_of_outside_the_supported_instants_is_one_error_line(state: Paths, as_of: str) -> None:
+    """--as-of 0001-01-01T00:00:00Z ended in a traceback (OverflowError)."""
+    code, output = _cli(
+        "allocate",
+        "--state-dir",
+        state.state_dir,
+        "--records",
+        state.records,
+        "--telemetry",
+        state.telemetry,
+        "--as-of",
+        as_of,
+        "--allow-future",
+    )
+    assert code == 2 and output.startswith("error: --as-of") and "outside" in output
+
+
+def test_far_future_as_of_is_refused_unless_allowed(state: Paths) -> None:
+    """A future --as-of typo used to be recorded, then block every later cycle."""
+    now = AS_OFS[3]
+    before = _snapshot(state)
+    with pytest.raises(run.FutureAsOf, match="after the clock"):
+        run_cycle(state, now + timedelta(days=365), now=now)
+    assert _snapshot(state) == before
+    run_cycle(state, now + timedelta(days=365), now=now, write=False)  # a dry run may look ahead
+    run_cycle(state, now + run.FUTURE_TOLERANCE, now=now)  # a scheduler starting early is fine
+    far = now + timedelta(days=2)
+    decision, _ = run_cycle(state, far, now=now, allow_future=True)
+    assert decision.as_of == far.isoformat().replace("+00:00", "Z")
