@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from faultkit import AS_OFS, STATE_FILES, make_inputs
+from faultkit import AS_OFS, STATE_FILES, fresh_state, make_inputs
 from meta_supervisor.allocate.decision import canonical_json
 from meta_supervisor.cli.main import app
 from meta_supervisor.config import Paths
@@ -22,13 +22,14 @@ from meta_supervisor.ingest.records import empty_quarantine, empty_records
 from meta_supervisor.ingest.sources import read_telemetry
 from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.state.files import HistoryError
+from meta_supervisor.state.overrides import OverrideError
 
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Paths:
     """Three recorded cycles over the demo fleet's raw files (no store)."""
     root = tmp_path_factory.mktemp("trust")
-    paths = replace(make_inputs(root), ledger=None, state_dir=root / "state")
+    paths = replace(fresh_state(make_inputs(root), root / "state"), ledger=None)
     for as_of in AS_OFS[:3]:
         run_cycle(paths, as_of)
     return paths
@@ -210,3 +211,34 @@ def test_far_future_as_of_is_refused_unless_allowed(state: Paths) -> None:
     far = now + timedelta(days=2)
     decision, _ = run_cycle(state, far, now=now, allow_future=True)
     assert decision.as_of == far.isoformat().replace("+00:00", "Z")
+
+
+def test_an_emptied_overrides_file_is_refused_not_a_lifted_exclusion(state: Paths) -> None:
+    """An empty overrides.json used to lift every exclusion (the demo's hydra got capital)."""
+    assert "hydra" in state.overrides.read_text()
+    state.overrides.write_text("")
+    before = _snapshot(state)
+    with pytest.raises(OverrideError, match="overrides file is empty"):
+        run_cycle(state, AS_OFS[3])
+    assert _snapshot(state) == before
+
+
+def test_an_override_for_an_unknown_agent_is_loud(state: Paths) -> None:
+    """An active override naming no agent used to be ignored silently."""
+    items = json.loads(state.overrides.read_text())
+    items[0] = items[0] | {"agent": "hydr"}  # a typo of hydra, the demo's excluded agent
+    state.overrides.write_text(json.dumps(items))
+    code, output = _cli(
+        "allocate",
+        "--state-dir",
+        state.state_dir,
+        "--records",
+        state.records,
+        "--telemetry",
+        state.telemetry,
+        "--as-of",
+        AS_OFS[3].isoformat(),
+    )
+    assert code == 0
+    assert "override for 'hydr' names no agent of this decision" in output
+    assert "did you mean 'hydra'?" in output

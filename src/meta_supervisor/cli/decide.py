@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import shlex
 import sys
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ from meta_supervisor.cycle.run import run_cycle
 from meta_supervisor.errors import MetaSupervisorError
 from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.policy.model import Policy
+from meta_supervisor.state.overrides import active_overrides, load_overrides
 from meta_supervisor.views.terminal import (
     print_decision,
 )
@@ -60,6 +62,20 @@ def _warn_stale(ledger: Any, as_of: datetime, policy: Policy) -> None:
             f"the newest record matured at {iso(newest)}, more than "
             f"{policy.lookback_hours:g} h before --as-of {iso(as_of)}: agents have no evidence "
             "in the window (for the demo fleet pass --as-of near 2026-01-15T00:00:00Z)"
+        )
+
+
+def _warn_unmatched_overrides(paths: Paths, agents: dict[str, Any], as_of: datetime) -> None:
+    """An active override naming no agent of the decision did nothing: say so (a typo in a
+    name would otherwise leave the agent meant uncapped, silently)."""
+    for override in active_overrides(load_overrides(paths.overrides), as_of):
+        if override.agent in agents:
+            continue
+        close = difflib.get_close_matches(override.agent, list(agents), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        warn(
+            f"{paths.overrides}: the {override.action} override for {override.agent!r} names no "
+            f"agent of this decision and did nothing{hint}"
         )
 
 
@@ -164,6 +180,7 @@ def allocate(
         # the only other ValueError here is an unreadable history line (state corruption)
         raise fail(f"{err}; run 'meta-supervisor verify'", 1) from None
     _warn_stale(ledger, moment, policy)
+    _warn_unmatched_overrides(paths, decision.agents, moment)
     if ledger.refused:
         warn(_refused_message(ledger.quarantine, paths))
     if json_out:
