@@ -111,6 +111,7 @@ def load_ledger(
     store = LedgerStore(paths.ledger) if paths.ledger is not None else None
     if store is not None and store.exists():
         snapshot = store.manifest()
+        store.check(snapshot)
         return Ledger(
             records=store.records(as_of, lookback_hours, snapshot),
             telemetry=store.telemetry(as_of, lookback_hours, snapshot),
@@ -329,6 +330,7 @@ def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger
     if store is None or not store.exists():
         return None
     manifest = store.manifest()
+    store.check(manifest)
     telemetry = store.telemetry(as_of, policy.lookback_hours, manifest)
     return Ledger(empty_records(), telemetry, store.quarantine(manifest)), manifest
 
