@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -242,3 +243,18 @@ def test_an_override_for_an_unknown_agent_is_loud(state: Paths) -> None:
     assert code == 0
     assert "override for 'hydr' names no agent of this decision" in output
     assert "did you mean 'hydra'?" in output
+
+
+def test_conflicting_duplicate_on_raw_files_is_reported(recorded: Paths, tmp_path: Path) -> None:
+    """Two rows with the same run_id and different PnL were resolved silently on raw files."""
+    records = tmp_path / "records.jsonl"
+    lines = recorded.records.read_text().splitlines()
+    twin = json.loads(lines[0])
+    twin["realized_pnl_bps"] = float(twin["realized_pnl_bps"]) + 100.0
+    records.write_text("\n".join([*lines, json.dumps(twin)]) + "\n")
+    paths = replace(recorded, records=records, state_dir=tmp_path / "state")
+    _, ledger = run_cycle(paths, AS_OFS[0], write=False)
+    conflicts = ledger.quarantine.filter(pl.col("field") == "record_id")
+    assert conflicts.height == 1
+    assert "conflicting duplicate" in conflicts["reason"][0]
+    assert str(records) == conflicts["source"][0]

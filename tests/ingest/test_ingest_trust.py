@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from meta_supervisor.ingest.records import content_key, dedupe_records, normalize_records
 from meta_supervisor.ingest.sources import read_records, read_telemetry
 
 TS = "2026-01-10T12:00:00Z"
@@ -107,3 +112,63 @@ def test_telemetry_out_of_range_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"ts": "9999-12-31T23:59:59Z", "agent": "a", "errors": 0}) + "\n")
     batch = read_telemetry(path)
     assert batch.records.height == 0 and batch.quarantine["field"].to_list() == ["ts"]
+
+
+def test_records_without_run_id_of_different_agents_do_not_collide(tmp_path: Path) -> None:
+    """Fields joined with '|' collided: agent 'a|b' symbol 'c' vs agent 'a' symbol 'b|c'."""
+    path = tmp_path / "r.jsonl"
+    rows = [_record(agent="a|b", symbol="c"), _record(agent="a", symbol="b|c")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records, duplicates = dedupe_records(read_records(path).records)
+    assert duplicates == 0
+    assert sorted(records["agent"].to_list()) == ["a", "a|b"]
+
+
+_free = st.text(alphabet="a|\\", max_size=3)
+_text = st.one_of(st.none(), _free)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(_free, _text, _text, st.sampled_from([1, 24])),
+        min_size=2,
+        max_size=12,
+    )
+)
+def test_content_key_is_injective(fields: list[tuple[str, str | None, str | None, int]]) -> None:
+    """Different (agent, symbol, direction, horizon) never share a key: the key is injective."""
+    frame = pl.DataFrame(
+        {
+            "ts": [datetime(2026, 1, 1, tzinfo=UTC)] * len(fields),
+            "agent": [f[0] for f in fields],
+            "symbol": [f[1] or "" for f in fields],
+            "direction": [f[2] or "" for f in fields],
+            "horizon_hours": [f[3] for f in fields],
+            "realized_pnl_bps": [1.0] * len(fields),
+            "expected_pnl_bps": [0.5] * len(fields),
+        }
+    )
+    keys = frame.select(content_key())[:, 0].to_list()
+    distinct = {(a, s or "", d or "", h) for a, s, d, h in fields}
+    assert len(set(keys)) == len(distinct)
+
+
+_run = st.text(alphabet="ab:1", min_size=1, max_size=5)
+
+
+@given(_run, _run, st.sampled_from([1, 12, 24]), st.sampled_from([1, 12, 24]))
+def test_run_key_is_injective(run_a: str, run_b: str, h_a: int, h_b: int) -> None:
+    """``run:<run_id>:<horizon>``: the horizon is the digits after the last ':', so injective."""
+    raw = pl.DataFrame(
+        {
+            "ts": ["2026-01-01T00:00:00Z"] * 2,
+            "agent": ["x", "y"],
+            "run_id": [run_a, run_b],
+            "horizon_hours": [str(h_a), str(h_b)],
+            "realized_pnl_bps": ["1", "2"],
+            "expected_pnl_bps": ["0", "0"],
+        }
+    )
+    keys = normalize_records(raw).records["record_id"].to_list()
+    assert (keys[0] == keys[1]) == ((run_a, h_a) == (run_b, h_b))

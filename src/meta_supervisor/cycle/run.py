@@ -19,7 +19,8 @@ from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle.engine import EngineRun, store_frames, store_persistence
 from meta_supervisor.errors import BadInput
-from meta_supervisor.ingest.records import dedupe_records, empty_quarantine, empty_records
+from meta_supervisor.ingest.batch import dedupe_batch
+from meta_supervisor.ingest.records import empty_quarantine, empty_records
 from meta_supervisor.ingest.sources import read_records, read_telemetry
 from meta_supervisor.ledger.store import LedgerStore, Manifest
 from meta_supervisor.policy.model import Policy, Profile, load_policy
@@ -119,12 +120,17 @@ def load_ledger(
         )
     rec = read_records(paths.records)
     tel = read_telemetry(paths.telemetry)
-    records, duplicates = dedupe_records(rec.records)
+    # A conflicting duplicate (same record_id, other content) is reported here as at ingest,
+    # never resolved silently; the first row is kept on both paths.
+    records, duplicates, conflicts = dedupe_batch(
+        rec.records.with_columns(pl.lit(str(paths.records)).alias("_source"))
+    )
+    records = records.drop("_source")
     telemetry = tel.records.unique(maintain_order=True)
     return Ledger(
         records=records,
         telemetry=telemetry,
-        quarantine=pl.concat([rec.quarantine, tel.quarantine]),
+        quarantine=pl.concat([rec.quarantine, tel.quarantine, conflicts]),
         read=rec.read + tel.read,
         duplicates=duplicates + (tel.records.height - telemetry.height),
     )

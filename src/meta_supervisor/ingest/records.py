@@ -326,19 +326,36 @@ def normalize_records(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
     return Batch(good.cast(RECORD_SCHEMA).collect(), quarantine, read=n)
 
 
+def _escaped(column: str) -> pl.Expr:
+    """Free text made safe to join with ``|``: ``\\`` -> ``\\\\``, ``|`` -> ``\\|``, so no
+    value can contain the separator and splitting a key gives back each field (injective)."""
+    return (
+        pl.col(column)
+        .fill_null("")
+        .str.replace_all("\\", "\\\\", literal=True)
+        .str.replace_all("|", "\\|", literal=True)
+    )
+
+
 def content_key() -> pl.Expr:
     """The content key ``c:<ts>|<agent>|<symbol>|<direction>|<horizon>|<realized>|<expected>``.
 
     A record's identity when it has no ``run_id``; for a run-keyed record, two rows with the
     same ``record_id`` but different content keys are a conflicting duplicate.
+
+    Injective: the free-text fields (agent, symbol, direction) are escaped (``\\`` and ``|``
+    get a backslash), the others cannot hold ``|`` (a fixed timestamp format, an integer, two
+    floats), so two records with different fields never share a key. An absent symbol or
+    direction is the empty text. A key of text without ``|`` or ``\\`` is as before the
+    escaping, so stores ingested earlier keep their identities.
     """
     return pl.concat_str(
         [
             pl.lit("c:"),
             pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
-            pl.col("agent"),
-            pl.col("symbol").fill_null(""),
-            pl.col("direction").fill_null(""),
+            _escaped("agent"),
+            _escaped("symbol"),
+            _escaped("direction"),
             pl.col("horizon_hours").cast(pl.String),
             pl.col("realized_pnl_bps").cast(pl.String),
             pl.col("expected_pnl_bps").cast(pl.String),
