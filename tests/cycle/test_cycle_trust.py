@@ -3,10 +3,12 @@ than acting on or overwriting something that does not verify."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -19,9 +21,11 @@ from meta_supervisor.cli.main import app
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle import run
 from meta_supervisor.cycle.run import run_cycle
+from meta_supervisor.ingest.batch import ingest
 from meta_supervisor.ingest.records import empty_quarantine, empty_records
-from meta_supervisor.ingest.sources import read_telemetry
-from meta_supervisor.ledger.store import LedgerStore
+from meta_supervisor.ingest.sources import read_records, read_telemetry
+from meta_supervisor.ledger.store import LedgerError, LedgerStore
+from meta_supervisor.state import files
 from meta_supervisor.state.files import HistoryError
 from meta_supervisor.state.overrides import OverrideError
 
@@ -258,3 +262,74 @@ def test_conflicting_duplicate_on_raw_files_is_reported(recorded: Paths, tmp_pat
     assert conflicts.height == 1
     assert "conflicting duplicate" in conflicts["reason"][0]
     assert str(records) == conflicts["source"][0]
+
+
+def _allocate(paths: Paths, as_of: datetime) -> tuple[int, str]:
+    return _cli(
+        "allocate",
+        "--state-dir",
+        paths.state_dir,
+        "--records",
+        paths.records,
+        "--telemetry",
+        paths.telemetry,
+        "--as-of",
+        as_of.isoformat(),
+    )
+
+
+def test_disk_full_is_one_error_line(state: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk (ENOSPC at fsync) ended in a traceback."""
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    code, output = _allocate(state, AS_OFS[3])
+    monkeypatch.setattr(files.os, "fsync", real_fsync)
+    assert code == 1, output
+    assert output.startswith("error:") and "No space left on device" in output
+    assert "Traceback" not in output
+    run_cycle(state, AS_OFS[3])  # the next cycle, disk freed, completes
+    assert _verify(state)[0] == 0
+
+
+def test_read_only_state_dir_is_one_error_line(
+    state: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only state directory ended in a traceback (simulated: tests run as root)."""
+    real_open = os.open
+
+    def read_only(path: object, flags: int, *args: object) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(files.os, "open", read_only)
+    code, output = _allocate(state, AS_OFS[3])
+    assert code == 1, output
+    assert output.startswith(f"error: {state.lock}") and "Read-only file system" in output
+
+
+def test_truncated_store_segment_is_one_error_line(recorded: Paths, tmp_path: Path) -> None:
+    """A truncated Parquet segment ended in a traceback."""
+    ledger = tmp_path / "ledger"
+    ingest([recorded.records, recorded.telemetry], ledger)
+    segment = sorted((ledger / "records").iterdir())[-1]
+    segment.write_bytes(segment.read_bytes()[: segment.stat().st_size // 2])
+    paths = replace(recorded, ledger=ledger, state_dir=tmp_path / "state")
+    with pytest.raises(LedgerError, match="a segment of the ledger store cannot be read"):
+        run_cycle(paths, AS_OFS[0])
+    assert not paths.history.exists()
+
+
+def test_truncated_parquet_records_file_is_one_error_line(recorded: Paths, tmp_path: Path) -> None:
+    whole = tmp_path / "whole.parquet"
+    read_records(recorded.records).records.write_parquet(whole)
+    truncated = tmp_path / "records.parquet"
+    truncated.write_bytes(whole.read_bytes()[:300])
+    code, output = _allocate(
+        replace(recorded, records=truncated, state_dir=tmp_path / "s"), AS_OFS[0]
+    )
+    assert code == 2 and output.startswith(f"error: {truncated}: not a readable Parquet file")

@@ -18,11 +18,11 @@ from meta_supervisor.allocate.decision import Decision, canonical_json, iso, par
 from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle.engine import EngineRun, store_frames, store_persistence
-from meta_supervisor.errors import BadInput
+from meta_supervisor.errors import BadInput, ProblemFound
 from meta_supervisor.ingest.batch import dedupe_batch
 from meta_supervisor.ingest.records import empty_quarantine, empty_records
 from meta_supervisor.ingest.sources import read_records, read_telemetry
-from meta_supervisor.ledger.store import LedgerStore, Manifest
+from meta_supervisor.ledger.store import LedgerError, LedgerStore, Manifest
 from meta_supervisor.policy.model import Policy, Profile, load_policy
 from meta_supervisor.signals.confidence import confidence_multipliers
 from meta_supervisor.signals.persistence import Persistence, history_hours
@@ -50,6 +50,7 @@ __all__ = [
     "Ledger",
     "NoInputs",
     "OutOfOrder",
+    "StateIOError",
     "commit",
     "cycle_frames",
     "cycle_inputs",
@@ -381,6 +382,10 @@ class FutureAsOf(BadInput):
     """A cycle was asked to record an instant far after the clock."""
 
 
+class StateIOError(ProblemFound):
+    """The disk failed under the cycle (full, read-only, permissions); the file is named."""
+
+
 class NoInputs(BadInput):
     """A cycle found no records at all (no store, no records file, or nothing valid in it)."""
 
@@ -431,6 +436,12 @@ def run_cycle(
 ) -> tuple[Decision, Ledger]:
     """Read, decide and (unless ``write=False``) record one cycle under the state lock.
 
+    The disk failing under the cycle (full, read-only, permissions) is a
+    :class:`StateIOError` naming the file, and a store segment that cannot be read (truncated,
+    not Parquet) a :class:`~meta_supervisor.ledger.store.LedgerError`: both exit 1 at the
+    command line, with one error line. The history is written first, so whatever failed, the
+    state is the previous commit or this one (the next cycle repairs the current files).
+
     Crash-safe and idempotent: under the lock, temps of dead writers are removed and the
     current files are first brought in line with the last history entry (a kill between the
     history append and the file writes is repaired); re-running a recorded cycle returns the
@@ -450,6 +461,38 @@ def run_cycle(
     now = now or datetime.now(UTC)
     as_of = as_of or now
     _check_as_of(as_of, now, write=write, allow_future=allow_future)
+    try:
+        return _run_cycle(
+            paths,
+            as_of,
+            policy,
+            write=write,
+            lock_timeout_s=lock_timeout_s,
+            allow_empty=allow_empty,
+        )
+    except OSError as err:
+        where = err.filename or paths.state_dir
+        raise StateIOError(f"{where}: {err.strerror or err}; the cycle did not complete") from None
+    except pl.exceptions.PolarsError as err:
+        if paths.ledger is None or not LedgerStore(paths.ledger).exists():
+            raise
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise LedgerError(
+            f"{paths.ledger}: a segment of the ledger store cannot be read ({first}); "
+            "the cycle recorded nothing"
+        ) from None
+
+
+def _run_cycle(
+    paths: Paths,
+    as_of: datetime,
+    policy: Policy,
+    *,
+    write: bool,
+    lock_timeout_s: float,
+    allow_empty: bool,
+) -> tuple[Decision, Ledger]:
+    """:func:`run_cycle` once its arguments are checked."""
     snapshot = _store_ledger(paths, as_of, policy)
     if snapshot is None:
         ledger, manifest = load_ledger(paths, as_of, window_hours(policy)), None
