@@ -9,8 +9,10 @@
   commit point. A kill mid-append leaves an unterminated last line that was never committed;
   the next append cuts it off. Editing, deleting or reordering any entry breaks the chain and
   :func:`verify_history` names the first entry at fault.
-* :class:`StateLock`: an exclusive ``flock`` on ``state_dir/.lock``. The kernel drops it when the
-  holder dies, so a stale lock from a dead process never blocks a restart.
+* :class:`StateLock`: an exclusive ``flock`` on the state directory itself, the holder's pid in
+  ``state_dir/.lock``. The kernel drops it when the holder dies, so a stale lock from a dead
+  process never blocks a restart; deleting ``.lock`` cannot let a second cycle in, and a
+  ``.lock`` that is a symbolic or hard link is refused, never written through.
 * Fault hook (tests only): ``META_SUPERVISOR_FAULT=kill:<point>`` makes the process SIGKILL
   itself at ``<point>``, ``stop:<point>`` SIGSTOPs it (the test resumes it with SIGCONT). Points:
   ``history_append`` (half the line written and fsync'd), ``after_history_append``,
@@ -21,12 +23,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import mmap
 import os
 import re
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +48,7 @@ __all__ = [
     "HistoryEntry",
     "HistoryError",
     "LockBusy",
+    "LockFileError",
     "StateLock",
     "append_history",
     "atomic_write_bytes",
@@ -422,17 +427,64 @@ class LockBusy(Busy):
     """Another cycle holds the state lock."""
 
 
+class LockFileError(ProblemFound):
+    """The lock file is not a plain file of its own (a symbolic link, a hard link, a directory):
+    writing the holder's pid into it would write into whatever it points at."""
+
+
 class StateLock:
-    """Exclusive lock on the state directory (``flock``; released by the kernel on death)."""
+    """Exclusive lock on a directory (``flock`` of the directory itself; released by the kernel
+    on death), with the holder's pid written to ``path`` for the busy message.
+
+    The lock is the directory, not the file: deleting or replacing ``path`` while a holder runs
+    cannot let a second holder in (a lock on a file is lost with its inode). ``path`` is opened
+    without following a symbolic link and must be a regular file with one link, so the pid is
+    never written into (nor truncates) another file; otherwise :class:`LockFileError`.
+    """
 
     def __init__(self, path: Path, timeout_s: float = 0.0) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
         self._fd: int | None = None
 
+    def _holder(self) -> str:
+        """The pid recorded by the holder (``unknown`` when it cannot be read safely)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return "unknown"
+        try:
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+
+    def _write_pid(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise LockFileError(
+                    f"{self.path}: the lock file is a symbolic link; remove it (nothing was "
+                    "written through it)"
+                ) from None
+            if err.errno == errno.EISDIR:
+                raise LockFileError(f"{self.path}: the lock file is a directory") from None
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                raise LockFileError(
+                    f"{self.path}: the lock file is not a plain file of its own "
+                    f"({info.st_nlink} links); remove it (nothing was written to it)"
+                )
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        finally:
+            os.close(fd)
+
     def __enter__(self) -> StateLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
@@ -440,15 +492,17 @@ class StateLock:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
                     os.close(fd)
                     raise LockBusy(
-                        f"{self.path}: another cycle is running (pid {holder}); "
+                        f"{self.path}: another cycle is running (pid {self._holder()}); "
                         "wait for it or retry with --wait"
                     ) from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            self._write_pid()
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 
