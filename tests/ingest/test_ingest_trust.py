@@ -114,14 +114,15 @@ def test_telemetry_out_of_range_is_refused(tmp_path: Path) -> None:
     assert batch.records.height == 0 and batch.quarantine["field"].to_list() == ["ts"]
 
 
-def test_records_without_run_id_of_different_agents_do_not_collide(tmp_path: Path) -> None:
-    """Fields joined with '|' collided: agent 'a|b' symbol 'c' vs agent 'a' symbol 'b|c'."""
+def test_records_without_run_id_do_not_collide(tmp_path: Path) -> None:
+    """Fields joined with '|' collided: symbol 'X|LONG' + direction 'Y' vs symbol 'X' +
+    direction 'LONG|Y' (agent names may no longer hold '|', symbols still may)."""
     path = tmp_path / "r.jsonl"
-    rows = [_record(agent="a|b", symbol="c"), _record(agent="a", symbol="b|c")]
+    rows = [_record(symbol="X|LONG", direction="Y"), _record(symbol="X", direction="LONG|Y")]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     records, duplicates = dedupe_records(read_records(path).records)
     assert duplicates == 0
-    assert sorted(records["agent"].to_list()) == ["a", "a|b"]
+    assert sorted(records["symbol"].to_list()) == ["X", "X|LONG"]
 
 
 _free = st.text(alphabet="a|\\", max_size=3)
@@ -172,3 +173,66 @@ def test_run_key_is_injective(run_a: str, run_b: str, h_a: int, h_b: int) -> Non
     )
     keys = normalize_records(raw).records["record_id"].to_list()
     assert (keys[0] == keys[1]) == ((run_a, h_a) == (run_b, h_b))
+
+
+HOSTILE_NAMES = [
+    "[/bold]x",
+    "[red]atlas[/red]",
+    "a\x1b[31mred",
+    "atlas\u200b",
+    "\u0430tlas",  # Cyrillic a: looks like atlas
+    "<script>alert(1)</script>",
+    "a b",
+    "a|b",
+    "x" * 65,
+    "-flag",
+    "a\nb",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+@pytest.mark.parametrize("field", ["agent", "strategy_class"])
+def test_hostile_names_are_refused_at_ingest(tmp_path: Path, name: str, field: str) -> None:
+    """Names were rendered as markup ('[/bold]x' crashed allocate) or reached the terminal raw."""
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(_record()) + "\n" + json.dumps(_record(**{field: name})) + "\n")
+    batch = read_records(path)
+    assert batch.records.height == 1
+    assert batch.quarantine.select("line", "field").rows() == [(2, field)]
+    assert "is not a valid name" in batch.quarantine["reason"][0]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES[:4])
+def test_hostile_agent_names_are_refused_in_telemetry(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"ts": TS, "agent": name, "errors": 0}) + "\n")
+    assert read_telemetry(path).quarantine["field"].to_list() == ["agent"]
+
+
+@pytest.mark.parametrize(
+    "name", ["atlas", "agent-0", "mean_reversion", "BTC/USD:perp", "a", "x" * 64]
+)
+def test_ordinary_names_are_accepted(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(_record(agent=name, strategy_class=name)) + "\n")
+    assert read_records(path).records["agent"].to_list() == [name]
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=70))
+def test_accepted_names_are_plain(name: str) -> None:
+    """Fuzz: whatever is accepted as a name is plain ASCII with no markup, HTML or cell syntax."""
+    raw = pl.DataFrame(
+        {
+            "ts": [TS],
+            "agent": [name],
+            "horizon_hours": ["24"],
+            "realized_pnl_bps": ["1"],
+            "expected_pnl_bps": ["0"],
+        }
+    )
+    batch = normalize_records(raw)
+    for accepted in batch.records["agent"].to_list():
+        assert accepted.isascii() and accepted.isprintable() and 1 <= len(accepted) <= 64
+        assert not set(accepted) & set("[]<>|& \\`*")
+    assert batch.records.height + batch.quarantine.height == 1

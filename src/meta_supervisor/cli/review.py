@@ -37,6 +37,7 @@ from meta_supervisor.state.files import (
 )
 from meta_supervisor.views.attribution import cash_breakdown, compare_decisions, weight_history
 from meta_supervisor.views.memo import decision_memo
+from meta_supervisor.views.safe import markup
 from meta_supervisor.views.terminal import (
     agent_history_table,
     cash_table,
@@ -142,7 +143,7 @@ def explain(
     where = f" (history entry #{entry.seq})" if entry is not None else ""
     console.print(
         f"[bold]Decision as of {view.as_of}[/]{where}: deployed {view.gross:.2%}, "
-        f"cash {view.cash:.2%}: {view.portfolio['reason']}.",
+        f"cash {view.cash:.2%}: {markup(view.portfolio['reason'])}.",
         highlight=False,
     )
     if agent is None:

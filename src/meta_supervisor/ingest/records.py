@@ -42,6 +42,10 @@ no zone is refused: guessing UTC for a local clock would shift every window. So 
 (:data:`meta_supervisor.units.LATEST_INSTANT`, :data:`~meta_supervisor.units.MAX_HORIZON_HOURS`):
 a record dated year 9999 would otherwise overflow every later cycle's arithmetic.
 
+Agent and strategy names must match :data:`NAME_PATTERN` (names are data, never markup: a
+name that could open a rich tag, an HTML element or a Markdown cell, or look like another, is
+refused).
+
 Every refused row becomes a quarantine entry ``(source, line, field, reason, raw)``; nothing is
 dropped silently. Validation is vectorised (polars expressions), no per-row Python.
 """
@@ -55,6 +59,7 @@ import polars as pl
 from meta_supervisor.units import EARLIEST_INSTANT, LATEST_INSTANT, MAX_HORIZON_HOURS, UTC_US
 
 __all__ = [
+    "NAME_PATTERN",
     "QUARANTINE_SCHEMA",
     "RECORD_SCHEMA",
     "TELEMETRY_SCHEMA",
@@ -101,6 +106,12 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "reason": pl.String(),
     "raw": pl.String(),
 }
+
+#: Agent and strategy names: 1 to 64 characters, ASCII letters and digits first, then also
+#: ``_ - . : @ + /``. Names are data, never markup: no brackets (rich markup), no ``<``/``>``
+#: (HTML), no ``|`` (Markdown tables, identity keys), no spaces, controls or look-alike
+#: Unicode (two names that look the same). A row with another name is refused.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+/-]{0,63}$"
 
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
 _ZONELESS = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$"
@@ -230,6 +241,25 @@ def _timestamp_checks(name: str, raw: pl.DataFrame) -> list:
     ]
 
 
+def _strategy_text(raw: pl.DataFrame) -> pl.Expr:
+    """The record's strategy: ``strategy_class``, else ``strategy`` (readers may hand both
+    columns, null when absent; the original field wins)."""
+    return pl.coalesce(
+        _as_text("strategy_class", raw).str.strip_chars().replace("", None),
+        _as_text("strategy", raw).str.strip_chars(),
+    )
+
+
+def _name_checks(name: str, text: pl.Expr) -> list:
+    """A name (agent, strategy) that is present must match :data:`NAME_PATTERN`."""
+    bad = (text.fill_null("") != "") & ~text.fill_null("").str.contains(NAME_PATTERN)
+    reason = pl.lit(
+        f"'{name}' is not a valid name (1 to 64 ASCII letters, digits and _-.:@+/, "
+        "starting with a letter or digit): "
+    ) + text.str.slice(0, 40).map_elements(ascii, return_dtype=pl.String)
+    return [(name, bad, reason)]
+
+
 def _quarantine(
     raw: pl.DataFrame, bad: pl.Expr, field_expr: pl.Expr, reason: pl.Expr, source: str
 ) -> pl.DataFrame:
@@ -271,6 +301,8 @@ def normalize_records(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
         *_timestamp_checks("ts", raw),
         ("agent", ~_present("agent", raw), pl.lit("missing required field 'agent'")),
         ("agent", agent.fill_null("") == "", pl.lit("'agent' is empty")),
+        *_name_checks("agent", agent),
+        *_name_checks("strategy_class", _strategy_text(raw)),
         *_number_checks("horizon_hours", raw, required=True),
         (
             "horizon_hours",
@@ -292,11 +324,7 @@ def normalize_records(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
     quarantine = _quarantine(raw, bad, field_expr, reason, source)
 
     sigma = _as_float("expected_sigma_bps", raw)
-    # Readers may hand both columns (null when absent); the original field wins.
-    strategy = pl.coalesce(
-        _as_text("strategy_class", raw).str.strip_chars().replace("", None),
-        _as_text("strategy", raw).str.strip_chars(),
-    )
+    strategy = _strategy_text(raw)
     run_id = _as_text("run_id", raw).str.strip_chars()
     good = (
         raw.lazy()
@@ -409,6 +437,7 @@ def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
     checks = [
         *_timestamp_checks("ts", raw),
         ("agent", agent.fill_null("") == "", pl.lit("missing or empty 'agent'")),
+        *_name_checks("agent", agent),
     ]
     errors_num = _as_float("errors", raw)
     if "errors" in raw.columns:
