@@ -7,6 +7,7 @@ state writes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -276,6 +277,43 @@ def _same_cycle(recorded: dict[str, Any], decision: Decision) -> bool:
     )
 
 
+#: Relative difference below which two recomputations of one number are the same number:
+#: a statistics state rebuilt from the store sums in another order than the incremental path
+#: (:mod:`meta_supervisor.cycle.engine`, ~1e-12 relative).
+REASSOCIATION_TOLERANCE = 1e-9
+
+
+def _close(a: Any, b: Any) -> bool:
+    """``a == b``, numbers within :data:`REASSOCIATION_TOLERANCE`, recursively."""
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(a, b, rel_tol=REASSOCIATION_TOLERANCE, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _same_cycle_recomputed(recorded: dict[str, Any], decision: Decision) -> bool:
+    """True when ``decision`` is ``recorded`` recomputed: same instant, policy and base, the
+    same weights, and every other number equal up to float reassociation (e.g. after the
+    engine state was lost and rebuilt). Re-running the latest cycle must not record it twice
+    because its statistics were summed in another order."""
+    new = decision.to_dict()
+    if recorded.get("weights") != new["weights"] or recorded.get("cash") != new["cash"]:
+        return False
+    keys = ("as_of", "policy_fingerprint", "previous_decision_hash")
+    old_prov = dict(recorded.get("provenance") or {})
+    new_prov = dict(new.get("provenance") or {})
+    if any(old_prov.get(k) != new_prov.get(k) for k in keys):
+        return False
+    old_prov.pop("inputs_fingerprint", None)
+    new_prov.pop("inputs_fingerprint", None)
+    return _close({**recorded, "provenance": old_prov}, {**new, "provenance": new_prov})
+
+
 def _write_current(paths: Paths, decision: Decision) -> None:
     """Make ``decision.json`` and ``allocation.json`` show ``decision`` (only files that differ)."""
     for path, text in (
@@ -304,7 +342,10 @@ def _commit_locked(
     """Commit under the lock; ``entries`` ends with the newest entry when the caller has read
     the history's tail under the same lock (it is read here otherwise)."""
     entries = history_tail(paths.history) if entries is None else entries
-    if entries and _same_cycle(entries[-1].decision, decision):
+    if entries and (
+        _same_cycle(entries[-1].decision, decision)
+        or _same_cycle_recomputed(entries[-1].decision, decision)
+    ):
         # Already recorded (a re-run, or a restart after a kill before the current files were
         # written): record nothing twice, just make the current files show the record.
         recorded = Decision.from_dict(entries[-1].decision)
