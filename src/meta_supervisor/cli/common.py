@@ -22,6 +22,7 @@ from rich.console import Console
 
 from meta_supervisor.allocate.decision import Decision, canonical_json, fingerprint, iso, parse_iso
 from meta_supervisor.config import Paths
+from meta_supervisor.cycle.run import superseded_seqs
 from meta_supervisor.errors import BadInput, Busy, MetaSupervisorError, ProblemFound
 from meta_supervisor.policy.model import Policy, PolicyError, load_policy
 from meta_supervisor.state.files import HistoryEntry, read_history
@@ -164,7 +165,8 @@ def entry_by_seq(entries: list[HistoryEntry], seq: int, paths: Paths) -> History
 
 def entry_at(entries: list[HistoryEntry], at: datetime, paths: Paths) -> HistoryEntry:
     """The decision in force at ``at``: the latest as_of ≤ at (the last committed on ties)."""
-    known = [e for e in entries if parse_iso(e.decision["as_of"]) <= at]
+    superseded = superseded_seqs(entries)  # a superseded decision was never in force
+    known = [e for e in entries if e.seq not in superseded and parse_iso(e.decision["as_of"]) <= at]
     if not known:
         first = min(e.decision["as_of"] for e in entries)
         raise fail(f"{paths.history}: no decision at or before {iso(at)} (first: {first})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import shlex
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,11 +28,12 @@ from meta_supervisor.cli.common import (
     warn,
 )
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle.run import run_cycle
+from meta_supervisor.cycle.run import run_cycle, supersede_latest
 from meta_supervisor.errors import MetaSupervisorError
 from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.state.overrides import active_overrides, load_overrides
+from meta_supervisor.views.safe import markup
 from meta_supervisor.views.terminal import (
     print_decision,
 )
@@ -194,3 +195,39 @@ def allocate(
         console.print(_engine_line(ledger.engine), style="dim", highlight=False)
     if dry_run:
         console.print("[yellow]dry run: nothing written[/]")
+
+
+def supersede(
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the latest decision is wrong (recorded).")
+    ],
+    by: Annotated[str, typer.Option("--by", help="Who supersedes it (recorded).")] = "operator",
+    state_dir: StateDir = None,
+    root: Root = None,
+    wait: Wait = 0.0,
+    json_out: JsonOut = False,
+) -> None:
+    """Supersede a wrong latest decision (e.g. an --as-of typo), in the open.
+
+    Nothing is deleted: a copy of the decision before it is appended to the history, recording
+    which entry it supersedes, why, by whom and when. Cycles after the restored instant are
+    allowed again and smooth against the restored weights; 'verify' still passes.
+
+    Examples:
+
+      meta-supervisor supersede --reason "as_of typo: 2027 for 2026" --by alice --root demo-out
+    """
+    paths = paths_for(state_dir, root=root)
+    decision, wrong = supersede_latest(
+        paths, reason, by, datetime.now(UTC).replace(microsecond=0), lock_timeout_s=wait
+    )
+    if json_out:
+        sys.stdout.write(decision.to_json() + "\n")
+        return
+    console.print(
+        markup(
+            f"entry {wrong.seq} (as_of {wrong.decision.get('as_of')}) superseded: the decision "
+            f"of {decision.as_of} is in force again ({reason.strip()}; by {by})"
+        ),
+        highlight=False,
+    )

@@ -41,6 +41,7 @@ from meta_supervisor.state.files import (
     check_tail,
     fault_point,
     history_tail,
+    read_history,
     remove_stale_temps,
 )
 from meta_supervisor.units import EARLIEST_INSTANT, LATEST_INSTANT
@@ -50,6 +51,7 @@ __all__ = [
     "FutureAsOf",
     "Ledger",
     "NoInputs",
+    "NothingToSupersede",
     "OutOfOrder",
     "StateIOError",
     "commit",
@@ -61,6 +63,8 @@ __all__ = [
     "load_overrides",
     "load_previous",
     "run_cycle",
+    "supersede_latest",
+    "superseded_seqs",
     "window_hours",
 ]
 
@@ -237,12 +241,79 @@ def _base_entry(entries: list[HistoryEntry], as_of_text: str | None) -> HistoryE
     Re-running the latest cycle (same ``as_of``, e.g. after a crash) must decide against what
     that cycle saw, not against its own output, so trailing entries for ``as_of`` are skipped.
     """
+    superseded = superseded_seqs(entries)
     index = len(entries)
-    while (
-        index and as_of_text is not None and entries[index - 1].decision.get("as_of") == as_of_text
+    while index and (
+        entries[index - 1].seq in superseded
+        or (as_of_text is not None and entries[index - 1].decision.get("as_of") == as_of_text)
     ):
         index -= 1
     return entries[index - 1] if index else None
+
+
+def superseded_seqs(entries: list[HistoryEntry]) -> set[int]:
+    """Sequence numbers of the entries that a later entry in ``entries`` supersedes
+    (see :func:`supersede_latest`)."""
+    return {
+        int(e.decision["provenance"]["supersedes"]["seq"])
+        for e in entries
+        if isinstance((e.decision.get("provenance") or {}).get("supersedes"), dict)
+    }
+
+
+class NothingToSupersede(BadInput):
+    """``supersede`` found no decision to supersede, or none to restore."""
+
+
+def supersede_latest(
+    paths: Paths, reason: str, by: str, now: datetime, *, lock_timeout_s: float = 0.0
+) -> tuple[Decision, HistoryEntry]:
+    """Supersede a wrong latest decision (e.g. an ``--as-of`` typo far in the future, which
+    would block every earlier instant), in the open: nothing is deleted or rewritten.
+
+    Appends to the chain a copy of the decision before it (the last one not superseded) whose
+    provenance records ``supersedes``: the wrong entry's ``seq``, ``as_of`` and ``hash``, the
+    ``reason``, who (``by``) and when (``at``). The copy's ``as_of`` is the restored one's, so
+    cycles after it are allowed again, and they smooth against the restored weights. Returns the
+    new decision and the superseded entry. Checks the state as a cycle does first.
+    """
+    if not reason.strip():
+        raise NothingToSupersede("--reason: say why the decision is superseded (it is recorded)")
+    with StateLock(paths.lock, lock_timeout_s):
+        remove_stale_temps(paths.state_dir)
+        entries = read_history(paths.history)
+        _check_base(paths, entries[-2:])
+        if not entries:
+            raise NothingToSupersede(f"{paths.history}: no decision to supersede")
+        wrong = entries[-1]
+        superseded = superseded_seqs(entries) | {wrong.seq}
+        if (wrong.decision.get("provenance") or {}).get("supersedes"):
+            raise NothingToSupersede(
+                f"{paths.history}: the latest entry ({wrong.seq}) already supersedes entry "
+                f"{wrong.decision['provenance']['supersedes']['seq']}; run a cycle first"
+            )
+        restored = next((e for e in reversed(entries[:-1]) if e.seq not in superseded), None)
+        if restored is None:
+            raise NothingToSupersede(
+                f"{paths.history}: entry {wrong.seq} (as_of {wrong.decision.get('as_of')}) is the "
+                "only decision, there is none to restore; start a new state directory instead"
+            )
+        decision = Decision.from_dict(restored.decision)
+        decision.provenance = {
+            **decision.provenance,
+            "supersedes": {
+                "seq": wrong.seq,
+                "as_of": wrong.decision.get("as_of"),
+                "hash": wrong.hash,
+                "reason": reason.strip(),
+                "by": by,
+                "at": iso(now),
+                "restores_seq": restored.seq,
+            },
+        }
+        append_history(paths.history, decision, entries)
+        _write_current(paths, decision)
+    return decision, wrong
 
 
 def load_previous(
