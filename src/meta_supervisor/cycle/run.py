@@ -298,9 +298,8 @@ def supersede_latest(
                 f"{paths.history}: entry {wrong.seq} (as_of {wrong.decision.get('as_of')}) is the "
                 "only decision, there is none to restore; start a new state directory instead"
             )
-        decision = Decision.from_dict(restored.decision)
-        decision.provenance = {
-            **decision.provenance,
+        provenance = {
+            **(restored.decision.get("provenance") or {}),
             "supersedes": {
                 "seq": wrong.seq,
                 "as_of": wrong.decision.get("as_of"),
@@ -311,6 +310,7 @@ def supersede_latest(
                 "restores_seq": restored.seq,
             },
         }
+        decision = Decision.from_dict({**restored.decision, "provenance": provenance})
         append_history(paths.history, decision, entries)
         _write_current(paths, decision)
     return decision, wrong

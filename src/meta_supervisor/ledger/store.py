@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -349,7 +350,7 @@ class LedgerStore:
     def _unnamed(self, manifest: Manifest) -> list[Path]:
         """Segment files the manifest does not name."""
         named = {self.root / s.path for s in manifest.segments}
-        found = []
+        found: list[Path] = []
         for kind in KINDS:
             folder = self.root / kind
             if folder.is_dir():
