@@ -333,3 +333,14 @@ def test_truncated_parquet_records_file_is_one_error_line(recorded: Paths, tmp_p
         replace(recorded, records=truncated, state_dir=tmp_path / "s"), AS_OFS[0]
     )
     assert code == 2 and output.startswith(f"error: {truncated}: not a readable Parquet file")
+
+
+def test_override_add_on_a_mistyped_root_is_an_error(tmp_path: Path) -> None:
+    """With no decision to check against, the override went silently where no cycle reads it."""
+    root = tmp_path / "typo"
+    args = ["override", "add", "hydra", "--exclude", "--reason", "r", "--for", "1d"]
+    code, output = _cli(*args, "--root", root)
+    assert code == 2 and "no decision yet" in output
+    assert str(root / "meta_supervisor" / "state" / "decision.json") in output
+    assert not (root / "meta_supervisor" / "state" / "overrides.json").exists()
+    assert _cli(*args, "--root", root, "--allow-unknown")[0] == 0

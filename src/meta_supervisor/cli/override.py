@@ -106,7 +106,14 @@ def override_add(
         cap=cap,
         created_by=by,
     )
-    if not allow_unknown and paths.decision.exists():
+    if not allow_unknown and not (paths.decision.exists() or paths.history.exists()):
+        # nothing found is loud: a mistyped --root would add the override where no cycle reads it
+        raise overrides_file.OverrideError(
+            f"{paths.state_dir}: no decision yet to check agent {agent!r} against (looked for "
+            f"{paths.decision} and {paths.history}); check --root/--state-dir, or pass "
+            "--allow-unknown to add it anyway"
+        )
+    if not allow_unknown:
         latest, _ = latest_decision(paths)
         if agent not in latest["agents"]:
             hint = difflib.get_close_matches(agent, sorted(latest["agents"]), n=1)
