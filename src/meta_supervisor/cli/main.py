@@ -1017,7 +1017,9 @@ def override_remove(
 # Other modules register their commands below, one or two lines each (keep this at the end).
 from meta_supervisor.cli.backtest import backtest  # noqa: E402
 from meta_supervisor.cli.ingest import ingest, quarantine  # noqa: E402
+from meta_supervisor.cli.serve import serve  # noqa: E402
 
 app.command()(backtest)
 app.command()(ingest)
 app.command()(quarantine)
+app.command()(serve)

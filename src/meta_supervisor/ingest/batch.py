@@ -213,11 +213,19 @@ def ingest(
     progress: Progress | None = None,
     lock_timeout_s: float = 0.0,
     chunk_bytes: int = CHUNK_BYTES,
+    strict: bool = False,
+    info: dict[str, Any] | None = None,
 ) -> IngestReport:
     """Read ``paths`` and commit what is new to the ledger at ``ledger`` as one batch.
 
     ``kind`` is ``"records"``, ``"telemetry"`` or ``"auto"`` (from each file's columns).
     ``dry_run`` reads, validates and compares with the store but writes nothing.
+    ``strict`` commits the batch only when no row is refused (validation, conflicting
+    duplicates in the batch or against the store, checked under the writer lock); otherwise
+    nothing is written, not even the quarantine, and the report lists the refused rows with
+    ``committed = False`` (the HTTP upload: the client fixes the batch and sends it again).
+    ``info`` is recorded with the batch in the manifest (e.g. an upload's idempotency key), so
+    it is committed with the rows or not at all.
     Raises :class:`meta_supervisor.ledger.store.LedgerBusy` when another ingest holds the lock
     longer than ``lock_timeout_s``.
     """
@@ -232,12 +240,17 @@ def ingest(
     quarantine = pl.concat([refused, conflicts]).sort(["source", "line"], nulls_last=True)
     report = IngestReport(reports, duplicates=duplicates, dry_run=dry_run)
     store = LedgerStore(ledger)
-    info = {"sources": [str(p) for p in files]}
+    info = {"sources": [str(p) for p in files], **(info or {})}
+    unreadable = any(s.error for s in reports)
     if dry_run:
         result = store.append(records, unique_tel, quarantine, info, dry_run=True)
     else:
         with store.writer(lock_timeout_s):
-            result = store.append(records, unique_tel, quarantine, info)
+            result = store.append(records, unique_tel, quarantine, info, dry_run=strict)
+            if strict and (unreadable or quarantine.height or result.conflicts.height):
+                result.records = result.telemetry = 0  # refused whole: nothing stored
+            elif strict:
+                result = store.append(records, unique_tel, quarantine, info)
     report.accepted_records = result.records
     report.accepted_telemetry = result.telemetry
     report.duplicates += result.duplicates
