@@ -182,6 +182,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/v1/openapi.json",
+        redirect_slashes=False,
     )
     app.state.service = service
     app.add_middleware(LatencyMiddleware, metrics=service.metrics)

@@ -2,8 +2,8 @@
 
 One JSON object a line: ``{"at", "who", "action", "target", "outcome", "detail"}``. Lines are
 only ever appended (``O_APPEND``, one ``write`` per line, fsync'd), never rewritten; the log is
-written after the action it records has committed (an upload that was refused or killed before
-its commit is recorded as such, or not at all, but never as done).
+written after the action it records has committed: a refused request wrote nothing and is
+answered (and logged), not audited; a request killed before its commit is not recorded.
 """
 
 from __future__ import annotations

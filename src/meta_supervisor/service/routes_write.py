@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +29,8 @@ from meta_supervisor.state import overrides as overrides_file
 from meta_supervisor.state.files import LockBusy, StateLock
 
 __all__ = ["router"]
+
+log = logging.getLogger("meta_supervisor.service")
 
 router = APIRouter(prefix="/v1")
 
@@ -99,17 +102,16 @@ async def _upload(request: Request, kind: str, key: str, who: str) -> JSONRespon
         service.metrics.ingested.labels(kind=kind).inc(stored)
     elif outcome.status == 422:
         service.metrics.refused.labels(kind=kind).inc(outcome.body.get("refused", 0))
-    service.audit.record(
-        who,
-        f"upload_{kind}",
-        key,
-        "committed" if outcome.body.get("committed") else f"status {outcome.status}",
-        {
-            "sha256": sha256,
-            "replayed": outcome.body.get("replayed", False),
-            f"accepted_{kind}": stored,
-        },
-    )
+    if outcome.status == 200:  # a refused batch wrote nothing: it is answered, not audited
+        service.audit.record(
+            who,
+            f"upload_{kind}",
+            key,
+            "replayed" if outcome.body.get("replayed") else "committed",
+            {"sha256": sha256, f"accepted_{kind}": stored},
+        )
+    else:
+        log.info("upload %s by %s refused (%d)", key, who, outcome.status)
     return JSONResponse(outcome.body, status_code=outcome.status)
 
 

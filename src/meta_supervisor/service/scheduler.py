@@ -11,7 +11,8 @@ Missed slots (the service was down, or a cycle outlasted its period) are counted
 ``meta_supervisor_missed_slots_total``, alerted and shown by ``/v1/status``; they are not
 replayed one by one: after downtime only the latest missed slot is run, at once.
 
-Between slots the same thread watches the state once a second: a new committed decision
+At start, the current files are repaired if a killed cycle left them one entry behind the
+history. Between slots the same thread watches the state once a second: a new committed decision
 (whoever committed it) updates the decision gauges and raises gate and weight notices; an
 override that expired and a ledger with no new record for ``stale_after`` raise notices too.
 """
@@ -24,8 +25,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from meta_supervisor.allocate.decision import fingerprint, iso, parse_iso
-from meta_supervisor.cycle.run import OutOfOrder, run_cycle
+from meta_supervisor.allocate.decision import Decision, fingerprint, iso, parse_iso
+from meta_supervisor.cycle.run import OutOfOrder, commit, run_cycle
 from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.policy.model import load_policy
 from meta_supervisor.service.alerts import Alerter, Notice, decision_notices
@@ -33,6 +34,7 @@ from meta_supervisor.service.metrics import ServiceMetrics
 from meta_supervisor.service.reader import StateView
 from meta_supervisor.service.settings import ServiceSettings
 from meta_supervisor.state import overrides as overrides_file
+from meta_supervisor.state.files import check_current
 
 __all__ = ["Scheduler"]
 
@@ -84,7 +86,23 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=60)
 
+    def repair(self) -> None:
+        """Make ``decision.json`` and ``allocation.json`` show the last committed decision
+        (a cycle killed between its history append and its file writes left them one behind):
+        :func:`meta_supervisor.cycle.run.commit` of the recorded decision appends nothing."""
+        paths = self.settings.paths
+        current = self.view.current()
+        if current is None or check_current(paths.history, paths.decision)[1].startswith(
+            "decision.json is the last"
+        ):
+            return
+        try:
+            commit(Decision.from_dict(current.entry.decision), paths, lock_timeout_s=5.0)
+        except Exception as err:  # reported; the next cycle repairs the files as well
+            log.warning("could not repair the current files: %s", err)
+
     def _run(self) -> None:
+        self.repair()
         self.watch()
         schedule = self.settings.schedule
         if schedule is not None:
