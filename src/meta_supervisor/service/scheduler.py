@@ -152,7 +152,9 @@ class Scheduler:
     def run_slot(self, slot: datetime) -> bool:
         """Run the cycle for ``slot``, retrying failed attempts; True when it committed."""
         schedule = self.settings.schedule
-        deadline = schedule.next_after(slot) if schedule is not None else None
+        # retries go on until the next slot from now (a catch-up slot may be long past)
+        later = max(slot, datetime.now(UTC))
+        deadline = schedule.next_after(later) if schedule is not None else None
         self.state["last_slot"] = iso(slot)
         for delay in (0.0, *self.settings.retry_delays_s):
             if delay and self._wait_retry(delay, deadline):
