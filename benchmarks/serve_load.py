@@ -60,6 +60,12 @@ def _rss_kib(pid: int) -> int:
     return int(found.group(1)) if found else -1
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def prepare(base: Path) -> Path:
     """The demo fleet with its two cycles, ingested into a store; a tokens file."""
     root = base / "fleet"
@@ -160,10 +166,15 @@ async def _poller(
 
 
 def poll_load(
-    url: str, clients: int, requests: int, seconds: float, conditional: bool
+    url: str, clients: int, requests: int, seconds: float, conditional: bool, pid: int = 0
 ) -> dict[str, Any]:
-    """``clients`` concurrent pollers until ``requests`` in all or ``seconds`` have passed."""
+    """``clients`` concurrent pollers until ``requests`` in all or ``seconds`` have passed.
+
+    With the server's ``pid``, also the server's CPU time per request (all its threads, so
+    cycles and uploads running meanwhile are included): a figure the machine's load does not
+    inflate the way it inflates wall-clock latency."""
     latencies: list[float] = []
+    cpu_before = _cpu_s(pid) if pid else 0.0
     budget = [requests]
 
     async def main() -> list[dict[str, int]]:
@@ -174,6 +185,7 @@ def poll_load(
     started = time.perf_counter()
     per_client = asyncio.run(main())
     elapsed = time.perf_counter() - started
+    cpu = _cpu_s(pid) - cpu_before if pid else None
     codes: dict[str, int] = {}
     for c in per_client:
         for code, n in c.items():
@@ -188,6 +200,7 @@ def poll_load(
         "p90_ms": round(1e3 * _quantile(latencies, 0.90), 2),
         "p99_ms": round(1e3 * _quantile(latencies, 0.99), 2),
         "max_ms": round(1e3 * max(latencies), 2),
+        "server_cpu_ms_per_request": round(1e3 * cpu / len(latencies), 3) if cpu else None,
         "codes": codes,
     }
 
@@ -275,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-requests", type=int, default=180_000)
     parser.add_argument("--memory-seconds", type=float, default=600.0)
     parser.add_argument("--commits", type=int, default=15)
+    parser.add_argument("--every", default="2s", help="cycle schedule; 'off' for none")
+    parser.add_argument("--upload-every", type=float, default=0.5, help="seconds; 0: none")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="serve-bench-"))
@@ -282,21 +297,32 @@ def main(argv: list[str] | None = None) -> int:
     uploader = None
     try:
         root = prepare(base)
-        proc, url = start_server(root, "--every", "2s")
-        uploader = Uploader(url)
-        uploader.start()
-        results: dict[str, Any] = {"machine_cpus": os.cpu_count()}
+        proc, url = start_server(root, *(["--every", args.every] if args.every != "off" else []))
+        uploader = Uploader(url, args.upload_every)
+        if args.upload_every > 0:
+            uploader.start()
+        results: dict[str, Any] = {
+            "machine_cpus": os.cpu_count(),
+            "every": args.every,
+            "upload_every_s": args.upload_every,
+        }
         results["load_average_at_start"] = os.getloadavg()
-        results["poll_200"] = poll_load(url, args.clients, args.requests, args.seconds, False)
-        results["poll_304"] = poll_load(url, args.clients, args.requests, args.seconds, True)
+        results["poll_200"] = poll_load(
+            url, args.clients, args.requests, args.seconds, False, proc.pid
+        )
+        results["poll_304"] = poll_load(
+            url, args.clients, args.requests, args.seconds, True, proc.pid
+        )
         history = root / "meta_supervisor" / "state" / "history.jsonl"
-        results["commit_to_served"] = commit_to_served(url, history, args.commits, 120)
+        if args.every != "off":
+            results["commit_to_served"] = commit_to_served(url, history, args.commits, 120)
         results["memory"] = memory(
             url, proc.pid, args.clients, args.memory_requests, args.memory_seconds
         )
         results["server_side"] = server_side(url)
         uploader.stop.set()
-        uploader.join(timeout=30)
+        if uploader.is_alive():
+            uploader.join(timeout=30)
         with httpx.Client(base_url=url, trust_env=False) as client:
             status = client.get("/v1/status").json()
         results["background"] = {

@@ -190,7 +190,11 @@ def test_upload_is_idempotent_under_its_key(server: Server) -> None:
     assert ledger_rows(_root(server)) == 6
     audit = (_root(server) / "meta_supervisor/state/audit.jsonl").read_text().splitlines()
     uploads = [json.loads(line) for line in audit if "upload_records" in line]
-    assert [u["target"] for u in uploads] == ["k-1", "k-1", "k-1", "k-2"]
+    assert [(u["target"], u["outcome"]) for u in uploads] == [
+        ("k-1", "committed"),
+        ("k-1", "replayed"),
+        ("k-2", "nothing new"),  # the 409 wrote nothing: answered, not audited
+    ]
     assert all(u["who"] == "ingester" for u in uploads)
 
 

@@ -200,6 +200,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         ]
         return JSONResponse(_error_body(errors), 422)
 
+    @app.exception_handler(ValueError)
+    @app.exception_handler(LedgerError)
+    async def unreadable(_request: Request, exc: Exception) -> JSONResponse:
+        # a state or ledger file that will not parse: name it, point at the check
+        log.error("unreadable state: %s", exc)
+        return JSONResponse({"error": f"{exc}; run 'meta-supervisor verify'"}, 500)
+
     @app.get("/healthz", summary="The process is up", tags=["health"])
     async def healthz() -> dict[str, Any]:
         return {"ok": True, "version": __version__, "started_at": service.started_at}

@@ -107,12 +107,15 @@ async def _upload(request: Request, kind: str, key: str, who: str) -> JSONRespon
             who,
             f"upload_{kind}",
             key,
-            "replayed" if outcome.body.get("replayed") else "committed",
+            "replayed"
+            if outcome.body.get("replayed")
+            else ("committed" if outcome.body.get("committed") else "nothing new"),
             {"sha256": sha256, f"accepted_{kind}": stored},
         )
     else:
         log.info("upload %s by %s refused (%d)", key, who, outcome.status)
-    return JSONResponse(outcome.body, status_code=outcome.status)
+    retry = {"Retry-After": "5"} if outcome.status == 503 else None
+    return JSONResponse(outcome.body, status_code=outcome.status, headers=retry)
 
 
 @router.post("/records", summary="Upload records (JSON lines or Parquet), all or nothing")

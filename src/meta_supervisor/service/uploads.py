@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from meta_supervisor.ingest.batch import IngestReport, ingest
-from meta_supervisor.ledger.store import LedgerStore
+from meta_supervisor.ledger.store import LedgerBusy, LedgerStore
 
 __all__ = ["KEY_PATTERN", "UploadOutcome", "Uploads", "spool_dir"]
 
@@ -74,7 +74,11 @@ class Uploads:
                 if recorded is not None:
                     return _replay(recorded, key, sha256)
                 info = {"idempotency_key": key, "body_sha256": sha256, "uploaded_by": who}
-                report = ingest([body], self.ledger, kind=kind, strict=True, info=info)
+                report = ingest(
+                    [body], self.ledger, kind=kind, strict=True, info=info, lock_timeout_s=10.0
+                )
+            except LedgerBusy as err:
+                return UploadOutcome(503, {"error": f"{err}; nothing written, retry later"})
             finally:
                 body.unlink(missing_ok=True)
         return _outcome(report, key, kind)
