@@ -269,6 +269,8 @@ def test_reads_need_a_token_unless_opened(template: Path, tmp_path: Path) -> Non
         assert closed.client.get("/v1/allocation", headers=auth("ingester")).status_code == 403
         assert closed.client.get("/v1/allocation", headers=auth("reader")).status_code == 200
         assert closed.client.get("/healthz").status_code == 200
+        assert closed.client.get("/metrics").status_code == 401  # per-agent weights inside
+        assert closed.client.get("/metrics", headers=auth("reader")).status_code == 200
 
 
 def test_scheduled_cycles_catch_up_once_and_report_missed_slots(

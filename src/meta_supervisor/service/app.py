@@ -17,7 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -29,11 +29,12 @@ from meta_supervisor.ledger.store import LedgerError, LedgerStore
 from meta_supervisor.service import routes_read, routes_write
 from meta_supervisor.service.alerts import Alerter
 from meta_supervisor.service.audit import AuditLog
+from meta_supervisor.service.auth import require
 from meta_supervisor.service.metrics import ServiceMetrics
 from meta_supervisor.service.reader import StateView
 from meta_supervisor.service.scheduler import Scheduler
 from meta_supervisor.service.settings import ServiceSettings
-from meta_supervisor.service.tokens import Tokens
+from meta_supervisor.service.tokens import Scope, Tokens
 from meta_supervisor.service.uploads import Uploads
 
 __all__ = ["Service", "create_app"]
@@ -41,11 +42,11 @@ __all__ = ["Service", "create_app"]
 log = logging.getLogger("meta_supervisor.service")
 DASHBOARD = Path(str(files("meta_supervisor.service") / "dashboard"))
 
-Scope = MutableMapping[str, Any]
+ASGIScope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ASGIApp = Callable[[ASGIScope, Receive, Send], Awaitable[None]]
 
 
 @dataclass
@@ -70,7 +71,7 @@ class LatencyMiddleware:
         self.app = app
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -218,7 +219,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         ok, checks = _ready(service)
         return JSONResponse({"ready": ok, "checks": checks}, 200 if ok else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics", tags=["health"])
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics (scope read, unless reads are open)",
+        tags=["health"],
+        dependencies=[Depends(require(Scope.READ))],
+    )
     def metrics() -> Response:
         current = service.view.current()
         if current is not None:

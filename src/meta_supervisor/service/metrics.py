@@ -13,6 +13,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from meta_supervisor.allocate.decision import parse_iso
+
 __all__ = ["ServiceMetrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -94,8 +96,6 @@ class ServiceMetrics:
         """Set the decision gauges from ``decision`` (once per distinct decision)."""
         if digest == self._shown:
             return
-        from meta_supervisor.allocate.decision import parse_iso
-
         self._shown = digest
         self.decision_as_of.set(parse_iso(decision["as_of"]).timestamp())
         self.gross.set(decision["gross"])

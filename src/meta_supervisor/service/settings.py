@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +80,6 @@ class ServiceSettings:
             return self.max_age
         if self.schedule is None:
             return None
-        from datetime import UTC, datetime
-
         return 2 * self.schedule.period(datetime.now(UTC))
 
 
