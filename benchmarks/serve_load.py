@@ -5,10 +5,12 @@ ledger store, with a cycle every 2 s (``--every 2s``) and an uploader posting a 
 records every 0.5 s, then measures, each phase bounded in requests *and* seconds:
 
 1. **polling**: 50 concurrent clients (asyncio + httpx, keep-alive, one connection each) read
-   ``GET /v1/allocation`` in a loop: requests per second and the latency of each request as
-   the client saw it (p50, p90, p99, max; the client runs on the same cores, so these figures
-   include its own overhead). Once with plain GETs (200 + body), once as an executor polls
-   (``If-None-Match``: 304 until a cycle commits).
+   ``GET /v1/allocation``: requests per second and the latency of each request as the client
+   saw it (p50, p90, p99, max; the client runs on the same cores, so these figures include its
+   own overhead), and the server's CPU time per request. At saturation (each client asks again
+   as soon as it is answered) with plain GETs (200 + body) and as executors poll
+   (``If-None-Match``: 304 until a cycle commits); then paced, each client polling every 0.1 s
+   (500 requests/s offered) and every 1 s (50/s).
 2. **commit -> served**: one client polls as fast as it can while the scheduler commits; for
    each new decision, the time from the history line's write (the file's mtime: the commit
    point) to the first answer that carried it.
@@ -147,13 +149,22 @@ class Uploader(threading.Thread):
 
 
 async def _poller(
-    url: str, stop_at: float, budget: list[int], latencies: list[float], conditional: bool
+    url: str,
+    stop_at: float,
+    budget: list[int],
+    latencies: list[float],
+    conditional: bool,
+    interval_s: float,
 ) -> dict[str, int]:
     codes: dict[str, int] = {}
     etag: str | None = None
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    next_at = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, trust_env=False, limits=limits, timeout=30) as c:
         while budget[0] > 0 and time.perf_counter() < stop_at:
+            if interval_s:  # an executor's pace: one poll per interval, on a fixed schedule
+                next_at += interval_s
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
             budget[0] -= 1
             headers = {"If-None-Match": etag} if conditional and etag else {}
             started = time.perf_counter()
@@ -166,9 +177,19 @@ async def _poller(
 
 
 def poll_load(
-    url: str, clients: int, requests: int, seconds: float, conditional: bool, pid: int = 0
+    url: str,
+    clients: int,
+    requests: int,
+    seconds: float,
+    conditional: bool,
+    pid: int = 0,
+    interval_s: float = 0.0,
 ) -> dict[str, Any]:
     """``clients`` concurrent pollers until ``requests`` in all or ``seconds`` have passed.
+
+    ``interval_s = 0``: each client sends its next request as soon as the last one is answered
+    (saturation: latency is then ``clients / throughput``, Little's law); otherwise each client
+    polls once per ``interval_s`` (offered load ``clients / interval_s``), as executors do.
 
     With the server's ``pid``, also the server's CPU time per request (all its threads, so
     cycles and uploads running meanwhile are included): a figure the machine's load does not
@@ -179,7 +200,10 @@ def poll_load(
 
     async def main() -> list[dict[str, int]]:
         stop_at = time.perf_counter() + seconds
-        tasks = [_poller(url, stop_at, budget, latencies, conditional) for _ in range(clients)]
+        tasks = [
+            _poller(url, stop_at, budget, latencies, conditional, interval_s)
+            for _ in range(clients)
+        ]
         return await asyncio.gather(*tasks)
 
     started = time.perf_counter()
@@ -192,6 +216,7 @@ def poll_load(
             codes[code] = codes.get(code, 0) + n
     return {
         "clients": clients,
+        "interval_s": interval_s,
         "conditional": conditional,
         "requests": len(latencies),
         "seconds": round(elapsed, 2),
@@ -288,6 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-requests", type=int, default=180_000)
     parser.add_argument("--memory-seconds", type=float, default=600.0)
     parser.add_argument("--commits", type=int, default=15)
+    parser.add_argument(
+        "--paced",
+        type=float,
+        nargs="*",
+        default=[0.1, 1.0],
+        help="also poll at these intervals per client (s): 0.1 = 500 req/s offered by 50",
+    )
     parser.add_argument("--every", default="2s", help="cycle schedule; 'off' for none")
     parser.add_argument("--upload-every", type=float, default=0.5, help="seconds; 0: none")
     parser.add_argument("--json", type=Path, default=None)
@@ -313,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         results["poll_304"] = poll_load(
             url, args.clients, args.requests, args.seconds, True, proc.pid
         )
+        for interval in args.paced:
+            results[f"paced_{interval:g}s"] = poll_load(
+                url, args.clients, args.requests, args.seconds, True, proc.pid, interval
+            )
         history = root / "meta_supervisor" / "state" / "history.jsonl"
         if args.every != "off":
             results["commit_to_served"] = commit_to_served(url, history, args.commits, 120)
