@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from meta_supervisor.research.demo import write_demo_fleet
 from meta_supervisor.state.files import read_history
 from meta_supervisor.views.attribution import compare_decisions
 from servekit import (
@@ -291,3 +292,13 @@ def test_scheduled_cycles_catch_up_once_and_report_missed_slots(
         text = server.client.get("/metrics").text
         assert f"meta_supervisor_missed_slots_total {float(status['missed']['count'])}" in text
         assert server.client.get("/readyz").status_code == 200
+
+
+def test_a_new_state_gets_its_first_decision_at_start(tmp_path: Path) -> None:
+    write_demo_fleet(tmp_path / "fleet")
+    with serving(tmp_path / "fleet", "--read-open", "--every", "1h") as server:
+        poll(lambda: server.client.get("/v1/status").json()["last_success_at"], timeout_s=120)
+        current = server.client.get("/v1/allocation").json()
+        assert current["seq"] == 1
+        assert current["as_of"].endswith(":00:00Z")  # the current slot, aligned to the hour
+        assert server.client.get("/v1/status").json()["missed"] is None

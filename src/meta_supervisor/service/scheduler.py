@@ -9,7 +9,8 @@ exactly as ``meta-supervisor allocate --as-of SLOT`` would: the same state lock 
 
 Missed slots (the service was down, or a cycle outlasted its period) are counted in
 ``meta_supervisor_missed_slots_total``, alerted and shown by ``/v1/status``; they are not
-replayed one by one: after downtime only the latest missed slot is run, at once.
+replayed one by one: after downtime only the latest missed slot is run, at once. A state with
+no decision yet gets one for the current slot at start.
 
 At start, the current files are repaired if a killed cycle left them one entry behind the
 history. Between slots the same thread watches the state once a second: a new committed decision
@@ -107,7 +108,9 @@ class Scheduler:
         schedule = self.settings.schedule
         if schedule is not None:
             current = self.view.current()
-            if current is not None:
+            if current is None:  # a new state: decide the current slot now, not in an hour
+                self.run_slot(schedule.last_at_or_before(datetime.now(UTC)))
+            else:
                 latest = parse_iso(current.entry.decision["as_of"])
                 count, last = schedule.missed(latest, datetime.now(UTC))
                 if count and last is not None:
