@@ -6,6 +6,7 @@ committed decision."""
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from meta_supervisor.config import Paths
 from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.state.files import check_current, read_history, verify_history
 from servekit import (
+    TOKENS,
     Server,
     auth,
     demo_fleet,
@@ -64,6 +66,43 @@ def test_kill_during_an_upload_then_retry_with_the_same_key(tmp_path: Path) -> N
         named = {store.root / s.path for s in store.manifest().segments}
         assert set((store.root / "records").glob("*.parquet")) <= named  # orphans removed
         assert server.client.get("/v1/allocation").json()["seq"] == 2
+
+
+def test_kill_while_the_body_is_still_arriving(tmp_path: Path) -> None:
+    """Killed with half a body spooled: nothing stored, the spool cleaned at restart."""
+    root = tmp_path / "fleet"
+    paths = demo_fleet(root)
+    tokens = write_tokens(tmp_path / "tokens.json")
+    body = record_lines("atlas", 40)
+    server = Server.start(root, "--read-open", tokens=tokens)
+    spool = (paths.ledger or root) / ".uploads"
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
+            head = (
+                "POST /v1/records HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {TOKENS['ingester'][0]}\r\n"
+                "Content-Type: application/x-ndjson\r\nIdempotency-Key: half-1\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            conn.sendall(head.encode() + body[: len(body) // 2])
+            poll(
+                lambda: spool.is_dir() and any(spool.iterdir()),
+                timeout_s=30,
+                what="the body's spool file",
+            )
+            server.proc.send_signal(signal.SIGKILL)
+            assert server.wait_dead() == -signal.SIGKILL
+    finally:
+        server.stop()
+    assert not LedgerStore(paths.ledger or "").exists()
+    with serving(root, "--read-open", tokens=tokens) as restarted:
+        assert not spool.exists()
+        headers = {**auth("ingester"), "Content-Type": "application/x-ndjson"}
+        retry = restarted.client.post(
+            "/v1/records", content=body, headers={**headers, "Idempotency-Key": "half-1"}
+        )
+        assert retry.json()["accepted_records"] == 40
+    assert ledger_rows(root) == 40
 
 
 def test_a_retry_after_a_restart_is_replayed_from_the_ledger(tmp_path: Path) -> None:
