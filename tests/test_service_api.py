@@ -302,3 +302,13 @@ def test_a_new_state_gets_its_first_decision_at_start(tmp_path: Path) -> None:
         assert current["seq"] == 1
         assert current["as_of"].endswith(":00:00Z")  # the current slot, aligned to the hour
         assert server.client.get("/v1/status").json()["missed"] is None
+
+
+def test_pages_load_only_what_the_package_serves(server: Server) -> None:
+    page = server.client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    html = page.text
+    assert "http" not in html.replace('href="/', "")  # no absolute URL: no CDN
+    for asset in ("/assets/app.js", "/assets/charts.js", "/assets/style.css"):
+        assert server.client.get(asset).status_code == 200

@@ -267,7 +267,7 @@ class Scheduler:
                 Notice(
                     "ledger_stale",
                     f"no new record since {iso(newest)} ({age.total_seconds() / 3600:.1f} h, "
-                    f"limit {self.settings.stale_after})",
+                    f"limit {self.settings.stale_after.total_seconds() / 3600:g} h)",
                 )
             )
         elif self._stale and not stale:
