@@ -27,6 +27,7 @@ from meta_supervisor.views.attribution import (
     factor_text,
     factors_caption,
     fleet_quality,
+    method_of,
     step_notes,
 )
 
@@ -41,9 +42,17 @@ __all__ = [
     "overrides_table",
     "policy_table",
     "print_decision",
+    "shown_factors",
 ]
 
 _MULTIPLIERS = ("confidence", "sim_integrity", "cvar", "drawdown")
+
+
+def shown_factors(profile: str | None) -> tuple[str, ...]:
+    """The factor columns of the allocation table under ``profile``: those that move weights
+    (:attr:`~meta_supervisor.allocate.profiles.base.ProfileMethod.shown_factors`)."""
+    method = method_of(profile)
+    return _MULTIPLIERS if method is None else method.shown_factors
 
 
 def factor_value(explanation: Mapping[str, Any], name: str) -> float | None:
@@ -71,8 +80,9 @@ def allocation_table(decision: Decision) -> Table:
     table.add_column("agent", footer="cash")
     table.add_column("strategy")
     table.add_column("weight", justify="right", footer=f"{decision.cash:.2%}")
-    for name in _MULTIPLIERS:
-        table.add_column(name.replace("_integrity", ""), justify="right")
+    columns = shown_factors(decision.profile)
+    for name in columns:
+        table.add_column(name.replace("_integrity", ""), justify="right", no_wrap=True)
     table.add_column("why", overflow="fold", ratio=1)
     ordered = sorted(decision.agents.values(), key=lambda e: (-e["weight"], e["agent"]))
     for e in ordered:
@@ -82,7 +92,7 @@ def allocation_table(decision: Decision) -> Table:
             e["agent"],
             e["strategy"],
             weight,
-            *(_mult(factor_value(e, f), gated) for f in _MULTIPLIERS),
+            *(_mult(factor_value(e, f), gated) for f in columns),
             Text(e["summary"], style="dim" if gated else ""),
         )
     return table
@@ -119,7 +129,7 @@ def explanation_panel(decision: Decision, agent: str) -> Panel:
     for g in e["gates"]:
         verdict = Text("pass", style="green") if g["passed"] else Text("FAIL", style="bold red")
         gates.add_row(g["gate"], verdict, g["detail"])
-    factors = Table(box=box.MINIMAL, title=f"factors ({factors_caption(e)})")
+    factors = Table(box=box.MINIMAL, title=f"factors ({factors_caption(e, decision.profile)})")
     factors.add_column("factor")
     factors.add_column("value", justify="right")
     factors.add_column("reason", overflow="fold")
@@ -130,7 +140,7 @@ def explanation_panel(decision: Decision, agent: str) -> Panel:
     steps.add_column("value", justify="right")
     steps.add_column("what happened", overflow="fold")
     as_dict = decision.to_dict()
-    notes = step_notes(e, fleet_quality(as_dict), as_dict.get("policy"))
+    notes = step_notes(e, fleet_quality(as_dict), as_dict.get("policy"), decision.profile)
     for (key, meaning), note in zip(STEPS, notes, strict=True):
         value = e["steps"][key]
         shown = f"{value:.4f}" if key == "quality" else f"{value:.4%}"
@@ -150,8 +160,9 @@ def print_decision(decision: Decision, console: Console | None = None) -> None:
     p = decision.portfolio
     caps = ", ".join(p["binding_caps"]) or "none"
     console.print(
-        f"[bold]deployed {decision.gross:.2%}[/], [bold]cash {decision.cash:.2%}[/]: "
-        f"{p['reason']}. Gated: {p['n_gated']} of {p['n_agents']}. Binding caps: {caps}."
+        f"[bold]deployed {decision.gross:.2%}[/], [bold]cash {decision.cash:.2%}[/]. "
+        f"Before the stability step: {p['reason']}. Gated: {p['n_gated']} of {p['n_agents']}. "
+        f"Binding caps: {caps}."
     )
 
 
