@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import shlex
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -27,8 +29,22 @@ from meta_supervisor.errors import BadInput, Busy, MetaSupervisorError, ProblemF
 from meta_supervisor.policy.model import Policy, PolicyError, load_policy
 from meta_supervisor.state.files import HistoryEntry, read_history
 
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+ERROR_SCHEMA = "meta-supervisor/error/1"
+
+
+def output_width(is_tty: bool, environ: Mapping[str, str] | None = None) -> int | None:
+    """The width a console renders at: the terminal's (``None``: rich asks it, and honours
+    ``COLUMNS``) on a terminal; piped, ``COLUMNS`` when set to a number, else 160 (wide
+    enough that tables do not wrap in a log)."""
+    columns = (os.environ if environ is None else environ).get("COLUMNS", "")
+    if is_tty:
+        return None
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 160
+
+
+# rich honours NO_COLOR (no colours, styles such as bold kept) and FORCE_COLOR itself.
+console = Console(width=output_width(sys.stdout.isatty()))
+err_console = Console(stderr=True, width=output_width(sys.stderr.isatty()))
 
 EXPLAIN_SCHEMA = "meta-supervisor/explain/1"
 HISTORY_SCHEMA = "meta-supervisor/history/1"
@@ -98,6 +114,11 @@ def report(err: MetaSupervisorError) -> None:
 def warn(message: str) -> None:
     for line in message.splitlines() or [""]:
         err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def error_object(message: str, exit_code: int, hint: str | None) -> dict[str, Any]:
+    """What ``--json`` prints on stdout when a command fails (stderr says it too)."""
+    return {"schema": ERROR_SCHEMA, "error": message, "hint": hint, "exit_code": exit_code}
 
 
 def emit_json(value: Any) -> None:

@@ -216,7 +216,7 @@ def history(
         emit_json({"schema": HISTORY_SCHEMA, "agent": agent, "entries": rows})
         return
     if agent is None:
-        console.print(history_table(rows))
+        console.print(history_table(rows, console.width))
     else:
         console.print(agent_history_table(agent, rows))
     if len(shown) < len(entries):
