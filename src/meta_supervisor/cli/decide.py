@@ -15,6 +15,7 @@ from meta_supervisor.cli.common import (
     AsOf,
     Config,
     JsonOut,
+    LedgerOption,
     Root,
     StateDir,
     Wait,
@@ -101,6 +102,7 @@ def allocate(
         Path | None,
         typer.Option(help="Telemetry events (JSONL/CSV/Parquet), read instead of the store."),
     ] = None,
+    ledger: LedgerOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", metavar="", help="Decide but write nothing.")
     ] = False,
@@ -124,7 +126,12 @@ def allocate(
         if named is not None and not named.exists():
             # A typo here would otherwise decide on no evidence and put the fleet in cash.
             raise fail(f"{option}: {named}: no such file")
-    paths = paths_for(state_dir, records, telemetry, root)
+    if ledger is not None and (records is not None or telemetry is not None):
+        raise fail("give --ledger or --records/--telemetry, not both")
+    if ledger is not None and not LedgerStore(ledger).exists():
+        # Nothing found is loud: a mistyped store must not decide on no evidence.
+        raise fail(f"--ledger: {ledger}: no ledger store there (run 'meta-supervisor ingest')")
+    paths = paths_for(state_dir, records, telemetry, root, ledger)
     policy = load_policy_for(config, paths)
     moment = as_of_or_now(as_of)
     try:

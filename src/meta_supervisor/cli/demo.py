@@ -25,22 +25,30 @@ from meta_supervisor.views.terminal import (
 
 
 def demo(
-    out: Annotated[
-        Path, typer.Option(help="Where to write the example fleet and its state.")
+    root: Annotated[
+        Path,
+        typer.Option(
+            "--root",
+            "--out",
+            help="Where to write the example fleet and its state (--out: the former name).",
+        ),
     ] = Path("demo-out"),
     json_out: JsonOut = False,
 ) -> None:
     """Generate the example fleet, run two cycles on it (6 h apart) and print the decision.
 
-    The fleet (8 agents, 21 days of records) is written under OUT in the original system's
-    layout, so every other command works on it with --root OUT.
+    The fleet (8 agents, 21 days of records) is written under ROOT in the original system's
+    layout, so every other command works on it with --root ROOT. Between the two cycles one
+    agent's runs start failing: its error rate crosses the gate and it is cut ('diff' and the
+    memo tell the story).
 
     Examples:
 
       meta-supervisor demo
 
-      meta-supervisor demo --out /tmp/fleet --json
+      meta-supervisor demo --root /tmp/fleet --json
     """
+    out = root
     paths = write_demo_fleet(out)
     decisions = []
     for as_of in DEMO_CYCLES:

@@ -24,14 +24,21 @@ Exit codes:
 from __future__ import annotations
 
 import itertools
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from meta_supervisor import __version__
 from meta_supervisor.cli.backtest import backtest
-from meta_supervisor.cli.common import console, emit_json, error_object, report
+from meta_supervisor.cli.common import (
+    console,
+    emit_json,
+    error_object,
+    forget_emitted,
+    json_emitted,
+    report,
+)
 from meta_supervisor.cli.decide import allocate
 from meta_supervisor.cli.demo import demo
 from meta_supervisor.cli.ingest import ingest, quarantine
@@ -55,12 +62,33 @@ def _wants_json(args: list[str]) -> bool:
     return any(a == "--format" and b == "json" for a, b in itertools.pairwise(args))
 
 
+def _plain_flags(params: list[Any]) -> None:
+    """Flags (options without a value) show no type in the help table."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+
+
 class _Command(TyperCommand):
+    """A command whose flags show no ``<bool>`` type in its help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_flags(self.params)
+
     def get_help_option(self, ctx: typer.Context) -> TyperOption | None:  # type: ignore[override]
         return _plain_help(super().get_help_option(ctx))
 
 
 class _Group(TyperGroup):
+    """A group whose flags (typer's completion options included) show no ``<bool>`` type in
+    its help."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        params = super().get_params(ctx)
+        _plain_flags(params)
+        return params
+
     def get_help_option(self, ctx: typer.Context) -> TyperOption | None:  # type: ignore[override]
         return _plain_help(super().get_help_option(ctx))
 
@@ -75,11 +103,12 @@ class _Handled(_Group):
 
     def invoke(self, ctx: typer.Context) -> object:
         as_json = _wants_json([*ctx._protected_args, *ctx.args])
+        forget_emitted()
         try:
             return super().invoke(ctx)
         except MetaSupervisorError as err:
             report(err)
-            if as_json:
+            if as_json and not json_emitted():
                 emit_json(error_object(str(err), err.exit_code, err.hint))
             raise typer.Exit(err.exit_code) from None
         except typer.BadParameter as err:  # a usage error: click prints it on stderr

@@ -13,6 +13,7 @@ from meta_supervisor.cli.common import (
     DIFF_SCHEMA,
     EXPLAIN_SCHEMA,
     HISTORY_SCHEMA,
+    VERIFY_SCHEMA,
     Format,
     JsonOut,
     Root,
@@ -304,7 +305,9 @@ def verify(state_dir: StateDir = None, root: Root = None, json_out: JsonOut = Fa
         ok, current = check_current(paths.history, paths.decision)
         message = f"{message}; {current}" if ok else current
     if json_out:
-        emit_json({"ok": ok, "path": str(paths.history), "message": message})
+        emit_json(
+            {"schema": VERIFY_SCHEMA, "ok": ok, "path": str(paths.history), "message": message}
+        )
         if not ok:
             raise typer.Exit(1)
         return
