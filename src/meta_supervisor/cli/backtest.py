@@ -87,6 +87,14 @@ def backtest(
     warmup: Annotated[str, typer.Option(help="Warm-up before the first rebalance.")] = "7d",
     config: Annotated[Path | None, typer.Option(help="Policy TOML for the default method.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report.")] = None,
+    cost_bps: Annotated[
+        float,
+        typer.Option(
+            "--cost-bps",
+            min=0,
+            help="Trading cost in bps of the notional traded, for the report's net PnL.",
+        ),
+    ] = 0.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     list_scenarios: Annotated[bool, typer.Option("--list", help="List the scenarios.")] = False,
 ) -> None:
@@ -142,7 +150,7 @@ def backtest(
     if report is not None:
         from meta_supervisor.research.report import write_report
 
-        path = write_report(result, report, title=title)
+        path = write_report(result, report, title=title, cost_bps=cost_bps)
         out.print(f"report written to {path}")
 
 
