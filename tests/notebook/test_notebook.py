@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,22 @@ def test_backtest_frames_hold_the_result() -> None:
     assert row["method"].to_list() == [result.default_method]
     assert row["sharpe"][0] == result.metrics[result.default_method]["sharpe"]
     assert frames["agent_pnl"].height == len(result.times) * len(result.agents)
+
+
+def test_docs_notebook_runs_as_written(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/NOTEBOOK.md's cells, in order, against a fresh demo (the docs match behaviour)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "NOTEBOOK.md").read_text()
+    cells = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(cells) >= 5
+    monkeypatch.chdir(root.parent)
+    namespace: dict[str, object] = {}
+    for cell in cells:
+        exec(compile(cell, "docs/NOTEBOOK.md", "exec"), namespace)
+    moved = namespace["moved"]
+    assert isinstance(moved, pl.DataFrame)
+    assert dict(zip(moved["agent"], moved["change"], strict=True))["eridanus"] == -0.25
+    # the tables shown in the doc are the frames' numbers
+    for row in namespace["decisions"].iter_rows(named=True):  # type: ignore[attr-defined]
+        assert f"{row['cash']:g}" in doc
+    for agent, weight in zip(moved["agent"], moved["weight"], strict=True):
+        assert f"│ {agent:<8} ┆ {weight!s:<8} ┆" in doc
