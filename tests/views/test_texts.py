@@ -10,6 +10,7 @@ applied and where the cap's excess went, in the decision's own numbers.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from typing import Any
@@ -116,11 +117,76 @@ def check_texts(decision: Decision) -> None:
             assert d["policy"]["cap_excess"] == "agents"
             extra = steps["after_cap"] - steps["share_before_risk"]
             assert f"+{extra:.1%} excess from capped agents" in summary
+        check_reasons(d["profile"], factors, {f["factor"]: f["reason"] for f in e["factors"]})
     # the cash breakdown adds up to the cash
     parts = cash_breakdown(d)
     assert math.fsum(p["amount"] for p in parts) == pytest.approx(d["cash"], abs=1e-5)
     check_memo(d)
     check_table(decision)
+
+
+def _within(value: float, low: float, high: float) -> bool:
+    return min(low, high) - 1e-9 <= value <= max(low, high) + 1e-9
+
+
+def _num(pattern: str, text: str) -> list[float]:
+    match = re.search(pattern, text)
+    assert match is not None, (pattern, text)
+    return [float(g.replace("%", "")) for g in match.groups()]
+
+
+def check_reasons(profile: str, values: dict[str, float], reasons: dict[str, str]) -> None:
+    """The numbers a factor's reason quotes make the factor's value (up to their rounding)."""
+    if profile == "seed":
+        (pnl,) = _num(r"sqrt of pnl_sum (-?[0-9.]+) bps", reasons["alpha"])
+        lo, hi = math.sqrt(max(pnl - 0.05, 0)), math.sqrt(max(pnl + 0.05, 0))
+        assert _within(values["alpha"], lo, hi), reasons["alpha"]
+        offset, hit = _num(r"([0-9.]+) \+ hit rate ([0-9.]+)%", reasons["hit_rate"])
+        assert abs(values["hit_rate"] - (offset + hit / 100)) <= 0.005 + 1e-9
+        if "vs scale" in reasons["sim_integrity"]:
+            gap, scale = _num(
+                r"avg \|gap\| ([0-9.]+) bps vs scale ([0-9.]+)", reasons["sim_integrity"]
+            )
+            lo, hi = 1 / (1 + (gap + 0.05) / scale), 1 / (1 + max(gap - 0.05, 0) / scale)
+            assert _within(values["sim_integrity"], lo, hi), reasons["sim_integrity"]
+        return
+    dd = reasons["drawdown"]
+    if "x sigma·sqrt(n)" in dd:
+        depth, z, sigma, n = _num(
+            r"drawdown ([-+]?[0-9.]+) bps = ([0-9.]+) x sigma·sqrt\(n\) "
+            r"\(sigma ([0-9.]+) bps, n (\d+)",
+            dd,
+        )
+        # |depth| and sigma as shown are rounded to 0.1 bps: the true ratio is inside these
+        shown = abs(depth)
+        ratios = [
+            d / ((sigma + b) * math.sqrt(n))
+            for d in (max(0.0, shown - 0.05), shown + 0.05)
+            for b in (-0.05, 0.05)
+            if sigma + b > 0
+        ]
+        assert min(ratios) - 0.005 <= z <= max(ratios) + 0.005, dd
+    tail = reasons["cvar"]
+    if "mean |gap|" in tail:
+        used, rho, scale = _num(
+            r"CVaR95 ([-+]?[0-9.]+) bps = ([0-9.]+) x its own mean \|gap\| ([0-9.]+) bps", tail
+        )
+        ratios = [
+            max(0.0, -(used + a)) / (scale + b)
+            for a in (-0.05, 0.05)
+            for b in (-0.05, 0.05)
+            if scale + b > 0
+        ]
+        assert min(ratios) - 0.005 <= rho <= max(ratios) + 0.005, tail
+    tilt = reasons["evidence"]
+    if "shrunk" in tilt:
+        t, mean_t, share, shrunk = _num(
+            r"t of mean PnL ([-+0-9.]+) vs fleet ([-+0-9.]+), signal share ([0-9]+)%.*"
+            r"shrunk ([-+0-9.]+)",
+            tilt,
+        )
+        spread = abs(t - mean_t) * 0.005 + (share / 100) * 0.01 + 0.005
+        assert abs(shrunk - share / 100 * (t - mean_t)) <= spread + 1e-9, tilt
 
 
 def check_memo(d: dict[str, Any]) -> None:
@@ -154,7 +220,7 @@ def check_memo(d: dict[str, Any]) -> None:
 
 
 def check_table(decision: Decision) -> None:
-    console = Console(width=200, record=True, color_system=None)
+    console = Console(width=200, record=True, color_system=None, file=io.StringIO())
     console.print(allocation_table(decision))
     header = next(line for line in console.export_text().splitlines() if "agent" in line)
     columns = header.split()
@@ -228,7 +294,7 @@ def test_memo_states_the_method_used_not_the_seeds(demo_ledger):
 def test_summary_line_says_deployed_once(demo_ledger):
     """Regression: the line under the table said "deployed" twice, rounded two ways."""
     decision = decide(demo_ledger, DEMO_CYCLES[1], Policy())
-    console = Console(width=200, record=True, color_system=None)
+    console = Console(width=200, record=True, color_system=None, file=io.StringIO())
     print_decision(decision, console)
     line = next(t for t in console.export_text().splitlines() if t.startswith("deployed"))
     assert line.count("deployed") == 1

@@ -95,6 +95,10 @@ def _realised(
     except (MetaSupervisorError, OSError) as err:
         warn(f"realised performance left out of the memo: {err}")
         return None
+    if ledger.records.height == 0:
+        # Nothing found is loud: an empty ledger is not a book that realised 0 bps.
+        warn("realised performance left out of the memo: the ledger has no records")
+        return None
     return realised_between(ledger.records, previous["weights"], start, end, horizon)
 
 
