@@ -91,7 +91,10 @@ def decisions(
                 "reason": p.get("reason", ""),
             }
         )
-    schema = {"turnover": pl.Float64, "binding_caps": pl.List(pl.String)}
+    schema: dict[str, pl.DataType] = {
+        "turnover": pl.Float64(),
+        "binding_caps": pl.List(pl.String()),
+    }
     return _out(pl.DataFrame(rows, schema_overrides=schema), pandas)
 
 

@@ -8,8 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from meta_supervisor.config import Paths
 from meta_supervisor.state.files import StateLock
+
+#: SIGKILLs and real processes: seconds each (still part of the suite).
+pytestmark = pytest.mark.slow
 
 T0 = "2026-01-15T00:00:00Z"
 

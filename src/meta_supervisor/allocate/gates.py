@@ -28,6 +28,7 @@ import numpy as np
 from meta_supervisor.allocate.decision import iso
 from meta_supervisor.allocate.fleet import RANGES, Fleet, fleet_from_dicts
 from meta_supervisor.allocate.inputs import Override
+from meta_supervisor.allocate.schema import Gate
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.typing import BoolArray
 
@@ -82,7 +83,7 @@ def gate_details(
     checked: Mapping[str, list[float]],
     override: Override | None,
     policy: Policy,
-) -> list[dict[str, Any]]:
+) -> list[Gate]:
     """Agent ``i``'s gates as the explanation lists them: ``{gate, passed, detail}`` each."""
     excluded = not passed["operator_exclusion"][i]
     err, n, pnl = (checked[k][i] for k in ("error_rate", "n_records", "pnl_sum_bps"))

@@ -67,7 +67,7 @@ def demo(
     line = overrides_line(decision)
     if line:
         console.print(line, highlight=False)
-    root = shlex.quote(str(out))
+    where = shlex.quote(str(out))
     as_of_next = iso(DEMO_AS_OF + timedelta(hours=6))
     run = invocation()
     how = (
@@ -77,14 +77,14 @@ def demo(
     )
     console.print(
         f"\nState written to {paths.state_dir}/. Next, try{how}:\n"
-        f"  {run} explain cygnus --root {root}      # every factor behind one weight\n"
-        f"  {run} history --root {root}             # weights over time\n"
-        f"  {run} diff --root {root}                # what changed, and why\n"
-        f"  {run} explain --format md --root {root} > memo.md   # the memo for LPs\n"
+        f"  {run} explain cygnus --root {where}      # every factor behind one weight\n"
+        f"  {run} history --root {where}             # weights over time\n"
+        f"  {run} diff --root {where}                # what changed, and why\n"
+        f"  {run} explain --format md --root {where} > memo.md   # the memo for LPs\n"
         f"  {run} override add fornax --cap 0.02 --reason 'sim under review' "
-        f"--for 24h --as-of {iso(DEMO_AS_OF)} --root {root}\n"
-        f"  {run} allocate --as-of {as_of_next} --root {root}   # one more cycle\n"
-        f"  {run} verify --root {root}              # check the history's hash chain",
+        f"--for 24h --as-of {iso(DEMO_AS_OF)} --root {where}\n"
+        f"  {run} allocate --as-of {as_of_next} --root {where}   # one more cycle\n"
+        f"  {run} verify --root {where}              # check the history's hash chain",
         highlight=False,
         soft_wrap=True,
     )

@@ -84,7 +84,7 @@ class _Group(TyperGroup):
     """A group whose flags (typer's completion options included) show no ``<bool>`` type in
     its help."""
 
-    def get_params(self, ctx: typer.Context) -> list[Any]:
+    def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)
         _plain_flags(params)
         return params
@@ -101,7 +101,7 @@ class _Handled(_Group):
     a JSON object (:func:`~meta_supervisor.cli.common.error_object`), usage errors included,
     so that a script reading stdout always gets JSON."""
 
-    def invoke(self, ctx: typer.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:
         as_json = _wants_json([*ctx._protected_args, *ctx.args])
         forget_emitted()
         try:

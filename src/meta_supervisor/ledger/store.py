@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -54,9 +53,8 @@ from meta_supervisor.ingest.records import (
     content_key,
     empty_quarantine,
     empty_records,
-    empty_telemetry,
 )
-from meta_supervisor.state.files import LockBusy, StateLock, atomic_write_text
+from meta_supervisor.state.files import LockBusy, StateLock, atomic_write_text, fsync_path
 
 __all__ = [
     "MANIFEST",
@@ -165,19 +163,6 @@ class AppendResult:
     conflicts: pl.DataFrame = field(default_factory=empty_quarantine)
     committed: bool = False
     generation: int = 0
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        _fsync_file(path)
 
 
 class LedgerStore:
@@ -414,7 +399,8 @@ class LedgerStore:
             )
         for kind in KINDS:
             if (self.root / kind).is_dir():
-                _fsync_dir(self.root / kind)
+                with contextlib.suppress(OSError):  # best effort: not every FS allows it
+                    fsync_path(self.root / kind)
         entry = {
             "batch": batch,
             "records": records.height,
@@ -473,7 +459,8 @@ class LedgerStore:
     ) -> tuple[pl.DataFrame, int]:
         if telemetry.height == 0 or not manifest.of("telemetry"):
             return telemetry, 0
-        lo, hi = telemetry["ts"].min(), telemetry["ts"].max()
+        lo = cast(datetime, telemetry["ts"].min())
+        hi = cast(datetime, telemetry["ts"].max())
         stored = (
             self.scan("telemetry", lo - timedelta(microseconds=1), hi, manifest)
             .filter(pl.col("ts").is_between(lo, hi))
@@ -512,7 +499,7 @@ class LedgerStore:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / name
         frame.write_parquet(path, row_group_size=ROW_GROUP, statistics=True)
-        _fsync_file(path)
+        fsync_path(path)
         segment = Segment(path=f"{kind}/{name}", kind=kind, rows=frame.height, batch=batch)
         if kind == "quarantine":
             return segment
@@ -534,8 +521,3 @@ class LedgerStore:
             hi=bounds[1],
             agents=agents,
         )
-
-
-def empty_frames() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Empty records, telemetry and quarantine frames."""
-    return empty_records(), empty_telemetry(), empty_quarantine()

@@ -120,18 +120,18 @@ def write_demo_fleet(root: Path, seed: int = 7) -> Paths:
                     "score_final": 0.5,
                 }
             )
-        for h in range(-7 * 24, 0):
+        for hour in range(-7 * 24, 0):
             if name == "gemini":
                 continue
-            ts = iso(DEMO_AS_OF + timedelta(hours=h))
+            stamp = iso(DEMO_AS_OF + timedelta(hours=hour))
             failed = bool(rng.random() < 0.02)  # drawn for every agent: one stream, one fleet
             if name == "eridanus":
-                failed = _eridanus_fails(h)
-            if h % 2:
+                failed = _eridanus_fails(hour)
+            if hour % 2:
                 event = {
-                    "ts": ts,
+                    "ts": stamp,
                     "agent": name,
-                    "run_id": f"t-{name}-{h}",
+                    "run_id": f"t-{name}-{hour}",
                     "latency_ms": 800,
                     "cost_usd": None,
                     "tokens_in": None,
@@ -141,9 +141,9 @@ def write_demo_fleet(root: Path, seed: int = 7) -> Paths:
                 }
             else:
                 event = {
-                    "ts": ts,
+                    "ts": stamp,
                     "agent": name,
-                    "run_id": f"t-{name}-{h}",
+                    "run_id": f"t-{name}-{hour}",
                     "latency_ms": 750,
                     "tokens_in": 1200,
                     "tokens_out": 300,

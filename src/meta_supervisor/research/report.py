@@ -299,9 +299,9 @@ def factor_matrix(result: BacktestResult) -> tuple[list[str], list[str], dict[st
     order = np.argsort(-w.mean(axis=0), kind="stable")[:_HEATMAP_AGENTS]
     agents = [result.agents[int(i)] for i in order]
     names: list[str] = []
-    for d in decisions[:1]:
-        for e in d.agents.values():
-            names += [f["factor"] for f in e["factors"] if f["factor"] not in names]
+    for first in decisions[:1]:
+        for explained in first.agents.values():
+            names += [f["factor"] for f in explained["factors"] if f["factor"] not in names]
     values = {n: np.full((len(agents), len(decisions)), np.nan) for n in names}
     for k, d in enumerate(decisions):
         for a, agent in enumerate(agents):

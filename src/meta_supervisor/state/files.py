@@ -51,6 +51,7 @@ __all__ = [
     "check_current",
     "entry_hash",
     "fault_point",
+    "fsync_path",
     "history_tail",
     "read_history",
     "remove_stale_temps",
@@ -86,7 +87,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
     fault_point(f"before_rename:{path.name}")
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -109,7 +110,7 @@ def remove_stale_temps(directory: Path) -> list[Path]:
 
     Only temps of dead processes are removed: a live writer's temp is its own business.
     """
-    removed = []
+    removed: list[Path] = []
     directory = Path(directory)
     if not directory.is_dir():
         return removed
@@ -122,8 +123,9 @@ def remove_stale_temps(directory: Path) -> list[Path]:
     return removed
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """``fsync`` a file or a directory by path (a directory's fsync makes a rename durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -362,7 +364,7 @@ def append_history(
         handle.flush()
         os.fsync(handle.fileno())
     if created:
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     return entry
 
 

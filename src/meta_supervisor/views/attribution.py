@@ -75,6 +75,8 @@ _STEP_MOVED = 5e-5  # 0.005 pp of capital
 
 def method_of(profile: str | None) -> ProfileMethod | None:
     """The registered method of a decision's ``profile`` (None for an unknown name)."""
+    if profile is None:
+        return None
     try:
         return PROFILES[Profile(profile)]
     except ValueError:
@@ -306,6 +308,7 @@ def _override_driver(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dic
     if before == after:
         return []
     if after is None:
+        assert before is not None  # before != after
         text = f"operator {before['action']} ended (expired or removed): {before['reason']}"
     elif before is None:
         text = f"operator {_describe_override(after)}"
