@@ -58,7 +58,8 @@ def gate_rules(decision: Mapping[str, Any]) -> list[str]:
 
 
 def method_text(decision: Mapping[str, Any]) -> str:
-    """How this decision sized agents, generated from its profile, gates and policy."""
+    """How this decision sized agents, generated from its profile, gates and policy: a
+    Markdown list (method, gates, cap, the later steps, how to read a factor)."""
     profile = decision["profile"]
     method = method_of(profile)
     policy = decision.get("policy") or {}
@@ -87,7 +88,7 @@ def method_text(decision: Mapping[str, Any]) -> str:
         "A factor of x1.00 changes nothing; x0.50 halves the weight. bps = basis points of "
         "notional; pp = percentage points of capital."
     )
-    return " ".join(lines)
+    return "\n".join(f"- {line}" for line in lines)
 
 
 def _cap_text(decision: Mapping[str, Any]) -> str:
