@@ -83,6 +83,6 @@ def test_bad_policy_key_exits_2_with_did_you_mean_on_stderr(tmp_path: Path) -> N
 
 def test_lock_busy_exits_3(tmp_path: Path) -> None:
     with StateLock(Paths.under(tmp_path / "d").lock):
-        result = cli("allocate", "--root", tmp_path / "d", "--as-of", T0, code=3)
+        result = cli("allocate", "--root", tmp_path / "d", "--as-of", T0, "--allow-empty", code=3)
     assert "another cycle is running" in result.stderr
     assert f"pid {os.getpid()}" in result.stderr

@@ -156,7 +156,10 @@ def test_every_schema_is_documented() -> None:
 
 def test_every_json_output_has_a_schema_key(root: Path, tmp_path: Path) -> None:
     records = tmp_path / "r.jsonl"
-    records.write_text('{"ts": "2026-01-01T00:00:00", "agent": "a"}\n', encoding="utf-8")
+    good = {"ts": "2026-01-01T00:00:00Z", "agent": "a", "horizon_hours": 24}
+    good |= {"realized_pnl_bps": 1.5, "expected_pnl_bps": 1.0, "run_id": "q1"}
+    bad = {"ts": "2026-01-01T00:00:00", "agent": "a"}  # no time zone: refused
+    records.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
     policy = tmp_path / "p.toml"
     policy.write_text("[policy]\nmax_weight = 0.3\n", encoding="utf-8")
     outputs = {

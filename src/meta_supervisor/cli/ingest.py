@@ -112,8 +112,10 @@ def _ledger(path: Path | None, root: Path | None = None) -> Path:
 
 
 def _summary(report: IngestReport) -> Table:
-    verb = "would store" if report.dry_run else "stored"
-    if report.dry_run:
+    verb = "would store" if report.dry_run or report.failed else "stored"
+    if report.failed:
+        state = "failed: nothing written"
+    elif report.dry_run:
         state = "dry run: nothing written"
     elif report.accepted:
         state = "committed"
@@ -221,6 +223,12 @@ def ingest(
         if report.refused:
             console.print(_reasons(report))
             console.print("List them with: meta-supervisor quarantine")
+    if report.failed:
+        # bad input (exit 2): the batch is all or nothing, and these files could not be read
+        raise fail(
+            "\n".join(f"{s.path}: {s.error}" for s in report.failed)
+            + "\nnothing was committed (the batch is all or nothing); fix or leave out these files"
+        )
     if not report.usable:
         raise fail("nothing usable was read", 1)
     if over:

@@ -31,6 +31,7 @@ from meta_supervisor.views.attribution import (
     quality_risk_factors,
     step_notes,
 )
+from meta_supervisor.views.safe import md
 
 __all__ = ["decision_memo", "gate_rules", "md_cell", "method_text"]
 
@@ -115,11 +116,11 @@ def _cap_text(decision: Mapping[str, Any]) -> str:
     here = ""
     if capped:
         cut = math.fsum(e["steps"]["share_before_risk"] - e["steps"]["after_cap"] for e in capped)
-        names = ", ".join(e["agent"] for e in capped)
+        names = ", ".join(md(e["agent"]) for e in capped)
         here = f" Here the cap bound {names}, whose excess was {cut:.2%} of capital"
         if given:
             parts = [
-                f"{e['agent']} {pp(e['steps']['after_cap'] - e['steps']['share_before_risk'])}"
+                f"{md(e['agent'])} {pp(e['steps']['after_cap'] - e['steps']['share_before_risk'])}"
                 for e in given
             ]
             here += ": it went to " + ", ".join(parts)
@@ -152,20 +153,26 @@ def _portfolio(decision: Mapping[str, Any]) -> list[str]:
             ["Deployed (gross)", f"{decision['gross']:.2%}"],
             ["Cash", f"{decision['cash']:.2%}"],
             ["Agents allocated", f"{p['n_allocated']} of {p['n_agents']} ({p['n_gated']} gated)"],
-            ["Binding caps", ", ".join(p["binding_caps"]) or "none"],
+            ["Binding caps", ", ".join(md(c) for c in p["binding_caps"]) or "none"],
             ["Turnover vs previous decision", turnover],
         ],
     )
-    lines += ["", f"**Cash and why.** Before the stability step: {p['reason']}.", ""]
+    lines += ["", f"**Cash and why.** Before the stability step: {md(p['reason'])}.", ""]
     parts = cash_breakdown(decision)
     lines += _table(
-        ["cash held back by", "amount"], [[c["text"], f"{c['amount']:.2%}"] for c in parts]
+        ["cash held back by", "amount"], [[md(c["text"]), f"{c['amount']:.2%}"] for c in parts]
     )
     lines += ["", "| agent | strategy | weight | previous | why |", "|---|---|---:|---:|---|"]
     ordered = sorted(decision["agents"].values(), key=lambda e: (-e["weight"], e["agent"]))
     for e in ordered:
         previous = "-" if e.get("previous_weight") is None else f"{e['previous_weight']:.2%}"
-        cells = [e["agent"], e["strategy"], f"{e['weight']:.2%}", previous, e["summary"]]
+        cells = [
+            md(e["agent"]),
+            md(e["strategy"]),
+            f"{e['weight']:.2%}",
+            previous,
+            md(e["summary"]),
+        ]
         lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
     return lines
 
@@ -183,12 +190,12 @@ def _changes(decision: Mapping[str, Any], previous: Mapping[str, Any] | None) ->
     )
     lines.append("")
     for key, change in diff["policy_changes"].items():
-        lines.append(f"- policy `{key}`: {change['old']} -> {change['new']}")
+        lines.append(f"- policy `{key}`: {md(change['old'])} -> {md(change['new'])}")
     ordered = sorted(diff["agents"].values(), key=lambda a: (-abs(a["change"]), a["agent"]))
     moved = [a for a in ordered if a["change"] != 0 or _decisive(a)]
     for a in moved:
-        lines.append(f"- {a['text']}")
-    still = [a["agent"] for a in ordered if a not in moved]
+        lines.append(f"- {md(a['text'])}")
+    still = [md(a["agent"]) for a in ordered if a not in moved]
     if still:
         lines.append(f"- unchanged: {', '.join(still)}")
     return [*lines, ""]
@@ -214,7 +221,7 @@ def _performance(realised: Mapping[str, Any] | None) -> list[str]:
             continue
         mean = "-" if a["mean_realized_bps"] is None else f"{a['mean_realized_bps']:+.2f}"
         rows.append(
-            [name, f"{a['weight']:.2%}", str(a["n"]), mean, f"{a['contribution_bps']:+.3f}"]
+            [md(name), f"{a['weight']:.2%}", str(a["n"]), mean, f"{a['contribution_bps']:+.3f}"]
         )
     if rows:
         lines.append("")
@@ -237,7 +244,9 @@ def _risk_actions(decision: Mapping[str, Any]) -> list[str]:
         failed = failed_gates(e)
         if failed:
             g = failed[0]
-            lines.append(f"- {e['agent']}: gated by `{g['gate']}` ({g['detail']}): weight 0")
+            lines.append(
+                f"- {md(e['agent'])}: gated by `{g['gate']}` ({md(g['detail'])}): weight 0"
+            )
             continue
         _, risk = quality_risk_factors(e, profile)
         values = {f["factor"]: f for f in e["factors"]}
@@ -245,12 +254,12 @@ def _risk_actions(decision: Mapping[str, Any]) -> list[str]:
             f = values[name]
             if f["value"] < 1:
                 lines.append(
-                    f"- {e['agent']}: {name} x{f['value']:.2f} ({f['reason']}); "
+                    f"- {md(e['agent'])}: {name} x{f['value']:.2f} ({md(f['reason'])}); "
                     f"{pp(e['steps']['after_risk'] - e['steps']['after_cap'])} to cash"
                 )
     caps = decision["portfolio"].get("binding_caps") or []
     if caps:
-        lines.append(f"- per-agent cap binding: {', '.join(caps)}")
+        lines.append(f"- per-agent cap binding: {', '.join(md(c) for c in caps)}")
     if len(lines) == 2:
         lines.append("None: no gate refused an agent and no risk multiplier is below x1.00.")
     return [*lines, ""]
@@ -274,14 +283,14 @@ def _operator_actions(decision: Mapping[str, Any], previous: Mapping[str, Any] |
             else "in force"
         )
         lines.append(
-            f"- {name}: {what} by {o['created_by']}, expires {o['expires_at']}: {o['reason']} "
-            f"({since})"
+            f"- {md(name)}: {what} by {md(o['created_by'])}, expires {o['expires_at']}: "
+            f"{md(o['reason'])} ({since})"
         )
     for name, o in sorted(before.items()):
         if name not in now:
             lines.append(
-                f"- {name}: {o['action']} by {o['created_by']} (expiry {o['expires_at']}) no "
-                f"longer in force as of {decision['as_of']}: {o['reason']}"
+                f"- {md(name)}: {o['action']} by {md(o['created_by'])} (expiry {o['expires_at']}) "
+                f"no longer in force as of {decision['as_of']}: {md(o['reason'])}"
             )
     if len(lines) == 2:
         lines.append("None: every weight follows from the evidence and the policy.")
@@ -294,13 +303,14 @@ def _agent(
     policy: Mapping[str, Any] | None = None,
     profile: str | None = None,
 ) -> list[str]:
-    lines = [f"### {e['agent']} ({e['strategy']}): {e['weight']:.2%}", "", f"> {e['summary']}", ""]
+    title = f"### {md(e['agent'])} ({md(e['strategy'])}): {e['weight']:.2%}"
+    lines = [title, "", f"> {md(e['summary'])}", ""]
     if e.get("override"):
         o = e["override"]
         what = "excluded" if o["action"] == "exclude" else f"capped at {o['cap']:.2%}"
         lines += [
-            f"**Operator override:** {what} by {o['created_by']} until {o['expires_at']}: "
-            f"{o['reason']}",
+            f"**Operator override:** {what} by {md(o['created_by'])} until "
+            f"{md(o['expires_at'])}: {md(o['reason'])}",
             "",
         ]
     failed = failed_gates(e)
@@ -308,12 +318,15 @@ def _agent(
     lines += [f"**Gates** ({verdict}):", ""]
     lines += _table(
         ["gate", "verdict", "detail"],
-        [[g["gate"], "pass" if g["passed"] else "**FAIL**", g["detail"]] for g in e["gates"]],
+        [[g["gate"], "pass" if g["passed"] else "**FAIL**", md(g["detail"])] for g in e["gates"]],
     )
     lines += ["", f"**Factors** ({factors_caption(e, profile)}):", ""]
     lines += _table(
         ["factor", "value", "reason"],
-        [[f["factor"], factor_text(f["factor"], f["value"]), f["reason"]] for f in e["factors"]],
+        [
+            [f["factor"], factor_text(f["factor"], f["value"]), md(f["reason"])]
+            for f in e["factors"]
+        ],
     )
     lines += ["", "**Weight after every step:**", ""]
     notes = step_notes(e, total_quality, policy, profile)
@@ -324,7 +337,7 @@ def _agent(
         rows.append([key, shown, note or meaning])
     lines += _table(["step", "value", "what happened"], rows)
     if e.get("notes"):
-        lines += ["", "Notes: " + "; ".join(e["notes"]) + "."]
+        lines += ["", "Notes: " + "; ".join(md(n) for n in e["notes"]) + "."]
     return [*lines, ""]
 
 
@@ -398,12 +411,12 @@ def decision_memo(
             ["agent", "action", "cap", "reason", "by", "expires"],
             [
                 [
-                    o["agent"],
-                    o["action"],
+                    md(o["agent"]),
+                    md(o["action"]),
                     "-" if o.get("cap") is None else f"{o['cap']:.2%}",
-                    o["reason"],
-                    o["created_by"],
-                    o["expires_at"],
+                    md(o["reason"]),
+                    md(o["created_by"]),
+                    md(o["expires_at"]),
                 ]
                 for o in sorted(overrides, key=lambda o: o["agent"])
             ],
