@@ -65,6 +65,10 @@ def test_every_profile_is_registered_and_its_gates_exist():
     for profile, method in profiles.PROFILES.items():
         assert method.profile is profile and method.method
         assert set(method.gates) <= set(PROFILE_GATES)
+        # the texts read the factors' roles from the register: every shown factor has one
+        roles = set(method.quality_factors) | set(method.risk_factors)
+        assert not set(method.quality_factors) & set(method.risk_factors)
+        assert set(method.shown_factors) <= roles
 
 
 def test_the_pipeline_dispatches_through_the_register(monkeypatch):
@@ -78,7 +82,15 @@ def test_the_pipeline_dispatches_through_the_register(monkeypatch):
     def words(table, i, held, tail, strategy):
         return [{"factor": "flat", "value": 1.0, "reason": "every agent alike"}]
 
-    method = ProfileMethod(Profile.SEED, flat, words, "flat weights, for the test")
+    method = ProfileMethod(
+        Profile.SEED,
+        flat,
+        words,
+        "flat weights, for the test",
+        quality_factors=("flat",),
+        risk_factors=(),
+        shown_factors=("flat",),
+    )
     monkeypatch.setitem(profiles.PROFILES, Profile.SEED, method)
     stats = {f"a{i}": {"pnl_sum_bps": 10.0 * (i + 1), "n_records": 10} for i in range(5)}
     decision = allocate(stats, as_of=AS_OF, policy=Policy(profile=Profile.SEED))

@@ -62,8 +62,12 @@ def test_walkthrough_in_a_working_directory(tmp_path: Path) -> None:
     )  # fmt: skip
     assert decision["as_of"] == "2026-01-15T06:00:00Z"
     bare = cli("history", "--json", cwd=tmp_path, code=1)
-    assert bare.stdout == "", "errors never go to stdout"
+    # under --json a failure is a JSON object on stdout too (a script reading stdout gets JSON)
+    error = json.loads(bare.stdout)
+    assert error["schema"] == "meta-supervisor/error/1" and error["exit_code"] == 1
+    assert "no decision in the history yet" in error["error"]
     assert "no decision in the history yet" in bare.stderr
+    assert cli("history", cwd=tmp_path, code=1).stdout == "", "without --json: stderr only"
     env_root = cli("history", "--root", "demo-out", "--json", cwd=tmp_path).stdout
     assert [row["seq"] for row in json.loads(env_root)["entries"]] == [1, 2, 3]
     assert "3 entries, chain intact" in cli("verify", "--root", "demo-out", cwd=tmp_path).stdout

@@ -67,7 +67,7 @@ def test_memo_is_self_contained() -> None:
     decision = _decision(overrides=[cap])
     memo = decision_memo(decision, seq=7, entry_hash="f" * 64, version="9.9")
     assert memo.startswith(f"# Allocation memo: decision as of {decision['as_of']}")
-    assert "## How to read this memo" in memo
+    assert "### How this decision was made" in memo
     for name, e in decision["agents"].items():
         assert f"### {name} ({e['strategy']}): {e['weight']:.2%}" in memo
         for g in e["gates"]:
@@ -170,9 +170,9 @@ def test_diff_names_a_flipped_gate_and_a_policy_change() -> None:
 
 def test_memo_reading_guide_gives_the_code_s_step_order_and_the_no_trade_band() -> None:
     memo = decision_memo(_decision())
-    guide = memo.split("## How to read this memo", 1)[1].split("## Portfolio", 1)[0]
+    guide = memo.split("### How this decision was made", 1)[1].split("### What changed", 1)[0]
     # the allocation caps the quality shares first, then applies the risk multipliers
-    order = ["**cap**", "**risk**", "gross cap", "**stability**", "rounded down"]
+    order = ["per-agent cap", "risk multipliers", "gross cap", "stability rule", "rounded down"]
     positions = [guide.index(word) for word in order]
     assert positions == sorted(positions), positions
     assert "no-trade band" in guide and "0.25 pp" in guide  # the decision's own band

@@ -16,6 +16,7 @@ Every step's output is kept in the explanation (:mod:`meta_supervisor.allocate.e
 4. **cap** the quality shares ``s_i = q_i / Σ_j q_j`` by water-filling
    (:func:`meta_supervisor.allocate.portfolio.cap_water_fill`): no share above the cap, the excess
    to the uncapped agents in proportion to quality, to cash when all are capped; then operator caps.
+   With ``cap_excess = "cash"`` the shares are clipped at the cap and the excess stays in cash.
 5. **pull-back** ``w_i = capped(s)_i · r_i``: normalising by the pre-risk total sends the capital
    that risk removes to cash, not to the other agents.
 
@@ -53,7 +54,7 @@ from meta_supervisor.allocate.gates import PROFILE_GATES, safety_gates
 from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.allocate.portfolio import apply_gross_cap, cap_water_fill, round_down, smooth
 from meta_supervisor.allocate.profiles import ProfileMethod, method_for
-from meta_supervisor.policy.model import Policy
+from meta_supervisor.policy.model import CapExcess, Policy
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.typing import BoolArray
 from meta_supervisor.units import STEP_EPS
@@ -231,7 +232,10 @@ def _decide(
 
     total_q = float(quality.sum())
     share = quality / total_q if total_q > 0 else np.zeros_like(quality)
-    water = cap_water_fill(share, policy.max_weight)
+    if policy.cap_excess is CapExcess.CASH:
+        water = np.minimum(share, policy.max_weight)  # the excess stays in cash
+    else:
+        water = cap_water_fill(share, policy.max_weight)
     after_cap = np.minimum(water, caps)
     after_risk = after_cap * risk
     after_gross = apply_gross_cap(after_risk, policy.gross_cap)
@@ -272,7 +276,9 @@ def _decide(
         "binding_caps": [names[i] for i in np.flatnonzero(share > caps + 1e-15).tolist()],
         "gross_cap_binding": bool(after_risk.sum() > policy.gross_cap + STEP_EPS),
         "turnover": float(np.abs(final - prev).sum()) if previous is not None else None,
-        "reason": portfolio_reason(total_q, water, after_cap, after_risk, gross),
+        "reason": portfolio_reason(
+            total_q, water, after_cap, after_risk, gross, policy.cap_excess is CapExcess.CASH
+        ),
     }
     steps = {
         "quality": quality,

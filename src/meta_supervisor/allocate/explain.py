@@ -120,7 +120,7 @@ class Explanation:
                 "previous_weight": previous[i] if previous is not None else None,
                 "summary": "",  # below: the summary reads the rest
             }
-            e["summary"] = _summary(e, policy)
+            e["summary"] = _summary(e, policy, self.method)
             out[name] = e
         return out
 
@@ -141,21 +141,27 @@ def _notes(absent: Mapping[str, bool]) -> list[str]:
     return notes
 
 
-def _summary(e: Mapping[str, Any], policy: Policy) -> str:
-    """One line: why this agent got its weight."""
+def _summary(e: Mapping[str, Any], policy: Policy, method: ProfileMethod) -> str:
+    """One line: why this agent got its weight. The profile's factors that move weights
+    (:attr:`~meta_supervisor.allocate.profiles.base.ProfileMethod.shown_factors`) are quoted
+    where they are not x1.00, at the value the explanation holds: quality factors beside the
+    share they made, risk factors after the cap (the order the steps apply)."""
     failed = [g for g in e["gates"] if not g["passed"]]
     if failed:
         return f"gated by {failed[0]['gate']}: {failed[0]['detail']}"
     steps = e["steps"]
-    parts = [f"{steps['share_before_risk']:.1%} on quality"]
+    values = {f["factor"]: f["value"] for f in e["factors"]}
+    moved = [n for n in method.shown_factors if _moves(values.get(n))]
+    quality = [f"{n} x{values[n]:.2f}" for n in moved if n not in method.risk_factors]
+    risk = [f"{n} x{values[n]:.2f}" for n in moved if n in method.risk_factors]
+    by = f" ({', '.join(quality)})" if quality else ""
+    parts = [f"{steps['share_before_risk']:.1%} on quality{by}"]
     if steps["after_cap"] + STEP_EPS < steps["share_before_risk"]:
         parts.append(f"capped at {steps['after_cap']:.1%}")
     elif steps["after_cap"] > steps["share_before_risk"] + STEP_EPS:
         extra = steps["after_cap"] - steps["share_before_risk"]
         parts.append(f"+{extra:.1%} excess from capped agents")
-    penalties = [f for f in e["factors"] if f["factor"] in ("cvar", "drawdown") and f["value"] < 1]
-    for f in penalties:
-        parts.append(f"{f['factor']} x{f['value']:.2f}")
+    parts += risk
     if abs(steps["after_gross_cap"] - steps["after_risk"]) > STEP_EPS:
         parts.append("gross cap")
     if abs(steps["after_stability"] - steps["after_gross_cap"]) > STEP_EPS:
@@ -174,15 +180,23 @@ def _summary(e: Mapping[str, Any], policy: Policy) -> str:
     return ", ".join(parts) + f" -> {steps['final']:.2%}"
 
 
+def _moves(value: float | None) -> bool:
+    """Whether a multiplier shows as moving the weight at two decimals (x1.00 does not)."""
+    return value is not None and f"{value:.2f}" != "1.00"
+
+
 def portfolio_reason(
     total_q: float,
     water: np.ndarray,
     after_cap: np.ndarray,
     after_risk: np.ndarray,
     gross: float,
+    excess_to_cash: bool = False,
 ) -> str:
-    """The headline: what held capital back, step by step (``water``: shares after the
-    water-filled cap, before operator caps)."""
+    """The headline: what held capital back before the stability step and rounding
+    (``water``: shares after the per-agent cap, before operator caps; ``excess_to_cash``: the
+    policy's ``cap_excess = "cash"``). The final split of the cash is
+    :func:`meta_supervisor.views.attribution.cash_breakdown`'s."""
     if total_q <= 0:
         return "no agent passed the gates: everything in cash"
     reasons = []
@@ -190,12 +204,14 @@ def portfolio_reason(
     by_operator = float(water.sum() - after_cap.sum())
     by_risk = float(after_cap.sum() - after_risk.sum())
     if by_risk > CAPITAL_EPS:
-        reasons.append(f"risk penalties held back {by_risk:.1%} of capital")
+        reasons.append(f"risk penalties held back {by_risk:.2%} of capital")
     if by_cap > CAPITAL_EPS:
-        reasons.append(f"the per-agent cap held back {by_cap:.1%} (too few agents to place it)")
+        why = "cap_excess = cash" if excess_to_cash else "too few agents to place it"
+        reasons.append(f"the per-agent cap held back {by_cap:.2%} ({why})")
     if by_operator > CAPITAL_EPS:
-        reasons.append(f"operator caps held back {by_operator:.1%}")
-    reasons.append(f"deployed {gross:.1%}")
+        reasons.append(f"operator caps held back {by_operator:.2%}")
+    if not reasons:
+        return "nothing held back before the stability step"
     return "; ".join(reasons)
 
 

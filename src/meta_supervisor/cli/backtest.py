@@ -11,19 +11,17 @@ Examples::
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, cast
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from meta_supervisor.cli.common import BACKTEST_SCHEMA, console, emit_json, fail
 from meta_supervisor.cycle.run import Ledger
 from meta_supervisor.ingest.records import dedupe_records
 from meta_supervisor.policy.model import Policy, PolicyError, load_policy
@@ -90,6 +88,14 @@ def backtest(
     warmup: Annotated[str, typer.Option(help="Warm-up before the first rebalance.")] = "7d",
     config: Annotated[Path | None, typer.Option(help="Policy TOML for the default method.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report.")] = None,
+    cost_bps: Annotated[
+        float,
+        typer.Option(
+            "--cost-bps",
+            min=0,
+            help="Trading cost in bps of the notional traded, for the report's net PnL.",
+        ),
+    ] = 0.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     list_scenarios: Annotated[bool, typer.Option("--list", help="List the scenarios.")] = False,
 ) -> None:
@@ -105,18 +111,13 @@ def backtest(
             out.print(f"[bold]{name}[/]: {sc.description}")
         return
     if sum(x is not None for x in (scenario, records, ledger)) != 1:
-        out.print(
-            "[bold red]error:[/] give exactly one of --scenario NAME, --records FILE "
-            "or --ledger DIR"
-        )
-        raise typer.Exit(2)
+        raise fail("give exactly one of --scenario NAME, --records FILE or --ledger DIR")
     try:
         every_h = parse_duration(every) if every else None
         warmup_h = parse_duration(warmup)
         policy = load_policy(config) if config else None
     except (ValueError, PolicyError) as err:
-        out.print(f"[bold red]error:[/] {escape(str(err))}")
-        raise typer.Exit(2) from None
+        raise fail(str(err)) from None
     try:
         if scenario is not None:
             fleet = build_scenario(scenario, seed)
@@ -139,19 +140,18 @@ def backtest(
                 source, str(ledger or records), every_h or 6.0, policy, warmup_h, out
             )
     except (KeyError, ImportError, ValueError) as err:
-        out.print(f"[bold red]error:[/] {escape(str(err.args[0] if err.args else err))}")
-        raise typer.Exit(2) from None
+        raise fail(str(err.args[0] if err.args else err)) from None
     title = (
         f"{scenario} (seed {seed})" if scenario else str(records or ledger)
     ) + f": {len(result.times)} rebalances every {result.every_hours:g} h"
     if json_out:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+        emit_json({"schema": BACKTEST_SCHEMA} | result.to_dict())
     else:
-        Console(width=None if sys.stdout.isatty() else 160).print(metrics_table(result, title))
+        console.print(metrics_table(result, title))
     if report is not None:
         from meta_supervisor.research.report import write_report
 
-        path = write_report(result, report, title=title)
+        path = write_report(result, report, title=title, cost_bps=cost_bps)
         out.print(f"report written to {path}")
 
 

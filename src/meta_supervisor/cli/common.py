@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import shlex
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,10 +30,31 @@ from meta_supervisor.policy.model import Policy, PolicyError, load_policy
 from meta_supervisor.state.files import HistoryEntry, read_history
 from meta_supervisor.views.safe import markup
 
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+ERROR_SCHEMA = "meta-supervisor/error/1"
+
+
+def output_width(is_tty: bool, environ: Mapping[str, str] | None = None) -> int | None:
+    """The width a console renders at: the terminal's (``None``: rich asks it, and honours
+    ``COLUMNS``) on a terminal; piped, ``COLUMNS`` when set to a number, else 160 (wide
+    enough that tables do not wrap in a log)."""
+    columns = (os.environ if environ is None else environ).get("COLUMNS", "")
+    if is_tty:
+        return None
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 160
+
+
+# rich honours NO_COLOR (no colours, styles such as bold kept) and FORCE_COLOR itself.
+console = Console(width=output_width(sys.stdout.isatty()))
+err_console = Console(stderr=True, width=output_width(sys.stderr.isatty()))
 
 EXPLAIN_SCHEMA = "meta-supervisor/explain/1"
+INGEST_SCHEMA = "meta-supervisor/ingest/1"
+QUARANTINE_SCHEMA = "meta-supervisor/quarantine/1"
+VERIFY_SCHEMA = "meta-supervisor/verify/1"
+OVERRIDES_SCHEMA = "meta-supervisor/overrides/1"
+OVERRIDE_CHANGE_SCHEMA = "meta-supervisor/override-change/1"
+POLICY_VALIDATE_SCHEMA = "meta-supervisor/policy-validate/1"
+BACKTEST_SCHEMA = "meta-supervisor/backtest/1"
 HISTORY_SCHEMA = "meta-supervisor/history/1"
 DIFF_SCHEMA = "meta-supervisor/diff/1"
 
@@ -63,6 +86,14 @@ Config = Annotated[
 ]
 JsonOut = Annotated[
     bool, typer.Option("--json", metavar="", help="Machine output (JSON; schema in docs/CLI.md).")
+]
+LedgerOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ledger",
+        help="Ledger store directory (default: META_SUPERVISOR_LEDGER, else "
+        "ROOT/meta_supervisor/ledger).",
+    ),
 ]
 Wait = Annotated[float, typer.Option("--wait", help="Seconds to wait for another cycle's lock.")]
 
@@ -101,7 +132,29 @@ def warn(message: str) -> None:
         err_console.print(f"[yellow]warning:[/] {markup(line)}", highlight=False, soft_wrap=True)
 
 
+def error_object(message: str, exit_code: int, hint: str | None) -> dict[str, Any]:
+    """What ``--json`` prints on stdout when a command fails (stderr says it too)."""
+    return {"schema": ERROR_SCHEMA, "error": message, "hint": hint, "exit_code": exit_code}
+
+
+class _Emitted:
+    """Whether this process already wrote its JSON document on stdout (then an error after it
+    is not printed as a second one)."""
+
+    done = False
+
+
+def json_emitted() -> bool:
+    return _Emitted.done
+
+
+def forget_emitted() -> None:
+    """A new command starts with nothing written (the app may run several in one process)."""
+    _Emitted.done = False
+
+
 def emit_json(value: Any) -> None:
+    _Emitted.done = True
     sys.stdout.write(canonical_json(value, indent=2) + "\n")
 
 
@@ -110,8 +163,10 @@ def paths_for(
     records: Path | None = None,
     telemetry: Path | None = None,
     root: Path | None = None,
+    ledger: Path | None = None,
 ) -> Paths:
-    """Environment defaults; ``--root`` re-bases the layout; explicit options win."""
+    """Environment defaults; ``--root`` re-bases the layout; explicit options win (``ledger``:
+    the store to read, ``--ledger``)."""
     base = Paths.from_env()
     if root is not None:
         base = replace(Paths.under(root), policy=base.policy)
@@ -121,7 +176,7 @@ def paths_for(
         state_dir=state_dir or base.state_dir,
         policy=base.policy,
         # Files named on the command line are what the operator wants read, not the store.
-        ledger=None if records or telemetry else base.ledger,
+        ledger=ledger or (None if records or telemetry else base.ledger),
     )
 
 

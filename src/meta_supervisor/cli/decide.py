@@ -16,6 +16,7 @@ from meta_supervisor.cli.common import (
     AsOf,
     Config,
     JsonOut,
+    LedgerOption,
     Root,
     StateDir,
     Wait,
@@ -118,6 +119,7 @@ def allocate(
         Path | None,
         typer.Option(help="Telemetry events (JSONL/CSV/Parquet), read instead of the store."),
     ] = None,
+    ledger_dir: LedgerOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", metavar="", help="Decide but write nothing.")
     ] = False,
@@ -162,7 +164,12 @@ def allocate(
         if named is not None and not named.exists():
             # A typo here would otherwise decide on no evidence and put the fleet in cash.
             raise fail(f"{option}: {named}: no such file")
-    paths = paths_for(state_dir, records, telemetry, root)
+    if ledger_dir is not None and (records is not None or telemetry is not None):
+        raise fail("give --ledger or --records/--telemetry, not both")
+    if ledger_dir is not None and not LedgerStore(ledger_dir).exists():
+        # Nothing found is loud: a mistyped store must not decide on no evidence.
+        raise fail(f"--ledger: {ledger_dir}: no ledger store there (run 'meta-supervisor ingest')")
+    paths = paths_for(state_dir, records, telemetry, root, ledger_dir)
     policy = load_policy_for(config, paths)
     moment = as_of_or_now(as_of)
     try:

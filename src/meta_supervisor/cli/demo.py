@@ -25,22 +25,30 @@ from meta_supervisor.views.terminal import (
 
 
 def demo(
-    out: Annotated[
-        Path, typer.Option(help="Where to write the example fleet and its state.")
+    root: Annotated[
+        Path,
+        typer.Option(
+            "--root",
+            "--out",
+            help="Where to write the example fleet and its state (--out: the former name).",
+        ),
     ] = Path("demo-out"),
     json_out: JsonOut = False,
 ) -> None:
     """Generate the example fleet, run two cycles on it (6 h apart) and print the decision.
 
-    The fleet (8 agents, 21 days of records) is written under OUT in the original system's
-    layout, so every other command works on it with --root OUT.
+    The fleet (8 agents, 21 days of records) is written under ROOT in the original system's
+    layout, so every other command works on it with --root ROOT. Between the two cycles one
+    agent's runs start failing: its error rate crosses the gate and it is cut ('diff' and the
+    memo tell the story).
 
     Examples:
 
       meta-supervisor demo
 
-      meta-supervisor demo --out /tmp/fleet --json
+      meta-supervisor demo --root /tmp/fleet --json
     """
+    out = root
     paths = write_demo_fleet(out)
     decisions = []
     for as_of in DEMO_CYCLES:
@@ -59,7 +67,7 @@ def demo(
     line = overrides_line(decision)
     if line:
         console.print(line, highlight=False)
-    root = shlex.quote(str(out))
+    where = shlex.quote(str(out))
     as_of_next = iso(DEMO_AS_OF + timedelta(hours=6))
     run = invocation()
     how = (
@@ -69,14 +77,14 @@ def demo(
     )
     console.print(
         f"\nState written to {paths.state_dir}/. Next, try{how}:\n"
-        f"  {run} explain cygnus --root {root}      # every factor behind one weight\n"
-        f"  {run} history --root {root}             # weights over time\n"
-        f"  {run} diff --root {root}                # what changed, and why\n"
-        f"  {run} explain --format md --root {root} > memo.md   # the memo for LPs\n"
+        f"  {run} explain cygnus --root {where}      # every factor behind one weight\n"
+        f"  {run} history --root {where}             # weights over time\n"
+        f"  {run} diff --root {where}                # what changed, and why\n"
+        f"  {run} explain --format md --root {where} > memo.md   # the memo for LPs\n"
         f"  {run} override add fornax --cap 0.02 --reason 'sim under review' "
-        f"--for 24h --as-of {iso(DEMO_AS_OF)} --root {root}\n"
-        f"  {run} allocate --as-of {as_of_next} --root {root}   # one more cycle\n"
-        f"  {run} verify --root {root}              # check the history's hash chain",
+        f"--for 24h --as-of {iso(DEMO_AS_OF)} --root {where}\n"
+        f"  {run} allocate --as-of {as_of_next} --root {where}   # one more cycle\n"
+        f"  {run} verify --root {where}              # check the history's hash chain",
         highlight=False,
         soft_wrap=True,
     )

@@ -1,22 +1,22 @@
 """``meta-supervisor ingest`` and ``meta-supervisor quarantine``: files into the ledger, and back.
 
 Exit codes (as the rest of the CLI): 0 something usable was read (new or already stored rows,
-even if other rows were refused); 1 nothing usable was read (every row refused, files empty),
-or ``quarantine`` found no ledger store; 2 bad usage or a named input file that does not exist;
+even if other rows were refused, up to ``--max-refused``); 1 nothing usable was read (every
+row refused, files empty), more rows refused than ``--max-refused`` allows (the usable rows
+are committed all the same: the threshold is an alarm for cron, not a filter), or
+``quarantine`` found no ledger store; 2 bad usage or a named input file that does not exist;
 3 another ingest holds the ledger's writer lock.
 """
 
 from __future__ import annotations
 
-import json
-import sys
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import polars as pl
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -28,7 +28,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from meta_supervisor.cli.common import fail
+from meta_supervisor.cli.common import (
+    INGEST_SCHEMA,
+    QUARANTINE_SCHEMA,
+    console,
+    emit_json,
+    err_console,
+    fail,
+)
 from meta_supervisor.config import Paths
 from meta_supervisor.errors import BadInput
 from meta_supervisor.ingest.batch import IngestReport, reason_counts
@@ -36,9 +43,6 @@ from meta_supervisor.ingest.batch import ingest as run_ingest
 from meta_supervisor.ledger.store import LedgerStore
 
 __all__ = ["ingest", "quarantine"]
-
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 #: Inputs at least this large get a progress bar (on stderr).
 PROGRESS_BYTES = 32 << 20
@@ -70,6 +74,32 @@ Root = Annotated[
 JsonOut = Annotated[
     bool, typer.Option("--json", metavar="", help="Print a JSON summary on stdout.")
 ]
+MaxRefused = Annotated[
+    str | None,
+    typer.Option(
+        "--max-refused",
+        metavar="N|P%",
+        help="Exit 1 when more rows than this are refused: a count (0: any refusal) or a share "
+        "of the rows read (e.g. 5%). The usable rows are committed all the same.",
+    ),
+]
+
+
+def refused_limit(text: str | None, read: int) -> int | None:
+    """The largest number of refused rows ``--max-refused`` allows (None: no limit).
+
+    ``N`` is a count; ``P%`` a share of the ``read`` rows (rounded down)."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*", text)
+    if match is None or (not match[2] and "." in match[1]):
+        raise fail(f"--max-refused: {text!r} is neither a count (e.g. 0) nor a share (e.g. 5%)")
+    value = float(match[1])
+    if match[2]:
+        if value > 100:
+            raise fail(f"--max-refused: {text!r} is above 100%")
+        return int(read * value / 100)
+    return int(value)
 
 
 def _ledger(path: Path | None, root: Path | None = None) -> Path:
@@ -135,6 +165,7 @@ def ingest(
     wait: Annotated[
         float, typer.Option("--wait", help="Seconds to wait for another ingest's lock.")
     ] = 0.0,
+    max_refused: MaxRefused = None,
     json_out: JsonOut = False,
 ) -> None:
     """Read records or telemetry into the ledger: validated, de-duplicated, one atomic batch.
@@ -147,14 +178,18 @@ def ingest(
       meta-supervisor ingest alpha/reconciled.jsonl telemetry/events.jsonl
 
       meta-supervisor ingest history.parquet --dry-run
+
+      meta-supervisor ingest alpha/reconciled.jsonl --max-refused 1% --json   # for cron
     """
+    refused_limit(max_refused, 0)  # a bad threshold is bad usage, before anything is read
     missing = [p for p in paths if not p.is_file()]
     if missing:
         # Bad input (exit 2), before anything is read: a typo must not ingest half the batch.
-        for p in missing:
-            what = "is a directory, not a file" if p.is_dir() else "no such file"
-            err_console.print(f"[bold red]error:[/] {escape(str(p))}: {what}", soft_wrap=True)
-        raise typer.Exit(2)
+        lines = [
+            f"{p}: {'is a directory, not a file' if p.is_dir() else 'no such file'}"
+            for p in missing
+        ]
+        raise fail("\n".join(lines))
     total = sum(p.stat().st_size for p in paths)
     columns = [
         TextColumn("{task.description}"),
@@ -178,8 +213,11 @@ def ingest(
             progress=advance,
             lock_timeout_s=wait,
         )
+    limit = refused_limit(max_refused, report.read)
+    over = limit is not None and report.refused > limit
     if json_out:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+        body = report.to_dict() | {"max_refused": limit, "over_max_refused": over}
+        emit_json({"schema": INGEST_SCHEMA} | body)
     else:
         console.print(_summary(report))
         if report.refused:
@@ -192,8 +230,14 @@ def ingest(
             + "\nnothing was committed (the batch is all or nothing); fix or leave out these files"
         )
     if not report.usable:
-        err_console.print("[bold red]error:[/] nothing usable was read")
-        raise typer.Exit(1)
+        raise fail("nothing usable was read", 1)
+    if over:
+        raise fail(
+            f"{report.refused} of {report.read} rows refused, more than --max-refused "
+            f"{max_refused} allows ({limit}); the usable rows were committed; list the refused "
+            "ones with 'meta-supervisor quarantine'",
+            1,
+        )
 
 
 def quarantine(
@@ -219,12 +263,11 @@ def quarantine(
     """
     store = LedgerStore(_ledger(ledger, root))
     if not store.exists():
-        err_console.print(
-            f"[bold red]error:[/] no ledger store at {escape(str(store.root))}: nothing was "
-            "ingested there (run 'meta-supervisor ingest FILE...', or pass --root/--ledger)",
-            soft_wrap=True,
+        raise fail(
+            f"no ledger store at {store.root}: nothing was ingested there (run "
+            "'meta-supervisor ingest FILE...', or pass --root/--ledger)",
+            1,
         )
-        raise typer.Exit(1)
     rows = store.quarantine()
     if source:
         rows = rows.filter(pl.col("source").str.contains(source, literal=True))
@@ -234,8 +277,7 @@ def quarantine(
     total = rows.height
     shown = rows if limit <= 0 else rows.head(limit)
     if json_out:
-        body = {"total": total, "rows": shown.to_dicts()}
-        sys.stdout.write(json.dumps(body, indent=2, sort_keys=True) + "\n")
+        emit_json({"schema": QUARANTINE_SCHEMA, "total": total, "rows": shown.to_dicts()})
         return
     table = Table(title=f"quarantine: {total} refused rows in {store.root}")
     for name in ("source", "line", "field", "reason", "raw"):

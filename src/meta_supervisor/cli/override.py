@@ -10,6 +10,8 @@ import typer
 
 from meta_supervisor.allocate.decision import iso, parse_iso
 from meta_supervisor.cli.common import (
+    OVERRIDE_CHANGE_SCHEMA,
+    OVERRIDES_SCHEMA,
     AsOf,
     JsonOut,
     Root,
@@ -125,7 +127,13 @@ def override_add(
     with StateLock(paths.lock, wait):
         replaced = overrides_file.add_override(paths.overrides, override)
     if json_out:
-        emit_json({"added": override.to_dict(), "replaced": replaced and replaced.to_dict()})
+        emit_json(
+            {
+                "schema": OVERRIDE_CHANGE_SCHEMA,
+                "added": override.to_dict(),
+                "replaced": replaced and replaced.to_dict(),
+            }
+        )
         return
     what = "excluded" if exclude else f"capped at {override.cap:.2%}"
     console.print(
@@ -157,8 +165,12 @@ def override_list(
     root: Root = None,
     json_out: JsonOut = False,
 ) -> None:
-    """List overrides: active or expired at --as-of (default: now), and whether the latest
-    decision applied each one (an override added since takes effect at the next 'allocate').
+    """List overrides: active or expired at --as-of, and whether the latest decision applied
+    each one (an override added since takes effect at the next 'allocate').
+
+    --as-of defaults to the latest decision's as_of (the clock when there is none): the status
+    that matters is the one at the data's time, which after the demo or a backtest can be far
+    from the wall clock.
 
     Examples:
 
@@ -167,13 +179,17 @@ def override_list(
       meta-supervisor override list --root demo-out --as-of 2026-01-15T06:00:00Z
     """
     paths = paths_for(state_dir, root=root)
-    now = as_of_or_now(as_of)
     items = overrides_file.load_overrides(paths.overrides)
     latest = _latest_quietly(paths)
+    if as_of is None and latest is not None and isinstance(latest.get("as_of"), str):
+        now = parse_iso(latest["as_of"])
+    else:
+        now = as_of_or_now(as_of)
     applied = {} if latest is None else _applied_overrides(latest)
     if json_out:
         emit_json(
             {
+                "schema": OVERRIDES_SCHEMA,
                 "as_of": iso(now),
                 "latest_decision_as_of": None if latest is None else latest["as_of"],
                 "overrides": [

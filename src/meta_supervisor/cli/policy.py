@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from meta_supervisor.cli.common import (
+    POLICY_VALIDATE_SCHEMA,
     Config,
     JsonOut,
     Root,
@@ -78,12 +79,25 @@ def policy_validate(
         policy = load_policy(file)
     except PolicyError as err:
         if json_out:
-            emit_json({"ok": False, "path": str(file), "errors": str(err).splitlines()})
+            emit_json(
+                {
+                    "schema": POLICY_VALIDATE_SCHEMA,
+                    "ok": False,
+                    "path": str(file),
+                    "errors": str(err).splitlines(),
+                }
+            )
         raise fail(str(err)) from None
     changed = [f["name"] for f in policy_fields(policy) if f["value"] != f["default"]]
     if json_out:
         emit_json(
-            {"ok": True, "path": str(file), "changed": changed, "fingerprint": policy.fingerprint()}
+            {
+                "schema": POLICY_VALIDATE_SCHEMA,
+                "ok": True,
+                "path": str(file),
+                "changed": changed,
+                "fingerprint": policy.fingerprint(),
+            }
         )
         return
     console.print(

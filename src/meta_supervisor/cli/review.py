@@ -8,11 +8,12 @@ from typing import Annotated, Any
 import typer
 
 from meta_supervisor import __version__
-from meta_supervisor.allocate.decision import Decision, fingerprint
+from meta_supervisor.allocate.decision import Decision, fingerprint, parse_iso
 from meta_supervisor.cli.common import (
     DIFF_SCHEMA,
     EXPLAIN_SCHEMA,
     HISTORY_SCHEMA,
+    VERIFY_SCHEMA,
     Format,
     JsonOut,
     Root,
@@ -29,7 +30,11 @@ from meta_supervisor.cli.common import (
     parse_instant,
     paths_for,
     select_entry,
+    warn,
 )
+from meta_supervisor.config import Paths
+from meta_supervisor.cycle.run import load_ledger
+from meta_supervisor.errors import MetaSupervisorError
 from meta_supervisor.state.files import (
     HistoryEntry,
     check_current,
@@ -37,6 +42,7 @@ from meta_supervisor.state.files import (
 )
 from meta_supervisor.views.attribution import cash_breakdown, compare_decisions, weight_history
 from meta_supervisor.views.memo import decision_memo
+from meta_supervisor.views.performance import realised_between
 from meta_supervisor.views.safe import markup
 from meta_supervisor.views.terminal import (
     agent_history_table,
@@ -68,6 +74,33 @@ def _explain_json(
         "provenance": decision["provenance"],
         "agents": {n: decision["agents"][n] for n in names},
     }
+
+
+def _previous_decision(paths: Paths, entry: HistoryEntry | None) -> dict[str, Any] | None:
+    """The decision recorded before ``entry`` in the history (None for the first)."""
+    if entry is None or entry.seq < 2:
+        return None
+    return history_entries(paths)[entry.seq - 2].decision
+
+
+def _realised(
+    paths: Paths, previous: dict[str, Any], decision: dict[str, Any]
+) -> dict[str, Any] | None:
+    """What the previous decision's agents realised until this one (None, with a warning,
+    when the ledger cannot be read)."""
+    start, end = parse_iso(previous["as_of"]), parse_iso(decision["as_of"])
+    horizon = int((decision.get("policy") or {}).get("horizon_hours", 24))
+    hours = (end - start).total_seconds() / 3600
+    try:
+        ledger = load_ledger(paths, end, hours)
+    except (MetaSupervisorError, OSError) as err:
+        warn(f"realised performance left out of the memo: {err}")
+        return None
+    if ledger.records.height == 0:
+        # Nothing found is loud: an empty ledger is not a book that realised 0 bps.
+        warn("realised performance left out of the memo: the ledger has no records")
+        return None
+    return realised_between(ledger.records, previous["weights"], start, end, horizon)
 
 
 def explain(
@@ -127,6 +160,7 @@ def explain(
         emit_json(_explain_json(decision, names, entry))
         return
     if fmt is Format.MD:
+        previous = _previous_decision(paths, entry)
         sys.stdout.write(
             decision_memo(
                 decision,
@@ -134,6 +168,8 @@ def explain(
                 seq=None if entry is None else entry.seq,
                 entry_hash=None if entry is None else entry.hash,
                 version=__version__,
+                previous=previous,
+                realised=None if previous is None else _realised(paths, previous, decision),
             )
         )
         return
@@ -184,7 +220,7 @@ def history(
         emit_json({"schema": HISTORY_SCHEMA, "agent": agent, "entries": rows})
         return
     if agent is None:
-        console.print(history_table(rows))
+        console.print(history_table(rows, console.width))
     else:
         console.print(agent_history_table(agent, rows))
     if len(shown) < len(entries):
@@ -280,7 +316,9 @@ def verify(state_dir: StateDir = None, root: Root = None, json_out: JsonOut = Fa
         ok, current = check_current(paths.history, paths.decision, paths.allocation)
         message = f"{message}; {current}" if ok else current
     if json_out:
-        emit_json({"ok": ok, "path": str(paths.history), "message": message})
+        emit_json(
+            {"schema": VERIFY_SCHEMA, "ok": ok, "path": str(paths.history), "message": message}
+        )
         if not ok:
             raise typer.Exit(1)
         return

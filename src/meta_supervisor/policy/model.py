@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from meta_supervisor.errors import BadInput
 
-__all__ = ["Policy", "PolicyError", "Profile", "load_policy", "policy_fingerprint"]
+__all__ = ["CapExcess", "Policy", "PolicyError", "Profile", "load_policy", "policy_fingerprint"]
 
 
 class Profile(StrEnum):
@@ -38,6 +38,17 @@ class Profile(StrEnum):
 
     SEED = "seed"
     EVIDENCE = "evidence"
+
+
+class CapExcess(StrEnum):
+    """Where the per-agent cap's excess goes.
+
+    ``agents``: water-filling hands it to the uncapped agents in proportion to quality (cash
+    only when every agent is capped; DESIGN.md "Allocation" step 5); ``cash``: it stays in cash.
+    """
+
+    AGENTS = "agents"
+    CASH = "cash"
 
 
 class PolicyError(BadInput):
@@ -115,6 +126,11 @@ class Policy(BaseModel):
 
     # ---- portfolio ----
     max_weight: float = Field(0.25, gt=0, le=1, description="per-agent cap")
+    cap_excess: CapExcess = Field(
+        CapExcess.AGENTS,
+        strict=False,  # named by its value in a file ("cash")
+        description="where a capped agent's excess goes: agents (the uncapped, by quality) or cash",
+    )
     gross_cap: float = Field(1.0, gt=0, le=1, description="cap on total deployed capital")
     max_increase_per_cycle: float = Field(
         0.05, gt=0, le=1, description="largest weight increase per cycle (fraction of capital)"

@@ -33,6 +33,8 @@ from typing import Any
 
 from meta_supervisor.allocate.explain import held_by_band, stability_note
 from meta_supervisor.allocate.explain import pp as _pp
+from meta_supervisor.allocate.profiles import PROFILES, ProfileMethod
+from meta_supervisor.policy.model import Profile
 from meta_supervisor.units import CAPITAL_EPS
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "factors_caption",
     "failed_gates",
     "fleet_quality",
+    "method_of",
+    "quality_risk_factors",
     "stability_note",
     "step_notes",
     "weight_history",
@@ -58,8 +62,6 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("after_stability", "stability against the previous decision"),
     ("final", "rounded down so the weights never sum above 1"),
 )
-_QUALITY = ("alpha", "hit_rate", "confidence", "sim_integrity")
-_RISK = ("cvar", "drawdown")
 _STEP_WORDS = {
     "after_cap": "cap",
     "after_risk": "risk",
@@ -71,18 +73,58 @@ _MOVED = 5e-4  # a factor that moved less than 0.05% is noise in a diff
 _STEP_MOVED = 5e-5  # 0.005 pp of capital
 
 
+def method_of(profile: str | None) -> ProfileMethod | None:
+    """The registered method of a decision's ``profile`` (None for an unknown name)."""
+    if profile is None:
+        return None
+    try:
+        return PROFILES[Profile(profile)]
+    except ValueError:
+        return None
+
+
+def quality_risk_factors(
+    explanation: Mapping[str, Any], profile: str | None
+) -> tuple[list[str], list[str]]:
+    """The agent's quality factors (their product is ``steps.quality``) and risk factors (their
+    product times ``after_cap`` is ``after_risk``), by the profile's register, in its order.
+
+    For a profile this version does not know, every factor except ``cvar`` and ``drawdown`` is
+    read as a quality factor (true of every profile so far)."""
+    names = [f["factor"] for f in explanation.get("factors", [])]
+    method = method_of(profile)
+    if method is None:
+        risk = [n for n in names if n in ("cvar", "drawdown")]
+        return [n for n in names if n not in risk], risk
+    return (
+        [n for n in method.quality_factors if n in names],
+        [n for n in method.risk_factors if n in names],
+    )
+
+
+def _term(value: float) -> str:
+    """A factor as a formula shows it: six significant digits, so that the product of the
+    terms shown is the value shown to five."""
+    return f"{value:.6g}"
+
+
 def factor_text(name: str, value: float) -> str:
     """A factor's value as shown: ``alpha`` is a base (√ of PnL), the others multipliers."""
     return f"{value:.3f}" if name == "alpha" else f"x{value:.3f}"
 
 
-def factors_caption(explanation: Mapping[str, Any]) -> str:
-    """How to read an agent's factors: the seed profile's ``alpha`` is a base (√ of PnL), every
-    other factor (the evidence profile's all of them) a multiplier."""
-    names = {f["factor"] for f in explanation.get("factors", [])}
-    if "alpha" in names:
-        return "alpha is the base; multipliers: x1.00 = no effect"
-    return "multipliers of the equal-weight prior: x1.00 = no effect"
+def factors_caption(explanation: Mapping[str, Any], profile: str | None = None) -> str:
+    """How to read an agent's factors under ``profile``: the quality formula and the risk
+    product, by name (the seed's ``alpha`` is a base, √ of PnL; every other factor a
+    multiplier)."""
+    quality, risk = quality_risk_factors(explanation, profile)
+    parts = []
+    if quality:
+        parts.append("q = " + " × ".join(quality))
+    if risk:
+        parts.append("risk = " + " × ".join(risk))
+    base = "alpha is a base, the others multipliers" if "alpha" in quality else "multipliers"
+    return "; ".join(parts) + f"; {base}: x1.00 = no effect"
 
 
 def failed_gates(explanation: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -103,19 +145,24 @@ def step_notes(
     explanation: Mapping[str, Any],
     total_quality: float | None,
     policy: Mapping[str, Any] | None = None,
+    profile: str | None = None,
 ) -> list[str]:
     """One note per step (same order as :data:`STEPS`) saying what that step did to the weight.
 
-    ``policy`` (the decision's ``policy`` dict) lets the stability note name the no-trade band
-    and the per-cycle increase limit.
+    The quality note is the profile's formula with this agent's factors (``= prior 1 ×
+    evidence 2.3 × confidence 1``: their product is the quality), the risk note the risk
+    factors whose product scales ``after_cap`` to ``after_risk``. ``policy`` (the decision's
+    ``policy`` dict) lets the stability note name the no-trade band and the per-cycle increase
+    limit; ``profile`` is the decision's (:func:`quality_risk_factors`).
     """
     steps = explanation["steps"]
     factors = {f["factor"]: f["value"] for f in explanation["factors"]}
     if failed_gates(explanation):
         gate = failed_gates(explanation)[0]["gate"]
         return [f"0: gated by {gate}"] + [""] * (len(STEPS) - 1)
-    quality_terms = " × ".join(f"{factors[n]:.3g}" for n in _QUALITY if n in factors)
-    risk_terms = " × ".join(f"{n} {factors[n]:.2f}" for n in _RISK if n in factors)
+    quality_names, risk_names = quality_risk_factors(explanation, profile)
+    quality_terms = " × ".join(f"{n} {_term(factors[n])}" for n in quality_names)
+    risk_terms = " × ".join(f"{n} {_term(factors[n])}" for n in risk_names)
     previous = explanation.get("previous_weight")
     notes = []
     for index, (key, _) in enumerate(STEPS):
@@ -123,7 +170,7 @@ def step_notes(
         if key == "quality":
             notes.append(f"= {quality_terms}" if quality_terms else "")
         elif key == "share_before_risk":
-            notes.append(f"= q / Σq (Σq = {total_quality:.4g})" if total_quality else "")
+            notes.append(f"= q / Σq (Σq = {_term(total_quality)})" if total_quality else "")
         elif key == "after_risk":
             notes.append(f"{_pp(delta)}: × {risk_terms}" if risk_terms else _pp(delta))
         elif key == "after_stability" and previous is not None:
@@ -329,6 +376,7 @@ def _agent_diff(
     old: Mapping[str, Any] | None,
     new: Mapping[str, Any] | None,
     fleet: tuple[float | None, float | None],
+    why_fleet: str = "the other agents' evidence moved",
 ) -> dict[str, Any]:
     old_w = 0.0 if old is None else float(old["weight"])
     new_w = 0.0 if new is None else float(new["weight"])
@@ -361,7 +409,7 @@ def _agent_diff(
                         "short": f"fleet quality Σq {q_old:.4g} -> {q_new:.4g} "
                         f"(weight x{q_old / q_new:.3f})",
                         "text": f"fleet quality Σq {q_old:.4g} -> {q_new:.4g} "
-                        f"(weight x{q_old / q_new:.3f}): the other agents' evidence moved, "
+                        f"(weight x{q_old / q_new:.3f}): {why_fleet}, "
                         "so this agent's share of the total did too",
                     }
                 )
@@ -396,6 +444,24 @@ def _agent_sentence(name: str, old_w: float, new_w: float, drivers: list[dict[st
     return f"{head}: {drivers[0]['text']}"
 
 
+def _eligible(decision: Mapping[str, Any], name: str) -> bool:
+    e = decision["agents"].get(name)
+    return e is not None and not failed_gates(e)
+
+
+def _why_fleet(old: Mapping[str, Any], new: Mapping[str, Any], names: Sequence[str]) -> str:
+    """Why the fleet's total quality moved: agents that left or joined the eligible fleet (a
+    gate, an override, presence), else the other agents' evidence."""
+    left = [n for n in names if _eligible(old, n) and not _eligible(new, n)]
+    joined = [n for n in names if _eligible(new, n) and not _eligible(old, n)]
+    parts = []
+    if left:
+        parts.append(f"{', '.join(left)} left the eligible fleet")
+    if joined:
+        parts.append(f"{', '.join(joined)} joined it")
+    return " and ".join(parts) if parts else "the other agents' evidence moved"
+
+
 def compare_decisions(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """What changed from ``old`` to ``new``: portfolio, policy keys, and per agent the drivers.
 
@@ -406,7 +472,10 @@ def compare_decisions(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[st
     """
     fleet = (fleet_quality(old), fleet_quality(new))
     names = sorted(set(old["agents"]) | set(new["agents"]))
-    agents = {n: _agent_diff(n, old["agents"].get(n), new["agents"].get(n), fleet) for n in names}
+    why = _why_fleet(old, new, names)
+    agents = {
+        n: _agent_diff(n, old["agents"].get(n), new["agents"].get(n), fleet, why) for n in names
+    }
     old_policy, new_policy = old.get("policy", {}), new.get("policy", {})
     policy_changes = {
         k: {"old": old_policy.get(k), "new": new_policy.get(k)}

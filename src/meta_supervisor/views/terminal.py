@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from meta_supervisor.allocate.decision import Decision, iso
+from meta_supervisor.allocate.explain import pp
 from meta_supervisor.allocate.inputs import Override
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.policy.toml import policy_fields, shown_value
@@ -27,6 +28,7 @@ from meta_supervisor.views.attribution import (
     factor_text,
     factors_caption,
     fleet_quality,
+    method_of,
     step_notes,
 )
 from meta_supervisor.views.safe import markup, term
@@ -42,9 +44,17 @@ __all__ = [
     "overrides_table",
     "policy_table",
     "print_decision",
+    "shown_factors",
 ]
 
 _MULTIPLIERS = ("confidence", "sim_integrity", "cvar", "drawdown")
+
+
+def shown_factors(profile: str | None) -> tuple[str, ...]:
+    """The factor columns of the allocation table under ``profile``: those that move weights
+    (:attr:`~meta_supervisor.allocate.profiles.base.ProfileMethod.shown_factors`)."""
+    method = method_of(profile)
+    return _MULTIPLIERS if method is None else method.shown_factors
 
 
 def factor_value(explanation: Mapping[str, Any], name: str) -> float | None:
@@ -62,30 +72,41 @@ def _mult(value: float | None, gated: bool) -> Text:
     return Text(f"x{value:.2f}", style=style)
 
 
-def allocation_table(decision: Decision) -> Table:
-    """One row per agent: weight, each multiplier, and the one-line reason; then cash."""
+#: Below this width the allocation table leaves out the strategy and the one-line reason,
+#: which print under it, one agent a line (a folded column broke dates and numbers mid-token).
+WIDE = 120
+
+
+def allocation_table(decision: Decision, width: int | None = None) -> Table:
+    """One row per agent: weight, the profile's factor columns, and the one-line reason; then
+    cash. With ``width`` below :data:`WIDE`: no strategy and no reason column
+    (:func:`print_decision` prints the reasons under the table)."""
+    wide = width is None or width >= WIDE
     table = Table(
         title=f"Allocation as of {decision.as_of} (profile: {decision.profile})",
         box=box.SIMPLE_HEAVY,
         show_footer=True,
     )
-    table.add_column("agent", footer="cash")
-    table.add_column("strategy")
-    table.add_column("weight", justify="right", footer=f"{decision.cash:.2%}")
-    for name in _MULTIPLIERS:
-        table.add_column(name.replace("_integrity", ""), justify="right")
-    table.add_column("why", overflow="fold", ratio=1)
+    table.add_column("agent", footer="cash", no_wrap=True)
+    if wide:
+        table.add_column("strategy", no_wrap=True)
+    table.add_column("weight", justify="right", footer=f"{decision.cash:.2%}", no_wrap=True)
+    columns = shown_factors(decision.profile)
+    for name in columns:
+        table.add_column(name.replace("_integrity", ""), justify="right", no_wrap=True)
+    if wide:
+        table.add_column("why", ratio=1, min_width=30)
     ordered = sorted(decision.agents.values(), key=lambda e: (-e["weight"], e["agent"]))
     for e in ordered:
         gated = not all(g["passed"] for g in e["gates"])
         weight = Text(f"{e['weight']:.2%}", style="bold" if e["weight"] > 0 else "dim")
-        table.add_row(
-            term(e["agent"]),
-            term(e["strategy"]),
-            weight,
-            *(_mult(factor_value(e, f), gated) for f in _MULTIPLIERS),
-            term(e["summary"], style="dim" if gated else ""),
-        )
+        cells: list[Any] = [term(e["agent"])]
+        if wide:
+            cells.append(term(e["strategy"]))
+        cells += [weight, *(_mult(factor_value(e, f), gated) for f in columns)]
+        if wide:
+            cells.append(term(e["summary"], style="dim" if gated else ""))
+        table.add_row(*cells)
     return table
 
 
@@ -120,7 +141,7 @@ def explanation_panel(decision: Decision, agent: str) -> Panel:
     for g in e["gates"]:
         verdict = Text("pass", style="green") if g["passed"] else Text("FAIL", style="bold red")
         gates.add_row(term(g["gate"]), verdict, term(g["detail"]))
-    factors = Table(box=box.MINIMAL, title=f"factors ({factors_caption(e)})")
+    factors = Table(box=box.MINIMAL, title=f"factors ({factors_caption(e, decision.profile)})")
     factors.add_column("factor")
     factors.add_column("value", justify="right")
     factors.add_column("reason", overflow="fold")
@@ -131,7 +152,7 @@ def explanation_panel(decision: Decision, agent: str) -> Panel:
     steps.add_column("value", justify="right")
     steps.add_column("what happened", overflow="fold")
     as_dict = decision.to_dict()
-    notes = step_notes(e, fleet_quality(as_dict), as_dict.get("policy"))
+    notes = step_notes(e, fleet_quality(as_dict), as_dict.get("policy"), decision.profile)
     for (key, meaning), note in zip(STEPS, notes, strict=True):
         value = e["steps"][key]
         shown = f"{value:.4f}" if key == "quality" else f"{value:.4%}"
@@ -148,31 +169,63 @@ def explanation_panel(decision: Decision, agent: str) -> Panel:
 def print_decision(decision: Decision, console: Console | None = None) -> None:
     """Print the allocation table and the portfolio line."""
     console = console or Console(width=None if Console().is_terminal else 160)
-    console.print(allocation_table(decision))
+    console.print(allocation_table(decision, console.width))
+    if console.width < WIDE:
+        ordered = sorted(decision.agents.values(), key=lambda e: (-e["weight"], e["agent"]))
+        for e in ordered:
+            line = term(f"{e['agent']} ({e['strategy']}): ", style="bold")
+            line.append(term(e["summary"]))
+            console.print(line)
     p = decision.portfolio
     caps = ", ".join(markup(c) for c in p["binding_caps"]) or "none"
     console.print(
-        f"[bold]deployed {decision.gross:.2%}[/], [bold]cash {decision.cash:.2%}[/]: "
-        f"{markup(p['reason'])}. Gated: {p['n_gated']} of {p['n_agents']}. Binding caps: {caps}."
+        f"[bold]deployed {decision.gross:.2%}[/], [bold]cash {decision.cash:.2%}[/]. "
+        f"Before the stability step: {markup(p['reason'])}. Gated: {p['n_gated']} of "
+        f"{p['n_agents']}. Binding caps: {caps}."
     )
 
 
 # ---------------------------------------------------------------- history and diff
 
 
-def history_table(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """Weights over time: one row per decision, one column per agent."""
+def history_table(rows: Sequence[Mapping[str, Any]], width: int | None = None) -> Table:
+    """Weights over time: one row per decision, one column per agent; when the agents do not
+    fit in ``width`` (a number is never cut), the long format: one row per decision and agent
+    with a weight, then the decision's cash."""
     agents = sorted({a for row in rows for a in row["weights"]})
+    # seq, as_of (20), a weight column per agent and cash: each at least 7 ("100.00%") plus
+    # rich's padding and separators
+    needed = 6 + 23 + sum(max(len(a), 7) + 3 for a in agents) + 10
+    if width is not None and needed > width:
+        return _history_long(rows)
     table = Table(title="weights over time", box=box.SIMPLE_HEAVY)
-    table.add_column("seq", justify="right")
-    table.add_column("as_of")
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("as_of", no_wrap=True)
     for name in agents:
-        table.add_column(term(name), justify="right")
-    table.add_column("cash", justify="right")
+        table.add_column(term(name), justify="right", no_wrap=True)
+    table.add_column("cash", justify="right", no_wrap=True)
     for row in rows:
         weights = row["weights"]
         cells = [f"{weights[a]:.2%}" if a in weights else Text("-", style="dim") for a in agents]
         table.add_row(str(row["seq"]), row["as_of"], *cells, f"{row['cash']:.2%}")
+    return table
+
+
+def _history_long(rows: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table(title="weights over time (one line per agent)", box=box.SIMPLE)
+    for name, justify in (("seq", "right"), ("as_of", "left"), ("agent", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table.add_column("weight", justify="right", no_wrap=True)
+    table.add_column("change", justify="right", no_wrap=True)
+    previous: Mapping[str, float] | None = None
+    for row in rows:
+        seq, as_of, weights = str(row["seq"]), row["as_of"], row["weights"]
+        for name in sorted(weights):
+            change = "" if previous is None else pp(weights[name] - previous.get(name, 0.0))
+            table.add_row(seq, as_of, term(name), f"{weights[name]:.2%}", change)
+        table.add_row(seq, as_of, Text("cash", style="bold"), f"{row['cash']:.2%}", "")
+        table.add_section()
+        previous = weights
     return table
 
 

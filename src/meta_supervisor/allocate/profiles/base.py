@@ -71,13 +71,21 @@ class ProfileMethod:
     ``gates``: profile gates it adds after the safety gates (names in
     :data:`meta_supervisor.allocate.gates.PROFILE_GATES`); ``uses_persistence``: whether it
     reads the learned tilt strength (hashed into the inputs fingerprint only then);
-    ``method``: one paragraph on how it sizes agents, for the memo.
+    ``method``: one paragraph on how it sizes agents, for the memo;
+    ``quality_factors``: the factors whose product is the quality ``q`` (the first may be a base,
+    e.g. the seed's ``alpha``, the others multipliers); ``risk_factors``: those whose product is
+    the risk multiplier ``r`` (``after_risk = after_cap · r``); ``shown_factors``: the factors
+    that move weights under this profile, as the table's columns and the one-line summary show
+    them (multipliers: x1.00 = no effect).
     """
 
     profile: Profile
     compute: Compute
     explain: Explain
     method: str
+    quality_factors: tuple[str, ...]
+    risk_factors: tuple[str, ...]
+    shown_factors: tuple[str, ...]
     keys: tuple[str, ...] = ()
     gates: tuple[str, ...] = ()
     uses_persistence: bool = False

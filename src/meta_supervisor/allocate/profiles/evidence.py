@@ -565,10 +565,20 @@ METHOD = ProfileMethod(
     compute=compute,
     explain=explain,
     method=(
-        "equal weight over the agents that pass the gates, tilted by each agent's t-statistic "
-        "of mean PnL only as far as this fleet's past evidence has predicted its next-day PnL; "
-        "drawdown and strategy tail measured against the agent's or strategy's own scale"
+        "equal weight over the agents that pass the gates, tilted by the evidence. An eligible "
+        "agent's quality is q = prior x evidence x confidence: prior is 1 for every agent "
+        "(equal weight), evidence is the tilt exp(k x the agent's t-statistic of mean PnL "
+        "relative to the fleet's, shrunk by the signal share), bounded, applied only as far as "
+        "this fleet's past t-statistics have predicted its next-day PnL, and confidence is how "
+        "well its simulator's forecasts have matched results (pulled toward 1 while the fleet "
+        "shows no skill). Its starting weight is its share of the fleet's total quality. Risk "
+        "multipliers read each agent's own scale: drawdown compares its drawdown with its PnL's "
+        "sigma x sqrt(n), cvar compares its strategy's CVaR95 of the gap with that strategy's "
+        "mean |gap|"
     ),
+    quality_factors=("prior", "evidence", "confidence"),
+    risk_factors=("drawdown", "cvar"),
+    shown_factors=("evidence", "confidence", "cvar", "drawdown"),
     keys=KEYS,
     uses_persistence=True,
 )

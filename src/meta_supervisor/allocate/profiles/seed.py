@@ -167,9 +167,17 @@ METHOD = ProfileMethod(
     compute=compute,
     explain=explain,
     method=(
-        "the seed's formula made correct: quality = sqrt(pnl_sum) x (0.6 + hit rate) x "
-        "confidence x 1/(1 + avg |gap|/75), agents with pnl_sum <= 0 gated; risk = CVaR and "
-        "drawdown multipliers in absolute bps"
+        "the seed's formula made correct. An eligible agent's quality is q = alpha x hit_rate x "
+        "confidence x sim_integrity: alpha is the square root of its PnL summed over the "
+        "window (steady gains count more than one big win), hit_rate is the offset plus the "
+        "share of records with PnL > 0, confidence is how well its simulator's forecasts have "
+        "matched results, sim_integrity is 1/(1 + avg |gap|/scale); an agent whose summed PnL "
+        "is not positive is gated. Its starting weight is its share of the fleet's total "
+        "quality. Risk multipliers read absolute bps: cvar = max(floor, 1 + k x its strategy's "
+        "CVaR95 of the gap) and drawdown = max(floor, 1 + k x its max drawdown)"
     ),
+    quality_factors=("alpha", "hit_rate", "confidence", "sim_integrity"),
+    risk_factors=("cvar", "drawdown"),
+    shown_factors=("confidence", "sim_integrity", "cvar", "drawdown"),
     gates=("positive_pnl",),
 )

@@ -121,14 +121,15 @@ def test_health_readiness_and_metrics(server: Server) -> None:
     ready = server.client.get("/readyz")
     assert ready.status_code == 200, ready.text
     text = server.client.get("/metrics").text
+    served = server.client.get("/v1/allocation").json()
     for name in (
         "meta_supervisor_cycle_duration_seconds",
         "meta_supervisor_cycle_last_success_timestamp_seconds",
         "meta_supervisor_cycle_failures_total",
         'meta_supervisor_agent_weight{agent="atlas"} 0.25',
         'meta_supervisor_gated_agents{gate="error_rate"} 1.0',
-        "meta_supervisor_gross 0.722563",
-        "meta_supervisor_cash 0.277437",
+        f"meta_supervisor_gross {float(served['gross'])!r}",
+        f"meta_supervisor_cash {float(served['cash'])!r}",
         "meta_supervisor_ingested_rows_total",
         "meta_supervisor_http_request_duration_seconds_bucket",
     ):

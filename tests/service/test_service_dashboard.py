@@ -77,7 +77,10 @@ def test_dashboard_shows_the_allocation_and_follows_new_cycles(
     assert "25.00%" in atlas
     assert "capped" in atlas
     page.wait_for_selector("#weights-chart polygon.series", state="attached")
-    assert page.locator("#weights-chart polygon.series").count() == 6  # 5 allocated + cash
+    entries = server.client.get("/v1/history").json()["points"]
+    ever_allocated = {agent for e in entries for agent, w in e["weights"].items() if w > 0}
+    # one band per agent that ever held capital, plus cash on top
+    assert page.locator("#weights-chart polygon.series").count() == len(ever_allocated) + 1
     assert page.locator('#weights-chart [data-series="cash"]').count() == 1
     assert page.locator("#gross-chart .series").count() == 2
     assert "error_rate" in page.locator("#gated").inner_text()
