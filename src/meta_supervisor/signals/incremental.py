@@ -60,6 +60,7 @@ from meta_supervisor.ingest.records import UTC_US
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.signals.measures import tail_count
+from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.signals.tails import TAIL_COLUMNS
 
@@ -204,27 +205,9 @@ def _with_path(frame: pl.LazyFrame, key: str) -> pl.LazyFrame:
 
 
 def _in_order(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` sorted by ``ORDER``: on the two timestamps, and on the full key (string
-    ``record_id`` included, ~10x slower) only when an exact ``(matured_at, ts)`` tie exists.
-
-    A ledger is appended in time, so the rows usually arrive in ``(matured_at, ts)`` order
-    already: one NumPy pass over the two µs columns checks it and the frame is returned as it
-    is (the order of an untied key is unique, so this is the sort's own result).
-    """
-    if frame.height < 2:
-        return frame
-    m_col, t_col = frame["matured_at"], frame["ts"]
-    if not m_col.null_count() and not t_col.null_count():
-        m, t = _epoch_us(m_col), _epoch_us(t_col)
-        step_m = m[1:] - m[:-1]
-        same_m = step_m == 0
-        step_t = t[1:] - t[:-1]
-        if bool((step_m >= 0).all()) and not bool((same_m & (step_t < 0)).any()):
-            return frame.sort(ORDER) if bool((same_m & (step_t == 0)).any()) else frame
-    fast = frame.sort(["matured_at", "ts"])
-    m, t = fast["matured_at"], fast["ts"]
-    tied = ((m.slice(1) == m.slice(0, m.len() - 1)) & (t.slice(1) == t.slice(0, t.len() - 1))).any()
-    return fast.sort(ORDER) if tied else fast
+    """``frame`` sorted by ``ORDER`` (:func:`meta_supervisor.signals.order.in_record_order`:
+    no sort when the rows arrive in time order, ``record_id`` read only for exact ties)."""
+    return in_record_order(frame)
 
 
 def _greater(
