@@ -362,6 +362,7 @@ class IncrementalStats:
         self._sorted: SortedLedger | None = None
         self._telemetry: _TelemetryIndex | None = None
         self._strategies = _Codebook()
+        self._cache: dict[str, tuple[tuple[Any, ...], np.ndarray]] = {}
 
     # ------------------------------------------------------------------ agent columns
 
@@ -736,7 +737,7 @@ class IncrementalStats:
         runs, known, errors = index.runs(self.as_of_us - self._lookbacks()[0], self.as_of_us)
         size = len(self.names)
         names = index.agents.names
-        to_engine = np.array([self._agents.index.get(n, -1) for n in names], dtype=np.int64)
+        to_engine = self._telemetry_to_engine(index)
         extra = np.flatnonzero((to_engine < 0) & (runs > 0))
         n_runs = np.zeros(size + extra.size, dtype=np.int64)
         n_known = np.zeros(size + extra.size)
@@ -768,9 +769,48 @@ class IncrementalStats:
         with np.errstate(divide="ignore", invalid="ignore"):
             columns["n_runs"] = pl.Series(n_runs, dtype=pl.Int64)
             columns["error_rate"] = np.where(n_known > 0, n_errors / n_known, np.nan)
-        order = np.argsort(np.array(columns["agent"].to_list(), dtype=object), kind="stable")
+        order = self._name_order(index, columns["agent"], extra)
         frame = pl.DataFrame(columns).with_columns(pl.col(*_UNDEFINED, "error_rate").fill_nan(None))
         return frame[order].select(STATS_COLUMNS)
+
+    def _cached(self, name: str, key: tuple[Any, ...], build: Any) -> np.ndarray:
+        """``build()``, kept under ``name`` while ``key`` is the same (objects compared by
+        identity, the rest by value)."""
+        cached = self._cache.get(name)
+        same = (
+            cached is not None
+            and len(cached[0]) == len(key)
+            and all(
+                a is b if not isinstance(b, int | bytes) else a == b
+                for a, b in zip(cached[0], key, strict=True)
+            )
+        )
+        if not same:
+            cached = (key, build())
+            self._cache[name] = cached
+        return cached[1]  # type: ignore[index]
+
+    def _telemetry_to_engine(self, index: _TelemetryIndex) -> np.ndarray:
+        """Each telemetry agent's engine number (-1: none), kept while neither codebook grew
+        (both only ever append names)."""
+        return self._cached(
+            "to_engine",
+            (index, len(index.agents.names), len(self.names)),
+            lambda: np.array(
+                [self._agents.index.get(n, -1) for n in index.agents.names], dtype=np.int64
+            ),
+        )
+
+    def _name_order(
+        self, index: _TelemetryIndex, agents: pl.Series, extra: np.ndarray
+    ) -> np.ndarray:
+        """The permutation putting ``agents`` (the engine's names, then the telemetry-only
+        agents ``extra`` of ``index``) in name order; kept while they are the same."""
+        return self._cached(
+            "name_order",
+            (index, len(index.agents.names), len(self.names), extra.tobytes()),
+            lambda: np.argsort(np.array(agents.to_list(), dtype=object), kind="stable"),
+        )
 
     def _stats_columns(self) -> dict[str, Any]:
         """The record statistics per known agent, as columns (NaN where undefined)."""
