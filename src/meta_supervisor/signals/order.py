@@ -25,6 +25,9 @@ ORDER = ["matured_at", "ts", "record_id"]
 
 
 def _us(series: pl.Series) -> np.ndarray:
+    """µs since the epoch (a zero-copy view of a µs datetime column without nulls)."""
+    if isinstance(series.dtype, pl.Datetime) and series.dtype.time_unit == "us":
+        return series.to_physical().to_numpy().astype(np.int64, copy=False)
     return series.dt.epoch("us").to_numpy().astype(np.int64, copy=False)
 
 
@@ -44,9 +47,21 @@ def _break_ties(frame: pl.DataFrame, tied: np.ndarray) -> pl.DataFrame:
     ranked = sorted(range(rows.size), key=lambda i: (run[i], ids[i] is not None, ids[i] or ""))
     if ranked == list(range(rows.size)):
         return frame
-    order = np.arange(frame.height)
-    order[rows] = rows[np.asarray(ranked)]
-    return frame[order]
+    new_rows = rows[np.asarray(ranked)]
+    moved = np.flatnonzero(new_rows != rows)
+    if moved.size > 1024:
+        order = np.arange(frame.height)
+        order[rows] = new_rows
+        return frame[order]
+    # few rows move: the frame's untouched stretches are zero-copy slices between them
+    pieces, at = [], 0
+    for position in moved.tolist():
+        row = int(rows[position])
+        pieces.append(frame.slice(at, row - at))
+        pieces.append(frame.slice(int(new_rows[position]), 1))
+        at = row + 1
+    pieces.append(frame.slice(at, frame.height - at))
+    return pl.concat(pieces, rechunk=False)
 
 
 def in_record_order(frame: pl.DataFrame) -> pl.DataFrame:
