@@ -129,7 +129,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backtest-cycles", type=int, default=2160, help="hourly cycles")
     parser.add_argument("--only", nargs="*", help="run only these cases")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--scale-from",
+        nargs="+",
+        metavar="JSON",
+        help="print the scale curve of earlier --json files (nothing is run)",
+    )
     args = parser.parse_args(argv)
+    if args.scale_from:
+        print_scale(Console(width=None if sys.stdout.isatty() else 160), load(args.scale_from))
+        return
     sizes = [int(x) for x in args.sizes] if args.sizes else [int(1e6 if args.quick else args.size)]
     cycles = min(args.backtest_cycles, 240) if args.quick else args.backtest_cycles
     runs = max(3, args.runs)
@@ -157,6 +166,19 @@ def main(argv: list[str] | None = None) -> None:
         }
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(blob, handle, indent=2)
+
+
+def load(paths: list[str]) -> dict[int, dict[str, Result]]:
+    """Results written by ``--json`` (later files win for the same size and case)."""
+    by_size: dict[int, dict[str, Result]] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            blob = json.load(handle)
+        for n, cases in blob.items():
+            for case, r in cases.items():
+                result = Result(case, r["size"], r["seconds"], r["rss_bytes"], r["extra"])
+                by_size.setdefault(int(n), {})[case] = result
+    return by_size
 
 
 def print_scale(console: Console, by_size: dict[int, dict[str, Result]]) -> None:
