@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -94,3 +95,41 @@ def test_grouped_by_the_record_strategy_not_the_agent_name():
     rows = [rec("perp_funding_bot", h, -50.0, strategy="basis_trade") for h in range(1, 30)]
     got = _tails(records_frame(rows))
     assert set(got) == {"basis_trade"}
+
+
+exact_rows = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.sampled_from(["perp_funding", "basis", "momentum"])),
+        st.one_of(
+            st.sampled_from([0.0, -0.0, 1e-300, -1e-300]),
+            st.integers(-30, 30).map(float),
+            st.floats(-500, 500, allow_nan=False),
+        ),
+        st.integers(0, 30),  # matured hours before as_of (some outside the window)
+    ),
+    max_size=150,
+)
+
+
+@given(exact_rows, st.sampled_from([0.05, 0.1, 0.5]))
+def test_numpy_tails_equal_the_polars_reference_bit_for_bit(rows, alpha):
+    """strategy_tails (per strategy, NumPy) = strategy_tails_reference (one polars query), every
+    column exactly, zeros' signs, a null strategy and an empty window included."""
+    from polars.testing import assert_frame_equal
+
+    from meta_supervisor.signals.tails import strategy_tails_reference
+
+    policy = Policy(cvar_min_samples=20, cvar_prior_bps=-10.0, cvar_lookback_hours=24.0)
+    frame = records_frame(
+        [rec(f"agent{i % 4}", 1 + i, gap, 0.0, strategy=s) for i, (s, gap, _) in enumerate(rows)]
+    )
+    if rows:
+        hours = [h for _, _, h in rows]
+        frame = frame.with_columns(
+            (pl.lit(AS_OF) - pl.duration(hours=pl.Series(hours))).alias("matured_at")
+        )
+    got = strategy_tails(frame, AS_OF, policy, alpha=alpha)
+    want = strategy_tails_reference(frame, AS_OF, policy, alpha=alpha)
+    assert_frame_equal(got, want, check_exact=True)
+    for a, b in zip(got.iter_rows(), want.iter_rows(), strict=True):
+        assert repr(a) == repr(b)  # -0.0 and 0.0 apart

@@ -42,7 +42,13 @@ import polars as pl
 from meta_supervisor.ledger.store import LedgerStore, Manifest, Segment
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.incremental import IncrementalStats
-from meta_supervisor.signals.persistence import Persistence, anchor, history_hours, persistence
+from meta_supervisor.signals.persistence import (
+    PERSISTENCE_COLUMNS,
+    Persistence,
+    anchor,
+    history_hours,
+    persistence,
+)
 from meta_supervisor.state.files import atomic_write_bytes, atomic_write_text, fault_point
 
 __all__ = [
@@ -296,7 +302,19 @@ def store_persistence(
             return Persistence.from_dict(blob["persistence"]), False
     except (OSError, ValueError, KeyError, TypeError):
         pass  # absent or unreadable: recompute
-    records = store.records(at, history_hours(policy), manifest)
+    # only what lag_samples reads: the columns it uses, at the policy's horizon, matured in
+    # (A − (J + 1)·H − L, A] (a stale agent's older record would be filtered out there)
+    start = at - timedelta(hours=history_hours(policy))
+    records = (
+        store.scan("records", start, at, manifest)
+        .filter(
+            (pl.col("matured_at") > start)
+            & (pl.col("matured_at") <= at)
+            & (pl.col("horizon_hours") == policy.horizon_hours)
+        )
+        .select(PERSISTENCE_COLUMNS)
+        .collect()
+    )
     value = persistence(records, at, policy)
     if save:
         blob = {

@@ -45,7 +45,6 @@ raises :class:`StateMismatch` naming the file and the reason.
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import math
 import zipfile
@@ -61,6 +60,7 @@ from meta_supervisor.errors import ProblemFound
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.signals.measures import tail_count
+from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.signals.tails import TAIL_COLUMNS
 from meta_supervisor.units import US_PER_HOUR, UTC_US
@@ -107,6 +107,9 @@ def _us(moment: datetime) -> int:
 
 
 def _epoch_us(series: pl.Series) -> np.ndarray:
+    """µs since the epoch (a zero-copy view of a µs datetime column without nulls)."""
+    if isinstance(series.dtype, pl.Datetime) and series.dtype.time_unit == "us":
+        return series.to_physical().to_numpy().astype(np.int64, copy=False)
     return series.dt.epoch("us").to_numpy().astype(np.int64, copy=False)
 
 
@@ -206,14 +209,9 @@ def _with_path(frame: pl.LazyFrame, key: str) -> pl.LazyFrame:
 
 
 def _in_order(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` sorted by ``ORDER``: on the two timestamps, and on the full key (string
-    ``record_id`` included, ~10x slower) only when an exact ``(matured_at, ts)`` tie exists."""
-    fast = frame.sort(["matured_at", "ts"])
-    if fast.height < 2:
-        return fast
-    m, t = fast["matured_at"], fast["ts"]
-    tied = ((m.slice(1) == m.slice(0, m.len() - 1)) & (t.slice(1) == t.slice(0, t.len() - 1))).any()
-    return fast.sort(ORDER) if tied else fast
+    """``frame`` sorted by ``ORDER`` (:func:`meta_supervisor.signals.order.in_record_order`:
+    no sort when the rows arrive in time order, ``record_id`` read only for exact ties)."""
+    return in_record_order(frame)
 
 
 def _greater(
@@ -260,26 +258,37 @@ class _Codebook:
 def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows grouped by code, keeping their order within a group: ``(order, codes of the groups,
     starts, lengths)`` with ``order`` a stable argsort (group ``g`` is
-    ``order[starts[g] : starts[g] + lengths[g]]``)."""
-    order = np.argsort(codes, kind="stable")
+    ``order[starts[g] : starts[g] + lengths[g]]``).
+
+    Codes are small non-negative integers (agent or strategy numbers): as 16-bit integers
+    NumPy's stable sort is a radix sort, linear in the rows, with the same (unique) result as
+    a comparison sort.
+    """
+    small = codes.astype(np.uint16) if codes.size and int(codes.max()) < 2**16 else codes
+    order = np.argsort(small, kind="stable")
     sorted_codes = codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
     lengths = np.diff(np.r_[starts, sorted_codes.size])
     return order, sorted_codes[starts], starts, lengths
 
 
-def _path_summaries(codes: np.ndarray, pnl: np.ndarray) -> tuple[np.ndarray, ...]:
+def _path_summaries(
+    codes: np.ndarray,
+    pnl: np.ndarray,
+    grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, ...]:
     """Per code ``(codes, t, hi, lo, dd)`` of the realised path of ``pnl`` (rows in order).
 
     Each group's path is laid out as one row of a ``(groups, longest)`` grid, so the cumulative
     sums and running maxima run along rows: the same left-to-right additions as a per-group
     ``cum_sum`` (bit for bit). A grid far larger than the rows (one agent with most of them)
-    falls back to polars' windowed expressions.
+    falls back to polars' windowed expressions. ``grouped`` is ``_groups(codes)`` when the
+    caller has it.
     """
     if not codes.size:
         empty = np.empty(0)
         return codes, empty, empty, empty, empty
-    order, groups, starts, lengths = _groups(codes)
+    order, groups, starts, lengths = _groups(codes) if grouped is None else grouped
     width = int(lengths.max())
     if groups.size * width > 4 * codes.size + 1_000_000:
         frame = pl.DataFrame({"_i": codes, "realized_pnl_bps": pnl})
@@ -357,6 +366,7 @@ class IncrementalStats:
         self._sorted: SortedLedger | None = None
         self._telemetry: _TelemetryIndex | None = None
         self._strategies = _Codebook()
+        self._cache: dict[str, tuple[tuple[Any, ...], np.ndarray]] = {}
 
     # ------------------------------------------------------------------ agent columns
 
@@ -495,10 +505,9 @@ class IncrementalStats:
         """Each agent's latest visible record (any horizon), from ``visible`` in order."""
         if not visible.height:
             return
-        codes = visible["_i"].to_numpy()
-        # the last row of each agent: the first one in reverse
-        idx, from_end = np.unique(codes[::-1], return_index=True)
-        latest = visible.select(*ORDER, "strategy")[codes.size - 1 - from_end]
+        order, idx, starts, lengths = _groups(visible["_i"].to_numpy())
+        # the last row of each agent (rows are in record order)
+        latest = visible.select(*ORDER, "strategy")[order[starts + lengths - 1]]
         m, t = _epoch_us(latest["matured_at"]), _epoch_us(latest["ts"])
         rid = np.array(latest["record_id"].to_list(), dtype=object)
         newer = _greater(
@@ -519,14 +528,15 @@ class IncrementalStats:
         size = len(self.names)
         pnl = frame["realized_pnl_bps"].to_numpy()
         gap = np.abs(frame["gap_bps"].to_numpy())
-        self._col("n")[:] += sign * np.bincount(codes, minlength=size)
+        count = np.bincount(codes, minlength=size)
+        self._col("n")[:] += sign * count
         self._col("hits")[:] += sign * np.bincount(codes, weights=pnl > 0, minlength=size).astype(
             np.int64
         )
         self._col("pnl")[:] += sign * np.bincount(codes, weights=pnl, minlength=size)
         self._col("pnl_sq")[:] += sign * np.bincount(codes, weights=pnl * pnl, minlength=size)
         self._col("abs_gap")[:] += sign * np.bincount(codes, weights=gap, minlength=size)
-        return np.unique(codes)
+        return np.flatnonzero(count)
 
     def _update_stats(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> np.ndarray:
         """Add ``entering``, subtract ``leaving``; return agents whose drawdown must be redone."""
@@ -539,8 +549,9 @@ class IncrementalStats:
             return np.flatnonzero(dirty)
         self._add_sums(entering, 1)
         codes = entering["_i"].to_numpy()
-        idx, *batch = _path_summaries(codes, entering["realized_pnl_bps"].to_numpy())
-        order, _, starts, lengths = _groups(codes)
+        grouped = _groups(codes)
+        idx, *batch = _path_summaries(codes, entering["realized_pnl_bps"].to_numpy(), grouped)
+        order, _, starts, lengths = grouped
         first, last = order[starts], order[starts + lengths - 1]
         matured, ts = _epoch_us(entering["matured_at"]), _epoch_us(entering["ts"])
         rids = entering["record_id"]
@@ -632,18 +643,14 @@ class IncrementalStats:
             codes, gaps = codes[below], gaps[below]
             if not codes.size:
                 continue
-            order = np.lexsort((gaps, codes))
-            codes, gaps = codes[order], gaps[order]
-            bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
-            for a, b in itertools.pairwise(bounds):
-                tail = self.tails[names[codes[a]]]
-                values = gaps[a:b]
+            order, groups, starts, lengths = _groups(codes)
+            for code, a, b in zip(groups, starts, starts + lengths, strict=True):
+                tail = self.tails[names[code]]
+                values = gaps[order[a:b]]
                 if sign > 0:
-                    tail.buffer = np.insert(
-                        tail.buffer, np.searchsorted(tail.buffer, values), values
-                    )
+                    _insert_sorted(tail, values)
                 else:
-                    tail.buffer = _remove_sorted(tail.buffer, values)
+                    tail.buffer = _remove_sorted(tail.buffer, np.sort(values, kind="stable"))
 
     def _refill_tails(self, src: _Source, low: int, high: int) -> None:
         short = []
@@ -743,7 +750,7 @@ class IncrementalStats:
         runs, known, errors = index.runs(as_of_us - self._lookbacks()[0], as_of_us)
         size = len(self.names)
         names = index.agents.names
-        to_engine = np.array([self._agents.index.get(n, -1) for n in names], dtype=np.int64)
+        to_engine = self._telemetry_to_engine(index)
         extra = np.flatnonzero((to_engine < 0) & (runs > 0))
         n_runs = np.zeros(size + extra.size, dtype=np.int64)
         n_known = np.zeros(size + extra.size)
@@ -775,9 +782,48 @@ class IncrementalStats:
         with np.errstate(divide="ignore", invalid="ignore"):
             columns["n_runs"] = pl.Series(n_runs, dtype=pl.Int64)
             columns["error_rate"] = np.where(n_known > 0, n_errors / n_known, np.nan)
-        order = np.argsort(np.array(columns["agent"].to_list(), dtype=object), kind="stable")
+        order = self._name_order(index, columns["agent"], extra)
         frame = pl.DataFrame(columns).with_columns(pl.col(*_UNDEFINED, "error_rate").fill_nan(None))
         return frame[order].select(STATS_COLUMNS)
+
+    def _cached(self, name: str, key: tuple[Any, ...], build: Any) -> np.ndarray:
+        """``build()``, kept under ``name`` while ``key`` is the same (objects compared by
+        identity, the rest by value)."""
+        cached = self._cache.get(name)
+        same = (
+            cached is not None
+            and len(cached[0]) == len(key)
+            and all(
+                a is b if not isinstance(b, int | bytes) else a == b
+                for a, b in zip(cached[0], key, strict=True)
+            )
+        )
+        if not same:
+            cached = (key, build())
+            self._cache[name] = cached
+        return cached[1]  # type: ignore[index]
+
+    def _telemetry_to_engine(self, index: _TelemetryIndex) -> np.ndarray:
+        """Each telemetry agent's engine number (-1: none), kept while neither codebook grew
+        (both only ever append names)."""
+        return self._cached(
+            "to_engine",
+            (index, len(index.agents.names), len(self.names)),
+            lambda: np.array(
+                [self._agents.index.get(n, -1) for n in index.agents.names], dtype=np.int64
+            ),
+        )
+
+    def _name_order(
+        self, index: _TelemetryIndex, agents: pl.Series, extra: np.ndarray
+    ) -> np.ndarray:
+        """The permutation putting ``agents`` (the engine's names, then the telemetry-only
+        agents ``extra`` of ``index``) in name order; kept while they are the same."""
+        return self._cached(
+            "name_order",
+            (index, len(index.agents.names), len(self.names), extra.tobytes()),
+            lambda: np.argsort(np.array(agents.to_list(), dtype=object), kind="stable"),
+        )
 
     def _stats_columns(self) -> dict[str, Any]:
         """The record statistics per known agent, as columns (NaN where undefined)."""
@@ -976,6 +1022,32 @@ class IncrementalStats:
                 float(arrays["t_abs_gap_sum"][i]),
             )
         return inc
+
+
+def _insert_sorted(tail: _Tail, values: np.ndarray) -> None:
+    """Insert ``values`` (a strategy's new gaps at or below its threshold, in row order) into
+    its sorted tail buffer, keeping only what :meth:`IncrementalStats._refill_tails` would keep.
+
+    The refill trims a buffer longer than ``4m + 4096`` (``m = ⌈0.05 n⌉``, ``n`` the strategy's
+    count, final when the entering records are applied) to the gaps at or below its
+    ``keep = 2m + 1024``-th smallest. When that will happen, the ``keep``-th smallest of the old
+    buffer and the new gaps is found first by a selection (``np.partition``, linear) and only
+    the gaps at or below it are sorted and merged: the same buffer and threshold, bit for bit,
+    without sorting every new gap (a rebuild inserts the whole window at once).
+    """
+    _, m = tail_count(tail.n)
+    total = tail.buffer.size + values.size
+    if total > 4 * m + 4096:
+        keep = 2 * m + 1024
+        kth = np.partition(np.concatenate([tail.buffer, values]), keep - 1)[keep - 1]
+        buffer, values = tail.buffer[tail.buffer <= kth], values[values <= kth]
+        values = np.sort(values, kind="stable")
+        merged = np.insert(buffer, np.searchsorted(buffer, values), values)
+        tail.threshold = float(merged[keep - 1])
+        tail.buffer = merged[merged <= tail.threshold]
+        return
+    values = np.sort(values, kind="stable")
+    tail.buffer = np.insert(tail.buffer, np.searchsorted(tail.buffer, values), values)
 
 
 def _remove_sorted(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:

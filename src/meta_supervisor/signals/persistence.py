@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
 
 __all__ = [
+    "PERSISTENCE_COLUMNS",
     "LagCorrelation",
     "LagSample",
     "Persistence",
@@ -73,6 +74,8 @@ __all__ = [
 ]
 
 FloatArray = NDArray[np.float64]
+#: The record columns :func:`lag_samples` reads.
+PERSISTENCE_COLUMNS = ["agent", "strategy", "matured_at", "ts", "horizon_hours", "realized_pnl_bps"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EMPTY = np.zeros(0)
 _NO_GROUPS = np.zeros(0, dtype=np.int64)
@@ -199,6 +202,35 @@ def anchor(as_of: datetime, policy: Policy) -> datetime:
     return _EPOCH + timedelta(microseconds=micros - micros % step_us)
 
 
+def _time_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` sorted by ``(matured_at, ts)``; rows already in that order (a ledger is
+    appended in time: one NumPy check) are left as they are."""
+    if frame.height > 1 and not frame["matured_at"].null_count() and not frame["ts"].null_count():
+        m = frame["matured_at"].dt.epoch("us").to_numpy()
+        t = frame["ts"].dt.epoch("us").to_numpy()
+        step_m, step_t = m[1:] - m[:-1], t[1:] - t[:-1]
+        if bool(((step_m > 0) | ((step_m == 0) & (step_t >= 0))).all()):
+            return frame
+    return frame.sort("matured_at", "ts")
+
+
+def _agent_codes(agents: pl.Series) -> tuple[list[str], NDArray[np.int64]]:
+    """The distinct agent names in sorted order and each row's index into them (what
+    ``np.unique(..., return_inverse=True)`` gives, through a polars ``Enum`` instead of
+    comparing every name)."""
+    names = agents.unique().sort().to_list()
+    codes = agents.cast(pl.Enum(names)).to_physical().to_numpy().astype(np.int64)
+    return names, codes
+
+
+def _last_rows(codes: NDArray[np.int64], size: int) -> NDArray[np.int64]:
+    """The last row of each code ``0..size-1`` (every code present): the largest row number
+    per code, one unbuffered ``np.maximum.at``."""
+    last = np.zeros(size, dtype=np.int64)
+    np.maximum.at(last, codes, np.arange(codes.size, dtype=np.int64))
+    return last
+
+
 def lag_samples(records: pl.DataFrame, as_of: datetime, policy: Policy) -> list[LagSample]:
     """Per lag ``j = 1..J``: the agents that count, their evidence t at ``A − j·H`` and
     their mean PnL over the next ``H`` hours, ``A`` = :func:`anchor` (see the module
@@ -218,22 +250,20 @@ def lag_samples(records: pl.DataFrame, as_of: datetime, policy: Policy) -> list[
             & (pl.col("matured_at") > earliest)
         )
         .select("agent", "strategy", "matured_at", "ts", "realized_pnl_bps")
-        .sort("matured_at", "ts")
         .collect()
     )
     if frame.height == 0:
         return [LagSample(j, _EMPTY, _EMPTY, _NO_GROUPS, 0) for j in range(1, lags + 1)]
-    names, agent_codes = np.unique(frame["agent"].to_numpy().astype(str), return_inverse=True)
-    agent_codes = agent_codes.astype(np.int64)
-    n_codes = names.size
+    frame = _time_order(frame)
+    names, agent_codes = _agent_codes(frame["agent"])
+    n_codes = len(names)
     # Group each agent by the strategy of its latest visible record (what it declares now).
-    latest = frame.group_by("agent").agg(pl.col("strategy").last())
-    strategy_of = dict(zip(latest["agent"].to_list(), latest["strategy"].to_list(), strict=True))
+    strategies = frame["strategy"].gather(_last_rows(agent_codes, n_codes)).to_list()
     strategy_index: dict[str, int] = {}
     agent_group = np.array(
         [
-            strategy_index.setdefault(str(strategy_of[a] or "unclassified"), len(strategy_index))
-            for a in names.tolist()
+            strategy_index.setdefault(str(s or "unclassified"), len(strategy_index))
+            for s in strategies
         ],
         dtype=np.int64,
     )
@@ -244,17 +274,18 @@ def lag_samples(records: pl.DataFrame, as_of: datetime, policy: Policy) -> list[
     out = []
     for j in range(1, lags + 1):
         t_j = -j * step_h  # hours relative to as_of
-        in_ev = (hours > t_j - look_h) & (hours <= t_j)
-        in_next = (hours > t_j) & (hours <= t_j + step_h)
-        a_ev, x_ev = agent_codes[in_ev], pnl[in_ev]
+        # the rows are in time order: each interval (lo, hi] of hours is a slice
+        ev = slice(*np.searchsorted(hours, [t_j - look_h, t_j], side="right"))
+        nx = slice(*np.searchsorted(hours, [t_j, t_j + step_h], side="right"))
+        a_ev, x_ev = agent_codes[ev], pnl[ev]
         n = np.bincount(a_ev, minlength=n_codes).astype(np.float64)
         mean = np.bincount(a_ev, weights=x_ev, minlength=n_codes) / np.maximum(n, 1)
         ss = np.bincount(a_ev, weights=(x_ev - mean[a_ev]) ** 2, minlength=n_codes)
         sd = np.sqrt(ss / np.maximum(n - 1, 1))
-        n_next = np.bincount(agent_codes[in_next], minlength=n_codes).astype(np.float64)
-        next_mean = np.bincount(
-            agent_codes[in_next], weights=pnl[in_next], minlength=n_codes
-        ) / np.maximum(n_next, 1)
+        n_next = np.bincount(agent_codes[nx], minlength=n_codes).astype(np.float64)
+        next_mean = np.bincount(agent_codes[nx], weights=pnl[nx], minlength=n_codes) / np.maximum(
+            n_next, 1
+        )
         ok = (n >= need) & (sd > 0) & (n_next > 0)
         # Strategies with one agent present have nothing to be compared with: drop them.
         groups_ok = agent_group[ok]

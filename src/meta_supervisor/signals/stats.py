@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals.order import ORDER, in_record_order
 
 __all__ = ["STATS_COLUMNS", "agent_stats", "visible_window"]
 
@@ -37,8 +38,6 @@ STATS_COLUMNS = [
     "n_runs",
     "error_rate",
 ]
-
-ORDER = ["matured_at", "ts", "record_id"]
 
 
 def visible_window(
@@ -72,18 +71,10 @@ def _window_rows(
 
 
 def _in_order(frame: pl.DataFrame) -> pl.LazyFrame:
-    """``frame`` sorted by ``ORDER``, as :func:`visible_window` sorts.
-
-    Sorting on the string ``record_id`` costs about ten times the two timestamps, and it only
-    breaks exact ``(matured_at, ts)`` ties: sort on the timestamps and fall back to the full
-    key only when a tie is present (the same order either way).
-    """
-    fast = frame.sort(["matured_at", "ts"])
-    same = (pl.col("matured_at") == pl.col("matured_at").shift()) & (
-        pl.col("ts") == pl.col("ts").shift()
-    )
-    tied = fast.height > 1 and bool(fast.select(same.any()).item())
-    return (fast.sort(ORDER) if tied else fast).lazy()
+    """``frame`` sorted by ``ORDER``, as :func:`visible_window` sorts (without sorting rows
+    that arrive in time order, and on ``record_id`` only within exact ``(matured_at, ts)``
+    ties: :func:`meta_supervisor.signals.order.in_record_order`)."""
+    return in_record_order(frame).lazy()
 
 
 def agent_stats(
