@@ -68,6 +68,27 @@ class Policy(BaseModel):
     min_records: int = Field(
         5, ge=0, le=1_000_000, description="gate: fewer matured records than this"
     )
+    cadence_history_hours: float = Field(
+        672.0,
+        ge=0,
+        le=24 * 366,
+        description="min_records judged against the agent's own cadence: its records over "
+        "the last max(this, lookback) hours scaled to the window (meta_supervisor.signals."
+        "cadence); 0: off (a holiday week then gates a daily fleet)",
+    )
+    cadence_min_share: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="cadence: an agent with at least this share of its expected records "
+        "passes min_records (a holiday week holds 4 of 5 trading days)",
+    )
+    cadence_min_records: int = Field(
+        3,
+        ge=0,
+        le=1_000_000,
+        description="cadence: never relax min_records below this many records",
+    )
 
     # ---- quality ----
     hit_rate_offset: float = Field(0.6, ge=0, le=10, description="q ∝ (offset + hit_rate)")
