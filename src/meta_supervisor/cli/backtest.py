@@ -54,6 +54,7 @@ _COLUMNS = [
     ("mean_gross", "gross", "{:.0%}"),
     ("turnover", "turnover", "{:.3f}"),
     ("derisk_hours", "de-risk h", "{:.0f}"),
+    ("fallback_share", "fell back", "{:.0%}"),
 ]
 
 
@@ -73,7 +74,7 @@ def metrics_table(result: BacktestResult, title: str = "backtest") -> Table:
         table.add_column(header, justify="right")
     for name, values in result.metrics.items():
         label = f"{name} *" if name == result.default_method else name
-        table.add_row(label, *(_cell(values[key], fmt) for key, _, fmt in _COLUMNS))
+        table.add_row(label, *(_cell(values.get(key, math.nan), fmt) for key, _, fmt in _COLUMNS))
     return table
 
 

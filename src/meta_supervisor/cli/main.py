@@ -37,6 +37,7 @@ from meta_supervisor.cli.ingest import ingest, quarantine
 from meta_supervisor.cli.override import override_app
 from meta_supervisor.cli.policy import policy_app
 from meta_supervisor.cli.review import diff, explain, history, verify
+from meta_supervisor.cli.sweep import sweep
 from meta_supervisor.errors import MetaSupervisorError
 
 
@@ -89,7 +90,18 @@ def _main(
     """
 
 
-for command in (demo, allocate, explain, history, diff, verify, backtest, ingest, quarantine):
+for command in (
+    demo,
+    allocate,
+    explain,
+    history,
+    diff,
+    verify,
+    backtest,
+    sweep,
+    ingest,
+    quarantine,
+):
     app.command()(command)
 app.add_typer(policy_app, name="policy")
 app.add_typer(override_app, name="override")

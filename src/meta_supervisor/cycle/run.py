@@ -22,7 +22,7 @@ from meta_supervisor.errors import BadInput
 from meta_supervisor.ingest.records import dedupe_records, empty_quarantine, empty_records
 from meta_supervisor.ingest.sources import read_records, read_telemetry
 from meta_supervisor.ledger.store import LedgerStore, Manifest
-from meta_supervisor.policy.model import Policy, Profile, load_policy
+from meta_supervisor.policy.model import Policy, load_policy
 from meta_supervisor.signals.cadence import CadenceIndex, cadence_hours, with_expected_records
 from meta_supervisor.signals.confidence import confidence_multipliers
 from meta_supervisor.signals.persistence import Persistence, history_hours
@@ -202,11 +202,7 @@ def decide(
     """
     stats, confidence, tails = frames or cycle_frames(ledger, as_of, policy)
     stats = expected_records(stats, ledger, as_of, policy, cadence)
-    if (
-        persistence is None
-        and policy.profile is Profile.EVIDENCE
-        and policy.evidence_persistence_lags > 0
-    ):
+    if persistence is None and history_hours(policy) > 0:
         persistence = learned_strength(ledger.records, as_of, policy)
     return allocate_frames(
         stats,

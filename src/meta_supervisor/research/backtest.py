@@ -142,7 +142,11 @@ class BacktestResult:
         }
 
 
-Baseline = Callable[[dict, dict, dict, Policy, Ledger, datetime], dict[str, float]]
+Baseline = Callable[
+    [dict, dict, dict, Policy, Ledger, datetime], dict[str, float] | tuple[dict[str, float], bool]
+]
+"""A baseline returns its weights, or ``(weights, fell_back)`` when it can fall back to another
+rule (HRP to equal weight): the backtest counts those rebalances (``fallback_share``)."""
 
 BASELINES: dict[str, tuple[str, Baseline]] = {
     "equal_weight": (
@@ -158,8 +162,9 @@ BASELINES: dict[str, tuple[str, Baseline]] = {
         lambda s, c, t, p, ledger, at: baselines.seed_original(s, c, t, p.confidence_prior),
     ),
     "hrp": (
-        "skfolio Hierarchical Risk Parity on daily agent PnL (research extra)",
-        lambda s, c, t, p, ledger, at: baselines.hrp(s, ledger.records, at, p),
+        "skfolio Hierarchical Risk Parity on 60 days of daily agent PnL (research extra; "
+        "equal weight with < 10 days, counted as fallback_share)",
+        lambda s, c, t, p, ledger, at: baselines.hrp_weights(s, ledger.records, at, p),
     ),
 }
 
@@ -388,6 +393,7 @@ def run_backtest(
         sorted_ledger = SortedLedger(ledger.records)
 
     learned: dict[tuple[str, datetime], Persistence] = {}
+    fallbacks: dict[str, int] = {}
     bar = _progress(console)
     task = bar.add_task("backtest", total=n_t, status="")
     with bar if progress else _Null():
@@ -417,9 +423,11 @@ def run_backtest(
                 base_stats = expected_records(base_stats, ledger, t, policy, cadence)
                 stats, confidence, tails = frames_to_inputs(base_stats, *rest, policy)
                 for name in baseline_names:
-                    for agent, w in BASELINES[name][1](
-                        stats, confidence, tails, policy, ledger, t
-                    ).items():
+                    out = BASELINES[name][1](stats, confidence, tails, policy, ledger, t)
+                    if isinstance(out, tuple):
+                        out, fell_back = out
+                        fallbacks[name] = fallbacks.get(name, 0) + int(fell_back)
+                    for agent, w in out.items():
                         if agent in col:
                             weights[name][k, col[agent]] = w
             if progress:
@@ -450,6 +458,8 @@ def run_backtest(
         name: summarize(run.period_pnl, run.weights, every_hours, t_hours, ev)
         for name, run in runs.items()
     }
+    for name, count in fallbacks.items():
+        metrics[name]["fallback_share"] = count / n_t
     return BacktestResult(
         times=times,
         every_hours=every_hours,

@@ -82,6 +82,7 @@ class CadenceIndex:
     agents: tuple[str, ...]  # sorted names
     starts: IntArray  # agent a's times are times[starts[a]:starts[a + 1]]
     times: IntArray
+    pnl: FloatArray  # realised bps, aligned with times (ties in matured_at ordered by ts)
 
     @classmethod
     def from_records(cls, records: pl.DataFrame, horizon_hours: int) -> CadenceIndex:
@@ -95,16 +96,48 @@ class CadenceIndex:
                 .dt.total_microseconds()
                 .cast(pl.Int64)
                 .alias("_us"),
+                "ts",
+                "realized_pnl_bps",
             )
-            .sort("agent", "_us")
+            .sort("agent", "_us", "ts", "realized_pnl_bps")
             .collect()
         )
         if frame.height == 0:
-            return cls((), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+            empty = np.zeros(0, dtype=np.int64)
+            return cls((), np.zeros(1, dtype=np.int64), empty, np.zeros(0))
         names = frame["agent"].to_numpy().astype(str)
         agents, first = np.unique(names, return_index=True)
         starts = np.append(first, names.size).astype(np.int64)
-        return cls(tuple(agents.tolist()), starts, frame["_us"].to_numpy().astype(np.int64))
+        return cls(
+            tuple(agents.tolist()),
+            starts,
+            frame["_us"].to_numpy().astype(np.int64),
+            frame["realized_pnl_bps"].to_numpy().astype(np.float64),
+        )
+
+    def recent_loss_z(self, agents: Sequence[str], as_of: datetime, policy: Policy) -> FloatArray:
+        """Per agent, the largest ``z`` such that ``broken_consecutive`` consecutive records
+        among its last ``broken_memory_records`` each lost at least ``z`` times its own robust
+        scale (NaN: unknown; see :mod:`meta_supervisor.signals.broken`)."""
+        from meta_supervisor.signals.broken import loss_run_z
+
+        out = np.full(len(agents), np.nan)
+        history = cadence_hours(policy)
+        if history <= 0 or not self.agents:
+            return out
+        now = _micros(as_of)
+        since = now - round(history * US_PER_HOUR)
+        index = {a: i for i, a in enumerate(self.agents)}
+        for k, agent in enumerate(agents):
+            a = index.get(agent)
+            if a is None:
+                continue
+            times = self.times[self.starts[a] : self.starts[a + 1]]
+            lo = int(np.searchsorted(times, since, "right"))
+            hi = int(np.searchsorted(times, now, "right"))
+            pnl = self.pnl[self.starts[a] + lo : self.starts[a] + hi]
+            out[k] = loss_run_z(pnl, policy)
+        return out
 
     def expected_records(
         self, agents: Sequence[str], as_of: datetime, policy: Policy
@@ -134,7 +167,13 @@ class CadenceIndex:
 def with_expected_records(
     stats: pl.DataFrame, index: CadenceIndex, as_of: datetime, policy: Policy
 ) -> pl.DataFrame:
-    """``stats`` with an ``expected_records`` column (null where unknown) for the gate."""
-    expected = index.expected_records(stats["agent"].to_list(), as_of, policy)
-    column = pl.Series("expected_records", expected, dtype=pl.Float64).fill_nan(None)
-    return stats.with_columns(column)
+    """``stats`` with the columns the agent's own history gives (null where unknown):
+    ``expected_records`` for the min_records gate and ``recent_loss_z`` for the *select*
+    profile's cut of a broken agent (:mod:`meta_supervisor.signals.broken`)."""
+    names = stats["agent"].to_list()
+    expected = index.expected_records(names, as_of, policy)
+    loss_z = index.recent_loss_z(names, as_of, policy)
+    return stats.with_columns(
+        pl.Series("expected_records", expected, dtype=pl.Float64).fill_nan(None),
+        pl.Series("recent_loss_z", loss_z, dtype=pl.Float64).fill_nan(None),
+    )
