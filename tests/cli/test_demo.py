@@ -14,7 +14,8 @@ from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research.demo import DEMO_AS_OF, write_demo_fleet
 from meta_supervisor.state.files import verify_history
 
-PROFILES = [None, *(Policy(profile=p) for p in Profile)]  # None: what run_cycle loads by default
+# None: what run_cycle loads by default; the select profile has its own test below
+PROFILES = [None, *(Policy(profile=p) for p in Profile if p is not Profile.SELECT)]
 
 
 def _factor(decision, agent, name):
@@ -62,6 +63,21 @@ def test_demo_fleet_decision(demo_paths, policy):
     assert decision.cash == pytest.approx(1.0 - sum(weights.values()), abs=1e-12)
     for name, e in decision.agents.items():
         assert e["summary"], name
+
+
+def test_demo_fleet_select_profile_holds_cash_only_for_a_named_cause(demo_paths):
+    decision, _ = run_cycle(demo_paths, DEMO_AS_OF, Policy(profile=Profile.SELECT), write=False)
+    assert _failed_gates(decision, "eridanus") == ["error_rate"]
+    assert _failed_gates(decision, "gemini")[0] == "min_records"
+    assert "operator_exclusion" in _failed_gates(decision, "hydra")
+    live = [a for a in decision.agents if not _failed_gates(decision, a)]
+    assert len(live) * Policy().max_weight >= 1.0  # the cap alone holds nothing back here
+    broken = [a for a in live if _factor(decision, a, "broken") == 0.0]
+    assert broken == []  # nobody's losses are beyond its noise
+    # no idle cash: every unit is deployed (up to the rounding down of six weights)
+    assert decision.cash <= 1e-5
+    reason = next(f["reason"] for f in decision.agents["atlas"]["factors"] if f["factor"] == "rule")
+    assert reason.startswith("follows ")
 
 
 def test_demo_cycle_writes_state_and_is_reproducible(tmp_path):

@@ -21,7 +21,13 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def _records(times: dict[str, list[float]], horizon: int = 24) -> pl.DataFrame:
     rows = [
-        {"agent": a, "matured_at": T0 + timedelta(hours=h), "horizon_hours": horizon}
+        {
+            "agent": a,
+            "matured_at": T0 + timedelta(hours=h),
+            "ts": T0 + timedelta(hours=h - horizon),
+            "horizon_hours": horizon,
+            "realized_pnl_bps": 1.0,
+        }
         for a, hours in times.items()
         for h in hours
     ]
@@ -30,7 +36,9 @@ def _records(times: dict[str, list[float]], horizon: int = 24) -> pl.DataFrame:
         schema={
             "agent": pl.String,
             "matured_at": pl.Datetime("us", "UTC"),
+            "ts": pl.Datetime("us", "UTC"),
             "horizon_hours": pl.Int64,
+            "realized_pnl_bps": pl.Float64,
         },
     )
 

@@ -260,7 +260,20 @@ def _sp500_calendar_year(seed: int) -> SimulatedFleet:
     return fleet
 
 
+def _sp500_period(seed: int) -> SimulatedFleet:
+    """One of :data:`PERIODS` (seed mod 4, in order) of :func:`sp500_calendar_fleet`."""
+    first, last = list(PERIODS.values())[seed % len(PERIODS)]
+    fleet = sp500_calendar_fleet(first, last)
+    fleet.seed = seed
+    return fleet
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "real_prices_period": Scenario(
+        "real_prices_calendar over a whole sub-period: seed 0-3 = 1995-2006, 2007-2009, "
+        "2010-2019, 2020-2022 (the issue's held-out periods)",
+        _sp500_period,
+    ),
     "real_prices_calendar": Scenario(
         "4 rules x 20 S&P 500 stocks on the exchange calendar (real dates, holidays, early "
         "closes), default policy, decisions at each close; seed picks the year (1995 + seed)",
