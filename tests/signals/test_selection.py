@@ -52,7 +52,7 @@ def _brute_t(records: pl.DataFrame, as_of: datetime, policy: Policy) -> dict[str
     for j in range(1, policy.selection_lags + 1):
         t_j = anchor - j * step
         stats = []
-        for agent, part in records.group_by("agent"):
+        for _agent, part in records.group_by("agent"):
             ev = part.filter((pl.col("matured_at") > t_j - look) & (pl.col("matured_at") <= t_j))
             nx = part.filter((pl.col("matured_at") > t_j) & (pl.col("matured_at") <= t_j + step))
             x = ev["realized_pnl_bps"].to_numpy()
@@ -147,8 +147,8 @@ def test_a_blow_up_is_cut_at_its_second_record_and_returns_after_the_memory():
     rng = np.random.default_rng(1)
     policy = Policy()
     normal = list(50 * rng.standard_normal(40))
-    one = normal + [-400.0]
-    two = one + [-400.0]
+    one = [*normal, -400.0]
+    two = [*one, -400.0]
     assert loss_run_z(np.array(one), policy) < policy.broken_loss_scale
     assert loss_run_z(np.array(two), policy) >= policy.broken_loss_scale
     healed = two + list(50 * rng.standard_normal(policy.broken_memory_records))
