@@ -1,11 +1,15 @@
 """meta-supervisor: capital allocation for fleets of trading agents, with reasons.
 
-The data flow, module by module::
+The data flow, package by package (each package's ``__init__`` is its table of contents)::
 
-    sources (read files) -> records (validate, normalise, dedupe) -> ledger (the store)
-    -> stats / confidence / tails (from scratch, or kept between cycles: incremental, engine)
-    -> persistence (the evidence profile's learned tilt strength) -> allocate (pure)
-    -> decision -> state (atomic files, hash-chained history) -> views / cli
+    ingest (read, validate, quarantine) -> ledger (the store)
+    -> signals (per-agent stats, confidence, strategy tails, learned strength: pure)
+    -> allocate (gates, profile factors, cap, pull-back, stability: pure) -> decision
+    -> cycle (the one place core meets files, clock, lock) -> state (atomic files, history)
+    -> views (tables, memo, attribution) -> cli; research (scenarios, backtest) beside it
+
+``policy`` holds every tunable; ``errors`` every deliberate error with its exit code;
+``units`` the units and tolerances; ``typing`` the array aliases.
 
 The seed's modules keep their functions: :mod:`meta_supervisor.allocation`
 (``compute_weights``, ``save_weights``, ``main``), :mod:`meta_supervisor.confidence_decay`

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Paths", "configure", "current_paths", "reset"]
 
@@ -110,7 +111,7 @@ def configure(**changes: str | Path | None) -> Paths:
     """Move the files the seed adapters read and write, e.g. ``configure(state_dir="/srv/ms")``."""
     global _configured
     base = current_paths()
-    values = {k: (Path(v) if v is not None else None) for k, v in changes.items()}
+    values: dict[str, Any] = {k: (Path(v) if v is not None else None) for k, v in changes.items()}
     _configured = replace(base, **values)
     return _configured
 

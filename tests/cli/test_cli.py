@@ -179,7 +179,7 @@ def test_explain_table_and_memo_show_the_override(root: Path) -> None:
         (["explain", "cygnsu"], "did you mean 'cygnus'"),
         (["explain", "--seq", "9"], "no entry 9 (entries 1 to 2)"),
         (["explain", "--at", "2025-01-01T00:00:00Z"], "no decision at or before"),
-        (["explain", "--at", "yesterday"], "--as-of"),
+        (["explain", "--at", "yesterday"], "--at: "),  # names the option given
         (["explain", "--seq", "1", "--at", T0], "not both"),
         (["history", "--agent", "nobody"], "agent 'nobody'"),
         (["diff", "1", "x"], "neither a history sequence number"),

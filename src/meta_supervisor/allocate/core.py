@@ -219,13 +219,13 @@ def _decide(
     if active:
         index = {name: i for i, name in enumerate(names)}
         for agent, o in active.items():
-            i = index.get(agent)  # type: ignore[assignment]
-            if i is None:
+            at = index.get(agent)
+            if at is None:
                 continue
             if o.action == "exclude":
-                excluded[i] = True
+                excluded[at] = True
             elif o.action == "cap" and o.cap is not None:
-                caps[i] = min(caps[i], o.cap)
+                caps[at] = min(caps[at], o.cap)
     computed = _compute(f, method, policy, excluded, persistence)
     quality, risk = computed.quality, computed.risk
 
@@ -261,7 +261,7 @@ def _decide(
     )
     # Weights are whole multiples of 10**-decimals: so are gross and cash (no float noise).
     gross = round(math.fsum(weights.values()), policy.weight_decimals)
-    portfolio = {
+    portfolio: dict[str, Any] = {
         "gross": gross,
         "cash": round(max(0.0, 1.0 - gross), policy.weight_decimals),
         "cash_from_risk": max(0.0, float(after_cap.sum() - after_risk.sum())),

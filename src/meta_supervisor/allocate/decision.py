@@ -85,6 +85,34 @@ class Decision:
         "schema",
     )
 
+    __slots__ = (
+        "_agents",
+        "_build_agents",
+        "_build_provenance",
+        "_provenance",
+        "as_of",
+        "cash",
+        "gross",
+        "policy",
+        "portfolio",
+        "profile",
+        "schema",
+        "weights",
+    )
+
+    as_of: str
+    profile: str
+    weights: dict[str, float]
+    cash: float
+    gross: float
+    portfolio: dict[str, Any]
+    policy: dict[str, Any]
+    schema: str
+    _agents: dict[str, dict[str, Any]]
+    _build_agents: Lazy | None
+    _provenance: dict[str, Any]
+    _build_provenance: Lazy | None
+
     def __init__(
         self,
         as_of: str,
@@ -98,39 +126,49 @@ class Decision:
         policy: dict[str, Any] | None = None,
         schema: str = SCHEMA,
     ) -> None:
-        self.as_of = as_of
-        self.profile = profile
-        self.weights = weights
-        self.cash = cash
-        self.gross = gross
-        self.agents = agents  # type: ignore[assignment]
-        self.portfolio = portfolio
-        self.provenance = provenance  # type: ignore[assignment]
-        self.policy = {} if policy is None else policy
-        self.schema = schema
+        init = object.__setattr__  # frozen: the only writes are here and in the lazy builds
+        init(self, "as_of", as_of)
+        init(self, "profile", profile)
+        init(self, "weights", weights)
+        init(self, "cash", cash)
+        init(self, "gross", gross)
+        if callable(agents):
+            init(self, "_agents", {})
+            init(self, "_build_agents", agents)
+        else:
+            init(self, "_agents", agents)
+            init(self, "_build_agents", None)
+        init(self, "portfolio", portfolio)
+        if callable(provenance):
+            init(self, "_provenance", {})
+            init(self, "_build_provenance", provenance)
+        else:
+            init(self, "_provenance", provenance)
+            init(self, "_build_provenance", None)
+        init(self, "policy", {} if policy is None else policy)
+        init(self, "schema", schema)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Decision is frozen: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Decision is frozen: cannot delete {name!r}")
 
     @property
     def agents(self) -> dict[str, dict[str, Any]]:
         """Per-agent explanations (built on first access when given as a callable)."""
         if self._build_agents is not None:
-            self._agents, self._build_agents = self._build_agents(), None
+            object.__setattr__(self, "_agents", self._build_agents())
+            object.__setattr__(self, "_build_agents", None)
         return self._agents
-
-    @agents.setter
-    def agents(self, value: dict[str, dict[str, Any]] | Lazy) -> None:
-        self._agents, self._build_agents = ({}, value) if callable(value) else (value, None)
 
     @property
     def provenance(self) -> dict[str, Any]:
         """``as_of``, policy and inputs fingerprints, previous decision hash (lazy as agents)."""
         if self._build_provenance is not None:
-            self._provenance, self._build_provenance = self._build_provenance(), None
+            object.__setattr__(self, "_provenance", self._build_provenance())
+            object.__setattr__(self, "_build_provenance", None)
         return self._provenance
-
-    @provenance.setter
-    def provenance(self, value: dict[str, Any] | Lazy) -> None:
-        lazy = callable(value)
-        self._provenance, self._build_provenance = ({}, value) if lazy else (value, None)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Decision):

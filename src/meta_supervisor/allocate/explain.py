@@ -229,7 +229,7 @@ def stability_note(
         also = f" and {relative:.0%} of the position" if relative is not None else ""
         return (
             f"held at previous {previous:.2%} (move of {pp(move)} inside the no-trade band "
-            f"{band * 100:.2f} pp{also})"
+            f"{(band or 0.0) * 100:.2f} pp{also})"
         )
     if limit is not None and move > limit:
         return f"increase limited to +{limit * 100:.2f} pp per cycle (target {target:.2%})"

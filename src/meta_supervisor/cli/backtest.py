@@ -17,7 +17,7 @@ import re
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
@@ -154,7 +154,7 @@ def backtest(
             source = (
                 _ledger_from_store(ledger)
                 if ledger
-                else _ledger_from_files(records, telemetry, out)
+                else _ledger_from_files(cast(Path, records), telemetry, out)
             )
             result = _run_ledger(
                 source,
@@ -226,8 +226,8 @@ def _run_ledger(
         raise ValueError(f"{source}: no usable record")
     return run_backtest(
         ledger,
-        recs["ts"].min(),
-        recs["matured_at"].max(),
+        cast(datetime, recs["ts"].min()),
+        cast(datetime, recs["matured_at"].max()),
         every_hours=every_h,
         policy=policy,
         warmup_hours=warmup_h,

@@ -124,13 +124,17 @@ def paths_for(
     )
 
 
-def parse_as_of(text: str | None) -> datetime | None:
-    if text is None:
-        return None
+def parse_instant(text: str, option: str) -> datetime:
+    """An ISO-8601 instant given as ``option``, or a usage error naming the option."""
     try:
         return parse_iso(text)
     except ValueError as err:
-        raise fail(f"--as-of: {err}") from None
+        raise fail(f"{option}: {err}") from None
+
+
+def parse_as_of(text: str | None) -> datetime | None:
+    """``--as-of``, or None when not given."""
+    return None if text is None else parse_instant(text, "--as-of")
 
 
 def as_of_or_now(text: str | None) -> datetime:

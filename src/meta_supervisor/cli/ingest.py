@@ -18,10 +18,18 @@ import polars as pl
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from meta_supervisor.config import Paths
+from meta_supervisor.errors import BadInput
 from meta_supervisor.ingest.batch import IngestReport, reason_counts
 from meta_supervisor.ingest.batch import ingest as run_ingest
 from meta_supervisor.ledger.store import LedgerStore
@@ -66,7 +74,10 @@ JsonOut = Annotated[
 def _ledger(path: Path | None, root: Path | None = None) -> Path:
     if path is not None:
         return path
-    return Paths.under(root).ledger if root is not None else Paths.from_env().ledger
+    found = Paths.under(root).ledger if root is not None else Paths.from_env().ledger
+    if found is None:
+        raise BadInput("no ledger directory configured: pass --ledger DIR")
+    return found
 
 
 def _summary(report: IngestReport) -> Table:
@@ -149,7 +160,7 @@ def ingest(
         TimeRemainingColumn(),
     ]
     with Progress(*columns, console=err_console, disable=total < PROGRESS_BYTES) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def advance(path: str, done: int, size: int) -> None:
             if path not in tasks:

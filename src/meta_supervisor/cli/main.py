@@ -23,7 +23,7 @@ Exit codes:
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -47,7 +47,7 @@ class _Handled(TyperGroup):
     and exits with the code its class carries; anything else is a bug and keeps its
     traceback."""
 
-    def invoke(self, ctx: typer.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except MetaSupervisorError as err:

@@ -26,7 +26,7 @@ from meta_supervisor.cli.common import (
     history_entries,
     latest_decision,
     overrides_line,
-    parse_as_of,
+    parse_instant,
     paths_for,
     select_entry,
 )
@@ -107,12 +107,10 @@ def explain(
     entry: HistoryEntry | None
     if at is not None or seq is not None:
         entries = history_entries(paths)
-        moment = parse_as_of(at)
-        entry = (
-            entry_by_seq(entries, seq, paths)
-            if seq is not None
-            else entry_at(entries, moment, paths)
-        )  # type: ignore[arg-type]
+        if seq is not None:
+            entry = entry_by_seq(entries, seq, paths)
+        else:
+            entry = entry_at(entries, parse_instant(at or "", "--at"), paths)
         decision = entry.decision
     else:
         decision, entry = latest_decision(paths)

@@ -153,7 +153,7 @@ def dedupe_batch(records: pl.DataFrame) -> tuple[pl.DataFrame, int, pl.DataFrame
         pl.col("_key").str.slice(0, 500).alias("raw"),
     )
     kept = indexed.filter(~pl.col("_i").is_in(later["_i"].implode())).drop("_i")
-    return kept, later.height - refused.height, refused.cast(QUARANTINE_SCHEMA)
+    return kept, later.height - refused.height, refused.cast(pl.Schema(QUARANTINE_SCHEMA))
 
 
 def _read_sources(

@@ -294,7 +294,7 @@ def normalize_records(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
         (pl.col("realized_pnl_bps") - pl.col("expected_pnl_bps")).alias("gap_bps"),
         _record_id().alias("record_id"),
     ).select(list(RECORD_SCHEMA))
-    return Batch(good.cast(RECORD_SCHEMA).collect(), quarantine, read=n)
+    return Batch(good.cast(pl.Schema(RECORD_SCHEMA)).collect(), quarantine, read=n)
 
 
 def content_key() -> pl.Expr:
@@ -377,4 +377,4 @@ def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
             ((error_text != "") | (errors_num.fill_null(0) > 0)).alias("is_error"),
         )
     )
-    return Batch(good.cast(TELEMETRY_SCHEMA).collect(), quarantine, read=raw.height)
+    return Batch(good.cast(pl.Schema(TELEMETRY_SCHEMA)).collect(), quarantine, read=raw.height)

@@ -218,9 +218,9 @@ def _bisect(
             frames.append(frame)
             bad.extend(refused)
             continue
-        frame = _ndjson(b"\n".join(lines[lo:hi]), schema)
-        if frame is not None and frame.height == hi - lo:
-            frames.append(frame.with_columns(pl.Series("_line", numbers[lo:hi], dtype=pl.Int64)))
+        parsed = _ndjson(b"\n".join(lines[lo:hi]), schema)
+        if parsed is not None and parsed.height == hi - lo:
+            frames.append(parsed.with_columns(pl.Series("_line", numbers[lo:hi], dtype=pl.Int64)))
             continue
         mid = (lo + hi) // 2
         stack.extend([(mid, hi), (lo, mid)])
@@ -242,7 +242,7 @@ def _jsonl_chunk(
     buf: bytes, first_line: int, fields: tuple[str, ...], source: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse one chunk of whole lines starting at line ``first_line``."""
-    schema = {name: pl.String() for name in fields}
+    schema: dict[str, pl.DataType] = {name: pl.String() for name in fields}
     n_lines = buf.count(b"\n") + (0 if buf.endswith(b"\n") else 1)
     frame = _ndjson(buf, schema)
     if frame is not None and frame.height == n_lines:

@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -473,7 +473,8 @@ class LedgerStore:
     ) -> tuple[pl.DataFrame, int]:
         if telemetry.height == 0 or not manifest.of("telemetry"):
             return telemetry, 0
-        lo, hi = telemetry["ts"].min(), telemetry["ts"].max()
+        lo = cast(datetime, telemetry["ts"].min())
+        hi = cast(datetime, telemetry["ts"].max())
         stored = (
             self.scan("telemetry", lo - timedelta(microseconds=1), hi, manifest)
             .filter(pl.col("ts").is_between(lo, hi))

@@ -443,13 +443,13 @@ def run_backtest(
         period_end=period_end if calendar else None,
     )
     runs: dict[str, MethodRun] = {}
-    for name, w in weights.items():
+    for name, grid in weights.items():
         desc = f"profile {name} via cycle.decide" if name in policies else BASELINES[name][0]
         runs[name] = MethodRun(
             name=name,
             description=desc,
-            weights=w,
-            period_pnl=(w * pnl).sum(axis=1),
+            weights=grid,
+            period_pnl=(grid * pnl).sum(axis=1),
             decisions=decisions.get(name),
         )
     t_hours = np.array([(t - times[0]).total_seconds() / 3600 for t in times])

@@ -112,16 +112,16 @@ def write_demo_fleet(root: Path, seed: int = 7) -> Paths:
                 }
             )
         error_p = 0.30 if name == "eridanus" else 0.02
-        for h in range(-7 * 24, 0):
+        for hour in range(-7 * 24, 0):
             if name == "gemini":
                 continue
-            ts = iso(DEMO_AS_OF + timedelta(hours=h))
+            stamp = iso(DEMO_AS_OF + timedelta(hours=hour))
             failed = bool(rng.random() < error_p)
-            if h % 2:
+            if hour % 2:
                 event = {
-                    "ts": ts,
+                    "ts": stamp,
                     "agent": name,
-                    "run_id": f"t-{name}-{h}",
+                    "run_id": f"t-{name}-{hour}",
                     "latency_ms": 800,
                     "cost_usd": None,
                     "tokens_in": None,
@@ -131,9 +131,9 @@ def write_demo_fleet(root: Path, seed: int = 7) -> Paths:
                 }
             else:
                 event = {
-                    "ts": ts,
+                    "ts": stamp,
                     "agent": name,
-                    "run_id": f"t-{name}-{h}",
+                    "run_id": f"t-{name}-{hour}",
                     "latency_ms": 750,
                     "tokens_in": 1200,
                     "tokens_out": 300,

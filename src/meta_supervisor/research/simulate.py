@@ -424,7 +424,7 @@ def blowup_events(fleet: SimulatedFleet) -> list[tuple[str, datetime]]:
     The onset is the blow-up's start in *signal* time: its first losses are realised (and can be
     seen by any allocator) one horizon later.
     """
-    events = []
+    events: list[tuple[str, datetime]] = []
     for b in fleet.blowups:
         onset = fleet.start + timedelta(hours=b.start_hour)
         stop = onset + timedelta(hours=b.duration_hours)

@@ -1,0 +1,34 @@
+"""signals: what the ledger says about each agent and strategy as of an instant. Pure.
+
+============== ============================================================================
+module         what it holds
+============== ============================================================================
+measures       risk measures on arrays: fractional-tail CVaR, max drawdown, decay weights
+stats          per-agent statistics in the window (only records matured by ``as_of``)
+confidence     per-agent confidence multiplier (time-decayed calibration evidence)
+tails          per-strategy CVaR95 of the gap, raw and shrunk
+persistence    the learned tilt strength: has past evidence predicted next-day PnL?
+incremental    the same statistics kept as running sums between cycles
+============== ============================================================================
+"""
+
+from meta_supervisor.signals.confidence import confidence_multipliers
+from meta_supervisor.signals.incremental import IncrementalStats, SortedLedger, StateMismatch
+from meta_supervisor.signals.measures import cvar, decay_weights, max_drawdown
+from meta_supervisor.signals.persistence import Persistence, persistence
+from meta_supervisor.signals.stats import agent_stats
+from meta_supervisor.signals.tails import strategy_tails
+
+__all__ = [
+    "IncrementalStats",
+    "Persistence",
+    "SortedLedger",
+    "StateMismatch",
+    "agent_stats",
+    "confidence_multipliers",
+    "cvar",
+    "decay_weights",
+    "max_drawdown",
+    "persistence",
+    "strategy_tails",
+]

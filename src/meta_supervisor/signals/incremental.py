@@ -283,8 +283,8 @@ def _path_summaries(codes: np.ndarray, pnl: np.ndarray) -> tuple[np.ndarray, ...
     width = int(lengths.max())
     if groups.size * width > 4 * codes.size + 1_000_000:
         frame = pl.DataFrame({"_i": codes, "realized_pnl_bps": pnl})
-        out = _with_path(frame.lazy(), "_i").group_by("_i").agg(*_path_exprs()).sort("_i")
-        out = out.collect()
+        plan = _with_path(frame.lazy(), "_i").group_by("_i").agg(*_path_exprs()).sort("_i")
+        out = plan.collect()
         return (out["_i"].to_numpy(), *(out[c].to_numpy() for c in ("t", "hi", "lo", "dd")))
     row = np.repeat(np.arange(groups.size), lengths)
     col = np.arange(codes.size) - np.repeat(starts, lengths)
@@ -687,9 +687,15 @@ class IncrementalStats:
             raise ValueError("advance() the state to an as_of first")
         return self._stats_frame(telemetry), self._confidence_frame(), self._tails_frame()
 
+    def _advanced_to(self) -> int:
+        """``as_of_us``, which exists once the state was advanced."""
+        if self.as_of_us is None:
+            raise ValueError("advance() the state to an as_of first")
+        return self.as_of_us
+
     def _stats_frame(self, telemetry: pl.DataFrame | pl.LazyFrame | None) -> pl.DataFrame:
-        now = pl.lit(self.as_of_us).cast(UTC_US)
-        start = pl.lit(self.as_of_us - self._lookbacks()[0]).cast(UTC_US)
+        now = pl.lit(self._advanced_to()).cast(UTC_US)
+        start = pl.lit(self._advanced_to() - self._lookbacks()[0]).cast(UTC_US)
         if telemetry is None:
             runs = pl.DataFrame(
                 schema={"agent": pl.String, "n_runs": pl.Int64, "error_rate": pl.Float64}
@@ -733,7 +739,8 @@ class IncrementalStats:
     def _stats_frame_indexed(self, index: _TelemetryIndex) -> pl.DataFrame:
         """The stats frame with the runs of a :class:`_TelemetryIndex`, built as arrays in
         one permutation to agent order (no join): telemetry-only agents are extra rows."""
-        runs, known, errors = index.runs(self.as_of_us - self._lookbacks()[0], self.as_of_us)
+        as_of_us = self._advanced_to()
+        runs, known, errors = index.runs(as_of_us - self._lookbacks()[0], as_of_us)
         size = len(self.names)
         names = index.agents.names
         to_engine = np.array([self._agents.index.get(n, -1) for n in names], dtype=np.int64)

@@ -1,0 +1,38 @@
+"""state: what a cycle leaves on disk. An edge: atomic files, the hash-chained history, the
+lock, the operator's overrides.
+
+============== ============================================================================
+module         what it holds
+============== ============================================================================
+files          atomic writes (temp, fsync, rename), the history (append, read, verify),
+               the state lock
+overrides      the overrides file: validated, written atomically
+============== ============================================================================
+"""
+
+from meta_supervisor.state.files import (
+    HistoryEntry,
+    HistoryError,
+    LockBusy,
+    StateLock,
+    append_history,
+    atomic_write_bytes,
+    atomic_write_text,
+    read_history,
+    verify_history,
+)
+from meta_supervisor.state.overrides import OverrideError, load_overrides
+
+__all__ = [
+    "HistoryEntry",
+    "HistoryError",
+    "LockBusy",
+    "OverrideError",
+    "StateLock",
+    "append_history",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_overrides",
+    "read_history",
+    "verify_history",
+]

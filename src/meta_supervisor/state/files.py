@@ -109,7 +109,7 @@ def remove_stale_temps(directory: Path) -> list[Path]:
 
     Only temps of dead processes are removed: a live writer's temp is its own business.
     """
-    removed = []
+    removed: list[Path] = []
     directory = Path(directory)
     if not directory.is_dir():
         return removed

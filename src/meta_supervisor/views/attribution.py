@@ -261,6 +261,7 @@ def _override_driver(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dic
     if before == after:
         return []
     if after is None:
+        assert before is not None  # before != after
         text = f"operator {before['action']} ended (expired or removed): {before['reason']}"
     elif before is None:
         text = f"operator {_describe_override(after)}"
