@@ -417,11 +417,13 @@ def run_backtest(
                 for agent, w in decision.weights.items():
                     weights[name][k, col[agent]] = w
             if baseline_names:
-                base_stats, *rest = frames.get(frames_key(policy)) or cycle_frames(
-                    ledger, t, policy
-                )
+                base_stats, base_conf, base_tails = frames.get(
+                    frames_key(policy)
+                ) or cycle_frames(ledger, t, policy)
                 base_stats = expected_records(base_stats, ledger, t, policy, cadence)
-                stats, confidence, tails = frames_to_inputs(base_stats, *rest, policy)
+                stats, confidence, tails = frames_to_inputs(
+                    base_stats, base_conf, base_tails, policy
+                )
                 for name in baseline_names:
                     out = BASELINES[name][1](stats, confidence, tails, policy, ledger, t)
                     if isinstance(out, tuple):

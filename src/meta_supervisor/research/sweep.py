@@ -24,7 +24,7 @@ import html
 import itertools
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,7 @@ def cell_key(cell: Cell) -> str:
 def grid(
     scenarios: Sequence[str],
     seeds: Sequence[int],
-    knob_grid: dict[str, Sequence[Any]],
+    knob_grid: Mapping[str, Sequence[Any]],
     *,
     profiles: Sequence[str] = (),
     baselines: Sequence[str] | None = None,
