@@ -417,9 +417,9 @@ def run_backtest(
                 for agent, w in decision.weights.items():
                     weights[name][k, col[agent]] = w
             if baseline_names:
-                base_stats, base_conf, base_tails = frames.get(
-                    frames_key(policy)
-                ) or cycle_frames(ledger, t, policy)
+                base_stats, base_conf, base_tails = frames.get(frames_key(policy)) or cycle_frames(
+                    ledger, t, policy
+                )
                 base_stats = expected_records(base_stats, ledger, t, policy, cadence)
                 stats, confidence, tails = frames_to_inputs(
                     base_stats, base_conf, base_tails, policy
