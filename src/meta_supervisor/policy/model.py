@@ -55,7 +55,8 @@ class Policy(BaseModel):
 
     profile: Profile = Field(
         Profile.EVIDENCE,
-        description="allocation formula: evidence (default, chosen by backtest) or seed",
+        description="allocation formula: evidence (default, chosen by backtest), select "
+        "(learned rule selection) or seed",
     )
 
     # ---- windows ----

@@ -241,15 +241,28 @@ PERIODS: dict[str, tuple[int, int]] = {
 }
 
 
+#: Sessions of records before a calendar fleet's first decision: the agents' own cadence
+#: (``cadence_history_hours``, 4 weeks) is known from the first decision on.
+_HISTORY_SESSIONS = 40
+
+
 def sp500_calendar_fleet(first_year: int, last_year: int) -> SimulatedFleet:
     """4 rules x all 20 stocks of the sample on the exchange calendar, ``first_year`` to
-    ``last_year`` (with the rules' warm-up before), default policy, decisions at the closes."""
+    ``last_year``, default policy, decisions at the closes. The records start
+    ``_HISTORY_SESSIONS`` sessions before the first year (the rules' own warm-up before that),
+    and ``start`` is set 7 days before the year's first close, so the backtest's default 7-day
+    warm-up puts the first decision at the first close of ``first_year``, with a known cadence
+    for every agent."""
     prices = load_sp500_prices()
     start = prices.filter(pl.col("date").dt.year() == first_year)["date"].min()
     end = prices.filter(pl.col("date").dt.year() == last_year)["date"].max()
-    idx = prices.with_row_index().filter(pl.col("date") == start)["index"][0]
-    window = prices.slice(max(0, int(idx) - _WARMUP), None).filter(pl.col("date") <= end)
-    return rule_fleet(window, calendar=True)
+    idx = int(prices.with_row_index().filter(pl.col("date") == start)["index"][0])
+    begin = max(0, idx - _WARMUP - _HISTORY_SESSIONS)
+    window = prices.slice(begin, None).filter(pl.col("date") <= end)
+    fleet = rule_fleet(window, calendar=True)
+    first_close = session_closes(window["date"].to_list())[idx - begin]
+    fleet.start = max(fleet.start, first_close - timedelta(hours=168))
+    return fleet
 
 
 def _sp500_calendar_year(seed: int) -> SimulatedFleet:
