@@ -35,9 +35,8 @@ def _label(scenario: str, seed: int) -> str:
 
 def _cell(row: dict) -> str:
     cash = row["cash_days_share"] or 0.0
-    return (
-        f"{row['sharpe']:+.2f} / {row['max_drawdown_bps']:.0f} / {row['mean_gross']:.0%}"
-        + (f" / cash {cash:.0%}" if cash > 0 else "")
+    return f"{row['sharpe']:+.2f} / {row['max_drawdown_bps']:.0f} / {row['mean_gross']:.0%}" + (
+        f" / cash {cash:.0%}" if cash > 0 else ""
     )
 
 
