@@ -17,9 +17,18 @@ Factors, per agent:
 * **broken** (risk, 0 or 1): 0 when ``recent_loss_z ≥ broken_loss_scale``
   (:mod:`meta_supervisor.signals.broken`: consecutive losses each far beyond the agent's own
   robust scale); the pull-back sends its share to cash and the explanation names why.
+* **drawdown beyond noise** (risk): :math:`a_i = \mathrm{clip}(1 - k_{dd}(z_i - z_{null}),
+  f_{dd}, 1)` with :math:`z_i = |dd_i|/(s_i\sqrt{n_i})` (the evidence profile's factor
+  :math:`a_i`, :func:`meta_supervisor.allocate.profiles.evidence.drawdown_used`): 1 unless the
+  drawdown is beyond what a zero-drift walk of the agent's own volatility reaches about one
+  time in a hundred (``evidence_dd_null_z`` 2.7).
+* **strategy tail beyond noise** (risk): the evidence profile's tail factor, 1 unless the
+  strategy's gap CVaR95 exceeds ``evidence_tail_r0`` (4) times its own mean |gap| (a normal
+  gap gives 2.6).
 
-No other factor holds capital back: where nothing is broken, gated or capped by an operator,
-the book is fully invested (no idle cash without a stated cause).
+No other factor holds capital back (no fleet-wide drawdown level, no calibration): where
+nothing is broken, beyond its noise, gated or capped by an operator, the book is fully
+invested (no idle cash without a stated cause).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import numpy as np
 from meta_supervisor.allocate.fleet import Fleet
 from meta_supervisor.allocate.inputs import Confidence, Tail
 from meta_supervisor.allocate.profiles.base import FactorTable, ProfileFactors, ProfileMethod
+from meta_supervisor.allocate.profiles.evidence import drawdown_multipliers, tail_multipliers
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.signals.selection import RuleSelection, rule_weights
@@ -72,14 +82,21 @@ def compute(
     selection = persistence.selection if persistence is not None else None
     selection = selection or RuleSelection("equal_weight")
     quality = rule_quality(selection.rule, f, policy)
-    loss_z = f.columns["recent_loss_z"].value
-    risk = broken_factor(loss_z, policy)
+    c = f.columns
+    loss_z = c["recent_loss_z"].value
+    broken = broken_factor(loss_z, policy)
+    z, _ = drawdown_multipliers(
+        c["max_drawdown_bps"].value, c["n_records"].value, c["pnl_std_bps"].value, policy
+    )
+    inner = 1.0 - policy.evidence_dd_k * (z - policy.evidence_dd_null_z)
+    drawdown = np.where(np.isnan(z), 1.0, np.clip(inner, policy.evidence_dd_floor, 1.0))
+    rho, tail = tail_multipliers(f.tail_number, f.tail_scale, policy)
     return ProfileFactors(
-        factors={"rule": quality, "broken": risk},
+        factors={"rule": quality, "broken": broken, "drawdown": drawdown, "cvar": tail},
         quality=quality,
-        risk=risk,
+        risk=broken * drawdown * tail,
         fleet=selection,
-        extra={"loss_z": loss_z},
+        extra={"loss_z": loss_z, "z": z, "rho": rho},
     )
 
 
@@ -111,7 +128,37 @@ def explain(
             "reason": f"follows {selection.describe(policy)}",
         },
         {"factor": "broken", "value": table.factors["broken"][i], "reason": why},
+        {
+            "factor": "drawdown",
+            "value": table.factors["drawdown"][i],
+            "reason": _drawdown_reason(table, i),
+        },
+        {"factor": "cvar", "value": table.factors["cvar"][i], "reason": _tail_reason(table, i)},
     ]
+
+
+def _drawdown_reason(table: FactorTable, i: int) -> str:
+    z, policy = table.extra["z"][i], table.policy
+    if math.isnan(z):
+        return "no PnL dispersion to scale the drawdown by"
+    limit = policy.evidence_dd_null_z
+    verdict = "beyond its noise: penalised" if z > limit else "within its noise"
+    return (
+        f"drawdown {-abs(table.raw['max_drawdown_bps'][i]):+.1f} bps = {z:.2f} x "
+        f"sigma·sqrt(n) of its own PnL; {verdict} (limit {limit:g}, what a zero-drift walk "
+        "exceeds one time in a hundred)"
+    )
+
+
+def _tail_reason(table: FactorTable, i: int) -> str:
+    rho, policy = table.extra["rho"][i], table.policy
+    if math.isnan(rho):
+        return "no strategy tail or gap scale"
+    verdict = "beyond its noise: penalised" if rho > policy.evidence_tail_r0 else "within noise"
+    return (
+        f"strategy gap CVaR95 = {rho:.2f} x its own mean |gap|; {verdict} "
+        f"(limit {policy.evidence_tail_r0:g}; a normal gap gives 2.6)"
+    )
 
 
 METHOD = ProfileMethod(
@@ -122,7 +169,8 @@ METHOD = ProfileMethod(
         "equal weight over the agents that pass the gates until another allocation rule "
         "(inverse volatility, evidence tilt, the seed's selection) has beaten it out of sample "
         "with a paired t above the policy's threshold, then that rule; an agent whose "
-        "consecutive losses are far beyond its own noise is cut to zero"
+        "consecutive losses are far beyond its own noise is cut to zero, and a drawdown or a "
+        "strategy tail beyond what noise explains is pulled back to cash"
     ),
     keys=KEYS,
     uses_persistence=True,
