@@ -107,6 +107,37 @@ def targets(table: pl.DataFrame, knobs: str, method: str = "select") -> str:
     return "\n".join(out)
 
 
+def walk_forward_default(
+    table: pl.DataFrame, knobs: str, candidates: tuple[str, ...] = ("select", "evidence")
+) -> str:
+    """Choose the default profile out of sample on the real-price periods, in time order: for
+    each period from the second on, the candidate with the larger mean Sharpe minus equal
+    weight's over the *earlier* periods, and how it then did on the period itself."""
+    rows = table.filter((pl.col("knobs") == knobs) & (pl.col("scenario") == "real_prices_period"))
+    excess: dict[tuple[int, str], float] = {}
+    for seed in range(4):
+        cell = {r["method"]: r for r in rows.filter(pl.col("seed") == seed).iter_rows(named=True)}
+        if not cell:
+            continue
+        for m in candidates:
+            excess[(seed, m)] = cell[m]["sharpe"] - cell["equal_weight"]["sharpe"]
+    out = ["| test period | trained on | chosen | its Sharpe − EW on the test period | other's |"]
+    out.append("|---|---|---|---|---|")
+    for seed in range(1, 4):
+        if (seed, candidates[0]) not in excess:
+            continue
+        train = [s for s in range(seed) if (s, candidates[0]) in excess]
+        score = {m: sum(excess[(s, m)] for s in train) / len(train) for m in candidates}
+        chosen = max(candidates, key=lambda m: score[m])
+        other = next(m for m in candidates if m != chosen)
+        out.append(
+            f"| {PERIODS[seed]} | {', '.join(PERIODS[s] for s in train)} | {chosen} "
+            f"({score[chosen]:+.3f} vs {score[other]:+.3f}) | {excess[(seed, chosen)]:+.3f} "
+            f"| {other} {excess[(seed, other)]:+.3f} |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("results", type=Path, help="a sweep's results.parquet")
@@ -118,6 +149,8 @@ def main() -> None:
     print(compact(table, args.knobs, args.seeds))
     print()
     print(targets(table, args.knobs))
+    print()
+    print(walk_forward_default(table, args.knobs))
 
 
 if __name__ == "__main__":
