@@ -6,9 +6,19 @@ fractions of capital.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import polars as pl
 
-__all__ = ["CAPITAL_EPS", "STEP_EPS", "US_PER_HOUR", "UTC_US"]
+__all__ = [
+    "CAPITAL_EPS",
+    "EARLIEST_INSTANT",
+    "LATEST_INSTANT",
+    "MAX_HORIZON_HOURS",
+    "STEP_EPS",
+    "US_PER_HOUR",
+    "UTC_US",
+]
 
 #: The ledger's instant type: microseconds, UTC.
 UTC_US = pl.Datetime("us", "UTC")
@@ -22,3 +32,13 @@ CAPITAL_EPS = 1e-9
 
 #: Two weights of the same step closer than this are equal (sums of a few float products).
 STEP_EPS = 1e-12
+
+#: The instants an input may name: a record's ``ts``, a telemetry event's ``ts``, a cycle's
+#: ``as_of``, in ``[EARLIEST_INSTANT, LATEST_INSTANT)``. Outside, windows and maturities
+#: (``as_of − lookback``, ``ts + horizon``) would leave the range of a datetime and crash
+#: every later cycle; no trading record is from before 1970 or after 2200.
+EARLIEST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(2200, 1, 1, tzinfo=UTC)
+
+#: The longest horizon a record may carry: ten years (a policy horizon is at most 30 days).
+MAX_HORIZON_HOURS = 24 * 366 * 10

@@ -21,7 +21,7 @@ from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.allocate.profiles import evidence
 from meta_supervisor.cycle.run import cycle_frames, cycle_inputs, decide, frames_to_inputs
 from meta_supervisor.policy.model import Policy, Profile
-from meta_supervisor.research.simulate import FleetSpec, simulate_fleet
+from meta_supervisor.research.simulate import FleetSpec
 from meta_supervisor.signals.persistence import persistence
 
 AS_OF = datetime(2026, 3, 1, tzinfo=UTC)
@@ -31,8 +31,8 @@ SPEC = FleetSpec(
 
 
 @pytest.fixture(scope="module")
-def fleet():
-    return simulate_fleet(SPEC, 5)
+def fleet(fleets):
+    return fleets(SPEC, 5)
 
 
 def _as_of(fleet, hours):

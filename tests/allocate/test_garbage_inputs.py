@@ -38,6 +38,7 @@ scalars = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(10**30), max_value=10**30),
     st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e308, -1e308, 0.0, -1]),
+    st.sampled_from([10**400, -(10**400)]),  # beyond a float (issue #13)
     st.text(max_size=8),
     st.floats(allow_nan=True, allow_infinity=True).map(str),
     st.none(),

@@ -8,8 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from meta_supervisor.config import Paths
 from meta_supervisor.state.files import StateLock
+
+#: SIGKILLs and real processes: seconds each (still part of the suite).
+pytestmark = pytest.mark.slow
 
 T0 = "2026-01-15T00:00:00Z"
 
@@ -74,6 +79,6 @@ def test_bad_policy_key_exits_2_with_did_you_mean_on_stderr(tmp_path: Path) -> N
 
 def test_lock_busy_exits_3(tmp_path: Path) -> None:
     with StateLock(Paths.under(tmp_path / "d").lock):
-        result = cli("allocate", "--root", tmp_path / "d", "--as-of", T0, code=3)
+        result = cli("allocate", "--root", tmp_path / "d", "--as-of", T0, "--allow-empty", code=3)
     assert "another cycle is running" in result.stderr
     assert f"pid {os.getpid()}" in result.stderr

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
+import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from meta_supervisor.cli.main import app
+from meta_supervisor.ledger import store as store_module
 from meta_supervisor.ledger.store import LedgerStore
 
 runner = CliRunner()
@@ -58,7 +63,8 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
 
 def test_exit_1_only_when_nothing_usable(tmp_path: Path) -> None:
     empty = write(tmp_path / "e.jsonl", [])
-    all_bad = records_file(tmp_path / "b.jsonl", 0, bad=3)
+    bad_row = '{"ts": "2026-01-01T00:00:00", "agent": "a", "horizon_hours": 24}'
+    all_bad = write(tmp_path / "b.jsonl", [bad_row] * 3)  # records, each refused
     good = records_file(tmp_path / "g.jsonl", 1)
     ledger = str(tmp_path / "L")
     assert run("ingest", str(empty), "--ledger", ledger)[0] == 1
@@ -160,3 +166,39 @@ def test_quarantine_without_a_store_says_so(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "no ledger store at" in result.stderr and str(tmp_path) in result.stderr
     assert "refused rows" not in result.stdout
+
+
+@pytest.mark.parametrize("bad", ["unknown.csv", "truncated.parquet", "garbage.parquet"])
+def test_a_bad_file_fails_the_whole_batch(tmp_path: Path, bad: str) -> None:
+    """``ingest good.jsonl bad.csv`` used to commit the good file and exit 0 (issue #13); a
+    truncated Parquet file ended in a traceback."""
+    good = records_file(tmp_path / "g.jsonl", 3)
+    path = tmp_path / bad
+    if bad == "unknown.csv":
+        path.write_text("a,b\n1,2\n")
+    elif bad == "truncated.parquet":
+        pl.read_ndjson(good).write_parquet(tmp_path / "whole.parquet")
+        path.write_bytes((tmp_path / "whole.parquet").read_bytes()[:300])
+    else:
+        path.write_bytes(b"PAR1 not really")
+    ledger = tmp_path / "L"
+    result = CliRunner().invoke(app, ["ingest", str(good), str(path), "--ledger", str(ledger)])
+    assert result.exit_code == 2, result.output
+    assert f"error: {path}" in " ".join(result.output.split())
+    assert "nothing was committed" in result.output
+    assert not LedgerStore(ledger).exists()
+
+
+def test_disk_full_during_ingest_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = records_file(tmp_path / "g.jsonl", 3)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store_module.os, "fsync", full)
+    result = CliRunner().invoke(app, ["ingest", str(good), "--ledger", str(tmp_path / "L")])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "No space left on device" in result.output
+    assert not LedgerStore(tmp_path / "L").exists()

@@ -20,6 +20,9 @@ from meta_supervisor.allocate.decision import iso
 from meta_supervisor.cycle.run import run_cycle
 from meta_supervisor.state.files import LockBusy, StateLock, verify_history
 
+#: SIGKILLs and real processes: seconds each (still part of the suite).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):

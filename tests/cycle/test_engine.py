@@ -253,23 +253,49 @@ def test_chunked_rebuild_equals_a_one_shot_rebuild_and_keeps_stale_agents(
     assert chunked.weights.get("ancient", 0.0) == 0.0
 
 
-def test_a_kill_between_the_engine_writes_costs_a_rebuild_not_a_decision(tmp_path: Path) -> None:
+def _engine_paths(tmp_path: Path, name: str) -> Paths:
     inputs = make_inputs(tmp_path)
-    ingest([inputs.records, inputs.telemetry], inputs.ledger)
-    paths = replace(inputs, state_dir=tmp_path / "state")
+    if not inputs.ledger.exists():
+        ingest([inputs.records, inputs.telemetry], inputs.ledger)
+    paths = replace(inputs, state_dir=tmp_path / name)
     paths.state_dir.mkdir()
+    return paths
+
+
+@pytest.mark.parametrize("point", ["engine_between_writes", "engine_after_meta"])
+def test_a_kill_during_the_engine_save_changes_no_recorded_byte(tmp_path: Path, point: str) -> None:
+    """A kill between the two engine files forced a rebuild, whose floats differ in the last
+    bits: the decision recorded after the kill differed from the one without it (issue #13)."""
+    reference = _engine_paths(tmp_path, "reference")
+    for as_of in AS_OFS:
+        run_cycle(reference, as_of)
+    paths = _engine_paths(tmp_path, "killed")
     run_cycle(paths, AS_OFS[0])
-    proc = spawn_cycles(paths, AS_OFS[1:2], fault="kill:engine_between_writes")
+    proc = spawn_cycles(paths, AS_OFS[1:2], fault=f"kill:{point}")
     proc.communicate(timeout=120)
-    assert proc.returncode != 0  # killed after engine.state, before engine.json and history
+    assert proc.returncode != 0  # killed during the engine save, before the history
     assert len(read_history(paths.history)) == 1
-    decision, ledger = run_cycle(paths, AS_OFS[1])
+    for as_of in AS_OFS[1:]:
+        _, ledger = run_cycle(paths, as_of)
+        assert ledger.engine is not None and ledger.engine.mode == "warm", ledger.engine.reason
+    assert paths.history.read_bytes() == reference.history.read_bytes()
+
+
+def test_rerunning_the_latest_cycle_after_losing_the_engine_state_records_nothing(
+    tmp_path: Path,
+) -> None:
+    """After engine.state was lost, re-running the latest as_of recorded it a second time (the
+    rebuilt statistics differ in the last bits) (issue #13)."""
+    paths = _engine_paths(tmp_path, "state")
+    for as_of in AS_OFS:
+        run_cycle(paths, as_of)
+    before = paths.history.read_bytes()
+    paths.engine.unlink()
+    meta_path(paths.engine).unlink()
+    again, ledger = run_cycle(paths, AS_OFS[-1])
     assert ledger.engine is not None and ledger.engine.mode == "rebuilt"
-    assert "does not match" in ledger.engine.reason
-    again, ledger = run_cycle(paths, AS_OFS[1])
-    assert ledger.engine is not None and ledger.engine.mode == "warm"
-    assert again.to_json() == decision.to_json()
-    assert len(read_history(paths.history)) == 2
+    assert paths.history.read_bytes() == before
+    assert again.to_dict() == read_history(paths.history)[-1].decision
 
 
 def test_allocate_says_how_the_statistics_were_obtained_and_warns_when_stale(

@@ -32,6 +32,9 @@ from faultkit import (
 from meta_supervisor.allocate.decision import iso
 from meta_supervisor.state.files import verify_history
 
+#: SIGKILLs and real processes: seconds each (still part of the suite).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):

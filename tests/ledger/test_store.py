@@ -193,10 +193,12 @@ def test_sigkill_mid_ingest_leaves_no_half_batch(tmp_path: Path, point: str) -> 
     assert store.records().sort("record_id").equals(before)  # none of the killed batch
     leftovers = set(snapshot(root)) - {MANIFEST} - {s.path for s in store.manifest().segments}
     assert leftovers  # the killed writer did leave files behind...
-    report = ingest([big], root)  # ...which the next writer removes before completing the batch
+    report = ingest([big], root)  # ...which the next writer moves aside, deleting nothing
     assert report.accepted == 30_000
     after = set(snapshot(root)) - {MANIFEST}
-    assert after == {s.path for s in store.manifest().segments}
+    orphaned = {p for p in after if p.startswith("orphaned/")}
+    assert after - orphaned == {s.path for s in store.manifest().segments}
+    assert orphaned == {f"orphaned/{p}" for p in leftovers if not p.startswith(".")}
     assert store.records().height == 31_000
 
 

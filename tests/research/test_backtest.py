@@ -16,7 +16,7 @@ from meta_supervisor.cli.main import app
 from meta_supervisor.cycle.run import Ledger, decide
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research.backtest import agent_period_pnl, run_backtest, run_fleet
-from meta_supervisor.research.simulate import Blowup, FleetSpec, simulate_fleet, write_fleet
+from meta_supervisor.research.simulate import Blowup, FleetSpec, write_fleet
 
 SPEC = FleetSpec(
     n_agents=8,
@@ -30,8 +30,8 @@ SPEC = FleetSpec(
 
 
 @pytest.fixture(scope="module")
-def fleet():
-    return simulate_fleet(SPEC, 11)
+def fleet(fleets):
+    return fleets(SPEC, 11)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from meta_supervisor.allocate.core import allocate
 from meta_supervisor.cycle.run import cycle_frames, cycle_inputs, decide
 from meta_supervisor.policy.model import Policy, Profile
-from meta_supervisor.research.simulate import FleetSpec, simulate_fleet
+from meta_supervisor.research.simulate import FleetSpec
 from meta_supervisor.signals.persistence import (
     LagCorrelation,
     Persistence,
@@ -229,9 +229,8 @@ def test_no_records_or_no_lags_give_strength_zero():
 
 
 @pytest.fixture(scope="module")
-def fleet():
-    spec = FleetSpec(n_agents=20, days=14, skilled_share=0.4)
-    return simulate_fleet(spec, 11)
+def fleet(fleets):
+    return fleets(FleetSpec(n_agents=20, days=14, skilled_share=0.4), 11)
 
 
 def _as_of(fleet):

@@ -101,10 +101,19 @@ def test_not_a_list_and_duplicate_agent_are_refused(tmp_path: Path) -> None:
         load_overrides(path)
 
 
-def test_missing_or_empty_file_means_none(tmp_path: Path) -> None:
+def test_missing_file_or_empty_list_means_none(tmp_path: Path) -> None:
     assert load_overrides(tmp_path / "nope.json") == []
-    (tmp_path / "empty.json").write_text("  \n")
-    assert load_overrides(tmp_path / "empty.json") == []
+    (tmp_path / "none.json").write_text("[]\n")
+    assert load_overrides(tmp_path / "none.json") == []
+
+
+@pytest.mark.parametrize("text", ["", "  \n"])
+def test_empty_file_is_an_error_not_none(tmp_path: Path, text: str) -> None:
+    """An emptied overrides file used to lift every exclusion (issue #13)."""
+    path = tmp_path / "overrides.json"
+    path.write_text(text)
+    with pytest.raises(OverrideError, match=r"overrides.json: the overrides file is empty"):
+        load_overrides(path)
 
 
 def test_new_override_must_expire_after_now() -> None:

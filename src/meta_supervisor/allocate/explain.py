@@ -8,7 +8,7 @@ import contextlib
 import gc
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from meta_supervisor.allocate.gates import gate_details
 from meta_supervisor.allocate.inputs import Override
 from meta_supervisor.allocate.portfolio import in_band
 from meta_supervisor.allocate.profiles.base import FactorTable, ProfileMethod
+from meta_supervisor.allocate.schema import AgentExplanation, Steps
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.typing import BoolArray, FloatArray
 from meta_supervisor.units import CAPITAL_EPS, STEP_EPS
@@ -78,12 +79,12 @@ class Explanation:
         self.fleet, self.computed, self.method, self.steps = fleet, computed, method, steps
         self.previous, self.active, self.policy = previous, active, policy
 
-    def build(self) -> dict[Any, dict[str, Any]]:
+    def build(self) -> dict[str, AgentExplanation]:
         """Every agent's explanation, in name order."""
         with gc_paused():
             return self._build()
 
-    def _build(self) -> dict[Any, dict[str, Any]]:
+    def _build(self) -> dict[str, AgentExplanation]:
         f, c, policy = self.fleet, self.computed, self.policy
         views, confidence, tails = f.views(), f.confidence(), f.tails()
         problems = f.problems()
@@ -98,7 +99,7 @@ class Explanation:
         previous = None if self.previous is None else self.previous.tolist()
         table = FactorTable(factors, extra, checked, raw, f.tail_scale, c.fleet, policy)
         codes = f.strategy_code.tolist()
-        out: dict[Any, dict[str, Any]] = {}
+        out: dict[str, AgentExplanation] = {}
         for i, name in enumerate(f.names):
             strategy = f.strategies[codes[i]]
             override = self.active.get(name)
@@ -106,7 +107,7 @@ class Explanation:
             held = confidence.get(name) if f.has_confidence[i] else None
             tail = tails.get(strategy)
             agent_factors = self.method.explain(table, i, held, tail, strategy)
-            e: dict[str, Any] = {
+            e: AgentExplanation = {
                 "agent": name,
                 "strategy": strategy,
                 "inputs": dict(views[i]),  # a copy: the fingerprint hashes the original
@@ -114,9 +115,10 @@ class Explanation:
                 "gates": gate_list,
                 "factors": agent_factors,
                 "override": override.to_dict() if override else None,
-                "steps": {k: v[i] for k, v in steps.items()},
+                "steps": cast(Steps, {k: v[i] for k, v in steps.items()}),
                 "weight": steps["final"][i],
                 "previous_weight": previous[i] if previous is not None else None,
+                "summary": "",  # below: the summary reads the rest
             }
             e["summary"] = _summary(e, policy)
             out[name] = e

@@ -9,6 +9,7 @@ seed's ``compute_weights``) and the frame path (the cycle) decide byte for byte 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -77,10 +78,12 @@ def _column_from_values(values: list[Any], key: str) -> Column:
     """Parse any Python values (hostile ones included) as :func:`_number` does."""
     n = len(values)
     if set(map(type, values)) <= _PLAIN_TYPES:
-        # The common case: floats, ints and None convert at C speed (None -> NaN).
-        value = np.array(values, dtype=np.float64).reshape(n)
-        absent = np.fromiter((v is None for v in values), bool, n)
-        return _column(value, absent, {}, key)
+        # The common case: floats, ints and None convert at C speed (None -> NaN). An integer
+        # too large for a float raises there; it takes the slow path below (unusable, named).
+        with contextlib.suppress(OverflowError):
+            value = np.array(values, dtype=np.float64).reshape(n)
+            absent = np.fromiter((v is None for v in values), bool, n)
+            return _column(value, absent, {}, key)
     value = np.full(n, np.nan)
     absent = np.zeros(n, dtype=bool)
     problems: dict[int, str] = {}
@@ -374,7 +377,8 @@ def _view_value(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else repr(float(value))
+        number = finite_number(value)  # an integer too large for a float is not a crash
+        return number if number is not None else repr(value)[:80]
     if isinstance(value, datetime):
         return iso(value)
     return repr(value)[:80]

@@ -32,6 +32,7 @@ import numpy as np
 from meta_supervisor.allocate.decision import iso
 from meta_supervisor.allocate.fleet import RANGES, Fleet, fleet_from_dicts
 from meta_supervisor.allocate.inputs import Override
+from meta_supervisor.allocate.schema import Gate
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.cadence import min_records_needed
 from meta_supervisor.typing import BoolArray
@@ -88,7 +89,7 @@ def gate_details(
     checked: Mapping[str, list[float]],
     override: Override | None,
     policy: Policy,
-) -> list[dict[str, Any]]:
+) -> list[Gate]:
     """Agent ``i``'s gates as the explanation lists them: ``{gate, passed, detail}`` each."""
     excluded = not passed["operator_exclusion"][i]
     err, n, pnl, expected = (

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from meta_supervisor.allocate.decision import iso
+from meta_supervisor.allocate.schema import OverrideRecord
 
 __all__ = ["Confidence", "Override", "Tail"]
 
@@ -87,7 +88,7 @@ class Override:
         """True while the override applies."""
         return as_of < self.expires_at
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> OverrideRecord:
         """JSON-ready form."""
         return {
             "agent": self.agent,

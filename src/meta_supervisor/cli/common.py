@@ -19,13 +19,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from meta_supervisor.allocate.decision import Decision, canonical_json, fingerprint, iso, parse_iso
 from meta_supervisor.config import Paths
+from meta_supervisor.cycle.run import superseded_seqs
 from meta_supervisor.errors import BadInput, Busy, MetaSupervisorError, ProblemFound
 from meta_supervisor.policy.model import Policy, PolicyError, load_policy
 from meta_supervisor.state.files import HistoryEntry, read_history
+from meta_supervisor.views.safe import markup
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -92,12 +93,12 @@ def report(err: MetaSupervisorError) -> None:
     # soft_wrap: one line per error, whatever the width, so that scripts can grep it; a message
     # of several lines (e.g. several policy errors) gives several lines, each with its prefix.
     for line in message.splitlines() or [""]:
-        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {markup(line)}", highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
     for line in message.splitlines() or [""]:
-        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {markup(line)}", highlight=False, soft_wrap=True)
 
 
 def emit_json(value: Any) -> None:
@@ -168,7 +169,8 @@ def entry_by_seq(entries: list[HistoryEntry], seq: int, paths: Paths) -> History
 
 def entry_at(entries: list[HistoryEntry], at: datetime, paths: Paths) -> HistoryEntry:
     """The decision in force at ``at``: the latest as_of ≤ at (the last committed on ties)."""
-    known = [e for e in entries if parse_iso(e.decision["as_of"]) <= at]
+    superseded = superseded_seqs(entries)  # a superseded decision was never in force
+    known = [e for e in entries if e.seq not in superseded and parse_iso(e.decision["as_of"]) <= at]
     if not known:
         first = min(e.decision["as_of"] for e in entries)
         raise fail(f"{paths.history}: no decision at or before {iso(at)} (first: {first})")
@@ -227,6 +229,7 @@ def check_agent(name: str, decision: dict[str, Any], what: str = "decision") -> 
 
 
 def overrides_line(decision: Decision) -> str | None:
+    """The overrides in force, one line of rich markup (names and reasons escaped)."""
     active = [e["override"] for e in decision.agents.values() if e.get("override")]
     if not active:
         return None
@@ -234,7 +237,7 @@ def overrides_line(decision: Decision) -> str | None:
     for o in sorted(active, key=lambda o: o["agent"]):
         what = "excluded" if o["action"] == "exclude" else f"capped at {o['cap']:.2%}"
         items.append(f"{o['agent']} {what} until {o['expires_at']} ({o['reason']})")
-    return "Operator overrides in force: " + "; ".join(items) + "."
+    return markup("Operator overrides in force: " + "; ".join(items) + ".")
 
 
 def invocation() -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import shlex
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,10 +28,12 @@ from meta_supervisor.cli.common import (
     warn,
 )
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle.run import run_cycle
+from meta_supervisor.cycle.run import run_cycle, supersede_latest
 from meta_supervisor.errors import MetaSupervisorError
 from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.policy.model import Policy
+from meta_supervisor.state.overrides import active_overrides, load_overrides
+from meta_supervisor.views.safe import markup
 from meta_supervisor.views.terminal import (
     print_decision,
 )
@@ -60,6 +63,20 @@ def _warn_stale(ledger: Any, as_of: datetime, policy: Policy) -> None:
             f"the newest record matured at {iso(newest)}, more than "
             f"{policy.lookback_hours:g} h before --as-of {iso(as_of)}: agents have no evidence "
             "in the window (for the demo fleet pass --as-of near 2026-01-15T00:00:00Z)"
+        )
+
+
+def _warn_unmatched_overrides(paths: Paths, agents: dict[str, Any], as_of: datetime) -> None:
+    """An active override naming no agent of the decision did nothing: say so (a typo in a
+    name would otherwise leave the agent meant uncapped, silently)."""
+    for override in active_overrides(load_overrides(paths.overrides), as_of):
+        if override.agent in agents:
+            continue
+        close = difflib.get_close_matches(override.agent, list(agents), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        warn(
+            f"{paths.overrides}: the {override.action} override for {override.agent!r} names no "
+            f"agent of this decision and did nothing{hint}"
         )
 
 
@@ -104,6 +121,22 @@ def allocate(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", metavar="", help="Decide but write nothing.")
     ] = False,
+    allow_future: Annotated[
+        bool,
+        typer.Option(
+            "--allow-future",
+            metavar="",
+            help="Record an --as-of more than an hour after the clock (refused otherwise).",
+        ),
+    ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            metavar="",
+            help="Record a cycle with no records at all (all cash; refused otherwise).",
+        ),
+    ] = False,
     wait: Wait = 0.0,
     json_out: JsonOut = False,
 ) -> None:
@@ -111,6 +144,11 @@ def allocate(
 
     The decision is appended to the hash-chained history (the commit point), then written to
     decision.json and the seed's allocation.json. Active operator overrides apply.
+
+    Refused with exit 2 and nothing written: no records found (the paths looked for are
+    named; --allow-empty records an all-cash cycle on purpose), an --as-of more than an hour
+    after the clock (--allow-future), an --as-of before the latest recorded one. Refused with
+    exit 1: state files that do not verify (see 'verify').
 
     Examples:
 
@@ -128,13 +166,22 @@ def allocate(
     policy = load_policy_for(config, paths)
     moment = as_of_or_now(as_of)
     try:
-        decision, ledger = run_cycle(paths, moment, policy, write=not dry_run, lock_timeout_s=wait)
+        decision, ledger = run_cycle(
+            paths,
+            moment,
+            policy,
+            write=not dry_run,
+            lock_timeout_s=wait,
+            allow_future=allow_future,
+            allow_empty=allow_empty,
+        )
     except MetaSupervisorError:
         raise
     except ValueError as err:
         # the only other ValueError here is an unreadable history line (state corruption)
         raise fail(f"{err}; run 'meta-supervisor verify'", 1) from None
     _warn_stale(ledger, moment, policy)
+    _warn_unmatched_overrides(paths, decision.agents, moment)
     if ledger.refused:
         warn(_refused_message(ledger.quarantine, paths))
     if json_out:
@@ -148,3 +195,39 @@ def allocate(
         console.print(_engine_line(ledger.engine), style="dim", highlight=False)
     if dry_run:
         console.print("[yellow]dry run: nothing written[/]")
+
+
+def supersede(
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the latest decision is wrong (recorded).")
+    ],
+    by: Annotated[str, typer.Option("--by", help="Who supersedes it (recorded).")] = "operator",
+    state_dir: StateDir = None,
+    root: Root = None,
+    wait: Wait = 0.0,
+    json_out: JsonOut = False,
+) -> None:
+    """Supersede a wrong latest decision (e.g. an --as-of typo), in the open.
+
+    Nothing is deleted: a copy of the decision before it is appended to the history, recording
+    which entry it supersedes, why, by whom and when. Cycles after the restored instant are
+    allowed again and smooth against the restored weights; 'verify' still passes.
+
+    Examples:
+
+      meta-supervisor supersede --reason "as_of typo: 2027 for 2026" --by alice --root demo-out
+    """
+    paths = paths_for(state_dir, root=root)
+    decision, wrong = supersede_latest(
+        paths, reason, by, datetime.now(UTC).replace(microsecond=0), lock_timeout_s=wait
+    )
+    if json_out:
+        sys.stdout.write(decision.to_json() + "\n")
+        return
+    console.print(
+        markup(
+            f"entry {wrong.seq} (as_of {wrong.decision.get('as_of')}) superseded: the decision "
+            f"of {decision.as_of} is in force again ({reason.strip()}; by {by})"
+        ),
+        highlight=False,
+    )

@@ -28,6 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from meta_supervisor.cli.common import fail
 from meta_supervisor.config import Paths
 from meta_supervisor.errors import BadInput
 from meta_supervisor.ingest.batch import IngestReport, reason_counts
@@ -81,8 +82,10 @@ def _ledger(path: Path | None, root: Path | None = None) -> Path:
 
 
 def _summary(report: IngestReport) -> Table:
-    verb = "would store" if report.dry_run else "stored"
-    if report.dry_run:
+    verb = "would store" if report.dry_run or report.failed else "stored"
+    if report.failed:
+        state = "failed: nothing written"
+    elif report.dry_run:
         state = "dry run: nothing written"
     elif report.accepted:
         state = "committed"
@@ -182,6 +185,12 @@ def ingest(
         if report.refused:
             console.print(_reasons(report))
             console.print("List them with: meta-supervisor quarantine")
+    if report.failed:
+        # bad input (exit 2): the batch is all or nothing, and these files could not be read
+        raise fail(
+            "\n".join(f"{s.path}: {s.error}" for s in report.failed)
+            + "\nnothing was committed (the batch is all or nothing); fix or leave out these files"
+        )
     if not report.usable:
         err_console.print("[bold red]error:[/] nothing usable was read")
         raise typer.Exit(1)

@@ -1,7 +1,7 @@
 """The ``meta-supervisor`` command line (Typer + rich). Walkthrough: docs/CLI.md.
 
 The app and its one error handler; each command lives in its own module of this package
-(``demo``; ``decide``: allocate; ``review``: explain, history, diff, verify; ``policy``;
+(``demo``; ``decide``: allocate, supersede; ``review``: explain, history, diff, verify; ``policy``;
 ``override``; ``ingest``: ingest, quarantine; ``backtest``) and is registered here. Common
 options: ``--root DIR`` (or ``META_SUPERVISOR_ROOT``: the original system's layout under DIR,
 e.g. the demo's ``demo-out``), ``--state-dir``, ``--config`` (policy TOML, or
@@ -31,7 +31,7 @@ from typer.core import TyperGroup
 from meta_supervisor import __version__
 from meta_supervisor.cli.backtest import backtest
 from meta_supervisor.cli.common import console, report
-from meta_supervisor.cli.decide import allocate
+from meta_supervisor.cli.decide import allocate, supersede
 from meta_supervisor.cli.demo import demo
 from meta_supervisor.cli.ingest import ingest, quarantine
 from meta_supervisor.cli.override import override_app
@@ -93,6 +93,7 @@ def _main(
 for command in (
     demo,
     allocate,
+    supersede,
     explain,
     history,
     diff,

@@ -28,6 +28,7 @@ from meta_supervisor.state.files import (
     StateLock,
     read_history,
 )
+from meta_supervisor.views.safe import markup
 from meta_supervisor.views.terminal import (
     overrides_table,
 )
@@ -105,7 +106,14 @@ def override_add(
         cap=cap,
         created_by=by,
     )
-    if not allow_unknown and paths.decision.exists():
+    if not allow_unknown and not (paths.decision.exists() or paths.history.exists()):
+        # nothing found is loud: a mistyped --root would add the override where no cycle reads it
+        raise overrides_file.OverrideError(
+            f"{paths.state_dir}: no decision yet to check agent {agent!r} against (looked for "
+            f"{paths.decision} and {paths.history}); check --root/--state-dir, or pass "
+            "--allow-unknown to add it anyway"
+        )
+    if not allow_unknown:
         latest, _ = latest_decision(paths)
         if agent not in latest["agents"]:
             hint = difflib.get_close_matches(agent, sorted(latest["agents"]), n=1)
@@ -121,12 +129,14 @@ def override_add(
         return
     what = "excluded" if exclude else f"capped at {override.cap:.2%}"
     console.print(
-        f"{agent} {what} until {iso(override.expires_at)}: {override.reason} "
-        f"(in {paths.overrides}; applies from the next 'allocate')",
+        f"{markup(agent)} {what} until {iso(override.expires_at)}: {markup(override.reason)} "
+        f"(in {markup(paths.overrides)}; applies from the next 'allocate')",
         highlight=False,
     )
     if replaced is not None:
-        console.print(f"replaced the previous override ({replaced.action}: {replaced.reason})")
+        console.print(
+            f"replaced the previous override ({replaced.action}: {markup(replaced.reason)})"
+        )
 
 
 def _latest_quietly(paths: Paths) -> dict[str, Any] | None:
@@ -217,4 +227,6 @@ def override_remove(
     paths = paths_for(state_dir, root=root)
     with StateLock(paths.lock, wait):
         removed = overrides_file.remove_override(paths.overrides, agent)
-    console.print(f"removed the {removed.action} override on {agent} ({removed.reason})")
+    console.print(
+        f"removed the {removed.action} override on {markup(agent)} ({markup(removed.reason)})"
+    )

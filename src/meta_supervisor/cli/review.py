@@ -37,6 +37,7 @@ from meta_supervisor.state.files import (
 )
 from meta_supervisor.views.attribution import cash_breakdown, compare_decisions, weight_history
 from meta_supervisor.views.memo import decision_memo
+from meta_supervisor.views.safe import markup
 from meta_supervisor.views.terminal import (
     agent_history_table,
     cash_table,
@@ -140,7 +141,7 @@ def explain(
     where = f" (history entry #{entry.seq})" if entry is not None else ""
     console.print(
         f"[bold]Decision as of {view.as_of}[/]{where}: deployed {view.gross:.2%}, "
-        f"cash {view.cash:.2%}: {view.portfolio['reason']}.",
+        f"cash {view.cash:.2%}: {markup(view.portfolio['reason'])}.",
         highlight=False,
     )
     if agent is None:
@@ -255,8 +256,9 @@ def diff(
 def verify(state_dir: StateDir = None, root: Root = None, json_out: JsonOut = False) -> None:
     """Check the hash chain of the decision history; exit 1 naming the first bad entry.
 
-    Also holds decision.json against the history's last entry: a chain cut short is still a
-    valid chain, and the current decision shows it.
+    Also holds decision.json and allocation.json against the history's last entry: a chain
+    cut short is still a valid chain, and the current files show it. No history at all is a
+    problem (exit 1), not an empty success.
 
     Examples:
 
@@ -265,10 +267,17 @@ def verify(state_dir: StateDir = None, root: Root = None, json_out: JsonOut = Fa
       meta-supervisor verify --json --root demo-out
     """
     paths = paths_for(state_dir, root=root)
+    if not paths.history.exists():
+        # nothing to verify is not "ok": a mistyped --root would otherwise pass
+        raise fail(
+            f"{paths.history}: no history (looked for it under --state-dir/--root "
+            f"{paths.state_dir}); nothing to verify",
+            1,
+        )
     ok, message = verify_history(paths.history)
     if ok:
-        # the chain cannot show its newest entries cut off; decision.json can
-        ok, current = check_current(paths.history, paths.decision)
+        # the chain cannot show its newest entries cut off; decision.json and allocation.json can
+        ok, current = check_current(paths.history, paths.decision, paths.allocation)
         message = f"{message}; {current}" if ok else current
     if json_out:
         emit_json({"ok": ok, "path": str(paths.history), "message": message})

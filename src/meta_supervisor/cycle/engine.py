@@ -12,7 +12,9 @@ Files (state directory):
 
 * ``engine.state``: the incremental state (format: :meth:`IncrementalStats.save`);
 * ``engine.json``: what it was built from: the policy fingerprint, the ledger directory, the
-  record segments already consumed, and the SHA-256 of ``engine.state``.
+  record segments already consumed, and the SHA-256 of ``engine.state``; it is the commit
+  point of a save (the new state is written first as ``.engine.state.next``, renamed after), so
+  a kill during a save leaves a pair that loads and never forces a rebuild.
 
 The state is used only when all of these still hold: same policy, same ledger, every consumed
 segment still named by the manifest (the store is append-only), the hash matches, and ``as_of``
@@ -27,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -92,7 +95,7 @@ def _load(
     """The saved state if it is still valid for this cycle, with its consumed segments; else
     ``None`` and the reason it cannot be used."""
     meta_file = meta_path(state_path)
-    if not state_path.exists() or not meta_file.exists():
+    if not (state_path.exists() or next_path(state_path).exists()) or not meta_file.exists():
         return None, set(), "no saved state"
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
@@ -103,7 +106,7 @@ def _load(
             return None, set(), "the policy changed"
         if meta["ledger"] != str(store.root.resolve()):
             return None, set(), f"built on another ledger ({meta['ledger']})"
-        data = state_path.read_bytes()
+        data = _state_bytes(state_path, meta["sha256"])
         if meta["sha256"] != hashlib.sha256(data).hexdigest():
             return None, set(), "engine.state does not match engine.json (interrupted save?)"
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -154,13 +157,23 @@ def _rebuild(
     return engine, chunks
 
 
+def next_path(state_path: Path) -> Path:
+    """``.engine.state.next``: the new state, written before ``engine.json`` names it."""
+    state_path = Path(state_path)
+    return state_path.with_name(f".{state_path.name}.next")
+
+
 def _save(
     engine: IncrementalStats, state_path: Path, store: LedgerStore, manifest: Manifest
 ) -> None:
-    """``engine.state`` first, then ``engine.json`` naming its hash: a kill in between leaves a
-    mismatch, which the next cycle resolves by a rebuild."""
+    """The new state to ``.engine.state.next``, then ``engine.json`` naming its hash (the
+    commit point), then the rename to ``engine.state``. A kill at any point leaves a pair that
+    loads (the old one, or the new one found by its hash, see :func:`_state_bytes`), so a kill
+    never costs a rebuild: a rebuild's floats differ from the incremental path's in the last
+    bits, and the decision recorded after a kill would differ from the one without it."""
     data = engine.to_bytes()
-    atomic_write_bytes(state_path, data)
+    pending = next_path(state_path)
+    atomic_write_bytes(pending, data)
     fault_point("engine_between_writes")
     meta = {
         "format": _FORMAT,
@@ -170,6 +183,20 @@ def _save(
         "sha256": hashlib.sha256(data).hexdigest(),
     }
     atomic_write_text(meta_path(state_path), json.dumps(meta, indent=1) + "\n")
+    fault_point("engine_after_meta")
+    os.replace(pending, state_path)
+
+
+def _state_bytes(state_path: Path, sha256: str) -> bytes:
+    """The state ``engine.json`` names: ``engine.state``, or the pending one when a kill came
+    between ``engine.json`` and the rename (finished here)."""
+    pending = next_path(state_path)
+    if pending.exists():
+        data = pending.read_bytes()
+        if hashlib.sha256(data).hexdigest() == sha256:
+            os.replace(pending, state_path)
+            return data
+    return Path(state_path).read_bytes()
 
 
 def store_frames(

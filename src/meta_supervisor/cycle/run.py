@@ -7,6 +7,7 @@ state writes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,10 +19,11 @@ from meta_supervisor.allocate.decision import Decision, canonical_json, iso, par
 from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle.engine import EngineRun, store_frames, store_persistence
-from meta_supervisor.errors import BadInput
-from meta_supervisor.ingest.records import dedupe_records, empty_quarantine, empty_records
+from meta_supervisor.errors import BadInput, ProblemFound
+from meta_supervisor.ingest.batch import dedupe_batch
+from meta_supervisor.ingest.records import empty_quarantine, empty_records
 from meta_supervisor.ingest.sources import read_records, read_telemetry
-from meta_supervisor.ledger.store import LedgerStore, Manifest
+from meta_supervisor.ledger.store import LedgerError, LedgerStore, Manifest
 from meta_supervisor.policy.model import Policy, load_policy
 from meta_supervisor.signals.cadence import CadenceIndex, cadence_hours, with_expected_records
 from meta_supervisor.signals.confidence import confidence_multipliers
@@ -32,17 +34,27 @@ from meta_supervisor.signals.tails import strategy_tails
 from meta_supervisor.state import overrides as overrides_file
 from meta_supervisor.state.files import (
     HistoryEntry,
+    HistoryError,
     StateLock,
     append_history,
     atomic_write_text,
+    check_current,
+    check_tail,
     fault_point,
     history_tail,
+    read_history,
     remove_stale_temps,
 )
+from meta_supervisor.units import EARLIEST_INSTANT, LATEST_INSTANT
 
 __all__ = [
+    "FUTURE_TOLERANCE",
+    "FutureAsOf",
     "Ledger",
+    "NoInputs",
+    "NothingToSupersede",
     "OutOfOrder",
+    "StateIOError",
     "commit",
     "cycle_frames",
     "cycle_inputs",
@@ -53,6 +65,8 @@ __all__ = [
     "load_overrides",
     "load_previous",
     "run_cycle",
+    "supersede_latest",
+    "superseded_seqs",
     "window_hours",
 ]
 
@@ -106,6 +120,7 @@ def load_ledger(
     store = LedgerStore(paths.ledger) if paths.ledger is not None else None
     if store is not None and store.exists():
         snapshot = store.manifest()
+        store.check(snapshot)
         return Ledger(
             records=store.records(as_of, lookback_hours, snapshot),
             telemetry=store.telemetry(as_of, lookback_hours, snapshot),
@@ -113,12 +128,17 @@ def load_ledger(
         )
     rec = read_records(paths.records)
     tel = read_telemetry(paths.telemetry)
-    records, duplicates = dedupe_records(rec.records)
+    # A conflicting duplicate (same record_id, other content) is reported here as at ingest,
+    # never resolved silently; the first row is kept on both paths.
+    records, duplicates, conflicts = dedupe_batch(
+        rec.records.with_columns(pl.lit(str(paths.records)).alias("_source"))
+    )
+    records = records.drop("_source")
     telemetry = tel.records.unique(maintain_order=True)
     return Ledger(
         records=records,
         telemetry=telemetry,
-        quarantine=pl.concat([rec.quarantine, tel.quarantine]),
+        quarantine=pl.concat([rec.quarantine, tel.quarantine, conflicts]),
         read=rec.read + tel.read,
         duplicates=duplicates + (tel.records.height - telemetry.height),
     )
@@ -246,12 +266,79 @@ def _base_entry(entries: list[HistoryEntry], as_of_text: str | None) -> HistoryE
     Re-running the latest cycle (same ``as_of``, e.g. after a crash) must decide against what
     that cycle saw, not against its own output, so trailing entries for ``as_of`` are skipped.
     """
+    superseded = superseded_seqs(entries)
     index = len(entries)
-    while (
-        index and as_of_text is not None and entries[index - 1].decision.get("as_of") == as_of_text
+    while index and (
+        entries[index - 1].seq in superseded
+        or (as_of_text is not None and entries[index - 1].decision.get("as_of") == as_of_text)
     ):
         index -= 1
     return entries[index - 1] if index else None
+
+
+def superseded_seqs(entries: list[HistoryEntry]) -> set[int]:
+    """Sequence numbers of the entries that a later entry in ``entries`` supersedes
+    (see :func:`supersede_latest`)."""
+    return {
+        int(e.decision["provenance"]["supersedes"]["seq"])
+        for e in entries
+        if isinstance((e.decision.get("provenance") or {}).get("supersedes"), dict)
+    }
+
+
+class NothingToSupersede(BadInput):
+    """``supersede`` found no decision to supersede, or none to restore."""
+
+
+def supersede_latest(
+    paths: Paths, reason: str, by: str, now: datetime, *, lock_timeout_s: float = 0.0
+) -> tuple[Decision, HistoryEntry]:
+    """Supersede a wrong latest decision (e.g. an ``--as-of`` typo far in the future, which
+    would block every earlier instant), in the open: nothing is deleted or rewritten.
+
+    Appends to the chain a copy of the decision before it (the last one not superseded) whose
+    provenance records ``supersedes``: the wrong entry's ``seq``, ``as_of`` and ``hash``, the
+    ``reason``, who (``by``) and when (``at``). The copy's ``as_of`` is the restored one's, so
+    cycles after it are allowed again, and they smooth against the restored weights. Returns the
+    new decision and the superseded entry. Checks the state as a cycle does first.
+    """
+    if not reason.strip():
+        raise NothingToSupersede("--reason: say why the decision is superseded (it is recorded)")
+    with StateLock(paths.lock, lock_timeout_s):
+        remove_stale_temps(paths.state_dir)
+        entries = read_history(paths.history)
+        _check_base(paths, entries[-2:])
+        if not entries:
+            raise NothingToSupersede(f"{paths.history}: no decision to supersede")
+        wrong = entries[-1]
+        superseded = superseded_seqs(entries) | {wrong.seq}
+        if (wrong.decision.get("provenance") or {}).get("supersedes"):
+            raise NothingToSupersede(
+                f"{paths.history}: the latest entry ({wrong.seq}) already supersedes entry "
+                f"{wrong.decision['provenance']['supersedes']['seq']}; run a cycle first"
+            )
+        restored = next((e for e in reversed(entries[:-1]) if e.seq not in superseded), None)
+        if restored is None:
+            raise NothingToSupersede(
+                f"{paths.history}: entry {wrong.seq} (as_of {wrong.decision.get('as_of')}) is the "
+                "only decision, there is none to restore; start a new state directory instead"
+            )
+        provenance = {
+            **(restored.decision.get("provenance") or {}),
+            "supersedes": {
+                "seq": wrong.seq,
+                "as_of": wrong.decision.get("as_of"),
+                "hash": wrong.hash,
+                "reason": reason.strip(),
+                "by": by,
+                "at": iso(now),
+                "restores_seq": restored.seq,
+            },
+        }
+        decision = Decision.from_dict({**restored.decision, "provenance": provenance})
+        append_history(paths.history, decision, entries)
+        _write_current(paths, decision)
+    return decision, wrong
 
 
 def load_previous(
@@ -286,6 +373,43 @@ def _same_cycle(recorded: dict[str, Any], decision: Decision) -> bool:
     )
 
 
+#: Relative difference below which two recomputations of one number are the same number:
+#: a statistics state rebuilt from the store sums in another order than the incremental path
+#: (:mod:`meta_supervisor.cycle.engine`, ~1e-12 relative).
+REASSOCIATION_TOLERANCE = 1e-9
+
+
+def _close(a: Any, b: Any) -> bool:
+    """``a == b``, numbers within :data:`REASSOCIATION_TOLERANCE`, recursively."""
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(a, b, rel_tol=REASSOCIATION_TOLERANCE, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _same_cycle_recomputed(recorded: dict[str, Any], decision: Decision) -> bool:
+    """True when ``decision`` is ``recorded`` recomputed: same instant, policy and base, the
+    same weights, and every other number equal up to float reassociation (e.g. after the
+    engine state was lost and rebuilt). Re-running the latest cycle must not record it twice
+    because its statistics were summed in another order."""
+    new = decision.to_dict()
+    if recorded.get("weights") != new["weights"] or recorded.get("cash") != new["cash"]:
+        return False
+    keys = ("as_of", "policy_fingerprint", "previous_decision_hash")
+    old_prov = dict(recorded.get("provenance") or {})
+    new_prov = dict(new.get("provenance") or {})
+    if any(old_prov.get(k) != new_prov.get(k) for k in keys):
+        return False
+    old_prov.pop("inputs_fingerprint", None)
+    new_prov.pop("inputs_fingerprint", None)
+    return _close({**recorded, "provenance": old_prov}, {**new, "provenance": new_prov})
+
+
 def _write_current(paths: Paths, decision: Decision) -> None:
     """Make ``decision.json`` and ``allocation.json`` show ``decision`` (only files that differ)."""
     for path, text in (
@@ -297,13 +421,27 @@ def _write_current(paths: Paths, decision: Decision) -> None:
             atomic_write_text(path, text)
 
 
+def _check_base(paths: Paths, entries: list[HistoryEntry]) -> None:
+    """Refuse to build on state that does not verify: the history entries the cycle reads
+    (hashes and links) and ``decision.json`` against the history's end. A cycle would otherwise
+    smooth against an edited entry, or rewrite the current files over the evidence that the
+    history was cut or a file edited (``verify`` would then pass)."""
+    check_tail(paths.history, entries)
+    ok, problem = check_current(paths.history, paths.decision)
+    if not ok:
+        raise HistoryError(f"{paths.state_dir}: {problem}; the cycle records nothing")
+
+
 def _commit_locked(
     decision: Decision, paths: Paths, entries: list[HistoryEntry] | None = None
 ) -> tuple[Decision, str]:
     """Commit under the lock; ``entries`` ends with the newest entry when the caller has read
     the history's tail under the same lock (it is read here otherwise)."""
     entries = history_tail(paths.history) if entries is None else entries
-    if entries and _same_cycle(entries[-1].decision, decision):
+    if entries and (
+        _same_cycle(entries[-1].decision, decision)
+        or _same_cycle_recomputed(entries[-1].decision, decision)
+    ):
         # Already recorded (a re-run, or a restart after a kill before the current files were
         # written): record nothing twice, just make the current files show the record.
         recorded = Decision.from_dict(entries[-1].decision)
@@ -324,7 +462,9 @@ def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> 
     """
     with StateLock(paths.lock, lock_timeout_s):
         remove_stale_temps(paths.state_dir)
-        return _commit_locked(decision, paths)[1]
+        entries = history_tail(paths.history)
+        _check_base(paths, entries)
+        return _commit_locked(decision, paths, entries)[1]
 
 
 def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger, Manifest] | None:
@@ -334,6 +474,7 @@ def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger
     if store is None or not store.exists():
         return None
     manifest = store.manifest()
+    store.check(manifest)
     telemetry = store.telemetry(as_of, policy.lookback_hours, manifest)
     return Ledger(empty_records(), telemetry, store.quarantine(manifest)), manifest
 
@@ -379,6 +520,57 @@ def _latest_bound(his: list[int], as_of: datetime) -> datetime | None:
     return _EPOCH + timedelta(microseconds=max(visible)) if visible else None
 
 
+#: How far after the clock a recorded ``as_of`` may lie without ``allow_future``: a cycle
+#: scheduled on the hour may start a little early, a typo of a year or a day may not be recorded
+#: (it would put the fleet in cash and block every earlier instant).
+FUTURE_TOLERANCE = timedelta(hours=1)
+
+
+class FutureAsOf(BadInput):
+    """A cycle was asked to record an instant far after the clock."""
+
+
+class StateIOError(ProblemFound):
+    """The disk failed under the cycle (full, read-only, permissions); the file is named."""
+
+
+class NoInputs(BadInput):
+    """A cycle found no records at all (no store, no records file, or nothing valid in it)."""
+
+    hint = "check --root/--records (or pass --allow-empty to record an empty, all-cash cycle)"
+
+
+def _check_as_of(as_of: datetime, now: datetime, *, write: bool, allow_future: bool) -> None:
+    """Refuse an ``as_of`` outside the instants inputs may name, or (when recording) far after
+    ``now`` unless ``allow_future``."""
+    if not EARLIEST_INSTANT <= as_of < LATEST_INSTANT:
+        raise BadInput(
+            f"--as-of {as_of.isoformat()}: outside {iso(EARLIEST_INSTANT)} to {iso(LATEST_INSTANT)}"
+        )
+    if write and not allow_future and as_of > now + FUTURE_TOLERANCE:
+        raise FutureAsOf(
+            f"--as-of {iso(as_of)} is {(as_of - now) / timedelta(hours=1):.1f} h after the clock "
+            f"({iso(now)}); a recorded future instant blocks every earlier cycle. Pass "
+            "--allow-future if it is meant, or --dry-run to look ahead without recording"
+        )
+
+
+def _check_inputs(paths: Paths, ledger: Ledger, manifest: Manifest | None) -> None:
+    """ "Nothing found" is loud: no store and no records file, or no valid record in either,
+    would otherwise record an all-cash decision (a mistyped ``--root``)."""
+    if manifest is not None:
+        if manifest.of("records"):
+            return
+        raise NoInputs(f"{paths.ledger}: the ledger store holds no records")
+    if ledger.records.height:
+        return
+    if not paths.records.exists():
+        where = f"no ledger store at {paths.ledger} and " if paths.ledger is not None else ""
+        raise NoInputs(f"{where}no records file at {paths.records}")
+    refused = f" ({ledger.refused} rows refused)" if ledger.refused else ""
+    raise NoInputs(f"{paths.records}: no valid record{refused}")
+
+
 def run_cycle(
     paths: Paths,
     as_of: datetime | None = None,
@@ -386,8 +578,17 @@ def run_cycle(
     *,
     write: bool = True,
     lock_timeout_s: float = 0.0,
+    now: datetime | None = None,
+    allow_future: bool = False,
+    allow_empty: bool = False,
 ) -> tuple[Decision, Ledger]:
     """Read, decide and (unless ``write=False``) record one cycle under the state lock.
+
+    The disk failing under the cycle (full, read-only, permissions) is a
+    :class:`StateIOError` naming the file, and a store segment that cannot be read (truncated,
+    not Parquet) a :class:`~meta_supervisor.ledger.store.LedgerError`: both exit 1 at the
+    command line, with one error line. The history is written first, so whatever failed, the
+    state is the previous commit or this one (the next cycle repairs the current files).
 
     Crash-safe and idempotent: under the lock, temps of dead writers are removed and the
     current files are first brought in line with the last history entry (a kill between the
@@ -398,14 +599,55 @@ def run_cycle(
     directory (:mod:`meta_supervisor.cycle.engine`): the cycle reads what was committed since the
     last one, not the window. Without a store, the raw files are read whole and the frames
     computed from scratch.
+
+    Refused (:class:`~meta_supervisor.errors.BadInput`, nothing written): an ``as_of`` outside
+    1970 to 2200; a recorded ``as_of`` more than :data:`FUTURE_TOLERANCE` after ``now`` (the
+    clock by default) unless ``allow_future`` (:class:`FutureAsOf`); no records at all unless
+    ``allow_empty`` (:class:`NoInputs`).
     """
     policy = policy or load_policy(paths.policy)
-    as_of = as_of or datetime.now(UTC)
+    now = now or datetime.now(UTC)
+    as_of = as_of or now
+    _check_as_of(as_of, now, write=write, allow_future=allow_future)
+    try:
+        return _run_cycle(
+            paths,
+            as_of,
+            policy,
+            write=write,
+            lock_timeout_s=lock_timeout_s,
+            allow_empty=allow_empty,
+        )
+    except OSError as err:
+        where = err.filename or paths.state_dir
+        raise StateIOError(f"{where}: {err.strerror or err}; the cycle did not complete") from None
+    except pl.exceptions.PolarsError as err:
+        if paths.ledger is None or not LedgerStore(paths.ledger).exists():
+            raise
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise LedgerError(
+            f"{paths.ledger}: a segment of the ledger store cannot be read ({first}); "
+            "the cycle recorded nothing"
+        ) from None
+
+
+def _run_cycle(
+    paths: Paths,
+    as_of: datetime,
+    policy: Policy,
+    *,
+    write: bool,
+    lock_timeout_s: float,
+    allow_empty: bool,
+) -> tuple[Decision, Ledger]:
+    """:func:`run_cycle` once its arguments are checked."""
     snapshot = _store_ledger(paths, as_of, policy)
     if snapshot is None:
         ledger, manifest = load_ledger(paths, as_of, window_hours(policy)), None
     else:
         ledger, manifest = snapshot
+    if not allow_empty:
+        _check_inputs(paths, ledger, manifest)
 
     def decide_now(previous: dict[str, float] | None, prev_hash: str | None) -> Decision:
         """:func:`decide` at ``as_of``; on a store, on the engine's inputs (saved back only by
@@ -427,6 +669,7 @@ def run_cycle(
         fault_point("locked")
         remove_stale_temps(paths.state_dir)
         entries = _entries_around(paths, as_of)
+        _check_base(paths, entries)
         if entries:
             _write_current(paths, Decision.from_dict(entries[-1].decision))
         base = _base_entry(entries, iso(as_of))

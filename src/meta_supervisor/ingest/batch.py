@@ -2,7 +2,9 @@
 
 ``ingest(paths, ledger)`` reads every path (:mod:`meta_supervisor.ingest.sources`), validates it
 (:mod:`meta_supervisor.ingest.records`), removes duplicates and commits what is new as one batch of
-the store (:mod:`meta_supervisor.ledger.store`): all of it or, after a kill, none of it.
+the store (:mod:`meta_supervisor.ledger.store`): all of it or, after a kill, none of it. A
+batch with a file that cannot be read (missing, unreadable, e.g. a truncated Parquet file, or of
+unknown kind) commits nothing: :attr:`IngestReport.failed` names the files.
 
 Counting (each input row lands in exactly one bucket)::
 
@@ -33,7 +35,7 @@ from meta_supervisor.ingest.records import (
     empty_quarantine,
 )
 from meta_supervisor.ingest.sources import CHUNK_BYTES, detect_kind, file_format, iter_batches
-from meta_supervisor.ledger.store import LedgerStore
+from meta_supervisor.ledger.store import LedgerError, LedgerStore
 
 __all__ = ["IngestReport", "SourceReport", "dedupe_batch", "ingest", "reason_counts"]
 
@@ -80,6 +82,12 @@ class IngestReport:
     def refused(self) -> int:
         """Rows refused (each in :attr:`quarantine`)."""
         return self.quarantine.height
+
+    @property
+    def failed(self) -> list[SourceReport]:
+        """Sources that could not be read (missing, unreadable, kind unknown): when any did,
+        nothing of the batch is committed."""
+        return [source for source in self.sources if source.error is not None]
 
     @property
     def usable(self) -> bool:
@@ -169,13 +177,13 @@ def _read_sources(
         if not path.exists():
             report.error = "no such file"
             continue
-        report.kind = detect_kind(path) if kind == "auto" else kind
-        if report.kind is None:
-            if path.stat().st_size:
-                report.error = "cannot tell records from telemetry; pass --kind"
-            continue
         total = path.stat().st_size
         try:
+            report.kind = detect_kind(path) if kind == "auto" else kind
+            if report.kind is None:
+                if total:
+                    report.error = "cannot tell records from telemetry; pass --kind"
+                continue
             for batch, lines, done in iter_batches(path, report.kind, chunk_bytes=chunk_bytes):
                 report.read += batch.read
                 report.valid += batch.records.height
@@ -191,9 +199,11 @@ def _read_sources(
                     telemetry.append(batch.records)
                 if progress is not None:
                     progress(str(path), done, total)
-        except (OSError, pl.exceptions.PolarsError) as err:
-            # An unreadable file (e.g. not Parquet at all) is reported, the others ingested.
-            report.error = f"unreadable: {str(err).splitlines()[0][:200]}"
+        except (OSError, ValueError, pl.exceptions.PolarsError) as err:
+            # An unreadable file (e.g. not Parquet at all, or truncated) fails the whole batch
+            # (see ingest): it is reported, nothing is committed.
+            first = (str(err).splitlines() or [type(err).__name__])[0]
+            report.error = f"unreadable: {first[:200]}"
     rec = pl.concat(records) if records else _empty_with_origin()
     tel = pl.concat(telemetry) if telemetry else pl.DataFrame(schema=TELEMETRY_SCHEMA)
     bad = pl.concat(refused) if refused else empty_quarantine()
@@ -233,11 +243,22 @@ def ingest(
     report = IngestReport(reports, duplicates=duplicates, dry_run=dry_run)
     store = LedgerStore(ledger)
     info = {"sources": [str(p) for p in files]}
+    if report.failed:
+        # One batch, all or nothing: committing the readable files while one named on the same
+        # command line could not be read would store half of what the operator meant, silently.
+        dry_run = True
     if dry_run:
         result = store.append(records, unique_tel, quarantine, info, dry_run=True)
     else:
-        with store.writer(lock_timeout_s):
-            result = store.append(records, unique_tel, quarantine, info)
+        try:
+            with store.writer(lock_timeout_s):
+                result = store.append(records, unique_tel, quarantine, info)
+        except OSError as err:
+            # disk full, read-only: the manifest is the commit point, so nothing half-committed
+            where = err.filename or store.root
+            raise LedgerError(
+                f"{where}: {err.strerror or err}; nothing was committed (the manifest is unchanged)"
+            ) from None
     report.accepted_records = result.records
     report.accepted_telemetry = result.telemetry
     report.duplicates += result.duplicates

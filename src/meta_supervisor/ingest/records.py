@@ -19,11 +19,32 @@ expected_sigma_bps f64 | null   simulator's stated sigma (bps)
 gap_bps        f64              ``realized − expected`` (negative = under-delivered)
 ============== ================ =====================================================
 
-Telemetry (both schemas of the original system): ``ts, agent, run_id, is_error`` where a run
-has an error when ``error`` is a non-empty string or ``errors > 0``.
+Telemetry (both schemas of the original system): ``ts, agent, run_id, is_error``. The encodings
+of an error, and nothing else, are accepted (anything else is refused into the quarantine, so
+that a healthy run is never counted as an error, nor an error as a healthy run):
+
+============ =========================================== ======================================
+field        no error                                    error
+============ =========================================== ======================================
+``error``    absent, ``null``, ``""``, ``false``, ``0``  ``true``, ``1``, any other text (the
+             (also the text ``"null"``, ``"none"``,      error message); a list, an object or
+             ``"false"``, ``"0"``, any case)             another number is refused
+``errors``   absent, ``null``, ``0``                     a whole number ``> 0``; a negative,
+                                                         fractional or non-numeric count is
+                                                         refused
+============ =========================================== ======================================
+
+A run has an error when either field says so.
 
 Timestamps must carry a zone ("Z", "+00:00", any offset; converted to UTC). A timestamp with
-no zone is refused: guessing UTC for a local clock would shift every window.
+no zone is refused: guessing UTC for a local clock would shift every window. So is one outside
+1970-01-01 to 2200-01-01, and a horizon beyond ten years
+(:data:`meta_supervisor.units.LATEST_INSTANT`, :data:`~meta_supervisor.units.MAX_HORIZON_HOURS`):
+a record dated year 9999 would otherwise overflow every later cycle's arithmetic.
+
+Agent and strategy names must match :data:`NAME_PATTERN` (names are data, never markup: a
+name that could open a rich tag, an HTML element or a Markdown cell, or look like another, is
+refused).
 
 Every refused row becomes a quarantine entry ``(source, line, field, reason, raw)``; nothing is
 dropped silently. Validation is vectorised (polars expressions), no per-row Python.
@@ -35,9 +56,10 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from meta_supervisor.units import UTC_US
+from meta_supervisor.units import EARLIEST_INSTANT, LATEST_INSTANT, MAX_HORIZON_HOURS, UTC_US
 
 __all__ = [
+    "NAME_PATTERN",
     "QUARANTINE_SCHEMA",
     "RECORD_SCHEMA",
     "TELEMETRY_SCHEMA",
@@ -84,6 +106,12 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "reason": pl.String(),
     "raw": pl.String(),
 }
+
+#: Agent and strategy names: 1 to 64 characters, ASCII letters and digits first, then also
+#: ``_ - . : @ + /``. Names are data, never markup: no brackets (rich markup), no ``<``/``>``
+#: (HTML), no ``|`` (Markdown tables, identity keys), no spaces, controls or look-alike
+#: Unicode (two names that look the same). A row with another name is refused.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+/-]{0,63}$"
 
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
 _ZONELESS = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$"
@@ -201,7 +229,35 @@ def _timestamp_checks(name: str, raw: pl.DataFrame) -> list:
             present & parsed.is_null(),
             pl.lit(f"'{name}' is not an ISO-8601 timestamp: ") + text.str.slice(0, 40),
         ),
+        (
+            name,
+            (parsed < EARLIEST_INSTANT) | (parsed >= LATEST_INSTANT),
+            pl.lit(
+                f"'{name}' is outside {EARLIEST_INSTANT.year}-01-01 to "
+                f"{LATEST_INSTANT.year}-01-01 (UTC): "
+            )
+            + text.str.slice(0, 40),
+        ),
     ]
+
+
+def _strategy_text(raw: pl.DataFrame) -> pl.Expr:
+    """The record's strategy: ``strategy_class``, else ``strategy`` (readers may hand both
+    columns, null when absent; the original field wins)."""
+    return pl.coalesce(
+        _as_text("strategy_class", raw).str.strip_chars().replace("", None),
+        _as_text("strategy", raw).str.strip_chars(),
+    )
+
+
+def _name_checks(name: str, text: pl.Expr) -> list:
+    """A name (agent, strategy) that is present must match :data:`NAME_PATTERN`."""
+    bad = (text.fill_null("") != "") & ~text.fill_null("").str.contains(NAME_PATTERN)
+    reason = pl.lit(
+        f"'{name}' is not a valid name (1 to 64 ASCII letters, digits and _-.:@+/, "
+        "starting with a letter or digit): "
+    ) + text.str.slice(0, 40).map_elements(ascii, return_dtype=pl.String)
+    return [(name, bad, reason)]
 
 
 def _quarantine(
@@ -245,12 +301,17 @@ def normalize_records(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
         *_timestamp_checks("ts", raw),
         ("agent", ~_present("agent", raw), pl.lit("missing required field 'agent'")),
         ("agent", agent.fill_null("") == "", pl.lit("'agent' is empty")),
+        *_name_checks("agent", agent),
+        *_name_checks("strategy_class", _strategy_text(raw)),
         *_number_checks("horizon_hours", raw, required=True),
         (
             "horizon_hours",
-            horizon.is_finite() & ((horizon <= 0) | (horizon != horizon.round(0))),
-            pl.lit("'horizon_hours' must be a positive whole number of hours: ")
-            + _as_text("horizon_hours", raw),
+            horizon.is_finite()
+            & ((horizon <= 0) | (horizon != horizon.round(0)) | (horizon > MAX_HORIZON_HOURS)),
+            pl.lit(
+                f"'horizon_hours' must be a whole number of hours from 1 to {MAX_HORIZON_HOURS}: "
+            )
+            + _as_text("horizon_hours", raw).str.slice(0, 40),
         ),
         *_number_checks("realized_pnl_bps", raw, required=True),
         *_number_checks("expected_pnl_bps", raw, required=True),
@@ -263,11 +324,7 @@ def normalize_records(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
     quarantine = _quarantine(raw, bad, field_expr, reason, source)
 
     sigma = _as_float("expected_sigma_bps", raw)
-    # Readers may hand both columns (null when absent); the original field wins.
-    strategy = pl.coalesce(
-        _as_text("strategy_class", raw).str.strip_chars().replace("", None),
-        _as_text("strategy", raw).str.strip_chars(),
-    )
+    strategy = _strategy_text(raw)
     run_id = _as_text("run_id", raw).str.strip_chars()
     good = (
         raw.lazy()
@@ -297,19 +354,36 @@ def normalize_records(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
     return Batch(good.cast(pl.Schema(RECORD_SCHEMA)).collect(), quarantine, read=n)
 
 
+def _escaped(column: str) -> pl.Expr:
+    """Free text made safe to join with ``|``: ``\\`` -> ``\\\\``, ``|`` -> ``\\|``, so no
+    value can contain the separator and splitting a key gives back each field (injective)."""
+    return (
+        pl.col(column)
+        .fill_null("")
+        .str.replace_all("\\", "\\\\", literal=True)
+        .str.replace_all("|", "\\|", literal=True)
+    )
+
+
 def content_key() -> pl.Expr:
     """The content key ``c:<ts>|<agent>|<symbol>|<direction>|<horizon>|<realized>|<expected>``.
 
     A record's identity when it has no ``run_id``; for a run-keyed record, two rows with the
     same ``record_id`` but different content keys are a conflicting duplicate.
+
+    Injective: the free-text fields (agent, symbol, direction) are escaped (``\\`` and ``|``
+    get a backslash), the others cannot hold ``|`` (a fixed timestamp format, an integer, two
+    floats), so two records with different fields never share a key. An absent symbol or
+    direction is the empty text. A key of text without ``|`` or ``\\`` is as before the
+    escaping, so stores ingested earlier keep their identities.
     """
     return pl.concat_str(
         [
             pl.lit("c:"),
             pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
-            pl.col("agent"),
-            pl.col("symbol").fill_null(""),
-            pl.col("direction").fill_null(""),
+            _escaped("agent"),
+            _escaped("symbol"),
+            _escaped("direction"),
             pl.col("horizon_hours").cast(pl.String),
             pl.col("realized_pnl_bps").cast(pl.String),
             pl.col("expected_pnl_bps").cast(pl.String),
@@ -332,12 +406,30 @@ def dedupe_records(records: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     return unique, records.height - unique.height
 
 
+#: ``error`` values (stripped, lower case) that say "no error"; see the module docstring.
+_NO_ERROR = ("", "null", "none", "false", "0")
+_ERROR_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+def _error_text(raw: pl.DataFrame) -> pl.Expr:
+    """``error`` as stripped lower-case text, ``""`` when absent or null."""
+    return _as_text("error", raw).str.strip_chars().str.to_lowercase().fill_null("")
+
+
+def _error_refused(text: pl.Expr) -> pl.Expr:
+    """An ``error`` value that is no encoding: a list, an object, a number other than 0 or 1."""
+    number = text.cast(pl.Float64, strict=False)
+    structured = text.str.starts_with("[") | text.str.starts_with("{")
+    other_number = text.str.contains(_ERROR_NUMBER) & ~number.is_in([0.0, 1.0])
+    return structured | other_number
+
+
 def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
     """Validate telemetry rows of either schema into ``ts, agent, run_id, is_error``.
 
-    Schema A carries ``error`` (str | null), schema B ``errors`` (int). A run has an error when
-    ``error`` is a non-empty string or ``errors > 0``. Nulls elsewhere (cost, tokens) are fine.
-    Rows without a valid zoned ``ts`` or an ``agent`` are refused.
+    Schema A carries ``error`` (str | null), schema B ``errors`` (int); the encodings accepted
+    are in the module docstring, anything else is refused naming the field. Nulls elsewhere
+    (cost, tokens) are fine. Rows without a valid zoned ``ts`` or an ``agent`` are refused.
     """
     if raw.height == 0:
         return Batch(empty_telemetry(), empty_quarantine(), read=0)
@@ -345,14 +437,35 @@ def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
     checks = [
         *_timestamp_checks("ts", raw),
         ("agent", agent.fill_null("") == "", pl.lit("missing or empty 'agent'")),
+        *_name_checks("agent", agent),
     ]
     errors_num = _as_float("errors", raw)
     if "errors" in raw.columns:
         checks.append(
             (
                 "errors",
-                _present("errors", raw) & (errors_num.is_null() | ~errors_num.is_finite()),
-                pl.lit("'errors' is not a count: ") + _as_text("errors", raw),
+                _present("errors", raw)
+                & (
+                    errors_num.is_null()
+                    | ~errors_num.is_finite()
+                    | (errors_num < 0)
+                    | (errors_num != errors_num.round(0))
+                ),
+                pl.lit("'errors' is not a count (a whole number >= 0): ")
+                + _as_text("errors", raw).str.slice(0, 40),
+            )
+        )
+    error_text = _error_text(raw)
+    if "error" in raw.columns:
+        checks.append(
+            (
+                "error",
+                _error_refused(error_text),
+                pl.lit(
+                    "'error' is not an error encoding (null, \"\", false or 0: none; true, 1 or "
+                    "a message: error): "
+                )
+                + _as_text("error", raw).str.slice(0, 40),
             )
         )
     field_expr, reason = _first_failure(checks)
@@ -361,12 +474,7 @@ def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
     raw = raw.lazy().with_columns(bad.alias("_bad")).collect()
     bad = pl.col("_bad")
     quarantine = _quarantine(raw, bad, field_expr, reason, source)
-    error_text = _as_text("error", raw).str.strip_chars().fill_null("")
-    error_text = (
-        pl.when(error_text.str.to_lowercase().is_in(["null", "none"]))
-        .then(pl.lit(""))
-        .otherwise(error_text)
-    )
+    no_error = error_text.is_in(list(_NO_ERROR))
     good = (
         raw.lazy()
         .filter(~bad)
@@ -374,7 +482,7 @@ def normalize_telemetry(raw: pl.DataFrame, source: str = "<frame>") -> Batch:
             parse_utc(pl.col("ts")).alias("ts"),
             agent.alias("agent"),
             _as_text("run_id", raw).alias("run_id"),
-            ((error_text != "") | (errors_num.fill_null(0) > 0)).alias("is_error"),
+            (~no_error | (errors_num.fill_null(0) > 0)).alias("is_error"),
         )
     )
     return Batch(good.cast(pl.Schema(TELEMETRY_SCHEMA)).collect(), quarantine, read=raw.height)

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from meta_supervisor.errors import BadInput
 from meta_supervisor.ingest.records import (
     QUARANTINE_SCHEMA,
     Batch,
@@ -97,7 +98,11 @@ def file_format(path: str | Path) -> str:
 def _columns_of(path: Path) -> set[str]:
     fmt = file_format(path)
     if fmt == "parquet":
-        return set(pl.read_parquet_schema(path))
+        try:
+            return set(pl.read_parquet_schema(path))
+        except (OSError, pl.exceptions.PolarsError) as err:
+            first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            raise BadInput(f"{path}: not a readable Parquet file (truncated?): {first}") from None
     if fmt == "csv":
         sep = "\t" if path.suffix.lower() == ".tsv" else ","
         return set(pl.read_csv(path, n_rows=0, separator=sep, infer_schema=False).columns)
@@ -353,7 +358,11 @@ def iter_raw(
         yield RawChunk(frame, unreadable, size)
         return
     if fmt == "parquet":
-        frame = pl.read_parquet(path).with_row_index("_line", offset=1)
+        try:
+            frame = pl.read_parquet(path).with_row_index("_line", offset=1)
+        except (OSError, pl.exceptions.PolarsError) as err:
+            first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            raise BadInput(f"{path}: not a readable Parquet file (truncated?): {first}") from None
         yield RawChunk(frame.cast({"_line": pl.Int64}), empty_quarantine(), size)
         return
     yield from _iter_jsonl(path, fields, chunk_bytes, str(path))

@@ -14,7 +14,12 @@ columns the cycle needs come back at disk speed, and nothing runs as a server.
 * **Commit**: a batch writes its segment files (fsync'd), then replaces ``MANIFEST.json``
   (temp file, fsync, rename). Files not named by the manifest do not exist for readers, so a
   kill at any instant leaves the previous snapshot or the new one, never half a batch.
-  Leftover files of a killed ingest are deleted by the next writer.
+  Leftover files of a killed ingest (one batch, numbered one past the manifest's generation)
+  are moved to ``orphaned/`` by the next writer, never deleted: data the manifest does not
+  name might be committed data (see :meth:`LedgerStore.check`).
+* **A manifest that went backwards** (restored from a backup, edited): segment files of any
+  other batch that it does not name are its evidence. Writers and cycles refuse such a store
+  (:class:`LedgerError`, naming the files) and nothing is deleted.
 * **Readers** read the manifest once and then only the files it names. Writers never delete or
   rewrite a named file, so a reader's snapshot stays valid while an ingest runs.
 * **Writers** hold ``.lock`` (:class:`meta_supervisor.state.files.StateLock`), so two ingests never
@@ -54,9 +59,8 @@ from meta_supervisor.ingest.records import (
     content_key,
     empty_quarantine,
     empty_records,
-    empty_telemetry,
 )
-from meta_supervisor.state.files import LockBusy, StateLock, atomic_write_text
+from meta_supervisor.state.files import LockBusy, StateLock, atomic_write_text, fsync_path
 
 __all__ = [
     "MANIFEST",
@@ -165,19 +169,6 @@ class AppendResult:
     conflicts: pl.DataFrame = field(default_factory=empty_quarantine)
     committed: bool = False
     generation: int = 0
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        _fsync_file(path)
 
 
 class LedgerStore:
@@ -356,21 +347,52 @@ class LedgerStore:
         finally:
             lock.__exit__(None, None, None)
 
-    def clean_orphans(self) -> list[Path]:
-        """Delete segment and temp files the manifest does not name (call under the lock)."""
-        named = {self.root / s.path for s in self.manifest().segments}
-        removed = []
+    def _unnamed(self, manifest: Manifest) -> list[Path]:
+        """Segment files the manifest does not name."""
+        named = {self.root / s.path for s in manifest.segments}
+        found: list[Path] = []
         for kind in KINDS:
             folder = self.root / kind
             if folder.is_dir():
-                for path in folder.iterdir():
-                    if path not in named:
-                        path.unlink(missing_ok=True)
-                        removed.append(path)
+                found.extend(p for p in sorted(folder.iterdir()) if p not in named)
+        return found
+
+    def check(self, manifest: Manifest | None = None) -> list[Path]:
+        """Refuse a manifest that went backwards; return the leftovers of a killed ingest.
+
+        A killed ingest leaves files of one batch, numbered ``generation + 1`` (batch names
+        start with the generation they commit). Unnamed files of any other batch were written by
+        a batch that committed: the manifest was restored from a backup or edited, and the
+        store would silently lose them. Raises :class:`LedgerError` naming them.
+        """
+        manifest = manifest or self.manifest()
+        unnamed = self._unnamed(manifest)
+        killed = f"{manifest.generation + 1:08d}-"
+        batches = {p.name.split(".")[0][:17] for p in unnamed}
+        if unnamed and (len(batches) > 1 or not next(iter(batches)).startswith(killed)):
+            shown = ", ".join(str(p.relative_to(self.root)) for p in unnamed[:3])
+            more = f" and {len(unnamed) - 3} more" if len(unnamed) > 3 else ""
+            raise LedgerError(
+                f"{self.manifest_path}: generation {manifest.generation}, but segment files of "
+                f"batches it does not name exist ({shown}{more}): the manifest went backwards "
+                "(restored from a backup?) or was edited. Nothing was read or deleted; restore "
+                "the manifest that names them"
+            )
+        return unnamed
+
+    def clean_orphans(self) -> list[Path]:
+        """Move a killed ingest's segment files to ``orphaned/`` and delete temp manifests
+        (call under the lock). Refuses a manifest that went backwards (:meth:`check`)."""
+        moved = []
+        for path in self.check():
+            target = self.root / "orphaned" / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            moved.append(path)
         for path in self.root.glob(f".{MANIFEST}.*.tmp"):
             path.unlink(missing_ok=True)
-            removed.append(path)
-        return removed
+            moved.append(path)
+        return moved
 
     def append(
         self,
@@ -414,7 +436,8 @@ class LedgerStore:
             )
         for kind in KINDS:
             if (self.root / kind).is_dir():
-                _fsync_dir(self.root / kind)
+                with contextlib.suppress(OSError):  # best effort: not every FS allows it
+                    fsync_path(self.root / kind)
         entry = {
             "batch": batch,
             "records": records.height,
@@ -513,7 +536,7 @@ class LedgerStore:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / name
         frame.write_parquet(path, row_group_size=ROW_GROUP, statistics=True)
-        _fsync_file(path)
+        fsync_path(path)
         segment = Segment(path=f"{kind}/{name}", kind=kind, rows=frame.height, batch=batch)
         if kind == "quarantine":
             return segment
@@ -535,8 +558,3 @@ class LedgerStore:
             hi=bounds[1],
             agents=agents,
         )
-
-
-def empty_frames() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Empty records, telemetry and quarantine frames."""
-    return empty_records(), empty_telemetry(), empty_quarantine()

@@ -51,10 +51,13 @@ class PolicyError(BadInput):
 class Policy(BaseModel):
     """All tunables, validated. Out-of-range values raise an error naming the field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+    # strict: a policy file's ``true`` or ``"0.5"`` is not a number (``max_weight = true`` once
+    # meant no cap); an integer is a float, a float is not an integer.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False, strict=True)
 
     profile: Profile = Field(
         Profile.EVIDENCE,
+        strict=False,  # named by its value in a file ("seed")
         description="allocation formula: evidence (default, chosen by backtest), select "
         "(learned rule selection) or seed",
     )
@@ -301,9 +304,12 @@ def make_policy(values: dict[str, Any] | None = None, *, source: str = "policy")
 
 
 def load_policy(path: str | Path | None) -> Policy:
-    """Load a policy from a TOML file (a top-level table ``[policy]`` or bare keys).
+    """Load a policy from a TOML file (a top-level table ``[policy]`` or bare keys, not both).
 
-    ``None`` returns the defaults. Errors name the file and the key.
+    ``None`` returns the defaults. Types are strict: a number is a TOML number (an integer
+    where the key is a count), a switch is ``true``/``false``. Errors name the file and the
+    key: unknown keys (with a did-you-mean), keys beside a ``[policy]`` table, wrong types and
+    out-of-range values.
     """
     if path is None:
         return Policy()
@@ -314,5 +320,22 @@ def load_policy(path: str | Path | None) -> Policy:
         raise PolicyError(f"{path}: policy file not found") from None
     except tomllib.TOMLDecodeError as err:
         raise PolicyError(f"{path}: not valid TOML: {err}") from None
-    values = doc.get("policy", doc) if isinstance(doc.get("policy"), dict) else doc
-    return make_policy(values, source=str(path))
+    return make_policy(_policy_values(doc, path), source=str(path))
+
+
+def _policy_values(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The keys of a policy file: bare keys, or one ``[policy]`` table and nothing beside it
+    (a key written outside the table would otherwise be silently ignored)."""
+    if "policy" not in doc:
+        return doc
+    table = doc["policy"]
+    if not isinstance(table, dict):
+        raise PolicyError(f"{path}: key 'policy' must be a table ([policy]), got {table!r}")
+    outside = sorted(k for k in doc if k != "policy")
+    if outside:
+        named = ", ".join(f"'{k}'" for k in outside)
+        raise PolicyError(
+            f"{path}: key(s) {named} outside the [policy] table; put every key inside it "
+            "(or use bare keys and no table)"
+        )
+    return table

@@ -11,12 +11,12 @@ or on Ray: local by default, a cluster with ``address``), appends one row per ce
 :func:`cell_key`, a hash of everything the cell depends on).
 
 Scaling (on paper): cells are independent and each holds one scenario in memory (a worker
-ran at ~550 MB resident for the 12-year, 80-agent daily fleet), so the wall time is ``ceil(cells / workers)``
-times a cell's, up to the longest cell; Ray ships only the cell's parameters (the scenario is
-built inside the task), so ``k`` nodes divide a grid of ``n ≥ k`` cells by about ``k`` (one
-cell per node: a serial backtest already uses a node's cores, polars and NumPy being
-multi-threaded, so two workers on the same two cores gained nothing here). Measurements are
-in docs/BACKTEST.md.
+ran at ~550 MB resident for the 12-year, 80-agent daily fleet), so the wall time is
+``ceil(cells / workers)`` times a cell's, up to the longest cell. Ray ships only the cell's
+parameters (the scenario is built inside the task), so ``k`` nodes divide a grid of
+``n ≥ k`` cells by about ``k`` (one cell per node: a serial backtest already uses a node's
+cores, polars and NumPy being multi-threaded, so two workers on the same two cores gained
+nothing here). Measurements are in docs/BACKTEST.md.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@
   commit point. A kill mid-append leaves an unterminated last line that was never committed;
   the next append cuts it off. Editing, deleting or reordering any entry breaks the chain and
   :func:`verify_history` names the first entry at fault.
-* :class:`StateLock`: an exclusive ``flock`` on ``state_dir/.lock``. The kernel drops it when the
-  holder dies, so a stale lock from a dead process never blocks a restart.
+* :class:`StateLock`: an exclusive ``flock`` on the state directory itself, the holder's pid in
+  ``state_dir/.lock``. The kernel drops it when the holder dies, so a stale lock from a dead
+  process never blocks a restart; deleting ``.lock`` cannot let a second cycle in, and a
+  ``.lock`` that is a symbolic or hard link is refused, never written through.
 * Fault hook (tests only): ``META_SUPERVISOR_FAULT=kill:<point>`` makes the process SIGKILL
   itself at ``<point>``, ``stop:<point>`` SIGSTOPs it (the test resumes it with SIGCONT). Points:
   ``history_append`` (half the line written and fsync'd), ``after_history_append``,
@@ -21,12 +23,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import mmap
 import os
 import re
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,13 +48,16 @@ __all__ = [
     "HistoryEntry",
     "HistoryError",
     "LockBusy",
+    "LockFileError",
     "StateLock",
     "append_history",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_current",
+    "check_tail",
     "entry_hash",
     "fault_point",
+    "fsync_path",
     "history_tail",
     "read_history",
     "remove_stale_temps",
@@ -86,7 +93,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
     fault_point(f"before_rename:{path.name}")
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -122,8 +129,9 @@ def remove_stale_temps(directory: Path) -> list[Path]:
     return removed
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """``fsync`` a file or a directory by path (a directory's fsync makes a rename durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -299,35 +307,80 @@ def _count_to(n: int) -> Callable[[HistoryEntry], bool]:
     return enough
 
 
-def check_current(history: Path, decision_file: Path) -> tuple[bool, str]:
-    """Hold ``decision.json`` against the end of the history: the one check that sees the
-    newest entries cut off (the chain itself cannot: a prefix of a chain is a valid chain).
+def check_tail(path: Path, entries: list[HistoryEntry]) -> None:
+    """Check the newest entries a cycle builds on (as :func:`history_tail` returned them):
+    each one's content matches its hash, and each links to the one before it by ``seq`` and
+    ``prev_hash``. Raises :class:`HistoryError` naming the entry; the cost does not grow with
+    the history (``verify`` checks the whole chain)."""
+    for index, entry in enumerate(entries):
+        where = f"entry {entry.seq} (as_of {entry.decision.get('as_of', 'unknown')})"
+        if entry_hash(entry.seq, entry.prev_hash, entry.decision) != entry.hash:
+            raise HistoryError(f"{path}: {where}: content does not match its hash (edited)")
+        if index and (
+            entry.seq != entries[index - 1].seq + 1 or entry.prev_hash != entries[index - 1].hash
+        ):
+            raise HistoryError(
+                f"{path}: {where}: does not follow the entry before it (deleted, inserted or "
+                "reordered)"
+            )
 
-    A cycle writes the history first, then ``decision.json``, so the file shows the last entry,
-    or the one before it after a kill between the two writes (the next cycle repairs that).
-    Any other content means the history lost its newest entries, or the file was edited.
+
+def _current_json(path: Path) -> tuple[Any, str | None]:
+    """The parsed content of a current-state file, or ``(None, problem)``."""
+    try:
+        return orjson.loads(path.read_bytes()), None
+    except (OSError, ValueError) as err:
+        return None, f"{path.name}: not readable JSON: {err}"
+
+
+def check_current(
+    history: Path, decision_file: Path, allocation_file: Path | None = None
+) -> tuple[bool, str]:
+    """Hold ``decision.json`` (and ``allocation.json``, when given) against the end of the
+    history: the one check that sees the newest entries cut off (the chain itself cannot: a
+    prefix of a chain is a valid chain).
+
+    A cycle writes the history first, then ``decision.json``, then ``allocation.json``, so each
+    file shows the last entry (its weights, for ``allocation.json``), or the one before it after
+    a kill between the writes (the next cycle repairs that). Any other content means the
+    history lost its newest entries, or the file was edited. A file may be missing (a kill
+    before its first write; the next cycle writes it from the history), but a current file
+    with no history at all is not a state a cycle leaves.
     """
     history, decision_file = Path(history), Path(decision_file)
-    if not decision_file.exists():
-        return True, "no decision.json to compare"
-    try:
-        current = canonical_json(orjson.loads(decision_file.read_bytes()))
-    except (OSError, ValueError) as err:
-        return False, f"{decision_file.name}: not a decision: {err}"
     entries = history_tail(history, _count_to(2))
-    if entries and canonical_json(entries[-1].decision) == current:
-        return True, "decision.json is the last entry"
-    if len(entries) == 2 and canonical_json(entries[0].decision) == current:
-        return (
-            True,
-            "decision.json is one entry behind (interrupted cycle; the next one repairs it)",
+    notes = []
+    for given, view in (
+        (decision_file, lambda decision: decision),
+        (allocation_file, lambda decision: decision.get("weights")),
+    ):
+        if given is None:
+            continue
+        path = Path(given)
+        if not path.exists():
+            notes.append(f"no {path.name}")
+            continue
+        content, problem = _current_json(path)
+        if problem is not None:
+            return False, problem
+        current = canonical_json(content)
+        shown = [canonical_json(view(e.decision)) for e in entries]
+        if shown and shown[-1] == current:
+            notes.append(f"{path.name} is the last entry")
+            continue
+        if len(shown) == 2 and shown[0] == current:
+            notes.append(
+                f"{path.name} is one entry behind (interrupted cycle; the next one repairs it)"
+            )
+            continue
+        as_of = content.get("as_of", "unknown") if isinstance(content, dict) else "unknown"
+        last = entries[-1].decision.get("as_of", "unknown") if entries else "no entry"
+        what = f" (as_of {as_of})" if path == decision_file else ""
+        return False, (
+            f"{path.name}{what} is not the history's last entry ({last}): the newest entries "
+            "were cut off, or the file was edited"
         )
-    shown = orjson.loads(current).get("as_of", "unknown")
-    last = entries[-1].decision.get("as_of", "unknown") if entries else "no entry"
-    return False, (
-        f"{decision_file.name} (as_of {shown}) is not the history's last entry ({last}): the "
-        "newest entries were cut off, or the file was edited"
-    )
+    return True, "; ".join(notes)
 
 
 def append_history(
@@ -362,7 +415,7 @@ def append_history(
         handle.flush()
         os.fsync(handle.fileno())
     if created:
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     return entry
 
 
@@ -376,17 +429,64 @@ class LockBusy(Busy):
     """Another cycle holds the state lock."""
 
 
+class LockFileError(ProblemFound):
+    """The lock file is not a plain file of its own (a symbolic link, a hard link, a directory):
+    writing the holder's pid into it would write into whatever it points at."""
+
+
 class StateLock:
-    """Exclusive lock on the state directory (``flock``; released by the kernel on death)."""
+    """Exclusive lock on a directory (``flock`` of the directory itself; released by the kernel
+    on death), with the holder's pid written to ``path`` for the busy message.
+
+    The lock is the directory, not the file: deleting or replacing ``path`` while a holder runs
+    cannot let a second holder in (a lock on a file is lost with its inode). ``path`` is opened
+    without following a symbolic link and must be a regular file with one link, so the pid is
+    never written into (nor truncates) another file; otherwise :class:`LockFileError`.
+    """
 
     def __init__(self, path: Path, timeout_s: float = 0.0) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
         self._fd: int | None = None
 
+    def _holder(self) -> str:
+        """The pid recorded by the holder (``unknown`` when it cannot be read safely)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return "unknown"
+        try:
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+
+    def _write_pid(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise LockFileError(
+                    f"{self.path}: the lock file is a symbolic link; remove it (nothing was "
+                    "written through it)"
+                ) from None
+            if err.errno == errno.EISDIR:
+                raise LockFileError(f"{self.path}: the lock file is a directory") from None
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                raise LockFileError(
+                    f"{self.path}: the lock file is not a plain file of its own "
+                    f"({info.st_nlink} links); remove it (nothing was written to it)"
+                )
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        finally:
+            os.close(fd)
+
     def __enter__(self) -> StateLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
@@ -394,15 +494,17 @@ class StateLock:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
                     os.close(fd)
                     raise LockBusy(
-                        f"{self.path}: another cycle is running (pid {holder}); "
+                        f"{self.path}: another cycle is running (pid {self._holder()}); "
                         "wait for it or retry with --wait"
                     ) from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            self._write_pid()
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 

@@ -106,13 +106,23 @@ def parse_override(item: Any, where: str = "override") -> Override:
 
 
 def load_overrides(path: str | Path) -> list[Override]:
-    """All overrides in ``path`` (active or not); a missing or empty file means none."""
+    """All overrides in ``path`` (active or not); a missing file means none.
+
+    An empty file is an error, not "none": a file truncated or emptied by accident would lift
+    every exclusion (no overrides is ``[]``).
+    """
     path = Path(path)
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise OverrideError(f"{path}: not UTF-8 text: {err.reason}") from None
     if not text.strip():
-        return []
+        raise OverrideError(
+            f"{path}: the overrides file is empty; an empty file would lift every exclusion. "
+            "Write [] for no overrides, or restore the file"
+        )
     try:
         items = json.loads(text)
     except json.JSONDecodeError as err:

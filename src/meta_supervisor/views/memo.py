@@ -21,6 +21,7 @@ from meta_supervisor.views.attribution import (
     fleet_quality,
     step_notes,
 )
+from meta_supervisor.views.safe import md
 
 __all__ = ["decision_memo", "md_cell"]
 
@@ -77,20 +78,26 @@ def _portfolio(decision: Mapping[str, Any]) -> list[str]:
             ["Deployed (gross)", f"{decision['gross']:.2%}"],
             ["Cash", f"{decision['cash']:.2%}"],
             ["Agents allocated", f"{p['n_allocated']} of {p['n_agents']} ({p['n_gated']} gated)"],
-            ["Binding caps", ", ".join(p["binding_caps"]) or "none"],
+            ["Binding caps", ", ".join(md(c) for c in p["binding_caps"]) or "none"],
             ["Turnover vs previous decision", turnover],
         ],
     )
-    lines += ["", f"**Cash and why.** {p['reason']}.", ""]
+    lines += ["", f"**Cash and why.** {md(p['reason'])}.", ""]
     parts = cash_breakdown(decision)
     lines += _table(
-        ["cash held back by", "amount"], [[c["text"], f"{c['amount']:.2%}"] for c in parts]
+        ["cash held back by", "amount"], [[md(c["text"]), f"{c['amount']:.2%}"] for c in parts]
     )
     lines += ["", "| agent | strategy | weight | previous | why |", "|---|---|---:|---:|---|"]
     ordered = sorted(decision["agents"].values(), key=lambda e: (-e["weight"], e["agent"]))
     for e in ordered:
         previous = "-" if e.get("previous_weight") is None else f"{e['previous_weight']:.2%}"
-        cells = [e["agent"], e["strategy"], f"{e['weight']:.2%}", previous, e["summary"]]
+        cells = [
+            md(e["agent"]),
+            md(e["strategy"]),
+            f"{e['weight']:.2%}",
+            previous,
+            md(e["summary"]),
+        ]
         lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
     return lines
 
@@ -98,13 +105,14 @@ def _portfolio(decision: Mapping[str, Any]) -> list[str]:
 def _agent(
     e: Mapping[str, Any], total_quality: float | None, policy: Mapping[str, Any] | None = None
 ) -> list[str]:
-    lines = [f"### {e['agent']} ({e['strategy']}): {e['weight']:.2%}", "", f"> {e['summary']}", ""]
+    title = f"### {md(e['agent'])} ({md(e['strategy'])}): {e['weight']:.2%}"
+    lines = [title, "", f"> {md(e['summary'])}", ""]
     if e.get("override"):
         o = e["override"]
         what = "excluded" if o["action"] == "exclude" else f"capped at {o['cap']:.2%}"
         lines += [
-            f"**Operator override:** {what} by {o['created_by']} until {o['expires_at']}: "
-            f"{o['reason']}",
+            f"**Operator override:** {what} by {md(o['created_by'])} until "
+            f"{md(o['expires_at'])}: {md(o['reason'])}",
             "",
         ]
     failed = failed_gates(e)
@@ -112,12 +120,15 @@ def _agent(
     lines += [f"**Gates** ({verdict}):", ""]
     lines += _table(
         ["gate", "verdict", "detail"],
-        [[g["gate"], "pass" if g["passed"] else "**FAIL**", g["detail"]] for g in e["gates"]],
+        [[g["gate"], "pass" if g["passed"] else "**FAIL**", md(g["detail"])] for g in e["gates"]],
     )
     lines += ["", f"**Factors** ({factors_caption(e)}):", ""]
     lines += _table(
         ["factor", "value", "reason"],
-        [[f["factor"], factor_text(f["factor"], f["value"]), f["reason"]] for f in e["factors"]],
+        [
+            [f["factor"], factor_text(f["factor"], f["value"]), md(f["reason"])]
+            for f in e["factors"]
+        ],
     )
     lines += ["", "**Weight after every step:**", ""]
     notes = step_notes(e, total_quality, policy)
@@ -128,7 +139,7 @@ def _agent(
         rows.append([key, shown, note or meaning])
     lines += _table(["step", "value", "what happened"], rows)
     if e.get("notes"):
-        lines += ["", "Notes: " + "; ".join(e["notes"]) + "."]
+        lines += ["", "Notes: " + "; ".join(md(n) for n in e["notes"]) + "."]
     return [*lines, ""]
 
 
@@ -186,12 +197,12 @@ def decision_memo(
             ["agent", "action", "cap", "reason", "by", "expires"],
             [
                 [
-                    o["agent"],
-                    o["action"],
+                    md(o["agent"]),
+                    md(o["action"]),
                     "-" if o.get("cap") is None else f"{o['cap']:.2%}",
-                    o["reason"],
-                    o["created_by"],
-                    o["expires_at"],
+                    md(o["reason"]),
+                    md(o["created_by"]),
+                    md(o["expires_at"]),
                 ]
                 for o in sorted(overrides, key=lambda o: o["agent"])
             ],

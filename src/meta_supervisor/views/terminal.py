@@ -29,6 +29,7 @@ from meta_supervisor.views.attribution import (
     fleet_quality,
     step_notes,
 )
+from meta_supervisor.views.safe import markup, term
 
 __all__ = [
     "agent_history_table",
@@ -79,11 +80,11 @@ def allocation_table(decision: Decision) -> Table:
         gated = not all(g["passed"] for g in e["gates"])
         weight = Text(f"{e['weight']:.2%}", style="bold" if e["weight"] > 0 else "dim")
         table.add_row(
-            e["agent"],
-            e["strategy"],
+            term(e["agent"]),
+            term(e["strategy"]),
             weight,
             *(_mult(factor_value(e, f), gated) for f in _MULTIPLIERS),
-            Text(e["summary"], style="dim" if gated else ""),
+            term(e["summary"], style="dim" if gated else ""),
         )
     return table
 
@@ -94,19 +95,19 @@ def cash_table(decision: Decision) -> Table:
     table.add_column("cause")
     table.add_column("amount", justify="right")
     for part in cash_breakdown(decision.to_dict()):
-        table.add_row(part["text"], f"{part['amount']:.2%}")
+        table.add_row(term(part["text"]), f"{part['amount']:.2%}")
     return table
 
 
 def explanation_panel(decision: Decision, agent: str) -> Panel:
     """Every number behind one agent's weight: override, gates, factors, steps, notes."""
     e = decision.agents[agent]
-    parts: list[Any] = [Text(e["summary"], style="bold")]
+    parts: list[Any] = [term(e["summary"], style="bold")]
     if e.get("override"):
         o = e["override"]
         what = "EXCLUDED" if o["action"] == "exclude" else f"CAPPED at {o['cap']:.2%}"
         parts.append(
-            Text(
+            term(
                 f"operator override: {what} by {o['created_by']} until {o['expires_at']}: "
                 f"{o['reason']}",
                 style="bold magenta",
@@ -118,13 +119,13 @@ def explanation_panel(decision: Decision, agent: str) -> Panel:
     gates.add_column("detail", overflow="fold")
     for g in e["gates"]:
         verdict = Text("pass", style="green") if g["passed"] else Text("FAIL", style="bold red")
-        gates.add_row(g["gate"], verdict, g["detail"])
+        gates.add_row(term(g["gate"]), verdict, term(g["detail"]))
     factors = Table(box=box.MINIMAL, title=f"factors ({factors_caption(e)})")
     factors.add_column("factor")
     factors.add_column("value", justify="right")
     factors.add_column("reason", overflow="fold")
     for f in e["factors"]:
-        factors.add_row(f["factor"], factor_text(f["factor"], f["value"]), f["reason"])
+        factors.add_row(term(f["factor"]), factor_text(f["factor"], f["value"]), term(f["reason"]))
     steps = Table(box=box.MINIMAL, title="weight after each step")
     steps.add_column("step")
     steps.add_column("value", justify="right")
@@ -134,13 +135,14 @@ def explanation_panel(decision: Decision, agent: str) -> Panel:
     for (key, meaning), note in zip(STEPS, notes, strict=True):
         value = e["steps"][key]
         shown = f"{value:.4f}" if key == "quality" else f"{value:.4%}"
-        steps.add_row(key, shown, note or meaning)
+        steps.add_row(key, shown, term(note or meaning))
     parts += [gates, factors, steps]
     if e.get("notes"):
-        parts.append(Text("notes: " + "; ".join(e["notes"]), style="italic"))
+        parts.append(term("notes: " + "; ".join(e["notes"]), style="italic"))
     previous = e.get("previous_weight")
     was = "" if previous is None else f" (previous {previous:.2%})"
-    return Panel(Group(*parts), title=f"{agent} ({e['strategy']}): {e['weight']:.2%}{was}")
+    title = f"{markup(agent)} ({markup(e['strategy'])}): {e['weight']:.2%}{was}"
+    return Panel(Group(*parts), title=title)
 
 
 def print_decision(decision: Decision, console: Console | None = None) -> None:
@@ -148,10 +150,10 @@ def print_decision(decision: Decision, console: Console | None = None) -> None:
     console = console or Console(width=None if Console().is_terminal else 160)
     console.print(allocation_table(decision))
     p = decision.portfolio
-    caps = ", ".join(p["binding_caps"]) or "none"
+    caps = ", ".join(markup(c) for c in p["binding_caps"]) or "none"
     console.print(
         f"[bold]deployed {decision.gross:.2%}[/], [bold]cash {decision.cash:.2%}[/]: "
-        f"{p['reason']}. Gated: {p['n_gated']} of {p['n_agents']}. Binding caps: {caps}."
+        f"{markup(p['reason'])}. Gated: {p['n_gated']} of {p['n_agents']}. Binding caps: {caps}."
     )
 
 
@@ -165,7 +167,7 @@ def history_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     table.add_column("seq", justify="right")
     table.add_column("as_of")
     for name in agents:
-        table.add_column(name, justify="right")
+        table.add_column(term(name), justify="right")
     table.add_column("cash", justify="right")
     for row in rows:
         weights = row["weights"]
@@ -181,7 +183,7 @@ def agent_history_table(agent: str, rows: Sequence[Mapping[str, Any]]) -> Table:
         for name in (row["agent"] or {}).get("factors", {}):
             if name not in factor_names:
                 factor_names.append(name)
-    table = Table(title=f"{agent} over time", box=box.SIMPLE_HEAVY)
+    table = Table(title=f"{markup(agent)} over time", box=box.SIMPLE_HEAVY)
     table.add_column("seq", justify="right")
     table.add_column("as_of")
     table.add_column("weight", justify="right")
@@ -194,7 +196,8 @@ def agent_history_table(agent: str, rows: Sequence[Mapping[str, Any]]) -> Table:
             table.add_row(str(row["seq"]), row["as_of"], "-", *["-"] * len(factor_names), "absent")
             continue
         cells = [f"{a['factors'][n]:.3f}" if n in a["factors"] else "-" for n in factor_names]
-        table.add_row(str(row["seq"]), row["as_of"], f"{a['weight']:.2%}", *cells, a["summary"])
+        weight = f"{a['weight']:.2%}"
+        table.add_row(str(row["seq"]), row["as_of"], weight, *cells, term(a["summary"]))
     return table
 
 
@@ -213,10 +216,10 @@ def diff_view(diff: Mapping[str, Any], old_label: str, new_label: str) -> Group:
     ordered = sorted(diff["agents"].values(), key=lambda a: (-abs(a["change"]), a["agent"]))
     for a in ordered:
         style = "bold" if abs(a["change"]) > STEP_EPS else "dim"
-        lines.append(Text(a["text"], style=style))
+        lines.append(term(a["text"], style=style))
         for d in a["drivers"]:
             lines.append(
-                Text(f"    {d['kind']:<8} {d['text']}", style="dim" if not a["change"] else "")
+                term(f"    {d['kind']:<8} {d['text']}", style="dim" if not a["change"] else "")
             )
     return Group(*lines)
 
@@ -271,7 +274,7 @@ def overrides_table(
             else Text("expired", style="dim")
         )
         cap = "-" if o.cap is None else f"{o.cap:.2%}"
-        cells: list[Any] = [o.agent, o.action, cap, status]
+        cells: list[Any] = [term(o.agent), o.action, cap, status]
         if latest_as_of is not None:
             in_force = (applied or {}).get(o.agent) == o.to_dict()
             cells.append(
@@ -279,5 +282,5 @@ def overrides_table(
                 if in_force
                 else Text("not applied (next 'allocate')" if o.active(as_of) else "no")
             )
-        table.add_row(*cells, iso(o.expires_at), o.created_by, o.reason)
+        table.add_row(*cells, iso(o.expires_at), term(o.created_by), term(o.reason))
     return table

@@ -15,6 +15,7 @@ from typing import Any
 
 from meta_supervisor.allocate.fleet import Fleet
 from meta_supervisor.allocate.inputs import Confidence, Tail
+from meta_supervisor.allocate.schema import Factor
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.typing import FloatArray
@@ -58,7 +59,7 @@ class FactorTable:
 Compute = Callable[[Fleet, FloatArray, Policy, Persistence | None], ProfileFactors]
 #: ``explain(table, i, confidence, tail, strategy)``: agent ``i``'s factors as
 #: ``{factor, value, reason}`` dicts, in the order of ``ProfileFactors.factors``.
-Explain = Callable[[FactorTable, int, Confidence | None, Tail | None, str], list[dict[str, Any]]]
+Explain = Callable[[FactorTable, int, Confidence | None, Tail | None, str], list[Factor]]
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ from meta_supervisor.allocate.fleet import Fleet
 from meta_supervisor.allocate.inputs import Confidence, Tail
 from meta_supervisor.allocate.numbers import finite_number, py_max, py_min
 from meta_supervisor.allocate.profiles.base import FactorTable, ProfileFactors, ProfileMethod
+from meta_supervisor.allocate.schema import Factor
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.typing import BoolArray, FloatArray, IntArray
@@ -338,7 +339,7 @@ def tail_multipliers(
     return rho, np.where(ok, mult, 1.0)
 
 
-def _factor(name: str, value: float, reason: str) -> dict[str, Any]:
+def _factor(name: str, value: float, reason: str) -> Factor:
     return {"factor": name, "value": value, "reason": reason}
 
 
@@ -349,7 +350,7 @@ def quality_factor_dicts(
     confidence: Confidence | None,
     fleet: FleetEvidence,
     policy: Policy,
-) -> list[dict[str, Any]]:
+) -> list[Factor]:
     """Prior, evidence tilt and confidence of one agent, each with its reason (``t`` NaN: none)."""
     factors = [_factor("prior", 1.0, "neutral prior: equal weight over eligible agents")]
     if math.isnan(t):
@@ -405,7 +406,7 @@ def risk_factor_dicts(
     policy: Policy,
     fleet: FleetEvidence | None = None,
     own: float | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Factor]:
     """Drawdown and strategy tail of one agent with their reasons (NaN ``z``/``rho``: none).
 
     ``dd_mult`` is the factor used; with ``fleet`` and ``own`` (the agent's own drawdown
@@ -454,7 +455,7 @@ def quality_factors(
     confidence: Confidence | None,
     fleet: FleetEvidence,
     policy: Policy,
-) -> list[dict[str, Any]]:
+) -> list[Factor]:
     """Prior, evidence tilt and confidence for one agent (see the module docstring)."""
     n, mean, sd = (_nums([stats.get(k)]) for k in ("n_records", "pnl_mean_bps", "pnl_std_bps"))
     t = t_stats(n, mean, sd)
@@ -469,7 +470,7 @@ def risk_factors(
     tail: Tail | None,
     policy: Policy,
     fleet: FleetEvidence | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Factor]:
     """Drawdown against the agent's own scale, strategy tail against the strategy's.
 
     With ``fleet`` (:func:`fleet_evidence` of the agent's fleet) the drawdown factor is the one
@@ -534,7 +535,7 @@ def compute(
 
 def explain(
     table: FactorTable, i: int, held: Confidence | None, tail: Tail | None, strategy: str
-) -> list[dict[str, Any]]:
+) -> list[Factor]:
     """Agent ``i``'s factors (prior, evidence tilt, confidence, drawdown, tail) with reasons."""
     factors, extra, raw, policy = table.factors, table.extra, table.raw, table.policy
     return quality_factor_dicts(

@@ -11,7 +11,6 @@ Quality ``q = sqrt(max(pnl_sum, 0)) · (hit_rate_offset + hit_rate) · confidenc
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
@@ -19,6 +18,7 @@ from meta_supervisor.allocate.fleet import Fleet
 from meta_supervisor.allocate.inputs import Confidence, Tail
 from meta_supervisor.allocate.numbers import or_zero, py_max
 from meta_supervisor.allocate.profiles.base import FactorTable, ProfileFactors, ProfileMethod
+from meta_supervisor.allocate.schema import Factor
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.typing import FloatArray
@@ -60,7 +60,7 @@ def compute(
     )
 
 
-def _factor(name: str, value: float, reason: str) -> dict[str, Any]:
+def _factor(name: str, value: float, reason: str) -> Factor:
     return {"factor": name, "value": value, "reason": reason}
 
 
@@ -75,7 +75,7 @@ def _at_floor(mult: float, floor: float) -> str:
 
 def explain(
     table: FactorTable, i: int, held: Confidence | None, tail: Tail | None, strategy: str
-) -> list[dict[str, Any]]:
+) -> list[Factor]:
     """Agent ``i``'s six factors with their one-line reasons."""
     policy, factors, extra, checked = table.policy, table.factors, table.extra, table.checked
     n = checked["n_records"][i]

@@ -34,7 +34,6 @@ invested (no idle cash without a stated cause).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
@@ -42,6 +41,7 @@ from meta_supervisor.allocate.fleet import Fleet
 from meta_supervisor.allocate.inputs import Confidence, Tail
 from meta_supervisor.allocate.profiles.base import FactorTable, ProfileFactors, ProfileMethod
 from meta_supervisor.allocate.profiles.evidence import drawdown_multipliers, tail_multipliers
+from meta_supervisor.allocate.schema import Factor
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.signals.selection import RuleSelection, rule_weights
@@ -102,7 +102,7 @@ def compute(
 
 def explain(
     table: FactorTable, i: int, held: Confidence | None, tail: Tail | None, strategy: str
-) -> list[dict[str, Any]]:
+) -> list[Factor]:
     """Agent ``i``'s rule weight and broken test, each with its reason."""
     selection: RuleSelection = table.fleet
     policy = table.policy
