@@ -2,11 +2,11 @@
 
 The app and its one error handler; each command lives in its own module of this package
 (``demo``; ``decide``: allocate, supersede; ``review``: explain, history, diff, verify; ``policy``;
-``override``; ``ingest``: ingest, quarantine; ``backtest``) and is registered here. Common
-options: ``--root DIR`` (or ``META_SUPERVISOR_ROOT``: the original system's layout under DIR,
-e.g. the demo's ``demo-out``), ``--state-dir``, ``--config`` (policy TOML, or
-``META_SUPERVISOR_POLICY``), ``--as-of`` (ISO-8601 with a zone) and ``--json`` (stable machine
-output, schemas in docs/CLI.md; errors still go to stderr).
+``override``; ``ingest``: ingest, quarantine; ``backtest``; ``sweep``: grids of backtests on Ray; ``serve``: the live service) and is
+registered here. Common options: ``--root DIR`` (or ``META_SUPERVISOR_ROOT``: the original
+system's layout under DIR, e.g. the demo's ``demo-out``), ``--state-dir``, ``--config`` (policy
+TOML, or ``META_SUPERVISOR_POLICY``), ``--as-of`` (ISO-8601 with a zone) and ``--json`` (stable
+machine output, schemas in docs/CLI.md; errors still go to stderr).
 
 Exit codes:
 
@@ -37,6 +37,7 @@ from meta_supervisor.cli.ingest import ingest, quarantine
 from meta_supervisor.cli.override import override_app
 from meta_supervisor.cli.policy import policy_app
 from meta_supervisor.cli.review import diff, explain, history, verify
+from meta_supervisor.cli.serve import serve
 from meta_supervisor.cli.sweep import sweep
 from meta_supervisor.errors import MetaSupervisorError
 
@@ -102,6 +103,7 @@ for command in (
     sweep,
     ingest,
     quarantine,
+    serve,
 ):
     app.command()(command)
 app.add_typer(policy_app, name="policy")

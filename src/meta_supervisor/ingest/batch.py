@@ -223,11 +223,19 @@ def ingest(
     progress: Progress | None = None,
     lock_timeout_s: float = 0.0,
     chunk_bytes: int = CHUNK_BYTES,
+    strict: bool = False,
+    info: dict[str, Any] | None = None,
 ) -> IngestReport:
     """Read ``paths`` and commit what is new to the ledger at ``ledger`` as one batch.
 
     ``kind`` is ``"records"``, ``"telemetry"`` or ``"auto"`` (from each file's columns).
     ``dry_run`` reads, validates and compares with the store but writes nothing.
+    ``strict`` commits the batch only when no row is refused (validation, conflicting
+    duplicates in the batch or against the store, checked under the writer lock); otherwise
+    nothing is written, not even the quarantine, and the report lists the refused rows with
+    ``committed = False`` (the HTTP upload: the client fixes the batch and sends it again).
+    ``info`` is recorded with the batch in the manifest (e.g. an upload's idempotency key), so
+    it is committed with the rows or not at all.
     Raises :class:`meta_supervisor.ledger.store.LedgerBusy` when another ingest holds the lock
     longer than ``lock_timeout_s``.
     """
@@ -242,17 +250,21 @@ def ingest(
     quarantine = pl.concat([refused, conflicts]).sort(["source", "line"], nulls_last=True)
     report = IngestReport(reports, duplicates=duplicates, dry_run=dry_run)
     store = LedgerStore(ledger)
-    info = {"sources": [str(p) for p in files]}
-    if report.failed:
-        # One batch, all or nothing: committing the readable files while one named on the same
-        # command line could not be read would store half of what the operator meant, silently.
-        dry_run = True
-    if dry_run:
+    info = {"sources": [str(p) for p in files], **(info or {})}
+    # One batch, all or nothing: committing the readable files while one named on the same
+    # command line could not be read would store half of what the operator meant, silently.
+    if dry_run or report.failed:
         result = store.append(records, unique_tel, quarantine, info, dry_run=True)
+        if report.failed and strict:
+            result.records = result.telemetry = 0  # refused whole: nothing stored
     else:
         try:
             with store.writer(lock_timeout_s):
-                result = store.append(records, unique_tel, quarantine, info)
+                result = store.append(records, unique_tel, quarantine, info, dry_run=strict)
+                if strict and (quarantine.height or result.conflicts.height):
+                    result.records = result.telemetry = 0  # refused whole: nothing stored
+                elif strict:
+                    result = store.append(records, unique_tel, quarantine, info)
         except OSError as err:
             # disk full, read-only: the manifest is the commit point, so nothing half-committed
             where = err.filename or store.root
