@@ -2,10 +2,11 @@
 
 The app and its one error handler; each command lives in its own module of this package
 (``demo``; ``decide``: allocate, supersede; ``review``: explain, history, diff, verify; ``policy``;
-``override``; ``ingest``: ingest, quarantine; ``backtest``; ``sweep``: grids of backtests on Ray; ``serve``: the live service) and is
-registered here. Common options: ``--root DIR`` (or ``META_SUPERVISOR_ROOT``: the original
-system's layout under DIR, e.g. the demo's ``demo-out``), ``--state-dir``, ``--config`` (policy
-TOML, or ``META_SUPERVISOR_POLICY``), ``--as-of`` (ISO-8601 with a zone) and ``--json`` (stable
+``override``; ``ingest``: ingest, quarantine; ``backtest``; ``sweep``: grids of backtests on
+Ray; ``serve``: the live service) and is registered here. Common options: ``--root DIR`` (or
+``META_SUPERVISOR_ROOT``: the original system's layout under DIR, e.g. the demo's
+``demo-out``), ``--state-dir``, ``--config`` (policy TOML, or ``META_SUPERVISOR_POLICY``),
+``--as-of`` (ISO-8601 with a zone) and ``--json`` (stable
 machine output, schemas in docs/CLI.md; errors still go to stderr).
 
 Exit codes:
