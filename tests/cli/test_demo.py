@@ -14,7 +14,9 @@ from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research.demo import DEMO_AS_OF, write_demo_fleet
 from meta_supervisor.state.files import verify_history
 
-PROFILES = [None, *(Policy(profile=p) for p in Profile)]  # None: what run_cycle loads by default
+# None: what run_cycle loads by default; the select profile has its own test below
+PROFILES = [None, *(Policy(profile=p) for p in Profile if p is not Profile.SELECT)]
+ALL_PROFILES = [None, *(Policy(profile=p) for p in Profile)]
 
 
 def _factor(decision, agent, name):
@@ -64,6 +66,34 @@ def test_demo_fleet_decision(demo_paths, policy):
         assert e["summary"], name
 
 
+def test_demo_fleet_select_profile_holds_cash_only_for_a_named_cause(demo_paths):
+    decision, _ = run_cycle(demo_paths, DEMO_AS_OF, Policy(profile=Profile.SELECT), write=False)
+    assert _failed_gates(decision, "eridanus") == ["error_rate"]
+    assert _failed_gates(decision, "gemini")[0] == "min_records"
+    assert "operator_exclusion" in _failed_gates(decision, "hydra")
+    live = [a for a in decision.agents if not _failed_gates(decision, a)]
+    assert len(live) * Policy().max_weight >= 1.0  # the cap alone holds nothing back here
+    # no idle cash: what is not deployed is exactly what the named risk factors held back
+    # (beyond-noise drawdown, strategy tail, broken), up to the rounding down of the weights
+    held = 0.0
+    for agent in live:
+        steps = decision.agents[agent]["steps"]
+        cut = steps["after_cap"] - steps["after_risk"]
+        held += cut
+        if cut > 0:
+            named = [
+                f
+                for f in decision.agents[agent]["factors"]
+                if f["factor"] in ("broken", "drawdown", "cvar") and f["value"] < 1.0
+            ]
+            assert named and all(
+                "beyond its noise" in f["reason"] or f["reason"].startswith("broken") for f in named
+            )
+    assert decision.cash == pytest.approx(held, abs=1e-5)
+    reason = next(f["reason"] for f in decision.agents["atlas"]["factors"] if f["factor"] == "rule")
+    assert reason.startswith("follows ")
+
+
 def test_demo_cycle_writes_state_and_is_reproducible(tmp_path):
     paths = write_demo_fleet(tmp_path)
     first, _ = run_cycle(paths, DEMO_AS_OF)
@@ -93,7 +123,7 @@ def _drawdown_fleet(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "policy", PROFILES, ids=lambda p: "default" if p is None else p.profile.value
+    "policy", ALL_PROFILES, ids=lambda p: "default" if p is None else p.profile.value
 )
 def test_fleet_deep_in_drawdown_leaves_visibly_less_than_full_deployment(tmp_path, policy):
     paths = _drawdown_fleet(tmp_path)

@@ -178,7 +178,7 @@ def check_reasons(profile: str, values: dict[str, float], reasons: dict[str, str
             if scale + b > 0
         ]
         assert min(ratios) - 0.005 <= rho <= max(ratios) + 0.005, tail
-    tilt = reasons["evidence"]
+    tilt = reasons.get("evidence", "")
     if "shrunk" in tilt:
         t, mean_t, share, shrunk = _num(
             r"t of mean PnL ([-+0-9.]+) vs fleet ([-+0-9.]+), signal share ([0-9]+)%.*"

@@ -35,6 +35,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "avg_abs_error_bps": (0.0, math.inf),
     "max_drawdown_bps": (-math.inf, math.inf),
     "n_records": (0.0, math.inf),
+    "expected_records": (0.0, math.inf),
 }
 _PLAIN_TYPES = frozenset({float, int, type(None)})
 

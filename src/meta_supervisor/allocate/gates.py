@@ -11,7 +11,11 @@ kill                 its stats say ``decision: "KILL"``
 usable_numbers       a statistic is unusable: not a number, NaN, inf, a boolean, or out of
                      range (hit and error rates outside [0, 1], a negative average error)
 error_rate           ``error_rate > policy.max_error_rate`` (not applied without telemetry)
-min_records          ``n_records < policy.min_records`` (not applied when the count is unknown)
+min_records          ``n_records`` below what the agent's own cadence asks
+                     (:func:`meta_supervisor.signals.cadence.min_records_needed`:
+                     ``policy.min_records``, relaxed for an agent whose ``expected_records``
+                     in the window are known, so a holiday week never gates a daily agent);
+                     not applied when the count is unknown
 positive_pnl         ``pnl_sum_bps ≤ 0`` (within :data:`PNL_ZERO_BPS`); a *profile* gate: only
                      profiles that select on PnL (the seed's) apply it
 ==================== =========================================================================
@@ -30,6 +34,7 @@ from meta_supervisor.allocate.fleet import RANGES, Fleet, fleet_from_dicts
 from meta_supervisor.allocate.inputs import Override
 from meta_supervisor.allocate.schema import Gate
 from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals.cadence import min_records_needed
 from meta_supervisor.typing import BoolArray
 
 __all__ = [
@@ -60,7 +65,8 @@ def safety_gates(f: Fleet, policy: Policy, excluded: BoolArray) -> dict[str, Boo
         "kill": ~f.killed,
         "usable_numbers": np.ones(len(f.names), dtype=bool),
         "error_rate": np.isnan(err) | (err <= policy.max_error_rate),
-        "min_records": np.isnan(n_rec) | (n_rec >= policy.min_records),
+        "min_records": np.isnan(n_rec)
+        | (n_rec >= min_records_needed(c["expected_records"].checked, policy)),
     }
     for key in RANGES:
         gates["usable_numbers"][list(c[key].problems)] = False
@@ -86,7 +92,9 @@ def gate_details(
 ) -> list[Gate]:
     """Agent ``i``'s gates as the explanation lists them: ``{gate, passed, detail}`` each."""
     excluded = not passed["operator_exclusion"][i]
-    err, n, pnl = (checked[k][i] for k in ("error_rate", "n_records", "pnl_sum_bps"))
+    err, n, pnl, expected = (
+        checked[k][i] for k in ("error_rate", "n_records", "pnl_sum_bps", "expected_records")
+    )
     details = {
         "operator_exclusion": (
             f"excluded by {override.created_by} until {iso(override.expires_at)}: {override.reason}"
@@ -103,7 +111,7 @@ def gate_details(
         "min_records": (
             "record count not given: not gated"
             if math.isnan(n)
-            else f"{int(n)} records in window vs minimum {policy.min_records}"
+            else _min_records_detail(int(n), expected, policy)
         ),
         "positive_pnl": "pnl_sum_bps missing" if math.isnan(pnl) else f"pnl_sum {pnl:+.1f} bps",
     }
@@ -111,6 +119,17 @@ def gate_details(
         {"gate": gate, "passed": values[i], "detail": details[gate]}
         for gate, values in passed.items()
     ]
+
+
+def _min_records_detail(n: int, expected: float, policy: Policy) -> str:
+    """The min_records gate's detail, naming the agent's own cadence when it was used."""
+    if math.isnan(expected):
+        return f"{n} records in window vs minimum {policy.min_records}"
+    need = float(min_records_needed(np.array([expected]), policy)[0])
+    return (
+        f"{n} records in window vs minimum {need:.1f} "
+        f"(its own cadence: {expected:.1f} expected; policy minimum {policy.min_records})"
+    )
 
 
 def eligible_agents(stats: Mapping[str, Mapping[str, Any]], policy: Policy) -> list[str]:

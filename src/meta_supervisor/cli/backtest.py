@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, cast
 
@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from meta_supervisor.allocate.decision import parse_iso
 from meta_supervisor.cli.common import BACKTEST_SCHEMA, console, emit_json, fail
 from meta_supervisor.cycle.run import Ledger
 from meta_supervisor.ingest.records import dedupe_records
@@ -51,6 +52,7 @@ _COLUMNS = [
     ("mean_gross", "gross", "{:.0%}"),
     ("turnover", "turnover", "{:.3f}"),
     ("derisk_hours", "de-risk h", "{:.0f}"),
+    ("fallback_share", "fell back", "{:.0%}"),
 ]
 
 
@@ -70,7 +72,7 @@ def metrics_table(result: BacktestResult, title: str = "backtest") -> Table:
         table.add_column(header, justify="right")
     for name, values in result.metrics.items():
         label = f"{name} *" if name == result.default_method else name
-        table.add_row(label, *(_cell(values[key], fmt) for key, _, fmt in _COLUMNS))
+        table.add_row(label, *(_cell(values.get(key, math.nan), fmt) for key, _, fmt in _COLUMNS))
     return table
 
 
@@ -98,6 +100,22 @@ def backtest(
     ] = 0.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     list_scenarios: Annotated[bool, typer.Option("--list", help="List the scenarios.")] = False,
+    calendar: Annotated[
+        bool | None,
+        typer.Option(
+            "--calendar/--no-calendar",
+            help="Decide at the ledger's own trading calendar (each distinct maturity: the "
+            "closes) instead of every --every (default: the scenario's choice; off for files).",
+        ),
+    ] = None,
+    date_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="First decision date (ISO, UTC); the history before it is the warm-up.",
+        ),
+    ] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Last decision date (ISO).")] = None,
 ) -> None:
     """Backtest every policy profile and baseline through the live cycle, rebalancing every 6 h.
 
@@ -116,6 +134,7 @@ def backtest(
         every_h = parse_duration(every) if every else None
         warmup_h = parse_duration(warmup)
         policy = load_policy(config) if config else None
+        window = {"date_from": _date_arg(date_from), "date_to": _date_arg(date_to, end=True)}
     except (ValueError, PolicyError) as err:
         raise fail(str(err)) from None
     try:
@@ -129,6 +148,8 @@ def backtest(
                 warmup_hours=warmup_h,
                 console=out,
                 info=info,
+                **window,
+                **({} if calendar is None else {"calendar": calendar}),
             )
         else:
             source = (
@@ -137,13 +158,22 @@ def backtest(
                 else _ledger_from_files(cast(Path, records), telemetry, out)
             )
             result = _run_ledger(
-                source, str(ledger or records), every_h or 6.0, policy, warmup_h, out
+                source,
+                str(ledger or records),
+                every_h or 6.0,
+                policy,
+                warmup_h,
+                out,
+                calendar=bool(calendar),
+                **window,
             )
     except (KeyError, ImportError, ValueError) as err:
         raise fail(str(err.args[0] if err.args else err)) from None
-    title = (
-        f"{scenario} (seed {seed})" if scenario else str(records or ledger)
-    ) + f": {len(result.times)} rebalances every {result.every_hours:g} h"
+    title = (f"{scenario} (seed {seed})" if scenario else str(records or ledger)) + (
+        f": {len(result.times)} rebalances at the ledger's closes"
+        if result.info.get("calendar")
+        else f": {len(result.times)} rebalances every {result.every_hours:g} h"
+    )
     if json_out:
         emit_json({"schema": BACKTEST_SCHEMA} | result.to_dict())
     else:
@@ -186,6 +216,10 @@ def _run_ledger(
     policy: Policy | None,
     warmup_h: float,
     console: Console,
+    *,
+    calendar: bool = False,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
 ) -> BacktestResult:
     recs = ledger.records
     if recs.height == 0:
@@ -199,4 +233,20 @@ def _run_ledger(
         warmup_hours=warmup_h,
         console=console,
         info={"ledger": source},
+        calendar=calendar,
+        date_from=date_from,
+        date_to=date_to,
     )
+
+
+def _date_arg(text: str | None, *, end: bool = False) -> datetime | None:
+    """``--from``/``--to``: an ISO date (UTC midnight; ``--to`` a date means through its end)
+    or an ISO instant with a zone."""
+    if text is None:
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        return parse_iso(text)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start + timedelta(days=1) if end else start

@@ -2,10 +2,11 @@
 
 The app and its one error handler; each command lives in its own module of this package
 (``demo``; ``decide``: allocate, supersede; ``review``: explain, history, diff, verify; ``policy``;
-``override``; ``ingest``: ingest, quarantine; ``backtest``; ``serve``: the live service) and is
-registered here. Common options: ``--root DIR`` (or ``META_SUPERVISOR_ROOT``: the original
-system's layout under DIR, e.g. the demo's ``demo-out``), ``--state-dir``, ``--config`` (policy
-TOML, or ``META_SUPERVISOR_POLICY``), ``--as-of`` (ISO-8601 with a zone) and ``--json`` (stable
+``override``; ``ingest``: ingest, quarantine; ``backtest``; ``sweep``: grids of backtests on
+Ray; ``serve``: the live service) and is registered here. Common options: ``--root DIR`` (or
+``META_SUPERVISOR_ROOT``: the original system's layout under DIR, e.g. the demo's
+``demo-out``), ``--state-dir``, ``--config`` (policy TOML, or ``META_SUPERVISOR_POLICY``),
+``--as-of`` (ISO-8601 with a zone) and ``--json`` (stable
 machine output, schemas in docs/CLI.md; errors still go to stderr).
 
 Exit codes:
@@ -46,6 +47,7 @@ from meta_supervisor.cli.override import override_app
 from meta_supervisor.cli.policy import policy_app
 from meta_supervisor.cli.review import diff, explain, history, verify
 from meta_supervisor.cli.serve import serve
+from meta_supervisor.cli.sweep import sweep
 from meta_supervisor.errors import MetaSupervisorError
 
 
@@ -168,6 +170,7 @@ for command in (
     diff,
     verify,
     backtest,
+    sweep,
     ingest,
     quarantine,
     serve,

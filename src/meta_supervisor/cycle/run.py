@@ -24,7 +24,8 @@ from meta_supervisor.ingest.batch import dedupe_batch
 from meta_supervisor.ingest.records import empty_quarantine, empty_records
 from meta_supervisor.ingest.sources import read_records, read_telemetry
 from meta_supervisor.ledger.store import LedgerError, LedgerStore, Manifest
-from meta_supervisor.policy.model import Policy, Profile, load_policy
+from meta_supervisor.policy.model import Policy, load_policy
+from meta_supervisor.signals.cadence import CadenceIndex, cadence_hours, with_expected_records
 from meta_supervisor.signals.confidence import confidence_multipliers
 from meta_supervisor.signals.persistence import Persistence, history_hours
 from meta_supervisor.signals.persistence import persistence as learned_strength
@@ -58,6 +59,7 @@ __all__ = [
     "cycle_frames",
     "cycle_inputs",
     "decide",
+    "expected_records",
     "frames_to_inputs",
     "load_ledger",
     "load_overrides",
@@ -157,8 +159,11 @@ def window_hours(policy: Policy) -> float:
 def cycle_frames(
     ledger: Ledger, as_of: datetime, policy: Policy
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Stats per agent, confidence per agent and tails per strategy as of ``as_of``, as frames."""
-    stats = agent_stats(ledger.records, ledger.telemetry, as_of, policy)
+    """Stats per agent (with their ``expected_records``, :func:`expected_records`),
+    confidence per agent and tails per strategy as of ``as_of``, as frames."""
+    stats = expected_records(
+        agent_stats(ledger.records, ledger.telemetry, as_of, policy), ledger, as_of, policy
+    )
     conf = confidence_multipliers(ledger.records, as_of, policy)
     tails = strategy_tails(ledger.records, as_of, policy)
     return stats, conf, tails
@@ -196,6 +201,7 @@ def decide(
     *,
     frames: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None = None,
     persistence: Persistence | None = None,
+    cadence: CadenceIndex | None = None,
 ) -> Decision:
     """The pure cycle: ledger as of ``as_of`` -> decision (nothing after ``as_of`` is seen).
 
@@ -209,13 +215,14 @@ def decide(
     across cycles); ``ledger`` is then not read, except by the evidence profile's learned tilt
     strength: :func:`~meta_supervisor.signals.persistence.persistence` of ``ledger.records`` as of
     ``as_of``, unless ``persistence`` is given (or ``evidence_persistence_lags = 0``).
+
+    ``cadence`` indexes every agent's records for the min_records gate's own-cadence test
+    (:mod:`meta_supervisor.signals.cadence`); without it the index is built from
+    ``ledger.records`` when they are there (the store path passes one built from the store).
     """
     stats, confidence, tails = frames or cycle_frames(ledger, as_of, policy)
-    if (
-        persistence is None
-        and policy.profile is Profile.EVIDENCE
-        and policy.evidence_persistence_lags > 0
-    ):
+    stats = expected_records(stats, ledger, as_of, policy, cadence)
+    if persistence is None and history_hours(policy) > 0:
         persistence = learned_strength(ledger.records, as_of, policy)
     return allocate_frames(
         stats,
@@ -228,6 +235,24 @@ def decide(
         previous_hash=previous_hash,
         persistence=persistence,
     )
+
+
+def expected_records(
+    stats: pl.DataFrame,
+    ledger: Ledger,
+    as_of: datetime,
+    policy: Policy,
+    cadence: CadenceIndex | None = None,
+) -> pl.DataFrame:
+    """``stats`` with each agent's ``expected_records`` (its own cadence) when cadence is on
+    and an index is given or ``ledger.records`` can build one; unchanged otherwise."""
+    if cadence_hours(policy) <= 0 or "expected_records" in stats.columns:
+        return stats
+    if cadence is None:
+        if not ledger.records.height:
+            return stats
+        cadence = CadenceIndex.from_records(ledger.records, policy.horizon_hours)
+    return with_expected_records(stats, cadence, as_of, policy)
 
 
 def load_overrides(paths: Paths) -> list[Override]:
@@ -477,6 +502,17 @@ def _engine_frames(
     return frames, learned
 
 
+def _store_cadence(
+    paths: Paths, manifest: Manifest, as_of: datetime, policy: Policy
+) -> CadenceIndex | None:
+    """The cadence index over the store's records of the cadence history (``None``: off)."""
+    history = cadence_hours(policy)
+    if history <= 0:
+        return None
+    records = LedgerStore(paths.ledger or "").records(as_of, history, manifest)
+    return CadenceIndex.from_records(records, policy.horizon_hours)
+
+
 def _latest_bound(his: list[int], as_of: datetime) -> datetime | None:
     """The latest segment bound at or before ``as_of`` (µs since the epoch), as a datetime."""
     limit = (as_of - _EPOCH) // timedelta(microseconds=1)
@@ -619,7 +655,11 @@ def _run_cycle(
         extra: dict[str, Any] = {}
         if manifest is not None:
             frames, learned = _engine_frames(paths, ledger, manifest, as_of, policy, write)
-            extra = {"frames": frames, "persistence": learned}
+            extra = {
+                "frames": frames,
+                "persistence": learned,
+                "cadence": _store_cadence(paths, manifest, as_of, policy),
+            }
         overrides = load_overrides(paths)
         return decide(ledger, as_of, policy, previous, overrides, prev_hash, **extra)
 

@@ -34,10 +34,14 @@ class Profile(StrEnum):
     ``evidence``: tilt from equal weight only as far as the t-statistic of each agent's mean
     PnL is strong; drawdown and tail against the agent's own scale
     (:mod:`meta_supervisor.allocate.profiles.evidence`; chosen by backtest, docs/BACKTEST.md).
+    ``select``: equal weight until another allocation rule has beaten it out of sample with a
+    paired t above ``selection_t0``, then that rule; a broken agent cut to zero
+    (:mod:`meta_supervisor.allocate.profiles.select`).
     """
 
     SEED = "seed"
     EVIDENCE = "evidence"
+    SELECT = "select"
 
 
 class CapExcess(StrEnum):
@@ -65,7 +69,8 @@ class Policy(BaseModel):
     profile: Profile = Field(
         Profile.EVIDENCE,
         strict=False,  # named by its value in a file ("seed")
-        description="allocation formula: evidence (default, chosen by backtest) or seed",
+        description="allocation formula: evidence (default, chosen by backtest), select "
+        "(learned rule selection) or seed",
     )
 
     # ---- windows ----
@@ -81,6 +86,27 @@ class Policy(BaseModel):
     max_error_rate: float = Field(0.15, ge=0, le=1, description="gate: error rate above this")
     min_records: int = Field(
         5, ge=0, le=1_000_000, description="gate: fewer matured records than this"
+    )
+    cadence_history_hours: float = Field(
+        672.0,
+        ge=0,
+        le=24 * 366,
+        description="min_records judged against the agent's own cadence: its records over "
+        "the last max(this, lookback) hours scaled to the window (meta_supervisor.signals."
+        "cadence); 0: off (a holiday week then gates a daily fleet)",
+    )
+    cadence_min_share: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="cadence: an agent with at least this share of its expected records "
+        "passes min_records (a holiday week holds 4 of 5 trading days)",
+    )
+    cadence_min_records: int = Field(
+        3,
+        ge=0,
+        le=1_000_000,
+        description="cadence: never relax min_records below this many records",
     )
 
     # ---- quality ----
@@ -212,6 +238,42 @@ class Policy(BaseModel):
     )
     evidence_confidence_shrink: bool = Field(
         True, description="evidence: confidence c used as c + (1 − g)·(1 − c) (pulled to 1)"
+    )
+
+    # ---- select profile (meta_supervisor.allocate.profiles.select) ----
+    selection_lags: int = Field(
+        60,
+        ge=0,
+        le=10_000,
+        description="select: past periods J over which each rule's next-period PnL is "
+        "compared with equal weight's (meta_supervisor.signals.selection)",
+    )
+    selection_step_hours: float = Field(
+        24.0, gt=0, le=24 * 366, description="select: H, the out-of-sample period (h)"
+    )
+    selection_t0: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="select: leave equal weight only for a rule whose paired t of "
+        "risk-adjusted next-period PnL against it exceeds this",
+    )
+    broken_loss_scale: float = Field(
+        2.5,
+        gt=0,
+        le=1000,
+        description="select: cut an agent whose broken_consecutive consecutive losses each "
+        "exceed this many of its own robust scales (meta_supervisor.signals.broken)",
+    )
+    broken_consecutive: int = Field(
+        2, ge=0, le=1000, description="select: consecutive losses that make an agent broken"
+    )
+    broken_memory_records: int = Field(
+        5,
+        ge=0,
+        le=100_000,
+        description="select: a broken agent stays cut until this many records pass without "
+        "a new run of such losses (0: no cut)",
     )
 
     @model_validator(mode="after")

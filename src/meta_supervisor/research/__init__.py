@@ -8,7 +8,9 @@ module         what it holds
 ============== ============================================================================
 simulate       synthetic fleets with and without skill, blow-ups, regime shifts
 realprice      a fleet of plain trading rules on real S&P 500 closes (``research`` extra)
+calendar       an exchange calendar (NYSE rules, early closes) and the mixed-cadence fleet
 scenarios      every named scenario in one register
+sweep          grids of backtests (scenarios x seeds x knobs x folds) on Ray or serially
 backtest       run_backtest / run_fleet: profiles and baselines side by side
 baselines      equal weight, inverse volatility, HRP, the seed exactly as written
 metrics        Sharpe, drawdown, gross, turnover, time to de-risk

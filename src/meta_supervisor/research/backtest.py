@@ -65,10 +65,17 @@ from rich.progress import (
 )
 
 from meta_supervisor.allocate.decision import Decision
-from meta_supervisor.cycle.run import Ledger, cycle_frames, decide, frames_to_inputs
+from meta_supervisor.cycle.run import (
+    Ledger,
+    cycle_frames,
+    decide,
+    expected_records,
+    frames_to_inputs,
+)
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research import baselines
 from meta_supervisor.research.metrics import summarize
+from meta_supervisor.signals.cadence import CadenceIndex
 from meta_supervisor.signals.incremental import IncrementalStats, SortedLedger
 from meta_supervisor.signals.persistence import Persistence, anchor, history_hours, persistence
 from meta_supervisor.units import US_PER_HOUR
@@ -79,6 +86,8 @@ __all__ = [
     "BacktestResult",
     "MethodRun",
     "agent_period_pnl",
+    "calendar_times",
+    "decision_times",
     "frames_key",
     "run_backtest",
 ]
@@ -133,7 +142,11 @@ class BacktestResult:
         }
 
 
-Baseline = Callable[[dict, dict, dict, Policy, Ledger, datetime], dict[str, float]]
+Baseline = Callable[
+    [dict, dict, dict, Policy, Ledger, datetime], dict[str, float] | tuple[dict[str, float], bool]
+]
+"""A baseline returns its weights, or ``(weights, fell_back)`` when it can fall back to another
+rule (HRP to equal weight): the backtest counts those rebalances (``fallback_share``)."""
 
 BASELINES: dict[str, tuple[str, Baseline]] = {
     "equal_weight": (
@@ -149,8 +162,9 @@ BASELINES: dict[str, tuple[str, Baseline]] = {
         lambda s, c, t, p, ledger, at: baselines.seed_original(s, c, t, p.confidence_prior),
     ),
     "hrp": (
-        "skfolio Hierarchical Risk Parity on daily agent PnL (research extra)",
-        lambda s, c, t, p, ledger, at: baselines.hrp(s, ledger.records, at, p),
+        "skfolio Hierarchical Risk Parity on 60 days of daily agent PnL (research extra; "
+        "equal weight with < 10 days, counted as fallback_share)",
+        lambda s, c, t, p, ledger, at: baselines.hrp_weights(s, ledger.records, at, p),
     ),
 }
 
@@ -177,27 +191,88 @@ def rebalance_times(
     return times
 
 
+def calendar_times(
+    records: pl.DataFrame, horizon_hours: int, first: datetime, end: datetime
+) -> tuple[list[datetime], datetime | None]:
+    """The ledger's own trading calendar: every distinct ``matured_at`` (at the horizon) in
+    ``[first, end]``, as ``(decision times, end of the last period)``.
+
+    On an exchange calendar a record matures at the next session's close, so these are the
+    closes at which a desk decides; period ``k`` is ``[t_k, t_{k+1})`` and the last close in
+    the range only ends the period before it.
+    """
+    closes = (
+        records.lazy()
+        .filter(pl.col("horizon_hours") == horizon_hours)
+        .filter((pl.col("matured_at") >= first) & (pl.col("matured_at") <= end))
+        .select(pl.col("matured_at").unique().sort())
+        .collect()["matured_at"]
+        .to_list()
+    )
+    if len(closes) < 2:
+        return [], None
+    return closes[:-1], closes[-1]
+
+
+def decision_times(
+    ledger: Ledger,
+    start: datetime,
+    end: datetime,
+    *,
+    every_hours: float,
+    warmup_hours: float,
+    horizon_hours: int,
+    calendar: bool = False,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
+) -> tuple[list[datetime], datetime | None]:
+    """Rebalance times and the end of the last period, for a run over ``[start, end]``.
+
+    ``date_from``/``date_to`` restrict the *decisions* to a date range; the history before
+    ``date_from`` is the warm-up (the first decision is at the later of ``date_from`` and
+    ``start + warmup``), so a sub-period is decided exactly as inside a run over the whole span
+    (up to the stability step's previous weights, which start fresh). ``calendar``: decide at
+    the ledger's own closes (:func:`calendar_times`) instead of every ``every_hours``.
+    """
+    first = start + timedelta(hours=warmup_hours)
+    if date_from is not None:
+        first = max(first, date_from)
+    last = end if date_to is None else min(end, date_to)
+    if calendar:
+        return calendar_times(ledger.records, horizon_hours, first, last)
+    times = rebalance_times(first, last, every_hours, 0.0)
+    return times, (times[-1] + timedelta(hours=every_hours) if times else None)
+
+
 def agent_period_pnl(
     records: pl.DataFrame,
     times: Sequence[datetime],
     every_hours: float,
     horizon_hours: int,
     agents: Sequence[str],
+    period_end: datetime | None = None,
 ) -> np.ndarray:
     """``p[k, i]``: mean realised bps of agent ``i``'s records with ``ts`` in period ``k``.
 
-    Periods are ``[times[k], times[k] + every)``; 0 where the agent has no record there.
+    Periods are ``[times[k], times[k] + every)``, or with ``period_end`` (irregular times, a
+    trading calendar) ``[times[k], times[k + 1])`` and ``[times[-1], period_end)``; 0 where the
+    agent has no record there.
     """
     p = np.zeros((len(times), len(agents)))
     if not times or not agents:
         return p
     t0 = times[0]
     col = {a: i for i, a in enumerate(agents)}
-    hours = (pl.col("ts") - pl.lit(t0)).dt.total_microseconds() / US_PER_HOUR
+    if period_end is None:
+        hours = (pl.col("ts") - pl.lit(t0)).dt.total_microseconds() / US_PER_HOUR
+        period = (hours / every_hours).floor().cast(pl.Int64)
+    else:
+        bounds = pl.Series([*times, period_end]).cast(records.schema["ts"])
+        period = (pl.lit(bounds).search_sorted(pl.col("ts"), side="right") - 1).cast(pl.Int64)
     booked = (
         records.lazy()
         .filter(pl.col("horizon_hours") == horizon_hours)
-        .with_columns((hours / every_hours).floor().cast(pl.Int64).alias("_k"))
+        .with_columns(period.alias("_k"))
         .filter((pl.col("_k") >= 0) & (pl.col("_k") < len(times)))
         .group_by("_k", "agent")
         .agg(pl.col("realized_pnl_bps").mean().alias("_p"))
@@ -239,6 +314,9 @@ def run_backtest(
     console: Console | None = None,
     info: dict[str, Any] | None = None,
     engine: str = "incremental",
+    calendar: bool = False,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
 ) -> BacktestResult:
     """Run every profile through :func:`decide` and every baseline, every ``every_hours``.
 
@@ -261,6 +339,12 @@ def run_backtest(
         Where the cycle inputs come from (see the module docstring): one incremental state per
         distinct window policy, advanced once per rebalance (default), or a full recompute per
         profile and rebalance (byte-identical to standalone cycles).
+    calendar : bool
+        Decide at the ledger's own trading calendar (every distinct ``matured_at``: the
+        closes) instead of every ``every_hours`` (:func:`decision_times`); the Sharpe is then
+        annualised by the mean period length.
+    date_from, date_to : datetime, optional
+        Decide only inside this range; the history before ``date_from`` is the warm-up.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
@@ -275,12 +359,26 @@ def run_backtest(
     unknown = [n for n in baseline_names if n not in BASELINES]
     if unknown:
         raise KeyError(f"unknown baseline(s) {unknown}; known: {', '.join(BASELINES)}")
-    times = rebalance_times(start, end, every_hours, warmup_hours)
-    if not times:
+    times, period_end = decision_times(
+        ledger,
+        start,
+        end,
+        every_hours=every_hours,
+        warmup_hours=warmup_hours,
+        horizon_hours=policy.horizon_hours,
+        calendar=calendar,
+        date_from=date_from,
+        date_to=date_to,
+    )
+    if not times or period_end is None:
         raise ValueError(
             f"no rebalance between {start} + {warmup_hours:g} h warm-up and {end} "
             f"at every {every_hours:g} h"
+            + (f" inside [{date_from}, {date_to}]" if date_from or date_to else "")
         )
+    if calendar:
+        every_hours = (period_end - times[0]).total_seconds() / 3600 / len(times)
+    cadence = CadenceIndex.from_records(ledger.records, policy.horizon_hours)
     agents = sorted(ledger.records["agent"].unique().to_list())
     col = {a: i for i, a in enumerate(agents)}
     policies = {p.value: Policy(**{**policy.model_dump(), "profile": p}) for p in profiles}
@@ -295,6 +393,7 @@ def run_backtest(
         sorted_ledger = SortedLedger(ledger.records)
 
     learned: dict[tuple[str, datetime], Persistence] = {}
+    fallbacks: dict[str, int] = {}
     bar = _progress(console)
     task = bar.add_task("backtest", total=n_t, status="")
     with bar if progress else _Null():
@@ -311,25 +410,40 @@ def run_backtest(
                     previous[name],
                     frames=frames.get(frames_key(pol)),
                     persistence=_learned(learned, ledger, t, pol),
+                    cadence=cadence,
                 )
                 previous[name] = decision.weights
                 decisions[name].append(decision)
                 for agent, w in decision.weights.items():
                     weights[name][k, col[agent]] = w
             if baseline_names:
-                base = frames.get(frames_key(policy)) or cycle_frames(ledger, t, policy)
-                stats, confidence, tails = frames_to_inputs(*base, policy)
+                base_stats, base_conf, base_tails = frames.get(frames_key(policy)) or cycle_frames(
+                    ledger, t, policy
+                )
+                base_stats = expected_records(base_stats, ledger, t, policy, cadence)
+                stats, confidence, tails = frames_to_inputs(
+                    base_stats, base_conf, base_tails, policy
+                )
                 for name in baseline_names:
-                    for agent, w in BASELINES[name][1](
-                        stats, confidence, tails, policy, ledger, t
-                    ).items():
+                    out = BASELINES[name][1](stats, confidence, tails, policy, ledger, t)
+                    if isinstance(out, tuple):
+                        out, fell_back = out
+                        fallbacks[name] = fallbacks.get(name, 0) + int(fell_back)
+                    for agent, w in out.items():
                         if agent in col:
                             weights[name][k, col[agent]] = w
             if progress:
                 gross = float(weights[policy.profile.value][k].sum())
                 bar.update(task, advance=1, status=f"{t:%Y-%m-%d %H:%M} gross {gross:.0%}")
 
-    pnl = agent_period_pnl(ledger.records, times, every_hours, policy.horizon_hours, agents)
+    pnl = agent_period_pnl(
+        ledger.records,
+        times,
+        every_hours,
+        policy.horizon_hours,
+        agents,
+        period_end=period_end if calendar else None,
+    )
     runs: dict[str, MethodRun] = {}
     for name, grid in weights.items():
         desc = f"profile {name} via cycle.decide" if name in policies else BASELINES[name][0]
@@ -346,6 +460,8 @@ def run_backtest(
         name: summarize(run.period_pnl, run.weights, every_hours, t_hours, ev)
         for name, run in runs.items()
     }
+    for name, count in fallbacks.items():
+        metrics[name]["fallback_share"] = count / n_t
     return BacktestResult(
         times=times,
         every_hours=every_hours,
@@ -355,7 +471,7 @@ def run_backtest(
         events=list(events),
         metrics=metrics,
         default_method=policy.profile.value,
-        info=dict(info or {}),
+        info={**(info or {}), **({"calendar": True} if calendar else {})},
     )
 
 
@@ -399,6 +515,7 @@ def run_fleet(
     base = policy or Policy()
     if fleet.policy_overrides:
         base = Policy(**{**base.model_dump(), **fleet.policy_overrides})
+    kwargs.setdefault("calendar", fleet.calendar)
     return run_backtest(
         fleet.ledger,
         fleet.start,

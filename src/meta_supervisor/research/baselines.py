@@ -11,8 +11,12 @@ and returns ``{agent: weight}`` (fractions of capital; the rest is cash). None k
   ``compute_weights`` exactly as SEED.md wrote it (one-pass cap that can push an agent above the
   cap and invert the ranking, always renormalised to 100% so penalties never reach cash,
   ``avg_abs_error`` defaulting to 999 when missing).
-* :func:`hrp`: skfolio's Hierarchical Risk Parity on the agents' daily PnL in the window, when
-  the ``research`` extra is installed.
+* :func:`hrp`: skfolio's Hierarchical Risk Parity on the agents' daily PnL over its own
+  lookback (:data:`HRP_LOOKBACK_HOURS`, 60 days, or the policy's window if longer: a
+  covariance of 30 agents needs more days than the 7-day stats window holds), when the
+  ``research`` extra is installed. Where even that holds fewer than :data:`HRP_MIN_DAYS` days
+  (the start of a run) it falls back to equal weight and says so (:func:`hrp_weights`); the
+  backtest counts those rebalances.
 
 The seed profile *made correct* is not here: it is :func:`meta_supervisor.cycle.run.decide` with
 ``Policy(profile="seed")``, run by the backtest through the live path.
@@ -44,6 +48,7 @@ __all__ = [
     "equal_weight",
     "hrp",
     "hrp_available",
+    "hrp_weights",
     "inverse_volatility",
     "seed_original",
 ]
@@ -161,15 +166,26 @@ def hrp_available() -> bool:
     return True
 
 
+#: HRP's own history: 60 days of daily PnL (or the policy's window when longer).
+HRP_LOOKBACK_HOURS = 24.0 * 60
+#: Fewer days of daily PnL than this: HRP falls back to equal weight.
+HRP_MIN_DAYS = 10
+
+
 def daily_pnl_matrix(
-    records: pl.DataFrame, as_of: datetime, policy: Policy, agents: list[str]
+    records: pl.DataFrame,
+    as_of: datetime,
+    policy: Policy,
+    agents: list[str],
+    lookback_hours: float | None = None,
 ) -> np.ndarray:
     """Agents' mean realised PnL per day of signal, over records visible at ``as_of``.
 
-    Rows: days in the window ``(as_of − lookback, as_of]`` by ``matured_at``; columns:
-    ``agents``; a day without a record for an agent is 0 (no position).
+    Rows: days in the window ``(as_of − lookback, as_of]`` by ``matured_at`` (``lookback``:
+    ``lookback_hours``, else the policy's); columns: ``agents``; a day without a record for an
+    agent is 0 (no position).
     """
-    start = as_of - timedelta(hours=policy.lookback_hours)
+    start = as_of - timedelta(hours=lookback_hours or policy.lookback_hours)
     daily = (
         records.lazy()
         .filter(
@@ -190,18 +206,30 @@ def daily_pnl_matrix(
 
 
 def hrp(stats: Stats, records: pl.DataFrame, as_of: datetime, policy: Policy) -> dict[str, float]:
-    """skfolio's HRP over eligible agents' daily PnL (needs the ``research`` extra).
+    """skfolio's HRP over eligible agents' daily PnL (needs the ``research`` extra); the
+    weights of :func:`hrp_weights`."""
+    return hrp_weights(stats, records, as_of, policy)[0]
 
-    Fewer than 10 days or 2 agents: equal weight over the eligible agents.
-    """
-    from skfolio.optimization import HierarchicalRiskParity
 
+def hrp_weights(
+    stats: Stats, records: pl.DataFrame, as_of: datetime, policy: Policy
+) -> tuple[dict[str, float], bool]:
+    """``(weights, fell_back)``: skfolio's HRP over the eligible agents' daily PnL over
+    ``max(HRP_LOOKBACK_HOURS, policy.lookback_hours)``; equal weight (``fell_back`` true) with
+    fewer than :data:`HRP_MIN_DAYS` days or 2 agents."""
     names = eligible_agents(stats, policy)
     if len(names) < 2:
-        return equal_weight(stats, policy)
-    x = daily_pnl_matrix(records, as_of, policy, names) / 1e4
-    if x.shape[0] < 10:
-        return equal_weight(stats, policy)
+        return equal_weight(stats, policy), True
+    lookback = max(HRP_LOOKBACK_HOURS, policy.lookback_hours)
+    x = daily_pnl_matrix(records, as_of, policy, names, lookback) / 1e4
+    if x.shape[0] < HRP_MIN_DAYS:
+        return equal_weight(stats, policy), True
+    return _hrp_fit(names, x, policy), False
+
+
+def _hrp_fit(names: list[str], x: np.ndarray, policy: Policy) -> dict[str, float]:
+    from skfolio.optimization import HierarchicalRiskParity
+
     keep = x.std(axis=0) > 0
     names = [n for n, k in zip(names, keep, strict=True) if k]
     model = HierarchicalRiskParity()

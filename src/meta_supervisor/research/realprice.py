@@ -34,9 +34,18 @@ import polars as pl
 
 from meta_supervisor.cycle.run import Ledger
 from meta_supervisor.ingest.records import dedupe_records, normalize_records, normalize_telemetry
+from meta_supervisor.research.calendar import session_closes
 from meta_supervisor.research.simulate import START, FleetSpec, Scenario, SimulatedFleet
 
-__all__ = ["RULES", "SCENARIOS", "load_sp500_prices", "rule_directions", "rule_fleet"]
+__all__ = [
+    "PERIODS",
+    "RULES",
+    "SCENARIOS",
+    "load_sp500_prices",
+    "rule_directions",
+    "rule_fleet",
+    "sp500_calendar_fleet",
+]
 
 RULES = ("buy_and_hold", "momentum", "mean_reversion", "ma_cross")
 DEFAULT_SYMBOLS = ("AAPL", "BAC", "CVX", "GE", "JNJ", "JPM", "KO", "MSFT")
@@ -109,6 +118,7 @@ def rule_fleet(
     symbols: tuple[str, ...] | None = None,
     rules: tuple[str, ...] = RULES,
     fit_days: int = 60,
+    calendar: bool = False,
 ) -> SimulatedFleet:
     """Records and telemetry of every ``rule`` × ``symbol`` agent on ``prices``.
 
@@ -120,6 +130,14 @@ def rule_fleet(
         Columns to trade (default: all but ``date``).
     fit_days : int
         Records in the forecast's trailing fit (past only).
+    calendar : bool
+        Lay the records on the prices' own dates (the exchange calendar: weekends, holidays,
+        unscheduled closures; closes at 21:00 UTC, 18:00 on early-close days,
+        :mod:`meta_supervisor.research.calendar`): the record of the signal at close ``k``
+        matures at close ``k + 1`` (``ts = close[k+1] − 24 h``, so ``matured_at`` is exactly
+        when the PnL is known, over a weekend too), and the backtest decides at the closes.
+        Without it (the default, the original scenario) day ``k`` is the ``k``-th calendar
+        day from ``START``.
     """
     symbols = symbols or tuple(c for c in prices.columns if c != "date")
     missing = [s for s in symbols if s not in prices.columns]
@@ -132,6 +150,7 @@ def rule_fleet(
         bad = np.argwhere(~(np.isfinite(close) & (close > 0)))[0]
         raise ValueError(f"price of {symbols[bad[1]]} on row {bad[0]} is not a positive number")
     dates = prices["date"].cast(pl.String).to_list()
+    closes = session_closes(prices["date"].to_list()) if calendar else []
     ret_bps = (close[1:] / close[:-1] - 1.0) * 1e4  # return from close k to close k+1
     frames, tel = [], []
     agents = []
@@ -143,10 +162,16 @@ def rule_fleet(
         for j, sym in enumerate(symbols):
             name = f"{rule}:{sym}"
             agents.append({"agent": name, "strategy": rule, "symbol": sym})
-            ts = [
-                (START + timedelta(days=int(d - _WARMUP))).strftime("%Y-%m-%dT%H:%M:%SZ")
-                for d in days
-            ]
+            if calendar:
+                ts = [
+                    (closes[d + 1] - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    for d in days
+                ]
+            else:
+                ts = [
+                    (START + timedelta(days=int(d - _WARMUP))).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    for d in days
+                ]
             frames.append(
                 pl.DataFrame(
                     {
@@ -173,15 +198,23 @@ def rule_fleet(
     telemetry = normalize_telemetry(pl.concat(tel), source="real prices").records
     n_days = close.shape[0] - 1 - _WARMUP
     spec = FleetSpec(n_agents=len(agents), days=n_days, horizons=(24,))
+    if calendar:
+        # The shipped default policy (168 h window), as a desk would run it on daily closes.
+        start, end = closes[_WARMUP], closes[-1]
+        overrides: dict[str, float] = {}
+    else:
+        start, end = START, START + timedelta(days=n_days)
+        overrides = {"lookback_hours": 24.0 * 60}
     return SimulatedFleet(
         ledger=Ledger(records=records, telemetry=telemetry, read=records.height),
         agents=pl.DataFrame(agents),
         spec=spec,
         seed=0,
-        start=START,
-        end=START + timedelta(days=n_days),
-        policy_overrides={"lookback_hours": 24.0 * 60},
+        start=start,
+        end=end,
+        policy_overrides=overrides,
         every_hours=24.0,
+        calendar=calendar,
     )
 
 
@@ -199,7 +232,66 @@ def _sp500_year(seed: int, years: int = 1) -> SimulatedFleet:
     return fleet
 
 
+#: The sub-periods the issue's held-out evaluation reports (calendar years, inclusive).
+PERIODS: dict[str, tuple[int, int]] = {
+    "1995-2006": (1995, 2006),
+    "2007-2009": (2007, 2009),
+    "2010-2019": (2010, 2019),
+    "2020-2022": (2020, 2022),
+}
+
+
+#: Sessions of records before a calendar fleet's first decision: the agents' own cadence
+#: (``cadence_history_hours``, 4 weeks) is known from the first decision on.
+_HISTORY_SESSIONS = 40
+
+
+def sp500_calendar_fleet(first_year: int, last_year: int) -> SimulatedFleet:
+    """4 rules x all 20 stocks of the sample on the exchange calendar, ``first_year`` to
+    ``last_year``, default policy, decisions at the closes. The records start
+    ``_HISTORY_SESSIONS`` sessions before the first year (the rules' own warm-up before that),
+    and ``start`` is set 7 days before the year's first close, so the backtest's default 7-day
+    warm-up puts the first decision at the first close of ``first_year``, with a known cadence
+    for every agent."""
+    prices = load_sp500_prices()
+    start = prices.filter(pl.col("date").dt.year() == first_year)["date"].min()
+    end = prices.filter(pl.col("date").dt.year() == last_year)["date"].max()
+    idx = int(prices.with_row_index().filter(pl.col("date") == start)["index"][0])
+    begin = max(0, idx - _WARMUP - _HISTORY_SESSIONS)
+    window = prices.slice(begin, None).filter(pl.col("date") <= end)
+    fleet = rule_fleet(window, calendar=True)
+    first_close = session_closes(window["date"].to_list())[idx - begin]
+    fleet.start = max(fleet.start, first_close - timedelta(hours=168))
+    return fleet
+
+
+def _sp500_calendar_year(seed: int) -> SimulatedFleet:
+    """One year of :func:`sp500_calendar_fleet`; the seed picks it (1995 + seed mod 28)."""
+    year = 1995 + seed % 28
+    fleet = sp500_calendar_fleet(year, year)
+    fleet.seed = seed
+    return fleet
+
+
+def _sp500_period(seed: int) -> SimulatedFleet:
+    """One of :data:`PERIODS` (seed mod 4, in order) of :func:`sp500_calendar_fleet`."""
+    first, last = list(PERIODS.values())[seed % len(PERIODS)]
+    fleet = sp500_calendar_fleet(first, last)
+    fleet.seed = seed
+    return fleet
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "real_prices_period": Scenario(
+        "real_prices_calendar over a whole sub-period: seed 0-3 = 1995-2006, 2007-2009, "
+        "2010-2019, 2020-2022 (the issue's held-out periods)",
+        _sp500_period,
+    ),
+    "real_prices_calendar": Scenario(
+        "4 rules x 20 S&P 500 stocks on the exchange calendar (real dates, holidays, early "
+        "closes), default policy, decisions at each close; seed picks the year (1995 + seed)",
+        _sp500_calendar_year,
+    ),
     "real_prices": Scenario(
         "4 plain rules x 8 S&P 500 stocks, real daily closes (skfolio sample); seed picks the year",
         _sp500_year,

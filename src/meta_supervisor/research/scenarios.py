@@ -7,12 +7,16 @@ adding a scenario is one entry in :mod:`~meta_supervisor.research.simulate` or
 
 from __future__ import annotations
 
-from meta_supervisor.research import realprice, simulate
+from meta_supervisor.research import calendar, realprice, simulate
 from meta_supervisor.research.simulate import Scenario, SimulatedFleet
 
 __all__ = ["SCENARIOS", "build_scenario"]
 
-SCENARIOS: dict[str, Scenario] = {**simulate.SCENARIOS, **realprice.SCENARIOS}
+SCENARIOS: dict[str, Scenario] = {
+    **simulate.SCENARIOS,
+    **calendar.SCENARIOS,
+    **realprice.SCENARIOS,
+}
 
 
 def build_scenario(name: str, seed: int = 0) -> SimulatedFleet:

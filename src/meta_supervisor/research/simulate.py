@@ -151,6 +151,8 @@ class SimulatedFleet:
     end: datetime = START
     policy_overrides: dict[str, Any] = field(default_factory=dict)
     every_hours: float = 6.0
+    calendar: bool = False
+    """Decide at the ledger's own closes (an exchange calendar) rather than every_hours."""
 
     @property
     def records(self) -> pl.DataFrame:

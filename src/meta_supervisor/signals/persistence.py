@@ -53,6 +53,12 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from meta_supervisor.signals.selection import (
+    RuleSelection,
+    rule_selection,
+    selection_anchor,
+    selection_hours,
+)
 from meta_supervisor.units import US_PER_HOUR
 
 if TYPE_CHECKING:
@@ -101,6 +107,7 @@ class Persistence:
     z: float  # ρ̄ / se (NaN when none)
     n_lags: int  # m, the lags that count
     lags: tuple[LagCorrelation, ...] = ()
+    selection: RuleSelection | None = None  # the select profile's learned rule
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN as ``None``); the per-lag detail is left out."""
@@ -114,6 +121,7 @@ class Persistence:
             "se": clean(self.se),
             "z": clean(self.z),
             "n_lags": self.n_lags,
+            **({"selection": self.selection.to_dict()} if self.selection else {}),
         }
 
     @classmethod
@@ -129,6 +137,9 @@ class Persistence:
             num(blob["se"]),
             num(blob["z"]),
             int(blob["n_lags"]),
+            selection=(
+                RuleSelection.from_dict(blob["selection"]) if blob.get("selection") else None
+            ),
         )
 
     def describe(self) -> str:
@@ -189,6 +200,8 @@ def history_hours(policy: Policy) -> float:
     ``evidence``, or ``evidence_persistence_lags = 0``)."""
     from meta_supervisor.policy.model import Profile
 
+    if policy.profile is Profile.SELECT:
+        return selection_hours(policy)
     lags = policy.evidence_persistence_lags
     if policy.profile is not Profile.EVIDENCE or lags <= 0:
         return 0.0
@@ -196,7 +209,12 @@ def history_hours(policy: Policy) -> float:
 
 
 def anchor(as_of: datetime, policy: Policy) -> datetime:
-    """``as_of`` rounded down to a multiple of the lag step ``H`` since the epoch (UTC)."""
+    """``as_of`` rounded down to a multiple of the lag step ``H`` since the epoch (UTC)
+    (the select profile's step, ``selection_step_hours``, for that profile)."""
+    from meta_supervisor.policy.model import Profile
+
+    if policy.profile is Profile.SELECT:
+        return selection_anchor(as_of, policy)
     step_us = round(policy.evidence_persistence_step_hours * US_PER_HOUR)
     micros = (as_of - _EPOCH) // timedelta(microseconds=1)
     return _EPOCH + timedelta(microseconds=micros - micros % step_us)
@@ -339,5 +357,12 @@ def persistence_from_lags(lags: list[LagCorrelation], policy: Policy) -> Persist
 
 
 def persistence(records: pl.DataFrame, as_of: datetime, policy: Policy) -> Persistence:
-    """The tilt strength learned from the fleet's past: see the module docstring."""
+    """The tilt strength learned from the fleet's past: see the module docstring. For the
+    select profile, what it learns instead: the rule it follows
+    (:func:`meta_supervisor.signals.selection.rule_selection`, in ``selection``)."""
+    from meta_supervisor.policy.model import Profile
+
+    if policy.profile is Profile.SELECT:
+        chosen = rule_selection(records, as_of, policy)
+        return Persistence(0.0, math.nan, math.nan, math.nan, 0, selection=chosen)
     return persistence_from_lags(lag_correlations(records, as_of, policy), policy)

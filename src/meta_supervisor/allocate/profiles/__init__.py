@@ -8,7 +8,7 @@ policy validates it); the pipeline is not edited.
 
 from __future__ import annotations
 
-from meta_supervisor.allocate.profiles import evidence, seed
+from meta_supervisor.allocate.profiles import evidence, seed, select
 from meta_supervisor.allocate.profiles.base import FactorTable, ProfileFactors, ProfileMethod
 from meta_supervisor.policy.model import Profile
 
@@ -17,6 +17,7 @@ __all__ = ["PROFILES", "FactorTable", "ProfileFactors", "ProfileMethod", "method
 PROFILES: dict[Profile, ProfileMethod] = {
     Profile.SEED: seed.METHOD,
     Profile.EVIDENCE: evidence.METHOD,
+    Profile.SELECT: select.METHOD,
 }
 
 
