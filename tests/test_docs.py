@@ -33,6 +33,7 @@ NOT_RUN = {
     "meta-supervisor sweep": "a grid of backtests on Ray (minutes; tests/research/test_sweep.py)",
     "./dev cli serve": "starts a long-running server (tested in tests/service)",
     "meta-supervisor serve": "starts a long-running server (tested in tests/service)",
+    "meta-supervisor supersede": "only for a wrong decision (tests/cycle/test_supersede.py)",
 }
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "EARLIEST_INSTANT",
     "LATEST_INSTANT",
     "MAX_HORIZON_HOURS",
+    "MULTIPLIER_EPS",
     "STEP_EPS",
     "US_PER_HOUR",
     "UTC_US",
@@ -32,6 +33,10 @@ CAPITAL_EPS = 1e-9
 
 #: Two weights of the same step closer than this are equal (sums of a few float products).
 STEP_EPS = 1e-12
+
+#: A multiplier within this of one of its bounds is at the bound (``floor + (ceiling − floor)·x``
+#: can land a last bit outside ``[floor, ceiling]``).
+MULTIPLIER_EPS = 1e-9
 
 #: The instants an input may name: a record's ``ts``, a telemetry event's ``ts``, a cycle's
 #: ``as_of``, in ``[EARLIEST_INSTANT, LATEST_INSTANT)``. Outside, windows and maturities

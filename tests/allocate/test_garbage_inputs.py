@@ -180,3 +180,30 @@ def test_worse_risk_input_never_raises_the_weight(rows, data, what, delta, with_
     else:
         worse[target][what] += delta
     assert weight(worse, worse_cvars) <= before
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0, 50.0])
+@pytest.mark.parametrize("profile", ["seed", "evidence"])
+def test_an_unusable_confidence_gates_that_agent_not_the_fleet(bad, profile):
+    """Regression (review): one NaN confidence multiplier made the total quality NaN and put the
+    whole fleet in cash with no gate named; 50 raised that agent's weight under the seed
+    profile. It is an unusable number: that agent is gated, with the reason."""
+    stats = {
+        f"a{i}": {
+            "pnl_sum_bps": 100.0,
+            "pnl_mean_bps": 2.0,
+            "pnl_std_bps": 5.0,
+            "hit_rate": 0.6,
+            "n_records": 30,
+            "strategy": "s",
+        }
+        for i in range(6)
+    }
+    policy = Policy(profile=profile)
+    decision = allocate(
+        stats, as_of=AS_OF, policy=policy, confidence={"a0": Confidence(multiplier=bad)}
+    )
+    assert "a0" not in decision.weights
+    assert set(decision.weights) == {f"a{i}" for i in range(1, 6)}
+    gate = next(g for g in decision.agents["a0"]["gates"] if g["gate"] == "usable_numbers")
+    assert not gate["passed"] and "confidence multiplier" in gate["detail"]

@@ -71,3 +71,11 @@ def test_toml_round_trip_and_fingerprint(tmp_path):
     assert load_policy(None) == Policy()
     with pytest.raises(PolicyError, match="not found"):
         load_policy(tmp_path / "missing.toml")
+
+
+def test_the_select_profile_refuses_cadence_off():
+    """Regression (review): with cadence_history_hours = 0 the select profile's broken-agent
+    cut had no history to read and was silently off, its reason blaming the data."""
+    with pytest.raises(PolicyError, match="cadence_history_hours"):
+        make_policy({"profile": "select", "cadence_history_hours": 0})
+    assert make_policy({"profile": "evidence", "cadence_history_hours": 0}).profile == "evidence"

@@ -78,7 +78,9 @@ def _compute(
         for gate in method.gates:
             gates[gate] = PROFILE_GATES[gate](f, policy)
         passed = np.logical_and.reduce(list(gates.values()))
-        conf = np.where(f.has_confidence, f.confidence_multiplier, policy.confidence_prior)
+        # An unusable multiplier is gated above; the arithmetic reads the prior in its place.
+        usable = f.has_confidence & ~f.bad_confidence(policy)
+        conf = np.where(usable, f.confidence_multiplier, policy.confidence_prior)
         result = method.compute(f, conf, policy, persistence)
         return Computed(
             gates=gates,
@@ -231,6 +233,10 @@ def _decide(
     quality, risk = computed.quality, computed.risk
 
     total_q = float(quality.sum())
+    if not math.isfinite(total_q):
+        # Every input that could make it so is gated; a profile that still produced a
+        # non-finite quality must not turn into an all-cash decision without a reason.
+        raise ValueError(f"the profile's total quality is {total_q!r}: refusing to decide")
     share = quality / total_q if total_q > 0 else np.zeros_like(quality)
     if policy.cap_excess is CapExcess.CASH:
         water = np.minimum(share, policy.max_weight)  # the excess stays in cash

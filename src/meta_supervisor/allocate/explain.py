@@ -87,7 +87,7 @@ class Explanation:
     def _build(self) -> dict[str, AgentExplanation]:
         f, c, policy = self.fleet, self.computed, self.policy
         views, confidence, tails = f.views(), f.confidence(), f.tails()
-        problems = f.problems()
+        problems = f.problems(policy)
         gates = {k: v.tolist() for k, v in c.gates.items()}
         factors = {k: v.tolist() for k, v in c.factors.items()}
         steps = {k: v.tolist() for k, v in self.steps.items()}
@@ -97,6 +97,7 @@ class Explanation:
         absent = {k: cols[k].absent.tolist() for k in RANGES}
         raw = {k: v.value.tolist() for k, v in cols.items()}
         previous = None if self.previous is None else self.previous.tolist()
+        usable_confidence = (f.has_confidence & ~f.bad_confidence(policy)).tolist()
         table = FactorTable(factors, extra, checked, raw, f.tail_scale, c.fleet, policy)
         codes = f.strategy_code.tolist()
         out: dict[str, AgentExplanation] = {}
@@ -104,7 +105,8 @@ class Explanation:
             strategy = f.strategies[codes[i]]
             override = self.active.get(name)
             gate_list = gate_details(i, gates, problems.get(i), checked, override, policy)
-            held = confidence.get(name) if f.has_confidence[i] else None
+            # an unusable multiplier is named by the usable_numbers gate; factors read the prior
+            held = confidence.get(name) if usable_confidence[i] else None
             tail = tails.get(strategy)
             agent_factors = self.method.explain(table, i, held, tail, strategy)
             e: AgentExplanation = {

@@ -25,6 +25,7 @@ from meta_supervisor.allocate.inputs import Confidence, Tail
 from meta_supervisor.allocate.numbers import finite_number, parse_number
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.typing import BoolArray, FloatArray, IntArray
+from meta_supervisor.units import MULTIPLIER_EPS
 
 __all__ = ["RANGES", "Column", "Fleet", "fleet_from_dicts", "fleet_from_frames"]
 
@@ -144,12 +145,25 @@ class Fleet:
     confidence: Callable[[], Mapping[str, Confidence]]
     tails: Callable[[], Mapping[str, Tail]]
 
-    def problems(self) -> dict[int, list[str]]:
-        """Agent index -> its unusable numbers, in the order of ``RANGES``."""
+    def bad_confidence(self, policy: Policy) -> BoolArray:
+        """Agents whose given confidence multiplier is not finite or lies outside
+        ``[confidence_floor, confidence_ceiling]``: an unusable number, gated like one."""
+        value = self.confidence_multiplier
+        low, high = policy.confidence_floor, policy.confidence_ceiling
+        inside = (value >= low - MULTIPLIER_EPS) & (value <= high + MULTIPLIER_EPS)
+        return self.has_confidence & ~(np.isfinite(value) & inside)
+
+    def problems(self, policy: Policy) -> dict[int, list[str]]:
+        """Agent index -> its unusable numbers, in the order of ``RANGES``, then confidence."""
         out: dict[int, list[str]] = {}
         for key in RANGES:
             for i, problem in self.columns[key].problems.items():
                 out.setdefault(i, []).append(f"{key} {problem}")
+        for i in np.flatnonzero(self.bad_confidence(policy)).tolist():
+            out.setdefault(i, []).append(
+                f"confidence multiplier {float(self.confidence_multiplier[i])!r} is outside "
+                f"[{policy.confidence_floor:g}, {policy.confidence_ceiling:g}]"
+            )
         return out
 
 

@@ -70,6 +70,7 @@ def safety_gates(f: Fleet, policy: Policy, excluded: BoolArray) -> dict[str, Boo
     }
     for key in RANGES:
         gates["usable_numbers"][list(c[key].problems)] = False
+    gates["usable_numbers"][f.bad_confidence(policy)] = False
     return gates
 
 

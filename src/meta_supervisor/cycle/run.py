@@ -261,19 +261,23 @@ def load_overrides(paths: Paths) -> list[Override]:
 
 
 def _base_entry(entries: list[HistoryEntry], as_of_text: str | None) -> HistoryEntry | None:
-    """The entry a cycle at ``as_of`` smooths against: the last one for another instant.
+    """The entry a cycle at ``as_of`` smooths against: the last one decided *before* ``as_of``
+    (not superseded).
 
     Re-running the latest cycle (same ``as_of``, e.g. after a crash) must decide against what
-    that cycle saw, not against its own output, so trailing entries for ``as_of`` are skipped.
+    that cycle saw, not against its own output, so entries for ``as_of`` are skipped; a look
+    back (``--dry-run`` at an earlier instant) must not smooth against decisions made after
+    it, so those are skipped too.
     """
     superseded = superseded_seqs(entries)
-    index = len(entries)
-    while index and (
-        entries[index - 1].seq in superseded
-        or (as_of_text is not None and entries[index - 1].decision.get("as_of") == as_of_text)
-    ):
-        index -= 1
-    return entries[index - 1] if index else None
+    cutoff = parse_iso(as_of_text) if as_of_text is not None else None
+    for entry in reversed(entries):
+        if entry.seq in superseded:
+            continue
+        if cutoff is not None and parse_iso(entry.decision["as_of"]) >= cutoff:
+            continue
+        return entry
+    return None
 
 
 def superseded_seqs(entries: list[HistoryEntry]) -> set[int]:

@@ -284,6 +284,14 @@ class Policy(BaseModel):
             self.confidence_floor == self.confidence_ceiling == self.confidence_prior
         ):
             raise ValueError("confidence_prior must lie in (confidence_floor, confidence_ceiling]")
+        if self.profile is Profile.SELECT and self.cadence_history_hours <= 0:
+            # The select profile's broken-agent cut reads each agent's recent losses against
+            # its own history, which the cadence history provides: without it the cut would be
+            # silently off while the fleet is blowing up.
+            raise ValueError(
+                "profile 'select' needs cadence_history_hours > 0 (its broken-agent cut reads "
+                "that history)"
+            )
         return self
 
     def fingerprint(self) -> str:

@@ -409,8 +409,8 @@ def _agent_diff(
                         "short": f"fleet quality Σq {q_old:.4g} -> {q_new:.4g} "
                         f"(weight x{q_old / q_new:.3f})",
                         "text": f"fleet quality Σq {q_old:.4g} -> {q_new:.4g} "
-                        f"(weight x{q_old / q_new:.3f}): {why_fleet}, "
-                        "so this agent's share of the total did too",
+                        f"(weight x{q_old / q_new:.3f}): {why_fleet}, so the same quality is a "
+                        f"{'larger' if q_new < q_old else 'smaller'} share of the total",
                     }
                 )
             drivers += _step_drivers(old, new)
