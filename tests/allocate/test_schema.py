@@ -112,3 +112,17 @@ def test_baselines_and_profiles_read_one_gate_table():
     }
     assert set(eligible_agents(stats, policy)) == passed
     assert {"a0", "a1", "a2"}.isdisjoint(passed)
+
+
+@pytest.mark.parametrize("profile", list(Profile))
+def test_notes_speak_only_of_inputs_the_profile_reads(profile):
+    """Regression (newcomer review): under the evidence profile an agent's notes said the hit
+    rate fell back to the seed's default and no sim-integrity penalty applied; neither input is
+    read there."""
+    stats = {"a": {"pnl_sum_bps": 50.0, "pnl_mean_bps": 1.0, "pnl_std_bps": 3.0, "n_records": 20}}
+    decision = allocate(stats, as_of=AS_OF, policy=Policy(profile=profile))
+    notes = " ".join(decision.agents["a"]["notes"])
+    factors = {f["factor"] for f in decision.agents["a"]["factors"]}
+    assert ("hit_rate not reported" in notes) == ("hit_rate" in factors)
+    assert ("avg_abs_error_bps not reported" in notes) == ("sim_integrity" in factors)
+    assert "error_rate not reported" in notes  # the gate's fallback, whatever the profile

@@ -205,3 +205,15 @@ def test_stability_says_what_it_did_per_agent() -> None:
     assert "no-trade-band holds" in stability["text"]
     held_and_limited = (a - previous["a"]) + (b - previous["b"] - 0.05)
     assert stability["amount"] == pytest.approx(held_and_limited, abs=1e-9)
+
+
+def test_the_memo_states_the_min_records_gate_as_applied():
+    """Regression (newcomer review): the memo said "fewer than 5 records" while the gate also
+    passes an agent at 60% of its own cadence (a holiday week)."""
+    from meta_supervisor.views.memo import gate_rules
+
+    agents = {"a": {"gates": [{"gate": "min_records", "passed": True, "detail": ""}]}}
+    on = gate_rules({"agents": agents, "policy": Policy().model_dump(mode="json")})
+    assert "60% of what it normally reports" in on[0] and "fewer than 5 records" in on[0]
+    off = Policy(cadence_history_hours=0).model_dump(mode="json")
+    assert "normally" not in gate_rules({"agents": agents, "policy": off})[0]

@@ -113,7 +113,7 @@ class Explanation:
                 "agent": name,
                 "strategy": strategy,
                 "inputs": dict(views[i]),  # a copy: the fingerprint hashes the original
-                "notes": _notes({k: absent[k][i] for k in absent}),
+                "notes": _notes({k: absent[k][i] for k in absent}, c.factors),
                 "gates": gate_list,
                 "factors": agent_factors,
                 "override": override.to_dict() if override else None,
@@ -127,18 +127,20 @@ class Explanation:
         return out
 
 
-def _notes(absent: Mapping[str, bool]) -> list[str]:
-    """What a missing optional input falls back to (``absent``: the value is ``None``)."""
+def _notes(absent: Mapping[str, bool], factors: Mapping[str, Any]) -> list[str]:
+    """What a missing optional input falls back to (``absent``: the value is ``None``), for
+    the inputs the profile in use reads (``factors``: its factors; the hit rate and the
+    average error are read by the seed profile's ``hit_rate`` and ``sim_integrity`` only)."""
     notes = []
     fallbacks = (
-        ("hit_rate", "using 0 (the seed's default)"),
-        ("error_rate", "the error-rate gate is not applied"),
-        ("max_drawdown_bps", "using 0 (no drawdown penalty)"),
+        ("hit_rate", "using 0 (the seed's default)", "hit_rate"),
+        ("error_rate", "the error-rate gate is not applied", None),
+        ("max_drawdown_bps", "using 0 (no drawdown penalty)", "drawdown"),
     )
-    for key, fallback in fallbacks:
-        if absent[key]:
+    for key, fallback, factor in fallbacks:
+        if absent[key] and (factor is None or factor in factors):
             notes.append(f"{key} not reported: {fallback}")
-    if absent["avg_abs_error_bps"]:
+    if absent["avg_abs_error_bps"] and "sim_integrity" in factors:
         notes.append("avg_abs_error_bps not reported: no sim-integrity penalty")
     return notes
 

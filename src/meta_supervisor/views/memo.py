@@ -55,7 +55,16 @@ def gate_rules(decision: Mapping[str, Any]) -> list[str]:
             if g["gate"] not in names:
                 names.append(g["gate"])
     policy = {"max_error_rate": 0.15, "min_records": 5} | dict(decision.get("policy") or {})
-    return [f"`{n}`: {_GATE_RULES.get(n, n).format(**policy)}" for n in names]
+    rules = [f"`{n}`: {_GATE_RULES.get(n, n).format(**policy)}" for n in names]
+    if "min_records" in names and float(policy.get("cadence_history_hours") or 0) > 0:
+        # The gate as the decision applied it: relaxed to the agent's own cadence.
+        at = names.index("min_records")
+        rules[at] += (
+            f", or fewer than max({policy.get('cadence_min_records', 3)}, "
+            f"{float(policy.get('cadence_min_share', 0.6)):.0%} of what it normally reports in "
+            "such a window) when its cadence is known"
+        )
+    return rules
 
 
 def method_text(decision: Mapping[str, Any]) -> str:
