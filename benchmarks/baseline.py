@@ -24,6 +24,7 @@ import polars as pl
 
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.confidence import prior_ratio
+from meta_supervisor.signals.incremental import COLUMNS
 
 __all__ = [
     "FLOOR_COLUMNS",
@@ -38,16 +39,7 @@ __all__ = [
 ]
 
 #: Columns every statistic needs (``record_id`` is read only to break exact time ties).
-PLAIN_COLUMNS = [
-    "ts",
-    "matured_at",
-    "agent",
-    "strategy",
-    "horizon_hours",
-    "realized_pnl_bps",
-    "expected_sigma_bps",
-    "gap_bps",
-]
+PLAIN_COLUMNS = [c for c in COLUMNS if c != "record_id"]
 #: The floor reads what the statistics read, less ``ts`` (only the order's tie-break).
 FLOOR_COLUMNS = [c for c in PLAIN_COLUMNS if c != "ts"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from hypothesis import strategies as st
 
 from meta_supervisor.allocate.decision import iso
 from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
@@ -193,3 +194,41 @@ def brute_water_fill(weights: Sequence[float], cap: float) -> list[float]:
             if not fixed[i]:
                 w[i] = x + excess * x / free
     return w
+
+
+# ---------------------------------------------------------------- hypothesis fleets
+
+#: Strategies the generated fleets draw from.
+STRATEGIES = ["momentum", "basis", "perp_funding"]
+
+#: One agent's stats dict, every statistic both profiles read, in plausible ranges (bps).
+agent_stats_st = st.fixed_dictionaries(
+    {
+        "pnl_sum_bps": st.floats(-100, 3_000),
+        "pnl_mean_bps": st.floats(-5, 20),
+        "pnl_std_bps": st.floats(0.5, 50),
+        "hit_rate": st.floats(0, 1),
+        "error_rate": st.floats(0, 0.3),
+        "avg_abs_error_bps": st.floats(0, 200),
+        "strategy": st.sampled_from(STRATEGIES),
+        "max_drawdown_bps": st.floats(-400, 0),
+        "n_records": st.integers(0, 200),
+    }
+)
+#: Strategy tails: gap CVaR95 (bps) per strategy.
+tails_st = st.dictionaries(st.sampled_from(STRATEGIES), st.floats(-150, 10), max_size=3)
+
+
+def fleet_strategies(
+    names: Sequence[str], max_previous_weight: float
+) -> tuple[st.SearchStrategy, st.SearchStrategy, st.SearchStrategy]:
+    """``(fleet, confidence, previous)`` strategies over agents named from ``names``: stats per
+    agent, confidence multipliers in [0.5, 1], and no previous decision or previous weights in
+    ``[0, max_previous_weight]``."""
+    fleet = st.dictionaries(st.sampled_from(names), agent_stats_st, min_size=1, max_size=len(names))
+    conf = st.dictionaries(st.sampled_from(names), st.floats(0.5, 1.0), max_size=len(names))
+    previous = st.one_of(
+        st.none(),
+        st.dictionaries(st.sampled_from(names), st.floats(0, max_previous_weight), max_size=4),
+    )
+    return fleet, conf, previous

@@ -14,34 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import AS_OF
+from helpers import AS_OF, fleet_strategies, tails_st
 from meta_supervisor.allocate.core import allocate
 from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.policy.model import Policy, Profile
 
 PROFILES = [Policy(profile=p) for p in Profile]
 NAMES = [f"agent{i:02d}" for i in range(10)]
-STRATEGIES = ["momentum", "basis", "perp_funding"]
-
-agent_stats_st = st.fixed_dictionaries(
-    {
-        "pnl_sum_bps": st.floats(-100, 3_000),
-        "pnl_mean_bps": st.floats(-5, 20),
-        "pnl_std_bps": st.floats(0.5, 50),
-        "hit_rate": st.floats(0, 1),
-        "error_rate": st.floats(0, 0.3),
-        "avg_abs_error_bps": st.floats(0, 200),
-        "strategy": st.sampled_from(STRATEGIES),
-        "max_drawdown_bps": st.floats(-400, 0),
-        "n_records": st.integers(0, 200),
-    }
-)
-fleet_st = st.dictionaries(st.sampled_from(NAMES), agent_stats_st, min_size=1, max_size=10)
-conf_st = st.dictionaries(st.sampled_from(NAMES), st.floats(0.5, 1.0), max_size=10)
-tails_st = st.dictionaries(st.sampled_from(STRATEGIES), st.floats(-150, 10), max_size=3)
-previous_st = st.one_of(
-    st.none(), st.dictionaries(st.sampled_from(NAMES), st.floats(0, 0.25), max_size=4)
-)
+fleet_st, conf_st, previous_st = fleet_strategies(NAMES, max_previous_weight=0.25)
 
 
 def _decide(policy, stats, conf, tails, previous=None, overrides=()):

@@ -7,22 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
+from browserkit import headless_chromium
 from meta_supervisor.research.backtest import run_fleet
 from meta_supervisor.research.report import write_report
 from meta_supervisor.research.simulate import Blowup, FleetSpec, simulate_fleet
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CHARTS = 7  # equity, drawdown, rolling Sharpe, turnover, contribution, weights, heatmap
 
 
@@ -41,37 +31,32 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_report_renders_offline_with_no_console_error(report: Path) -> None:
-    assert Path(CHROMIUM).is_file(), "chromium is missing: ./dev installs it (apt-get)"
     errors: list[str] = []
     requests: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(report.as_uri())
-            page.wait_for_function(
-                f"document.querySelectorAll('.js-plotly-plot').length === {CHARTS}",
-                timeout=60_000,
-            )
-            # every chart drew its data (an SVG layer with traces), not an empty frame
-            drawn = page.evaluate(
-                "[...document.querySelectorAll('.js-plotly-plot')]"
-                ".filter(d => d.querySelector('.main-svg') && d.data && d.data.length > 0).length"
-            )
-            # the heatmap's factor menu switches the trace shown
-            page.click("#factors-heatmap .updatemenu-header-group")
-            menu = page.locator("#factors-heatmap .updatemenu-item-text", has_text="confidence")
-            menu.first.click()
-            shown = page.evaluate(
-                "document.getElementById('factors-heatmap').data"
-                ".filter(t => t.visible === true).map(t => t.name)"
-            )
-            shot = page.screenshot(full_page=False)
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(report.as_uri())
+        page.wait_for_function(
+            f"document.querySelectorAll('.js-plotly-plot').length === {CHARTS}",
+            timeout=60_000,
+        )
+        # every chart drew its data (an SVG layer with traces), not an empty frame
+        drawn = page.evaluate(
+            "[...document.querySelectorAll('.js-plotly-plot')]"
+            ".filter(d => d.querySelector('.main-svg') && d.data && d.data.length > 0).length"
+        )
+        # the heatmap's factor menu switches the trace shown
+        page.click("#factors-heatmap .updatemenu-header-group")
+        menu = page.locator("#factors-heatmap .updatemenu-item-text", has_text="confidence")
+        menu.first.click()
+        shown = page.evaluate(
+            "document.getElementById('factors-heatmap').data"
+            ".filter(t => t.visible === true).map(t => t.name)"
+        )
+        shot = page.screenshot(full_page=False)
     assert errors == []
     assert [u for u in requests if not u.startswith("file://")] == []
     assert drawn == CHARTS

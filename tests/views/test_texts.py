@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from rich.console import Console
 
-from helpers import AS_OF
+from helpers import AS_OF, fleet_strategies, tails_st
 from meta_supervisor.allocate.core import allocate
 from meta_supervisor.allocate.decision import Decision
 from meta_supervisor.allocate.inputs import Confidence, Tail
@@ -34,27 +33,7 @@ from meta_supervisor.views.terminal import allocation_table, print_decision
 
 POLICIES = [Policy(profile=p, cap_excess=c) for p in Profile for c in CapExcess]
 NAMES = [f"agent{i:02d}" for i in range(8)]
-STRATEGIES = ["momentum", "basis", "perp_funding"]
-
-agent_stats_st = st.fixed_dictionaries(
-    {
-        "pnl_sum_bps": st.floats(-100, 3_000),
-        "pnl_mean_bps": st.floats(-5, 20),
-        "pnl_std_bps": st.floats(0.5, 50),
-        "hit_rate": st.floats(0, 1),
-        "error_rate": st.floats(0, 0.3),
-        "avg_abs_error_bps": st.floats(0, 200),
-        "strategy": st.sampled_from(STRATEGIES),
-        "max_drawdown_bps": st.floats(-400, 0),
-        "n_records": st.integers(0, 200),
-    }
-)
-fleet_st = st.dictionaries(st.sampled_from(NAMES), agent_stats_st, min_size=1, max_size=8)
-conf_st = st.dictionaries(st.sampled_from(NAMES), st.floats(0.5, 1.0), max_size=8)
-tails_st = st.dictionaries(st.sampled_from(STRATEGIES), st.floats(-150, 10), max_size=3)
-previous_st = st.one_of(
-    st.none(), st.dictionaries(st.sampled_from(NAMES), st.floats(0, 0.1), max_size=4)
-)
+fleet_st, conf_st, previous_st = fleet_strategies(NAMES, max_previous_weight=0.1)
 
 _TERM = re.compile(r"(\w+) (-?[0-9.]+(?:e[-+]?\d+)?)")
 

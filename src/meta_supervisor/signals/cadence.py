@@ -33,7 +33,7 @@ the ledger. Pure: no file, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -122,9 +122,20 @@ class CadenceIndex:
         from meta_supervisor.signals.broken import loss_run_z
 
         out = np.full(len(agents), np.nan)
+        for k, start, _, lo, hi in self._windows(agents, as_of, policy):
+            out[k] = loss_run_z(self.pnl[start + lo : start + hi], policy)
+        return out
+
+    def _windows(
+        self, agents: Sequence[str], as_of: datetime, policy: Policy
+    ) -> Iterator[tuple[int, int, IntArray, int, int]]:
+        """For each of ``agents`` this index knows: ``(k, start, times, lo, hi)`` with ``k``
+        its position in ``agents``, ``times`` its sorted µs maturities (from row ``start``)
+        and ``times[lo:hi]`` those in the cadence history ``(as_of − C, as_of]``. Nothing
+        when cadence is off."""
         history = cadence_hours(policy)
         if history <= 0 or not self.agents:
-            return out
+            return
         now = _micros(as_of)
         since = now - round(history * US_PER_HOUR)
         index = {a: i for i, a in enumerate(self.agents)}
@@ -132,12 +143,11 @@ class CadenceIndex:
             a = index.get(agent)
             if a is None:
                 continue
-            times = self.times[self.starts[a] : self.starts[a + 1]]
+            start = int(self.starts[a])
+            times = self.times[start : self.starts[a + 1]]
             lo = int(np.searchsorted(times, since, "right"))
             hi = int(np.searchsorted(times, now, "right"))
-            pnl = self.pnl[self.starts[a] + lo : self.starts[a] + hi]
-            out[k] = loss_run_z(pnl, policy)
-        return out
+            yield k, start, times, lo, hi
 
     def expected_records(
         self, agents: Sequence[str], as_of: datetime, policy: Policy
@@ -145,19 +155,9 @@ class CadenceIndex:
         """:math:`E_i` for ``agents`` at ``as_of`` (NaN: unknown), see the module docstring."""
         out = np.full(len(agents), np.nan)
         history = cadence_hours(policy)
-        if history <= 0 or not self.agents:
-            return out
-        now = _micros(as_of)
-        since = now - round(history * US_PER_HOUR)
+        since = _micros(as_of) - round(history * US_PER_HOUR)
         first_band = round(policy.lookback_hours * US_PER_HOUR)
-        index = {a: i for i, a in enumerate(self.agents)}
-        for k, agent in enumerate(agents):
-            a = index.get(agent)
-            if a is None:
-                continue
-            times = self.times[self.starts[a] : self.starts[a + 1]]
-            lo = int(np.searchsorted(times, since, "right"))
-            hi = int(np.searchsorted(times, now, "right"))
+        for k, _, times, lo, hi in self._windows(agents, as_of, policy):
             if lo == hi or times[lo] > since + first_band:
                 continue  # not reporting when the history began: young agent, cadence unknown
             out[k] = (hi - lo) * policy.lookback_hours / history

@@ -39,6 +39,24 @@ TAIL_COLUMNS = [
 ]
 
 
+def _window(
+    records: pl.DataFrame | pl.LazyFrame, as_of: datetime, policy: Policy, horizon_hours: int | None
+) -> pl.LazyFrame:
+    """``strategy, gap_bps`` of the records at the horizon (default the policy's) that matured
+    in the CVaR window ``(as_of − cvar_lookback_hours, as_of]``."""
+    horizon = policy.horizon_hours if horizon_hours is None else horizon_hours
+    start = as_of - timedelta(hours=policy.cvar_lookback_hours)
+    return (
+        records.lazy()
+        .filter(
+            (pl.col("matured_at") <= as_of)
+            & (pl.col("matured_at") > start)
+            & (pl.col("horizon_hours") == horizon)
+        )
+        .select("strategy", "gap_bps")
+    )
+
+
 def strategy_tails_reference(
     records: pl.DataFrame | pl.LazyFrame,
     as_of: datetime,
@@ -48,16 +66,8 @@ def strategy_tails_reference(
 ) -> pl.DataFrame:
     """:func:`strategy_tails` written as one polars query (a rank of every gap within its
     strategy, six sorted sums): the definition the faster function is tested against."""
-    horizon = policy.horizon_hours if horizon_hours is None else horizon_hours
-    start = as_of - timedelta(hours=policy.cvar_lookback_hours)
     ranked = (
-        records.lazy()
-        .filter(
-            (pl.col("matured_at") <= as_of)
-            & (pl.col("matured_at") > start)
-            & (pl.col("horizon_hours") == horizon)
-        )
-        .select("strategy", "gap_bps")
+        _window(records, as_of, policy, horizon_hours)
         # rank within the strategy instead of sorting the frame on (strategy, gap): the string
         # key made that sort the cost of the whole cycle. Ties get distinct ranks, and the
         # estimator is invariant to how ties are ordered.
@@ -159,18 +169,7 @@ def strategy_tails(
     NumPy: one sort of the strategy's gaps serves its worst gap, the sorted sum of its gaps
     and the CVaR's ``m`` smallest; ``k`` is rounded by polars as the reference rounds it.
     """
-    horizon = policy.horizon_hours if horizon_hours is None else horizon_hours
-    start = as_of - timedelta(hours=policy.cvar_lookback_hours)
-    window = (
-        records.lazy()
-        .filter(
-            (pl.col("matured_at") <= as_of)
-            & (pl.col("matured_at") > start)
-            & (pl.col("horizon_hours") == horizon)
-        )
-        .select("strategy", "gap_bps")
-        .collect()
-    )
+    window = _window(records, as_of, policy, horizon_hours).collect()
     names = window["strategy"].drop_nulls().unique().sort().to_list()
     has_null = window["strategy"].null_count() > 0
     codes = window["strategy"].cast(pl.Enum(names)).to_physical()
