@@ -124,3 +124,28 @@ def test_cvar_matches_skfolio_style_reference_on_a_seeded_sample():
     values = [rng.gauss(0.0, 40.0) for _ in range(200)]
     worst = np.sort(values)[:10]
     assert cvar(values) == pytest.approx(float(worst.mean()), rel=1e-12)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.floats(-500, 500, allow_nan=False)),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_the_polars_drawdown_is_the_numpy_one(rows):
+    """One formula, two engines: the per-row fall below the running peak (polars, as the stats
+    and the engine compute it), minimised per group, equals :func:`max_drawdown` per group."""
+    import polars as pl
+
+    from meta_supervisor.signals.measures import below_peak, cumulative_pnl
+
+    frame = pl.DataFrame(rows, schema=["agent", "realized_pnl_bps"], orient="row")
+    got = (
+        frame.with_columns(below_peak(cumulative_pnl("agent"), "agent").alias("dd"))
+        .group_by("agent")
+        .agg(pl.col("dd").min())
+    )
+    for agent, dd in got.iter_rows():
+        pnl = [p for a, p in rows if a == agent]
+        np.testing.assert_allclose(min(dd, 0.0), max_drawdown(pnl), rtol=1e-12, atol=1e-9)

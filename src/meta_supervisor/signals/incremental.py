@@ -59,7 +59,7 @@ import polars as pl
 from meta_supervisor.errors import ProblemFound
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
-from meta_supervisor.signals.measures import tail_count
+from meta_supervisor.signals.measures import below_peak, cumulative_pnl, tail_count
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.signals.tails import TAIL_COLUMNS
@@ -200,11 +200,8 @@ def _path_exprs() -> list[pl.Expr]:
 
 def _with_path(frame: pl.LazyFrame, key: str) -> pl.LazyFrame:
     """``frame`` (in order) with the cumulative realised path ``_c`` and drawdown ``_d``."""
-    path = pl.col("realized_pnl_bps").cum_sum().over(key)
-    return frame.with_columns(path.alias("_c")).with_columns(
-        (pl.col("_c") - pl.max_horizontal(pl.col("_c").cum_max().over(key), pl.lit(0.0))).alias(
-            "_d"
-        )
+    return frame.with_columns(cumulative_pnl(key).alias("_c")).with_columns(
+        below_peak(pl.col("_c"), key).alias("_d")
     )
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import polars as pl
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["cvar", "decay_weights", "max_drawdown", "tail_count"]
+__all__ = ["below_peak", "cumulative_pnl", "cvar", "decay_weights", "max_drawdown", "tail_count"]
 
 
 def tail_count(n: int, alpha: float = 0.05) -> tuple[float, int]:
@@ -81,6 +82,19 @@ def max_drawdown(pnl: ArrayLike) -> float:
     path = np.cumsum(x)
     peak = np.maximum.accumulate(np.maximum(path, 0.0))
     return float(min(0.0, np.min(path - peak)))
+
+
+def cumulative_pnl(by: str, pnl: str = "realized_pnl_bps") -> pl.Expr:
+    """The polars form of :func:`max_drawdown`'s path ``c_i``, per group ``by`` (rows in time
+    order): ``Σ pnl`` up to and including each row."""
+    return pl.col(pnl).cum_sum().over(by)
+
+
+def below_peak(path: pl.Expr, by: str) -> pl.Expr:
+    """The polars form of :func:`max_drawdown`'s fall at each row, per group ``by``:
+    ``c_i − max(0, max_{j ≤ i} c_j)`` (≤ 0; the path starts at 0, so a first loss counts). Its
+    minimum over a group is that group's ``max_drawdown``."""
+    return path - pl.max_horizontal(path.cum_max().over(by), pl.lit(0.0))
 
 
 def decay_weights(age_hours: ArrayLike, half_life_hours: float) -> NDArray[np.float64]:

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals.measures import below_peak, cumulative_pnl
 from meta_supervisor.signals.order import ORDER, in_record_order
 
 __all__ = ["STATS_COLUMNS", "agent_stats", "visible_window"]
@@ -88,10 +89,7 @@ def agent_stats(
     Agents present only in telemetry get ``n_records = 0`` and null PnL statistics.
     """
     window = _in_order(_window_rows(records, as_of, policy.lookback_hours, policy.horizon_hours))
-    path = pl.col("realized_pnl_bps").cum_sum().over("agent")
-    per_record = window.with_columns(
-        (path - pl.max_horizontal(path.cum_max().over("agent"), pl.lit(0.0))).alias("_dd")
-    )
+    per_record = window.with_columns(below_peak(cumulative_pnl("agent"), "agent").alias("_dd"))
     from_records = per_record.group_by("agent").agg(
         pl.col("strategy").last().alias("strategy"),
         pl.len().cast(pl.Int64).alias("n_records"),
