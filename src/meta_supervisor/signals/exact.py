@@ -10,18 +10,18 @@ a function of the multiset of values they hold, so both paths agree to the bit.
 How: every finite ``x`` is split at the fixed binary grids :math:`2^{24k}` (``k`` an integer
 *level*), from the top level down, into *digits*
 
-.. math:: x = \sum_k u_k(x)\,2^{24k}, \qquad u_k = \operatorname{rint}(r_k / 2^{24k}),
+.. math:: x = \sum_k u_k(x)\,2^{24k}, \qquad u_k = \operatorname{trunc}(r_k / 2^{24k}),
    \quad r_{k-1} = r_k - u_k 2^{24k},
 
-each :math:`u_k` an integer with :math:`|u_k| \le 2^{23}` (the remainder after rounding to a
-multiple of :math:`2^{24k}` is at most half of it, and the top level is chosen above the
-value). Every step is exact in float64 (scaling by a power of two, rounding to an integer,
-and subtracting a value that shares the remainder's leading bits), and the digits depend on
-``x`` alone, not on the other values or on the batch. Per group and level the digits are
-summed in float64: integers below :math:`2^{53}`, exact in any order for up to
-:math:`2^{29}` values. :meth:`ExactSums.value` folds the levels into one float in a fixed
-order after propagating carries: a function of the exact sum alone (within a few ulps of it;
-not correctly rounded).
+each :math:`u_k` an integer with :math:`|u_k| < 2^{24}` and the sign of ``x`` (the remainder
+after truncating to a multiple of :math:`2^{24k}` is below it, and the top level is chosen
+above the value; levels above a value's own give it zero digits). Every step is exact in
+float64 (scaling by a power of two, truncation to an integer, and subtracting a value that
+shares the remainder's leading bits), and the digits depend on ``x`` alone, not on the other
+values or on the batch. Per group and level the digits are summed in float64: integers below
+:math:`2^{53}`, exact in any order for up to :math:`2^{29}` values. :meth:`ExactSums.value`
+folds the levels into one float in a fixed order after propagating carries: a function of the
+exact sum alone (within a few ulps of it; not correctly rounded).
 
 Values below :math:`2^{-1000}` keep their bits down to the lowest level :math:`2^{-1056}`
 (the rest is dropped, again as a function of the value alone). Non-finite values are counted
@@ -56,15 +56,16 @@ def _levels(values: np.ndarray) -> tuple[int, int] | None:
         return None
     _, e_max = np.frexp(nonzero.max())  # |x| < 2^e_max
     _, e_min = np.frexp(nonzero.min())
-    # top: |x| ≤ 2^(24·top + 23); bottom: the grid at or below the smallest value's ulp
-    top = -(-(int(e_max) - 23) // _WIDTH)
+    # top: |x| < 2^(24·(top + 1)); bottom: the grid at or below the smallest value's ulp
+    top = -(-int(e_max) // _WIDTH) - 1
     bottom = max((int(e_min) - 53) // _WIDTH, _LOWEST)
     return top, min(bottom, top)
 
 
 def digits(values: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """``[(level k, digits u_k)]`` of finite ``values`` (see the module docstring): integers
-    as float64 with ``values == Σ_k u_k·2^(24k)`` (exactly, for values above 2^-1000)."""
+    as float64 (``|u_k| < 2^24``) with ``values == Σ_k u_k·2^(24k)`` (exactly, for values
+    above 2^-1000)."""
     values = np.asarray(values, dtype=np.float64)
     span = _levels(values)
     if span is None:
@@ -75,7 +76,7 @@ def digits(values: np.ndarray) -> list[tuple[int, np.ndarray]]:
     out = []
     for level in range(top, bottom - 1, -1):
         _scale(rest, -_WIDTH * level, out=scaled)
-        digit = np.rint(scaled, out=np.empty_like(scaled))
+        digit = np.trunc(scaled, out=np.empty_like(scaled))
         rest -= _scale(digit, _WIDTH * level, out=scaled)
         out.append((level, digit))
     return out
@@ -139,11 +140,12 @@ class ExactSums:
             level = min(self.levels)
             top = max(self.levels)
             carry = np.zeros(self.size)
-            while level <= top or carry.any():
-                sums = self.levels.get(level, 0.0) + carry
-                carry = np.rint(sums / base)
-                out += np.ldexp(sums - carry * base, _WIDTH * level)
-                level += 1
+            with np.errstate(over="ignore"):  # a sum beyond float64 is ±inf, as in IEEE
+                while level <= top or carry.any():
+                    sums = self.levels.get(level, 0.0) + carry
+                    carry = np.rint(sums / base)
+                    out += np.ldexp(sums - carry * base, _WIDTH * level)
+                    level += 1
         if self.special.any():
             pinf, ninf, nan = (self.special[:, i] != 0 for i in range(3))
             out = np.where(pinf, np.inf, out)
