@@ -57,7 +57,7 @@ def _levels(values: np.ndarray) -> tuple[int, int] | None:
     _, e_max = np.frexp(nonzero.max())  # |x| < 2^e_max
     _, e_min = np.frexp(nonzero.min())
     # top: |x| < 2^(24·(top + 1)); bottom: the grid at or below the smallest value's ulp
-    top = -(-int(e_max) // _WIDTH) - 1
+    top = max(-(-int(e_max) // _WIDTH) - 1, _LOWEST)
     bottom = max((int(e_min) - 53) // _WIDTH, _LOWEST)
     return top, min(bottom, top)
 
