@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.typing import FloatArray, IntArray
 from meta_supervisor.units import US_PER_HOUR
 
@@ -82,37 +83,38 @@ class CadenceIndex:
     agents: tuple[str, ...]  # sorted names
     starts: IntArray  # agent a's times are times[starts[a]:starts[a + 1]]
     times: IntArray
-    pnl: FloatArray  # realised bps, aligned with times (ties in matured_at ordered by ts)
+    pnl: FloatArray  # realised bps, aligned with times (each agent's rows in record order)
 
     @classmethod
     def from_records(cls, records: pl.DataFrame, horizon_hours: int) -> CadenceIndex:
-        """Index ``records`` at ``horizon_hours`` (any order; other horizons are ignored)."""
-        frame = (
-            records.lazy()
-            .filter(pl.col("horizon_hours") == horizon_hours)
-            .select(
-                "agent",
-                (pl.col("matured_at") - pl.lit(_EPOCH))
-                .dt.total_microseconds()
-                .cast(pl.Int64)
-                .alias("_us"),
-                "ts",
-                "realized_pnl_bps",
-            )
-            .sort("agent", "_us", "ts", "realized_pnl_bps")
-            .collect()
-        )
+        """Index ``records`` at ``horizon_hours`` (any order; other horizons are ignored).
+
+        Each agent's records in record order (``matured_at``, ``ts``, ``record_id``; by
+        ``realized_pnl_bps`` for frames without ids): the rows put in record order once (no
+        sort when they already are, the common case), then grouped by a stable radix sort of
+        the agents' numbers, linear in the rows."""
+        keys = ["record_id"] if "record_id" in records.columns else []
+        frame = records.filter(
+            (pl.col("horizon_hours") == horizon_hours) & pl.col("matured_at").is_not_null()
+        ).select("agent", "matured_at", "ts", "realized_pnl_bps", *keys)
         if frame.height == 0:
             empty = np.zeros(0, dtype=np.int64)
             return cls((), np.zeros(1, dtype=np.int64), empty, np.zeros(0))
-        names = frame["agent"].to_numpy().astype(str)
-        agents, first = np.unique(names, return_index=True)
-        starts = np.append(first, names.size).astype(np.int64)
+        if keys:
+            frame = in_record_order(frame)
+        else:
+            frame = frame.sort("matured_at", "ts", "realized_pnl_bps")
+        agents = sorted(frame["agent"].unique().to_list())
+        codes = frame["agent"].cast(pl.Enum(agents)).to_physical().to_numpy()
+        small = codes.astype(np.uint16) if len(agents) < 2**16 else codes.astype(np.int64)
+        order = np.argsort(small, kind="stable")
+        starts = np.searchsorted(small[order], np.arange(len(agents) + 1), side="left")
+        times = frame["matured_at"].dt.epoch("us").to_numpy().astype(np.int64)
         return cls(
-            tuple(agents.tolist()),
-            starts,
-            frame["_us"].to_numpy().astype(np.int64),
-            frame["realized_pnl_bps"].to_numpy().astype(np.float64),
+            tuple(agents),
+            starts.astype(np.int64),
+            times[order],
+            frame["realized_pnl_bps"].to_numpy().astype(np.float64)[order],
         )
 
     def recent_loss_z(self, agents: Sequence[str], as_of: datetime, policy: Policy) -> FloatArray:
