@@ -33,6 +33,7 @@ the ledger. Pure: no file, no clock.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -128,6 +129,54 @@ class CadenceIndex:
             out[k] = loss_run_z(self.pnl[start + lo : start + hi], policy)
         return out
 
+    @functools.cached_property
+    def _positions(self) -> dict[str, int]:
+        return {a: i for i, a in enumerate(self.agents)}
+
+    @functools.cached_property
+    def _keys(self) -> IntArray | None:
+        """``a·S + (t − t_min)`` per row (``a`` its agent's number, ``S`` the time span + 1):
+        sorted, so every agent's window bounds are one vectorised binary search; ``None`` when
+        the product would not fit an int64 (then each agent is searched alone)."""
+        if not self.times.size:
+            return None
+        low, span = int(self.times.min()), int(self.times.max() - self.times.min()) + 2
+        if span * len(self.agents) >= 2**62:
+            return None
+        agent = np.repeat(np.arange(len(self.agents), dtype=np.int64), np.diff(self.starts))
+        return agent * span + (self.times - low + 1)
+
+    def _bounds(
+        self, agents: Sequence[str], since: int, now: int
+    ) -> tuple[IntArray, IntArray, IntArray]:
+        """``(k, lo, hi)``: for each of ``agents`` this index knows (``k`` its position in
+        ``agents``), its rows ``lo:hi`` (absolute) are those with ``since < t ≤ now``."""
+        found = [(k, self._positions.get(name, -1)) for k, name in enumerate(agents)]
+        k = np.array([i for i, a in found if a >= 0], dtype=np.int64)
+        a = np.array([a for _, a in found if a >= 0], dtype=np.int64)
+        keys = self._keys
+        if keys is None:
+            lo = np.array(
+                [s + np.searchsorted(self.times[s:e], since, "right") for s, e in self._spans(a)],
+                dtype=np.int64,
+            )
+            hi = np.array(
+                [s + np.searchsorted(self.times[s:e], now, "right") for s, e in self._spans(a)],
+                dtype=np.int64,
+            )
+            return k, lo, hi
+        low = int(self.times.min())
+        span = int(self.times.max()) - low + 2
+
+        def bound(t: int) -> IntArray:
+            offset = min(max(t - low + 1, 0), span - 1)
+            return np.searchsorted(keys, a * span + offset, "right").astype(np.int64)
+
+        return k, bound(since), bound(now)
+
+    def _spans(self, agents: IntArray) -> list[tuple[int, int]]:
+        return [(int(self.starts[a]), int(self.starts[a + 1])) for a in agents]
+
     def _windows(
         self, agents: Sequence[str], as_of: datetime, policy: Policy
     ) -> Iterator[tuple[int, int, IntArray, int, int]]:
@@ -140,29 +189,30 @@ class CadenceIndex:
             return
         now = _micros(as_of)
         since = now - round(history * US_PER_HOUR)
-        index = {a: i for i, a in enumerate(self.agents)}
-        for k, agent in enumerate(agents):
-            a = index.get(agent)
-            if a is None:
-                continue
+        ks, los, his = self._bounds(agents, since, now)
+        for k, lo, hi in zip(ks.tolist(), los.tolist(), his.tolist(), strict=True):
+            a = self._positions[agents[k]]
             start = int(self.starts[a])
-            times = self.times[start : self.starts[a + 1]]
-            lo = int(np.searchsorted(times, since, "right"))
-            hi = int(np.searchsorted(times, now, "right"))
-            yield k, start, times, lo, hi
+            yield k, start, self.times[start : self.starts[a + 1]], lo - start, hi - start
 
     def expected_records(
         self, agents: Sequence[str], as_of: datetime, policy: Policy
     ) -> FloatArray:
-        """:math:`E_i` for ``agents`` at ``as_of`` (NaN: unknown), see the module docstring."""
+        """:math:`E_i` for ``agents`` at ``as_of`` (NaN: unknown), see the module docstring.
+        Vectorised over the agents (one binary search each, no per-agent Python)."""
         out = np.full(len(agents), np.nan)
         history = cadence_hours(policy)
-        since = _micros(as_of) - round(history * US_PER_HOUR)
+        if history <= 0 or not self.agents:
+            return out
+        now = _micros(as_of)
+        since = now - round(history * US_PER_HOUR)
         first_band = round(policy.lookback_hours * US_PER_HOUR)
-        for k, _, times, lo, hi in self._windows(agents, as_of, policy):
-            if lo == hi or times[lo] > since + first_band:
-                continue  # not reporting when the history began: young agent, cadence unknown
-            out[k] = (hi - lo) * policy.lookback_hours / history
+        k, lo, hi = self._bounds(agents, since, now)
+        some = lo < hi
+        # not reporting when the history began: young agent, cadence unknown
+        first = np.where(some, self.times[np.minimum(lo, self.times.size - 1)], 0)
+        known = some & (first <= since + first_band)
+        out[k[known]] = (hi - lo)[known] * policy.lookback_hours / history
         return out
 
 
