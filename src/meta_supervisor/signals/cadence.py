@@ -134,14 +134,20 @@ class CadenceIndex:
         return {a: i for i, a in enumerate(self.agents)}
 
     @functools.cached_property
-    def _keys(self) -> IntArray | None:
-        """``a·S + (t − t_min)`` per row (``a`` its agent's number, ``S`` the time span + 1):
-        sorted, so every agent's window bounds are one vectorised binary search; ``None`` when
-        the product would not fit an int64 (then each agent is searched alone)."""
+    def _span(self) -> tuple[int, int]:
+        """``(t_min, S)``: the earliest time and the time span + 2 (µs)."""
         if not self.times.size:
-            return None
-        low, span = int(self.times.min()), int(self.times.max() - self.times.min()) + 2
-        if span * len(self.agents) >= 2**62:
+            return 0, 2
+        low = int(self.times.min())
+        return low, int(self.times.max()) - low + 2
+
+    @functools.cached_property
+    def _keys(self) -> IntArray | None:
+        """``a·S + (t − t_min + 1)`` per row (``a`` its agent's number, ``S`` from
+        :attr:`_span`): sorted, so every agent's window bounds are one vectorised binary search;
+        ``None`` when the product would not fit an int64 (then each agent is searched alone)."""
+        low, span = self._span
+        if not self.times.size or span * len(self.agents) >= 2**62:
             return None
         agent = np.repeat(np.arange(len(self.agents), dtype=np.int64), np.diff(self.starts))
         return agent * span + (self.times - low + 1)
@@ -165,8 +171,7 @@ class CadenceIndex:
                 dtype=np.int64,
             )
             return k, lo, hi
-        low = int(self.times.min())
-        span = int(self.times.max()) - low + 2
+        low, span = self._span
 
         def bound(t: int) -> IntArray:
             offset = min(max(t - low + 1, 0), span - 1)
