@@ -97,14 +97,17 @@ def case_store_cycle(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
         return _timed_cycle(store, Path(tmp), AS_OF, policy)
 
 
-def _append_cycle(spec: LedgerSpec, profile: Profile) -> dict[str, Any]:
+def _append_cycle(spec: LedgerSpec, profile: Profile, cadence: bool = True) -> dict[str, Any]:
     """The cycle one hour after the snapshot's, after 10k records were appended, from the
-    state the snapshot's cycle saved (copied into a fresh state directory)."""
+    state the snapshot's cycle saved (copied into a fresh state directory). ``cadence=False``:
+    the policy's ``cadence_history_hours = 0`` (no cadence index is read from the store)."""
     from datetime import timedelta
 
     from benchmarks.cases import bench_policy
 
     policy = bench_policy(spec, profile)
+    if not cadence:
+        policy = policy.model_copy(update={"cadence_history_hours": 0.0})
     store, snapshot = ensure_store(spec, policy)
     with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
         state_dir = Path(tmp) / "state"
@@ -115,6 +118,13 @@ def _append_cycle(spec: LedgerSpec, profile: Profile) -> dict[str, Any]:
 def case_store_append(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
     """The cycle one hour later, after 10k records were appended, from the saved state."""
     return _append_cycle(spec, Profile.SEED)
+
+
+def case_store_append_nocadence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``store_append`` with cadence off: the cycle without the cadence index, which reads the
+    records of the cadence history (here the whole ledger: ``C = max(4 weeks, L)`` and the
+    benchmark's ``L`` is 91 days) from the store and sorts them, every cycle."""
+    return _append_cycle(spec, Profile.SEED, cadence=False)
 
 
 def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +157,7 @@ def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
     start = time.perf_counter()
     for profile in (Profile.SEED, Profile.EVIDENCE):
         ensure_store(spec, bench_policy(spec, profile))
+    ensure_store(spec, bench_policy(spec).model_copy(update={"cadence_history_hours": 0.0}))
     return {"seconds": time.perf_counter() - start}
 
 
@@ -155,5 +166,6 @@ STORE_CASES = {
     "store_cycle": case_store_cycle,
     "store_append": case_store_append,
     "store_append_evidence": case_store_append_evidence,
+    "store_append_nocadence": case_store_append_nocadence,
     "persistence": case_persistence,
 }
