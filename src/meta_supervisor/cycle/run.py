@@ -431,8 +431,8 @@ def _write_current(paths: Paths, record: dict[str, Any]) -> None:
         (paths.allocation, canonical_json(record.get("weights", {}), indent=2)),
     ):
         current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current != text:
-            atomic_write_text(path, text)
+        if current != text:  # the history (durable) repairs a rename a power loss undid
+            atomic_write_text(path, text, durable=False)
 
 
 def _check_base(paths: Paths, entries: list[HistoryEntry]) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "DIRECTORY",
     "REF_KEY",
     "ExplanationsError",
+    "check",
     "file_name",
     "load",
     "problem",
@@ -71,10 +72,14 @@ def encode(agents: dict[str, Any]) -> bytes:
 def write(state_dir: Path, seq: int, agents: dict[str, Any]) -> dict[str, Any]:
     """Write ``agents`` as entry ``seq``'s explanations file (atomically, fsync'd); return the
     reference its record carries. Fault hook point: ``before_rename:<8 digits>.json``."""
-    from meta_supervisor.state.files import atomic_write_bytes
+    from meta_supervisor.state.files import atomic_write_bytes, fsync_path
 
     data = encode(agents)
     name = file_name(seq)
+    directory = Path(state_dir) / DIRECTORY
+    if not directory.is_dir():
+        directory.mkdir(parents=True)
+        fsync_path(directory.parent)  # the new directory itself, before anything names it
     atomic_write_bytes(Path(state_dir) / name, data)
     return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "agents": len(agents)}
 
@@ -107,14 +112,8 @@ def _ref(record: dict[str, Any]) -> dict[str, Any] | None:
     return ref
 
 
-def load(state_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """The ``{agent: explanation}`` map of ``record``: inline, or read from its file and held
-    against the SHA-256 the record names. Raises :class:`ExplanationsError` naming the file
-    when it is missing, edited or not a map."""
-    ref = _ref(record)
-    if ref is None:
-        agents = record.get("agents", {})
-        return agents if isinstance(agents, dict) else {}
+def _checked_bytes(state_dir: Path, record: dict[str, Any], ref: dict[str, Any]) -> bytes:
+    """The bytes of ``ref``'s file, held against its SHA-256 (:class:`ExplanationsError`)."""
     path = Path(state_dir) / ref["file"]
     try:
         data = path.read_bytes()
@@ -126,6 +125,31 @@ def load(state_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
         raise ExplanationsError(
             f"{path}: content does not match the SHA-256 its history entry records (edited)"
         )
+    return data
+
+
+def check(state_dir: Path, record: dict[str, Any]) -> str | None:
+    """What is wrong with ``record``'s explanations file, by its SHA-256 alone (``None``:
+    nothing, or inline): what a cycle checks of the entries it builds on, without parsing."""
+    try:
+        ref = _ref(record)
+        if ref is not None:
+            _checked_bytes(state_dir, record, ref)
+    except ExplanationsError as err:
+        return str(err)
+    return None
+
+
+def load(state_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """The ``{agent: explanation}`` map of ``record``: inline, or read from its file and held
+    against the SHA-256 the record names. Raises :class:`ExplanationsError` naming the file
+    when it is missing, edited or not a map."""
+    ref = _ref(record)
+    if ref is None:
+        agents = record.get("agents", {})
+        return agents if isinstance(agents, dict) else {}
+    data = _checked_bytes(state_dir, record, ref)
+    path = Path(state_dir) / ref["file"]
     agents = orjson.loads(data)
     if not isinstance(agents, dict):
         raise ExplanationsError(f"{path}: not a map of explanations")
