@@ -32,6 +32,7 @@ import orjson
 
 from meta_supervisor.allocate.decision import Decision, canonical_json
 from meta_supervisor.errors import ProblemFound
+from meta_supervisor.state.atomic import atomic_write_bytes, fsync_path, remove_stale_temps
 
 __all__ = [
     "DIRECTORY",
@@ -72,8 +73,6 @@ def encode(agents: dict[str, Any]) -> bytes:
 def write(state_dir: Path, seq: int, agents: dict[str, Any]) -> dict[str, Any]:
     """Write ``agents`` as entry ``seq``'s explanations file (atomically, fsync'd); return the
     reference its record carries. Fault hook point: ``before_rename:<8 digits>.json``."""
-    from meta_supervisor.state.files import atomic_write_bytes, fsync_path
-
     data = encode(agents)
     name = file_name(seq)
     directory = Path(state_dir) / DIRECTORY
@@ -183,8 +182,6 @@ def remove_uncommitted(state_dir: Path, last_seq: int) -> None:
     """Remove the explanations file a kill before the history append left for entry
     ``last_seq + 1`` (no entry names it) and temps of dead writers under ``explanations/``.
     Called under the state lock."""
-    from meta_supervisor.state.files import remove_stale_temps
-
     directory = Path(state_dir) / DIRECTORY
     if not directory.is_dir():
         return
