@@ -114,7 +114,9 @@ def run_size(
         if (case.startswith("store_") or case == "persistence") and not store_ready:
             # in a child of its own: neither the parent's memory (which a forked child
             # starts from) nor a measured child's includes the ingest
-            console.print("  store setup (cached in bench-data/store-<key>-<policy>/) ...")
+            console.print(
+                "  store setup (cached in bench-data/store-<key>-<policy>-s<version>/) ..."
+            )
             run_child("store_setup", n_records, {})
             store_ready = True
         console.print(f"  {case} ({label}) x{n_runs} ...")

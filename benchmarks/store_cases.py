@@ -1,7 +1,7 @@
 """Benchmark cases of the live cycle on the store, as `meta-supervisor allocate` runs it.
 
 Both time :func:`meta_supervisor.cycle.run.run_cycle` itself (lock, history, decision files, engine
-state and all) on an ingested store under ``bench-data/store-<key>-<policy>/``:
+state and all) on an ingested store under ``bench-data/store-<key>-<policy>-s<version>/``:
 
 * ``store_cycle``: a cycle with no saved state, so the engine rebuilds its statistics from the
   store in time chunks (the full-cycle case, reading from the store included);
@@ -31,6 +31,7 @@ from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA, empt
 from meta_supervisor.ingest.records import empty_telemetry as no_telemetry
 from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.policy.model import Profile
+from meta_supervisor.signals.incremental import STATE_VERSION
 
 __all__ = ["STORE_CASES"]
 
@@ -51,8 +52,9 @@ def _paths(store: Path, state_dir: Path) -> Paths:
 
 def ensure_store(spec: LedgerSpec, policy: Any) -> tuple[Path, Path]:
     """The store (base + the appended batch) and the state snapshot after the cycle at AS_OF."""
-    # the snapshot's saved state is valid for one policy only (another one is rebuilt)
-    root = DATA_DIR / f"store-{spec.key()}-{policy.fingerprint()[:8]}"
+    # the snapshot's saved state is valid for one policy and one engine state version only
+    # (another one is rebuilt, and an append case would time a rebuild)
+    root = DATA_DIR / f"store-{spec.key()}-{policy.fingerprint()[:8]}-s{STATE_VERSION}"
     store_dir, snapshot = root / "ledger", root / "state-at-as-of"
     if (root / _READY).exists():
         return store_dir, snapshot
@@ -74,11 +76,18 @@ def ensure_store(spec: LedgerSpec, policy: Any) -> tuple[Path, Path]:
     return store_dir, snapshot
 
 
-def _timed_cycle(store: Path, state_dir: Path, as_of: Any, policy: Any) -> dict[str, Any]:
+def _timed_cycle(
+    store: Path, state_dir: Path, as_of: Any, policy: Any, *, warm: bool = False
+) -> dict[str, Any]:
     start = time.perf_counter()
     decision, ledger = run_cycle(_paths(store, state_dir), as_of, policy)
     seconds = time.perf_counter() - start
     engine = describe(ledger.engine) if ledger.engine is not None else {}
+    if warm and engine.get("mode") != "warm":
+        raise SystemExit(
+            f"the snapshot's engine state was not used ({engine.get('mode')}: "
+            f"{engine.get('reason')}); remove {store.parent} to rebuild it"
+        )
     return {
         "seconds": seconds,
         **{f"engine_{k}": v for k, v in engine.get("seconds", {}).items()},
@@ -112,7 +121,7 @@ def _append_cycle(spec: LedgerSpec, profile: Profile, cadence: bool = True) -> d
     with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
         state_dir = Path(tmp) / "state"
         shutil.copytree(snapshot, state_dir)
-        return _timed_cycle(store, state_dir, AS_OF + timedelta(hours=1), policy)
+        return _timed_cycle(store, state_dir, AS_OF + timedelta(hours=1), policy, warm=True)
 
 
 def case_store_append(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
