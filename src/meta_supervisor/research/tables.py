@@ -141,7 +141,7 @@ def targets(
     cells = _cells(table, knobs)
     out: list[str] = []
     for method in profiles:
-        out.append(f"`{method}`:")
+        out.append(f"{chr(10) if out else ''}`{method}`:")
         for seed in _seeds_of(cells, REAL):
             by = cells[(REAL, seed)]
             if method not in by or "equal_weight" not in by:
@@ -182,7 +182,7 @@ def _skill(cells: dict[tuple[str, int], dict[str, Row]], seeds: list[int], metho
         best_names.append(best["method"])
     n = len(seeds)
     misses = [m for m in dd_miss if m > 0]
-    top = max(set(best_names), key=best_names.count)
+    top = min(_order(set(best_names)), key=lambda m: -best_names.count(m))  # ties: column order
     return (
         f"- {SKILL} (seeds {_span(seeds)}): Sharpe {_mean(own):+.2f} ±{_sd(own):.2f} vs the "
         f"best method's per seed {_mean(bests):+.2f} ±{_sd(bests):.2f} (most often {top}, "
