@@ -65,6 +65,7 @@ from rich.progress import (
 )
 
 from meta_supervisor.allocate.decision import Decision
+from meta_supervisor.allocate.profiles import method_for
 from meta_supervisor.cycle.run import (
     Ledger,
     cycle_frames,
@@ -378,10 +379,15 @@ def run_backtest(
         )
     if calendar:
         every_hours = (period_end - times[0]).total_seconds() / 3600 / len(times)
-    cadence = CadenceIndex.from_records(ledger.records, policy.horizon_hours)
     agents = sorted(ledger.records["agent"].unique().to_list())
     col = {a: i for i, a in enumerate(agents)}
     policies = {p.value: Policy(**{**policy.model_dump(), "profile": p}) for p in profiles}
+    # the engine keeps each agent's expected records; the cadence index only for a profile
+    # that reads recent_loss_z (select)
+    loss_z = any(
+        "recent_loss_z" in method_for(p.profile).keys for p in [policy, *policies.values()]
+    )
+    cadence = CadenceIndex.from_records(ledger.records, policy.horizon_hours) if loss_z else None
     n_t, n_a = len(times), len(agents)
     weights = {name: np.zeros((n_t, n_a)) for name in [*policies, *baseline_names]}
     decisions: dict[str, list[Decision]] = {name: [] for name in policies}
@@ -401,7 +407,8 @@ def run_backtest(
             frames: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] = {}
             for key, inc in engines.items():
                 inc.advance(sorted_ledger, t)
-                frames[key] = inc.frames(ledger.telemetry)
+                agent_frame, conf_frame, tail_frame = inc.frames(ledger.telemetry)
+                frames[key] = (inc.with_expected_records(agent_frame), conf_frame, tail_frame)
             for name, pol in policies.items():
                 decision = decide(
                     ledger,
