@@ -8,6 +8,10 @@ state and all) on an ingested store under ``bench-data/store-<key>-<policy>/``:
 * ``store_append``: the cycle one hour later, after 10,000 records were appended as a new batch,
   from the state the previous cycle saved (the "cycle after appending 10k" case).
 
+``persistence`` and ``persistence_rebuild`` time the evidence profile's learned strength
+(:func:`meta_supervisor.cycle.learned.kept_persistence`) at ``AS_OF``: advanced from the day
+sums a cycle kept the day before (cached next to the store), and rebuilt with none.
+
 Setup (untimed, cached): the base ledger is committed to the store, a cycle at ``AS_OF`` writes a
 state directory that is kept as a snapshot, then the 10,000 records are committed as a second
 batch. Each run copies the snapshot into a fresh state directory.
@@ -123,20 +127,58 @@ def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dic
     return _append_cycle(spec, Profile.EVIDENCE)
 
 
-def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
-    """The evidence profile's learned strength recomputed from the store (once per anchor)."""
+def _previous_day_state(spec: LedgerSpec) -> tuple[LedgerStore, Any, Path]:
+    """The evidence store, its policy, and the learned-strength state kept by a cycle the day
+    before AS_OF (built once, cached next to the store)."""
+    from datetime import timedelta
+
     from benchmarks.cases import bench_policy
-    from meta_supervisor.cycle.engine import store_persistence
+    from meta_supervisor.cycle.learned import kept_persistence
+
+    policy = bench_policy(spec, Profile.EVIDENCE)
+    store_dir, _ = ensure_store(spec, policy)
+    store = LedgerStore(store_dir)
+    kept = store_dir.parent / "persistence-day-before.state"
+    if not kept.exists():
+        kept_persistence(store, store.manifest(), AS_OF - timedelta(days=1), policy, kept)
+    return store, policy, kept
+
+
+def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The evidence profile's learned strength at AS_OF from the day sums a cycle kept the
+    day before (copied into a fresh state dir): one new day read, then saved (once a day)."""
+    from meta_supervisor.cycle.learned import kept_persistence
+
+    store, policy, kept = _previous_day_state(spec)
+    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
+        path = Path(tmp) / "persistence.state"
+        shutil.copy(kept, path)
+        start = time.perf_counter()
+        run = kept_persistence(store, store.manifest(), AS_OF, policy, path)
+        seconds = time.perf_counter() - start
+        assert run.mode == "advanced", run.reason
+        return {"seconds": seconds, "note": f"strength {run.value.strength:.2f}, {run.mode}"}
+
+
+def case_persistence_rebuild(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The same with no kept state: every day of the range rebuilt from the store, saved."""
+    from benchmarks.cases import bench_policy
+    from meta_supervisor.cycle.learned import kept_persistence
 
     policy = bench_policy(spec, Profile.EVIDENCE)
     store_dir, _ = ensure_store(spec, policy)
     store = LedgerStore(store_dir)
     with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
         start = time.perf_counter()
-        value, _ = store_persistence(
-            store, store.manifest(), AS_OF, policy, Path(tmp) / "p.json", save=False
+        run = kept_persistence(
+            store, store.manifest(), AS_OF, policy, Path(tmp) / "persistence.state"
         )
-        return {"seconds": time.perf_counter() - start, "note": f"strength {value.strength:.2f}"}
+        seconds = time.perf_counter() - start
+        assert run.mode == "rebuilt", run.mode
+        return {
+            "seconds": seconds,
+            "note": f"strength {run.value.strength:.2f}, {run.buckets} days rebuilt",
+        }
 
 
 def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +189,7 @@ def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
     start = time.perf_counter()
     for profile in (Profile.SEED, Profile.EVIDENCE):
         ensure_store(spec, bench_policy(spec, profile))
+    _previous_day_state(spec)
     return {"seconds": time.perf_counter() - start}
 
 
@@ -156,4 +199,5 @@ STORE_CASES = {
     "store_append": case_store_append,
     "store_append_evidence": case_store_append_evidence,
     "persistence": case_persistence,
+    "persistence_rebuild": case_persistence_rebuild,
 }
