@@ -196,19 +196,19 @@ class DaySums:
 
     def _take(self, rows: Ints) -> DaySums:
         """The cells at ``rows`` (in that order), names pruned to those still used."""
-        used_a, a = np.unique(self.agent[rows], return_inverse=True)
-        used_s, s = np.unique(self.strategy[rows], return_inverse=True)
+        agents, a = _pruned(self.agents, self.agent[rows])
+        strategies, s = _pruned(self.strategies, self.strategy[rows])
         return DaySums(
             self.horizon_hours,
             self.bucket_us,
-            tuple(self.agents[i] for i in used_a.tolist()),
-            tuple(self.strategies[i] for i in used_s.tolist()),
-            a.astype(np.int64).reshape(-1),
+            agents,
+            strategies,
+            a,
             self.bucket[rows],
             self.n[rows],
             self.pnl_sum[rows],
             self.pnl_m2[rows],
-            s.astype(np.int64).reshape(-1),
+            s,
         )
 
     def within(self, low_bucket: int, high_bucket: int) -> DaySums:
@@ -322,10 +322,11 @@ class DaySums:
             set(self.strategies)
         ):
             raise ValueError("day sums: names not sorted and distinct")
-        if not np.array_equal(np.unique(a), np.arange(len(self.agents))) or not np.array_equal(
-            np.unique(s), np.arange(len(self.strategies))
-        ):
-            raise ValueError("day sums: a code out of range, or a name no cell uses")
+        for codes, names in ((a, self.agents), (s, self.strategies)):
+            if codes.size and (codes.min() < 0 or codes.max() >= len(names)):
+                raise ValueError("day sums: a code out of range")
+            if not bool((np.bincount(codes, minlength=len(names)) > 0).all()):
+                raise ValueError("day sums: a name no cell uses")
         if self.size > 1:
             step_a, step_b = np.diff(a), np.diff(b)
             if not bool(((step_a > 0) | ((step_a == 0) & (step_b > 0))).all()):
@@ -334,6 +335,17 @@ class DaySums:
             raise ValueError("day sums: a cell with no record or a non-finite sum")
         if self.size and not (np.isfinite(self.pnl_m2).all() and self.pnl_m2.min() >= 0):
             raise ValueError("day sums: a negative or non-finite spread")
+
+
+def _pruned(names: tuple[str, ...], codes: Ints) -> tuple[tuple[str, ...], Ints]:
+    """``names`` reduced to those ``codes`` use, and the codes renumbered into them (order
+    kept: still sorted)."""
+    used = np.bincount(codes, minlength=len(names)) > 0 if codes.size else np.zeros(0, bool)
+    if used.size == len(names) and used.all():
+        return names, codes
+    renumber = np.cumsum(used) - 1
+    kept = tuple(name for name, u in zip(names, used.tolist(), strict=False) if u)
+    return kept, renumber[codes].astype(np.int64) if codes.size else codes
 
 
 def _no_cells(horizon_hours: int, width: int) -> DaySums:
