@@ -146,7 +146,10 @@ def _previous_day_state(spec: LedgerSpec) -> tuple[LedgerStore, Any, Path]:
 
 def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
     """The evidence profile's learned strength at AS_OF from the day sums a cycle kept the
-    day before (copied into a fresh state dir): one new day read, then saved (once a day)."""
+    day before (copied into a fresh state dir): one new day read, then saved (once a day);
+    ``same_day``: a cycle an hour later, which keeps the value."""
+    from datetime import timedelta
+
     from meta_supervisor.cycle.learned import kept_persistence
 
     store, policy, kept = _previous_day_state(spec)
@@ -158,7 +161,16 @@ def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
         run = kept_persistence(store, manifest, AS_OF, policy, path)
         seconds = time.perf_counter() - start
         assert run.mode == "advanced", run.reason
-        return {"seconds": seconds, "note": f"strength {run.value.strength:.2f}, {run.mode}"}
+        # the cycles later that day: the kept value, after reading the file's header line
+        start = time.perf_counter()
+        same_day = kept_persistence(store, manifest, AS_OF + timedelta(hours=1), policy, path)
+        kept_seconds = time.perf_counter() - start
+        assert same_day.mode == "kept", same_day.reason
+        return {
+            "seconds": seconds,
+            "same_day": kept_seconds,
+            "note": f"strength {run.value.strength:.2f}, {run.mode}",
+        }
 
 
 def case_persistence_rebuild(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
