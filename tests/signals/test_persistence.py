@@ -154,15 +154,25 @@ def test_spearman_is_pearson_of_brute_force_average_ranks(pairs):
 
 
 @pytest.mark.parametrize(
-    ("seed", "level", "lookback"),
-    [(1, 0.0, 48.0), (2, 0.0, 30.0), (3, 1e6, 48.0), (4, -3e7, 30.0)],
+    ("seed", "level", "lookback", "hours"),
+    [
+        (1, 0.0, 48.0, 120),
+        (2, 0.0, 30.0, 120),
+        (3, 1e6, 48.0, 120),
+        (4, -3e7, 30.0, 120),
+        (5, 0.0, 48.0, 60),  # the records start inside the earliest windows
+    ],
 )
-def test_each_lags_t_and_next_pnl_equal_a_brute_force_over_the_records(seed, level, lookback):
+def test_each_lags_t_and_next_pnl_equal_a_brute_force_over_the_records(
+    seed, level, lookback, hours
+):
     """The per-(agent, bucket) sums give each agent's t and next-period mean as the records
     do, to 1e-9 relative (the independent computation sums exactly, ``math.fsum``; the sums
     reassociate, and a common level of 1e6-3e7 bps must not cancel the spread). A 30 h
-    lookback with a 12 h step makes 6 h buckets."""
-    rows, frame = _records(np.random.default_rng(seed), 4.0, level=level)
+    lookback with a 12 h step makes 6 h buckets; with 60 h of records the earliest windows
+    begin before the first record (a per-agent slice search once read the previous agent's
+    cells there)."""
+    rows, frame = _records(np.random.default_rng(seed), 4.0, hours=hours, level=level)
     policy = POLICY.model_copy(update={"lookback_hours": lookback})
     samples = lag_samples(frame, AS_OF, policy)
     assert len(samples) == policy.evidence_persistence_lags

@@ -272,7 +272,7 @@ def lag_samples_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> lis
     squared deviations :math:`M_c` from the cell mean): :math:`n = \sum n_c`,
     :math:`\bar x = \sum S_c / n`, :math:`\sum (x - \bar x)^2 = \sum_c [M_c + n_c
     (S_c/n_c - \bar x)^2]` (exact in real arithmetic: Chan et al.'s pairwise update), each
-    sum taken over the agent's cells of the window in bucket order (``np.add.reduceat``).
+    sum taken over the cells in bucket order.
     """
     lags = policy.evidence_persistence_lags
     if lags <= 0:
@@ -285,7 +285,7 @@ def lag_samples_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> lis
     if cells.size == 0:
         return [LagSample(j, _EMPTY, _EMPTY, _NO_GROUPS, 0) for j in range(1, lags + 1)]
     # cells are sorted by (agent, bucket): agent codes in name order, each agent's cells in
-    # bucket order
+    # bucket order (so every bincount below adds an agent's cells oldest first)
     agent_code = cells.agent
     n_codes = len(cells.agents)
     # Group each agent by the strategy of its latest visible record (what it declares now).
@@ -298,31 +298,28 @@ def lag_samples_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> lis
         ],
         dtype=np.int64,
     )
+    bucket = cells.bucket
     count = cells.n.astype(np.float64)
     total = cells.pnl_sum
     m2 = cells.pnl_m2
     cell_mean = total / count
     step_b = round(policy.evidence_persistence_step_hours * US_PER_HOUR) // width
     look_b = round(policy.lookback_hours * US_PER_HOUR) // width
-    # each agent's cells of a window [lo, hi) of buckets are one slice of the (agent, bucket)
-    # order: found by binary search on (agent, bucket - first) as one integer
-    first = int(cells.bucket.min())
-    span = int(cells.bucket.max()) - first + 1
-    key = agent_code * span + (cells.bucket - first)
-    base = np.arange(n_codes, dtype=np.int64) * span - first
-    window = _Windows(key, base)
     need = max(2, policy.min_records)
     out = []
     for j in range(1, lags + 1):
         t_j = high // width - j * step_b  # the first bucket after T_j = A - j·H
-        window.at(t_j - look_b, t_j)
-        n = window.sum(count)
-        mean = window.sum(total) / np.maximum(n, 1)
-        ss = window.sum(m2 + count * (cell_mean - mean[agent_code]) ** 2)
+        ev = (bucket >= t_j - look_b) & (bucket < t_j)
+        nx = (bucket >= t_j) & (bucket < t_j + step_b)
+        a_ev = agent_code[ev]
+        n = np.bincount(a_ev, weights=count[ev], minlength=n_codes)
+        mean = np.bincount(a_ev, weights=total[ev], minlength=n_codes) / np.maximum(n, 1)
+        spread = m2[ev] + count[ev] * (cell_mean[ev] - mean[a_ev]) ** 2
+        ss = np.bincount(a_ev, weights=spread, minlength=n_codes)
         sd = np.sqrt(ss / np.maximum(n - 1, 1))
-        window.at(t_j, t_j + step_b)
-        n_next = window.sum(count)
-        next_mean = window.sum(total) / np.maximum(n_next, 1)
+        a_nx = agent_code[nx]
+        n_next = np.bincount(a_nx, weights=count[nx], minlength=n_codes)
+        next_mean = np.bincount(a_nx, weights=total[nx], minlength=n_codes) / np.maximum(n_next, 1)
         ok = (n >= need) & (sd > 0) & (n_next > 0)
         # Strategies with one agent present have nothing to be compared with: drop them.
         groups_ok = agent_group[ok]
@@ -335,30 +332,6 @@ def lag_samples_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> lis
         t = mean[idx] * np.sqrt(n[idx]) / sd[idx]
         out.append(LagSample(j, t, next_mean[idx], groups, n_agents - n_groups))
     return out
-
-
-class _Windows:
-    """Per-agent sums over one window of buckets: each agent's cells in it are a slice of
-    the cells sorted by ``key`` = (agent, bucket), summed by one ``np.add.reduceat``."""
-
-    def __init__(self, key: NDArray[np.int64], base: NDArray[np.int64]) -> None:
-        self.key, self.base = key, base
-        self.index = np.empty(2 * base.size, dtype=np.int64)
-        self.empty = np.zeros(base.size, dtype=bool)
-
-    def at(self, low: int, high: int) -> None:
-        """Select buckets ``low ≤ b < high``."""
-        starts = np.searchsorted(self.key, self.base + low)
-        ends = np.searchsorted(self.key, self.base + high)
-        self.index[0::2], self.index[1::2] = starts, ends
-        self.empty = starts == ends
-
-    def sum(self, values: FloatArray) -> FloatArray:
-        """Each agent's sum of ``values`` (one per cell) over the selected buckets."""
-        padded = np.r_[values, 0.0]  # an index equal to the size stays valid
-        out = np.add.reduceat(padded, self.index)[0::2]
-        out[self.empty] = 0.0
-        return out
 
 
 def lag_correlations(
