@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meta_supervisor.allocate.core import allocate
@@ -357,3 +357,43 @@ def test_every_instant_until_the_next_anchor_learns_what_the_anchor_learned(seco
         pl.when(since).then(1e6).otherwise(pl.col("realized_pnl_bps")).alias("realized_pnl_bps")
     )
     assert persistence(corrupted, as_of, POLICY) == persistence(frame, AS_OF, POLICY)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d", "e", "f"]),
+            st.sampled_from(["s1", "s2"]),
+            st.integers(0, 80),  # hours before AS_OF: agents join and leave mid-range
+            st.integers(-20, 20),
+        ),
+        min_size=1,
+        max_size=120,
+    )
+)
+@settings(max_examples=60)
+def test_any_fleet_gives_the_brute_forces_agents_t_and_next_pnl(items):
+    """Random fleets (agents that start late, stop early, constant PnL): the same agents per
+    lag as the record-by-record brute force, t to 1e-9 and the next-period mean to 1e-12."""
+    policy = POLICY.model_copy(update={"evidence_persistence_lags": 3, "min_records": 2})
+    rows = []
+    for k, (agent, strategy, hours, pnl) in enumerate(items):
+        matured = AS_OF - timedelta(hours=hours, minutes=k % 60)
+        rows.append(
+            {
+                "agent": agent,
+                "strategy": strategy,
+                "ts": matured - timedelta(hours=24),
+                "matured_at": matured,
+                "horizon_hours": 24,
+                "pnl": float(pnl),
+            }
+        )
+    frame = pl.DataFrame(rows).rename({"pnl": "realized_pnl_bps"})
+    for sample, found in zip(
+        lag_samples(frame, AS_OF, policy), _brute_agents(rows, AS_OF, policy), strict=True
+    ):
+        agents = sorted(found)
+        assert sample.t.size == len(agents)
+        np.testing.assert_allclose(sample.t, [found[a][0] for a in agents], rtol=1e-9)
+        np.testing.assert_allclose(sample.next_pnl, [found[a][1] for a in agents], rtol=1e-12)
