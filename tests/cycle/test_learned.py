@@ -147,6 +147,20 @@ def test_a_cycle_on_the_same_day_keeps_a_late_record_recomputes_one_bucket(tmp_p
     assert nxt.value == persistence(store.records(), T0 + timedelta(hours=24), POLICY)
 
 
+def test_a_rebuild_in_small_chunks_gives_the_bytes_of_a_one_shot_rebuild(tmp_path: Path):
+    store = LedgerStore(tmp_path / "ledger")
+    rows = [(a, f"s{i % 2}", -h, float(h % 9 - 4)) for i, a in enumerate("abc") for h in range(99)]
+    _append(store, _records(rows, 0, T0))
+    _append(store, _records([("d", "s1", -h, 1.5) for h in range(0, 90, 7)], 5000, T0))
+    one = kept_persistence(store, store.manifest(), T0, POLICY, tmp_path / "a", save=False)
+    small = kept_persistence(
+        store, store.manifest(), T0, POLICY, tmp_path / "b", save=False, chunk_rows=40
+    )
+    assert one.sums is not None and small.sums is not None
+    assert small.sums.to_bytes() == one.sums.to_bytes()
+    assert small.value.to_dict() == one.value.to_dict()
+
+
 # ---------------------------------------------------------------- the file is a trust boundary
 
 
