@@ -62,8 +62,13 @@ def _canonical_engine(arrays: dict[str, np.ndarray]) -> bytes:
     for name in sorted(arrays):
         if name in ("header", "t_offsets", "t_buffer"):
             continue
-        order = agents if name == "names" or name.startswith("a_") else strategies
-        parts.append(name.encode() + arrays[name][order].tobytes())
+        order = agents if name == "names" or name.startswith(("a_", "c_")) else strategies
+        values = arrays[name]
+        if name.endswith("_levels"):  # exact sums: the levels, a (levels, groups) grid
+            order = np.arange(values.shape[0])
+        elif name.endswith("_digits"):
+            values = values.T
+        parts.append(name.encode() + values[order].tobytes())
     for i in strategies:
         parts.append(arrays["t_buffer"][int(offsets[i]) : int(offsets[i + 1])].tobytes())
     return b"".join(parts)

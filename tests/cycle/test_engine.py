@@ -369,3 +369,27 @@ def test_a_pnl_sum_of_zero_gates_alike_whatever_order_summed_it(store_fleet: Pat
     full = decide(Ledger(store.records(), store.telemetry()), AS_OFS[0], policy)
     assert decision.weights.get("zero", 0.0) == full.weights.get("zero", 0.0) == 0.0
     _assert_close(decision, full)
+
+
+def test_cycles_after_a_lost_engine_state_record_the_bytes_of_the_warm_path(
+    tmp_path: Path,
+) -> None:
+    """A rebuilt engine state summed in another order than the advanced one, so cycles after a
+    lost engine.state recorded other bytes than cycles that kept it (issue #13: a rebuild must
+    give the same bytes as the incremental path). Every six hours for two days, one state
+    directory keeps its engine and the other loses it before every cycle."""
+    warm = _engine_paths(tmp_path, "warm")
+    lost = _engine_paths(tmp_path, "lost")
+    as_ofs = [DEMO_AS_OF - timedelta(hours=6 * k) for k in range(8, -1, -1)]
+    for as_of in as_ofs:
+        _, kept = run_cycle(warm, as_of)
+        if lost.engine.exists():
+            lost.engine.unlink()
+            meta_path(lost.engine).unlink()
+        _, rebuilt = run_cycle(lost, as_of)
+        assert rebuilt.engine is not None and rebuilt.engine.mode == "rebuilt"
+        assert kept.engine is not None and kept.engine.mode == (
+            "rebuilt" if as_of == as_ofs[0] else "warm"
+        )
+    assert lost.history.read_bytes() == warm.history.read_bytes()
+    assert lost.decision.read_bytes() == warm.decision.read_bytes()

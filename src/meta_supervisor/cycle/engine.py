@@ -169,8 +169,7 @@ def _save(
     """The new state to ``.engine.state.next``, then ``engine.json`` naming its hash (the
     commit point), then the rename to ``engine.state``. A kill at any point leaves a pair that
     loads (the old one, or the new one found by its hash, see :func:`_state_bytes`), so a kill
-    never costs a rebuild: a rebuild's floats differ from the incremental path's in the last
-    bits, and the decision recorded after a kill would differ from the one without it."""
+    never costs a rebuild (a rebuild would decide the same bits, but reads the whole window)."""
     data = engine.to_bytes()
     pending = next_path(state_path)
     atomic_write_bytes(pending, data)

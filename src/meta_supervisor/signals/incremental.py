@@ -3,31 +3,42 @@ r"""Incremental cycle state: running sums so that a cycle costs what changed, no
 :class:`IncrementalStats` produces the same three frames as :func:`~meta_supervisor.signals.stats.
 agent_stats`, :func:`~meta_supervisor.signals.confidence.confidence_multipliers` and
 :func:`~meta_supervisor.signals.tails.strategy_tails` (equal up to float reassociation, ~1e-12
-relative), from state carried between cycles:
+relative), from state carried between cycles.
+
+**A rebuild gives the same bits as the incremental path** (issue #13): every number of the state
+is a function of the records in its windows and of ``as_of`` alone, never of the sequence of
+cycles that led there, so a state rebuilt from the ledger (at once, or in time chunks) and one
+advanced cycle by cycle produce identical frames, and the cycles after a lost state record the
+same bytes. How each part gets there:
 
 * per agent, over the stats window ``(as_of − lookback, as_of]`` at the policy horizon: count,
-  Σ pnl, Σ pnl², hits, Σ |gap|; the drawdown as a *path summary* ``(total, max prefix ≥ 0,
-  min prefix ≤ 0, max drawdown ≤ 0)``. Summaries combine associatively (A then B):
-  ``t = t_A + t_B``, ``hi = max(hi_A, t_A + hi_B)``, ``lo = min(lo_A, t_A + lo_B)``,
-  ``dd = min(dd_A, dd_B, t_A − hi_A + lo_B)``, so records appended *after* an agent's last one
-  extend it exactly;
-* per agent, confidence evidence ``Σ w``, ``Σ w·z`` held at the last ``as_of``; moving to a later
-  ``as_of`` rescales both by :math:`2^{-Δt/h}` (every weight decays by the same factor);
-* per strategy, over the CVaR window: ``n``, ``Σ gap`` and a *tail buffer*: every gap at or
-  below a threshold, sorted (at least the ``m = ⌈0.05 n⌉`` smallest). Gaps above it are only
-  counted. When removals or growth leave fewer than ``m`` in the buffer it is refilled from the
-  ledger for that strategy alone.
+  hits, Σ pnl, Σ pnl², Σ |gap| and the drawdown's *path summary* ``(total, max prefix ≥ 0,
+  min prefix ≤ 0, max drawdown ≤ 0)``, each the result of one left-to-right pass over the
+  agent's window records in record order. Records appended after an agent's last one
+  *continue* that pass (the sums start from the current values, the path's cumulative sum from
+  its total and its running maximum from its ``hi``: the same additions, bit for bit). An agent
+  that lost records from the window, or received one before its last (a late arrival, a tie),
+  is recomputed from the ledger, for those agents only: a float sum cannot be taken back
+  exactly. With an hourly cycle and a window shorter than the history, that is every active
+  agent each cycle: the cost is then one read of those agents' window;
+* per agent, confidence evidence :math:`\sum w` and :math:`\sum w z` with
+  :math:`w = 2^{(m - A)/h}` (``m`` the record's ``matured_at``, ``h`` the half-life) held at an
+  *anchor* :math:`A` = ``as_of`` rounded down to a multiple of 24 half-lives, as **exact sums**
+  (:mod:`meta_supervisor.signals.exact`: order-free, and a removal takes back exactly what the
+  addition put in). The frame decays them to ``as_of`` by :math:`2^{-(as\_of - A)/h}`. When the
+  anchor moves (once every 24 half-lives) the sums are recomputed from the window;
+* per strategy, over the CVaR window: ``n``, exact Σ gap and Σ |gap|, and a *tail buffer*:
+  every gap at or below a threshold, sorted (at least the ``m = ⌈0.05 n⌉`` smallest). Gaps
+  above it are only counted. When removals or growth leave fewer than ``m`` in the buffer it
+  is refilled from the ledger for that strategy alone. The CVaR reads only the ``m`` smallest,
+  which every valid buffer holds, whatever its threshold.
 
 The per-agent state is held as columns (numpy arrays indexed by an agent number), so a cycle
 updates it with a few vectorised operations over the records that entered or left, whatever
 the fleet's size.
 
 Sliding windows: records whose ``matured_at`` leaves a window are read back from the ledger by
-time range and subtracted. A drawdown cannot lose its first records by subtraction, so agents
-that lost records from the stats window, or received a record out of order (a late arrival,
-or a tie before their last record), are recomputed from the ledger, for those agents only. With
-an hourly cycle and a window shorter than the history, that is every active agent each cycle:
-the cost is then one read of those agents' window, no longer proportional to the change.
+time range: subtracted from the exact sums, and they mark their agents for a recompute.
 
 Reading time ranges: a lazy ledger (a scan of the store) is filtered on ``matured_at`` (the
 filter is pushed down to the files). An in-memory frame is wrapped once in a
@@ -59,7 +70,8 @@ import polars as pl
 from meta_supervisor.errors import ProblemFound
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
-from meta_supervisor.signals.measures import below_peak, cumulative_pnl, tail_count
+from meta_supervisor.signals.exact import ExactSums
+from meta_supervisor.signals.measures import tail_count
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.signals.tails import TAIL_COLUMNS
@@ -68,8 +80,9 @@ from meta_supervisor.units import US_PER_HOUR, UTC_US
 __all__ = ["STATE_VERSION", "IncrementalStats", "SortedLedger", "StateMismatch"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# 2: tails carry abs_gap_sum (mean |gap| per strategy); 3: binary .npz (was JSON)
-STATE_VERSION = 3
+# 2: tails carry abs_gap_sum (mean |gap| per strategy); 3: binary .npz (was JSON);
+# 4: rebuild-exact (exact confidence and tail sums, anchored confidence weights)
+STATE_VERSION = 4
 _NONE = np.iinfo(np.int64).min  # "no record yet" in the µs key columns: below every instant
 COLUMNS = [
     "record_id",
@@ -83,7 +96,7 @@ COLUMNS = [
     "gap_bps",
 ]
 # per-agent state columns
-_FLOATS = ("pnl", "pnl_sq", "abs_gap", "total", "hi", "lo", "dd", "conf_w", "conf_wz")
+_FLOATS = ("pnl", "pnl_sq", "abs_gap", "total", "hi", "lo", "dd")
 _INTS = ("n", "hits", "conf_n", "last_m", "last_t", "any_m", "any_t")
 _TEXTS = ("last_rid", "last_strategy", "any_rid", "any_strategy")
 # stats columns that are null when undefined (no record; one record for the std)
@@ -169,40 +182,11 @@ class _Source:
 
 @dataclass
 class _Tail:
+    """A strategy's CVaR-window count and tail buffer (its sums are exact, kept apart)."""
+
     n: int = 0
-    gap_sum: float = 0.0
     threshold: float = math.inf
     buffer: np.ndarray = field(default_factory=lambda: np.empty(0))
-    abs_gap_sum: float = 0.0
-
-
-def _combine(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    """Path summary of ``a`` followed by ``b``, element-wise (see the module docstring)."""
-    t_a, hi_a, lo_a, dd_a = a
-    t_b, hi_b, lo_b, dd_b = b
-    return (
-        t_a + t_b,
-        np.maximum(hi_a, t_a + hi_b),
-        np.minimum(lo_a, t_a + lo_b),
-        np.minimum(np.minimum(dd_a, dd_b), t_a - hi_a + lo_b),
-    )
-
-
-def _path_exprs() -> list[pl.Expr]:
-    """Aggregations giving ``(t, hi, lo, dd)`` per group from the cumulative path ``_c``."""
-    return [
-        pl.col("_c").last().alias("t"),
-        pl.max_horizontal(pl.col("_c").max(), pl.lit(0.0)).alias("hi"),
-        pl.min_horizontal(pl.col("_c").min(), pl.lit(0.0)).alias("lo"),
-        pl.min_horizontal(pl.col("_d").min(), pl.lit(0.0)).alias("dd"),
-    ]
-
-
-def _with_path(frame: pl.LazyFrame, key: str) -> pl.LazyFrame:
-    """``frame`` (in order) with the cumulative realised path ``_c`` and drawdown ``_d``."""
-    return frame.with_columns(cumulative_pnl(key).alias("_c")).with_columns(
-        below_peak(pl.col("_c"), key).alias("_d")
-    )
 
 
 def _in_order(frame: pl.DataFrame) -> pl.DataFrame:
@@ -273,38 +257,48 @@ def _path_summaries(
     codes: np.ndarray,
     pnl: np.ndarray,
     grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    start: tuple[np.ndarray, ...] | None = None,
 ) -> tuple[np.ndarray, ...]:
-    """Per code ``(codes, t, hi, lo, dd)`` of the realised path of ``pnl`` (rows in order).
+    """Per code ``(codes, t, hi, lo, dd)`` of the realised path of ``pnl`` (rows in order),
+    continuing each code's path from ``start`` (full-size ``(t, hi, lo, dd)`` arrays indexed by
+    code; default: an empty path).
 
-    Each group's path is laid out as one row of a ``(groups, longest)`` grid, so the cumulative
-    sums and running maxima run along rows: the same left-to-right additions as a per-group
-    ``cum_sum`` (bit for bit). A grid far larger than the rows (one agent with most of them)
-    falls back to polars' windowed expressions. ``grouped`` is ``_groups(codes)`` when the
-    caller has it.
+    Each group's path is one row of a grid whose first column is its starting total, so the
+    cumulative sums run left to right along rows: ``t + x_1``, ``(t + x_1) + x_2``, ... the
+    additions a single pass over the whole path makes, bit for bit. A continued path therefore
+    equals the path computed from its first record (what a rebuild does). The running maximum
+    starts at the start's ``hi`` (≥ 0). Groups of similar length share a grid (lengths within
+    a factor of two), so a grid holds at most about twice the rows.
     """
     if not codes.size:
         empty = np.empty(0)
         return codes, empty, empty, empty, empty
     order, groups, starts, lengths = _groups(codes) if grouped is None else grouped
-    width = int(lengths.max())
-    if groups.size * width > 4 * codes.size + 1_000_000:
-        frame = pl.DataFrame({"_i": codes, "realized_pnl_bps": pnl})
-        plan = _with_path(frame.lazy(), "_i").group_by("_i").agg(*_path_exprs()).sort("_i")
-        out = plan.collect()
-        return (out["_i"].to_numpy(), *(out[c].to_numpy() for c in ("t", "hi", "lo", "dd")))
-    row = np.repeat(np.arange(groups.size), lengths)
-    col = np.arange(codes.size) - np.repeat(starts, lengths)
-    grid = np.zeros((groups.size, width))
-    grid[row, col] = pnl[order]
-    path = np.cumsum(grid, axis=1)
-    valid = np.arange(width) < lengths[:, None]
-    total = path[np.arange(groups.size), lengths - 1]
-    hi = np.maximum(np.where(valid, path, -np.inf).max(axis=1), 0.0)
-    lo = np.minimum(np.where(valid, path, np.inf).min(axis=1), 0.0)
-    # the padding sits after each group's end, so it never reaches a valid running maximum
-    down = path - np.maximum(np.maximum.accumulate(path, axis=1), 0.0)
-    dd = np.minimum(np.where(valid, down, np.inf).min(axis=1), 0.0)
-    return groups, total, hi, lo, dd
+    out = [np.empty(groups.size) for _ in range(4)]
+    band = np.log2(lengths).astype(np.int64)
+    values = pnl[order]
+    for b in np.unique(band):
+        sel = np.flatnonzero(band == b)
+        n_sel, width = sel.size, int(lengths[sel].max())
+        if start is None:
+            t0 = hi0 = lo0 = dd0 = np.zeros(n_sel)
+        else:
+            t0, hi0, lo0, dd0 = (column[groups[sel]] for column in start)
+        grid = np.zeros((n_sel, width + 1))
+        grid[:, 0] = t0
+        size = lengths[sel]
+        row = np.repeat(np.arange(n_sel), size)
+        within = np.arange(row.size) - np.repeat(np.cumsum(size) - size, size)
+        grid[row, 1 + within] = values[np.repeat(starts[sel], size) + within]
+        path = np.cumsum(grid, axis=1)
+        valid = np.arange(width + 1) <= lengths[sel][:, None]
+        out[0][sel] = path[np.arange(n_sel), lengths[sel]]
+        out[1][sel] = np.maximum(np.where(valid, path, -np.inf).max(axis=1), hi0)
+        out[2][sel] = np.minimum(np.where(valid, path, np.inf).min(axis=1), lo0)
+        # the padding sits after each group's end, so it never reaches a valid running maximum
+        down = path - np.maximum(np.maximum.accumulate(path, axis=1), hi0[:, None])
+        out[3][sel] = np.minimum(np.where(valid, down, np.inf).min(axis=1), dd0)
+    return (groups, *out)
 
 
 class _TelemetryIndex:
@@ -364,6 +358,11 @@ class IncrementalStats:
         self._telemetry: _TelemetryIndex | None = None
         self._strategies = _Codebook()
         self._cache: dict[str, tuple[tuple[Any, ...], np.ndarray]] = {}
+        # exact sums (signals/exact.py): per agent Σ w and Σ w·z at the confidence anchor,
+        # per strategy Σ gap and Σ |gap| over the CVaR window
+        self.conf_anchor_us: int | None = None
+        self._conf_w, self._conf_wz = ExactSums(), ExactSums()
+        self._tail_gap, self._tail_abs = ExactSums(), ExactSums()
 
     # ------------------------------------------------------------------ agent columns
 
@@ -390,6 +389,18 @@ class IncrementalStats:
         capacity = next(iter(self._cols.values())).size
         if len(self.names) > capacity:
             self._allocate_columns(max(2 * capacity, len(self.names), 64))
+        self._conf_w.resize(len(self.names))
+        self._conf_wz.resize(len(self.names))
+
+    def _strategy_codes(self, strategies: pl.Series) -> np.ndarray:
+        """The strategy number of each value (unknown strategies are added, with a tail)."""
+        codes = self._strategies.codes(strategies)
+        size = len(self._strategies.names)
+        for name in self._strategies.names[len(self.tails) :]:
+            self.tails.setdefault(name, _Tail())
+        self._tail_gap.resize(size)
+        self._tail_abs.resize(size)
+        return codes
 
     def _add_agents(self, names: list[str]) -> None:
         self._agents.add(names)
@@ -464,7 +475,6 @@ class IncrementalStats:
             if late_ids is not None and out.height:
                 out = out.filter(~pl.col("record_id").is_in(late_ids.implode()))
             leaving.append(out)
-        self._rescale_confidence(prev, now)
         # in record order once: every subset below keeps it
         entering = self._with_codes(_in_order(entering))
         # the universe is every agent with a visible record, however old
@@ -484,19 +494,21 @@ class IncrementalStats:
             for lookback in (stats_l, conf_l, cvar_l)
         )
         dirty = self._update_stats(in_stats, leaving[0])
-        self._update_confidence(in_conf, leaving[1], now)
+        anchor = self._conf_anchor(now)
+        if anchor != self.conf_anchor_us:
+            # a new anchor: every weight is recomputed from the window (a rebuild's sums)
+            window = (
+                in_conf if prev is None else src.frame(now - conf_l, now, self.policy.horizon_hours)
+            )
+            self._reset_confidence(anchor)
+            self._update_confidence(window, entering.clear())
+        else:
+            self._update_confidence(in_conf, leaving[1])
         self._update_tails(in_cvar, leaving[2])
         self.as_of_us = now
         if dirty.size:
-            self._recompute_drawdowns(src, dirty, now - stats_l, now)
+            self._recompute_agents(src, dirty, now - stats_l, now)
         self._refill_tails(src, now - cvar_l, now)
-
-    def _rescale_confidence(self, prev: int | None, now: int) -> None:
-        if prev is None or now == prev:
-            return
-        factor = 2.0 ** (-(now - prev) / US_PER_HOUR / self.policy.confidence_half_life_hours)
-        self._col("conf_w")[:] *= factor
-        self._col("conf_wz")[:] *= factor
 
     def _latest_any(self, visible: pl.DataFrame) -> None:
         """Each agent's latest visible record (any horizon), from ``visible`` in order."""
@@ -516,39 +528,44 @@ class IncrementalStats:
         self._col("any_rid")[idx] = rid[newer]
         self._col("any_strategy")[idx] = np.array(latest["strategy"].to_list(), dtype=object)[newer]
 
-    def _add_sums(self, frame: pl.DataFrame, sign: int) -> np.ndarray:
-        """Add (``sign`` = 1) or subtract (-1) ``frame``'s per-agent sums; return the agents.
+    def _extend_sums(self, codes: np.ndarray, frame: pl.DataFrame) -> None:
+        """Continue the agents' sums over ``frame``'s rows (``codes`` their agents, rows in
+        record order): ``S + x_1``, ``(S + x_1) + x_2``, ... as a single pass from the window's
+        first record makes them, so an extended sum equals the recomputed one bit for bit.
 
-        ``np.bincount`` sums each agent's rows in row order: deterministic, run after run.
+        ``np.bincount`` adds each row to its bin in row order; the current sums go first.
         """
-        codes = frame["_i"].to_numpy()
         size = len(self.names)
+        agents = np.unique(codes)
         pnl = frame["realized_pnl_bps"].to_numpy()
-        gap = np.abs(frame["gap_bps"].to_numpy())
         count = np.bincount(codes, minlength=size)
-        self._col("n")[:] += sign * count
-        self._col("hits")[:] += sign * np.bincount(codes, weights=pnl > 0, minlength=size).astype(
-            np.int64
-        )
-        self._col("pnl")[:] += sign * np.bincount(codes, weights=pnl, minlength=size)
-        self._col("pnl_sq")[:] += sign * np.bincount(codes, weights=pnl * pnl, minlength=size)
-        self._col("abs_gap")[:] += sign * np.bincount(codes, weights=gap, minlength=size)
-        return np.flatnonzero(count)
+        self._col("n")[:] += count
+        self._col("hits")[:] += np.bincount(codes, weights=pnl > 0, minlength=size).astype(np.int64)
+        keys = np.concatenate([agents, codes])
+        for name, values in (
+            ("pnl", pnl),
+            ("pnl_sq", pnl * pnl),
+            ("abs_gap", np.abs(frame["gap_bps"].to_numpy())),
+        ):
+            column = self._col(name)
+            sums = np.bincount(
+                keys, weights=np.concatenate([column[agents], values]), minlength=size
+            )
+            column[agents] = sums[agents]
 
     def _update_stats(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> np.ndarray:
-        """Add ``entering``, subtract ``leaving``; return agents whose drawdown must be redone."""
-        if leaving.height:
-            leaving = self._with_codes(leaving)
+        """Extend the agents whose window only gained records after their last one; return the
+        agents to recompute from the ledger (they lost records, or gained one before their
+        last: a late arrival or a tie)."""
+        gone = self._codes(leaving["agent"]) if leaving.height else None
         dirty = np.zeros(len(self.names), dtype=bool)
-        if leaving.height:
-            dirty[self._add_sums(leaving, -1)] = True
+        if gone is not None:
+            dirty[gone] = True
         if not entering.height:
             return np.flatnonzero(dirty)
-        self._add_sums(entering, 1)
         codes = entering["_i"].to_numpy()
         grouped = _groups(codes)
-        idx, *batch = _path_summaries(codes, entering["realized_pnl_bps"].to_numpy(), grouped)
-        order, _, starts, lengths = grouped
+        order, idx, starts, lengths = grouped
         first, last = order[starts], order[starts + lengths - 1]
         matured, ts = _epoch_us(entering["matured_at"]), _epoch_us(entering["ts"])
         rids = entering["record_id"]
@@ -556,12 +573,20 @@ class IncrementalStats:
         r0 = np.array(rids.gather(first).to_list(), dtype=object)
         in_order = _greater(matured[first], ts[first], r0, last_m[idx], last_t[idx], last_r[idx])
         in_order &= ~dirty[idx]
-        ext = idx[in_order]
-        state = tuple(self._col(c)[ext] for c in ("total", "hi", "lo", "dd"))
-        tail = tuple(values[in_order] for values in batch)
-        for name, values in zip(("total", "hi", "lo", "dd"), _combine(state, tail), strict=True):
-            self._col(name)[ext] = values
         dirty[idx[~in_order]] = True
+        extend = np.zeros(len(self.names), dtype=bool)
+        extend[idx[in_order]] = True
+        rows = extend[codes]
+        if rows.any():
+            part = entering.filter(pl.Series(rows)) if not rows.all() else entering
+            part_codes = codes[rows]
+            self._extend_sums(part_codes, part)
+            state = tuple(self._col(c) for c in ("total", "hi", "lo", "dd"))
+            ext, *paths = _path_summaries(
+                part_codes, part["realized_pnl_bps"].to_numpy(), start=state
+            )
+            for name, values in zip(("total", "hi", "lo", "dd"), paths, strict=True):
+                self._col(name)[ext] = values
         m1, t1 = matured[last], ts[last]
         r1 = np.array(rids.gather(last).to_list(), dtype=object)
         newer = _greater(m1, t1, r1, last_m[idx], last_t[idx], last_r[idx])
@@ -571,69 +596,82 @@ class IncrementalStats:
         self._col("last_strategy")[upd] = strategies[newer]
         return np.flatnonzero(dirty)
 
-    def _recompute_drawdowns(self, src: _Source, agents: np.ndarray, low: int, high: int) -> None:
+    def _recompute_agents(self, src: _Source, agents: np.ndarray, low: int, high: int) -> None:
+        """The stats-window sums, path and last record of ``agents`` from their records in
+        ``(low, high]``, from the first record on: what a rebuild computes."""
         names = pl.Series("agent", [self.names[i] for i in agents], dtype=pl.String)
         window = (
             self._horizon(src.range(low, high))
             .filter(pl.col("agent").is_in(names.implode()))
-            .select("agent", "realized_pnl_bps", *ORDER)
+            .select("agent", "strategy", "realized_pnl_bps", "gap_bps", *ORDER)
             .collect()
         )
         self.recomputed_agents += agents.size
-        for name in ("total", "hi", "lo", "dd"):
-            self._col(name)[agents] = 0.0
+        for name in (*_FLOATS, "n", "hits"):
+            self._col(name)[agents] = 0
+        for name in ("last_m", "last_t"):
+            self._col(name)[agents] = _NONE
+        for name in ("last_rid", "last_strategy"):
+            self._col(name)[agents] = None
         if not window.height:
             return
         window = _in_order(window)
         codes = self._codes(window["agent"])
-        idx, *summary = _path_summaries(codes, window["realized_pnl_bps"].to_numpy())
-        for name, values in zip(("total", "hi", "lo", "dd"), summary, strict=True):
-            self._col(name)[idx] = values
+        self._extend_sums(codes, window)
+        ext, *paths = _path_summaries(codes, window["realized_pnl_bps"].to_numpy())
+        for name, values in zip(("total", "hi", "lo", "dd"), paths, strict=True):
+            self._col(name)[ext] = values
+        order, idx, starts, lengths = _groups(codes)
+        last = window[order[starts + lengths - 1]]
+        self._col("last_m")[idx] = _epoch_us(last["matured_at"])
+        self._col("last_t")[idx] = _epoch_us(last["ts"])
+        self._col("last_rid")[idx] = np.array(last["record_id"].to_list(), dtype=object)
+        self._col("last_strategy")[idx] = np.array(last["strategy"].to_list(), dtype=object)
 
-    def _update_confidence(self, entering: pl.DataFrame, leaving: pl.DataFrame, now: int) -> None:
+    def _conf_anchor(self, now: int) -> int:
+        """The confidence anchor for ``now``: ``now`` rounded down to a multiple of
+        :math:`P = 24h` (µs, ``h`` the half-life), so weights relative to it stay within
+        :math:`2^{24}` and it moves once every 24 half-lives."""
+        period = max(1, round(24 * self.policy.confidence_half_life_hours * US_PER_HOUR))
+        return now // period * period
+
+    def _reset_confidence(self, anchor: int) -> None:
+        self.conf_anchor_us = anchor
+        self._col("conf_n")[:] = 0
+        self._conf_w, self._conf_wz = ExactSums(len(self.names)), ExactSums(len(self.names))
+
+    def _update_confidence(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> None:
+        """Add ``entering`` and remove ``leaving`` from the exact sums of
+        :math:`w = 2^{(m - A)/h}` and :math:`w·z` (``m`` ``matured_at``, ``A`` the anchor,
+        ``z = |gap| / scale``); the decay to ``as_of`` is applied when the frame is built."""
         p = self.policy
-        age_h = (
-            pl.lit(now).cast(UTC_US) - pl.col("matured_at")
-        ).dt.total_microseconds() / US_PER_HOUR
-        weight = pl.lit(2.0).pow(-age_h.clip(lower_bound=0.0) / p.confidence_half_life_hours)
-        scale = (
-            pl.when(pl.col("expected_sigma_bps") > 0)
-            .then(pl.col("expected_sigma_bps"))
-            .otherwise(pl.lit(p.sim_error_scale_bps))
-        )
+        anchor = self.conf_anchor_us if self.conf_anchor_us is not None else 0
+        half_life_us = p.confidence_half_life_hours * US_PER_HOUR
         for sign, frame in ((-1, leaving), (1, entering)):
             if not frame.height:
                 continue
-            coded = frame if "_i" in frame.columns else self._with_codes(frame)
-            wz = coded.select(
-                pl.col("_i"),
-                weight.alias("_w"),
-                (weight * pl.col("gap_bps").abs() / scale).alias("_wz"),
-            )
-            codes, size = wz["_i"].to_numpy(), len(self.names)
-            self._col("conf_n")[:] += sign * np.bincount(codes, minlength=size)
-            self._col("conf_w")[:] += sign * np.bincount(
-                codes, weights=wz["_w"].to_numpy(), minlength=size
-            )
-            self._col("conf_wz")[:] += sign * np.bincount(
-                codes, weights=wz["_wz"].to_numpy(), minlength=size
-            )
+            codes = frame["_i"].to_numpy() if "_i" in frame.columns else self._codes(frame["agent"])
+            w = np.exp2((_epoch_us(frame["matured_at"]) - anchor) / half_life_us)
+            sigma = frame["expected_sigma_bps"].to_numpy()
+            with np.errstate(invalid="ignore"):
+                scale = np.where(sigma > 0, sigma, p.sim_error_scale_bps)
+            wz = w * np.abs(frame["gap_bps"].to_numpy()) / scale
+            self._col("conf_n")[:] += sign * np.bincount(codes, minlength=len(self.names))
+            self._conf_w.add(codes, w, sign)
+            self._conf_wz.add(codes, wz, sign)
 
     def _update_tails(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> None:
         for sign, frame in ((-1, leaving), (1, entering)):
             if not frame.height:
                 continue
-            codes = self._strategies.codes(frame["strategy"])
+            codes = self._strategy_codes(frame["strategy"])
             names = self._strategies.names
             gaps = frame["gap_bps"].to_numpy()
             count = np.bincount(codes, minlength=len(names))
-            gap_sum = np.bincount(codes, weights=gaps, minlength=len(names))
-            abs_sum = np.bincount(codes, weights=np.abs(gaps), minlength=len(names))
+            self._tail_gap.add(codes, gaps, sign)
+            self._tail_abs.add(codes, np.abs(gaps), sign)
             for code in np.flatnonzero(count):
-                tail = self.tails.setdefault(names[code], _Tail())
-                tail.n += sign * int(count[code])
-                tail.gap_sum += sign * float(gap_sum[code])
-                tail.abs_gap_sum += sign * float(abs_sum[code])
+                self.tails[names[code]].n += sign * int(count[code])
             # only gaps at or below their strategy's threshold touch the buffers
             thresholds = np.array([self.tails[name].threshold for name in names])
             below = gaps <= thresholds[codes]
@@ -653,8 +691,7 @@ class IncrementalStats:
         short = []
         for strategy, tail in self.tails.items():
             if tail.n <= 0:
-                tail.n, tail.gap_sum, tail.threshold, tail.buffer = 0, 0.0, math.inf, np.empty(0)
-                tail.abs_gap_sum = 0.0
+                tail.n, tail.threshold, tail.buffer = 0, math.inf, np.empty(0)
                 continue
             _, m = tail_count(tail.n)
             if tail.buffer.size < max(m, 1):
@@ -860,7 +897,13 @@ class IncrementalStats:
         floor, ceiling, tol = p.confidence_floor, p.confidence_ceiling, p.confidence_tolerance
         w0, z0 = p.confidence_prior_weight, prior_ratio(p)
         keep = self._col("conf_n") > 0
-        w, wz = self._col("conf_w")[keep], self._col("conf_wz")[keep]
+        # the sums are held at the anchor A: every weight decays to as_of by 2^(-(as_of - A)/h)
+        anchor = self.conf_anchor_us if self.conf_anchor_us is not None else self._advanced_to()
+        decay = np.exp2(
+            -(self._advanced_to() - anchor) / (p.confidence_half_life_hours * US_PER_HOUR)
+        )
+        w = self._conf_w.value()[keep] * decay
+        wz = self._conf_wz.value()[keep] * decay
         total = w0 + w
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(total > 0, (w0 * z0 + wz) / total, z0)
@@ -880,6 +923,8 @@ class IncrementalStats:
     def _tails_frame(self, alpha: float = 0.05) -> pl.DataFrame:
         n_min, prior = self.policy.cvar_min_samples, self.policy.cvar_prior_bps
         rows = []
+        codes = self._strategies.index
+        gap_sums, abs_sums = self._tail_gap.value(), self._tail_abs.value()
         for strategy in sorted(self.tails):
             t = self.tails[strategy]
             if t.n <= 0:
@@ -901,8 +946,8 @@ class IncrementalStats:
                     used,
                     shrunk,
                     float(g[0]),
-                    t.gap_sum / t.n,
-                    max(t.abs_gap_sum, 0.0) / t.n,
+                    float(gap_sums[codes[strategy]]) / t.n,
+                    float(abs_sums[codes[strategy]]) / t.n,
                 )
             )
         schema = dict(
@@ -927,6 +972,7 @@ class IncrementalStats:
             "version": STATE_VERSION,
             "policy_fingerprint": self.policy.fingerprint(),
             "as_of_us": self.as_of_us,
+            "conf_anchor_us": self.conf_anchor_us,
         }
         arrays: dict[str, np.ndarray] = {
             "header": np.array(json.dumps(header)),
@@ -939,12 +985,14 @@ class IncrementalStats:
             missing = np.array([v is None for v in values], dtype=bool)
             arrays[f"a_{name}"] = np.array(["" if v is None else v for v in values], dtype=str)
             arrays[f"a_{name}_null"] = missing
-        strategies = sorted(self.tails)
+        arrays.update(self._conf_w.to_arrays("c_w"))
+        arrays.update(self._conf_wz.to_arrays("c_wz"))
+        strategies = self._strategies.names  # in number order: the exact sums' groups
         tails = [self.tails[s] for s in strategies]
         arrays["t_names"] = np.array(strategies, dtype=str)
         arrays["t_n"] = np.array([t.n for t in tails], dtype=np.int64)
-        arrays["t_gap_sum"] = np.array([t.gap_sum for t in tails], dtype=np.float64)
-        arrays["t_abs_gap_sum"] = np.array([t.abs_gap_sum for t in tails], dtype=np.float64)
+        arrays.update(self._tail_gap.to_arrays("t_gap"))
+        arrays.update(self._tail_abs.to_arrays("t_abs"))
         arrays["t_threshold"] = np.array([t.threshold for t in tails], dtype=np.float64)
         sizes = np.array([t.buffer.size for t in tails], dtype=np.int64)
         arrays["t_offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -987,8 +1035,9 @@ class IncrementalStats:
         cls, arrays: dict[str, np.ndarray], header: dict[str, Any], policy: Policy
     ) -> IncrementalStats:
         inc = cls(policy)
-        as_of = header["as_of_us"]
+        as_of, anchor = header["as_of_us"], header["conf_anchor_us"]
         inc.as_of_us = None if as_of is None else int(as_of)
+        inc.conf_anchor_us = None if anchor is None else int(anchor)
         names = [str(v) for v in arrays["names"]]
         if len(set(names)) != len(names):
             raise ValueError("repeated agent names")
@@ -1006,18 +1055,23 @@ class IncrementalStats:
                 raise ValueError(f"column {name} does not have {size} entries")
             values[missing] = None
             inc._col(name)[:] = values
+        inc._conf_w = ExactSums.from_arrays(arrays, "c_w", size)
+        inc._conf_wz = ExactSums.from_arrays(arrays, "c_wz", size)
         offsets, buffer = arrays["t_offsets"], arrays["t_buffer"].astype(np.float64)
         strategies = [str(v) for v in arrays["t_names"]]
         if offsets.shape != (len(strategies) + 1,) or int(offsets[-1]) != buffer.size:
             raise ValueError("tail buffer offsets do not match the buffer")
+        if len(set(strategies)) != len(strategies):
+            raise ValueError("repeated strategy names")
+        inc._strategies.add(strategies)
         for i, strategy in enumerate(strategies):
             inc.tails[strategy] = _Tail(
                 int(arrays["t_n"][i]),
-                float(arrays["t_gap_sum"][i]),
                 float(arrays["t_threshold"][i]),
                 buffer[int(offsets[i]) : int(offsets[i + 1])].copy(),
-                float(arrays["t_abs_gap_sum"][i]),
             )
+        inc._tail_gap = ExactSums.from_arrays(arrays, "t_gap", len(strategies))
+        inc._tail_abs = ExactSums.from_arrays(arrays, "t_abs", len(strategies))
         return inc
 
 
