@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meta_supervisor.allocate.profiles import method_for
 from meta_supervisor.cycle.run import decide
-from meta_supervisor.policy.model import Policy
+from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research.calendar import nyse_sessions, session_closes
 from meta_supervisor.research.realprice import rule_fleet
 from meta_supervisor.signals.cadence import CadenceIndex, cadence_hours, min_records_needed
@@ -129,3 +130,14 @@ def test_a_young_agent_is_held_to_min_records(history):
     )
     decision = decide(fleet.ledger, closes[-2], Policy(cadence_history_hours=history))
     assert decision.agents["momentum:A"]["weight"] == 0.0  # 3 records, cadence unknown
+
+
+@pytest.mark.parametrize("profile", list(Profile))
+def test_recent_loss_z_is_an_input_only_of_a_profile_that_reads_it(profile):
+    """Every profile's decisions paid for each agent's robust scale (two medians over its
+    history) every cycle and listed ``recent_loss_z`` among inputs only *select* reads."""
+    fleet, days = _daily_fleet_over(date(2021, 8, 2), date(2021, 12, 10))
+    decision = decide(fleet.ledger, session_closes(days)[-1], Policy(profile=profile))
+    reads = "recent_loss_z" in method_for(profile).keys
+    inputs = decision.agents["momentum:A"]["inputs"]
+    assert ("recent_loss_z" in inputs) == reads == (profile is Profile.SELECT)

@@ -17,6 +17,7 @@ import polars as pl
 from meta_supervisor.allocate.core import allocate_frames
 from meta_supervisor.allocate.decision import Decision, canonical_json, iso, parse_iso
 from meta_supervisor.allocate.inputs import Confidence, Override, Tail
+from meta_supervisor.allocate.profiles import method_for
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle.engine import EngineRun, store_frames, store_persistence
 from meta_supervisor.errors import BadInput, ProblemFound
@@ -245,14 +246,17 @@ def expected_records(
     cadence: CadenceIndex | None = None,
 ) -> pl.DataFrame:
     """``stats`` with each agent's ``expected_records`` (its own cadence) when cadence is on
-    and an index is given or ``ledger.records`` can build one; unchanged otherwise."""
+    and an index is given or ``ledger.records`` can build one; unchanged otherwise. Its
+    ``recent_loss_z`` only under a profile that reads it (computing it costs a robust scale
+    per agent per cycle, and an explanation shows only inputs its profile reads)."""
     if cadence_hours(policy) <= 0 or "expected_records" in stats.columns:
         return stats
     if cadence is None:
         if not ledger.records.height:
             return stats
         cadence = CadenceIndex.from_records(ledger.records, policy.horizon_hours)
-    return with_expected_records(stats, cadence, as_of, policy)
+    reads = "recent_loss_z" in method_for(policy.profile).keys
+    return with_expected_records(stats, cadence, as_of, policy, loss_z=reads)
 
 
 def load_overrides(paths: Paths) -> list[Override]:

@@ -10,8 +10,10 @@ Definitions, over an agent's records in the cadence history (``(as_of − C, as_
 
 * its **robust scale** :math:`\sigma_i = 1.4826\cdot\mathrm{median}|x - \mathrm{median}(x)|`
   over the records *before* its last :math:`R + r - 1` (so the losses being judged do not
-  inflate the scale they are judged by); unknown with fewer than
-  :data:`MIN_SCALE_RECORDS` of them or a zero scale;
+  inflate the scale they are judged by), the latest :data:`MAX_SCALE_RECORDS` of them (an
+  hourly agent's 28-day history fits; a faster one's scale is its recent one, and the cost
+  per cycle stays bounded); unknown with fewer than :data:`MIN_SCALE_RECORDS` of them or a
+  zero scale;
 * ``recent_loss_z`` :math:`= \max_k \min_{0 \le q < r} (-x_{k-q}) / \sigma_i` over the runs of
   :math:`r` consecutive records ending at one of the last :math:`R` records: the size of the
   smallest loss in the worst run, in units of the agent's own scale;
@@ -37,10 +39,11 @@ from meta_supervisor.typing import FloatArray
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
 
-__all__ = ["MAD_TO_SIGMA", "MIN_SCALE_RECORDS", "loss_run_z"]
+__all__ = ["MAD_TO_SIGMA", "MAX_SCALE_RECORDS", "MIN_SCALE_RECORDS", "loss_run_z"]
 
 MAD_TO_SIGMA = 1.4826
 MIN_SCALE_RECORDS = 10
+MAX_SCALE_RECORDS = 1024
 
 
 def loss_run_z(pnl: FloatArray, policy: Policy) -> float:
@@ -52,7 +55,7 @@ def loss_run_z(pnl: FloatArray, policy: Policy) -> float:
     cut = pnl.size - (memory + run - 1)
     if cut < MIN_SCALE_RECORDS:
         return math.nan
-    past = pnl[:cut]
+    past = pnl[max(cut - MAX_SCALE_RECORDS, 0) : cut]
     scale = MAD_TO_SIGMA * float(np.median(np.abs(past - np.median(past))))
     if not scale > 0:
         return math.nan

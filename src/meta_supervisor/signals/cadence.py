@@ -165,15 +165,21 @@ class CadenceIndex:
 
 
 def with_expected_records(
-    stats: pl.DataFrame, index: CadenceIndex, as_of: datetime, policy: Policy
+    stats: pl.DataFrame,
+    index: CadenceIndex,
+    as_of: datetime,
+    policy: Policy,
+    *,
+    loss_z: bool = True,
 ) -> pl.DataFrame:
     """``stats`` with the columns the agent's own history gives (null where unknown):
-    ``expected_records`` for the min_records gate and ``recent_loss_z`` for the *select*
-    profile's cut of a broken agent (:mod:`meta_supervisor.signals.broken`)."""
+    ``expected_records`` for the min_records gate and, with ``loss_z`` (a profile that reads
+    it: *select*), ``recent_loss_z`` for the cut of a broken agent
+    (:mod:`meta_supervisor.signals.broken`)."""
     names = stats["agent"].to_list()
     expected = index.expected_records(names, as_of, policy)
-    loss_z = index.recent_loss_z(names, as_of, policy)
-    return stats.with_columns(
-        pl.Series("expected_records", expected, dtype=pl.Float64).fill_nan(None),
-        pl.Series("recent_loss_z", loss_z, dtype=pl.Float64).fill_nan(None),
-    )
+    columns = [pl.Series("expected_records", expected, dtype=pl.Float64).fill_nan(None)]
+    if loss_z:
+        z = index.recent_loss_z(names, as_of, policy)
+        columns.append(pl.Series("recent_loss_z", z, dtype=pl.Float64).fill_nan(None))
+    return stats.with_columns(columns)
