@@ -141,3 +141,30 @@ def test_recent_loss_z_is_an_input_only_of_a_profile_that_reads_it(profile):
     reads = "recent_loss_z" in method_for(profile).keys
     inputs = decision.agents["momentum:A"]["inputs"]
     assert ("recent_loss_z" in inputs) == reads == (profile is Profile.SELECT)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.lists(st.integers(0, 2000), min_size=0, max_size=30),
+        max_size=4,
+    ),
+    st.integers(0, 2200),
+    st.sampled_from([24.0, 168.0]),
+    st.booleans(),
+)
+def test_expected_records_of_many_agents_at_once_equal_counts_by_hand(hours, now, lookback, packed):
+    """The agents' windows are found by one vectorised search over packed (agent, time) keys,
+    or agent by agent when the keys would not fit an int64: both equal a count by hand."""
+    policy = Policy(lookback_hours=lookback, cadence_history_hours=672.0)
+    index = CadenceIndex.from_records(
+        _records({a: [float(h) for h in hs] for a, hs in hours.items()}), 24
+    )
+    if not packed:
+        index.__dict__["_keys"] = None  # the cached property, as when the keys overflow
+    names = [*sorted(hours, reverse=True), "unknown"]
+    got = index.expected_records(names, T0 + timedelta(hours=now), policy)
+    for name, value in zip(names, got, strict=True):
+        want = _brute([float(h) for h in hours.get(name, [])], float(now), policy)
+        np.testing.assert_allclose(value, want, rtol=1e-12, equal_nan=True)

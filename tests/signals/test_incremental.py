@@ -28,6 +28,7 @@ from meta_supervisor.signals.incremental import (
     SortedLedger,
     StateMismatch,
     _remove_sorted,
+    frames_at,
 )
 from meta_supervisor.signals.stats import agent_stats
 from meta_supervisor.signals.tails import strategy_tails
@@ -365,3 +366,28 @@ def test_a_rebuild_gives_the_same_bits_as_the_incremental_path(policy, ops, chun
             rebuilt.advance(ledger.lazy(), first + timedelta(hours=3 * step))
         for mine, theirs in zip(rebuilt.frames(None), inc.frames(None), strict=True):
             assert_frame_equal(mine, theirs, check_exact=True)
+
+
+@given(
+    policy=policy_st,
+    items=st.lists(inexact_record_st, min_size=1, max_size=40),
+    chunk_rows=st.integers(1, 7),
+)
+@settings(max_examples=40, deadline=None)
+def test_frames_at_gives_the_same_bits_in_any_chunking_and_keeps_stale_agents(
+    policy, items, chunk_rows
+):
+    """The cycle's frames from raw records (frames_at: the engine over the longest window in
+    time chunks, plus each stale agent's latest record) are one engine advanced at once, and
+    hold every agent that ever reported, as agent_stats does."""
+    as_of = T0 + timedelta(hours=6)
+    ledger = _frame([_record(i, item, T0) for i, item in enumerate(items)])
+    once = IncrementalStats(policy)
+    once.advance(ledger, as_of)
+    chunked = frames_at(
+        ledger.sample(fraction=1.0, shuffle=True, seed=1), None, as_of, policy, chunk_rows
+    )
+    for mine, theirs in zip(chunked, once.frames(None), strict=True):
+        assert_frame_equal(mine, theirs, check_exact=True)
+    visible = ledger.filter(pl.col("matured_at") <= as_of)["agent"].unique().sort()
+    assert chunked[0]["agent"].to_list() == visible.to_list()

@@ -4,9 +4,10 @@ A cycle on an ingested store does not recompute its statistics from the window. 
 :class:`~meta_supervisor.signals.incremental.IncrementalStats` the previous cycle saved in the state
 directory, reads what the store committed since (the new segments' records that matured at or
 before the previous cycle are *late* arrivals; everything else is found by time range), advances
-the state to ``as_of`` and saves it again. The frames it produces are the ones
-:func:`meta_supervisor.cycle.run.cycle_frames` computes from scratch, up to float reassociation
-(~1e-12 relative; a property test holds the two to the decision's rounding).
+the state to ``as_of`` and saves it again. The frames it produces are, bit for bit, the ones
+:func:`meta_supervisor.cycle.run.cycle_frames` computes from every record at once (the same
+engine built in one go, :func:`meta_supervisor.signals.incremental.frames_at`; property tests
+hold the two equal and the engine to the plain polars formulas).
 
 Files (state directory):
 
@@ -41,7 +42,7 @@ import polars as pl
 
 from meta_supervisor.ledger.store import LedgerStore, Manifest, Segment
 from meta_supervisor.policy.model import Policy
-from meta_supervisor.signals.incremental import IncrementalStats
+from meta_supervisor.signals.incremental import CHUNK_ROWS, IncrementalStats
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.state.files import atomic_write_bytes, atomic_write_text, fault_point
 
@@ -54,8 +55,6 @@ __all__ = [
     "store_persistence",
 ]
 
-#: Records read at once when a state is rebuilt (about 0.4 GiB of columns at 10M-record scale).
-CHUNK_ROWS = 2_000_000
 _FORMAT = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

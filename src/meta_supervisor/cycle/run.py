@@ -27,11 +27,9 @@ from meta_supervisor.ingest.sources import read_records, read_telemetry
 from meta_supervisor.ledger.store import LedgerError, LedgerStore, Manifest
 from meta_supervisor.policy.model import Policy, load_policy
 from meta_supervisor.signals.cadence import CadenceIndex, cadence_hours, with_expected_records
-from meta_supervisor.signals.confidence import confidence_multipliers
+from meta_supervisor.signals.incremental import frames_at
 from meta_supervisor.signals.persistence import Persistence, history_hours
 from meta_supervisor.signals.persistence import persistence as learned_strength
-from meta_supervisor.signals.stats import agent_stats
-from meta_supervisor.signals.tails import strategy_tails
 from meta_supervisor.state import overrides as overrides_file
 from meta_supervisor.state.files import (
     HistoryEntry,
@@ -161,13 +159,15 @@ def cycle_frames(
     ledger: Ledger, as_of: datetime, policy: Policy
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Stats per agent (with their ``expected_records``, :func:`expected_records`),
-    confidence per agent and tails per strategy as of ``as_of``, as frames."""
-    stats = expected_records(
-        agent_stats(ledger.records, ledger.telemetry, as_of, policy), ledger, as_of, policy
-    )
-    conf = confidence_multipliers(ledger.records, as_of, policy)
-    tails = strategy_tails(ledger.records, as_of, policy)
-    return stats, conf, tails
+    confidence per agent and tails per strategy as of ``as_of``, as frames.
+
+    Computed by the incremental engine built once over the records
+    (:func:`~meta_supervisor.signals.incremental.frames_at`: time chunks, bounded memory), so a
+    cycle on raw files decides the bits a cycle on the ingested store decides. The plain
+    polars forms (``agent_stats``, ``confidence_multipliers``, ``strategy_tails``) define the
+    same numbers and are the reference the engine is tested against."""
+    stats, conf, tails = frames_at(ledger.records, ledger.telemetry, as_of, policy)
+    return expected_records(stats, ledger, as_of, policy), conf, tails
 
 
 def frames_to_inputs(
@@ -254,7 +254,12 @@ def expected_records(
     if cadence is None:
         if not ledger.records.height:
             return stats
-        cadence = CadenceIndex.from_records(ledger.records, policy.horizon_hours)
+        # only the cadence history (as_of − C, as_of] is read: index that part alone
+        since = as_of - timedelta(hours=cadence_hours(policy))
+        recent = ledger.records.filter(
+            (pl.col("matured_at") > since) & (pl.col("matured_at") <= as_of)
+        )
+        cadence = CadenceIndex.from_records(recent, policy.horizon_hours)
     reads = "recent_loss_z" in method_for(policy.profile).keys
     return with_expected_records(stats, cadence, as_of, policy, loss_z=reads)
 

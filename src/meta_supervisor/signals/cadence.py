@@ -33,6 +33,7 @@ the ledger. Pure: no file, no clock.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.typing import FloatArray, IntArray
 from meta_supervisor.units import US_PER_HOUR
 
@@ -82,37 +84,38 @@ class CadenceIndex:
     agents: tuple[str, ...]  # sorted names
     starts: IntArray  # agent a's times are times[starts[a]:starts[a + 1]]
     times: IntArray
-    pnl: FloatArray  # realised bps, aligned with times (ties in matured_at ordered by ts)
+    pnl: FloatArray  # realised bps, aligned with times (each agent's rows in record order)
 
     @classmethod
     def from_records(cls, records: pl.DataFrame, horizon_hours: int) -> CadenceIndex:
-        """Index ``records`` at ``horizon_hours`` (any order; other horizons are ignored)."""
-        frame = (
-            records.lazy()
-            .filter(pl.col("horizon_hours") == horizon_hours)
-            .select(
-                "agent",
-                (pl.col("matured_at") - pl.lit(_EPOCH))
-                .dt.total_microseconds()
-                .cast(pl.Int64)
-                .alias("_us"),
-                "ts",
-                "realized_pnl_bps",
-            )
-            .sort("agent", "_us", "ts", "realized_pnl_bps")
-            .collect()
-        )
+        """Index ``records`` at ``horizon_hours`` (any order; other horizons are ignored).
+
+        Each agent's records in record order (``matured_at``, ``ts``, ``record_id``; by
+        ``realized_pnl_bps`` for frames without ids): the rows put in record order once (no
+        sort when they already are, the common case), then grouped by a stable radix sort of
+        the agents' numbers, linear in the rows."""
+        keys = ["record_id"] if "record_id" in records.columns else []
+        frame = records.filter(
+            (pl.col("horizon_hours") == horizon_hours) & pl.col("matured_at").is_not_null()
+        ).select("agent", "matured_at", "ts", "realized_pnl_bps", *keys)
         if frame.height == 0:
             empty = np.zeros(0, dtype=np.int64)
             return cls((), np.zeros(1, dtype=np.int64), empty, np.zeros(0))
-        names = frame["agent"].to_numpy().astype(str)
-        agents, first = np.unique(names, return_index=True)
-        starts = np.append(first, names.size).astype(np.int64)
+        if keys:
+            frame = in_record_order(frame)
+        else:
+            frame = frame.sort("matured_at", "ts", "realized_pnl_bps")
+        agents = sorted(frame["agent"].unique().to_list())
+        codes = frame["agent"].cast(pl.Enum(agents)).to_physical().to_numpy()
+        small = codes.astype(np.uint16) if len(agents) < 2**16 else codes.astype(np.int64)
+        order = np.argsort(small, kind="stable")
+        starts = np.searchsorted(small[order], np.arange(len(agents) + 1), side="left")
+        times = frame["matured_at"].dt.epoch("us").to_numpy().astype(np.int64)
         return cls(
-            tuple(agents.tolist()),
-            starts,
-            frame["_us"].to_numpy().astype(np.int64),
-            frame["realized_pnl_bps"].to_numpy().astype(np.float64),
+            tuple(agents),
+            starts.astype(np.int64),
+            times[order],
+            frame["realized_pnl_bps"].to_numpy().astype(np.float64)[order],
         )
 
     def recent_loss_z(self, agents: Sequence[str], as_of: datetime, policy: Policy) -> FloatArray:
@@ -126,6 +129,59 @@ class CadenceIndex:
             out[k] = loss_run_z(self.pnl[start + lo : start + hi], policy)
         return out
 
+    @functools.cached_property
+    def _positions(self) -> dict[str, int]:
+        return {a: i for i, a in enumerate(self.agents)}
+
+    @functools.cached_property
+    def _span(self) -> tuple[int, int]:
+        """``(t_min, S)``: the earliest time and the time span + 2 (µs)."""
+        if not self.times.size:
+            return 0, 2
+        low = int(self.times.min())
+        return low, int(self.times.max()) - low + 2
+
+    @functools.cached_property
+    def _keys(self) -> IntArray | None:
+        """``a·S + (t − t_min + 1)`` per row (``a`` its agent's number, ``S`` from
+        :attr:`_span`): sorted, so every agent's window bounds are one vectorised binary search;
+        ``None`` when the product would not fit an int64 (then each agent is searched alone)."""
+        low, span = self._span
+        if not self.times.size or span * len(self.agents) >= 2**62:
+            return None
+        agent = np.repeat(np.arange(len(self.agents), dtype=np.int64), np.diff(self.starts))
+        return agent * span + (self.times - low + 1)
+
+    def _bounds(
+        self, agents: Sequence[str], since: int, now: int
+    ) -> tuple[IntArray, IntArray, IntArray]:
+        """``(k, lo, hi)``: for each of ``agents`` this index knows (``k`` its position in
+        ``agents``), its rows ``lo:hi`` (absolute) are those with ``since < t ≤ now``."""
+        found = [(k, self._positions.get(name, -1)) for k, name in enumerate(agents)]
+        k = np.array([i for i, a in found if a >= 0], dtype=np.int64)
+        a = np.array([a for _, a in found if a >= 0], dtype=np.int64)
+        keys = self._keys
+        if keys is None:
+            lo = np.array(
+                [s + np.searchsorted(self.times[s:e], since, "right") for s, e in self._spans(a)],
+                dtype=np.int64,
+            )
+            hi = np.array(
+                [s + np.searchsorted(self.times[s:e], now, "right") for s, e in self._spans(a)],
+                dtype=np.int64,
+            )
+            return k, lo, hi
+        low, span = self._span
+
+        def bound(t: int) -> IntArray:
+            offset = min(max(t - low + 1, 0), span - 1)
+            return np.searchsorted(keys, a * span + offset, "right").astype(np.int64)
+
+        return k, bound(since), bound(now)
+
+    def _spans(self, agents: IntArray) -> list[tuple[int, int]]:
+        return [(int(self.starts[a]), int(self.starts[a + 1])) for a in agents]
+
     def _windows(
         self, agents: Sequence[str], as_of: datetime, policy: Policy
     ) -> Iterator[tuple[int, int, IntArray, int, int]]:
@@ -138,29 +194,30 @@ class CadenceIndex:
             return
         now = _micros(as_of)
         since = now - round(history * US_PER_HOUR)
-        index = {a: i for i, a in enumerate(self.agents)}
-        for k, agent in enumerate(agents):
-            a = index.get(agent)
-            if a is None:
-                continue
+        ks, los, his = self._bounds(agents, since, now)
+        for k, lo, hi in zip(ks.tolist(), los.tolist(), his.tolist(), strict=True):
+            a = self._positions[agents[k]]
             start = int(self.starts[a])
-            times = self.times[start : self.starts[a + 1]]
-            lo = int(np.searchsorted(times, since, "right"))
-            hi = int(np.searchsorted(times, now, "right"))
-            yield k, start, times, lo, hi
+            yield k, start, self.times[start : self.starts[a + 1]], lo - start, hi - start
 
     def expected_records(
         self, agents: Sequence[str], as_of: datetime, policy: Policy
     ) -> FloatArray:
-        """:math:`E_i` for ``agents`` at ``as_of`` (NaN: unknown), see the module docstring."""
+        """:math:`E_i` for ``agents`` at ``as_of`` (NaN: unknown), see the module docstring.
+        Vectorised over the agents (one binary search each, no per-agent Python)."""
         out = np.full(len(agents), np.nan)
         history = cadence_hours(policy)
-        since = _micros(as_of) - round(history * US_PER_HOUR)
+        if history <= 0 or not self.agents:
+            return out
+        now = _micros(as_of)
+        since = now - round(history * US_PER_HOUR)
         first_band = round(policy.lookback_hours * US_PER_HOUR)
-        for k, _, times, lo, hi in self._windows(agents, as_of, policy):
-            if lo == hi or times[lo] > since + first_band:
-                continue  # not reporting when the history began: young agent, cadence unknown
-            out[k] = (hi - lo) * policy.lookback_hours / history
+        k, lo, hi = self._bounds(agents, since, now)
+        some = lo < hi
+        # not reporting when the history began: young agent, cadence unknown
+        first = np.where(some, self.times[np.minimum(lo, self.times.size - 1)], 0)
+        known = some & (first <= since + first_band)
+        out[k[known]] = (hi - lo)[known] * policy.lookback_hours / history
         return out
 
 
