@@ -86,3 +86,14 @@ def test_the_state_round_trips_through_its_arrays(rows):
     sums = _sums(rows)
     again = ExactSums.from_arrays(sums.to_arrays("x"), "x", 4)
     assert again.value().tobytes() == sums.value().tobytes()
+
+
+@given(rows_st, st.integers(-3, 3))
+def test_a_shift_is_the_sums_of_the_values_times_a_power_of_two_to_the_bit(rows, levels):
+    """Moving the confidence anchor shifts the sums by whole 24-bit levels: exactly the sums
+    the scaled values would have given (values that stay above 2^-1000 when scaled)."""
+    rows = [(c, v) for c, v in rows if v == 0.0 or 2.0**-900 < abs(v) < 2.0**900]
+    shifted = _sums(rows)
+    shifted.shift(levels)
+    scaled = _sums([(c, math.ldexp(v, 24 * levels)) for c, v in rows])
+    assert shifted.value().tobytes() == scaled.value().tobytes()

@@ -337,8 +337,19 @@ inexact_op_st = st.one_of(
 )
 
 
+# half-lives of 1 h move the confidence anchor every 24 h: cycles cross it often
+anchor_policy_st = st.builds(
+    Policy,
+    lookback_hours=st.sampled_from([6.0, 10.0, 1000.0]),
+    confidence_lookback_hours=st.sampled_from([8.0, 200.0]),
+    cvar_lookback_hours=st.sampled_from([5.0, 12.0, 1000.0]),
+    confidence_half_life_hours=st.sampled_from([1.0, 3.0, 72.0]),
+    cvar_min_samples=st.sampled_from([1, 4]),
+)
+
+
 @given(
-    policy=policy_st,
+    policy=anchor_policy_st,
     ops=st.lists(inexact_op_st, min_size=1, max_size=14),
     chunks=st.integers(1, 3),
 )

@@ -284,6 +284,13 @@ class Policy(BaseModel):
             self.confidence_floor == self.confidence_ceiling == self.confidence_prior
         ):
             raise ValueError("confidence_prior must lie in (confidence_floor, confidence_ceiling]")
+        if self.confidence_lookback_hours > 900 * self.confidence_half_life_hours:
+            # evidence older than 900 half-lives weighs under 2^-900: nothing, and the
+            # engine's exact confidence sums hold weights down to 2^-1000 only
+            raise ValueError(
+                "confidence_lookback_hours must be at most 900 x confidence_half_life_hours "
+                "(older evidence weighs less than 2^-900)"
+            )
         if self.profile is Profile.SELECT and self.cadence_history_hours <= 0:
             # The select profile's broken-agent cut reads each agent's recent losses against
             # its own history, which the cadence history provides: without it the cut would be

@@ -157,6 +157,12 @@ class ExactSums:
             out = np.where(nan | (pinf & ninf), np.nan, out)
         return out
 
+    def shift(self, levels: int) -> None:
+        """Multiply every sum by :math:`2^{24·levels}` exactly: each level's digit sums move to
+        the level ``levels`` above (below when negative); digits that would fall below the
+        lowest level are dropped, as :func:`digits` would drop them from values that small."""
+        self.levels = {k + levels: v for k, v in self.levels.items() if k + levels >= _LOWEST}
+
     def prune(self) -> None:
         """Drop levels that hold nothing (the sums are unchanged)."""
         self.levels = {k: v for k, v in self.levels.items() if v.any()}

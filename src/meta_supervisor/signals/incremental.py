@@ -505,15 +505,16 @@ class IncrementalStats:
         )
         dirty = self._update_stats(in_stats, leaving[0])
         anchor = self._conf_anchor(now)
-        if anchor != self.conf_anchor_us:
-            # a new anchor: every weight is recomputed from the window (a rebuild's sums)
-            window = (
-                in_conf if prev is None else src.frame(now - conf_l, now, self.policy.horizon_hours)
-            )
-            self._reset_confidence(anchor)
-            self._update_confidence(window, entering.clear())
-        else:
-            self._update_confidence(in_conf, leaving[1])
+        if self.conf_anchor_us is None:
+            self.conf_anchor_us = anchor
+        elif anchor != self.conf_anchor_us:
+            # every weight is 2^-24 times its value at the previous anchor per period moved:
+            # the exact sums move down one 24-bit level per period, exactly
+            periods = (anchor - self.conf_anchor_us) // self._conf_period()
+            self._conf_w.shift(-periods)
+            self._conf_wz.shift(-periods)
+            self.conf_anchor_us = anchor
+        self._update_confidence(in_conf, leaving[1])
         self._update_tails(in_cvar, leaving[2])
         self.as_of_us = now
         if dirty.size:
@@ -638,17 +639,27 @@ class IncrementalStats:
         self._col("last_rid")[idx] = np.array(last["record_id"].to_list(), dtype=object)
         self._col("last_strategy")[idx] = np.array(last["strategy"].to_list(), dtype=object)
 
-    def _conf_anchor(self, now: int) -> int:
-        """The confidence anchor for ``now``: ``now`` rounded down to a multiple of
-        :math:`P = 24h` (µs, ``h`` the half-life), so weights relative to it stay within
-        :math:`2^{24}` and it moves once every 24 half-lives."""
-        period = max(1, round(24 * self.policy.confidence_half_life_hours * US_PER_HOUR))
-        return now // period * period
+    def _half_life_us(self) -> int:
+        """The confidence half-life :math:`h` in whole µs (at least 1)."""
+        return max(1, round(self.policy.confidence_half_life_hours * US_PER_HOUR))
 
-    def _reset_confidence(self, anchor: int) -> None:
-        self.conf_anchor_us = anchor
-        self._col("conf_n")[:] = 0
-        self._conf_w, self._conf_wz = ExactSums(len(self.names)), ExactSums(len(self.names))
+    def _conf_period(self) -> int:
+        """:math:`P = 24h` (µs): the confidence anchor moves once every 24 half-lives."""
+        return 24 * self._half_life_us()
+
+    def _conf_anchor(self, now: int) -> int:
+        """The confidence anchor for ``now``: ``now`` rounded down to a multiple of :math:`P`,
+        so weights relative to it stay within :math:`2^{24}`."""
+        return now // self._conf_period() * self._conf_period()
+
+    def _decay(self, delta_us: np.ndarray | int) -> np.ndarray:
+        r""":math:`2^{-Δ/h}` for Δ µs, as :math:`2^{-r/h}\cdot 2^{-q}` with
+        :math:`Δ = qh + r`, :math:`0 ≤ r < h`: the factor is exactly :math:`2^{-24}` times
+        itself when Δ grows by :math:`P` (a power of two scales exactly), which makes a move of
+        the anchor an exact shift of the sums (:meth:`ExactSums.shift`)."""
+        h = self._half_life_us()
+        q, r = np.divmod(np.asarray(delta_us, dtype=np.int64), h)
+        return np.ldexp(np.exp2(-r / h), -q.astype(np.int32))
 
     def _update_confidence(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> None:
         """Add ``entering`` and remove ``leaving`` from the exact sums of
@@ -656,12 +667,11 @@ class IncrementalStats:
         ``z = |gap| / scale``); the decay to ``as_of`` is applied when the frame is built."""
         p = self.policy
         anchor = self.conf_anchor_us if self.conf_anchor_us is not None else 0
-        half_life_us = p.confidence_half_life_hours * US_PER_HOUR
         for sign, frame in ((-1, leaving), (1, entering)):
             if not frame.height:
                 continue
             codes = frame["_i"].to_numpy() if "_i" in frame.columns else self._codes(frame["agent"])
-            w = np.exp2((_epoch_us(frame["matured_at"]) - anchor) / half_life_us)
+            w = self._decay(anchor - _epoch_us(frame["matured_at"]))
             sigma = frame["expected_sigma_bps"].to_numpy()
             with np.errstate(invalid="ignore"):
                 scale = np.where(sigma > 0, sigma, p.sim_error_scale_bps)
@@ -909,9 +919,7 @@ class IncrementalStats:
         keep = self._col("conf_n") > 0
         # the sums are held at the anchor A: every weight decays to as_of by 2^(-(as_of - A)/h)
         anchor = self.conf_anchor_us if self.conf_anchor_us is not None else self._advanced_to()
-        decay = np.exp2(
-            -(self._advanced_to() - anchor) / (p.confidence_half_life_hours * US_PER_HOUR)
-        )
+        decay = float(self._decay(self._advanced_to() - anchor))
         w = self._conf_w.value()[keep] * decay
         wz = self._conf_wz.value()[keep] * decay
         total = w0 + w
