@@ -83,6 +83,8 @@ def _plan(size: str, cycles: int, runs: int) -> list[tuple[str, str, dict[str, A
         ("append", f"{size} + 10k", {}, runs),
         ("store_append", f"{size} + 10k", {}, runs),
         ("store_append_evidence", f"{size} + 10k", {}, runs),
+        ("store_append_nocadence", f"{size} + 10k", {}, runs),
+        ("store_append_resident", f"{size} + 10k", {}, runs),
         ("persistence", size, {}, runs),
         ("persistence_rebuild", size, {}, runs),
         ("backtest", f"{size}, {cycles} cycles", {"cycles": cycles}, runs),
@@ -113,7 +115,9 @@ def run_size(
         if (case.startswith(("store_", "persistence"))) and not store_ready:
             # in a child of its own: neither the parent's memory (which a forked child
             # starts from) nor a measured child's includes the ingest
-            console.print("  store setup (cached in bench-data/store-<key>-<policy>/) ...")
+            console.print(
+                "  store setup (cached in bench-data/store-<key>-<policy>-s<v>-p<f>/) ..."
+            )
             run_child("store_setup", n_records, {})
             store_ready = True
         console.print(f"  {case} ({label}) x{n_runs} ...")
@@ -233,6 +237,8 @@ DESCRIPTIONS = {
     "store_cycle": "run_cycle on the store, no saved state",
     "store_append": "run_cycle on the store after +10k",
     "store_append_evidence": "the same, evidence profile (strength kept)",
+    "store_append_nocadence": "the same, cadence off (no cadence index)",
+    "store_append_resident": "the same, cadence off, resident process",
     "persistence": "evidence: learned strength, daily (kept day sums advanced)",
     "persistence_rebuild": "evidence: learned strength, rebuilt from the store",
     "backtest": "backtest: run_backtest, hourly",

@@ -1,7 +1,7 @@
 """Benchmark cases of the live cycle on the store, as `meta-supervisor allocate` runs it.
 
 Both time :func:`meta_supervisor.cycle.run.run_cycle` itself (lock, history, decision files, engine
-state and all) on an ingested store under ``bench-data/store-<key>-<policy>/``:
+state and all) on an ingested store under ``bench-data/store-<key>-<policy>-s<version>-p<format>/``:
 
 * ``store_cycle``: a cycle with no saved state, so the engine rebuilds its statistics from the
   store in time chunks (the full-cycle case, reading from the store included);
@@ -30,11 +30,13 @@ import polars as pl
 from benchmarks.data import AS_OF, DATA_DIR, LedgerSpec, appended_records, ensure_ledger
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle.engine import describe
+from meta_supervisor.cycle.learned import FORMAT as LEARNED_FORMAT
 from meta_supervisor.cycle.run import run_cycle
 from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA, empty_quarantine
 from meta_supervisor.ingest.records import empty_telemetry as no_telemetry
 from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.policy.model import Profile
+from meta_supervisor.signals.incremental import STATE_VERSION
 
 __all__ = ["STORE_CASES"]
 
@@ -55,8 +57,11 @@ def _paths(store: Path, state_dir: Path) -> Paths:
 
 def ensure_store(spec: LedgerSpec, policy: Any) -> tuple[Path, Path]:
     """The store (base + the appended batch) and the state snapshot after the cycle at AS_OF."""
-    # the snapshot's saved state is valid for one policy only (another one is rebuilt)
-    root = DATA_DIR / f"store-{spec.key()}-{policy.fingerprint()[:8]}"
+    # the snapshot's saved state is valid for one policy, one engine state version and one
+    # learned-strength file format only (another one is rebuilt, and an append case would
+    # time a rebuild)
+    version = f"s{STATE_VERSION}-p{LEARNED_FORMAT}"
+    root = DATA_DIR / f"store-{spec.key()}-{policy.fingerprint()[:8]}-{version}"
     store_dir, snapshot = root / "ledger", root / "state-at-as-of"
     if (root / _READY).exists():
         return store_dir, snapshot
@@ -78,11 +83,18 @@ def ensure_store(spec: LedgerSpec, policy: Any) -> tuple[Path, Path]:
     return store_dir, snapshot
 
 
-def _timed_cycle(store: Path, state_dir: Path, as_of: Any, policy: Any) -> dict[str, Any]:
+def _timed_cycle(
+    store: Path, state_dir: Path, as_of: Any, policy: Any, *, warm: bool = False
+) -> dict[str, Any]:
     start = time.perf_counter()
     decision, ledger = run_cycle(_paths(store, state_dir), as_of, policy)
     seconds = time.perf_counter() - start
     engine = describe(ledger.engine) if ledger.engine is not None else {}
+    if warm and engine.get("mode") != "warm":
+        raise SystemExit(
+            f"the snapshot's engine state was not used ({engine.get('mode')}: "
+            f"{engine.get('reason')}); remove {store.parent} to rebuild it"
+        )
     return {
         "seconds": seconds,
         **{f"engine_{k}": v for k, v in engine.get("seconds", {}).items()},
@@ -101,24 +113,42 @@ def case_store_cycle(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
         return _timed_cycle(store, Path(tmp), AS_OF, policy)
 
 
-def _append_cycle(spec: LedgerSpec, profile: Profile) -> dict[str, Any]:
+def _append_cycle(spec: LedgerSpec, profile: Profile, cadence: bool = True) -> dict[str, Any]:
     """The cycle one hour after the snapshot's, after 10k records were appended, from the
-    state the snapshot's cycle saved (copied into a fresh state directory)."""
+    state the snapshot's cycle saved (copied into a fresh state directory). ``cadence=False``:
+    the policy's ``cadence_history_hours = 0`` (no cadence index is read from the store)."""
     from datetime import timedelta
 
     from benchmarks.cases import bench_policy
 
     policy = bench_policy(spec, profile)
+    if not cadence:
+        policy = policy.model_copy(update={"cadence_history_hours": 0.0})
     store, snapshot = ensure_store(spec, policy)
     with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
         state_dir = Path(tmp) / "state"
         shutil.copytree(snapshot, state_dir)
-        return _timed_cycle(store, state_dir, AS_OF + timedelta(hours=1), policy)
+        return _timed_cycle(store, state_dir, AS_OF + timedelta(hours=1), policy, warm=True)
 
 
 def case_store_append(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
     """The cycle one hour later, after 10k records were appended, from the saved state."""
     return _append_cycle(spec, Profile.SEED)
+
+
+def case_store_append_nocadence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``store_append`` with cadence off: the cycle without the cadence index, which reads the
+    records of the cadence history (here the whole ledger: ``C = max(4 weeks, L)`` and the
+    benchmark's ``L`` is 91 days) from the store and sorts them, every cycle."""
+    return _append_cycle(spec, Profile.SEED, cadence=False)
+
+
+def case_store_append_resident(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``store_append_nocadence`` in a resident process, as the live service's scheduler runs
+    it: the same cycle is run once untimed in another fresh state directory first (imports,
+    polars' thread pool and the page cache warm), then timed."""
+    _append_cycle(spec, Profile.SEED, cadence=False)
+    return _append_cycle(spec, Profile.SEED, cadence=False)
 
 
 def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
@@ -201,6 +231,7 @@ def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
     start = time.perf_counter()
     for profile in (Profile.SEED, Profile.EVIDENCE):
         ensure_store(spec, bench_policy(spec, profile))
+    ensure_store(spec, bench_policy(spec).model_copy(update={"cadence_history_hours": 0.0}))
     _previous_day_state(spec)
     return {"seconds": time.perf_counter() - start}
 
@@ -210,6 +241,8 @@ STORE_CASES = {
     "store_cycle": case_store_cycle,
     "store_append": case_store_append,
     "store_append_evidence": case_store_append_evidence,
+    "store_append_nocadence": case_store_append_nocadence,
+    "store_append_resident": case_store_append_resident,
     "persistence": case_persistence,
     "persistence_rebuild": case_persistence_rebuild,
 }

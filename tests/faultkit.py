@@ -30,6 +30,8 @@ from meta_supervisor.research.demo import DEMO_AS_OF, write_demo_fleet
 # stability step (max increase per cycle) binds, so previous weights matter.
 AS_OFS = [DEMO_AS_OF - timedelta(days=5 - k) for k in range(6)]
 STATE_FILES = ("history.jsonl", "decision.json", "allocation.json")
+#: Each cycle's explanations file (issue 17), named by its history entry (1-based).
+EXPLANATIONS = "explanations/{seq:08d}.json"
 
 _CHILD = """
 import json, sys
@@ -48,6 +50,7 @@ for k, as_of in enumerate(spec["as_ofs"]):
         target.mkdir(parents=True)
         for name in ("history.jsonl", "decision.json", "allocation.json"):
             shutil.copy(paths.state_dir / name, target / name)
+        shutil.copytree(paths.state_dir / "explanations", target / "explanations")
 """
 
 
@@ -72,21 +75,31 @@ def fresh_state(inputs: Paths, state_dir: Path) -> Paths:
     return replace(inputs, state_dir=state_dir)
 
 
-def run_reference(paths: Paths, as_ofs: list, snapshots: Path) -> dict[str, list[bytes]]:
-    """Run the cycles in one child, no fault; return each state file's bytes after each cycle."""
+def run_reference(paths: Paths, as_ofs: list, snapshots: Path) -> dict[str, list[bytes | None]]:
+    """Run the cycles in one child, no fault; return each state file's bytes after each cycle
+    (the explanations files included, ``None`` before their cycle)."""
     proc = spawn_cycles(paths, as_ofs, snapshots=snapshots)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()[-2000:]
+    names = [*STATE_FILES, *(EXPLANATIONS.format(seq=k + 1) for k in range(len(as_ofs)))]
     return {
-        name: [(snapshots / str(k) / name).read_bytes() for k in range(len(as_ofs))]
-        for name in STATE_FILES
+        name: [
+            (snapshots / str(k) / name).read_bytes()
+            if (snapshots / str(k) / name).exists()
+            else None
+            for k in range(len(as_ofs))
+        ]
+        for name in names
     }
 
 
-def seed_state(paths: Paths, reference: dict[str, list[bytes]], cycle: int) -> None:
+def seed_state(paths: Paths, reference: dict[str, list[bytes | None]], cycle: int) -> None:
     """Put the reference state after ``cycle`` (0-based) into ``paths.state_dir``."""
-    for name in STATE_FILES:
-        (paths.state_dir / name).write_bytes(reference[name][cycle])
+    for name, versions in reference.items():
+        data = versions[cycle]
+        if data is not None:
+            (paths.state_dir / name).parent.mkdir(exist_ok=True)
+            (paths.state_dir / name).write_bytes(data)
 
 
 def child_env(fault: str | None = None) -> dict[str, str]:
@@ -153,10 +166,19 @@ def spawn_cli(paths: Paths, *args: str, fault: str | None = None) -> subprocess.
 
 
 def state_bytes(state_dir: Path) -> dict[str, bytes | None]:
-    """Each state file's bytes (``None`` when absent)."""
+    """Each state file's bytes (``None`` when absent) and every explanations file present."""
+    found = {f"explanations/{p.name}" for p in (state_dir / "explanations").glob("*.json")}
+    wanted = sorted(set(STATE_FILES) | found)
     return {
         name: (state_dir / name).read_bytes() if (state_dir / name).exists() else None
-        for name in STATE_FILES
+        for name in wanted
+    }
+
+
+def reference_at(reference: dict[str, list[bytes | None]], cycle: int) -> dict[str, bytes | None]:
+    """The reference state after ``cycle`` (0-based), as :func:`state_bytes` gives it."""
+    return {name: versions[cycle] for name, versions in reference.items() if versions[cycle]} | {
+        name: reference[name][cycle] for name in STATE_FILES
     }
 
 

@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from hypothesis import strategies as st
 
@@ -232,3 +233,29 @@ def fleet_strategies(
         st.dictionaries(st.sampled_from(names), st.floats(0, max_previous_weight), max_size=4),
     )
     return fleet, conf, previous
+
+
+def _bits(frame: pl.DataFrame, canonical_nan: bool = False) -> dict[str, list]:
+    """Every column's values, floats by their int64 view (so -0.0 differs from 0.0) with a
+    null mask; NaNs made one NaN when ``canonical_nan``."""
+    out: dict[str, list] = {}
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype == pl.Float64:
+            nulls = column.is_null().to_list()
+            array = column.fill_null(0.0).to_numpy().copy()
+            if canonical_nan:
+                array[np.isnan(array)] = np.nan
+            values = array.view(np.int64).tolist()
+            out[name] = list(zip(nulls, values, strict=True))
+        else:
+            out[name] = column.to_list()
+    return out
+
+
+def assert_same_bits(mine: tuple, theirs: tuple, canonical_nan: bool = False) -> None:
+    """Frames equal bit for bit (``assert_frame_equal(check_exact=True)`` takes -0.0 for
+    0.0)."""
+    for a, b in zip(mine, theirs, strict=True):
+        assert a.columns == b.columns and a.height == b.height
+        assert _bits(a, canonical_nan) == _bits(b, canonical_nan)

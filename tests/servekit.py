@@ -110,6 +110,20 @@ class Server:
         tokens: Path | None = None,
     ) -> Server:
         """Start serving ``root``; return once ``/healthz`` answers."""
+        server = cls.launch(root, *args, env=env, tokens=tokens)
+        poll(server._healthy, timeout_s=STARTUP_S, what="/healthz")
+        return server
+
+    @classmethod
+    def launch(
+        cls,
+        root: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        tokens: Path | None = None,
+    ) -> Server:
+        """Start serving ``root``; return once it has bound its port (a server meant to die
+        early, e.g. at a fault point of its first cycle, may never answer ``/healthz``)."""
         command = [sys.executable, "-m", "meta_supervisor", "serve", "--root", str(root)]
         command += ["--port", "0", *(["--tokens", str(tokens)] if tokens else []), *args]
         proc = subprocess.Popen(
@@ -119,10 +133,7 @@ class Server:
             stderr=subprocess.PIPE,
             cwd=root.parent,
         )
-        port = _read_port(proc)
-        server = cls(proc, port, root)
-        poll(server._healthy, timeout_s=STARTUP_S, what="/healthz")
-        return server
+        return cls(proc, _read_port(proc), root)
 
     def _healthy(self) -> bool:
         try:

@@ -135,7 +135,7 @@ def test_late_duplicate_run_records_nothing_and_keeps_the_newer_files(inputs, tm
     paths = fresh_state(inputs, tmp_path / "state")
     run_cycle(paths, AS_OFS[0])
     run_cycle(paths, AS_OFS[1])
-    before = {p.name: p.read_bytes() for p in paths.state_dir.iterdir()}
+    before = {p: p.read_bytes() for p in paths.state_dir.rglob("*") if p.is_file()}
     decision, _ = run_cycle(paths, AS_OFS[0])
     assert decision.as_of == iso(AS_OFS[0])
-    assert {p.name: p.read_bytes() for p in paths.state_dir.iterdir()} == before
+    assert {p: p.read_bytes() for p in paths.state_dir.rglob("*") if p.is_file()} == before

@@ -20,10 +20,11 @@ import pytest
 
 from faultkit import (
     AS_OFS,
-    STATE_FILES,
+    EXPLANATIONS,
     committed_as_ofs,
     fresh_state,
     make_inputs,
+    reference_at,
     run_reference,
     seed_state,
     spawn_cycles,
@@ -60,7 +61,8 @@ def _finish(proc) -> None:
 
 def _old_or_new(files, reference, cycle):
     """Each state file is absent/old (as after ``cycle - 1``) or new (as after ``cycle``)."""
-    for name in STATE_FILES:
+    assert set(files) <= set(reference), f"unexpected files {set(files) - set(reference)}"
+    for name in files:
         old = reference[name][cycle - 1] if cycle > 0 else None
         new = reference[name][cycle]
         got = files[name]
@@ -71,9 +73,26 @@ def _old_or_new(files, reference, cycle):
             json.loads(got)
 
 
-# (kill point, state file versions expected right after the kill: "old" or "new")
+# (kill point, state file versions expected right after the kill: "old" or "new"; "new.json"
+# stands for the cycle's explanations file, written before its history line)
 POINTS = [
-    ("history_append", {"history.jsonl": "old", "decision.json": "old", "allocation.json": "old"}),
+    (
+        "before_rename:new.json",
+        {"history.jsonl": "old", "decision.json": "old", "new.json": "old"},
+    ),
+    (
+        "after_explanations",
+        {"history.jsonl": "old", "decision.json": "old", "new.json": "new"},
+    ),
+    (
+        "history_append",
+        {
+            "history.jsonl": "old",
+            "decision.json": "old",
+            "allocation.json": "old",
+            "new.json": "new",
+        },
+    ),
     (
         "after_history_append",
         {"history.jsonl": "new", "decision.json": "old", "allocation.json": "old"},
@@ -89,7 +108,10 @@ POINTS = [
 ]
 
 
-CASES = [(point, expected, 2) for point, expected in POINTS] + [(*POINTS[0], 0)]
+CASES = [(point, expected, 2) for point, expected in POINTS] + [
+    (*POINTS[0], 0),
+    (*POINTS[2], 0),
+]
 
 
 @pytest.mark.parametrize(
@@ -99,13 +121,16 @@ def test_kill_at_each_commit_step_then_restart(inputs, reference, tmp_path, poin
     paths = fresh_state(inputs, tmp_path / "state")
     if cycle:
         seed_state(paths, reference, cycle - 1)
+    new_file = EXPLANATIONS.format(seq=cycle + 1)
+    point = point.replace("new.json", new_file.split("/")[1])
     _killed(spawn_cycles(paths, [AS_OFS[cycle]], fault=f"kill:{point}"))
 
     after_kill = state_bytes(paths.state_dir)
     _old_or_new(after_kill, reference, cycle)
-    for name, version in expected.items():
-        got = after_kill[name]
-        if name == "history.jsonl":
+    for key, version in expected.items():
+        name = new_file if key == "new.json" else key
+        got = after_kill.get(name)
+        if name == "history.jsonl" and got is not None:
             if point == "history_append":  # half a line was written and fsync'd, never committed
                 assert not got.endswith(b"\n")
             got = got[: got.rfind(b"\n") + 1] or None
@@ -116,13 +141,13 @@ def test_kill_at_each_commit_step_then_restart(inputs, reference, tmp_path, poin
     ok, message = verify_history(paths.history)
     assert ok, message
     if point.startswith("before_rename"):
-        assert any(p.name.endswith(".tmp") for p in paths.state_dir.iterdir())
+        assert any(p.name.endswith(".tmp") for p in paths.state_dir.rglob("*"))
 
     # Restart: the same cycle again, in a fresh process.
     _finish(spawn_cycles(paths, [AS_OFS[cycle]]))
-    assert state_bytes(paths.state_dir) == {n: reference[n][cycle] for n in STATE_FILES}
+    assert state_bytes(paths.state_dir) == reference_at(reference, cycle)
     assert committed_as_ofs(paths.history) == [iso(a) for a in AS_OFS[: cycle + 1]]
-    assert not [p for p in paths.state_dir.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in paths.state_dir.rglob("*") if p.name.endswith(".tmp")]
     ok, message = verify_history(paths.history)
     assert ok and "unterminated" not in message, message
 
@@ -133,7 +158,24 @@ def test_restart_moves_on_after_a_kill_between_history_and_files(inputs, referen
     seed_state(paths, reference, 0)
     _killed(spawn_cycles(paths, [AS_OFS[1]], fault="kill:after_history_append"))
     _finish(spawn_cycles(paths, [AS_OFS[2]]))
-    assert state_bytes(paths.state_dir) == {n: reference[n][2] for n in STATE_FILES}
+    assert state_bytes(paths.state_dir) == reference_at(reference, 2)
+
+
+def test_a_kill_before_the_history_append_leaves_no_explanations_behind(
+    inputs, reference, tmp_path
+):
+    """The explanations file of a cycle killed before its history line names no entry: verify
+    ignores it, the next cycle (another instant) replaces it with its own."""
+    paths = fresh_state(inputs, tmp_path / "state")
+    seed_state(paths, reference, 0)
+    _killed(spawn_cycles(paths, [AS_OFS[1]], fault="kill:after_explanations"))
+    assert (paths.state_dir / EXPLANATIONS.format(seq=2)).exists()
+    ok, message = verify_history(paths.history)
+    assert ok and "no entry names yet" in message, message
+    _finish(spawn_cycles(paths, [AS_OFS[2]]))
+    ok, message = verify_history(paths.history)
+    assert ok and "no entry names" not in message, message
+    assert committed_as_ofs(paths.history) == [iso(AS_OFS[0]), iso(AS_OFS[2])]
 
 
 def _poll_then_kill(proc, evidence, deadline_s: float = 60.0) -> bool:
@@ -168,7 +210,7 @@ def test_random_kills_across_cycles_lose_nothing(inputs, reference, tmp_path):
         else:
 
             def evidence():
-                return any(p.name.endswith(".tmp") for p in paths.state_dir.iterdir())
+                return any(p.name.endswith(".tmp") for p in paths.state_dir.rglob("*"))
 
         kills += _poll_then_kill(spawn_cycles(paths, todo), evidence)
         files = state_bytes(paths.state_dir)
@@ -179,5 +221,5 @@ def test_random_kills_across_cycles_lose_nothing(inputs, reference, tmp_path):
     assert kills >= 1
     done = committed_as_ofs(history)
     _finish(spawn_cycles(paths, AS_OFS[max(len(done) - 1, 0) :]))
-    assert state_bytes(paths.state_dir) == {n: reference[n][-1] for n in STATE_FILES}
+    assert state_bytes(paths.state_dir) == reference_at(reference, len(AS_OFS) - 1)
     assert committed_as_ofs(history) == [iso(a) for a in AS_OFS]

@@ -83,7 +83,9 @@ def test_main_saves_plain_map_decision_and_history(configured):
     assert all(isinstance(v, float) for v in saved.values())
     decision = _strict_load(configured.decision.read_text())
     assert decision["weights"] == weights
-    assert set(decision["agents"]) == set(stats)
+    # the explanations are kept once, in the file decision.json and the history entry name
+    explained = configured.state_dir / decision["explanations"]["file"]
+    assert set(_strict_load(explained.read_text())) == set(stats)
     assert len(configured.history.read_text().splitlines()) == 1
 
 
@@ -131,8 +133,9 @@ def test_unusable_numbers_gate_with_a_reason_and_never_reach_the_json(configured
         summary = decision.agents[name]["summary"]
         assert summary.startswith("gated by usable_numbers"), summary
     _strict_load(configured.allocation.read_text())
-    _strict_load(configured.decision.read_text())
+    record = _strict_load(configured.decision.read_text())
     _strict_load(configured.history.read_text().splitlines()[-1])
+    _strict_load((configured.state_dir / record["explanations"]["file"]).read_text())
 
 
 def test_killed_agent_gets_nothing(configured):

@@ -138,7 +138,8 @@ def test_kill_during_a_scheduled_cycle(tmp_path: Path, point: str, committed: bo
     paths = demo_fleet(root)
     before = read_history(paths.history)
     # --every 1h on a fleet decided in January: the catch-up cycle starts at once, and dies
-    dying = Server.start(
+    # launched, not started: the cycle may reach its fault point before /healthz answers
+    dying = Server.launch(
         root, "--read-open", "--every", "1h", env={"META_SUPERVISOR_FAULT": f"kill:{point}"}
     )
     try:

@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
+from legacykit import legacy_append
 from meta_supervisor.allocate.core import allocate
 from meta_supervisor.allocate.decision import canonical_json
 from meta_supervisor.cli.main import app
-from meta_supervisor.state.files import append_history, verify_history
+from meta_supervisor.state.files import append_history, history_tail, verify_history
 
 N = 5
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -55,7 +56,10 @@ EDITS = {
     "hash": lambda e: e.update(hash="0" * 64),
     "weight": lambda e: e["decision"]["weights"].update({"agent-0": 0.123}),
     "cash": lambda e: e["decision"].update(cash=e["decision"]["cash"] + 0.125),
-    "explanation": lambda e: e["decision"]["agents"]["agent-1"].update(summary="all good"),
+    "explanations_ref": lambda e: e["decision"]["explanations"].update(sha256="0" * 64),
+    "explanations_file": lambda e: e["decision"]["explanations"].update(
+        file="explanations/00000001.json"
+    ),
     "fingerprint": lambda e: e["decision"]["provenance"].update(inputs_fingerprint="x"),
     "extra_key": lambda e: e.update(note="harmless?"),
 }
@@ -67,6 +71,8 @@ def test_editing_any_field_of_any_entry_is_caught(history, index, field):
     lines = _lines(history)
     entry = json.loads(lines[index])
     EDITS[field](entry)
+    if json.loads(lines[index]) == entry:  # entry 1 already names file 1
+        entry["decision"]["explanations"]["file"] = "explanations/00000002.json"
     lines[index] = canonical_json(entry).encode() + b"\n"
     history.write_bytes(b"".join(lines))
     _assert_names(history, index + 1, entry["decision"]["as_of"])
@@ -84,7 +90,11 @@ def test_editing_as_of_or_bytes_is_caught(history, index):
     _assert_names(history, index + 1, _as_of(original))
     lines[index] = original[: len(original) // 2] + b"\n"  # a committed line cut short
     history.write_bytes(b"".join(lines))
-    _assert_names(history, index + 1, "unknown")  # as_of sorts after the cut: not readable
+    # the record's as_of is in the first half (its explanations are in their file): still named
+    _assert_names(history, index + 1, _as_of(original))
+    lines[index] = original[:20] + b"\n"
+    history.write_bytes(b"".join(lines))
+    _assert_names(history, index + 1, "unknown")  # as_of is after the cut: not readable
 
 
 @pytest.mark.parametrize("index", range(N - 1))
@@ -141,3 +151,84 @@ def test_decision_json_one_entry_behind_is_an_interrupted_cycle_not_tampering(hi
     result = CliRunner().invoke(app, ["verify", "--state-dir", str(history.parent)])
     assert result.exit_code == 0
     assert "one entry behind" in " ".join(result.output.split())
+
+
+def _explanations_file(history, index: int):
+    ref = json.loads(_lines(history)[index])["decision"]["explanations"]
+    return history.parent / ref["file"]
+
+
+FILE_EDITS = {
+    "summary": lambda data: data.replace(b'"summary":"', b'"summary":"all good ', 1),
+    "weight": lambda data: data.replace(b'"weight":0', b'"weight":1', 1),
+    "whitespace": lambda data: data.replace(b'{"agent-0":', b'{ "agent-0":', 1),
+    "truncated": lambda data: data[: len(data) // 2],
+    "emptied": lambda data: b"",
+}
+
+
+@pytest.mark.parametrize("index", range(N))
+@pytest.mark.parametrize("edit", sorted(FILE_EDITS))
+def test_editing_any_explanations_file_is_caught(history, index, edit):
+    """The explanations live in a file per entry; the entry's hash covers the file's SHA-256."""
+    path = _explanations_file(history, index)
+    data = path.read_bytes()
+    edited = FILE_EDITS[edit](data)
+    assert edited != data
+    path.write_bytes(edited)
+    _assert_names(history, index + 1, _as_of(_lines(history)[index]))
+    message = verify_history(history)[1]
+    assert path.name in message and "edited" in message, message
+
+
+@pytest.mark.parametrize("index", range(N))
+def test_a_missing_or_swapped_explanations_file_is_caught(history, index):
+    path = _explanations_file(history, index)
+    other = _explanations_file(history, (index + 1) % N)
+    original = path.read_bytes()
+    path.write_bytes(other.read_bytes())  # another entry's (valid) explanations
+    _assert_names(history, index + 1, _as_of(_lines(history)[index]))
+    path.unlink()
+    _assert_names(history, index + 1, _as_of(_lines(history)[index]))
+    assert "missing" in verify_history(history)[1]
+    path.write_bytes(original)
+    assert verify_history(history)[0]
+
+
+def test_explanations_are_kept_once_and_read_back_as_they_were_decided(tmp_path):
+    """The line holds the record (no ``agents``); reading the entry gives the decision with
+    its explanations exactly as the decision had them."""
+    path = tmp_path / "history.jsonl"
+    stats = {f"agent-{i}": {"pnl_sum_bps": 50.0 + i, "hit_rate": 0.5} for i in range(3)}
+    decision = allocate(stats, as_of=T0)
+    append_history(path, decision)
+    line = json.loads(_lines(path)[0])
+    assert "agents" not in line["decision"]
+    assert b"summary" not in path.read_bytes()
+    (entry,) = history_tail(path)
+    assert entry.decision == decision.to_dict()
+    assert canonical_json(entry.decision) == canonical_json(decision.to_dict())
+
+
+def test_a_legacy_history_with_inline_explanations_still_verifies_and_is_caught(tmp_path):
+    """Entries written before explanations moved out (inline ``agents``) verify, are extended
+    by the new writer, and an edit of an inline explanation is still caught."""
+    path = tmp_path / "history.jsonl"
+    decisions = []
+    for k in range(3):
+        stats = {f"agent-{i}": {"pnl_sum_bps": 50.0 + i + k, "hit_rate": 0.5} for i in range(3)}
+        decisions.append(allocate(stats, as_of=T0 + timedelta(hours=k)))
+    legacy_append(path, decisions[0])
+    legacy_append(path, decisions[1])
+    append_history(path, decisions[2])
+    ok, message = verify_history(path)
+    assert ok and "3 entries" in message, message
+    entries = history_tail(path, lambda e: False)
+    assert [e.decision for e in entries] == [d.to_dict() for d in decisions]
+    assert "agents" in entries[0].record and "explanations" in entries[2].record
+    lines = _lines(path)
+    entry = json.loads(lines[1])
+    entry["decision"]["agents"]["agent-1"]["summary"] = "all good"
+    lines[1] = canonical_json(entry).encode() + b"\n"
+    path.write_bytes(b"".join(lines))
+    _assert_names(path, 2, entry["decision"]["as_of"])

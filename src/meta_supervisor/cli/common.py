@@ -27,6 +27,8 @@ from meta_supervisor.config import Paths
 from meta_supervisor.cycle.run import superseded_seqs
 from meta_supervisor.errors import BadInput, Busy, MetaSupervisorError, ProblemFound
 from meta_supervisor.policy.model import Policy, PolicyError, load_policy
+from meta_supervisor.state import explanations
+from meta_supervisor.state.explanations import ExplanationsError
 from meta_supervisor.state.files import HistoryEntry, read_history
 from meta_supervisor.views.safe import markup
 
@@ -260,8 +262,13 @@ def latest_decision(paths: Paths) -> tuple[dict[str, Any], HistoryEntry | None]:
                 f"{paths.decision}: line {err.lineno}: not valid JSON: {err.msg}", 1
             ) from None
         digest = fingerprint(decision)
-        entry = next((e for e in reversed(entries) if fingerprint(e.decision) == digest), None)
-        return decision, entry
+        entry = next((e for e in reversed(entries) if fingerprint(e.record) == digest), None)
+        if not isinstance(decision, dict):
+            raise fail(f"{paths.decision}: not a decision (a JSON object)", 1)
+        try:
+            return explanations.resolve(paths.state_dir, decision), entry
+        except ExplanationsError as err:
+            raise fail(f"{err}; run 'meta-supervisor verify'", 1) from None
     if entries:
         return entries[-1].decision, entries[-1]
     raise fail(

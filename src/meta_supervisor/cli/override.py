@@ -25,6 +25,7 @@ from meta_supervisor.cli.common import (
     paths_for,
 )
 from meta_supervisor.config import Paths
+from meta_supervisor.state import explanations
 from meta_supervisor.state import overrides as overrides_file
 from meta_supervisor.state.files import (
     StateLock,
@@ -151,11 +152,12 @@ def _latest_quietly(paths: Paths) -> dict[str, Any] | None:
     """The latest decision if one can be read, else None (no message: it is optional here)."""
     try:
         if paths.decision.exists():
-            return json.loads(paths.decision.read_text(encoding="utf-8"))
+            record = json.loads(paths.decision.read_text(encoding="utf-8"))
+            return explanations.resolve(paths.state_dir, record)
         entries = read_history(paths.history)
-    except (ValueError, OSError):
+        return entries[-1].decision if entries else None
+    except (ValueError, OSError, AttributeError, TypeError):
         return None
-    return entries[-1].decision if entries else None
 
 
 @override_app.command("list")

@@ -30,6 +30,7 @@ from meta_supervisor.signals.cadence import CadenceIndex, cadence_hours, with_ex
 from meta_supervisor.signals.incremental import frames_at
 from meta_supervisor.signals.persistence import Persistence, history_hours
 from meta_supervisor.signals.persistence import persistence as learned_strength
+from meta_supervisor.state import explanations
 from meta_supervisor.state import overrides as overrides_file
 from meta_supervisor.state.files import (
     HistoryEntry,
@@ -283,7 +284,7 @@ def _base_entry(entries: list[HistoryEntry], as_of_text: str | None) -> HistoryE
     for entry in reversed(entries):
         if entry.seq in superseded:
             continue
-        if cutoff is not None and parse_iso(entry.decision["as_of"]) >= cutoff:
+        if cutoff is not None and parse_iso(entry.record["as_of"]) >= cutoff:
             continue
         return entry
     return None
@@ -293,9 +294,9 @@ def superseded_seqs(entries: list[HistoryEntry]) -> set[int]:
     """Sequence numbers of the entries that a later entry in ``entries`` supersedes
     (see :func:`supersede_latest`)."""
     return {
-        int(e.decision["provenance"]["supersedes"]["seq"])
+        int(e.record["provenance"]["supersedes"]["seq"])
         for e in entries
-        if isinstance((e.decision.get("provenance") or {}).get("supersedes"), dict)
+        if isinstance((e.record.get("provenance") or {}).get("supersedes"), dict)
     }
 
 
@@ -321,26 +322,27 @@ def supersede_latest(
         remove_stale_temps(paths.state_dir)
         entries = read_history(paths.history)
         _check_base(paths, entries[-2:])
+        explanations.remove_uncommitted(paths.state_dir, entries[-1].seq if entries else 0)
         if not entries:
             raise NothingToSupersede(f"{paths.history}: no decision to supersede")
         wrong = entries[-1]
         superseded = superseded_seqs(entries) | {wrong.seq}
-        if (wrong.decision.get("provenance") or {}).get("supersedes"):
+        if (wrong.record.get("provenance") or {}).get("supersedes"):
             raise NothingToSupersede(
                 f"{paths.history}: the latest entry ({wrong.seq}) already supersedes entry "
-                f"{wrong.decision['provenance']['supersedes']['seq']}; run a cycle first"
+                f"{wrong.record['provenance']['supersedes']['seq']}; run a cycle first"
             )
         restored = next((e for e in reversed(entries[:-1]) if e.seq not in superseded), None)
         if restored is None:
             raise NothingToSupersede(
-                f"{paths.history}: entry {wrong.seq} (as_of {wrong.decision.get('as_of')}) is the "
+                f"{paths.history}: entry {wrong.seq} (as_of {wrong.record.get('as_of')}) is the "
                 "only decision, there is none to restore; start a new state directory instead"
             )
         provenance = {
-            **(restored.decision.get("provenance") or {}),
+            **(restored.record.get("provenance") or {}),
             "supersedes": {
                 "seq": wrong.seq,
-                "as_of": wrong.decision.get("as_of"),
+                "as_of": wrong.record.get("as_of"),
                 "hash": wrong.hash,
                 "reason": reason.strip(),
                 "by": by,
@@ -348,10 +350,11 @@ def supersede_latest(
                 "restores_seq": restored.seq,
             },
         }
-        decision = Decision.from_dict({**restored.decision, "provenance": provenance})
-        append_history(paths.history, decision, entries)
-        _write_current(paths, decision)
-    return decision, wrong
+        # the copy names the restored entry's explanations file: they are kept once
+        copy = {**restored.record, "provenance": provenance}
+        entry = append_history(paths.history, copy, entries)
+        _write_current(paths, entry.record)
+    return _as_decision(entry), wrong
 
 
 def load_previous(
@@ -365,7 +368,7 @@ def load_previous(
     base = _base_entry(entries, iso(as_of) if as_of else None)
     if base is None:
         return None, None
-    return {k: float(v) for k, v in base.decision.get("weights", {}).items()}, base.hash
+    return {k: float(v) for k, v in base.record.get("weights", {}).items()}, base.hash
 
 
 def _entries_around(paths: Paths, as_of: datetime) -> list[HistoryEntry]:
@@ -374,7 +377,7 @@ def _entries_around(paths: Paths, as_of: datetime) -> list[HistoryEntry]:
     The history is in time order (see :class:`OutOfOrder`), so these hold every entry a cycle
     at ``as_of`` consults: the latest, those for ``as_of`` itself, and the base before them.
     """
-    return history_tail(paths.history, lambda e: parse_iso(e.decision["as_of"]) < as_of)
+    return history_tail(paths.history, lambda e: parse_iso(e.record["as_of"]) < as_of)
 
 
 def _same_cycle(recorded: dict[str, Any], decision: Decision) -> bool:
@@ -405,33 +408,40 @@ def _close(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _same_cycle_recomputed(recorded: dict[str, Any], decision: Decision) -> bool:
-    """True when ``decision`` is ``recorded`` recomputed: same instant, policy and base, the
+def _same_cycle_recomputed(entry: HistoryEntry, decision: Decision) -> bool:
+    """True when ``decision`` is ``entry``'s recomputed: same instant, policy and base, the
     same weights, and every other number equal up to float reassociation (e.g. after the
     engine state was lost and rebuilt). Re-running the latest cycle must not record it twice
-    because its statistics were summed in another order."""
-    new = decision.to_dict()
-    if recorded.get("weights") != new["weights"] or recorded.get("cash") != new["cash"]:
+    because its statistics were summed in another order. The explanations (the entry's file,
+    the decision's build) are compared only once the instant, policy, base and weights match."""
+    record = entry.record
+    if record.get("as_of") != decision.as_of or record.get("cash") != decision.cash:
         return False
     keys = ("as_of", "policy_fingerprint", "previous_decision_hash")
-    old_prov = dict(recorded.get("provenance") or {})
-    new_prov = dict(new.get("provenance") or {})
-    if any(old_prov.get(k) != new_prov.get(k) for k in keys):
+    old_prov = dict(record.get("provenance") or {})
+    if any(old_prov.get(k) != decision.provenance.get(k) for k in keys):
         return False
+    new = decision.to_dict()
+    if record.get("weights") != new["weights"]:
+        return False
+    recorded = entry.decision
+    new_prov = dict(new.get("provenance") or {})
     old_prov.pop("inputs_fingerprint", None)
     new_prov.pop("inputs_fingerprint", None)
     return _close({**recorded, "provenance": old_prov}, {**new, "provenance": new_prov})
 
 
-def _write_current(paths: Paths, decision: Decision) -> None:
-    """Make ``decision.json`` and ``allocation.json`` show ``decision`` (only files that differ)."""
+def _write_current(paths: Paths, record: dict[str, Any]) -> None:
+    """Make ``decision.json`` show the decision's record (the history entry's ``decision``: its
+    explanations named by file, :mod:`meta_supervisor.state.explanations`) and
+    ``allocation.json`` its weights (only files that differ)."""
     for path, text in (
-        (paths.decision, decision.to_json()),
-        (paths.allocation, canonical_json(decision.weights, indent=2)),
+        (paths.decision, canonical_json(record, indent=2)),
+        (paths.allocation, canonical_json(record.get("weights", {}), indent=2)),
     ):
         current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current != text:
-            atomic_write_text(path, text)
+        if current != text:  # the history (durable) repairs a rename a power loss undid
+            atomic_write_text(path, text, durable=False)
 
 
 def _check_base(paths: Paths, entries: list[HistoryEntry]) -> None:
@@ -452,18 +462,26 @@ def _commit_locked(
     the history's tail under the same lock (it is read here otherwise)."""
     entries = history_tail(paths.history) if entries is None else entries
     if entries and (
-        _same_cycle(entries[-1].decision, decision)
-        or _same_cycle_recomputed(entries[-1].decision, decision)
+        _same_cycle(entries[-1].record, decision) or _same_cycle_recomputed(entries[-1], decision)
     ):
         # Already recorded (a re-run, or a restart after a kill before the current files were
         # written): record nothing twice, just make the current files show the record.
-        recorded = Decision.from_dict(entries[-1].decision)
-        _write_current(paths, recorded)
-        return recorded, entries[-1].hash
+        _write_current(paths, entries[-1].record)
+        return _as_decision(entries[-1]), entries[-1].hash
     entry = append_history(paths.history, decision, entries)
     fault_point("after_history_append")
-    _write_current(paths, decision)
+    _write_current(paths, entry.record)
     return decision, entry.hash
+
+
+def _as_decision(entry: HistoryEntry) -> Decision:
+    """The :class:`Decision` of a committed entry; its explanations are read from the entry's
+    file only if someone reads them."""
+    record = entry.record
+    if "agents" in record:
+        return Decision.from_dict(record)
+    known = {k: record[k] for k in Decision.FIELDS if k in record and k != "agents"}
+    return Decision(**known, agents=lambda: entry.decision["agents"])
 
 
 def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> str:
@@ -477,6 +495,7 @@ def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> 
         remove_stale_temps(paths.state_dir)
         entries = history_tail(paths.history)
         _check_base(paths, entries)
+        explanations.remove_uncommitted(paths.state_dir, entries[-1].seq if entries else 0)
         return _commit_locked(decision, paths, entries)[1]
 
 
@@ -683,15 +702,16 @@ def _run_cycle(
         remove_stale_temps(paths.state_dir)
         entries = _entries_around(paths, as_of)
         _check_base(paths, entries)
+        explanations.remove_uncommitted(paths.state_dir, entries[-1].seq if entries else 0)
         if entries:
-            _write_current(paths, Decision.from_dict(entries[-1].decision))
+            _write_current(paths, entries[-1].record)
         base = _base_entry(entries, iso(as_of))
-        earlier = [e for e in entries if e.decision.get("as_of") == iso(as_of)]
-        if earlier and entries[-1].decision.get("as_of") != iso(as_of):
+        earlier = [e for e in entries if e.record.get("as_of") == iso(as_of)]
+        if earlier and entries[-1].record.get("as_of") != iso(as_of):
             # Decided already, and later cycles have followed: a late duplicate run (e.g. a
             # queued scheduler job) must neither record it twice nor roll the files back.
-            return Decision.from_dict(earlier[-1].decision), ledger
-        latest = entries[-1].decision.get("as_of") if entries else None
+            return _as_decision(earlier[-1]), ledger
+        latest = entries[-1].record.get("as_of") if entries else None
         if latest is not None and parse_iso(latest) > as_of:
             # The history is in time order and each decision smooths against the one before:
             # recording an earlier instant after a later one would chain it to the future.
@@ -702,7 +722,7 @@ def _run_cycle(
         previous = (
             None
             if base is None
-            else {k: float(v) for k, v in base.decision.get("weights", {}).items()}
+            else {k: float(v) for k, v in base.record.get("weights", {}).items()}
         )
         prev_hash = None if base is None else base.hash
         decision, _ = _commit_locked(decide_now(previous, prev_hash), paths, entries)

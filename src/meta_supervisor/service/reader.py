@@ -35,7 +35,7 @@ class Current:
 
 def allocation_body(entry: HistoryEntry) -> dict[str, Any]:
     """The current-allocation document: weights, cash, as_of and the decision's chain hash."""
-    decision = entry.decision
+    decision = entry.record  # the weights are in the record: no explanations file is read
     portfolio = decision.get("portfolio", {})
     return {
         "schema": ALLOCATION_SCHEMA,

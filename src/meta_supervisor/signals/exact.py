@@ -20,10 +20,10 @@ float64 (scaling by a power of two, truncation to an integer, and subtracting a 
 shares the remainder's leading bits), and the digits depend on ``x`` alone, not on the other
 values or on the batch. Per group and level the digits are summed in float64: integers below
 :math:`2^{53}`, exact in any order for up to :math:`2^{29}` values. :meth:`ExactSums.value`
-folds the levels into one float in a fixed order after propagating carries: a function of the
-exact sum alone (within a few ulps of it; not correctly rounded).
+folds the levels into one float in a fixed order, from the digits' canonical form: a
+function of the exact sum alone (within a few ulps of it; not correctly rounded).
 
-Values below :math:`2^{-1000}` keep their bits down to the lowest level :math:`2^{-1056}`
+Values below :math:`2^{-900}` keep their bits down to the lowest level :math:`2^{-960}`
 (the rest is dropped, again as a function of the value alone). Non-finite values are counted
 per group (``+inf``, ``-inf``, ``nan``) and make the sum non-finite as IEEE addition would.
 """
@@ -35,7 +35,10 @@ import numpy as np
 __all__ = ["ExactSums", "digits"]
 
 _WIDTH = 24  # bits per level
-_LOWEST = -44  # 2^(24·-44) = 2^-1056: the finest grid used
+# 2^(24·-40) = 2^-960, the finest grid used: a value with a digit there is a normal float, so
+# scaling it by a power of two (ExactSums.shift, the confidence anchor) is exact
+_LOWEST = -40
+_HIGHEST = 42  # 2^(24·42) = 2^1008: the top level of the largest float64
 _BLOCK = 1 << 18  # values per block in ExactSums.add
 
 
@@ -65,7 +68,7 @@ def _levels(values: np.ndarray) -> tuple[int, int] | None:
 def digits(values: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """``[(level k, digits u_k)]`` of finite ``values`` (see the module docstring): integers
     as float64 (``|u_k| < 2^24``) with ``values == Σ_k u_k·2^(24k)`` (exactly, for values
-    above 2^-1000)."""
+    above 2^-900)."""
     values = np.asarray(values, dtype=np.float64)
     span = _levels(values)
     if span is None:
@@ -134,22 +137,38 @@ class ExactSums:
         self.special[groups] = 0
 
     def value(self) -> np.ndarray:
-        """Each group's sum as float64 (``0.0`` for an empty group)."""
+        """Each group's sum as float64 (``0.0`` for an empty group): a function of the exact
+        sum alone.
+
+        The digit sums are first put in the one canonical form of the exact sum: base
+        :math:`2^{24}` digits all of the total's sign (floor carries from the lowest level up
+        give digits in ``[0, 2^24)`` under a signed top one, whose sign is the total's; a
+        negative total then borrows its way to digits in ``(-2^24, 0]``). Folding same-sign
+        digits from the lowest level never overshoots the total (no spurious overflow)."""
         out = np.zeros(self.size)
         if self.levels:
-            # balanced base-2^24 digits of each exact sum (carries from the lowest level up,
-            # through absent levels, until none is left): a function of the sum alone, so
-            # levels that hold nothing never change the result
+            low, high = min(self.levels), max(self.levels)
+            rows = high - low + 4  # room for the carries of sums below 2^53
+            d = np.zeros((rows, self.size))
+            for level, sums in self.levels.items():
+                d[level - low] = sums
             base = 2.0**_WIDTH
-            level = min(self.levels)
-            top = max(self.levels)
-            carry = np.zeros(self.size)
+            for i in range(rows - 1):
+                carry = np.floor(d[i] / base)
+                d[i] -= carry * base
+                d[i + 1] += carry
+            negative = d[rows - 1] < 0
+            if negative.any():
+                borrow = np.zeros(self.size)
+                for i in range(rows - 1):
+                    digit = d[i] + borrow
+                    lend = negative & (digit > 0)
+                    d[i] = np.where(lend, digit - base, np.where(negative, digit, d[i]))
+                    borrow = lend.astype(np.float64)
+                d[rows - 1] += borrow
             with np.errstate(over="ignore"):  # a sum beyond float64 is ±inf, as in IEEE
-                while level <= top or carry.any():
-                    sums = self.levels.get(level, 0.0) + carry
-                    carry = np.rint(sums / base)
-                    out += np.ldexp(sums - carry * base, _WIDTH * level)
-                    level += 1
+                for i in range(rows):
+                    out += np.ldexp(d[i], _WIDTH * (low + i))
         if self.special.any():
             pinf, ninf, nan = (self.special[:, i] != 0 for i in range(3))
             out = np.where(pinf, np.inf, out)
@@ -184,10 +203,14 @@ class ExactSums:
         keys = arrays[f"{prefix}_levels"]
         grid = arrays[f"{prefix}_digits"].astype(np.float64)
         special = arrays[f"{prefix}_special"].astype(np.int64)
-        if grid.shape != (keys.size, size) or special.shape != (size, 3):
+        if keys.ndim != 1 or grid.shape != (keys.size, size) or special.shape != (size, 3):
             raise ValueError(f"exact sums {prefix} do not have {size} groups")
+        if np.unique(keys).size != keys.size or ((keys < _LOWEST) | (keys > _HIGHEST)).any():
+            raise ValueError(f"exact sums {prefix} have a repeated or impossible level")
         if not np.isfinite(grid).all() or (grid != np.rint(grid)).any():
             raise ValueError(f"exact sums {prefix} hold a digit sum that is not an integer")
+        if (np.abs(grid) >= 2.0**53).any() or (special < 0).any():
+            raise ValueError(f"exact sums {prefix} hold an impossible digit sum or count")
         out = cls(size)
         out.levels = {int(k): grid[i].copy() for i, k in enumerate(keys)}
         out.special = special.copy()

@@ -23,7 +23,7 @@ same bytes. How each part gets there:
   agent each cycle: the cost is then one read of those agents' window;
 * per agent, confidence evidence :math:`\sum w` and :math:`\sum w z` with
   :math:`w = 2^{(m - A)/h}` (``m`` the record's ``matured_at``, ``h`` the half-life) held at an
-  *anchor* :math:`A` = ``as_of`` rounded down to a multiple of 24 half-lives, as **exact sums**
+  *anchor* :math:`A` = ``as_of`` rounded up to a multiple of 24 half-lives, as **exact sums**
   (:mod:`meta_supervisor.signals.exact`: order-free, and a removal takes back exactly what the
   addition put in). The frame decays them to ``as_of`` by :math:`2^{-(as\_of - A)/h}`. When the
   anchor moves (once every 24 half-lives) the sums are recomputed from the window;
@@ -648,9 +648,10 @@ class IncrementalStats:
         return 24 * self._half_life_us()
 
     def _conf_anchor(self, now: int) -> int:
-        """The confidence anchor for ``now``: ``now`` rounded down to a multiple of :math:`P`,
-        so weights relative to it stay within :math:`2^{24}`."""
-        return now // self._conf_period() * self._conf_period()
+        """The confidence anchor for ``now``: ``now`` rounded *up* to a multiple of :math:`P`,
+        so every weight relative to it is at most 1 (a weight times a finite ``z`` never
+        overflows at one anchor and not at the next) and at least :math:`2^{-(900 + 24)}`."""
+        return -(-now // self._conf_period()) * self._conf_period()
 
     def _decay(self, delta_us: np.ndarray | int) -> np.ndarray:
         r""":math:`2^{-Δ/h}` for Δ µs, as :math:`2^{-r/h}\cdot 2^{-q}` with
@@ -675,7 +676,9 @@ class IncrementalStats:
             sigma = frame["expected_sigma_bps"].to_numpy()
             with np.errstate(invalid="ignore"):
                 scale = np.where(sigma > 0, sigma, p.sim_error_scale_bps)
-            wz = w * np.abs(frame["gap_bps"].to_numpy()) / scale
+            # w · (|gap| / scale): z does not depend on the anchor, so w·z moves with it
+            # exactly (a product that leaves the normal range has no digit kept)
+            wz = w * (np.abs(frame["gap_bps"].to_numpy()) / scale)
             self._col("conf_n")[:] += sign * np.bincount(codes, minlength=len(self.names))
             self._conf_w.add(codes, w, sign)
             self._conf_wz.add(codes, wz, sign)
@@ -686,7 +689,9 @@ class IncrementalStats:
                 continue
             codes = self._strategy_codes(frame["strategy"])
             names = self._strategies.names
-            gaps = frame["gap_bps"].to_numpy()
+            # + 0.0: a -0.0 gap is 0.0 (equal zeros of either sign would sit in the sorted
+            # buffer in arrival order, and the worst gap's sign would depend on the path)
+            gaps = frame["gap_bps"].to_numpy() + 0.0
             count = np.bincount(codes, minlength=len(names))
             self._tail_gap.add(codes, gaps, sign)
             self._tail_abs.add(codes, np.abs(gaps), sign)
@@ -731,7 +736,7 @@ class IncrementalStats:
         )
         for strategy, gaps in frame.iter_rows():
             tail = self.tails[strategy]
-            values = np.asarray(gaps, dtype=np.float64)
+            values = np.asarray(gaps, dtype=np.float64) + 0.0  # -0.0 as 0.0 (see above)
             _, m = tail_count(values.size)
             keep = min(values.size, 2 * m + 1024)
             tail.threshold = float(values[keep - 1]) if keep < values.size else math.inf

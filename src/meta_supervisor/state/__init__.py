@@ -4,8 +4,10 @@ lock, the operator's overrides.
 ============== ============================================================================
 module         what it holds
 ============== ============================================================================
-files          atomic writes (temp, fsync, rename), the history (append, read, verify),
-               the state lock
+atomic         atomic writes (temp, fsync, rename), stale temps, the fault hook
+explanations   each cycle's explanations, kept once in explanations/<seq>.json: written,
+               referenced by SHA-256 from the history entry, read back and checked
+files          the history (append, read, verify; atomic writes re-exported), the state lock
 overrides      the overrides file: validated, written atomically
 ============== ============================================================================
 """

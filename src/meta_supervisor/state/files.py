@@ -5,9 +5,12 @@
 * History (``history.jsonl``): one JSON object a line,
   ``{"seq", "prev_hash", "hash", "decision"}`` with
   ``hash = sha256(f"{seq}:{prev_hash}:" + canonical_json(decision))`` and ``prev_hash`` the
-  previous entry's hash (64 zeros for the first). The history is written *first*: it is the
-  commit point. A kill mid-append leaves an unterminated last line that was never committed;
-  the next append cuts it off. Editing, deleting or reordering any entry breaks the chain and
+  previous entry's hash (64 zeros for the first). ``decision`` is the decision's *record*: its
+  explanations are in the entry's explanations file, which the record names with its SHA-256
+  (:mod:`meta_supervisor.state.explanations`; older entries hold them inline). The history
+  is written *first*: it is the commit point. A kill mid-append leaves an unterminated last
+  line that was never committed; the next append cuts it off. Editing, deleting or
+  reordering any entry (or editing an explanations file) breaks the chain and
   :func:`verify_history` names the first entry at fault.
 * :class:`StateLock`: an exclusive ``flock`` on the state directory itself, the holder's pid in
   ``state_dir/.lock``. The kernel drops it when the holder dies, so a stale lock from a dead
@@ -15,6 +18,7 @@
   ``.lock`` that is a symbolic or hard link is refused, never written through.
 * Fault hook (tests only): ``META_SUPERVISOR_FAULT=kill:<point>`` makes the process SIGKILL
   itself at ``<point>``, ``stop:<point>`` SIGSTOPs it (the test resumes it with SIGCONT). Points:
+  ``after_explanations`` (the cycle's explanations file written, its history line not yet),
   ``history_append`` (half the line written and fsync'd), ``after_history_append``,
   ``before_rename:<file name>`` (temp file complete, not yet renamed), ``locked`` (lock held).
   A kill at a named point is deterministic where a timed kill would be flaky.
@@ -29,11 +33,10 @@ import hashlib
 import mmap
 import os
 import re
-import signal
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,16 @@ import orjson
 
 from meta_supervisor.allocate.decision import Decision, canonical_json
 from meta_supervisor.errors import Busy, ProblemFound
+from meta_supervisor.state import explanations
+from meta_supervisor.state.atomic import (
+    FAULT_ENV,
+    _fault_armed,
+    atomic_write_bytes,
+    atomic_write_text,
+    fault_point,
+    fsync_path,
+    remove_stale_temps,
+)
 
 __all__ = [
     "FAULT_ENV",
@@ -65,77 +78,6 @@ __all__ = [
 ]
 
 GENESIS = "0" * 64
-FAULT_ENV = "META_SUPERVISOR_FAULT"
-_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
-
-
-def _fault_armed(point: str) -> bool:
-    action, _, name = os.environ.get(FAULT_ENV, "").partition(":")
-    return action in {"kill", "stop"} and name == point
-
-
-def fault_point(point: str) -> None:
-    """Test hook: die (``kill:``) or stop (``stop:``) here when ``META_SUPERVISOR_FAULT`` names
-    ``point``. A no-op otherwise (one environment lookup)."""
-    if _fault_armed(point):
-        action = os.environ[FAULT_ENV].partition(":")[0]
-        os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGSTOP)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp + fsync + rename + directory fsync)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    fault_point(f"before_rename:{path.name}")
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically, as :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temps(directory: Path) -> list[Path]:
-    """Delete temp files (``.<name>.<pid>.tmp``) left by writers that died; return them.
-
-    Only temps of dead processes are removed: a live writer's temp is its own business.
-    """
-    removed: list[Path] = []
-    directory = Path(directory)
-    if not directory.is_dir():
-        return removed
-    for candidate in directory.iterdir():
-        match = _TEMP.match(candidate.name)
-        if match and not _pid_alive(int(match.group(1))):
-            with contextlib.suppress(FileNotFoundError):
-                candidate.unlink()
-                removed.append(candidate)
-    return removed
-
-
-def fsync_path(path: Path) -> None:
-    """``fsync`` a file or a directory by path (a directory's fsync makes a rename durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def entry_hash(seq: int, prev_hash: str, decision: dict[str, Any]) -> str:
@@ -146,12 +88,33 @@ def entry_hash(seq: int, prev_hash: str, decision: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    """One committed decision in the history."""
+    """One committed decision in the history.
+
+    ``record`` is what the line holds and the chain hash covers: the decision, with its
+    explanations inline (entries written before they moved out) or a reference to its
+    explanations file (:mod:`meta_supervisor.state.explanations`). ``decision`` is the decision
+    as a plain dict with ``agents`` (the file read, and held against its SHA-256, on first
+    access): the same dict for both kinds of entry.
+    """
 
     seq: int
     prev_hash: str
     hash: str
-    decision: dict[str, Any]
+    record: dict[str, Any]
+    base: Path | None = field(default=None, compare=False, repr=False)
+    """The state directory the reference's file name is relative to."""
+    _decision: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        """The decision with its explanations (read on first access, then kept). Raises
+        :class:`~meta_supervisor.state.explanations.ExplanationsError` when the file is
+        missing or edited."""
+        if self._decision is None:
+            resolved = explanations.resolve(self.base or Path("."), self.record)
+            object.__setattr__(self, "_decision", resolved)
+            return resolved
+        return self._decision
 
 
 def _committed_lines(path: Path) -> tuple[list[bytes], int]:
@@ -203,7 +166,8 @@ def _parse_entry(path: Path, number: int, line: bytes) -> HistoryEntry:
             seq=int(obj["seq"]),
             prev_hash=str(obj["prev_hash"]),
             hash=str(obj["hash"]),
-            decision=obj["decision"],
+            record=obj["decision"],
+            base=path.parent,
         )
     except (ValueError, KeyError, TypeError) as err:
         where = _where(number, line)
@@ -216,7 +180,7 @@ def _entry_line(entry: HistoryEntry) -> bytes:
         "seq": entry.seq,
         "prev_hash": entry.prev_hash,
         "hash": entry.hash,
-        "decision": entry.decision,
+        "decision": entry.record,
     }
     return canonical_json(body).encode()
 
@@ -280,19 +244,24 @@ def verify_history(path: Path) -> tuple[bool, str]:
             entry = _parse_entry(path, number, line)
         except ValueError as err:
             return False, str(err).removeprefix(f"{path}: ")
-        where = _where(number, line, entry.decision.get("as_of"))
+        where = _where(number, line, entry.record.get("as_of"))
         if entry.seq != number:
             return False, f"{where}: sequence {entry.seq}, expected {number} (deleted or reordered)"
         if entry.prev_hash != prev:
             return False, f"{where}: prev_hash does not match the entry before it"
-        if entry_hash(entry.seq, entry.prev_hash, entry.decision) != entry.hash:
+        if entry_hash(entry.seq, entry.prev_hash, entry.record) != entry.hash:
             return False, f"{where}: content does not match its hash (edited)"
         if _entry_line(entry) != line:
             return False, f"{where}: not in canonical form (edited)"
+        wrong = explanations.problem(path.parent, entry.record)
+        if wrong is not None:
+            return False, f"{where}: {wrong}"
         prev = entry.hash
     tail = ""
     if path.exists() and path.stat().st_size > committed:
         tail = "; an unterminated last line (interrupted append) is ignored"
+    if (path.parent / explanations.file_name(len(lines) + 1)).exists():
+        tail += "; an explanations file no entry names yet (interrupted cycle) is ignored"
     return True, f"{len(lines)} entries, chain intact{tail}"
 
 
@@ -313,9 +282,12 @@ def check_tail(path: Path, entries: list[HistoryEntry]) -> None:
     ``prev_hash``. Raises :class:`HistoryError` naming the entry; the cost does not grow with
     the history (``verify`` checks the whole chain)."""
     for index, entry in enumerate(entries):
-        where = f"entry {entry.seq} (as_of {entry.decision.get('as_of', 'unknown')})"
-        if entry_hash(entry.seq, entry.prev_hash, entry.decision) != entry.hash:
+        where = f"entry {entry.seq} (as_of {entry.record.get('as_of', 'unknown')})"
+        if entry_hash(entry.seq, entry.prev_hash, entry.record) != entry.hash:
             raise HistoryError(f"{path}: {where}: content does not match its hash (edited)")
+        wrong = explanations.check(Path(path).parent, entry.record)
+        if wrong is not None:
+            raise HistoryError(f"{path}: {where}: {wrong}")
         if index and (
             entry.seq != entries[index - 1].seq + 1 or entry.prev_hash != entries[index - 1].hash
         ):
@@ -364,7 +336,7 @@ def check_current(
         if problem is not None:
             return False, problem
         current = canonical_json(content)
-        shown = [canonical_json(view(e.decision)) for e in entries]
+        shown = [canonical_json(view(e.record)) for e in entries]
         if shown and shown[-1] == current:
             notes.append(f"{path.name} is the last entry")
             continue
@@ -374,7 +346,7 @@ def check_current(
             )
             continue
         as_of = content.get("as_of", "unknown") if isinstance(content, dict) else "unknown"
-        last = entries[-1].decision.get("as_of", "unknown") if entries else "no entry"
+        last = entries[-1].record.get("as_of", "unknown") if entries else "no entry"
         what = f" (as_of {as_of})" if path == decision_file else ""
         return False, (
             f"{path.name}{what} is not the history's last entry ({last}): the newest entries "
@@ -384,9 +356,14 @@ def check_current(
 
 
 def append_history(
-    path: Path, decision: Decision, tail: list[HistoryEntry] | None = None
+    path: Path, decision: Decision | dict[str, Any], tail: list[HistoryEntry] | None = None
 ) -> HistoryEntry:
     """Append ``decision`` to the chain (fsync'd). Cuts off an uncommitted partial last line.
+
+    A :class:`Decision`'s explanations are written first, once, to the entry's explanations
+    file (:func:`meta_supervisor.state.explanations.write`), and the line holds its record
+    (:func:`~meta_supervisor.state.explanations.record_of`); a dict is a record already (e.g.
+    a superseding copy that names the restored entry's file) and is appended as it is.
 
     ``tail`` is what :func:`history_tail` returned to a caller that holds the lock and has just
     read it (``[]`` for an empty history); by default it is read here.
@@ -398,8 +375,15 @@ def append_history(
     # seq is the line number: verify_history shows any entry deleted, inserted or reordered
     seq = last[-1].seq + 1 if last else 1
     prev = last[-1].hash if last else GENESIS
-    body = decision.to_dict()
-    entry = HistoryEntry(seq=seq, prev_hash=prev, hash=entry_hash(seq, prev, body), decision=body)
+    if isinstance(decision, Decision):
+        ref = explanations.write(path.parent, seq, decision.agents)
+        fault_point("after_explanations")
+        body = explanations.record_of(decision, ref)
+    else:
+        body = decision
+    entry = HistoryEntry(
+        seq=seq, prev_hash=prev, hash=entry_hash(seq, prev, body), record=body, base=path.parent
+    )
     data = _entry_line(entry) + b"\n"
     # The fault hook stops half-way through the line; otherwise the line goes out in one write.
     half = len(data) // 2 if _fault_armed("history_append") else len(data)
@@ -409,10 +393,11 @@ def append_history(
         handle.seek(committed)
         handle.write(data[:half])
         handle.flush()
-        os.fsync(handle.fileno())
-        fault_point("history_append")
-        handle.write(data[half:])
-        handle.flush()
+        if half < len(data):  # the fault hook's half line, made durable before the kill
+            os.fsync(handle.fileno())
+            fault_point("history_append")
+            handle.write(data[half:])
+            handle.flush()
         os.fsync(handle.fileno())
     if created:
         fsync_path(path.parent)

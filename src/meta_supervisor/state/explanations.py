@@ -1,0 +1,190 @@
+"""Explanations kept once: one file per committed cycle, named and hashed by its history entry.
+
+A decision's per-agent explanations (``decision.agents``) are most of its bytes (about 2 KB an
+agent). They are written once, to ``explanations/<seq>.json`` in the state directory (``seq``
+the history entry's, 8 digits), as compact canonical JSON (:func:`canonical_json` of the
+``{agent: explanation}`` map). The history entry and ``decision.json`` hold the decision
+without ``agents`` and, in their place, a reference::
+
+    "explanations": {"file": "explanations/00000042.json", "sha256": "<hex>", "agents": 1000}
+
+that is the *record* of the decision; the chain hash covers it, so it covers the file's SHA-256
+and any edit to the file is seen (:func:`load`, ``verify``). Reading an entry gives back the
+decision as it was before explanations moved out (:func:`resolve`): the record without the
+reference, with ``agents`` read from the file. Entries written before (``agents`` inline, no
+reference) are their own record and resolve to themselves.
+
+Commit order (:func:`meta_supervisor.cycle.run.commit`): the file is written atomically
+(temp, fsync, rename, directory fsync), then the history line (the commit point). A kill
+between the two leaves a file for ``seq`` = last entry + 1 that no entry names; the next cycle
+removes it or replaces it (:func:`remove_uncommitted`), ``verify`` ignores it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from meta_supervisor.allocate.decision import Decision, canonical_json
+from meta_supervisor.errors import ProblemFound
+from meta_supervisor.state.atomic import atomic_write_bytes, fsync_path, remove_stale_temps
+
+__all__ = [
+    "DIRECTORY",
+    "REF_KEY",
+    "ExplanationsError",
+    "check",
+    "file_name",
+    "load",
+    "problem",
+    "record_of",
+    "remove_uncommitted",
+    "resolve",
+    "write",
+]
+
+DIRECTORY = "explanations"
+REF_KEY = "explanations"
+_FILE = re.compile(r"^explanations/([0-9]{8,12})\.json$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ExplanationsError(ProblemFound, ValueError):
+    """A decision's explanations file is missing, edited, or named wrongly in its record."""
+
+    hint = "run 'meta-supervisor verify'"
+
+
+def file_name(seq: int) -> str:
+    """The reference's ``file`` for history entry ``seq`` (relative to the state directory)."""
+    return f"{DIRECTORY}/{seq:08d}.json"
+
+
+def encode(agents: dict[str, Any]) -> bytes:
+    """The file's bytes: compact canonical JSON of the ``{agent: explanation}`` map."""
+    return canonical_json(agents).encode()
+
+
+def write(state_dir: Path, seq: int, agents: dict[str, Any]) -> dict[str, Any]:
+    """Write ``agents`` as entry ``seq``'s explanations file (atomically, fsync'd); return the
+    reference its record carries. Fault hook point: ``before_rename:<8 digits>.json``."""
+    data = encode(agents)
+    name = file_name(seq)
+    directory = Path(state_dir) / DIRECTORY
+    if not directory.is_dir():
+        directory.mkdir(parents=True)
+        fsync_path(directory.parent)  # the new directory itself, before anything names it
+    atomic_write_bytes(Path(state_dir) / name, data)
+    return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "agents": len(agents)}
+
+
+def record_of(decision: Decision, ref: dict[str, Any]) -> dict[str, Any]:
+    """The record of ``decision`` (what the history and ``decision.json`` hold): its JSON form
+    (:meth:`Decision.to_dict`) without ``agents``, with the reference ``ref`` instead. The
+    explanations are not serialised here (only :func:`write` does, once)."""
+    plain = {name: getattr(decision, name) for name in Decision.FIELDS if name != "agents"}
+    record: dict[str, Any] = orjson.loads(canonical_json(plain))
+    record[REF_KEY] = ref
+    return record
+
+
+def _ref(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's reference, or ``None`` for a decision with its explanations inline.
+    Raises :class:`ExplanationsError` when it is malformed (a name outside ``explanations/``
+    is never opened)."""
+    ref = record.get(REF_KEY)
+    if ref is None:
+        return None
+    if (
+        not isinstance(ref, dict)
+        or not isinstance(ref.get("file"), str)
+        or not _FILE.match(ref["file"])
+        or not isinstance(ref.get("sha256"), str)
+        or not _HEX64.match(ref["sha256"])
+    ):
+        raise ExplanationsError(f"the decision of {record.get('as_of')} names no valid file")
+    return ref
+
+
+def _checked_bytes(state_dir: Path, record: dict[str, Any], ref: dict[str, Any]) -> bytes:
+    """The bytes of ``ref``'s file, held against its SHA-256 (:class:`ExplanationsError`)."""
+    path = Path(state_dir) / ref["file"]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ExplanationsError(
+            f"{path}: missing (the explanations of the decision of {record.get('as_of')})"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+        raise ExplanationsError(
+            f"{path}: content does not match the SHA-256 its history entry records (edited)"
+        )
+    return data
+
+
+def check(state_dir: Path, record: dict[str, Any]) -> str | None:
+    """What is wrong with ``record``'s explanations file, by its SHA-256 alone (``None``:
+    nothing, or inline): what a cycle checks of the entries it builds on, without parsing."""
+    try:
+        ref = _ref(record)
+        if ref is not None:
+            _checked_bytes(state_dir, record, ref)
+    except ExplanationsError as err:
+        return str(err)
+    return None
+
+
+def load(state_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """The ``{agent: explanation}`` map of ``record``: inline, or read from its file and held
+    against the SHA-256 the record names. Raises :class:`ExplanationsError` naming the file
+    when it is missing, edited or not a map."""
+    ref = _ref(record)
+    if ref is None:
+        agents = record.get("agents", {})
+        return agents if isinstance(agents, dict) else {}
+    data = _checked_bytes(state_dir, record, ref)
+    path = Path(state_dir) / ref["file"]
+    agents = orjson.loads(data)
+    if not isinstance(agents, dict):
+        raise ExplanationsError(f"{path}: not a map of explanations")
+    return agents
+
+
+def problem(state_dir: Path, record: dict[str, Any]) -> str | None:
+    """What is wrong with ``record``'s explanations file (``None``: nothing, or inline)."""
+    try:
+        load(state_dir, record)
+    except ExplanationsError as err:
+        return str(err)
+    except ValueError as err:  # not JSON although the hash matches: written so, or a collision
+        return f"{record.get(REF_KEY, {}).get('file')}: not JSON: {err}"
+    return None
+
+
+def resolve(state_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """The decision as a plain dict, as :meth:`Decision.to_dict` gives it: ``record`` itself
+    when its explanations are inline, else the record without the reference and with
+    ``agents`` read from the file (:func:`load`)."""
+    if REF_KEY not in record:
+        return record
+    agents = load(state_dir, record)
+    merged = {k: v for k, v in record.items() if k != REF_KEY}
+    merged["agents"] = agents
+    return dict(sorted(merged.items()))
+
+
+def remove_uncommitted(state_dir: Path, last_seq: int) -> None:
+    """Remove the explanations file a kill before the history append left for entry
+    ``last_seq + 1`` (no entry names it) and temps of dead writers under ``explanations/``.
+    Called under the state lock."""
+    directory = Path(state_dir) / DIRECTORY
+    if not directory.is_dir():
+        return
+    remove_stale_temps(directory)
+    with contextlib.suppress(FileNotFoundError):
+        (Path(state_dir) / file_name(last_seq + 1)).unlink()
