@@ -389,9 +389,10 @@ def _same_cycle(recorded: dict[str, Any], decision: Decision) -> bool:
     )
 
 
-#: Relative difference below which two recomputations of one number are the same number:
-#: a statistics state rebuilt from the store sums in another order than the incremental path
-#: (:mod:`meta_supervisor.cycle.engine`, ~1e-12 relative).
+#: Relative difference below which two recomputations of one number are the same number. A
+#: rebuilt engine state now gives the incremental path's bits (exact sums, issue #13); the
+#: tolerance remains for cycles recorded by an earlier version (engine state version < 4,
+#: whose sums were order-dependent, ~1e-12 relative) and re-run by this one.
 REASSOCIATION_TOLERANCE = 1e-9
 
 
@@ -410,9 +411,10 @@ def _close(a: Any, b: Any) -> bool:
 
 def _same_cycle_recomputed(entry: HistoryEntry, decision: Decision) -> bool:
     """True when ``decision`` is ``entry``'s recomputed: same instant, policy and base, the
-    same weights, and every other number equal up to float reassociation (e.g. after the
-    engine state was lost and rebuilt). Re-running the latest cycle must not record it twice
-    because its statistics were summed in another order. The explanations (the entry's file,
+    same weights, and every other number equal up to float reassociation (a cycle recorded by
+    an earlier version, whose sums depended on their order, re-run by this one; a rebuilt
+    state of this version gives the same bits). Re-running the latest cycle must not record
+    it twice. The explanations (the entry's file,
     the decision's build) are compared only once the instant, policy, base and weights match."""
     record = entry.record
     if record.get("as_of") != decision.as_of or record.get("cash") != decision.cash:
