@@ -29,7 +29,7 @@ NOT_RUN = {
     "./dev bench": "the benchmarks take minutes (benchmarks/README.md)",
     "./dev serve": "starts a long-running server (tested in tests/service)",
     ".venv/bin/pip install": "installs packages from the network",
-    ".venv/bin/python docs/backtest_table.py": "backtests many scenarios and seeds (minutes)",
+    ".venv/bin/python docs/backtest_table.py": "needs a sweep's output (test_tables.py)",
     "meta-supervisor sweep": "a grid of backtests on Ray (minutes; tests/research/test_sweep.py)",
     "./dev cli serve": "starts a long-running server (tested in tests/service)",
     "meta-supervisor serve": "starts a long-running server (tested in tests/service)",

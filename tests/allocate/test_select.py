@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 
+from meta_supervisor.allocate.fleet import fleet_from_dicts
+from meta_supervisor.allocate.profiles.select import KEYS, compute, small_sample_inflation
 from meta_supervisor.cycle.run import decide
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research.simulate import Blowup, FleetSpec, simulate_fleet
@@ -85,3 +88,49 @@ def test_a_blown_up_agent_is_at_zero_within_two_records():
         assert entry["weight"] == 0.0
         broken = next(f for f in entry["factors"] if f["factor"] == "broken")
         assert broken["value"] == 0.0 and broken["reason"].startswith("broken")
+
+
+def _null_z(n: int, walks: int, seed: int) -> np.ndarray:
+    """``max drawdown / (s·sqrt n)`` of zero-drift walks of ``n`` normal steps (s: ddof 1)."""
+    x = np.random.default_rng(seed).standard_normal((walks, n))
+    path = np.concatenate([np.zeros((walks, 1)), np.cumsum(x, axis=1)], axis=1)
+    dd = (np.maximum.accumulate(path, axis=1) - path).max(axis=1)
+    return dd / (x.std(axis=1, ddof=1) * np.sqrt(n))
+
+
+@pytest.mark.parametrize("n", [5, 8, 12])
+def test_the_drawdown_null_is_calibrated_for_few_records(n):
+    """Regression (issue #14, the pull-back firing on noise on real prices): with the 168 h
+    window a daily agent has 5 records, and the z of a zero-drift walk of 5 steps exceeds 2.7
+    on 2.6% of walks, not the 1% the rule states; scaled by c(n) it is 1% again."""
+    z = _null_z(n, 60_000, seed=n)
+    c = small_sample_inflation(np.array([float(n)]))[0]
+    assert 0.007 < np.mean(z / c > 2.72) < 0.014
+    if n <= 8:
+        assert np.mean(z > 2.7) > 0.015  # what the uncalibrated rule did
+    assert small_sample_inflation(np.array([20.0, 500.0, 1.0]))[:2].tolist() == [1.0, 1.0]
+    assert np.isnan(small_sample_inflation(np.array([1.0]))[0])
+
+
+def test_a_daily_agents_drawdown_within_its_small_sample_noise_holds_no_cash():
+    """5 records, z = 3.2 (beyond 2.7, within the 5-step null's 3.77): fully invested now;
+    the same z over 30 records is beyond noise and pulled back."""
+    policy = Policy(profile=Profile.SELECT)
+    stats = {}
+    for name, n in (("daily", 5), ("hourly", 30)):
+        sd = 10.0
+        stats[name] = {
+            "n_records": n,
+            "pnl_mean_bps": 0.0,
+            "pnl_std_bps": sd,
+            "max_drawdown_bps": -3.2 * sd * math.sqrt(n),
+            "pnl_sum_bps": 0.0,
+            "hit_rate": 0.5,
+            "error_rate": 0.0,
+            "avg_abs_error_bps": 1.0,
+            "recent_loss_z": 0.0,
+            "strategy": "s",
+        }
+    fleet = fleet_from_dicts(stats, {}, {}, policy, extra_keys=KEYS)
+    factors = compute(fleet, np.ones(2), policy).factors["drawdown"]
+    assert factors.tolist() == [1.0, pytest.approx(1.0 - 0.5 * (3.2 - 2.7))]

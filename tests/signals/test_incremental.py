@@ -21,6 +21,7 @@ from meta_supervisor.allocate.core import allocate
 from meta_supervisor.allocate.inputs import Confidence, Tail
 from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
 from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals.cadence import CadenceIndex
 from meta_supervisor.signals.confidence import confidence_multipliers
 from meta_supervisor.signals.incremental import (
     COLUMNS,
@@ -98,6 +99,11 @@ def _decision_inputs(stats: pl.DataFrame, conf: pl.DataFrame, tails: pl.DataFram
 
 def _assert_same(inc: IncrementalStats, ledger: pl.DataFrame, as_of: datetime, policy: Policy):
     stats, conf, tails = inc.frames(None)
+    # the expected records the engine keeps are the cadence index's, to the bit
+    index = CadenceIndex.from_records(ledger, policy.horizon_hours)
+    want = index.expected_records(stats["agent"].to_list(), as_of, policy)
+    got = inc.with_expected_records(stats)["expected_records"].fill_null(np.nan).to_numpy()
+    assert got.tobytes() == want.tobytes()
     full_stats = agent_stats(ledger, None, as_of, policy)
     full_conf = confidence_multipliers(ledger, as_of, policy)
     full_tails = strategy_tails(ledger, as_of, policy)
@@ -377,6 +383,11 @@ def test_a_rebuild_gives_the_same_bits_as_the_incremental_path(policy, ops, chun
         for step in range(chunks):
             rebuilt.advance(ledger.lazy(), first + timedelta(hours=3 * step))
         assert_same_bits(rebuilt.frames(None), inc.frames(None))
+        # and the cadence counts behind expected_records
+        mine, theirs = rebuilt.frames(None)[0], inc.frames(None)[0]
+        assert_same_bits(
+            (rebuilt.with_expected_records(mine),), (inc.with_expected_records(theirs),)
+        )
 
 
 @given(
@@ -398,6 +409,7 @@ def test_frames_at_gives_the_same_bits_in_any_chunking_and_keeps_stale_agents(
     chunked = frames_at(
         ledger.sample(fraction=1.0, shuffle=True, seed=1), None, as_of, policy, chunk_rows
     )
-    assert_same_bits(chunked, once.frames(None))
+    stats, conf, tails = once.frames(None)
+    assert_same_bits(chunked, (once.with_expected_records(stats), conf, tails))
     visible = ledger.filter(pl.col("matured_at") <= as_of)["agent"].unique().sort()
     assert chunked[0]["agent"].to_list() == visible.to_list()

@@ -236,7 +236,8 @@ def store_frames(
         engine.advance(ledger, as_of, late=late if late is not None and late.height else None)
         run = EngineRun("warm", "", len(new), 0 if late is None else late.height)
     t2 = clock()
-    frames = engine.frames(telemetry)
+    stats, conf, tails = engine.frames(telemetry)
+    frames = (engine.with_expected_records(stats), conf, tails)
     t3 = clock()
     if save:
         _save(engine, state_path, store, manifest)

@@ -249,9 +249,15 @@ def expected_records(
     """``stats`` with each agent's ``expected_records`` (its own cadence) when cadence is on
     and an index is given or ``ledger.records`` can build one; unchanged otherwise. Its
     ``recent_loss_z`` only under a profile that reads it (computing it costs a robust scale
-    per agent per cycle, and an explanation shows only inputs its profile reads)."""
-    if cadence_hours(policy) <= 0 or "expected_records" in stats.columns:
+    per agent per cycle, and an explanation shows only inputs its profile reads).
+
+    Frames from the engine already hold ``expected_records`` (from the counts it keeps): then
+    the cadence index is built only for a profile that reads ``recent_loss_z``."""
+    reads = "recent_loss_z" in method_for(policy.profile).keys
+    if cadence_hours(policy) <= 0 or ("expected_records" in stats.columns and not reads):
         return stats
+    if "expected_records" in stats.columns:
+        stats = stats.drop("expected_records")  # the index gives the same numbers
     if cadence is None:
         if not ledger.records.height:
             return stats
@@ -261,7 +267,6 @@ def expected_records(
             (pl.col("matured_at") > since) & (pl.col("matured_at") <= as_of)
         )
         cadence = CadenceIndex.from_records(recent, policy.horizon_hours)
-    reads = "recent_loss_z" in method_for(policy.profile).keys
     return with_expected_records(stats, cadence, as_of, policy, loss_z=reads)
 
 
@@ -692,7 +697,10 @@ def _run_cycle(
             extra = {
                 "frames": frames,
                 "persistence": learned,
-                "cadence": _store_cadence(paths, manifest, as_of, policy),
+                # the engine keeps expected_records; the index only for recent_loss_z
+                "cadence": _store_cadence(paths, manifest, as_of, policy)
+                if "recent_loss_z" in method_for(policy.profile).keys
+                else None,
             }
         overrides = load_overrides(paths)
         return decide(ledger, as_of, policy, previous, overrides, prev_hash, **extra)

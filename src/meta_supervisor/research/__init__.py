@@ -11,6 +11,7 @@ realprice      a fleet of plain trading rules on real S&P 500 closes (``research
 calendar       an exchange calendar (NYSE rules, early closes) and the mixed-cadence fleet
 scenarios      every named scenario in one register
 sweep          grids of backtests (scenarios x seeds x knobs x folds) on Ray or serially
+tables         the README's backtest table, targets and walk-forward from a sweep's table
 backtest       run_backtest / run_fleet: profiles and baselines side by side
 baselines      equal weight, inverse volatility, HRP, the seed exactly as written
 metrics        Sharpe, drawdown, gross, turnover, time to de-risk

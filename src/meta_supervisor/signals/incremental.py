@@ -69,6 +69,7 @@ import polars as pl
 
 from meta_supervisor.errors import ProblemFound
 from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals.cadence import cadence_hours
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.signals.exact import ExactSums
 from meta_supervisor.signals.measures import tail_count
@@ -91,8 +92,9 @@ CHUNK_ROWS = 2_000_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # 2: tails carry abs_gap_sum (mean |gap| per strategy); 3: binary .npz (was JSON);
-# 4: rebuild-exact (exact confidence and tail sums, anchored confidence weights)
-STATE_VERSION = 4
+# 4: rebuild-exact (exact confidence and tail sums, anchored confidence weights);
+# 5: cadence counts (expected records kept, not re-read)
+STATE_VERSION = 5
 _NONE = np.iinfo(np.int64).min  # "no record yet" in the µs key columns: below every instant
 COLUMNS = [
     "record_id",
@@ -107,7 +109,7 @@ COLUMNS = [
 ]
 # per-agent state columns
 _FLOATS = ("pnl", "pnl_sq", "abs_gap", "total", "hi", "lo", "dd")
-_INTS = ("n", "hits", "conf_n", "last_m", "last_t", "any_m", "any_t")
+_INTS = ("n", "hits", "conf_n", "cad_n", "cad_late", "last_m", "last_t", "any_m", "any_t")
 _TEXTS = ("last_rid", "last_strategy", "any_rid", "any_strategy")
 # stats columns that are null when undefined (no record; one record for the std)
 _UNDEFINED = ["pnl_mean_bps", "pnl_std_bps", "hit_rate", "avg_abs_error_bps"]
@@ -432,6 +434,17 @@ class IncrementalStats:
             for h in (p.lookback_hours, p.confidence_lookback_hours, p.cvar_lookback_hours)
         )  # type: ignore[return-value]
 
+    def _cadence(self) -> tuple[int, int]:
+        """The cadence windows (µs): the history :math:`C` (``cadence_hours``) and its part
+        after the first lookback, :math:`C - L`; ``(0, 0)`` when cadence is off. An agent's
+        expected records count its records in :math:`C`, and are unknown when none fell in
+        the first :math:`L` hours of it (``cad_n − cad_late`` of them)."""
+        history = cadence_hours(self.policy)
+        if history <= 0:
+            return 0, 0
+        c = round(history * US_PER_HOUR)
+        return c, c - round(self.policy.lookback_hours * US_PER_HOUR)
+
     def _horizon(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
         return lazy.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
 
@@ -466,9 +479,11 @@ class IncrementalStats:
             raise ValueError(f"as_of went backwards: {as_of} is before the state's last cycle")
         src = self._source(ledger)
         stats_l, conf_l, cvar_l = self._lookbacks()
+        cad_l, cad_late_l = self._cadence()
+        windows = (stats_l, conf_l, cvar_l, cad_l, cad_late_l)
         late_ids: pl.Series | None = None
         if prev is None:
-            entering = src.frame(now - max(stats_l, conf_l, cvar_l), now)
+            entering = src.frame(now - max(windows), now)
         else:
             entering = src.frame(prev, now)
             if late is not None and late.height:
@@ -476,8 +491,8 @@ class IncrementalStats:
                 entering = pl.concat([entering, late.select(COLUMNS)])
                 late_ids = late["record_id"]
         leaving: list[pl.DataFrame] = []
-        for lookback in (stats_l, conf_l, cvar_l):
-            if prev is None or now - lookback <= prev - lookback:
+        for lookback in windows:
+            if prev is None or now - lookback <= prev - lookback or lookback <= 0:
                 leaving.append(entering.clear())
                 continue
             # counted before: matured in (prev − L, prev]; out now: ≤ now − L
@@ -499,9 +514,11 @@ class IncrementalStats:
             at_h = entering.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
         # at_h is in matured_at order: each window is a tail slice of it
         matured = _epoch_us(at_h["matured_at"])
-        in_stats, in_conf, in_cvar = (
+        in_stats, in_conf, in_cvar, in_cad, in_cad_late = (
             at_h.slice(int(np.searchsorted(matured, now - lookback, side="right")))
-            for lookback in (stats_l, conf_l, cvar_l)
+            if lookback > 0
+            else at_h.clear()
+            for lookback in windows
         )
         dirty = self._update_stats(in_stats, leaving[0])
         anchor = self._conf_anchor(now)
@@ -516,10 +533,23 @@ class IncrementalStats:
             self.conf_anchor_us = anchor
         self._update_confidence(in_conf, leaving[1])
         self._update_tails(in_cvar, leaving[2])
+        for name, entered, left in (
+            ("cad_n", in_cad, leaving[3]),
+            ("cad_late", in_cad_late, leaving[4]),
+        ):
+            self._count(name, entered, 1)
+            self._count(name, left, -1)
         self.as_of_us = now
         if dirty.size:
             self._recompute_agents(src, dirty, now - stats_l, now)
         self._refill_tails(src, now - cvar_l, now)
+
+    def _count(self, name: str, frame: pl.DataFrame, sign: int) -> None:
+        """Add ``sign`` per record of ``frame`` to its agent's count ``name``."""
+        if not frame.height:
+            return
+        codes = frame["_i"].to_numpy() if "_i" in frame.columns else self._codes(frame["agent"])
+        self._col(name)[:] += sign * np.bincount(codes, minlength=len(self.names))
 
     def _latest_any(self, visible: pl.DataFrame) -> None:
         """Each agent's latest visible record (any horizon), from ``visible`` in order."""
@@ -752,6 +782,31 @@ class IncrementalStats:
         if self.as_of_us is None:
             raise ValueError("advance() the state to an as_of first")
         return self._stats_frame(telemetry), self._confidence_frame(), self._tails_frame()
+
+    def with_expected_records(self, stats: pl.DataFrame) -> pl.DataFrame:
+        """``stats`` (from :meth:`frames`) with each agent's ``expected_records`` when cadence
+        is on (unchanged when off): what the cycle's min_records gate reads."""
+        if self._cadence()[0] <= 0:
+            return stats
+        return stats.join(self._expected_records(), on="agent", how="left")
+
+    def _expected_records(self) -> pl.DataFrame:
+        """Each known agent's ``expected_records`` (null: unknown), as
+        :meth:`meta_supervisor.signals.cadence.CadenceIndex.expected_records` computes it:
+        ``n_C · L / C`` (hours) when one of its records fell in the first ``L`` hours of the
+        cadence history, from the counts this state keeps."""
+        n, late = self._col("cad_n"), self._col("cad_late")
+        history = cadence_hours(self.policy)
+        with np.errstate(invalid="ignore"):
+            value = np.where(
+                (n > 0) & (n - late > 0), n * self.policy.lookback_hours / history, np.nan
+            )
+        return pl.DataFrame(
+            {
+                "agent": pl.Series(self.names, dtype=pl.String),
+                "expected_records": pl.Series(value, dtype=pl.Float64).fill_nan(None),
+            }
+        )
 
     def _advanced_to(self) -> int:
         """``as_of_us``, which exists once the state was advanced."""
@@ -1144,7 +1199,8 @@ def frames_at(
     policy: Policy,
     chunk_rows: int = CHUNK_ROWS,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """``(agent_stats, confidence, tails)`` of ``records`` as of ``as_of``: a fresh
+    """``(agent_stats, confidence, tails)`` of ``records`` as of ``as_of`` (the stats with
+    their ``expected_records`` when cadence is on): a fresh
     :class:`IncrementalStats` advanced over them in time chunks of about ``chunk_rows`` records.
 
     What a live cycle on the store computes, bit for bit (a state built at once, in chunks or
@@ -1156,7 +1212,7 @@ def frames_at(
     ledger = records if isinstance(records, SortedLedger) else SortedLedger(records)
     inc = IncrementalStats(policy)
     now = _us(as_of)
-    start = now - max(inc._lookbacks())
+    start = now - max(*inc._lookbacks(), inc._cadence()[0])
     us = ledger.matured_us
     first = int(np.searchsorted(us, start, side="right"))
     last = int(np.searchsorted(us, now, side="right"))
@@ -1177,4 +1233,5 @@ def frames_at(
     for k in range(1, chunks + 1):
         step = now if k == chunks else max(int(us[first + rows * k // chunks]), start)
         inc.advance(source, _EPOCH + timedelta(microseconds=step))
-    return inc.frames(telemetry)
+    stats, conf, tails = inc.frames(telemetry)
+    return inc.with_expected_records(stats), conf, tails

@@ -17,11 +17,16 @@ Factors, per agent:
 * **broken** (risk, 0 or 1): 0 when ``recent_loss_z ≥ broken_loss_scale``
   (:mod:`meta_supervisor.signals.broken`: consecutive losses each far beyond the agent's own
   robust scale); the pull-back sends its share to cash and the explanation names why.
-* **drawdown beyond noise** (risk): :math:`a_i = \mathrm{clip}(1 - k_{dd}(z_i - z_{null}),
-  f_{dd}, 1)` with :math:`z_i = |dd_i|/(s_i\sqrt{n_i})` (the evidence profile's factor
-  :math:`a_i`, :func:`meta_supervisor.allocate.profiles.evidence.drawdown_used`): 1 unless the
-  drawdown is beyond what a zero-drift walk of the agent's own volatility reaches about one
-  time in a hundred (``evidence_dd_null_z`` 2.7).
+* **drawdown beyond noise** (risk): :math:`a_i = \mathrm{clip}(1 - k_{dd}(z_i/c(n_i) -
+  z_{null}), f_{dd}, 1)` with :math:`z_i = |dd_i|/(s_i\sqrt{n_i})` (the evidence profile's
+  :math:`z`, :func:`meta_supervisor.allocate.profiles.evidence.drawdown_multipliers`): 1 unless
+  the drawdown is beyond what a zero-drift walk of the agent's own volatility reaches about
+  one time in a hundred (``evidence_dd_null_z`` 2.7, the 99th percentile of :math:`z` for a
+  long walk). :math:`c(n) = q_{99}(n)/q_{99}(\infty)` (:func:`small_sample_inflation`) is how
+  much larger :math:`z`'s 99th percentile is over only :math:`n` steps, the sample std
+  :math:`s_i` being estimated from those same few steps: 3.77/2.72 = 1.39 at 5 records, 1 from
+  20 on. Without it a daily agent's 168 h window (5 records) exceeded 2.7 on 2.6% of the null's
+  agent-days, not 1% (issue #14: the pull-back firing on noise on real prices).
 * **strategy tail beyond noise** (risk): the evidence profile's tail factor, 1 unless the
   strategy's gap CVaR95 exceeds ``evidence_tail_r0`` (4) times its own mean |gap| (a normal
   gap gives 2.6).
@@ -47,10 +52,39 @@ from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.signals.selection import RuleSelection, rule_weights
 from meta_supervisor.typing import FloatArray
 
-__all__ = ["KEYS", "METHOD", "broken_factor", "compute", "explain", "rule_quality"]
+__all__ = [
+    "KEYS",
+    "METHOD",
+    "NULL_Q99",
+    "broken_factor",
+    "compute",
+    "explain",
+    "rule_quality",
+    "small_sample_inflation",
+]
 
 #: The statistics the profile reads beyond the seed's.
 KEYS = ("pnl_mean_bps", "pnl_std_bps", "recent_loss_z")
+
+#: 99th percentile of ``z = max drawdown / (s·sqrt(n))`` of a zero-drift walk of ``n`` normal
+#: steps, ``s`` their sample std (ddof 1), for n = 2..19 (400,000 walks each, seed 20261207;
+#: Student-t(4) steps give the same within 0.1); from 20 steps on it is 2.70-2.76
+#: (:data:`NULL_Q99_LONG`). Regenerated and checked by ``tests/allocate/test_select.py``.
+NULL_Q99 = {
+    2: 30.84, 3: 6.89, 4: 4.53, 5: 3.77, 6: 3.36, 7: 3.19, 8: 3.07, 9: 2.98, 10: 2.92,
+    11: 2.86, 12: 2.83, 13: 2.82, 14: 2.80, 15: 2.78, 16: 2.77, 17: 2.76, 18: 2.75, 19: 2.74,
+}  # fmt: skip
+NULL_Q99_LONG = 2.72
+
+
+def small_sample_inflation(n: FloatArray) -> FloatArray:
+    """``c(n) = q99(n)/q99(∞)`` (:data:`NULL_Q99`), 1 for ``n ≥ 20``; NaN below 2 records."""
+    out = np.ones(n.shape)
+    with np.errstate(invalid="ignore"):
+        out[~(n >= 2)] = np.nan
+        for k, q in NULL_Q99.items():
+            out[np.floor(n) == k] = q / NULL_Q99_LONG
+    return out
 
 
 def rule_quality(rule: str, f: Fleet, policy: Policy) -> FloatArray:
@@ -88,7 +122,8 @@ def compute(
     z, _ = drawdown_multipliers(
         c["max_drawdown_bps"].value, c["n_records"].value, c["pnl_std_bps"].value, policy
     )
-    inner = 1.0 - policy.evidence_dd_k * (z - policy.evidence_dd_null_z)
+    inflation = small_sample_inflation(c["n_records"].value)
+    inner = 1.0 - policy.evidence_dd_k * (z / inflation - policy.evidence_dd_null_z)
     drawdown = np.where(np.isnan(z), 1.0, np.clip(inner, policy.evidence_dd_floor, 1.0))
     rho, tail = tail_multipliers(f.tail_number, f.tail_scale, policy)
     return ProfileFactors(
@@ -96,7 +131,13 @@ def compute(
         quality=quality,
         risk=broken * drawdown * tail,
         fleet=selection,
-        extra={"loss_z": loss_z, "z": z, "rho": rho, "used": f.tail_number},
+        extra={
+            "loss_z": loss_z,
+            "z": z,
+            "inflation": inflation,
+            "rho": rho,
+            "used": f.tail_number,
+        },
     )
 
 
@@ -141,13 +182,14 @@ def _drawdown_reason(table: FactorTable, i: int) -> str:
     z, policy = table.extra["z"][i], table.policy
     if math.isnan(z):
         return "no PnL dispersion to scale the drawdown by"
-    limit = policy.evidence_dd_null_z
+    limit = policy.evidence_dd_null_z * table.extra["inflation"][i]
     verdict = "beyond its noise: penalised" if z > limit else "within its noise"
     sigma, n = table.raw["pnl_std_bps"][i], table.raw["n_records"][i]
     return (
         f"drawdown {-abs(table.raw['max_drawdown_bps'][i]):+.1f} bps = {z:.2f} x "
         f"sigma·sqrt(n) (sigma {sigma:.1f} bps, n {n:.0f}) of its own PnL; {verdict} "
-        f"(limit {limit:g}, what a zero-drift walk exceeds one time in a hundred)"
+        f"(limit {limit:.2f}, what a zero-drift walk of {n:.0f} steps exceeds one time in a "
+        "hundred)"
     )
 
 
