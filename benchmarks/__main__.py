@@ -86,6 +86,7 @@ def _plan(size: str, cycles: int, runs: int) -> list[tuple[str, str, dict[str, A
         ("store_append_nocadence", f"{size} + 10k", {}, runs),
         ("store_append_resident", f"{size} + 10k", {}, runs),
         ("persistence", size, {}, runs),
+        ("persistence_rebuild", size, {}, runs),
         ("backtest", f"{size}, {cycles} cycles", {"cycles": cycles}, runs),
         ("allocate", "10k agents", {"agents": 10_000}, runs),
     ]
@@ -111,11 +112,11 @@ def run_size(
             continue
         if only and case not in only and case != "check":
             continue
-        if (case.startswith("store_") or case == "persistence") and not store_ready:
+        if (case.startswith(("store_", "persistence"))) and not store_ready:
             # in a child of its own: neither the parent's memory (which a forked child
             # starts from) nor a measured child's includes the ingest
             console.print(
-                "  store setup (cached in bench-data/store-<key>-<policy>-s<version>/) ..."
+                "  store setup (cached in bench-data/store-<key>-<policy>-s<v>-p<f>/) ..."
             )
             run_child("store_setup", n_records, {})
             store_ready = True
@@ -238,7 +239,8 @@ DESCRIPTIONS = {
     "store_append_evidence": "the same, evidence profile (strength kept)",
     "store_append_nocadence": "the same, cadence off (no cadence index)",
     "store_append_resident": "the same, cadence off, resident process",
-    "persistence": "evidence: learned strength, daily recompute",
+    "persistence": "evidence: learned strength, daily (kept day sums advanced)",
+    "persistence_rebuild": "evidence: learned strength, rebuilt from the store",
     "backtest": "backtest: run_backtest, hourly",
     "allocate": "allocation step alone (allocate_frames)",
 }

@@ -1,12 +1,16 @@
 """Benchmark cases of the live cycle on the store, as `meta-supervisor allocate` runs it.
 
 Both time :func:`meta_supervisor.cycle.run.run_cycle` itself (lock, history, decision files, engine
-state and all) on an ingested store under ``bench-data/store-<key>-<policy>-s<version>/``:
+state and all) on an ingested store under ``bench-data/store-<key>-<policy>-s<version>-p<format>/``:
 
 * ``store_cycle``: a cycle with no saved state, so the engine rebuilds its statistics from the
   store in time chunks (the full-cycle case, reading from the store included);
 * ``store_append``: the cycle one hour later, after 10,000 records were appended as a new batch,
   from the state the previous cycle saved (the "cycle after appending 10k" case).
+
+``persistence`` and ``persistence_rebuild`` time the evidence profile's learned strength
+(:func:`meta_supervisor.cycle.learned.kept_persistence`) at ``AS_OF``: advanced from the day
+sums a cycle kept the day before (cached next to the store), and rebuilt with none.
 
 Setup (untimed, cached): the base ledger is committed to the store, a cycle at ``AS_OF`` writes a
 state directory that is kept as a snapshot, then the 10,000 records are committed as a second
@@ -26,6 +30,7 @@ import polars as pl
 from benchmarks.data import AS_OF, DATA_DIR, LedgerSpec, appended_records, ensure_ledger
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle.engine import describe
+from meta_supervisor.cycle.learned import FORMAT as LEARNED_FORMAT
 from meta_supervisor.cycle.run import run_cycle
 from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA, empty_quarantine
 from meta_supervisor.ingest.records import empty_telemetry as no_telemetry
@@ -52,9 +57,11 @@ def _paths(store: Path, state_dir: Path) -> Paths:
 
 def ensure_store(spec: LedgerSpec, policy: Any) -> tuple[Path, Path]:
     """The store (base + the appended batch) and the state snapshot after the cycle at AS_OF."""
-    # the snapshot's saved state is valid for one policy and one engine state version only
-    # (another one is rebuilt, and an append case would time a rebuild)
-    root = DATA_DIR / f"store-{spec.key()}-{policy.fingerprint()[:8]}-s{STATE_VERSION}"
+    # the snapshot's saved state is valid for one policy, one engine state version and one
+    # learned-strength file format only (another one is rebuilt, and an append case would
+    # time a rebuild)
+    version = f"s{STATE_VERSION}-p{LEARNED_FORMAT}"
+    root = DATA_DIR / f"store-{spec.key()}-{policy.fingerprint()[:8]}-{version}"
     store_dir, snapshot = root / "ledger", root / "state-at-as-of"
     if (root / _READY).exists():
         return store_dir, snapshot
@@ -150,20 +157,70 @@ def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dic
     return _append_cycle(spec, Profile.EVIDENCE)
 
 
-def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
-    """The evidence profile's learned strength recomputed from the store (once per anchor)."""
+def _previous_day_state(spec: LedgerSpec) -> tuple[LedgerStore, Any, Path]:
+    """The evidence store, its policy, and the learned-strength state kept by a cycle the day
+    before AS_OF (built once, cached next to the store)."""
+    from datetime import timedelta
+
     from benchmarks.cases import bench_policy
-    from meta_supervisor.cycle.engine import store_persistence
+    from meta_supervisor.cycle.learned import kept_persistence
 
     policy = bench_policy(spec, Profile.EVIDENCE)
     store_dir, _ = ensure_store(spec, policy)
     store = LedgerStore(store_dir)
+    kept = store_dir.parent / "persistence-day-before.state"
+    if not kept.exists():
+        kept_persistence(store, store.manifest(), AS_OF - timedelta(days=1), policy, kept)
+    return store, policy, kept
+
+
+def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The evidence profile's learned strength at AS_OF from the day sums a cycle kept the
+    day before (copied into a fresh state dir): one new day read, then saved (once a day);
+    ``same_day``: a cycle an hour later, which keeps the value."""
+    from datetime import timedelta
+
+    from meta_supervisor.cycle.learned import kept_persistence
+
+    store, policy, kept = _previous_day_state(spec)
+    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
+        path = Path(tmp) / "persistence.state"
+        shutil.copy(kept, path)
+        manifest = store.manifest()  # a cycle has read it already
+        start = time.perf_counter()
+        run = kept_persistence(store, manifest, AS_OF, policy, path)
+        seconds = time.perf_counter() - start
+        assert run.mode == "advanced", run.reason
+        # the cycles later that day: the kept value, after reading the file's header line
+        start = time.perf_counter()
+        same_day = kept_persistence(store, manifest, AS_OF + timedelta(hours=1), policy, path)
+        kept_seconds = time.perf_counter() - start
+        assert same_day.mode == "kept", same_day.reason
+        return {
+            "seconds": seconds,
+            "same_day": kept_seconds,
+            "note": f"strength {run.value.strength:.2f}, {run.mode}",
+        }
+
+
+def case_persistence_rebuild(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The same with no kept state: every day of the range rebuilt from the store, saved."""
+    from benchmarks.cases import bench_policy
+    from meta_supervisor.cycle.learned import kept_persistence
+
+    policy = bench_policy(spec, Profile.EVIDENCE)
+    store_dir, _ = ensure_store(spec, policy)
+    store = LedgerStore(store_dir)
+    manifest = store.manifest()  # a cycle has read it already
     with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
         start = time.perf_counter()
-        value, _ = store_persistence(
-            store, store.manifest(), AS_OF, policy, Path(tmp) / "p.json", save=False
-        )
-        return {"seconds": time.perf_counter() - start, "note": f"strength {value.strength:.2f}"}
+        run = kept_persistence(store, manifest, AS_OF, policy, Path(tmp) / "persistence.state")
+        seconds = time.perf_counter() - start
+        assert run.mode == "rebuilt", run.mode
+        return {
+            "seconds": seconds,
+            "note": f"strength {run.value.strength:.2f}, {run.buckets} days rebuilt",
+        }
 
 
 def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +232,7 @@ def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
     for profile in (Profile.SEED, Profile.EVIDENCE):
         ensure_store(spec, bench_policy(spec, profile))
     ensure_store(spec, bench_policy(spec).model_copy(update={"cadence_history_hours": 0.0}))
+    _previous_day_state(spec)
     return {"seconds": time.perf_counter() - start}
 
 
@@ -186,4 +244,5 @@ STORE_CASES = {
     "store_append_nocadence": case_store_append_nocadence,
     "store_append_resident": case_store_append_resident,
     "persistence": case_persistence,
+    "persistence_rebuild": case_persistence_rebuild,
 }

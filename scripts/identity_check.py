@@ -7,7 +7,7 @@ the backtest table must not change across a move.
 
 It drives only the command line (``python -m meta_supervisor``), so it runs unchanged on both
 trees: ``demo --json``, the demo fleet ingested into a store and two store cycles (which write
-``engine.state``, ``engine.json`` and ``persistence.json``), and ``backtest --json`` on two
+``engine.state``, ``engine.json`` and ``persistence.state``), and ``backtest --json`` on two
 scenarios. Every file under each state directory is hashed (SHA-256); JSON outputs are kept
 whole so a difference can be read.
 """

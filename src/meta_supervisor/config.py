@@ -70,8 +70,8 @@ class Paths:
 
     @property
     def persistence(self) -> Path:
-        """The evidence profile's learned strength, kept until its next anchor (engine)."""
-        return self.state_dir / "persistence.json"
+        """The evidence profile's day sums and learned strength (:mod:`.cycle.learned`)."""
+        return self.state_dir / "persistence.state"
 
     @property
     def lock(self) -> Path:

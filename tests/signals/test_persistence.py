@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meta_supervisor.allocate.core import allocate
@@ -22,11 +22,15 @@ from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research.simulate import FleetSpec
 from meta_supervisor.signals.persistence import (
     LagCorrelation,
+    LearnedStrengths,
     Persistence,
     anchor,
+    day_sums,
     lag_correlations,
+    lag_samples,
     persistence,
     persistence_from_lags,
+    persistence_from_sums,
     spearman,
 )
 
@@ -59,8 +63,9 @@ def _brute_spearman(a: list[float], b: list[float]) -> float:
     return _pearson(_brute_ranks(a), _brute_ranks(b))
 
 
-def _brute_lags(rows: list[dict], as_of: datetime, policy: Policy) -> list[tuple[float, int, int]]:
-    """(rho, N, dof) per lag, from the docstring, one record at a time."""
+def _brute_agents(rows: list[dict], as_of: datetime, policy: Policy) -> list[dict]:
+    """Per lag, {agent: (t, next-period mean, strategy)} of the agents that count, from the
+    docstring, one record at a time (exact sums: ``math.fsum``)."""
     h = policy.evidence_persistence_step_hours
     rows = [
         r for r in rows if r["horizon_hours"] == policy.horizon_hours and r["matured_at"] <= as_of
@@ -72,7 +77,7 @@ def _brute_lags(rows: list[dict], as_of: datetime, policy: Policy) -> list[tuple
     for j in range(1, policy.evidence_persistence_lags + 1):
         t_j = as_of - timedelta(hours=j * h)
         start, end = t_j - timedelta(hours=policy.lookback_hours), t_j + timedelta(hours=h)
-        t, nxt = {}, {}
+        found = {}
         for agent in strategy:
             past = [
                 r["pnl"] for r in rows if r["agent"] == agent and start < r["matured_at"] <= t_j
@@ -81,27 +86,38 @@ def _brute_lags(rows: list[dict], as_of: datetime, policy: Policy) -> list[tuple
             n = len(past)
             if n < max(2, policy.min_records) or not after:
                 continue
-            mean = sum(past) / n
-            sd = math.sqrt(sum((x - mean) ** 2 for x in past) / (n - 1))
+            mean = math.fsum(past) / n
+            sd = math.sqrt(math.fsum((x - mean) ** 2 for x in past) / (n - 1))
             if sd > 0:
-                t[agent], nxt[agent] = mean * math.sqrt(n) / sd, sum(after) / len(after)
-        members = {}
-        for agent in t:
-            members.setdefault(strategy[agent], []).append(agent)
-        members = {s: m for s, m in members.items() if len(m) >= 2}
-        agents = [a for m in members.values() for a in m]
-        xs, ys = [], []
-        for m in members.values():
-            tm = sum(t[a] for a in m) / len(m)
-            nm = sum(nxt[a] for a in m) / len(m)
-            xs += [t[a] - tm for a in m]
-            ys += [nxt[a] - nm for a in m]
-        rho = _brute_spearman(xs, ys) if len(agents) >= 2 else math.nan
-        out.append((rho, len(agents), len(agents) - len(members)))
+                found[agent] = (mean * math.sqrt(n) / sd, math.fsum(after) / len(after))
+        size: dict[str, int] = {}
+        for agent in found:
+            size[strategy[agent]] = size.get(strategy[agent], 0) + 1
+        out.append({a: (*v, strategy[a]) for a, v in found.items() if size[strategy[a]] >= 2})
     return out
 
 
-def _records(rng: np.random.Generator, skill: float, n_agents: int = 12, hours: int = 120):
+def _brute_lags(rows: list[dict], as_of: datetime, policy: Policy) -> list[tuple[float, int, int]]:
+    """(rho, N, dof) per lag, from the docstring, one record at a time."""
+    out = []
+    for found in _brute_agents(rows, as_of, policy):
+        members: dict[str, list[str]] = {}
+        for agent, (_, _, s) in found.items():
+            members.setdefault(s, []).append(agent)
+        xs, ys = [], []
+        for m in members.values():
+            tm = sum(found[a][0] for a in m) / len(m)
+            nm = sum(found[a][1] for a in m) / len(m)
+            xs += [found[a][0] - tm for a in m]
+            ys += [found[a][1] - nm for a in m]
+        rho = _brute_spearman(xs, ys) if len(found) >= 2 else math.nan
+        out.append((rho, len(found), len(found) - len(members)))
+    return out
+
+
+def _records(
+    rng: np.random.Generator, skill: float, n_agents: int = 12, hours: int = 120, level: float = 0.0
+):
     """Records every 2 h per agent, 3 strategies; ``skill`` sets a persistent edge per agent."""
     edge = rng.normal(0, 1, n_agents) * skill
     rows = []
@@ -118,7 +134,7 @@ def _records(rng: np.random.Generator, skill: float, n_agents: int = 12, hours: 
                         "matured_at": ts + timedelta(hours=horizon),
                         "horizon_hours": horizon,
                         # ties on purpose: rounded PnL, so ranks must average them
-                        "pnl": float(round(edge[i] + rng.standard_t(4) * 10.0)),
+                        "pnl": level + float(round(edge[i] + rng.standard_t(4) * 10.0)),
                     }
                 )
     frame = pl.DataFrame(rows).rename({"pnl": "realized_pnl_bps"})
@@ -135,6 +151,52 @@ def test_spearman_is_pearson_of_brute_force_average_ranks(pairs):
     got = spearman(np.array(a), np.array(b))
     want = _brute_spearman(a, b)
     assert (math.isnan(got) and math.isnan(want)) or math.isclose(got, want, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("seed", "level", "lookback", "hours"),
+    [
+        (1, 0.0, 48.0, 120),
+        (2, 0.0, 30.0, 120),
+        (3, 1e6, 48.0, 120),
+        (4, -3e7, 30.0, 120),
+        (5, 0.0, 48.0, 60),  # the records start inside the earliest windows
+    ],
+)
+def test_each_lags_t_and_next_pnl_equal_a_brute_force_over_the_records(
+    seed, level, lookback, hours
+):
+    """The per-(agent, bucket) sums give each agent's t and next-period mean as the records
+    do, to 1e-9 relative (the independent computation sums exactly, ``math.fsum``; the sums
+    reassociate, and a common level of 1e6-3e7 bps must not cancel the spread). A 30 h
+    lookback with a 12 h step makes 6 h buckets; with 60 h of records the earliest windows
+    begin before the first record (a per-agent slice search once read the previous agent's
+    cells there)."""
+    rows, frame = _records(np.random.default_rng(seed), 4.0, hours=hours, level=level)
+    policy = POLICY.model_copy(update={"lookback_hours": lookback})
+    samples = lag_samples(frame, AS_OF, policy)
+    assert len(samples) == policy.evidence_persistence_lags
+    for sample, found in zip(samples, _brute_agents(rows, AS_OF, policy), strict=True):
+        agents = sorted(found)
+        assert len(agents) >= 6  # the fixture really exercises the lag
+        np.testing.assert_allclose(sample.t, [found[a][0] for a in agents], rtol=1e-9)
+        np.testing.assert_allclose(sample.next_pnl, [found[a][1] for a in agents], rtol=1e-12)
+
+
+def test_the_strength_from_records_is_the_strength_from_their_day_sums_bit_for_bit():
+    """One formula: the direct function builds the cells and calls the same code, and the
+    backtest's sums advanced anchor after anchor give the same bits."""
+    _, frame = _records(np.random.default_rng(9), 6.0, hours=240)
+    policy = POLICY.model_copy(update={"evidence_persistence_lags": 6})
+    walk = LearnedStrengths(frame.sample(fraction=1.0, shuffle=True, seed=3))
+    for k in range(0, 200, 7):  # every 7 h: several instants per anchor, anchors skipped
+        as_of = AS_OF - timedelta(hours=k)
+        direct = persistence(frame, as_of, policy)
+        assert direct == persistence_from_sums(day_sums(frame, as_of, policy), as_of, policy)
+    for k in range(200, -1, -7):  # the walk goes forward in time
+        as_of = AS_OF - timedelta(hours=k)
+        got, want = walk.at(as_of, policy), persistence(frame, as_of, policy)
+        assert got.to_dict() == want.to_dict() and got.lags == want.lags
 
 
 @pytest.mark.parametrize("seed, skill", [(1, 0.0), (2, 8.0)])
@@ -295,3 +357,43 @@ def test_every_instant_until_the_next_anchor_learns_what_the_anchor_learned(seco
         pl.when(since).then(1e6).otherwise(pl.col("realized_pnl_bps")).alias("realized_pnl_bps")
     )
     assert persistence(corrupted, as_of, POLICY) == persistence(frame, AS_OF, POLICY)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d", "e", "f"]),
+            st.sampled_from(["s1", "s2"]),
+            st.integers(0, 80),  # hours before AS_OF: agents join and leave mid-range
+            st.integers(-20, 20),
+        ),
+        min_size=1,
+        max_size=120,
+    )
+)
+@settings(max_examples=60)
+def test_any_fleet_gives_the_brute_forces_agents_t_and_next_pnl(items):
+    """Random fleets (agents that start late, stop early, constant PnL): the same agents per
+    lag as the record-by-record brute force, t to 1e-9 and the next-period mean to 1e-12."""
+    policy = POLICY.model_copy(update={"evidence_persistence_lags": 3, "min_records": 2})
+    rows = []
+    for k, (agent, strategy, hours, pnl) in enumerate(items):
+        matured = AS_OF - timedelta(hours=hours, minutes=k % 60)
+        rows.append(
+            {
+                "agent": agent,
+                "strategy": strategy,
+                "ts": matured - timedelta(hours=24),
+                "matured_at": matured,
+                "horizon_hours": 24,
+                "pnl": float(pnl),
+            }
+        )
+    frame = pl.DataFrame(rows).rename({"pnl": "realized_pnl_bps"})
+    for sample, found in zip(
+        lag_samples(frame, AS_OF, policy), _brute_agents(rows, AS_OF, policy), strict=True
+    ):
+        agents = sorted(found)
+        assert sample.t.size == len(agents)
+        np.testing.assert_allclose(sample.t, [found[a][0] for a in agents], rtol=1e-9)
+        np.testing.assert_allclose(sample.next_pnl, [found[a][1] for a in agents], rtol=1e-12)

@@ -43,13 +43,7 @@ import polars as pl
 from meta_supervisor.ledger.store import LedgerStore, Manifest, Segment
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.incremental import CHUNK_ROWS, IncrementalStats
-from meta_supervisor.signals.persistence import (
-    PERSISTENCE_COLUMNS,
-    Persistence,
-    anchor,
-    history_hours,
-    persistence,
-)
+from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.state.files import atomic_write_bytes, atomic_write_text, fault_point
 
 __all__ = [
@@ -277,51 +271,12 @@ def store_persistence(
 ) -> tuple[Persistence, bool]:
     """The evidence profile's learned strength as of ``as_of``, and whether it was recomputed.
 
-    It reads only records matured by its anchor ``A`` (:func:`meta_supervisor.signals.persistence.
-    anchor`), so ``cache_path`` (JSON) keeps it for every cycle until the next anchor: it is
-    reused when the anchor, the policy and the ledger are the same and every segment committed
-    since holds only records matured after ``A`` (segment bounds from the manifest). Otherwise
-    it is computed from the store's window ``(A − (J + 1)·H − L, A]`` and, with ``save``,
-    written back (atomically; a bad cache file is recomputed, never trusted).
+    Kept incrementally in ``cache_path`` as per-(agent, day) PnL sums
+    (:func:`meta_supervisor.cycle.learned.kept_persistence`, which also says why a kept file
+    was not used): the same value as :func:`meta_supervisor.signals.persistence.persistence`
+    on the store's records, to the last bit.
     """
-    at = anchor(as_of, policy)
-    at_us = _us(at)
-    segments = manifest.of("records")
-    try:
-        blob = json.loads(Path(cache_path).read_text(encoding="utf-8"))
-        known = set(blob["segments"])
-        fresh = all(s.path in known or (s.lo is not None and s.lo > at_us) for s in segments)
-        if (
-            blob["anchor_us"] == at_us
-            and blob["policy_fingerprint"] == policy.fingerprint()
-            and blob["ledger"] == str(store.root.resolve())
-            and known <= {s.path for s in segments}
-            and fresh
-        ):
-            return Persistence.from_dict(blob["persistence"]), False
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # absent or unreadable: recompute
-    # only what lag_samples reads: the columns it uses, at the policy's horizon, matured in
-    # (A − (J + 1)·H − L, A] (a stale agent's older record would be filtered out there)
-    start = at - timedelta(hours=history_hours(policy))
-    records = (
-        store.scan("records", start, at, manifest)
-        .filter(
-            (pl.col("matured_at") > start)
-            & (pl.col("matured_at") <= at)
-            & (pl.col("horizon_hours") == policy.horizon_hours)
-        )
-        .select(PERSISTENCE_COLUMNS)
-        .collect()
-    )
-    value = persistence(records, at, policy)
-    if save:
-        blob = {
-            "anchor_us": at_us,
-            "policy_fingerprint": policy.fingerprint(),
-            "ledger": str(store.root.resolve()),
-            "segments": sorted(s.path for s in segments),
-            "persistence": value.to_dict(),
-        }
-        atomic_write_text(Path(cache_path), json.dumps(blob, indent=1) + "\n")
-    return value, True
+    from meta_supervisor.cycle.learned import kept_persistence
+
+    run = kept_persistence(store, manifest, as_of, policy, cache_path, save=save)
+    return run.value, run.recomputed

@@ -78,7 +78,7 @@ from meta_supervisor.research import baselines
 from meta_supervisor.research.metrics import summarize
 from meta_supervisor.signals.cadence import CadenceIndex
 from meta_supervisor.signals.incremental import IncrementalStats, SortedLedger
-from meta_supervisor.signals.persistence import Persistence, anchor, history_hours, persistence
+from meta_supervisor.signals.persistence import LearnedStrengths, Persistence, history_hours
 from meta_supervisor.units import US_PER_HOUR
 
 __all__ = [
@@ -398,7 +398,7 @@ def run_backtest(
             engines.setdefault(frames_key(pol), IncrementalStats(pol))
         sorted_ledger = SortedLedger(ledger.records)
 
-    learned: dict[tuple[str, datetime], Persistence] = {}
+    learned = LearnedStrengths(ledger.records)
     fallbacks: dict[str, int] = {}
     bar = _progress(console)
     task = bar.add_task("backtest", total=n_t, status="")
@@ -483,18 +483,16 @@ def run_backtest(
 
 
 def _learned(
-    cache: dict[tuple[str, datetime], Persistence], ledger: Ledger, t: datetime, policy: Policy
+    learned: LearnedStrengths, ledger: Ledger, t: datetime, policy: Policy
 ) -> Persistence | None:
-    """The evidence profile's learned strength at ``t``, computed once per anchor (it reads
-    only records matured by the anchor, :func:`meta_supervisor.signals.persistence.anchor`: every
-    rebalance until the next anchor gets the same value, as a live cycle keeps it); ``None``
-    for a profile that does not learn one (``decide`` then computes nothing)."""
+    """The evidence profile's learned strength at ``t``, computed once per anchor from day
+    sums advanced as the walk goes (it reads only records matured by the anchor,
+    :func:`meta_supervisor.signals.persistence.anchor`: every rebalance until the next anchor
+    gets the same value, as a live cycle keeps it); ``None`` for a profile that does not learn
+    one (``decide`` then computes nothing)."""
     if not history_hours(policy):
         return None
-    key = (policy.fingerprint(), anchor(t, policy))
-    if key not in cache:
-        cache[key] = persistence(ledger.records, t, policy)
-    return cache[key]
+    return learned.at(t, policy)
 
 
 class _Null:

@@ -10,10 +10,8 @@ Definitions, with :math:`H` = ``policy.evidence_persistence_step_hours``, :math:
 ``policy.horizon_hours`` with ``matured_at ≤ as_of`` (nothing from the future):
 
 * the **anchor** :math:`A` is ``as_of`` rounded down to a multiple of :math:`H` since the epoch
-  (midnight UTC for daily steps): the strength uses records matured by :math:`A` only, so it
-  is the same for every cycle between two anchors, and a live cycle computes it once per step
-  (:func:`meta_supervisor.cycle.engine.store_persistence` keeps it) instead of re-reading
-  :math:`JH + L` hours of records every cycle;
+  (midnight UTC for daily steps): the strength uses records matured in
+  :math:`(A - JH - L, A]` only, so it is the same for every cycle between two anchors;
 * for each lag :math:`j = 1..J` the **evidence instant** is :math:`T_j = A - jH`;
 * the agent's **past evidence** is the t-statistic of its mean PnL over the records that
   matured in :math:`(T_j - L, T_j]` (what the cycle at :math:`T_j` saw):
@@ -21,6 +19,8 @@ Definitions, with :math:`H` = ``policy.evidence_persistence_step_hours``, :math:
   :math:`n_i \ge \max(2, \text{min\_records})` and :math:`s_i > 0`;
 * its **next-period PnL** is the mean realised bps of its records that matured in
   :math:`(T_j, T_j + H]` (disjoint from the evidence: they matured after :math:`T_j`);
+* an agent's **strategy** is that of its latest record in :math:`(A - JH - L, A]`, the largest
+  ``(matured_at, ts, strategy)`` (a missing one reads ``unclassified``);
 * both are centred on their strategy's mean over the agents present at that lag (strategies
   with one such agent drop out): a factor shared by a strategy's agents (a market trend
   every buy-and-hold rule rides) moves their evidence and their next PnL together and would
@@ -40,6 +40,16 @@ Definitions, with :math:`H` = ``policy.evidence_persistence_step_hours``, :math:
   else 0: zero until past evidence predicted the next PnL at :math:`z_0` standard errors,
   then rising towards 1 as the prediction becomes unmistakable (a James–Stein shape, like the
   cross-sectional signal share it replaces). In [0, 1]; 0 with no lag that counts.
+
+**One computation.** Every window above is a union of whole buckets of width
+:math:`\gcd(H, L)` (a day by default), so all of it is a function of per-(agent, bucket) sums
+(:class:`~meta_supervisor.signals.daysums.DaySums`: count, :math:`\sum x`, squared deviations
+from the bucket mean, latest strategy), combined per window in bucket order
+(:func:`lag_samples_from_sums`). :func:`persistence` builds those sums from records and calls
+:func:`persistence_from_sums`; a live cycle keeps them between cycles
+(:mod:`meta_supervisor.cycle.learned`: one new day per day) and a backtest advances them as it
+walks (:class:`LearnedStrengths`). The sums are canonical by construction, so all of these
+give the same bits.
 """
 
 from __future__ import annotations
@@ -53,6 +63,8 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from meta_supervisor.signals.daysums import SUMS_COLUMNS, DaySums, bucket_us
+from meta_supervisor.signals.incremental import SortedLedger
 from meta_supervisor.signals.selection import (
     RuleSelection,
     rule_selection,
@@ -68,20 +80,25 @@ __all__ = [
     "PERSISTENCE_COLUMNS",
     "LagCorrelation",
     "LagSample",
+    "LearnedStrengths",
     "Persistence",
     "anchor",
+    "day_sums",
     "history_hours",
     "lag_correlations",
     "lag_samples",
+    "lag_samples_from_sums",
     "persistence",
     "persistence_from_lags",
+    "persistence_from_sums",
     "ranks",
     "spearman",
+    "sums_range",
 ]
 
 FloatArray = NDArray[np.float64]
 #: The record columns :func:`lag_samples` reads.
-PERSISTENCE_COLUMNS = ["agent", "strategy", "matured_at", "ts", "horizon_hours", "realized_pnl_bps"]
+PERSISTENCE_COLUMNS = SUMS_COLUMNS
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EMPTY = np.zeros(0)
 _NO_GROUPS = np.zeros(0, dtype=np.int64)
@@ -220,90 +237,89 @@ def anchor(as_of: datetime, policy: Policy) -> datetime:
     return _EPOCH + timedelta(microseconds=micros - micros % step_us)
 
 
-def _time_order(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` sorted by ``(matured_at, ts)``; rows already in that order (a ledger is
-    appended in time: one NumPy check) are left as they are."""
-    if frame.height > 1 and not frame["matured_at"].null_count() and not frame["ts"].null_count():
-        m = frame["matured_at"].dt.epoch("us").to_numpy()
-        t = frame["ts"].dt.epoch("us").to_numpy()
-        step_m, step_t = m[1:] - m[:-1], t[1:] - t[:-1]
-        if bool(((step_m > 0) | ((step_m == 0) & (step_t >= 0))).all()):
-            return frame
-    return frame.sort("matured_at", "ts")
+def sums_range(as_of: datetime, policy: Policy) -> tuple[int, int]:
+    """``(A − J·H − L, A]`` in µs since the epoch, ``A`` = :func:`anchor`: the records
+    :func:`lag_samples` reads (bucket boundaries: :func:`~meta_supervisor.signals.daysums.
+    bucket_us` divides both ``H`` and ``L``)."""
+    high = (anchor(as_of, policy) - _EPOCH) // timedelta(microseconds=1)
+    step = round(policy.evidence_persistence_step_hours * US_PER_HOUR)
+    look = round(policy.lookback_hours * US_PER_HOUR)
+    return high - max(policy.evidence_persistence_lags, 0) * step - look, high
 
 
-def _agent_codes(agents: pl.Series) -> tuple[list[str], NDArray[np.int64]]:
-    """The distinct agent names in sorted order and each row's index into them (what
-    ``np.unique(..., return_inverse=True)`` gives, through a polars ``Enum`` instead of
-    comparing every name)."""
-    names = agents.unique().sort().to_list()
-    codes = agents.cast(pl.Enum(names)).to_physical().to_numpy().astype(np.int64)
-    return names, codes
-
-
-def _last_rows(codes: NDArray[np.int64], size: int) -> NDArray[np.int64]:
-    """The last row of each code ``0..size-1`` (every code present): the largest row number
-    per code, one unbuffered ``np.maximum.at``."""
-    last = np.zeros(size, dtype=np.int64)
-    np.maximum.at(last, codes, np.arange(codes.size, dtype=np.int64))
-    return last
+def day_sums(records: pl.DataFrame | pl.LazyFrame, as_of: datetime, policy: Policy) -> DaySums:
+    """The cells :func:`lag_samples_from_sums` reads at ``as_of``: the records at the
+    policy horizon matured in :func:`sums_range`."""
+    low, high = sums_range(as_of, policy)
+    return DaySums.from_records(records, policy, low, high)
 
 
 def lag_samples(records: pl.DataFrame, as_of: datetime, policy: Policy) -> list[LagSample]:
     """Per lag ``j = 1..J``: the agents that count, their evidence t at ``A − j·H`` and
     their mean PnL over the next ``H`` hours, ``A`` = :func:`anchor` (see the module
-    docstring)."""
-    lags = policy.evidence_persistence_lags
-    if lags <= 0 or records.height == 0:
+    docstring): :func:`lag_samples_from_sums` of :func:`day_sums`."""
+    if policy.evidence_persistence_lags <= 0:
         return []
-    as_of = anchor(as_of, policy)
-    step = timedelta(hours=policy.evidence_persistence_step_hours)
-    lookback = timedelta(hours=policy.lookback_hours)
-    earliest = as_of - lags * step - lookback
-    frame = (
-        records.lazy()
-        .filter(
-            (pl.col("horizon_hours") == policy.horizon_hours)
-            & (pl.col("matured_at") <= as_of)
-            & (pl.col("matured_at") > earliest)
-        )
-        .select("agent", "strategy", "matured_at", "ts", "realized_pnl_bps")
-        .collect()
-    )
-    if frame.height == 0:
+    return lag_samples_from_sums(day_sums(records, as_of, policy), as_of, policy)
+
+
+def lag_samples_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> list[LagSample]:
+    r""":func:`lag_samples` from the per-(agent, bucket) cells (every bucket of
+    :func:`sums_range`; cells of other buckets are ignored): THE computation, whether the
+    cells were built from records just now or kept between cycles.
+
+    Over the cells :math:`c` of an agent in a window (count :math:`n_c`, sum :math:`S_c`,
+    squared deviations :math:`M_c` from the cell mean): :math:`n = \sum n_c`,
+    :math:`\bar x = \sum S_c / n`, :math:`\sum (x - \bar x)^2 = \sum_c [M_c + n_c
+    (S_c/n_c - \bar x)^2]` (exact in real arithmetic: Chan et al.'s pairwise update), each
+    sum taken over the cells in bucket order.
+    """
+    lags = policy.evidence_persistence_lags
+    if lags <= 0:
+        return []
+    if (sums.horizon_hours, sums.bucket_us) != (policy.horizon_hours, bucket_us(policy)):
+        raise ValueError("day sums of another horizon or bucket width than the policy's")
+    width = sums.bucket_us
+    low, high = sums_range(as_of, policy)
+    cells = sums.within(low // width, high // width - 1)
+    if cells.size == 0:
         return [LagSample(j, _EMPTY, _EMPTY, _NO_GROUPS, 0) for j in range(1, lags + 1)]
-    frame = _time_order(frame)
-    names, agent_codes = _agent_codes(frame["agent"])
-    n_codes = len(names)
+    # cells are sorted by (agent, bucket): agent codes in name order, each agent's cells in
+    # bucket order (so every bincount below adds an agent's cells oldest first)
+    agent_code = cells.agent
+    n_codes = len(cells.agents)
     # Group each agent by the strategy of its latest visible record (what it declares now).
-    strategies = frame["strategy"].gather(_last_rows(agent_codes, n_codes)).to_list()
+    last = np.r_[np.flatnonzero(agent_code[1:] != agent_code[:-1]), agent_code.size - 1]
     strategy_index: dict[str, int] = {}
     agent_group = np.array(
         [
-            strategy_index.setdefault(str(s or "unclassified"), len(strategy_index))
-            for s in strategies
+            strategy_index.setdefault(cells.strategies[s], len(strategy_index))
+            for s in cells.strategy[last].tolist()
         ],
         dtype=np.int64,
     )
-    hours = (frame["matured_at"] - as_of).dt.total_microseconds().to_numpy() / US_PER_HOUR
-    pnl = frame["realized_pnl_bps"].to_numpy().astype(np.float64)
-    step_h, look_h = policy.evidence_persistence_step_hours, policy.lookback_hours
+    bucket = cells.bucket
+    count = cells.n.astype(np.float64)
+    total = cells.pnl_sum
+    m2 = cells.pnl_m2
+    cell_mean = total / count
+    step_b = round(policy.evidence_persistence_step_hours * US_PER_HOUR) // width
+    look_b = round(policy.lookback_hours * US_PER_HOUR) // width
     need = max(2, policy.min_records)
     out = []
     for j in range(1, lags + 1):
-        t_j = -j * step_h  # hours relative to as_of
-        # the rows are in time order: each interval (lo, hi] of hours is a slice
-        ev = slice(*np.searchsorted(hours, [t_j - look_h, t_j], side="right"))
-        nx = slice(*np.searchsorted(hours, [t_j, t_j + step_h], side="right"))
-        a_ev, x_ev = agent_codes[ev], pnl[ev]
-        n = np.bincount(a_ev, minlength=n_codes).astype(np.float64)
-        mean = np.bincount(a_ev, weights=x_ev, minlength=n_codes) / np.maximum(n, 1)
-        ss = np.bincount(a_ev, weights=(x_ev - mean[a_ev]) ** 2, minlength=n_codes)
+        t_j = high // width - j * step_b  # the first bucket after T_j = A - j·H
+        ev = (bucket >= t_j - look_b) & (bucket < t_j)
+        nx = (bucket >= t_j) & (bucket < t_j + step_b)
+        a_ev = agent_code[ev]
+        n = np.bincount(a_ev, weights=count[ev], minlength=n_codes)
+        mean = np.bincount(a_ev, weights=total[ev], minlength=n_codes) / np.maximum(n, 1)
+        spread = m2[ev] + count[ev] * (cell_mean[ev] - mean[a_ev]) ** 2
+        ss = np.bincount(a_ev, weights=spread, minlength=n_codes)
         sd = np.sqrt(ss / np.maximum(n - 1, 1))
-        n_next = np.bincount(agent_codes[nx], minlength=n_codes).astype(np.float64)
-        next_mean = np.bincount(agent_codes[nx], weights=pnl[nx], minlength=n_codes) / np.maximum(
-            n_next, 1
-        )
+        a_nx = agent_code[nx]
+        n_next = np.bincount(a_nx, weights=count[nx], minlength=n_codes)
+        next_mean = np.bincount(a_nx, weights=total[nx], minlength=n_codes) / np.maximum(n_next, 1)
         ok = (n >= need) & (sd > 0) & (n_next > 0)
         # Strategies with one agent present have nothing to be compared with: drop them.
         groups_ok = agent_group[ok]
@@ -312,7 +328,7 @@ def lag_samples(records: pl.DataFrame, as_of: datetime, policy: Policy) -> list[
         idx = np.flatnonzero(ok)
         n_agents = int(idx.size)
         groups = agent_group[idx]
-        n_groups = int(np.unique(groups).size)
+        n_groups = int(np.count_nonzero(np.bincount(groups)))
         t = mean[idx] * np.sqrt(n[idx]) / sd[idx]
         out.append(LagSample(j, t, next_mean[idx], groups, n_agents - n_groups))
     return out
@@ -322,8 +338,12 @@ def lag_correlations(
     records: pl.DataFrame, as_of: datetime, policy: Policy
 ) -> list[LagCorrelation]:
     """:math:`\\rho_j` for ``j = 1..evidence_persistence_lags`` (see the module docstring)."""
+    return _correlations(lag_samples(records, as_of, policy))
+
+
+def _correlations(samples: list[LagSample]) -> list[LagCorrelation]:
     out = []
-    for sample in lag_samples(records, as_of, policy):
+    for sample in samples:
         n_agents = int(sample.t.size)
         if n_agents < 2:
             out.append(LagCorrelation(sample.lag, math.nan, n_agents, 0))
@@ -356,13 +376,73 @@ def persistence_from_lags(lags: list[LagCorrelation], policy: Policy) -> Persist
     return Persistence(strength, mean_rho, se, z, m, tuple(lags))
 
 
-def persistence(records: pl.DataFrame, as_of: datetime, policy: Policy) -> Persistence:
-    """The tilt strength learned from the fleet's past: see the module docstring. For the
-    select profile, what it learns instead: the rule it follows
+def persistence_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> Persistence:
+    """The evidence profile's learned strength from the per-(agent, bucket) cells: THE
+    definition (:func:`persistence` builds the cells from records and calls this; a live
+    cycle keeps them between cycles, :mod:`meta_supervisor.cycle.learned`)."""
+    return persistence_from_lags(_correlations(lag_samples_from_sums(sums, as_of, policy)), policy)
+
+
+def persistence(
+    records: pl.DataFrame | pl.LazyFrame, as_of: datetime, policy: Policy
+) -> Persistence:
+    """The tilt strength learned from the fleet's past: see the module docstring
+    (:func:`persistence_from_sums` of :func:`day_sums`). For the select profile, what it
+    learns instead: the rule it follows
     (:func:`meta_supervisor.signals.selection.rule_selection`, in ``selection``)."""
     from meta_supervisor.policy.model import Profile
 
     if policy.profile is Profile.SELECT:
-        chosen = rule_selection(records, as_of, policy)
+        frame = records.collect() if isinstance(records, pl.LazyFrame) else records
+        chosen = rule_selection(frame, as_of, policy)
         return Persistence(0.0, math.nan, math.nan, math.nan, 0, selection=chosen)
-    return persistence_from_lags(lag_correlations(records, as_of, policy), policy)
+    if policy.evidence_persistence_lags <= 0:
+        return persistence_from_lags([], policy)
+    return persistence_from_sums(day_sums(records, as_of, policy), as_of, policy)
+
+
+class LearnedStrengths:
+    """The learned strength at successive instants of one in-memory ledger (a backtest's
+    walk), from day sums advanced as the anchor moves: each bucket's cells are built once
+    from its records (a time slice of the ledger), the buckets that leave the range are
+    dropped, and the strength at each anchor is :func:`persistence_from_sums` of the kept
+    cells, bit-identical to :func:`persistence` on the whole ledger (the cells are canonical,
+    :mod:`meta_supervisor.signals.daysums`). The select profile's rule is computed by
+    :func:`persistence` once per anchor."""
+
+    def __init__(self, records: pl.DataFrame) -> None:
+        self.records = records
+        self._sorted: SortedLedger | None = None
+        # (horizon, bucket width, range length) -> (cells, the range's end in µs)
+        self._sums: dict[tuple[int, int, int], tuple[DaySums, int]] = {}
+        self._values: dict[tuple[str, datetime], Persistence] = {}
+
+    def at(self, as_of: datetime, policy: Policy) -> Persistence:
+        """:func:`persistence` ``(records, as_of, policy)``, computed once per anchor."""
+        from meta_supervisor.policy.model import Profile
+
+        key = (policy.fingerprint(), anchor(as_of, policy))
+        if key not in self._values:
+            if policy.profile is Profile.SELECT or policy.evidence_persistence_lags <= 0:
+                self._values[key] = persistence(self.records, as_of, policy)
+            else:
+                sums = self._advanced(as_of, policy)
+                self._values[key] = persistence_from_sums(sums, as_of, policy)
+        return self._values[key]
+
+    def _advanced(self, as_of: datetime, policy: Policy) -> DaySums:
+        """The cells of :func:`sums_range` at ``as_of``, advancing the kept ones."""
+        low, high = sums_range(as_of, policy)
+        width = bucket_us(policy)
+        key = (policy.horizon_hours, width, high - low)
+        kept, upto = self._sums.get(key, (DaySums.empty(policy), low))
+        if high < upto:  # a walk backwards: start again
+            kept, upto = DaySums.empty(policy), low
+        start = max(upto, low)
+        if self._sorted is None:
+            self._sorted = SortedLedger(self.records)
+        fresh = DaySums.from_records(self._sorted.range(start, high), policy, start, high)
+        kept = kept.within(low // width, high // width - 1)
+        sums = kept.replaced(range(start // width, high // width), fresh)
+        self._sums[key] = (sums, high)
+        return sums
