@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 from pathlib import Path
 
 import polars as pl
@@ -202,3 +203,18 @@ def test_disk_full_during_ingest_is_one_error_line(
     assert result.exit_code == 1
     assert "error:" in result.output and "No space left on device" in result.output
     assert not LedgerStore(tmp_path / "L").exists()
+
+
+@pytest.mark.parametrize("option", ["--root", "--ledger"])
+def test_the_hint_after_refused_rows_names_the_store_it_wrote(tmp_path: Path, option: str) -> None:
+    """The hint said 'meta-supervisor quarantine' without the --root or --ledger the ingest
+    was given, and that command, run as printed, found no store (newcomer walkthrough)."""
+    target = tmp_path / "my fleet" if option == "--root" else tmp_path / "my ledger"
+    a = write(tmp_path / "a.jsonl", [json.dumps(GOOD), "{cut"])
+    code, out = run("ingest", str(a), option, str(target))
+    assert code == 0
+    hint = next(line for line in out.splitlines() if "List them with:" in line)
+    args = shlex.split(hint.split("List them with:", 1)[1])
+    assert args[:2] == ["meta-supervisor", "quarantine"]
+    code, out = run(*args[1:], "--json")
+    assert code == 0 and json.loads(out)["total"] == 1

@@ -11,6 +11,7 @@ are committed all the same: the threshold is an alarm for cron, not a filter), o
 from __future__ import annotations
 
 import re
+import shlex
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -109,6 +110,18 @@ def _ledger(path: Path | None, root: Path | None = None) -> Path:
     if found is None:
         raise BadInput("no ledger directory configured: pass --ledger DIR")
     return found
+
+
+def _quarantine_command(ledger: Path | None, root: Path | None) -> str:
+    """The ``quarantine`` command that lists this ingest's refused rows (same store)."""
+    where = (
+        f" --ledger {shlex.quote(str(ledger))}"
+        if ledger is not None
+        else f" --root {shlex.quote(str(root))}"
+        if root is not None
+        else ""
+    )
+    return escape(f"meta-supervisor quarantine{where}")
 
 
 def _summary(report: IngestReport) -> Table:
@@ -222,7 +235,7 @@ def ingest(
         console.print(_summary(report))
         if report.refused:
             console.print(_reasons(report))
-            console.print("List them with: meta-supervisor quarantine")
+            console.print(f"List them with: {_quarantine_command(ledger, root)}")
     if report.failed:
         # bad input (exit 2): the batch is all or nothing, and these files could not be read
         raise fail(
