@@ -422,3 +422,13 @@ def test_allocate_refuses_an_instant_before_the_latest_decision(tmp_path):
         app, ["allocate", *root, "--as-of", "2026-01-15T07:00:00Z", "--dry-run"]
     )
     assert looked_back.exit_code == 0
+
+
+@pytest.mark.parametrize("command", [["explain"], ["history"], ["diff"]])
+def test_a_mistyped_root_is_named_as_missing_not_as_no_decision_yet(
+    command: list[str], tmp_path: Path
+) -> None:
+    """explain, history and diff on a mistyped --root said 'no decision yet; run allocate',
+    as if the fleet were new (newcomer walkthrough): they now say the directory is missing."""
+    result = run(*command, "--root", str(tmp_path / "demo-ot"), code=1)
+    assert "no such directory" in result.output and "demo-ot" in result.output

@@ -207,9 +207,22 @@ def load_policy_for(config: Path | None, paths: Paths) -> Policy:
         raise
 
 
+def _check_state_dir(paths: Paths) -> None:
+    """A state directory whose fleet directory is missing too is a mistyped --root or
+    --state-dir, not a fleet that has not decided yet."""
+    fleet = paths.state_dir.parent.parent  # <root>/meta_supervisor/state
+    if not paths.state_dir.exists() and not fleet.exists():
+        raise fail(
+            f"{fleet}: no such directory, so no decision was ever recorded under it "
+            "(check --root or --state-dir)",
+            1,
+        )
+
+
 def history_entries(paths: Paths) -> list[HistoryEntry]:
     entries = read_history(paths.history)
     if not entries:
+        _check_state_dir(paths)
         raise fail(
             f"{paths.history}: no decision in the history yet; run 'meta-supervisor allocate' "
             "(or 'meta-supervisor demo') first",
@@ -271,6 +284,7 @@ def latest_decision(paths: Paths) -> tuple[dict[str, Any], HistoryEntry | None]:
             raise fail(f"{err}; run 'meta-supervisor verify'", 1) from None
     if entries:
         return entries[-1].decision, entries[-1]
+    _check_state_dir(paths)
     raise fail(
         f"{paths.decision}: no decision yet; run 'meta-supervisor allocate' "
         "(or 'meta-supervisor demo') first",
