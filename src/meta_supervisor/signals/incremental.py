@@ -583,9 +583,11 @@ class IncrementalStats:
         self._col("n")[:] += count
         self._col("hits")[:] += np.bincount(codes, weights=pnl > 0, minlength=size).astype(np.int64)
         keys = np.concatenate([agents, codes])
+        with np.errstate(over="ignore"):  # a square beyond float64 is inf, as in IEEE
+            squares = pnl * pnl
         for name, values in (
             ("pnl", pnl),
-            ("pnl_sq", pnl * pnl),
+            ("pnl_sq", squares),
             ("abs_gap", np.abs(frame["gap_bps"].to_numpy())),
         ):
             column = self._col(name)
@@ -708,7 +710,8 @@ class IncrementalStats:
                 scale = np.where(sigma > 0, sigma, p.sim_error_scale_bps)
             # w · (|gap| / scale): z does not depend on the anchor, so w·z moves with it
             # exactly (a product that leaves the normal range has no digit kept)
-            wz = w * (np.abs(frame["gap_bps"].to_numpy()) / scale)
+            with np.errstate(over="ignore"):  # an overflow is inf, counted as such
+                wz = w * (np.abs(frame["gap_bps"].to_numpy()) / scale)
             self._col("conf_n")[:] += sign * np.bincount(codes, minlength=len(self.names))
             self._conf_w.add(codes, w, sign)
             self._conf_wz.add(codes, wz, sign)
@@ -944,7 +947,7 @@ class IncrementalStats:
         n = self._col("n")
         has = n > 0
         pnl, hits = self._col("pnl"), self._col("hits")
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             var = np.maximum(self._col("pnl_sq") - pnl * pnl / n, 0.0) / (n - 1)
             columns = {
                 "agent": pl.Series(self.names, dtype=pl.String),
