@@ -125,8 +125,8 @@ def run_size(
     if check:
         checked = results["check"].extra[0]["checked"]
         console.print(
-            f"check: the product (full cycle and engine) and the plain polars baseline agree "
-            f"on {checked:,} values (rtol 1e-9)"
+            "check: the product (the cycle's engine path and its polars forms) and the plain "
+            f"polars baseline agree on {checked:,} values (rtol 1e-9)"
         )
     else:
         console.print("check: skipped (--skip-check)")

@@ -75,7 +75,7 @@ from meta_supervisor.signals.exact import ExactSums
 from meta_supervisor.signals.measures import tail_count
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
-from meta_supervisor.signals.tails import TAIL_COLUMNS
+from meta_supervisor.signals.tails import with_prior
 from meta_supervisor.units import US_PER_HOUR, UTC_US
 
 __all__ = [
@@ -1002,7 +1002,6 @@ class IncrementalStats:
         return frame.sort(CONFIDENCE_COLUMNS[0])
 
     def _tails_frame(self, alpha: float = 0.05) -> pl.DataFrame:
-        n_min, prior = self.policy.cvar_min_samples, self.policy.cvar_prior_bps
         rows = []
         codes = self._strategies.index
         gap_sums, abs_sums = self._tail_gap.value(), self._tail_abs.value()
@@ -1017,28 +1016,24 @@ class IncrementalStats:
                 if k < 1
                 else (float(g[: m - 1].sum()) + (k - m + 1) * float(g[m - 1])) / k
             )
-            shrunk = t.n < n_min
-            used = raw * (t.n / n_min) + prior * (1.0 - t.n / n_min) if shrunk else raw
             rows.append(
                 (
                     strategy,
                     t.n,
                     raw,
-                    used,
-                    shrunk,
                     float(g[0]),
                     float(gap_sums[codes[strategy]]) / t.n,
                     float(abs_sums[codes[strategy]]) / t.n,
                 )
             )
-        schema = dict(
-            zip(
-                TAIL_COLUMNS,
-                [pl.String, pl.Int64, pl.Float64, pl.Float64, pl.Boolean, *[pl.Float64] * 3],
-                strict=True,
-            )
-        )
-        return pl.DataFrame(rows, schema=schema, orient="row")
+        schema = {
+            "strategy": pl.String,
+            "n": pl.Int64,
+            **dict.fromkeys(
+                ("gap_cvar95_bps", "worst_gap", "mean_gap", "mean_abs_gap"), pl.Float64
+            ),
+        }
+        return with_prior(pl.DataFrame(rows, schema=schema, orient="row"), self.policy)
 
     # ------------------------------------------------------------------ persistence
 

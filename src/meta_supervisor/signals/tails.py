@@ -25,7 +25,7 @@ import polars as pl
 
 from meta_supervisor.policy.model import Policy
 
-__all__ = ["TAIL_COLUMNS", "strategy_tails", "strategy_tails_reference"]
+__all__ = ["TAIL_COLUMNS", "strategy_tails", "strategy_tails_reference", "with_prior"]
 
 TAIL_COLUMNS = [
     "strategy",
@@ -37,6 +37,28 @@ TAIL_COLUMNS = [
     "mean_gap",
     "mean_abs_gap",
 ]
+
+
+def with_prior(frame: pl.DataFrame, policy: Policy) -> pl.DataFrame:
+    """``frame`` (``strategy``, ``n``, ``gap_cvar95_bps``, ``worst_gap``, ``mean_gap``,
+    ``mean_abs_gap``) with ``shrunk`` (``n < n_min``) and the CVaR used, shrunk toward the prior
+    (module docstring), as :data:`TAIL_COLUMNS` sorted by strategy: the one place of that rule
+    for the fast form, the reference and the incremental engine."""
+    n_min, prior = policy.cvar_min_samples, policy.cvar_prior_bps
+    return (
+        frame.with_columns((pl.col("n") < n_min).alias("shrunk"))
+        .with_columns(
+            pl.when(pl.col("shrunk"))
+            .then(
+                pl.col("gap_cvar95_bps") * (pl.col("n") / n_min)
+                + prior * (1.0 - pl.col("n") / n_min)
+            )
+            .otherwise(pl.col("gap_cvar95_bps"))
+            .alias("gap_cvar95_used_bps")
+        )
+        .select(TAIL_COLUMNS)
+        .sort("strategy")
+    )
 
 
 def _window(
@@ -87,33 +109,19 @@ def strategy_tails_reference(
             .alias("_share")
         )
     )
-    n_min, prior = policy.cvar_min_samples, policy.cvar_prior_bps
-    tails = (
-        ranked.group_by("strategy")
-        .agg(
-            pl.len().cast(pl.Int64).alias("n"),
-            # Sums in sorted order, so the bits are a function of the sample, not of the file
-            # order: polars drops a sort before an order-free .sum(), hence cum_sum().last().
-            (
-                (pl.col("_share") * pl.col("gap_bps")).sort().cum_sum().last()
-                / pl.col("_share").sort().cum_sum().last()
-            ).alias("gap_cvar95_bps"),
-            pl.col("gap_bps").min().alias("worst_gap"),
-            (pl.col("gap_bps").sort().cum_sum().last() / pl.len()).alias("mean_gap"),
-            (pl.col("gap_bps").abs().sort().cum_sum().last() / pl.len()).alias("mean_abs_gap"),
-        )
-        .with_columns((pl.col("n") < n_min).alias("shrunk"))
-        .with_columns(
-            pl.when(pl.col("shrunk"))
-            .then(
-                pl.col("gap_cvar95_bps") * (pl.col("n") / n_min)
-                + prior * (1.0 - pl.col("n") / n_min)
-            )
-            .otherwise(pl.col("gap_cvar95_bps"))
-            .alias("gap_cvar95_used_bps")
-        )
+    tails = ranked.group_by("strategy").agg(
+        pl.len().cast(pl.Int64).alias("n"),
+        # Sums in sorted order, so the bits are a function of the sample, not of the file
+        # order: polars drops a sort before an order-free .sum(), hence cum_sum().last().
+        (
+            (pl.col("_share") * pl.col("gap_bps")).sort().cum_sum().last()
+            / pl.col("_share").sort().cum_sum().last()
+        ).alias("gap_cvar95_bps"),
+        pl.col("gap_bps").min().alias("worst_gap"),
+        (pl.col("gap_bps").sort().cum_sum().last() / pl.len()).alias("mean_gap"),
+        (pl.col("gap_bps").abs().sort().cum_sum().last() / pl.len()).alias("mean_abs_gap"),
     )
-    return tails.select(TAIL_COLUMNS).sort("strategy").collect(engine="in-memory")
+    return with_prior(tails.collect(engine="in-memory"), policy)
 
 
 def _sequential_sum(values: np.ndarray) -> float:
@@ -192,7 +200,6 @@ def strategy_tails(
         cvar, worst, total, total_abs = _strategy_row(group, k, float(m))
         n = group.size
         rows.append((names[code], n, cvar, worst, total / n, total_abs / n))
-    n_min, prior = policy.cvar_min_samples, policy.cvar_prior_bps
     frame = pl.DataFrame(
         rows,
         schema={
@@ -205,17 +212,4 @@ def strategy_tails(
         },
         orient="row",
     )
-    return (
-        frame.with_columns((pl.col("n") < n_min).alias("shrunk"))
-        .with_columns(
-            pl.when(pl.col("shrunk"))
-            .then(
-                pl.col("gap_cvar95_bps") * (pl.col("n") / n_min)
-                + prior * (1.0 - pl.col("n") / n_min)
-            )
-            .otherwise(pl.col("gap_cvar95_bps"))
-            .alias("gap_cvar95_used_bps")
-        )
-        .select(TAIL_COLUMNS)
-        .sort("strategy")
-    )
+    return with_prior(frame, policy)
