@@ -7,6 +7,7 @@ force) on everything appended so far; the decision from either set of inputs mus
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -324,6 +325,26 @@ def test_a_late_record_before_an_agents_last_one_redoes_its_drawdown():
     _assert_same(inc, ledger, T0 + timedelta(hours=1), policy)
 
 
+def replay(policy: Policy, ops: list) -> Iterator[tuple[IncrementalStats, pl.DataFrame, datetime]]:
+    """Run ``ops`` (``("append", records)`` stamped from the current as_of, or ``("cycle",
+    hours)``) on a state advanced cycle by cycle; after each cycle yield ``(state, every record
+    appended so far, as_of)``. The records appended since the last cycle are its late ones."""
+    as_of = T0
+    inc = IncrementalStats(policy)
+    ledger, late, index = _frame([]), [], 0
+    for kind, arg in ops:
+        if kind == "append":
+            batch = _frame([_record(index + i, item, as_of) for i, item in enumerate(arg)])
+            index += len(arg)
+            ledger = pl.concat([ledger, batch])
+            late.append(batch)
+            continue
+        as_of += timedelta(hours=arg)
+        inc.advance(ledger, as_of, late=pl.concat(late) if late else None)
+        late = []
+        yield inc, ledger, as_of
+
+
 # values whose sums depend on the order of the additions (unlike the small integers above)
 inexact_st = st.one_of(
     st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False),
@@ -365,19 +386,7 @@ def test_a_rebuild_gives_the_same_bits_as_the_incremental_path(policy, ops, chun
     """Issue #13: a state rebuilt from the ledger (in one go, or in time chunks as the store
     rebuild does) holds exactly the frames of the state advanced cycle by cycle, late records
     and all, so a cycle after a lost engine state records the same bytes."""
-    as_of = T0
-    inc = IncrementalStats(policy)
-    ledger, late, index = _frame([]), [], 0
-    for kind, arg in ops:
-        if kind == "append":
-            batch = _frame([_record(index + i, item, as_of) for i, item in enumerate(arg)])
-            index += len(arg)
-            ledger = pl.concat([ledger, batch])
-            late.append(batch)
-            continue
-        as_of += timedelta(hours=arg)
-        inc.advance(ledger, as_of, late=pl.concat(late) if late else None)
-        late = []
+    for inc, ledger, as_of in replay(policy, ops):
         rebuilt = IncrementalStats(policy)
         first = as_of - timedelta(hours=3 * (chunks - 1))
         for step in range(chunks):

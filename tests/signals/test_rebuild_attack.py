@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-from test_incremental import T0, _frame, _record
+from test_incremental import T0, _frame, _record, replay
 
 from helpers import assert_same_bits
 from meta_supervisor.cycle.run import Ledger, decide
@@ -103,19 +103,7 @@ def test_a_rebuild_gives_the_same_bits_with_extreme_values_and_anchor_crossings(
     from bytes, and frames_at in 1- and 3-row chunks equal the cycle-by-cycle state bit for
     bit (NaN compared as NaN, whatever its sign: see the test below). Held in review (several
     thousand examples); ATTACK_EXAMPLES raises the count."""
-    as_of = T0
-    inc = IncrementalStats(policy)
-    ledger, late, index = _frame([]), [], 0
-    for kind, arg in ops:
-        if kind == "append":
-            batch = _frame([_record(index + i, item, as_of) for i, item in enumerate(arg)])
-            index += len(arg)
-            ledger = pl.concat([ledger, batch])
-            late.append(batch)
-            continue
-        as_of += timedelta(hours=arg)
-        inc.advance(ledger, as_of, late=pl.concat(late) if late else None)
-        late = []
+    for inc, ledger, as_of in replay(policy, ops):
         mine = inc.frames(None)
         once = IncrementalStats(policy)
         once.advance(ledger, as_of)
