@@ -6,7 +6,13 @@ whose ``recent_loss_z`` reaches the threshold cut to cash; the same accounting a
 
     .venv/bin/python docs/broken_cut_replay.py real_prices_calendar 0 5 13 15 20
     .venv/bin/python docs/broken_cut_replay.py skill_blowups 0 1 10
+
+The table in docs/BACKTEST.md was measured with the absolute cut (each agent's run against
+its own scale only), as here by default; ``REGIME=1`` judges it in the fleet's volatility
+regime (``broken_regime_relative``, the shipped default).
 """
+
+import os
 
 import sys
 
@@ -17,6 +23,8 @@ from meta_supervisor.research.backtest import agent_period_pnl, decision_times
 from meta_supervisor.research.metrics import max_drawdown, sharpe
 from meta_supervisor.research.scenarios import build_scenario
 from meta_supervisor.signals.cadence import CadenceIndex, min_records_needed
+
+REGIME = os.environ.get("REGIME", "0") == "1"
 
 
 def replay(fleet, settings):
@@ -60,7 +68,9 @@ def replay(fleet, settings):
         b, q = spec if isinstance(spec, tuple) else (spec, 1.0)
         w = np.zeros_like(N)
         for k, t in enumerate(times):
-            p = Policy(**{**fleet.policy_overrides, **({"broken_loss_scale": b} if b else {})})
+            knobs = {"broken_loss_scale": b} if b else {}
+            # the table in docs/BACKTEST.md: the absolute cut (before the fleet's regime)
+            p = Policy(**{**fleet.policy_overrides, **knobs, "broken_regime_relative": REGIME})
             ok = N[k] >= min_records_needed(E[k], p)
             if b:
                 if k % 1 == 0:

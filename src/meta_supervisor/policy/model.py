@@ -275,6 +275,12 @@ class Policy(BaseModel):
         description="select: a broken agent stays cut until this many records pass without "
         "a new run of such losses (0: no cut)",
     )
+    broken_regime_relative: bool = Field(
+        True,
+        description="select: judge the run of losses in the fleet's volatility regime, "
+        "z/max(1, V) with V the median over agents of their recent/earlier robust scale "
+        "(false: against the agent's own earlier scale only; meta_supervisor.signals.broken)",
+    )
 
     @model_validator(mode="after")
     def _check_order(self) -> Policy:

@@ -34,6 +34,7 @@ the ledger. Pure: no file, no clock.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -121,13 +122,26 @@ class CadenceIndex:
     def recent_loss_z(self, agents: Sequence[str], as_of: datetime, policy: Policy) -> FloatArray:
         """Per agent, the largest ``z`` such that ``broken_consecutive`` consecutive records
         among its last ``broken_memory_records`` each lost at least ``z`` times its own robust
-        scale (NaN: unknown; see :mod:`meta_supervisor.signals.broken`)."""
-        from meta_supervisor.signals.broken import loss_run_z
+        scale, divided by ``max(1, V)`` with ``broken_regime_relative`` (NaN: unknown; see
+        :mod:`meta_supervisor.signals.broken`)."""
+        return self.loss_regime(agents, as_of, policy)[0]
 
-        out = np.full(len(agents), np.nan)
+    def loss_regime(
+        self, agents: Sequence[str], as_of: datetime, policy: Policy
+    ) -> tuple[FloatArray, float]:
+        """``(recent_loss_z, V)``: per agent the run judged in the fleet's regime, and the
+        fleet's volatility ratio ``V`` over ``agents`` (NaN: unknown, or the cut is absolute:
+        ``broken_regime_relative`` off), see :mod:`meta_supervisor.signals.broken`."""
+        from meta_supervisor.signals.broken import fleet_vol_ratio, loss_run, regime_relative
+
+        z = np.full(len(agents), np.nan)
+        ratio = np.full(len(agents), np.nan)
         for k, start, _, lo, hi in self._windows(agents, as_of, policy):
-            out[k] = loss_run_z(self.pnl[start + lo : start + hi], policy)
-        return out
+            z[k], ratio[k] = loss_run(self.pnl[start + lo : start + hi], policy)
+        if not policy.broken_regime_relative:
+            return z, math.nan
+        fleet_v = fleet_vol_ratio(ratio)
+        return regime_relative(z, fleet_v), fleet_v
 
     @functools.cached_property
     def _positions(self) -> dict[str, int]:
@@ -231,12 +245,15 @@ def with_expected_records(
 ) -> pl.DataFrame:
     """``stats`` with the columns the agent's own history gives (null where unknown):
     ``expected_records`` for the min_records gate and, with ``loss_z`` (a profile that reads
-    it: *select*), ``recent_loss_z`` for the cut of a broken agent
-    (:mod:`meta_supervisor.signals.broken`)."""
+    it: *select*), ``recent_loss_z`` for the cut of a broken agent and ``fleet_vol_ratio``
+    (the fleet's ``V``, the same in every row; null when unknown or the cut is absolute), see
+    :mod:`meta_supervisor.signals.broken`."""
     names = stats["agent"].to_list()
     expected = index.expected_records(names, as_of, policy)
     columns = [pl.Series("expected_records", expected, dtype=pl.Float64).fill_nan(None)]
     if loss_z:
-        z = index.recent_loss_z(names, as_of, policy)
+        z, fleet_v = index.loss_regime(names, as_of, policy)
         columns.append(pl.Series("recent_loss_z", z, dtype=pl.Float64).fill_nan(None))
+        v = np.full(len(names), fleet_v)
+        columns.append(pl.Series("fleet_vol_ratio", v, dtype=pl.Float64).fill_nan(None))
     return stats.with_columns(columns)

@@ -16,7 +16,10 @@ Factors, per agent:
   records or no dispersion) get the rule's mean weight: neutral.
 * **broken** (risk, 0 or 1): 0 when ``recent_loss_z ≥ broken_loss_scale``
   (:mod:`meta_supervisor.signals.broken`: consecutive losses each far beyond the agent's own
-  robust scale); the pull-back sends its share to cash and the explanation names why.
+  robust scale, divided by ``max(1, V)``, the fleet's volatility ratio, with
+  ``broken_regime_relative``: a market-wide volatility rise cuts nobody by itself); the
+  pull-back sends its share to cash and the explanation names why (and the fleet's ``V``
+  when it raised the bar).
 * **drawdown beyond noise** (risk): :math:`a_i = \mathrm{clip}(1 - k_{dd}(z_i/c(n_i) -
   z_{null}), f_{dd}, 1)` with :math:`z_i = |dd_i|/(s_i\sqrt{n_i})` (the evidence profile's
   :math:`z`, :func:`meta_supervisor.allocate.profiles.evidence.drawdown_multipliers`): 1 unless
@@ -64,7 +67,7 @@ __all__ = [
 ]
 
 #: The statistics the profile reads beyond the seed's.
-KEYS = ("pnl_mean_bps", "pnl_std_bps", "recent_loss_z")
+KEYS = ("pnl_mean_bps", "pnl_std_bps", "recent_loss_z", "fleet_vol_ratio")
 
 #: 99th percentile of ``z = max drawdown / (s·sqrt(n))`` of a zero-drift walk of ``n`` normal
 #: steps, ``s`` their sample std (ddof 1), for n = 2..19 (400,000 walks each, seed 20261207;
@@ -133,6 +136,7 @@ def compute(
         fleet=selection,
         extra={
             "loss_z": loss_z,
+            "fleet_v": c["fleet_vol_ratio"].value,
             "z": z,
             "inflation": inflation,
             "rho": rho,
@@ -150,18 +154,20 @@ def explain(
     loss_z = table.extra["loss_z"][i]
     if math.isnan(loss_z):
         why = "no run of losses to judge (too short a history or no dispersion)"
-    elif table.factors["broken"][i] == 0.0:
-        why = (
-            f"broken: {policy.broken_consecutive} consecutive losses each at least "
-            f"{loss_z:.1f}x its own robust scale within its last "
-            f"{policy.broken_memory_records} records (limit {policy.broken_loss_scale:g}): "
-            "cut to zero until that many records pass without such a run"
-        )
     else:
-        why = (
-            f"worst run of {policy.broken_consecutive} losses {loss_z:.1f}x its own scale, "
-            f"within its noise (limit {policy.broken_loss_scale:g})"
-        )
+        run = _run_text(loss_z, table.extra["fleet_v"][i])
+        if table.factors["broken"][i] == 0.0:
+            why = (
+                f"broken: {policy.broken_consecutive} consecutive losses each at least "
+                f"{run} within its last {policy.broken_memory_records} records (limit "
+                f"{policy.broken_loss_scale:g}): cut to zero until that many records pass "
+                "without such a run"
+            )
+        else:
+            why = (
+                f"worst run of {policy.broken_consecutive} losses {run}, within its noise "
+                f"(limit {policy.broken_loss_scale:g})"
+            )
     return [
         {
             "factor": "rule",
@@ -176,6 +182,18 @@ def explain(
         },
         {"factor": "cvar", "value": table.factors["cvar"][i], "reason": _tail_reason(table, i)},
     ]
+
+
+def _run_text(loss_z: float, fleet_v: float) -> str:
+    """``loss_z`` (already divided by ``max(1, V)``) in words, with the fleet's ``V`` when it
+    raised the bar."""
+    if math.isnan(fleet_v) or fleet_v <= 1.0:
+        return f"{loss_z:.1f}x its own robust scale"
+    return (
+        f"{loss_z * fleet_v:.1f}x its own robust scale, {loss_z:.1f}x after dividing by the "
+        f"fleet's volatility ratio V {fleet_v:.2f} (median over agents of recent/earlier "
+        "scale: a market-wide move is not a broken agent)"
+    )
 
 
 def _drawdown_reason(table: FactorTable, i: int) -> str:
@@ -214,7 +232,8 @@ METHOD = ProfileMethod(
         "rule is equal weight over the agents that pass the gates until another allocation rule "
         "(inverse volatility, evidence tilt, the seed's selection) has beaten it out of sample "
         "with a paired t above the policy's threshold, then that rule; an agent whose "
-        "consecutive losses are far beyond its own noise is cut to zero, and a drawdown or a "
+        "consecutive losses are far beyond its own noise (and beyond the fleet's volatility "
+        "regime) is cut to zero, and a drawdown or a "
         "strategy tail beyond what noise explains is pulled back to cash"
     ),
     quality_factors=("rule",),

@@ -1,0 +1,264 @@
+"""The broken-agent cut judged in the fleet's volatility regime (signals/broken.py, issue #14).
+
+``recent_loss_z = z_i / V`` when the fleet's ``V`` (median over agents of their recent/earlier
+robust scale) is at least ``REGIME_MIN_RATIO``, else ``z_i``: a market-wide volatility rise
+cuts nobody by itself, a single agent's blow-up is still cut at its second record."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meta_supervisor.cycle.run import decide
+from meta_supervisor.policy.model import Policy, PolicyError, Profile, make_policy
+from meta_supervisor.research.simulate import FleetSpec, simulate_fleet
+from meta_supervisor.signals.broken import (
+    MAD_TO_SIGMA,
+    MAX_SCALE_RECORDS,
+    MIN_REGIME_AGENTS,
+    MIN_SCALE_RECORDS,
+    REGIME_MIN_RATIO,
+    fleet_vol_ratio,
+    loss_run,
+    loss_run_z,
+)
+from meta_supervisor.signals.cadence import CadenceIndex
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+POLICY = Policy(profile=Profile.SELECT)
+JUDGED = POLICY.broken_memory_records + POLICY.broken_consecutive - 1  # 6 records
+
+
+def _index(series: dict[str, list[float]]) -> CadenceIndex:
+    """One record a day per agent, the last maturing at ``T0``."""
+    rows = [
+        {
+            "agent": a,
+            "matured_at": T0 - timedelta(days=len(x) - 1 - j),
+            "ts": T0 - timedelta(days=len(x) - j),
+            "horizon_hours": 24,
+            "realized_pnl_bps": v,
+        }
+        for a, x in series.items()
+        for j, v in enumerate(x)
+    ]
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "agent": pl.String,
+            "matured_at": pl.Datetime("us", "UTC"),
+            "ts": pl.Datetime("us", "UTC"),
+            "horizon_hours": pl.Int64,
+            "realized_pnl_bps": pl.Float64,
+        },
+    )
+    return CadenceIndex.from_records(frame, 24)
+
+
+def _regime(series: dict[str, list[float]], policy: Policy = POLICY) -> tuple[np.ndarray, float]:
+    names = sorted(series)
+    return _index(series).loss_regime(names, T0, policy)
+
+
+def _brute_ratio(x: list[float]) -> float:
+    """``v_i`` by hand: robust scale of the judged records around the earlier median, over the
+    earlier robust scale (NaN where that scale is unknown)."""
+    cut = len(x) - JUDGED
+    if cut < MIN_SCALE_RECORDS:
+        return math.nan
+    past = sorted(x[max(cut - MAX_SCALE_RECORDS, 0) : cut])
+    med = float(np.median(past))
+    scale = MAD_TO_SIGMA * float(np.median([abs(v - med) for v in past]))
+    if scale <= 0:
+        return math.nan
+    return MAD_TO_SIGMA * float(np.median([abs(v - med) for v in x[cut:]])) / scale
+
+
+def _brute_v(series: dict[str, list[float]]) -> float:
+    ratios = sorted(r for r in map(_brute_ratio, series.values()) if math.isfinite(r))
+    if len(ratios) < MIN_REGIME_AGENTS:
+        return math.nan
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+
+
+# A daily agent's 4-week history: 20 records (the cadence history is 672 h).
+histories = st.lists(st.integers(-300, 300).map(float), min_size=4, max_size=26)
+fleets = st.dictionaries(
+    st.sampled_from([f"a{k:02d}" for k in range(12)]), histories, min_size=0, max_size=12
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(fleets)
+def test_fleet_v_and_the_judged_z_equal_a_computation_by_hand(series):
+    z, fleet_v = _regime(series)
+    want_v = _brute_v(series)
+    np.testing.assert_allclose(fleet_v, want_v, rtol=1e-12, equal_nan=True)
+    divisor = want_v if want_v >= REGIME_MIN_RATIO else 1.0
+    want_z = [loss_run_z(np.array(series[a]), POLICY) / divisor for a in sorted(series)]
+    np.testing.assert_allclose(z, want_z, rtol=1e-12, equal_nan=True)
+    ratios = np.array([_brute_ratio(series[a]) for a in sorted(series)])
+    np.testing.assert_allclose(fleet_vol_ratio(ratios), want_v, rtol=1e-12, equal_nan=True)
+
+
+def _calm(earlier: list[float], inner: list[float]) -> list[float]:
+    """``earlier`` followed by judged records inside its inner half: ``|y − median| ≤ MAD``
+    for each (so the agent's ``v_i ≤ 1``)."""
+    med = float(np.median(earlier))
+    mad = float(np.median(np.abs(np.array(earlier) - med)))
+    return [*earlier, *(med + u * mad for u in inner)]
+
+
+earliers = st.lists(st.integers(-300, 300).map(float), min_size=MIN_SCALE_RECORDS, max_size=20)
+inners = st.lists(st.floats(-1, 1), min_size=JUDGED, max_size=JUDGED)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(earliers, inners), min_size=MIN_REGIME_AGENTS, max_size=12))
+def test_a_calm_fleet_is_judged_as_before(agents):
+    """Every agent's recent records within its own earlier spread: ``V ≤ 1``, nothing is
+    divided, and ``recent_loss_z`` is the absolute run the cut read before."""
+    series = {f"a{k:02d}": _calm(e, u) for k, (e, u) in enumerate(agents)}
+    z, fleet_v = _regime(series)
+    assert math.isnan(fleet_v) or fleet_v <= 1.0 + 1e-12
+    absolute, _ = _regime(series, POLICY.model_copy(update={"broken_regime_relative": False}))
+    np.testing.assert_array_equal(z, absolute)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(earliers, inners), min_size=MIN_REGIME_AGENTS, max_size=12),
+    st.data(),
+)
+def test_a_blow_up_is_cut_at_its_second_record_while_at_most_half_the_fleet_blows_up(agents, data):
+    """Up to half the fleet blows up (two records each at least ``broken_loss_scale`` own
+    scales down, after four calm ones): every one of them is cut at its second record."""
+    n = len(agents)
+    blown = data.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=n // 2))
+    sizes = data.draw(st.lists(st.floats(1.0, 20.0), min_size=2, max_size=2))
+    series = {}
+    for k, (earlier, inner) in enumerate(agents):
+        x = _calm(earlier, inner)
+        if k in blown:
+            past = np.array(earlier)
+            scale = MAD_TO_SIGMA * float(np.median(np.abs(past - np.median(past))))
+            if not scale > 0:
+                continue  # no scale to judge a blow-up by: not this property's case
+            x[-2:] = [-POLICY.broken_loss_scale * s * scale for s in sizes]
+        series[f"a{k:02d}"] = x
+    z, _ = _regime(series)
+    names = sorted(series)
+    for k in blown:
+        name = f"a{k:02d}"
+        if name in series:
+            assert z[names.index(name)] >= POLICY.broken_loss_scale
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(-300, 300).map(float), min_size=11, max_size=21),
+            st.lists(st.integers(-300, 300).map(float), min_size=JUDGED, max_size=JUDGED),
+        ),
+        min_size=MIN_REGIME_AGENTS,
+        max_size=12,
+    ),
+    st.floats(2.0, 50.0),
+)
+def test_a_fleet_wide_volatility_rise_changes_no_verdict(agents, m):
+    """Every agent's recent records scaled up by ``m`` (a market-wide volatility rise, each
+    agent's earlier median 0): once the fleet's ``V`` reads the regime, every agent's judged
+    ``z`` is what it was at twice the calm volatility, so whoever was spared is spared; the
+    absolute cut, as it was, cuts every agent with a loss run once ``m`` is large enough."""
+
+    def centred(x: list[float]) -> list[float]:
+        if len(x) % 2 == 0:
+            x = x[1:]
+        med = float(np.median(x))
+        return [v - med for v in x]
+
+    base = {f"a{k:02d}": [*centred(e), *y] for k, (e, y) in enumerate(agents)}
+
+    def scaled(f: float) -> dict[str, list[float]]:
+        return {a: [*x[:-JUDGED], *(f * v for v in x[-JUDGED:])] for a, x in base.items()}
+
+    z2, v2 = _regime(scaled(2.0))
+    zm, vm = _regime(scaled(2.0 * m))
+    if math.isnan(v2) or v2 < REGIME_MIN_RATIO:
+        return  # the fleet's regime not read at 2x (too few scales, or no spread)
+    np.testing.assert_allclose(vm, m * v2, rtol=1e-9)
+    np.testing.assert_allclose(zm, z2, rtol=1e-9, atol=1e-12)
+    old = POLICY.model_copy(update={"broken_regime_relative": False})
+    huge, _ = _regime(scaled(1e6), old)
+    positive = np.nan_to_num(z2) > 0
+    assert np.all(huge[positive] >= POLICY.broken_loss_scale)
+
+
+def test_one_agents_series_gives_its_z_and_its_ratio():
+    rng = np.random.default_rng(1)
+    calm = list(50 * rng.standard_normal(40))
+    z, ratio = loss_run(np.array([*calm, *(2 * v for v in calm[-JUDGED:])]), POLICY)
+    assert z == loss_run_z(np.array([*calm, *(2 * v for v in calm[-JUDGED:])]), POLICY)
+    assert ratio == _brute_ratio([*calm, *(2 * v for v in calm[-JUDGED:])])
+    assert math.isnan(fleet_vol_ratio(np.array([1.0, 2.0, np.nan, np.inf])))
+
+
+def _crash_fleet(seed: int = 3):
+    """20 daily agents for 40 days; then the market's volatility triples and every agent's
+    last six records move three of its own scales, the last two down (late 2008)."""
+    spec = FleetSpec(n_agents=20, days=40, interval_hours=(24, 24), horizons=(24,))
+    fleet = simulate_fleet(spec, seed)
+    records = fleet.ledger.records.sort("agent", "matured_at")
+    as_of = records["matured_at"].max()
+    pnl = records["realized_pnl_bps"].to_numpy().copy()
+    agents = records["agent"].to_numpy()
+    shape = np.array([3.0, -3.0, 3.1, -2.9, -3.2, -3.4])
+    for name in np.unique(agents):
+        rows = np.flatnonzero(agents == name)
+        past = pnl[rows[:-JUDGED]]
+        scale = MAD_TO_SIGMA * float(np.median(np.abs(past - np.median(past))))
+        pnl[rows[-JUDGED:]] = shape * scale
+    fleet.ledger.records = records.with_columns(pl.Series("realized_pnl_bps", pnl))
+    return fleet, as_of
+
+
+def test_a_market_wide_volatility_spike_does_not_cut_the_whole_fleet():
+    """Regression (issue #14, late 2008 on real prices): when every agent's volatility
+    triples at once, two consecutive losses beyond 2.5 of the calm weeks' scale are routine
+    for all of them, and the cut took the whole fleet to cash at the lows. Judged in the
+    fleet's regime (V ≈ 3) nobody is cut; the absolute cut, kept as an option, cuts all."""
+    fleet, as_of = _crash_fleet()
+    decision = decide(fleet.ledger, as_of, POLICY)
+    broken = [
+        a
+        for a, e in decision.agents.items()
+        if next(f for f in e["factors"] if f["factor"] == "broken")["value"] == 0.0
+    ]
+    assert broken == []
+    assert decision.cash < 0.05
+    one = next(iter(decision.agents.values()))
+    assert one["inputs"]["fleet_vol_ratio"] > 2.5
+    reason = next(f for f in one["factors"] if f["factor"] == "broken")["reason"]
+    assert "fleet's volatility ratio V" in reason
+    absolute = Policy(profile=Profile.SELECT, broken_regime_relative=False)
+    old = decide(fleet.ledger, as_of, absolute)
+    assert all(e["weight"] == 0.0 for e in old.agents.values())
+    assert old.cash == 1.0
+
+
+def test_the_knob_is_a_validated_boolean():
+    assert Policy().broken_regime_relative is True
+    assert make_policy({"broken_regime_relative": False}).broken_regime_relative is False
+    try:
+        make_policy({"broken_regime_relative": "no"})
+    except PolicyError as err:
+        assert "broken_regime_relative" in str(err)
+    else:
+        raise AssertionError("a string was accepted as a boolean")
