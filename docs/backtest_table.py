@@ -9,7 +9,8 @@ NAME --seed N`` with the cell's policy; every profile and baseline beside it)::
         --scenario no_skill --scenario mixed_cadence --seeds 10-19 --set profile=select \
         --out sweep-out
 
-then::
+(or each scenario group into its own ``--out`` directory, e.g. as parallel processes: the
+script concatenates several tables), then::
 
     .venv/bin/python docs/backtest_table.py sweep-out/results.parquet             # print it
     .venv/bin/python docs/backtest_table.py sweep-out/results.parquet --write README.md \
@@ -33,13 +34,16 @@ from meta_supervisor.research.tables import render, replace_block
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("results", type=Path, help="a sweep's results.parquet")
+    parser.add_argument(
+        "results", type=Path, nargs="+", help="a sweep's results.parquet (several: concatenated)"
+    )
     parser.add_argument("--knobs", default="profile=select", help="the cells' knobs label")
     parser.add_argument(
         "--write", type=Path, action="append", default=[], help="replace the block in FILE"
     )
     args = parser.parse_args()
-    block = render(pl.read_parquet(args.results), args.knobs, Policy().profile.value)
+    table = pl.concat([pl.read_parquet(p) for p in args.results], how="diagonal_relaxed")
+    block = render(table, args.knobs, Policy().profile.value)
     if not args.write:
         print(block)
     for path in args.write:

@@ -146,7 +146,7 @@ def test_explain_json_schema_and_selection(root: Path) -> None:
     assert latest["as_of"] == T0
     assert list(latest["agents"]) == ["cygnus"]
     cygnus = latest["agents"]["cygnus"]
-    assert {f["factor"] for f in cygnus["factors"]} >= {"confidence", "cvar", "drawdown"}
+    assert {f["factor"] for f in cygnus["factors"]} >= {"rule", "broken", "cvar", "drawdown"}
     cvar = next(f for f in cygnus["factors"] if f["factor"] == "cvar")
     assert "strategy perp_funding" in cvar["reason"]
     assert " bps" in cvar["reason"]  # the tail in bps, against the profile's scale
@@ -221,7 +221,7 @@ def test_history_json_and_one_agent(root: Path) -> None:
     assert row["gated_by"] is None
     explained = json.loads(run("explain", "borealis", "--root", root, "--json").stdout)
     factors = {f["factor"] for f in explained["agents"]["borealis"]["factors"]}
-    assert set(row["factors"]) == factors >= {"confidence", "cvar", "drawdown"}
+    assert set(row["factors"]) == factors >= {"rule", "broken", "cvar", "drawdown"}
     gated = json.loads(run("history", "--agent", "eridanus", "--root", root, "--json").stdout)
     # the demo's story: eridanus's error rate crosses the gate between the two cycles
     assert gated["entries"][0]["agent"]["gated_by"] is None

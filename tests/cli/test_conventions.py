@@ -128,7 +128,7 @@ def test_allocation_table_is_wide_when_columns_allow(root: Path) -> None:
     assert out
     wide = cli("allocate", "--as-of", "2026-01-15T06:00:00Z", "--dry-run", "--root", root)
     header = next(line for line in wide.stdout.splitlines() if " agent " in line)
-    shown = ["evidence", "confidence", "cvar", "drawdown"]
+    shown = ["rule", "broken", "drawdown", "cvar"]  # the default profile's (select)
     assert header.split() == ["agent", "strategy", "weight", *shown, "why"]
 
 

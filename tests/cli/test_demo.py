@@ -14,8 +14,8 @@ from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research.demo import DEMO_AS_OF, write_demo_fleet
 from meta_supervisor.state.files import verify_history
 
-# None: what run_cycle loads by default; the select profile has its own test below
-PROFILES = [None, *(Policy(profile=p) for p in Profile if p is not Profile.SELECT)]
+# None: what run_cycle loads by default (select, which has its own test below)
+PROFILES = [Policy(profile=p) for p in Profile if p is not Profile.SELECT]
 ALL_PROFILES = [None, *(Policy(profile=p) for p in Profile)]
 
 
@@ -66,8 +66,12 @@ def test_demo_fleet_decision(demo_paths, policy):
         assert e["summary"], name
 
 
-def test_demo_fleet_select_profile_holds_cash_only_for_a_named_cause(demo_paths):
-    decision, _ = run_cycle(demo_paths, DEMO_AS_OF, Policy(profile=Profile.SELECT), write=False)
+@pytest.mark.parametrize(
+    "policy", [None, Policy(profile=Profile.SELECT)], ids=["default", "select"]
+)
+def test_demo_fleet_select_profile_holds_cash_only_for_a_named_cause(demo_paths, policy):
+    decision, _ = run_cycle(demo_paths, DEMO_AS_OF, policy, write=False)
+    assert decision.profile == "select"
     assert _failed_gates(decision, "eridanus") == ["error_rate"]
     assert _failed_gates(decision, "gemini")[0] == "min_records"
     assert "operator_exclusion" in _failed_gates(decision, "hydra")

@@ -113,7 +113,7 @@ def test_mixed_cadence_fleet_is_never_gated_for_its_calendar():
         fleet.start,
         fleet.end,
         every_hours=24.0,
-        policy=Policy(cadence_history_hours=0),
+        policy=Policy(profile=Profile.EVIDENCE, cadence_history_hours=0),
         **kw,
     )
     equity = [i for i, a in enumerate(on.agents) if a.startswith("equity")]

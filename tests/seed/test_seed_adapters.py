@@ -214,7 +214,7 @@ def test_the_seed_functions_apply_the_seed_profile_unless_a_policy_file_chooses(
 ):
     stats = {f"a{i}": _stats(100.0 * (i + 1), n_records=30) for i in range(6)}
     seed = allocation.compute_decision(stats)
-    assert seed.profile == "seed"  # the cycle's default is evidence; the seed's API is the seed
+    assert seed.profile == "seed"  # the cycle's default is select; the seed's API is the seed
     assert allocation.compute_weights(stats) == seed.weights
     # the seed ranks by pnl_sum: more PnL, more weight (the evidence tilt needs a std to move)
     assert seed.weights["a5"] > seed.weights["a0"]
@@ -225,7 +225,7 @@ def test_the_seed_functions_apply_the_seed_profile_unless_a_policy_file_chooses(
 
 
 def test_a_rendered_policy_file_does_not_switch_the_seed_functions_profile(configured, tmp_path):
-    # Regression: the CLI rendered `profile = "evidence"` uncommented (the fix had gone into a
+    # Regression: the CLI rendered the default `profile = ...` uncommented (the fix had gone into a
     # second renderer only the tests called), so a file written by `policy show --toml` switched
     # the seed's own functions to the evidence profile. Rendered through the CLI itself.
     from typer.testing import CliRunner
@@ -237,7 +237,7 @@ def test_a_rendered_policy_file_does_not_switch_the_seed_functions_profile(confi
     chosen.write_text("max_weight = 0.3\n", encoding="utf-8")
     shown = CliRunner().invoke(app, ["policy", "show", "--config", str(chosen), "--toml"])
     assert shown.exit_code == 0, shown.output
-    assert '# profile = "evidence"' in shown.stdout
+    assert '# profile = "select"' in shown.stdout
     rendered = tmp_path / "rendered.toml"
     rendered.write_text(shown.stdout, encoding="utf-8")
     config.configure(policy=rendered)

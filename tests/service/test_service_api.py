@@ -74,7 +74,7 @@ def test_decisions_by_sequence_and_one_agents_explanation(server: Server) -> Non
     latest = server.client.get("/v1/decisions/latest").json()
     cygnus = server.client.get(f"/v1/decisions/{latest['seq']}/agents/cygnus").json()
     assert cygnus["summary"] == latest["decision"]["agents"]["cygnus"]["summary"]
-    assert {f["factor"] for f in cygnus["factors"]} >= {"confidence", "cvar"}
+    assert {f["factor"] for f in cygnus["factors"]} >= {"rule", "cvar"}
     assert server.client.get("/v1/agents/cygnus").json() == cygnus
     assert server.client.get("/v1/decisions/99").status_code == 404
     missing = server.client.get("/v1/agents/nobody")

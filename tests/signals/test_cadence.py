@@ -61,7 +61,9 @@ def _brute(hours: list[float], now: float, policy: Policy) -> float:
     st.sampled_from([0.0, 100.0, 672.0]),
 )
 def test_expected_records_equals_a_count_by_hand(hours, now, lookback, history):
-    policy = Policy(lookback_hours=lookback, cadence_history_hours=history)
+    policy = Policy(
+        profile=Profile.EVIDENCE, lookback_hours=lookback, cadence_history_hours=history
+    )
     index = CadenceIndex.from_records(_records({"a": [float(h) for h in hours]}), 24)
     got = index.expected_records(["a", "unknown"], T0 + timedelta(hours=now), policy)
     want = _brute([float(h) for h in hours], float(now), policy) if history > 0 else float("nan")
@@ -100,7 +102,9 @@ def test_holiday_week_never_puts_a_healthy_daily_fleet_in_cash():
     closes = dict(zip(days, session_closes(days), strict=True))
     after = [d for d in days if date(2021, 11, 29) <= d <= date(2021, 12, 1)]
     for day in after:
-        old = decide(fleet.ledger, closes[day], Policy(cadence_history_hours=0))
+        old = decide(
+            fleet.ledger, closes[day], Policy(profile=Profile.EVIDENCE, cadence_history_hours=0)
+        )
         assert old.cash == 1.0  # the defect, as it was
         new = decide(fleet.ledger, closes[day], Policy())
         assert new.cash < 0.5
@@ -128,7 +132,9 @@ def test_a_young_agent_is_held_to_min_records(history):
     fleet.ledger.records = fleet.ledger.records.filter(
         (pl.col("agent") != "momentum:A") | (pl.col("matured_at") > closes[-5])
     )
-    decision = decide(fleet.ledger, closes[-2], Policy(cadence_history_hours=history))
+    decision = decide(
+        fleet.ledger, closes[-2], Policy(profile=Profile.EVIDENCE, cadence_history_hours=history)
+    )
     assert decision.agents["momentum:A"]["weight"] == 0.0  # 3 records, cadence unknown
 
 

@@ -215,5 +215,5 @@ def test_the_memo_states_the_min_records_gate_as_applied():
     agents = {"a": {"gates": [{"gate": "min_records", "passed": True, "detail": ""}]}}
     on = gate_rules({"agents": agents, "policy": Policy().model_dump(mode="json")})
     assert "60% of what it normally reports" in on[0] and "fewer than 5 records" in on[0]
-    off = Policy(cadence_history_hours=0).model_dump(mode="json")
+    off = Policy(profile=Profile.EVIDENCE, cadence_history_hours=0).model_dump(mode="json")
     assert "normally" not in gate_rules({"agents": agents, "policy": off})[0]

@@ -82,14 +82,14 @@ def test_the_demo_memo_tells_the_second_cycle(demo: Path) -> None:
     explained = json.loads(runner.invoke(app, ["explain", "--json", "--root", str(demo)]).stdout)
     head, appendix = memo.split("## Appendix: agents", 1)
     # which method
-    assert "This decision used the **`evidence`** profile" in head
-    assert "q = prior x evidence x confidence" in head
+    assert "This decision used the **`select`** profile" in head
+    assert "q = rule: the share the rule it follows gives each agent" in head
     # what changed, and why: the gate that flipped
     changed = head.split("### What changed since the previous decision", 1)[1]
     changed = changed.split("###", 1)[0]
     assert "eridanus: 25.00% -> 0.00% (-25.00 pp): gate error_rate fails now" in changed
     assert "eridanus left the eligible fleet" not in changed  # the per-agent line is decisive
-    assert "- fornax: 6.50% -> 11.50% (+5.00 pp)" in changed
+    assert "- fornax: 2.11% -> 7.11% (+5.00 pp)" in changed
     # realised since then, from the ledger
     paths = Paths.under(demo)
     first = runner.invoke(app, ["explain", "--seq", "1", "--json", "--root", str(demo)])

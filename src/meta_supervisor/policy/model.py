@@ -30,13 +30,14 @@ __all__ = ["CapExcess", "Policy", "PolicyError", "Profile", "load_policy", "poli
 class Profile(StrEnum):
     """Which allocation formula a cycle applies.
 
-    ``seed``: the seed's steps made correct (DESIGN.md "Allocation").
+    ``select`` (the default): equal weight until another allocation rule has beaten it out of
+    sample with a paired t above ``selection_t0``, then that rule; a broken agent cut to zero
+    (:mod:`meta_supervisor.allocate.profiles.select`). Chosen by walk-forward evaluation on
+    the real-price sub-periods (docs/BACKTEST.md, "Default").
     ``evidence``: tilt from equal weight only as far as the t-statistic of each agent's mean
     PnL is strong; drawdown and tail against the agent's own scale
-    (:mod:`meta_supervisor.allocate.profiles.evidence`; chosen by backtest, docs/BACKTEST.md).
-    ``select``: equal weight until another allocation rule has beaten it out of sample with a
-    paired t above ``selection_t0``, then that rule; a broken agent cut to zero
-    (:mod:`meta_supervisor.allocate.profiles.select`).
+    (:mod:`meta_supervisor.allocate.profiles.evidence`; the default before issue #14).
+    ``seed``: the seed's steps made correct (DESIGN.md "Allocation").
     """
 
     SEED = "seed"
@@ -67,10 +68,10 @@ class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False, strict=True)
 
     profile: Profile = Field(
-        Profile.EVIDENCE,
+        Profile.SELECT,
         strict=False,  # named by its value in a file ("seed")
-        description="allocation formula: evidence (default, chosen by backtest), select "
-        "(learned rule selection) or seed",
+        description="allocation formula: select (default, learned rule selection, chosen by "
+        "walk-forward), evidence (t-statistic tilt) or seed",
     )
 
     # ---- windows ----

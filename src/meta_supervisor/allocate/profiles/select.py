@@ -51,6 +51,7 @@ from meta_supervisor.allocate.profiles.base import FactorTable, ProfileFactors, 
 from meta_supervisor.allocate.profiles.evidence import drawdown_multipliers, tail_multipliers
 from meta_supervisor.allocate.schema import Factor
 from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.signals.broken import REGIME_MIN_RATIO, regime_divisor
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.signals.selection import RuleSelection, rule_weights
 from meta_supervisor.typing import FloatArray
@@ -180,19 +181,24 @@ def explain(
             "value": table.factors["drawdown"][i],
             "reason": _drawdown_reason(table, i),
         },
-        {"factor": "cvar", "value": table.factors["cvar"][i], "reason": _tail_reason(table, i)},
+        {
+            "factor": "cvar",
+            "value": table.factors["cvar"][i],
+            "reason": _tail_reason(table, i, strategy),
+        },
     ]
 
 
 def _run_text(loss_z: float, fleet_v: float) -> str:
-    """``loss_z`` (already divided by ``max(1, V)``) in words, with the fleet's ``V`` when it
-    raised the bar."""
-    if math.isnan(fleet_v) or fleet_v <= 1.0:
+    """``loss_z`` (already divided by the fleet's regime divisor) in words, with the fleet's
+    ``V`` when it raised the bar (:func:`meta_supervisor.signals.broken.regime_divisor`)."""
+    divisor = regime_divisor(fleet_v)
+    if divisor == 1.0:
         return f"{loss_z:.1f}x its own robust scale"
     return (
-        f"{loss_z * fleet_v:.1f}x its own robust scale, {loss_z:.1f}x after dividing by the "
+        f"{loss_z * divisor:.1f}x its own robust scale, {loss_z:.1f}x after dividing by the "
         f"fleet's volatility ratio V {fleet_v:.2f} (median over agents of recent/earlier "
-        "scale: a market-wide move is not a broken agent)"
+        f"scale, at least {REGIME_MIN_RATIO:g}: a market-wide move is not a broken agent)"
     )
 
 
@@ -211,14 +217,15 @@ def _drawdown_reason(table: FactorTable, i: int) -> str:
     )
 
 
-def _tail_reason(table: FactorTable, i: int) -> str:
+def _tail_reason(table: FactorTable, i: int, strategy: str) -> str:
     rho, policy = table.extra["rho"][i], table.policy
     if math.isnan(rho):
         return "no strategy tail or gap scale"
     verdict = "beyond its noise: penalised" if rho > policy.evidence_tail_r0 else "within noise"
     used, scale = table.extra["used"][i], float(table.tail_scale[i])
     return (
-        f"strategy gap CVaR95 {used:+.1f} bps = {rho:.2f} x its own mean |gap| {scale:.1f} bps; "
+        f"strategy {strategy} gap CVaR95 {used:+.1f} bps = {rho:.2f} x its own mean |gap| "
+        f"{scale:.1f} bps; "
         f"{verdict} (limit {policy.evidence_tail_r0:g}; a normal gap gives 2.6)"
     )
 
