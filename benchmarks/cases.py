@@ -43,7 +43,7 @@ def bench_policy(spec: LedgerSpec, profile: Profile = Profile.SEED) -> Policy:
     """The issue's setting: every record of the ledger inside every window.
 
     The seed profile by default: these cases measure the statistics engine and the cycle around
-    it. The default ``evidence`` profile adds its learned strength, once per anchor (a day):
+    it. The ``evidence`` profile adds its learned strength, once per anchor (a day):
     ``store_append_evidence`` measures a cycle that reuses it, and ``persistence`` the daily
     recomputation.
     """

@@ -50,7 +50,7 @@ def test_report_renders_offline_with_no_console_error(report: Path) -> None:
         )
         # the heatmap's factor menu switches the trace shown
         page.click("#factors-heatmap .updatemenu-header-group")
-        menu = page.locator("#factors-heatmap .updatemenu-item-text", has_text="confidence")
+        menu = page.locator("#factors-heatmap .updatemenu-item-text", has_text="drawdown")
         menu.first.click()
         shown = page.evaluate(
             "document.getElementById('factors-heatmap').data"
@@ -60,5 +60,5 @@ def test_report_renders_offline_with_no_console_error(report: Path) -> None:
     assert errors == []
     assert [u for u in requests if not u.startswith("file://")] == []
     assert drawn == CHARTS
-    assert shown == ["confidence"]
+    assert shown == ["drawdown"]  # the default profile's (select) factors
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
