@@ -137,11 +137,12 @@ def test_a_calm_fleet_is_judged_as_before(agents):
     st.data(),
 )
 def test_a_blow_up_is_cut_at_its_second_record_while_at_most_half_the_fleet_blows_up(agents, data):
-    """Up to half the fleet blows up (two records each at least ``broken_loss_scale`` own
+    """Up to half the fleet blows up (two records each beyond ``broken_loss_scale`` own
     scales down, after four calm ones): every one of them is cut at its second record."""
     n = len(agents)
     blown = data.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=n // 2))
-    sizes = data.draw(st.lists(st.floats(1.0, 20.0), min_size=2, max_size=2))
+    # beyond the limit (at exactly 2.5 scales, -x/scale may round to 2.4999999999999996)
+    sizes = data.draw(st.lists(st.floats(1.001, 20.0), min_size=2, max_size=2))
     series = {}
     for k, (earlier, inner) in enumerate(agents):
         x = _calm(earlier, inner)
