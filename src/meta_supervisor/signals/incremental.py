@@ -72,6 +72,7 @@ from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.cadence import cadence_hours
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.signals.exact import ExactSums
+from meta_supervisor.signals.journal import remove_sorted as _remove_sorted
 from meta_supervisor.signals.measures import tail_count
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
@@ -84,6 +85,7 @@ __all__ = [
     "IncrementalStats",
     "SortedLedger",
     "StateMismatch",
+    "buffer_arrays",
     "frames_at",
 ]
 
@@ -375,6 +377,9 @@ class IncrementalStats:
         self.conf_anchor_us: int | None = None
         self._conf_w, self._conf_wz = ExactSums(), ExactSums()
         self._tail_gap, self._tail_abs = ExactSums(), ExactSums()
+        # the tail buffers' changes since :meth:`track_tails` (a journal entry's part for
+        # them, :mod:`meta_supervisor.signals.journal`); None: not tracked
+        self._tail_log: list[tuple[str, str, Any]] | None = None
 
     # ------------------------------------------------------------------ agent columns
 
@@ -742,13 +747,19 @@ class IncrementalStats:
                 values = gaps[order[a:b]]
                 if sign > 0:
                     _insert_sorted(tail, values)
+                    self._log_tail(names[code], "insert", np.sort(values, kind="stable"))
+                    self._log_tail(names[code], "cut", tail.threshold)
                 else:
-                    tail.buffer = _remove_sorted(tail.buffer, np.sort(values, kind="stable"))
+                    values = np.sort(values, kind="stable")
+                    tail.buffer = _remove_sorted(tail.buffer, values)
+                    self._log_tail(names[code], "remove", values)
 
     def _refill_tails(self, src: _Source, low: int, high: int) -> None:
         short = []
         for strategy, tail in self.tails.items():
             if tail.n <= 0:
+                if tail.buffer.size:
+                    self._log_tail(strategy, "set", np.empty(0))
                 tail.n, tail.threshold, tail.buffer = 0, math.inf, np.empty(0)
                 continue
             _, m = tail_count(tail.n)
@@ -758,6 +769,7 @@ class IncrementalStats:
                 keep = 2 * m + 1024
                 tail.threshold = float(tail.buffer[keep - 1])
                 tail.buffer = tail.buffer[tail.buffer <= tail.threshold]
+                self._log_tail(strategy, "cut", tail.threshold)
         if not short:
             return
         frame = (
@@ -774,6 +786,7 @@ class IncrementalStats:
             keep = min(values.size, 2 * m + 1024)
             tail.threshold = float(values[keep - 1]) if keep < values.size else math.inf
             tail.buffer = values[values <= tail.threshold]
+            self._log_tail(strategy, "set", tail.buffer)
             self.refilled_strategies += 1
 
     # ------------------------------------------------------------------ outputs
@@ -1037,12 +1050,40 @@ class IncrementalStats:
 
     # ------------------------------------------------------------------ persistence
 
+    def _log_tail(self, strategy: str, op: str, value: Any) -> None:
+        """Record a change of ``strategy``'s tail buffer when tracked (:meth:`track_tails`)."""
+        if self._tail_log is not None:
+            self._tail_log.append((strategy, op, value))
+
+    def track_tails(self) -> None:
+        """From now on, record every change of a tail buffer (see :meth:`take_tail_log`): a
+        journal entry stores them instead of the buffers (:mod:`.journal`)."""
+        self._tail_log = []
+
+    def take_tail_log(self) -> list[tuple[str, str, Any]] | None:
+        """The tail buffers' changes since :meth:`track_tails` or the last call, in order, as
+        ``(strategy, op, value)``: ``insert`` (sorted gaps), ``remove`` (sorted gaps), ``cut``
+        (keep the gaps at or below a threshold), ``set`` (the whole buffer); ``None`` when not
+        tracked. Tracking goes on from an empty log."""
+        log = self._tail_log
+        if log is not None:
+            self._tail_log = []
+        return log
+
     def to_bytes(self) -> bytes:
-        """The whole state as an uncompressed ``.npz`` (numpy arrays only, no pickle).
+        """The whole state as an uncompressed ``.npz`` (numpy arrays only, no pickle):
+        :meth:`state_arrays`."""
+        out = io.BytesIO()
+        np.savez(out, allow_pickle=False, **self.state_arrays())
+        return out.getvalue()
+
+    def state_arrays(self, buffers: bool = True) -> dict[str, np.ndarray]:
+        """The whole state as named arrays (fresh copies; what :meth:`to_bytes` stores).
 
         Text columns are stored as fixed-width unicode with a null mask; tail buffers are
-        concatenated with their offsets; the header (version, policy fingerprint, ``as_of``) is
-        one JSON string.
+        concatenated with their offsets (``t_offsets``, ``t_buffer``; left out when ``buffers``
+        is false: a journal entry records their changes instead); the header (version, policy
+        fingerprint, ``as_of``) is one JSON string.
         """
         header = {
             "version": STATE_VERSION,
@@ -1055,29 +1096,25 @@ class IncrementalStats:
             "names": np.array(self.names, dtype=str),
         }
         for name in (*_FLOATS, *_INTS):
-            arrays[f"a_{name}"] = self._col(name)
+            arrays[f"a_{name}"] = self._col(name).copy()
         for name in _TEXTS:
             values = self._col(name)
             missing = np.array([v is None for v in values], dtype=bool)
             arrays[f"a_{name}"] = np.array(["" if v is None else v for v in values], dtype=str)
             arrays[f"a_{name}_null"] = missing
-        arrays.update(self._conf_w.to_arrays("c_w"))
-        arrays.update(self._conf_wz.to_arrays("c_wz"))
+        # fresh copies (a kept image of the state must not change with it), in the file's order
+        for sums, prefix in ((self._conf_w, "c_w"), (self._conf_wz, "c_wz")):
+            arrays.update({k: v.copy() for k, v in sums.to_arrays(prefix).items()})
         strategies = self._strategies.names  # in number order: the exact sums' groups
         tails = [self.tails[s] for s in strategies]
         arrays["t_names"] = np.array(strategies, dtype=str)
         arrays["t_n"] = np.array([t.n for t in tails], dtype=np.int64)
-        arrays.update(self._tail_gap.to_arrays("t_gap"))
-        arrays.update(self._tail_abs.to_arrays("t_abs"))
+        for sums, prefix in ((self._tail_gap, "t_gap"), (self._tail_abs, "t_abs")):
+            arrays.update({k: v.copy() for k, v in sums.to_arrays(prefix).items()})
         arrays["t_threshold"] = np.array([t.threshold for t in tails], dtype=np.float64)
-        sizes = np.array([t.buffer.size for t in tails], dtype=np.int64)
-        arrays["t_offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        arrays["t_buffer"] = (
-            np.concatenate([t.buffer for t in tails]).astype("<f8") if tails else np.empty(0)
-        )
-        out = io.BytesIO()
-        np.savez(out, allow_pickle=False, **arrays)
-        return out.getvalue()
+        if buffers:
+            arrays.update(buffer_arrays([t.buffer for t in tails]))
+        return arrays
 
     @classmethod
     def from_bytes(
@@ -1091,8 +1128,19 @@ class IncrementalStats:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
-            header = json.loads(str(arrays["header"]))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise StateMismatch(source, f"not a readable state ({type(err).__name__})") from err
+        return cls.from_arrays(arrays, policy, source)
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], policy: Policy, source: Path | str = "<arrays>"
+    ) -> IncrementalStats:
+        """Restore a state from :meth:`state_arrays` (with the tail buffers), as
+        :meth:`from_bytes`."""
+        try:
+            header = json.loads(str(arrays["header"]))
+        except (ValueError, KeyError) as err:
             raise StateMismatch(source, f"not a readable state ({type(err).__name__})") from err
         if not isinstance(header, dict) or header.get("version") != STATE_VERSION:
             version = header.get("version") if isinstance(header, dict) else None
@@ -1151,6 +1199,16 @@ class IncrementalStats:
         return inc
 
 
+def buffer_arrays(buffers: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The tail buffers (in strategy number order) as the state's ``t_offsets`` and
+    ``t_buffer`` arrays."""
+    sizes = np.array([b.size for b in buffers], dtype=np.int64)
+    return {
+        "t_offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        "t_buffer": np.concatenate(buffers).astype("<f8") if buffers else np.empty(0),
+    }
+
+
 def _insert_sorted(tail: _Tail, values: np.ndarray) -> None:
     """Insert ``values`` (a strategy's new gaps at or below its threshold, in row order) into
     its sorted tail buffer, keeping only what :meth:`IncrementalStats._refill_tails` would keep.
@@ -1175,19 +1233,6 @@ def _insert_sorted(tail: _Tail, values: np.ndarray) -> None:
         return
     values = np.sort(values, kind="stable")
     tail.buffer = np.insert(tail.buffer, np.searchsorted(tail.buffer, values), values)
-
-
-def _remove_sorted(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``buffer`` (sorted) without one occurrence of each of ``values`` (sorted)."""
-    if not values.size:
-        return buffer
-    left = np.searchsorted(buffer, values, side="left")
-    # the j-th repeat of a value removes the j-th equal element
-    first = np.searchsorted(values, values, side="left")
-    positions = left + (np.arange(values.size) - first)
-    inside = positions < buffer.size
-    positions, values = positions[inside], values[inside]
-    return np.delete(buffer, positions[buffer[positions] == values])
 
 
 def frames_at(
