@@ -171,6 +171,10 @@ class AppendResult:
     generation: int = 0
 
 
+#: The last manifest parsed per store (file path -> its text and the parse).
+_PARSED: dict[Path, tuple[str, Manifest]] = {}
+
+
 class LedgerStore:
     """The ledger directory: snapshot reads for anyone, appends under the writer lock."""
 
@@ -192,12 +196,22 @@ class LedgerStore:
         return self.manifest_path.is_file()
 
     def manifest(self) -> Manifest:
-        """The current snapshot (empty if nothing was ever committed)."""
+        """The current snapshot (empty if nothing was ever committed).
+
+        The file is read every time; its parse is kept while the text is the same (a
+        process that runs cycles, the service, re-reads an unchanged index of thousands of
+        segments each hour; a :class:`Manifest` is immutable)."""
         try:
             text = self.manifest_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return Manifest()
-        return Manifest.from_json(text, self.manifest_path)
+        key = self.manifest_path.resolve()
+        kept = _PARSED.get(key)
+        if kept is not None and kept[0] == text:
+            return kept[1]
+        manifest = Manifest.from_json(text, self.manifest_path)
+        _PARSED[key] = (text, manifest)
+        return manifest
 
     # ---- reading -------------------------------------------------------------------------
 

@@ -496,14 +496,19 @@ class IncrementalStats:
                 entering = pl.concat([entering, late.select(COLUMNS)])
                 late_ids = late["record_id"]
         leaving: list[pl.DataFrame] = []
+        read: dict[int, pl.DataFrame] = {}  # windows of the same length leave the same rows
         for lookback in windows:
             if prev is None or now - lookback <= prev - lookback or lookback <= 0:
                 leaving.append(entering.clear())
+                continue
+            if lookback in read:
+                leaving.append(read[lookback])
                 continue
             # counted before: matured in (prev − L, prev]; out now: ≤ now − L
             out = src.frame(prev - lookback, min(prev, now - lookback), self.policy.horizon_hours)
             if late_ids is not None and out.height:
                 out = out.filter(~pl.col("record_id").is_in(late_ids.implode()))
+            read[lookback] = out
             leaving.append(out)
         # in record order once: every subset below keeps it
         entering = self._with_codes(_in_order(entering))
