@@ -48,9 +48,12 @@ cached on the frame's identity, or built by the caller and passed instead of the
 
 Telemetry (error rate) is recomputed every cycle: it is a small frame.
 
-State persists as one binary ``.npz`` file (numpy arrays, no pickle; :meth:`save`, written to a
-temp file, fsynced and renamed); a file of another version, another policy, or unreadable,
-raises :class:`StateMismatch` naming the file and the reason.
+State persists as one binary ``.npz`` (numpy arrays, no pickle; :meth:`to_bytes`, of
+:meth:`state_arrays`); bytes of another version, another policy, or unreadable, raise
+:class:`StateMismatch` naming the file and the reason. Between two whole saves the live cycle
+journals what changed (:mod:`meta_supervisor.signals.journal`): the arrays' changed rows, and
+the tail buffers' changes, which the state logs as it makes them once :meth:`track_tails` is
+called (:meth:`take_tail_log`).
 """
 
 from __future__ import annotations
