@@ -56,6 +56,7 @@ import json
 import math
 import os
 import struct
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -185,22 +186,31 @@ def _load(
         if problem:
             return None, None, problem
         data = _state_bytes(state_path, meta["sha256"])
-        if meta["sha256"] != hashlib.sha256(data).hexdigest():
-            return None, None, "engine.state does not match engine.json (interrupted save?)"
         info = meta.get("journal") if meta["format"] == _FORMAT_JOURNAL else None
-        payloads = [] if info is None else _read_journal(journal_path(state_path), meta, info)
-    except JournalProblem as err:
-        return None, None, str(err)
     except (OSError, ValueError, KeyError, TypeError) as err:
         return None, None, f"unreadable engine.json: {err}"
-    named = {s.path for s in manifest.of("records")}
-    if not consumed <= named:
-        return None, None, "the ledger lost segments the state was built from"
+    # the base is hashed in a thread (hashlib lets go of the GIL) while it is parsed; nothing
+    # parsed is used unless the hash matches
+    hashing = _Digest(data)
+    engine: IncrementalStats | None = None
+    problem = ""
+    payloads: list[bytes] = []
     try:
-        engine = _restore(data, payloads, policy, state_path)
-    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:
+        payloads = [] if info is None else _read_journal(journal_path(state_path), meta, info)
+        if not consumed <= {s.path for s in manifest.of("records")}:
+            problem = "the ledger lost segments the state was built from"
+        else:
+            engine = _restore(data, payloads, policy, state_path)
+    except JournalProblem as err:
+        problem = str(err)
+    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as err:
         # an unreadable state is rebuilt and the reason kept (a bug elsewhere still raises)
-        return None, None, f"unreadable engine.state: {type(err).__name__}: {err}"
+        where = "engine.journal" if isinstance(err, journal.EntryError) else "engine.state"
+        problem = f"unreadable {where}: {type(err).__name__}: {err}"
+    if hashing.hexdigest() != meta["sha256"]:
+        return None, None, "engine.state does not match engine.json (interrupted save?)"
+    if engine is None:
+        return None, None, problem
     if engine.as_of_us is None or engine.as_of_us > _us(as_of):
         return None, None, "as_of is before the saved state's"
     persisted = _Persisted(
@@ -214,6 +224,23 @@ def _load(
     )
     engine.track_tails()
     return engine, persisted, ""
+
+
+class _Digest:
+    """The SHA-256 of ``data``, computed in a thread started at once."""
+
+    def __init__(self, data: bytes) -> None:
+        self._hex = ""
+        self._thread = threading.Thread(target=self._run, args=(data,), daemon=True)
+        self._thread.start()
+
+    def _run(self, data: bytes) -> None:
+        self._hex = hashlib.sha256(data).hexdigest()
+
+    def hexdigest(self) -> str:
+        """The hex digest (waits for the thread)."""
+        self._thread.join()
+        return self._hex
 
 
 def _unusable(fingerprint: str, ledger: str, policy: Policy, store: LedgerStore) -> str:
