@@ -327,16 +327,20 @@ class LedgerStore:
         as_of: datetime | None = None,
         lookback_hours: float | None = None,
         manifest: Manifest | None = None,
+        columns: list[str] | None = None,
     ) -> pl.DataFrame:
-        """Telemetry runs with ``ts`` in ``(as_of − lookback, as_of]`` (all when not given)."""
+        """Telemetry runs with ``ts`` in ``(as_of − lookback, as_of]`` (all when not given);
+        only ``columns`` when given (a cycle reads ``ts``, ``agent`` and ``is_error``)."""
         manifest = manifest or self.manifest()
         if as_of is None:
-            return self.scan("telemetry", manifest=manifest).collect()
-        start = None if lookback_hours is None else as_of - timedelta(hours=lookback_hours)
-        cond = pl.col("ts") <= as_of
-        if start is not None:
-            cond = cond & (pl.col("ts") > start)
-        return self.scan("telemetry", start, as_of, manifest).filter(cond).collect()
+            lazy = self.scan("telemetry", manifest=manifest)
+        else:
+            start = None if lookback_hours is None else as_of - timedelta(hours=lookback_hours)
+            cond = pl.col("ts") <= as_of
+            if start is not None:
+                cond = cond & (pl.col("ts") > start)
+            lazy = self.scan("telemetry", start, as_of, manifest).filter(cond)
+        return (lazy if columns is None else lazy.select(columns)).collect()
 
     def quarantine(self, manifest: Manifest | None = None) -> pl.DataFrame:
         """Every refused row ever ingested, in commit order."""
