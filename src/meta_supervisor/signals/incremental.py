@@ -65,7 +65,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -86,6 +86,7 @@ __all__ = [
     "CHUNK_ROWS",
     "STATE_VERSION",
     "IncrementalStats",
+    "RangeScans",
     "SortedLedger",
     "StateMismatch",
     "buffer_arrays",
@@ -170,18 +171,33 @@ class SortedLedger:
         return self.frame.slice(i, max(j - i, 0))
 
 
-class _Source:
-    """Time-range reads of a ledger: slices of a :class:`SortedLedger` or filters of a scan."""
+class RangeScans(Protocol):
+    """A ledger read by time range from files that each cover a known range of ``matured_at``
+    (the store's segments): ``scan(low_us, high_us)`` is a lazy scan of the files that may hold
+    a ``matured_at`` in ``(low, high]`` (µs; ``None``: unbounded), rows not yet filtered."""
 
-    def __init__(self, ledger: SortedLedger | pl.LazyFrame) -> None:
+    def scan(self, low_us: int | None, high_us: int | None) -> pl.LazyFrame:
+        """The lazy rows of the files that may hold times in ``(low, high]``."""
+        ...
+
+
+class _Source:
+    """Time-range reads of a ledger: slices of a :class:`SortedLedger`, filters of a scan, or
+    filters of the files a :class:`RangeScans` names for the range."""
+
+    def __init__(self, ledger: SortedLedger | pl.LazyFrame | RangeScans) -> None:
         self.ledger = ledger
 
     def range(self, low_us: int, high_us: int) -> pl.LazyFrame:
         if isinstance(self.ledger, SortedLedger):
             return self.ledger.range(low_us, high_us).lazy()
+        if isinstance(self.ledger, pl.LazyFrame):
+            lazy = self.ledger
+        else:
+            lazy = self.ledger.scan(None if low_us < -(2**61) else low_us, high_us).select(COLUMNS)
         low = pl.lit(low_us).cast(UTC_US)
         high = pl.lit(high_us).cast(UTC_US)
-        return self.ledger.filter((pl.col("matured_at") > low) & (pl.col("matured_at") <= high))
+        return lazy.filter((pl.col("matured_at") > low) & (pl.col("matured_at") <= high))
 
     def frame(self, low_us: int, high_us: int, horizon: int | None = None) -> pl.DataFrame:
         """:meth:`range` as a frame of :data:`COLUMNS`, at ``horizon`` when given (an empty
@@ -456,7 +472,7 @@ class IncrementalStats:
     def _horizon(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
         return lazy.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
 
-    def _source(self, ledger: pl.DataFrame | pl.LazyFrame | SortedLedger) -> _Source:
+    def _source(self, ledger: pl.DataFrame | pl.LazyFrame | SortedLedger | RangeScans) -> _Source:
         if isinstance(ledger, SortedLedger):
             return _Source(ledger)
         if isinstance(ledger, pl.DataFrame):
@@ -470,13 +486,15 @@ class IncrementalStats:
             ):
                 self._sorted = cached = SortedLedger(ledger)
             return _Source(cached)
-        return _Source(ledger.lazy().select(COLUMNS))
+        if isinstance(ledger, pl.LazyFrame):
+            return _Source(ledger.select(COLUMNS))
+        return _Source(ledger)
 
     # ------------------------------------------------------------------ the cycle
 
     def advance(
         self,
-        ledger: pl.DataFrame | pl.LazyFrame | SortedLedger,
+        ledger: pl.DataFrame | pl.LazyFrame | SortedLedger | RangeScans,
         as_of: datetime,
         late: pl.DataFrame | None = None,
     ) -> None:
