@@ -275,3 +275,23 @@ def _saved(paths: Paths, policy: Policy) -> dict[str, np.ndarray]:
         paths.engine.read_bytes(), payloads, policy, paths.engine
     )
     return state.state_arrays()
+
+
+def test_preload_keeps_the_saved_state_for_the_next_cycle(tmp_path, monkeypatch):
+    """What the service does at start: the state is loaded (checked) once and the next
+    recording cycle starts from memory, recording the bytes a fresh process records."""
+    _store(tmp_path, HOURS)
+    reference = _reference(tmp_path, monkeypatch)
+    _journal_on(monkeypatch)
+    paths = _paths(tmp_path, "preloaded")
+    _cycle_all(paths, fresh=True, hours=HOURS[:3])
+    forget_resident()
+    store = engine_module.LedgerStore(paths.ledger)
+    assert engine_module.preload(paths.engine, store, Policy()) == ""
+    runs = _cycle_all(paths, fresh=False, hours=HOURS[3:])
+    assert [r.loaded for r in runs] == ["memory"] * len(runs)
+    assert paths.history.read_bytes() == reference
+    forget_resident()
+    assert "no saved state" in engine_module.preload(
+        tmp_path / "none" / "engine.state", store, Policy()
+    )

@@ -541,10 +541,15 @@ def preload(state_path: Path, store: LedgerStore, policy: Policy) -> str:
     resident process (the live service) does once at start. Returns why it could not (""
     when kept)."""
     manifest = store.manifest()
+    # no lock is held: a cycle of another process may save meanwhile, so the files must be
+    # the same before and after the load for the identity to name what was loaded
+    before = _identity(state_path)
     engine, persisted, reason = _load(state_path, store, manifest, _LAST_INSTANT, policy)
     if engine is None or persisted is None:
         return reason
-    _keep(state_path, _Resident(engine, persisted, _identity(state_path)))
+    if _identity(state_path) != before:
+        return "the state files changed while they were read"
+    _keep(state_path, _Resident(engine, persisted, before))
     return ""
 
 
