@@ -8,10 +8,13 @@ frames and keep advancing like the original.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from datetime import timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_incremental import (
@@ -26,7 +29,7 @@ from test_incremental import (
 from helpers import assert_same_bits
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals import journal
-from meta_supervisor.signals.incremental import IncrementalStats, buffer_arrays
+from meta_supervisor.signals.incremental import IncrementalStats, buffer_arrays, read_npz
 
 
 def _same_arrays(mine: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> None:
@@ -111,3 +114,28 @@ def test_an_entry_holds_only_what_changed():
     assert "i.a_n" in entry and entry["i.a_n"].tolist() == [inc.names.index("a3")]
     assert not any(k.startswith("w.a_") for k in entry)
     assert entry["t.values"].size < 10
+
+
+@given(policy=anchor_policy_st, ops=st.lists(inexact_op_st, min_size=1, max_size=8))
+@settings(max_examples=15, deadline=None)
+def test_the_unchecked_npz_reader_reads_what_np_load_reads(policy, ops):
+    """The engine reads its base (after holding it against engine.json's SHA-256) without
+    the zip CRC check, as views: the same arrays, type, shape and bytes, as ``np.load``."""
+    for inc, *_ in replay(policy, ops):
+        data = inc.to_bytes()
+        _same_arrays(read_npz(data, check=False), read_npz(data))
+        again = IncrementalStats.from_bytes(data, policy, verified=True)
+        assert_same_bits(again.frames(None), inc.frames(None))
+
+
+def test_the_unchecked_npz_reader_refuses_a_header_longer_than_its_member():
+    """A member whose header claims more values than it holds is refused, not read into the
+    next member's bytes."""
+    out = io.BytesIO()
+    np.savez(out, first=np.arange(5.0), second=np.arange(7.0))
+    data = out.getvalue()
+    assert data.count(b"'shape': (5,)") == 1
+    with pytest.raises(ValueError, match="shorter than its header"):
+        read_npz(data.replace(b"'shape': (5,)", b"'shape': (9,)"), check=False)
+    with pytest.raises(zipfile.BadZipFile):
+        read_npz(data[: len(data) // 2], check=False)

@@ -70,7 +70,12 @@ import polars as pl
 from meta_supervisor.ledger.store import LedgerStore, Manifest, Segment
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals import journal
-from meta_supervisor.signals.incremental import CHUNK_ROWS, IncrementalStats, buffer_arrays
+from meta_supervisor.signals.incremental import (
+    CHUNK_ROWS,
+    IncrementalStats,
+    buffer_arrays,
+    read_npz,
+)
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.state.files import (
     atomic_write_bytes,
@@ -256,10 +261,8 @@ def _unusable(fingerprint: str, ledger: str, policy: Policy, store: LedgerStore)
 def _restore(data: bytes, payloads: list[bytes], policy: Policy, source: Path) -> IncrementalStats:
     """The state of the base ``data`` with the journal entries ``payloads`` replayed."""
     if not payloads:
-        return IncrementalStats.from_bytes(data, policy, source)
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
-    image, buffers = journal.split_buffers(arrays)
+        return IncrementalStats.from_bytes(data, policy, source, verified=True)
+    image, buffers = journal.split_buffers(read_npz(data, check=False))
     for payload in payloads:
         image, buffers = journal.apply(image, buffers, journal.decode(payload))
     names = [str(s) for s in image["t_names"]]
@@ -399,8 +402,13 @@ def _save(
                 size,
                 head.hex(),
             )
+            # no directory fsync: a power loss that undoes this rename leaves the previous
+            # engine.json, whose shorter journal is the previous state, whole (a cache: the
+            # next cycle advances it to the same bits)
             atomic_write_text(
-                meta_path(state_path), json.dumps(saved.meta(engine.policy, store), indent=1) + "\n"
+                meta_path(state_path),
+                json.dumps(saved.meta(engine.policy, store), indent=1) + "\n",
+                durable=False,
             )
             return saved, "journal"
     arrays = engine.state_arrays()

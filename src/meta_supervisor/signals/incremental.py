@@ -61,6 +61,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -91,6 +92,7 @@ __all__ = [
     "StateMismatch",
     "buffer_arrays",
     "frames_at",
+    "read_npz",
 ]
 
 #: Records advanced at once when a state is built from scratch (about 0.4 GiB of columns).
@@ -1144,16 +1146,19 @@ class IncrementalStats:
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, policy: Policy, source: Path | str = "<bytes>"
+        cls, data: bytes, policy: Policy, source: Path | str = "<bytes>", *, verified: bool = False
     ) -> IncrementalStats:
         """Restore a state written by :meth:`to_bytes` for the same policy.
+
+        ``verified``: the caller holds the bytes against a hash of its own (the engine's
+        ``engine.json``), so the arrays are read as views of ``data`` without the zip
+        members' CRC check (:func:`read_npz`; about 15 ms less for a 10 MB state).
 
         Raises :class:`StateMismatch` (naming ``source``) for another version, another policy,
         or bytes that are not a complete state.
         """
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
+            arrays = read_npz(data, check=not verified)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise StateMismatch(source, f"not a readable state ({type(err).__name__})") from err
         return cls.from_arrays(arrays, policy, source)
@@ -1223,6 +1228,47 @@ class IncrementalStats:
         inc._tail_gap = ExactSums.from_arrays(arrays, "t_gap", len(strategies))
         inc._tail_abs = ExactSums.from_arrays(arrays, "t_abs", len(strategies))
         return inc
+
+
+def read_npz(data: bytes, *, check: bool = True) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed ``.npz`` (no pickle).
+
+    With ``check`` (the default) this is ``np.load``, which checks each member's CRC. Without,
+    for bytes the caller has checked against a hash of its own, each member's ``.npy`` header
+    is parsed and its data taken as a read-only view of ``data`` (no CRC, no copy); any member
+    that is not a stored ``.npy`` of format 1.0 or 2.0 falls back to ``np.load``.
+    """
+    if check:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = archive.infolist()
+    for info in members:
+        if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+            return read_npz(data)
+        at = info.header_offset
+        if data[at : at + 4] != b"PK\x03\x04":
+            return read_npz(data)
+        name_len, extra_len = struct.unpack("<HH", data[at + 26 : at + 30])
+        start = at + 30 + name_len + extra_len
+        head = io.BytesIO(data[start : start + 65536])
+        version = np.lib.format.read_magic(head)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
+        else:
+            return read_npz(data)
+        if dtype.hasobject:
+            raise ValueError(f"{info.filename}: object arrays are not read")
+        count = math.prod(shape)
+        begin = start + head.tell()
+        if begin + count * dtype.itemsize > start + info.file_size:
+            raise ValueError(f"{info.filename}: shorter than its header says")
+        values = np.frombuffer(data, dtype=dtype, count=count, offset=begin)
+        out[info.filename[:-4]] = values.reshape(shape, order="F" if fortran else "C")
+    return out
 
 
 def buffer_arrays(buffers: list[np.ndarray]) -> dict[str, np.ndarray]:
