@@ -65,6 +65,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# polars imports numpy.ma the first time it builds a Series from an array (every cycle does),
+# and so does np.unique: ~20-30 ms. Imported with this module, it is paid at start-up with
+# the other imports (a command pays it either way), not inside a cycle's latency.
+import numpy.ma
 import polars as pl
 
 from meta_supervisor.ledger.store import LedgerStore, Manifest, Segment
