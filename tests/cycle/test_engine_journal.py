@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_engine import T0, _append, _records, _store_paths, op_st, policy_st
 
+from faultkit import child_env
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle import engine as engine_module
 from meta_supervisor.cycle.engine import forget_resident, journal_path, meta_path
@@ -295,3 +299,56 @@ def test_preload_keeps_the_saved_state_for_the_next_cycle(tmp_path, monkeypatch)
     assert "no saved state" in engine_module.preload(
         tmp_path / "none" / "engine.state", store, Policy()
     )
+
+
+_KILLED_CHILD = """
+import json, sys
+from datetime import datetime
+from meta_supervisor.config import Paths
+from meta_supervisor.cycle import engine
+from meta_supervisor.cycle.run import run_cycle
+from meta_supervisor.policy.model import Policy
+engine.JOURNAL_MIN_BYTES = 0
+engine.journal_bound = lambda size: 1 << 30
+spec = json.loads(sys.argv[1])
+paths = Paths(**{k: __import__("pathlib").Path(v) for k, v in spec["paths"].items()})
+run_cycle(paths, datetime.fromisoformat(spec["as_of"]), Policy())
+"""
+
+
+def test_a_kill_between_the_journal_append_and_engine_json_leaves_the_old_state(
+    tmp_path, monkeypatch
+):
+    """SIGKILL after the entry is appended and fsynced, before engine.json names it: the
+    entry is not committed; the next cycle loads the previous state warm, cuts the entry off,
+    and every cycle records the bytes of the cycles without the kill."""
+    _store(tmp_path, HOURS)
+    reference = _reference(tmp_path, monkeypatch)
+    _journal_on(monkeypatch)
+    paths = _paths(tmp_path, "killed")
+    _cycle_all(paths, fresh=False, hours=HOURS[:3])
+    committed = json.loads(meta_path(paths.engine).read_text())["journal"]["bytes"]
+    spec = {
+        "paths": {
+            "records": str(paths.records),
+            "telemetry": str(paths.telemetry),
+            "state_dir": str(paths.state_dir),
+            "ledger": str(paths.ledger),
+        },
+        "as_of": (T0 + timedelta(hours=HOURS[3])).isoformat(),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_CHILD, json.dumps(spec)],
+        env=child_env("kill:engine_journal_appended"),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    assert journal_path(paths.engine).stat().st_size > committed  # appended, not committed
+    assert json.loads(meta_path(paths.engine).read_text())["journal"]["bytes"] == committed
+    runs = _cycle_all(paths, fresh=True, hours=HOURS[3:])
+    assert [(r.mode, r.loaded, r.written) for r in runs] == [("warm", "files", "journal")] * len(
+        runs
+    )
+    assert paths.history.read_bytes() == reference
