@@ -397,9 +397,16 @@ def test_a_warm_cycle_scans_only_the_segments_its_time_ranges_overlap(
 ) -> None:
     """A store appended hourly holds thousands of segments: each range the engine reads
     (entering, leaving, recomputed agents) scans the segments whose bounds overlap it, not
-    the whole store."""
+    the whole store. (Under *select*, the default, the cycle also reads the 4-week cadence
+    history for its broken-agent cut, every segment of it: this test pins a profile that reads
+    only the engine's ranges.)"""
     paths = _store_paths(tmp_path)
-    policy = Policy(lookback_hours=6.0, confidence_lookback_hours=6.0, cvar_lookback_hours=6.0)
+    policy = Policy(
+        profile=Profile.EVIDENCE,
+        lookback_hours=6.0,
+        confidence_lookback_hours=6.0,
+        cvar_lookback_hours=6.0,
+    )
     for day in range(5):
         _append(paths, _records([("a", "s1", -2, 1.0, 0.5)], day, T0 + timedelta(days=day)))
     run_cycle(paths, T0 + timedelta(days=4), policy)
