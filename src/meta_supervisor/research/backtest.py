@@ -76,6 +76,7 @@ from meta_supervisor.cycle.run import (
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research import baselines
 from meta_supervisor.research.metrics import summarize
+from meta_supervisor.signals.arrays import ArrayStats, LedgerArrays
 from meta_supervisor.signals.cadence import CadenceIndex
 from meta_supervisor.signals.incremental import IncrementalStats, SortedLedger
 from meta_supervisor.signals.persistence import LearnedStrengths, Persistence, history_hours
@@ -394,9 +395,12 @@ def run_backtest(
     previous: dict[str, dict[str, float] | None] = dict.fromkeys(policies)
     engines: dict[str, IncrementalStats] = {}
     if engine == "incremental":
-        for pol in [policy, *policies.values()]:
-            engines.setdefault(frames_key(pol), IncrementalStats(pol))
         sorted_ledger = SortedLedger(ledger.records)
+        walk = _walk(sorted_ledger, policy.horizon_hours)
+        for pol in [policy, *policies.values()]:
+            engines.setdefault(
+                frames_key(pol), IncrementalStats(pol) if walk is None else ArrayStats(pol)
+            )
 
     learned = LearnedStrengths(ledger.records)
     fallbacks: dict[str, int] = {}
@@ -406,7 +410,10 @@ def run_backtest(
         for k, t in enumerate(times):
             frames: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] = {}
             for key, inc in engines.items():
-                inc.advance(sorted_ledger, t)
+                if isinstance(inc, ArrayStats) and walk is not None:
+                    inc.advance_to(walk, t)
+                else:
+                    inc.advance(sorted_ledger, t)
                 agent_frame, conf_frame, tail_frame = inc.frames(ledger.telemetry)
                 frames[key] = (inc.with_expected_records(agent_frame), conf_frame, tail_frame)
             for name, pol in policies.items():
@@ -480,6 +487,17 @@ def run_backtest(
         default_method=policy.profile.value,
         info={**(info or {}), **({"calendar": True} if calendar else {})},
     )
+
+
+def _walk(ledger: SortedLedger, horizon: int) -> LedgerArrays | None:
+    """The ledger as NumPy columns for the engines' walk
+    (:mod:`meta_supervisor.signals.arrays`: the same bits as advancing them on frames, without
+    per-cycle polars calls), or ``None`` for a ledger the walk cannot hold (a null ``ts``,
+    ``agent`` or ``strategy``): the engines then advance on the frame."""
+    try:
+        return LedgerArrays(ledger, horizon)
+    except ValueError:
+        return None
 
 
 def _learned(

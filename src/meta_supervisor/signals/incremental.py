@@ -576,9 +576,15 @@ class IncrementalStats:
 
         ``np.bincount`` adds each row to its bin in row order; the current sums go first.
         """
+        self._extend_arrays(
+            codes, frame["realized_pnl_bps"].to_numpy(), frame["gap_bps"].to_numpy()
+        )
+
+    def _extend_arrays(self, codes: np.ndarray, pnl: np.ndarray, gap: np.ndarray) -> None:
+        """:meth:`_extend_sums` on columns: ``pnl`` and ``gap`` (bps) of the rows, in record
+        order (the array walk of :mod:`meta_supervisor.signals.arrays` calls it too)."""
         size = len(self.names)
         agents = np.unique(codes)
-        pnl = frame["realized_pnl_bps"].to_numpy()
         count = np.bincount(codes, minlength=size)
         self._col("n")[:] += count
         self._col("hits")[:] += np.bincount(codes, weights=pnl > 0, minlength=size).astype(np.int64)
@@ -588,7 +594,7 @@ class IncrementalStats:
         for name, values in (
             ("pnl", pnl),
             ("pnl_sq", squares),
-            ("abs_gap", np.abs(frame["gap_bps"].to_numpy())),
+            ("abs_gap", np.abs(gap)),
         ):
             column = self._col(name)
             sums = np.bincount(
@@ -698,54 +704,92 @@ class IncrementalStats:
         """Add ``entering`` and remove ``leaving`` from the exact sums of
         :math:`w = 2^{(m - A)/h}` and :math:`w·z` (``m`` ``matured_at``, ``A`` the anchor,
         ``z = |gap| / scale``); the decay to ``as_of`` is applied when the frame is built."""
-        p = self.policy
-        anchor = self.conf_anchor_us if self.conf_anchor_us is not None else 0
         for sign, frame in ((-1, leaving), (1, entering)):
             if not frame.height:
                 continue
             codes = frame["_i"].to_numpy() if "_i" in frame.columns else self._codes(frame["agent"])
-            w = self._decay(anchor - _epoch_us(frame["matured_at"]))
-            sigma = frame["expected_sigma_bps"].to_numpy()
-            with np.errstate(invalid="ignore"):
-                scale = np.where(sigma > 0, sigma, p.sim_error_scale_bps)
-            # w · (|gap| / scale): z does not depend on the anchor, so w·z moves with it
-            # exactly (a product that leaves the normal range has no digit kept)
-            with np.errstate(over="ignore"):  # an overflow is inf, counted as such
-                wz = w * (np.abs(frame["gap_bps"].to_numpy()) / scale)
-            self._col("conf_n")[:] += sign * np.bincount(codes, minlength=len(self.names))
-            self._conf_w.add(codes, w, sign)
-            self._conf_wz.add(codes, wz, sign)
+            self._confidence_arrays(
+                sign,
+                codes,
+                _epoch_us(frame["matured_at"]),
+                frame["expected_sigma_bps"].to_numpy(),
+                frame["gap_bps"].to_numpy(),
+            )
+
+    def _confidence_arrays(
+        self,
+        sign: int,
+        codes: np.ndarray,
+        matured_us: np.ndarray,
+        sigma: np.ndarray,
+        gap: np.ndarray,
+    ) -> None:
+        """Add (``sign`` 1) or remove (-1) rows given as columns (agent numbers, ``matured_at``
+        in µs, ``expected_sigma_bps`` with NaN for null, ``gap_bps``) from the confidence sums."""
+        p = self.policy
+        anchor = self.conf_anchor_us if self.conf_anchor_us is not None else 0
+        w = self._decay(anchor - matured_us)
+        with np.errstate(invalid="ignore"):
+            scale = np.where(sigma > 0, sigma, p.sim_error_scale_bps)
+        # w · (|gap| / scale): z does not depend on the anchor, so w·z moves with it
+        # exactly (a product that leaves the normal range has no digit kept)
+        with np.errstate(over="ignore"):  # an overflow is inf, counted as such
+            wz = w * (np.abs(gap) / scale)
+        self._col("conf_n")[:] += sign * np.bincount(codes, minlength=len(self.names))
+        self._conf_w.add(codes, w, sign)
+        self._conf_wz.add(codes, wz, sign)
 
     def _update_tails(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> None:
         for sign, frame in ((-1, leaving), (1, entering)):
             if not frame.height:
                 continue
             codes = self._strategy_codes(frame["strategy"])
-            names = self._strategies.names
-            # + 0.0: a -0.0 gap is 0.0 (equal zeros of either sign would sit in the sorted
-            # buffer in arrival order, and the worst gap's sign would depend on the path)
-            gaps = frame["gap_bps"].to_numpy() + 0.0
-            count = np.bincount(codes, minlength=len(names))
-            self._tail_gap.add(codes, gaps, sign)
-            self._tail_abs.add(codes, np.abs(gaps), sign)
-            for code in np.flatnonzero(count):
-                self.tails[names[code]].n += sign * int(count[code])
-            # only gaps at or below their strategy's threshold touch the buffers
-            thresholds = np.array([self.tails[name].threshold for name in names])
-            below = gaps <= thresholds[codes]
-            codes, gaps = codes[below], gaps[below]
-            if not codes.size:
-                continue
-            order, groups, starts, lengths = _groups(codes)
-            for code, a, b in zip(groups, starts, starts + lengths, strict=True):
-                tail = self.tails[names[code]]
-                values = gaps[order[a:b]]
-                if sign > 0:
-                    _insert_sorted(tail, values)
-                else:
-                    tail.buffer = _remove_sorted(tail.buffer, np.sort(values, kind="stable"))
+            self._tails_arrays(sign, codes, frame["gap_bps"].to_numpy())
+
+    def _tails_arrays(self, sign: int, codes: np.ndarray, gap: np.ndarray) -> None:
+        """Add (``sign`` 1) or remove (-1) rows given as strategy numbers and ``gap_bps`` from
+        the tails (counts, exact sums, buffers)."""
+        names = self._strategies.names
+        # + 0.0: a -0.0 gap is 0.0 (equal zeros of either sign would sit in the sorted
+        # buffer in arrival order, and the worst gap's sign would depend on the path)
+        gaps = gap + 0.0
+        count = np.bincount(codes, minlength=len(names))
+        self._tail_gap.add(codes, gaps, sign)
+        self._tail_abs.add(codes, np.abs(gaps), sign)
+        for code in np.flatnonzero(count):
+            self.tails[names[code]].n += sign * int(count[code])
+        # only gaps at or below their strategy's threshold touch the buffers
+        thresholds = np.array([self.tails[name].threshold for name in names])
+        below = gaps <= thresholds[codes]
+        codes, gaps = codes[below], gaps[below]
+        if not codes.size:
+            return
+        order, groups, starts, lengths = _groups(codes)
+        for code, a, b in zip(groups, starts, starts + lengths, strict=True):
+            tail = self.tails[names[code]]
+            values = gaps[order[a:b]]
+            if sign > 0:
+                _insert_sorted(tail, values)
+            else:
+                tail.buffer = _remove_sorted(tail.buffer, np.sort(values, kind="stable"))
 
     def _refill_tails(self, src: _Source, low: int, high: int) -> None:
+        short = self._short_tails()
+        if not short:
+            return
+        frame = (
+            self._horizon(src.range(low, high))
+            .filter(pl.col("strategy").is_in(pl.Series(short).implode()))
+            .group_by("strategy")
+            .agg(pl.col("gap_bps").sort())
+            .collect()
+        )
+        for strategy, gaps in frame.iter_rows():
+            self._refill_tail(strategy, np.asarray(gaps, dtype=np.float64))
+
+    def _short_tails(self) -> list[str]:
+        """Empty the tails of strategies with no record, trim long buffers, and return the
+        strategies whose buffer holds fewer than the ``m`` smallest gaps (to refill)."""
         short = []
         for strategy, tail in self.tails.items():
             if tail.n <= 0:
@@ -758,23 +802,17 @@ class IncrementalStats:
                 keep = 2 * m + 1024
                 tail.threshold = float(tail.buffer[keep - 1])
                 tail.buffer = tail.buffer[tail.buffer <= tail.threshold]
-        if not short:
-            return
-        frame = (
-            self._horizon(src.range(low, high))
-            .filter(pl.col("strategy").is_in(pl.Series(short).implode()))
-            .group_by("strategy")
-            .agg(pl.col("gap_bps").sort())
-            .collect()
-        )
-        for strategy, gaps in frame.iter_rows():
-            tail = self.tails[strategy]
-            values = np.asarray(gaps, dtype=np.float64) + 0.0  # -0.0 as 0.0 (see above)
-            _, m = tail_count(values.size)
-            keep = min(values.size, 2 * m + 1024)
-            tail.threshold = float(values[keep - 1]) if keep < values.size else math.inf
-            tail.buffer = values[values <= tail.threshold]
-            self.refilled_strategies += 1
+        return short
+
+    def _refill_tail(self, strategy: str, gaps: np.ndarray) -> None:
+        """Refill ``strategy``'s tail from every gap of its window, sorted ascending."""
+        tail = self.tails[strategy]
+        values = gaps + 0.0  # -0.0 as 0.0 (see _tails_arrays)
+        _, m = tail_count(values.size)
+        keep = min(values.size, 2 * m + 1024)
+        tail.threshold = float(values[keep - 1]) if keep < values.size else math.inf
+        tail.buffer = values[values <= tail.threshold]
+        self.refilled_strategies += 1
 
     # ------------------------------------------------------------------ outputs
 
