@@ -14,12 +14,12 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_incremental import T0, _frame, _record, inexact_record_st
+from test_incremental import T0, _frame, _record, _telemetry, inexact_record_st
 
 from helpers import assert_same_bits
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.arrays import ArrayStats, LedgerArrays
-from meta_supervisor.signals.incremental import IncrementalStats
+from meta_supervisor.signals.incremental import IncrementalStats, _merge_sorted
 
 walk_policy_st = st.builds(
     Policy,
@@ -70,14 +70,24 @@ def _per_name(inc: IncrementalStats) -> dict:
     policy=walk_policy_st,
     items=st.lists(inexact_record_st, min_size=1, max_size=40),
     steps=st.lists(st.integers(0, 30), min_size=1, max_size=6),
+    runs=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "z"]),
+            st.integers(-50, 10),
+            st.one_of(st.none(), st.booleans()),
+        ),
+        max_size=12,
+    ),
 )
 @settings(max_examples=50, deadline=None)
-def test_the_walk_holds_the_bits_of_the_per_cycle_path(policy, items, steps):
+def test_the_walk_holds_the_bits_of_the_per_cycle_path(policy, items, steps, runs):
     """Each cycle: the same frames (stats with expected records, confidence, tails) and the
     same state, to the bit, whatever the windows, ties, late-looking rows of the frame's
     order, horizons and values whose sums depend on the order of additions."""
     ledger = _frame([_record(i, item, T0) for i, item in enumerate(items)])
     ledger = ledger.sample(fraction=1.0, shuffle=True, seed=len(items))  # any row order
+    # runs of some agents, and of one ("z") with no record
+    telemetry = _telemetry([(a, h, e) for a, h, e in runs])
     arrays = LedgerArrays(ledger, policy.horizon_hours)
     walked, stepped = ArrayStats(policy), IncrementalStats(policy)
     as_of = T0 - timedelta(hours=32)
@@ -91,6 +101,11 @@ def test_the_walk_holds_the_bits_of_the_per_cycle_path(policy, items, steps):
             (walked.with_expected_records(mine[0]),), (stepped.with_expected_records(theirs[0]),)
         )
         assert _per_name(walked) == _per_name(stepped)
+        # the frames the backtest reads, built at once, with the telemetry's runs
+        for seen in (None, telemetry):
+            stats, conf, tails = stepped.frames(seen)
+            want = (stepped.with_expected_records(stats), conf, tails)
+            assert_same_bits(walked.cycle_frames(seen), want)
 
 
 def test_a_walked_state_saves_the_record_ids_of_the_per_cycle_path():
@@ -124,3 +139,15 @@ def test_a_ledger_the_walk_cannot_hold_is_refused():
     ledger = _frame([_record(0, ("a", "s1", 0, 24, 1.0, 1.0, None), T0)])
     with pytest.raises(ValueError, match="strategy"):
         LedgerArrays(ledger.with_columns(pl.lit(None, dtype=pl.String).alias("strategy")), 24)
+
+
+@given(
+    buffer=st.lists(st.integers(-5, 5).map(float), max_size=60),
+    values=st.lists(st.integers(-6, 6).map(float), max_size=40),
+)
+def test_merge_sorted_is_np_insert_at_the_sorted_positions(buffer, values):
+    """The tails' merge (slice copies for a few values, np.insert for many) gives np.insert's
+    array: each value before the equal ones already there."""
+    old, new = np.sort(np.array(buffer)), np.sort(np.array(values))
+    want = np.insert(old, np.searchsorted(old, new), new)
+    assert _merge_sorted(old, new).tobytes() == want.tobytes()

@@ -412,8 +412,9 @@ def run_backtest(
             for key, inc in engines.items():
                 if isinstance(inc, ArrayStats) and walk is not None:
                     inc.advance_to(walk, t)
-                else:
-                    inc.advance(sorted_ledger, t)
+                    frames[key] = inc.cycle_frames(ledger.telemetry)
+                    continue
+                inc.advance(sorted_ledger, t)
                 agent_frame, conf_frame, tail_frame = inc.frames(ledger.telemetry)
                 frames[key] = (inc.with_expected_records(agent_frame), conf_frame, tail_frame)
             for name, pol in policies.items():

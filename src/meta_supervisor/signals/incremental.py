@@ -113,6 +113,12 @@ _INTS = ("n", "hits", "conf_n", "cad_n", "cad_late", "last_m", "last_t", "any_m"
 _TEXTS = ("last_rid", "last_strategy", "any_rid", "any_strategy")
 # stats columns that are null when undefined (no record; one record for the std)
 _UNDEFINED = ["pnl_mean_bps", "pnl_std_bps", "hit_rate", "avg_abs_error_bps"]
+_STATS_FLOATS = ("pnl_sum_bps", *_UNDEFINED, "max_drawdown_bps")
+_TAIL_ROW = {
+    "strategy": pl.String,
+    "n": pl.Int64,
+    **dict.fromkeys(("gap_cvar95_bps", "worst_gap", "mean_gap", "mean_abs_gap"), pl.Float64),
+}
 
 
 class StateMismatch(ProblemFound, ValueError):
@@ -836,18 +842,23 @@ class IncrementalStats:
         :meth:`meta_supervisor.signals.cadence.CadenceIndex.expected_records` computes it:
         ``n_C · L / C`` (hours) when one of its records fell in the first ``L`` hours of the
         cadence history, from the counts this state keeps."""
-        n, late = self._col("cad_n"), self._col("cad_late")
-        history = cadence_hours(self.policy)
-        with np.errstate(invalid="ignore"):
-            value = np.where(
-                (n > 0) & (n - late > 0), n * self.policy.lookback_hours / history, np.nan
-            )
         return pl.DataFrame(
             {
                 "agent": pl.Series(self.names, dtype=pl.String),
-                "expected_records": pl.Series(value, dtype=pl.Float64).fill_nan(None),
+                "expected_records": pl.Series(self._expected_values(), dtype=pl.Float64).fill_nan(
+                    None
+                ),
             }
         )
+
+    def _expected_values(self) -> np.ndarray:
+        """:meth:`_expected_records` per known agent as an array (NaN: unknown)."""
+        n, late = self._col("cad_n"), self._col("cad_late")
+        history = cadence_hours(self.policy)
+        with np.errstate(invalid="ignore"):
+            return np.where(
+                (n > 0) & (n - late > 0), n * self.policy.lookback_hours / history, np.nan
+            )
 
     def _advanced_to(self) -> int:
         """``as_of_us``, which exists once the state was advanced."""
@@ -982,28 +993,38 @@ class IncrementalStats:
 
     def _stats_columns(self) -> dict[str, Any]:
         """The record statistics per known agent, as columns (NaN where undefined)."""
+        values = self._stats_values()
+        return {
+            "agent": pl.Series(self.names, dtype=pl.String),
+            "strategy": pl.Series(values.pop("strategy").tolist(), dtype=pl.String),
+            "n_records": pl.Series(values.pop("n_records"), dtype=pl.Int64),
+            **{key: values[key] for key in _STATS_FLOATS},
+            # int64 min is numpy's NaT, i.e. null
+            "last_matured_at": pl.Series(
+                values["last_matured_at"].view("datetime64[us]")
+            ).dt.replace_time_zone("UTC"),
+        }
+
+    def _stats_values(self) -> dict[str, np.ndarray]:
+        """:meth:`_stats_columns` as NumPy arrays: the strategy as objects, ``last_matured_at``
+        in µs (``_NONE``: none), NaN where undefined."""
         n = self._col("n")
         has = n > 0
         pnl, hits = self._col("pnl"), self._col("hits")
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             var = np.maximum(self._col("pnl_sq") - pnl * pnl / n, 0.0) / (n - 1)
-            columns = {
-                "agent": pl.Series(self.names, dtype=pl.String),
-                "strategy": pl.Series(self._strategy_column(has).tolist(), dtype=pl.String),
-                "n_records": pl.Series(n, dtype=pl.Int64),
+            return {
+                "strategy": self._strategy_column(has),
+                "n_records": n,
                 "pnl_sum_bps": np.where(has, pnl, 0.0),
-                # NaN marks "undefined" (no record, or one for the std) and becomes null below
+                # NaN marks "undefined" (no record, or one for the std) and becomes null
                 "pnl_mean_bps": np.where(has, pnl / n, np.nan),
                 "pnl_std_bps": np.where(n > 1, np.sqrt(var), np.nan),
                 "hit_rate": np.where(has, hits / n, np.nan),
                 "avg_abs_error_bps": np.where(has, self._col("abs_gap") / n, np.nan),
                 "max_drawdown_bps": np.where(has, np.minimum(self._col("dd"), 0.0), 0.0),
-                # int64 min is numpy's NaT, i.e. null
-                "last_matured_at": pl.Series(
-                    np.where(has, self._col("last_m"), _NONE).view("datetime64[us]")
-                ).dt.replace_time_zone("UTC"),
+                "last_matured_at": np.where(has, self._col("last_m"), _NONE),
             }
-        return columns
 
     def _strategy_column(self, has: np.ndarray) -> np.ndarray:
         """Each agent's strategy: its latest in the window, else its latest visible record's,
@@ -1014,6 +1035,22 @@ class IncrementalStats:
         return out
 
     def _confidence_frame(self) -> pl.DataFrame:
+        keep, conf, w, ratio = self._confidence_values()
+        columns = [
+            pl.Series(self.names, dtype=pl.String).filter(pl.Series(keep)),
+            pl.Series(conf, dtype=pl.Float64),
+            pl.Series(self._col("conf_n")[keep], dtype=pl.Int64),
+            pl.Series(w, dtype=pl.Float64),
+            pl.Series(ratio, dtype=pl.Float64),
+        ]
+        frame = pl.DataFrame(
+            {name: s.alias(name) for name, s in zip(CONFIDENCE_COLUMNS, columns, strict=True)}
+        )
+        return frame.sort(CONFIDENCE_COLUMNS[0])
+
+    def _confidence_values(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(keep, confidence, evidence weight, error ratio)``: the agents with evidence (a
+        mask over the known agents) and, for them, the confidence frame's numbers."""
         p = self.policy
         floor, ceiling, tol = p.confidence_floor, p.confidence_ceiling, p.confidence_tolerance
         w0, z0 = p.confidence_prior_weight, prior_ratio(p)
@@ -1027,19 +1064,16 @@ class IncrementalStats:
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(total > 0, (w0 * z0 + wz) / total, z0)
             conf = np.where(ratio <= tol, ceiling, floor + (ceiling - floor) * tol / ratio)
-        columns = [
-            pl.Series(self.names, dtype=pl.String).filter(pl.Series(keep)),
-            pl.Series(np.clip(conf, floor, ceiling), dtype=pl.Float64),
-            pl.Series(self._col("conf_n")[keep], dtype=pl.Int64),
-            pl.Series(w, dtype=pl.Float64),
-            pl.Series(ratio, dtype=pl.Float64),
-        ]
-        frame = pl.DataFrame(
-            {name: s.alias(name) for name, s in zip(CONFIDENCE_COLUMNS, columns, strict=True)}
-        )
-        return frame.sort(CONFIDENCE_COLUMNS[0])
+        return keep, np.clip(conf, floor, ceiling), w, ratio
 
     def _tails_frame(self, alpha: float = 0.05) -> pl.DataFrame:
+        return with_prior(
+            pl.DataFrame(self._tail_rows(alpha), schema=_TAIL_ROW, orient="row"), self.policy
+        )
+
+    def _tail_rows(self, alpha: float = 0.05) -> list[tuple[str, int, float, float, float, float]]:
+        """One row per strategy with records, in name order: ``strategy, n``, the raw CVaR,
+        the worst, mean and mean absolute gap (the tails frame before :func:`with_prior`)."""
         rows = []
         codes = self._strategies.index
         gap_sums, abs_sums = self._tail_gap.value(), self._tail_abs.value()
@@ -1064,14 +1098,7 @@ class IncrementalStats:
                     float(abs_sums[codes[strategy]]) / t.n,
                 )
             )
-        schema = {
-            "strategy": pl.String,
-            "n": pl.Int64,
-            **dict.fromkeys(
-                ("gap_cvar95_bps", "worst_gap", "mean_gap", "mean_abs_gap"), pl.Float64
-            ),
-        }
-        return with_prior(pl.DataFrame(rows, schema=schema, orient="row"), self.policy)
+        return rows
 
     # ------------------------------------------------------------------ persistence
 
@@ -1206,13 +1233,27 @@ def _insert_sorted(tail: _Tail, values: np.ndarray) -> None:
         keep = 2 * m + 1024
         kth = np.partition(np.concatenate([tail.buffer, values]), keep - 1)[keep - 1]
         buffer, values = tail.buffer[tail.buffer <= kth], values[values <= kth]
-        values = np.sort(values, kind="stable")
-        merged = np.insert(buffer, np.searchsorted(buffer, values), values)
+        merged = _merge_sorted(buffer, np.sort(values, kind="stable"))
         tail.threshold = float(merged[keep - 1])
         tail.buffer = merged[merged <= tail.threshold]
         return
-    values = np.sort(values, kind="stable")
-    tail.buffer = np.insert(tail.buffer, np.searchsorted(tail.buffer, values), values)
+    tail.buffer = _merge_sorted(tail.buffer, np.sort(values, kind="stable"))
+
+
+def _merge_sorted(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``np.insert(buffer, np.searchsorted(buffer, values), values)`` (both sorted): each value
+    before the equal ones already there. A few values (a cycle's new tail gaps) are placed by
+    slice copies between their positions: ``np.insert`` builds a mask of the whole buffer."""
+    if values.size > 32:
+        return np.insert(buffer, np.searchsorted(buffer, values), values)
+    out = np.empty(buffer.size + values.size, dtype=buffer.dtype)
+    at = 0
+    for shift, position in enumerate(np.searchsorted(buffer, values).tolist()):
+        out[at + shift : position + shift] = buffer[at:position]
+        out[position + shift] = values[shift]
+        at = position
+    out[at + values.size :] = buffer[at:]
+    return out
 
 
 def _remove_sorted(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:
