@@ -61,10 +61,10 @@ __all__ = ["ArrayStats", "LedgerArrays"]
 
 
 def _codes(series: pl.Series) -> tuple[list[str], np.ndarray]:
-    """Names in order of first appearance and each value's number among them (int64)."""
-    names = series.unique(maintain_order=True)
-    codes = series.cast(pl.Enum(names.to_list())).to_physical().to_numpy().astype(np.int64)
-    return names.to_list(), codes
+    """The distinct names and each value's number among them (int64)."""
+    names = series.unique().to_list()  # any order: the engine numbers agents as they come
+    codes = series.cast(pl.Enum(names)).to_physical().to_numpy().astype(np.int64)
+    return names, codes
 
 
 class LedgerArrays:
@@ -93,12 +93,11 @@ class LedgerArrays:
         self.strategy_objects = np.array(self.strategy_names, dtype=object)
         self.record_id = frame["record_id"]
         at = frame["horizon_hours"].to_numpy() == horizon
-        if bool(at.all()):
-            rows: np.ndarray | slice = slice(None)
-            self.h_row = np.arange(frame.height)
-        else:
-            rows = np.flatnonzero(at)
-            self.h_row = rows
+        # the row (in these columns) of each row at the horizon; None: every row is
+        rows: np.ndarray | slice = slice(None)
+        self.h_row: np.ndarray | None = None
+        if not bool(at.all()):
+            rows = self.h_row = np.flatnonzero(at)
         self.h_matured = self.matured[rows]
         self.h_ts = self.ts[rows]
         self.h_agent = self.agent[rows]
@@ -301,7 +300,7 @@ class ArrayStats(IncrementalStats):
         self._col("last_m")[agents] = a.h_matured[h_rows]
         self._col("last_t")[agents] = a.h_ts[h_rows]
         self._col("last_strategy")[agents] = a.strategy_objects[a.h_strategy[h_rows]]
-        self._rows["last_rid"][agents] = a.h_row[h_rows]
+        self._rows["last_rid"][agents] = h_rows if a.h_row is None else a.h_row[h_rows]
 
     def _recompute_rows(self, agents: np.ndarray, i: int, j: int) -> None:
         """``_recompute_agents``: the stats of ``agents`` from their horizon rows in ``[i, j)``
