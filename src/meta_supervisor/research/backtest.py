@@ -429,8 +429,7 @@ def run_backtest(
                 )
                 previous[name] = decision.weights
                 decisions[name].append(decision)
-                for agent, w in decision.weights.items():
-                    weights[name][k, col[agent]] = w
+                _place(weights[name][k], col, decision.weights)
             if baseline_names:
                 base_stats, base_conf, base_tails = frames.get(frames_key(policy)) or cycle_frames(
                     ledger, t, policy
@@ -488,6 +487,13 @@ def run_backtest(
         default_method=policy.profile.value,
         info={**(info or {}), **({"calendar": True} if calendar else {})},
     )
+
+
+def _place(row: np.ndarray, col: dict[str, int], weights: dict[str, float]) -> None:
+    """``row[col[agent]] = w`` for every agent's weight (one fancy assignment)."""
+    if weights:
+        at = np.fromiter(map(col.__getitem__, weights), np.int64, len(weights))
+        row[at] = np.fromiter(weights.values(), np.float64, len(weights))
 
 
 def _walk(ledger: SortedLedger, horizon: int) -> LedgerArrays | None:
