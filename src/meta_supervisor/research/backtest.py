@@ -271,19 +271,23 @@ def agent_period_pnl(
     else:
         bounds = pl.Series([*times, period_end]).cast(records.schema["ts"])
         period = (pl.lit(bounds).search_sorted(pl.col("ts"), side="right") - 1).cast(pl.Int64)
+    # agents as numbers (an enum of the names asked for; others are null and not booked)
+    names = list(col)
     booked = (
         records.lazy()
         .filter(pl.col("horizon_hours") == horizon_hours)
-        .with_columns(period.alias("_k"))
-        .filter((pl.col("_k") >= 0) & (pl.col("_k") < len(times)))
-        .group_by("_k", "agent")
+        .with_columns(
+            period.alias("_k"), pl.col("agent").cast(pl.Enum(names), strict=False).alias("_a")
+        )
+        .filter((pl.col("_k") >= 0) & (pl.col("_k") < len(times)) & pl.col("_a").is_not_null())
+        .group_by("_k", "_a")
         .agg(pl.col("realized_pnl_bps").mean().alias("_p"))
         .collect()
     )
     rows = booked["_k"].to_numpy()
-    cols = np.array([col.get(a, -1) for a in booked["agent"].to_list()], dtype=np.int64)
-    keep = cols >= 0
-    p[rows[keep], cols[keep]] = booked["_p"].to_numpy()[keep]
+    to_col = np.array([col[name] for name in names], dtype=np.int64)
+    cols = to_col[booked["_a"].to_physical().to_numpy().astype(np.int64)]
+    p[rows, cols] = booked["_p"].to_numpy()
     return p
 
 

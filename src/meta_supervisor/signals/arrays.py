@@ -61,9 +61,9 @@ __all__ = ["ArrayStats", "LedgerArrays"]
 
 
 def _codes(series: pl.Series) -> tuple[list[str], np.ndarray]:
-    """The distinct names and each value's number among them (int64)."""
+    """The distinct names and each value's number among them (int32)."""
     names = series.unique().to_list()  # any order: the engine numbers agents as they come
-    codes = series.cast(pl.Enum(names)).to_physical().to_numpy().astype(np.int64)
+    codes = series.cast(pl.Enum(names)).to_physical().to_numpy().astype(np.int32)
     return names, codes
 
 
