@@ -385,6 +385,16 @@ class ArrayStats(IncrementalStats):
             lambda: np.argsort(np.array(names, dtype=object), kind="stable"),
         )
 
+    def _names_column(
+        self, cache: str, name: str, names: list[str], rows: np.ndarray, key: tuple[object, ...]
+    ) -> pl.Series:
+        """``names[rows]`` as a string column, kept under ``cache`` while ``key`` is the same
+        (the agents and their order change rarely from one cycle to the next)."""
+        column = self._cached(
+            cache, key, lambda: pl.Series(name, [names[i] for i in rows], dtype=pl.String)
+        )
+        return column  # type: ignore[return-value]
+
     def _walk_stats(self, telemetry: pl.DataFrame | None) -> pl.DataFrame:
         values = self._stats_values()
         size = len(self.names)
@@ -426,9 +436,10 @@ class ArrayStats(IncrementalStats):
             values["last_matured_at"] = np.concatenate(
                 [values["last_matured_at"], np.full(pad, _NONE, dtype=np.int64)]
             )
-        order = self._name_rank("walk_stats", names, (index, len(self.names), extra.tobytes()))
+        same = (index, len(self.names), extra.tobytes())
+        order = self._name_rank("walk_stats", names, same)
         columns = [
-            pl.Series("agent", [names[i] for i in order], dtype=pl.String),
+            self._names_column("walk_stats_agents", "agent", names, order, same),
             pl.Series("strategy", values["strategy"][order].tolist(), dtype=pl.String),
             pl.Series("n_records", values["n_records"][order], dtype=pl.Int64),
             *(
@@ -490,7 +501,13 @@ class ArrayStats(IncrementalStats):
         sel = position[kept]  # their place in the values (agents with evidence, by number)
         return pl.DataFrame(
             [
-                pl.Series(CONFIDENCE_COLUMNS[0], [self.names[i] for i in kept], dtype=pl.String),
+                self._names_column(
+                    "walk_conf_agents",
+                    CONFIDENCE_COLUMNS[0],
+                    self.names,
+                    kept,
+                    (len(self.names), kept.tobytes()),
+                ),
                 pl.Series(CONFIDENCE_COLUMNS[1], conf[sel], dtype=pl.Float64),
                 pl.Series(CONFIDENCE_COLUMNS[2], self._col("conf_n")[kept], dtype=pl.Int64),
                 pl.Series(CONFIDENCE_COLUMNS[3], w[sel], dtype=pl.Float64),
