@@ -390,3 +390,31 @@ def test_cycles_after_a_lost_engine_state_record_the_bytes_of_the_warm_path(
         )
     assert lost.history.read_bytes() == warm.history.read_bytes()
     assert lost.decision.read_bytes() == warm.decision.read_bytes()
+
+
+def test_a_warm_cycle_scans_only_the_segments_its_time_ranges_overlap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store appended hourly holds thousands of segments: each range the engine reads
+    (entering, leaving, recomputed agents) scans the segments whose bounds overlap it, not
+    the whole store."""
+    paths = _store_paths(tmp_path)
+    policy = Policy(lookback_hours=6.0, confidence_lookback_hours=6.0, cvar_lookback_hours=6.0)
+    for day in range(5):
+        _append(paths, _records([("a", "s1", -2, 1.0, 0.5)], day, T0 + timedelta(days=day)))
+    run_cycle(paths, T0 + timedelta(days=4), policy)
+    _append(paths, _records([("a", "s1", 1, 2.0, 0.5)], 9, T0 + timedelta(days=4)))
+    scanned: list[str] = []
+    original = LedgerStore._scan_segments
+
+    def spy(self, kind, segments):
+        if kind == "records":
+            scanned.extend(s.path for s in segments)
+        return original(self, kind, segments)
+
+    monkeypatch.setattr(LedgerStore, "_scan_segments", spy)
+    decision, ledger = run_cycle(paths, T0 + timedelta(days=4, hours=3), policy)
+    assert ledger.engine is not None and ledger.engine.mode == "warm"
+    records = LedgerStore(paths.ledger).manifest().of("records")
+    assert scanned and set(scanned) <= {s.path for s in records[-2:]}
+    assert decision.agents["a"]["inputs"]["n_records"] == 2

@@ -508,13 +508,15 @@ def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> 
 
 def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger, Manifest] | None:
     """The store's snapshot for a cycle that takes its statistics from the engine: telemetry of
-    the stats window and the quarantine (records are not read); ``None`` without a store."""
+    the stats window (``ts``, ``agent``, ``is_error``) and the quarantine (records are not
+    read); ``None`` without a store."""
     store = LedgerStore(paths.ledger) if paths.ledger is not None else None
     if store is None or not store.exists():
         return None
     manifest = store.manifest()
     store.check(manifest)
-    telemetry = store.telemetry(as_of, policy.lookback_hours, manifest)
+    # the error rate is all the engine reads of it
+    telemetry = store.telemetry(as_of, policy.lookback_hours, manifest, ["ts", "agent", "is_error"])
     return Ledger(empty_records(), telemetry, store.quarantine(manifest)), manifest
 
 

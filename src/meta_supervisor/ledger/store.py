@@ -171,6 +171,10 @@ class AppendResult:
     generation: int = 0
 
 
+#: The last manifest parsed per store (file path -> its text and the parse).
+_PARSED: dict[Path, tuple[str, Manifest]] = {}
+
+
 class LedgerStore:
     """The ledger directory: snapshot reads for anyone, appends under the writer lock."""
 
@@ -192,12 +196,22 @@ class LedgerStore:
         return self.manifest_path.is_file()
 
     def manifest(self) -> Manifest:
-        """The current snapshot (empty if nothing was ever committed)."""
+        """The current snapshot (empty if nothing was ever committed).
+
+        The file is read every time; its parse is kept while the text is the same (a
+        process that runs cycles, the service, re-reads an unchanged index of thousands of
+        segments each hour; a :class:`Manifest` is immutable)."""
         try:
             text = self.manifest_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return Manifest()
-        return Manifest.from_json(text, self.manifest_path)
+        key = self.manifest_path.resolve()
+        kept = _PARSED.get(key)
+        if kept is not None and kept[0] == text:
+            return kept[1]
+        manifest = Manifest.from_json(text, self.manifest_path)
+        _PARSED[key] = (text, manifest)
+        return manifest
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -313,16 +327,20 @@ class LedgerStore:
         as_of: datetime | None = None,
         lookback_hours: float | None = None,
         manifest: Manifest | None = None,
+        columns: list[str] | None = None,
     ) -> pl.DataFrame:
-        """Telemetry runs with ``ts`` in ``(as_of − lookback, as_of]`` (all when not given)."""
+        """Telemetry runs with ``ts`` in ``(as_of − lookback, as_of]`` (all when not given);
+        only ``columns`` when given (a cycle reads ``ts``, ``agent`` and ``is_error``)."""
         manifest = manifest or self.manifest()
         if as_of is None:
-            return self.scan("telemetry", manifest=manifest).collect()
-        start = None if lookback_hours is None else as_of - timedelta(hours=lookback_hours)
-        cond = pl.col("ts") <= as_of
-        if start is not None:
-            cond = cond & (pl.col("ts") > start)
-        return self.scan("telemetry", start, as_of, manifest).filter(cond).collect()
+            lazy = self.scan("telemetry", manifest=manifest)
+        else:
+            start = None if lookback_hours is None else as_of - timedelta(hours=lookback_hours)
+            cond = pl.col("ts") <= as_of
+            if start is not None:
+                cond = cond & (pl.col("ts") > start)
+            lazy = self.scan("telemetry", start, as_of, manifest).filter(cond)
+        return (lazy if columns is None else lazy.select(columns)).collect()
 
     def quarantine(self, manifest: Manifest | None = None) -> pl.DataFrame:
         """Every refused row ever ingested, in commit order."""

@@ -27,7 +27,7 @@ advancing it (``late`` records do not exist in a walk over a fixed ledger).
 
 ``record_id`` is read only where a state keeps it (each agent's last and latest record): as a
 row number, turned into the string when a caller reads the state's text columns
-(:meth:`ArrayStats.sync`, done by :meth:`ArrayStats.to_bytes`).
+(:meth:`ArrayStats.sync`, done by :meth:`ArrayStats.state_arrays`, which ``to_bytes`` calls).
 """
 
 from __future__ import annotations
@@ -360,10 +360,10 @@ class ArrayStats(IncrementalStats):
                 column[have] = np.array(ids, dtype=object)
         self._unsynced = False
 
-    def to_bytes(self) -> bytes:
-        """The engine's state file (text columns written first)."""
+    def state_arrays(self, buffers: bool = True) -> dict[str, np.ndarray]:
+        """The engine's state arrays (what ``to_bytes`` stores), text columns written first."""
         self.sync()
-        return super().to_bytes()
+        return super().state_arrays(buffers)
 
     # ------------------------------------------------------------------ frames
 

@@ -48,9 +48,12 @@ cached on the frame's identity, or built by the caller and passed instead of the
 
 Telemetry (error rate) is recomputed every cycle: it is a small frame.
 
-State persists as one binary ``.npz`` file (numpy arrays, no pickle; :meth:`save`, written to a
-temp file, fsynced and renamed); a file of another version, another policy, or unreadable,
-raises :class:`StateMismatch` naming the file and the reason.
+State persists as one binary ``.npz`` (numpy arrays, no pickle; :meth:`to_bytes`, of
+:meth:`state_arrays`); bytes of another version, another policy, or unreadable, raise
+:class:`StateMismatch` naming the file and the reason. Between two whole saves the live cycle
+journals what changed (:mod:`meta_supervisor.signals.journal`): the arrays' changed rows, and
+the tail buffers' changes, which the state logs as it makes them once :meth:`track_tails` is
+called (:meth:`take_tail_log`).
 """
 
 from __future__ import annotations
@@ -58,11 +61,12 @@ from __future__ import annotations
 import io
 import json
 import math
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -72,6 +76,7 @@ from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.cadence import cadence_hours
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.signals.exact import ExactSums
+from meta_supervisor.signals.journal import remove_sorted as _remove_sorted
 from meta_supervisor.signals.measures import tail_count
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
@@ -82,9 +87,12 @@ __all__ = [
     "CHUNK_ROWS",
     "STATE_VERSION",
     "IncrementalStats",
+    "RangeScans",
     "SortedLedger",
     "StateMismatch",
+    "buffer_arrays",
     "frames_at",
+    "read_npz",
 ]
 
 #: Records advanced at once when a state is built from scratch (about 0.4 GiB of columns).
@@ -171,18 +179,33 @@ class SortedLedger:
         return self.frame.slice(i, max(j - i, 0))
 
 
-class _Source:
-    """Time-range reads of a ledger: slices of a :class:`SortedLedger` or filters of a scan."""
+class RangeScans(Protocol):
+    """A ledger read by time range from files that each cover a known range of ``matured_at``
+    (the store's segments): ``scan(low_us, high_us)`` is a lazy scan of the files that may hold
+    a ``matured_at`` in ``(low, high]`` (µs; ``None``: unbounded), rows not yet filtered."""
 
-    def __init__(self, ledger: SortedLedger | pl.LazyFrame) -> None:
+    def scan(self, low_us: int | None, high_us: int | None) -> pl.LazyFrame:
+        """The lazy rows of the files that may hold times in ``(low, high]``."""
+        ...
+
+
+class _Source:
+    """Time-range reads of a ledger: slices of a :class:`SortedLedger`, filters of a scan, or
+    filters of the files a :class:`RangeScans` names for the range."""
+
+    def __init__(self, ledger: SortedLedger | pl.LazyFrame | RangeScans) -> None:
         self.ledger = ledger
 
     def range(self, low_us: int, high_us: int) -> pl.LazyFrame:
         if isinstance(self.ledger, SortedLedger):
             return self.ledger.range(low_us, high_us).lazy()
+        if isinstance(self.ledger, pl.LazyFrame):
+            lazy = self.ledger
+        else:
+            lazy = self.ledger.scan(None if low_us < -(2**61) else low_us, high_us).select(COLUMNS)
         low = pl.lit(low_us).cast(UTC_US)
         high = pl.lit(high_us).cast(UTC_US)
-        return self.ledger.filter((pl.col("matured_at") > low) & (pl.col("matured_at") <= high))
+        return lazy.filter((pl.col("matured_at") > low) & (pl.col("matured_at") <= high))
 
     def frame(self, low_us: int, high_us: int, horizon: int | None = None) -> pl.DataFrame:
         """:meth:`range` as a frame of :data:`COLUMNS`, at ``horizon`` when given (an empty
@@ -381,6 +404,9 @@ class IncrementalStats:
         self.conf_anchor_us: int | None = None
         self._conf_w, self._conf_wz = ExactSums(), ExactSums()
         self._tail_gap, self._tail_abs = ExactSums(), ExactSums()
+        # the tail buffers' changes since :meth:`track_tails` (a journal entry's part for
+        # them, :mod:`meta_supervisor.signals.journal`); None: not tracked
+        self._tail_log: list[tuple[str, str, Any]] | None = None
 
     # ------------------------------------------------------------------ agent columns
 
@@ -454,7 +480,7 @@ class IncrementalStats:
     def _horizon(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
         return lazy.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
 
-    def _source(self, ledger: pl.DataFrame | pl.LazyFrame | SortedLedger) -> _Source:
+    def _source(self, ledger: pl.DataFrame | pl.LazyFrame | SortedLedger | RangeScans) -> _Source:
         if isinstance(ledger, SortedLedger):
             return _Source(ledger)
         if isinstance(ledger, pl.DataFrame):
@@ -468,13 +494,15 @@ class IncrementalStats:
             ):
                 self._sorted = cached = SortedLedger(ledger)
             return _Source(cached)
-        return _Source(ledger.lazy().select(COLUMNS))
+        if isinstance(ledger, pl.LazyFrame):
+            return _Source(ledger.select(COLUMNS))
+        return _Source(ledger)
 
     # ------------------------------------------------------------------ the cycle
 
     def advance(
         self,
-        ledger: pl.DataFrame | pl.LazyFrame | SortedLedger,
+        ledger: pl.DataFrame | pl.LazyFrame | SortedLedger | RangeScans,
         as_of: datetime,
         late: pl.DataFrame | None = None,
     ) -> None:
@@ -497,14 +525,19 @@ class IncrementalStats:
                 entering = pl.concat([entering, late.select(COLUMNS)])
                 late_ids = late["record_id"]
         leaving: list[pl.DataFrame] = []
+        read: dict[int, pl.DataFrame] = {}  # windows of the same length leave the same rows
         for lookback in windows:
             if prev is None or now - lookback <= prev - lookback or lookback <= 0:
                 leaving.append(entering.clear())
+                continue
+            if lookback in read:
+                leaving.append(read[lookback])
                 continue
             # counted before: matured in (prev − L, prev]; out now: ≤ now − L
             out = src.frame(prev - lookback, min(prev, now - lookback), self.policy.horizon_hours)
             if late_ids is not None and out.height:
                 out = out.filter(~pl.col("record_id").is_in(late_ids.implode()))
+            read[lookback] = out
             leaving.append(out)
         # in record order once: every subset below keeps it
         entering = self._with_codes(_in_order(entering))
@@ -776,8 +809,12 @@ class IncrementalStats:
             values = gaps[order[a:b]]
             if sign > 0:
                 _insert_sorted(tail, values)
+                self._log_tail(names[code], "insert", np.sort(values, kind="stable"))
+                self._log_tail(names[code], "cut", tail.threshold)
             else:
-                tail.buffer = _remove_sorted(tail.buffer, np.sort(values, kind="stable"))
+                values = np.sort(values, kind="stable")
+                tail.buffer = _remove_sorted(tail.buffer, values)
+                self._log_tail(names[code], "remove", values)
 
     def _refill_tails(self, src: _Source, low: int, high: int) -> None:
         short = self._short_tails()
@@ -799,6 +836,8 @@ class IncrementalStats:
         short = []
         for strategy, tail in self.tails.items():
             if tail.n <= 0:
+                if tail.buffer.size:
+                    self._log_tail(strategy, "set", np.empty(0))
                 tail.n, tail.threshold, tail.buffer = 0, math.inf, np.empty(0)
                 continue
             _, m = tail_count(tail.n)
@@ -808,6 +847,7 @@ class IncrementalStats:
                 keep = 2 * m + 1024
                 tail.threshold = float(tail.buffer[keep - 1])
                 tail.buffer = tail.buffer[tail.buffer <= tail.threshold]
+                self._log_tail(strategy, "cut", tail.threshold)
         return short
 
     def _refill_tail(self, strategy: str, gaps: np.ndarray) -> None:
@@ -818,6 +858,7 @@ class IncrementalStats:
         keep = min(values.size, 2 * m + 1024)
         tail.threshold = float(values[keep - 1]) if keep < values.size else math.inf
         tail.buffer = values[values <= tail.threshold]
+        self._log_tail(strategy, "set", tail.buffer)
         self.refilled_strategies += 1
 
     # ------------------------------------------------------------------ outputs
@@ -1102,12 +1143,40 @@ class IncrementalStats:
 
     # ------------------------------------------------------------------ persistence
 
+    def _log_tail(self, strategy: str, op: str, value: Any) -> None:
+        """Record a change of ``strategy``'s tail buffer when tracked (:meth:`track_tails`)."""
+        if self._tail_log is not None:
+            self._tail_log.append((strategy, op, value))
+
+    def track_tails(self) -> None:
+        """From now on, record every change of a tail buffer (see :meth:`take_tail_log`): a
+        journal entry stores them instead of the buffers (:mod:`.journal`)."""
+        self._tail_log = []
+
+    def take_tail_log(self) -> list[tuple[str, str, Any]] | None:
+        """The tail buffers' changes since :meth:`track_tails` or the last call, in order, as
+        ``(strategy, op, value)``: ``insert`` (sorted gaps), ``remove`` (sorted gaps), ``cut``
+        (keep the gaps at or below a threshold), ``set`` (the whole buffer); ``None`` when not
+        tracked. Tracking goes on from an empty log."""
+        log = self._tail_log
+        if log is not None:
+            self._tail_log = []
+        return log
+
     def to_bytes(self) -> bytes:
-        """The whole state as an uncompressed ``.npz`` (numpy arrays only, no pickle).
+        """The whole state as an uncompressed ``.npz`` (numpy arrays only, no pickle):
+        :meth:`state_arrays`."""
+        out = io.BytesIO()
+        np.savez(out, allow_pickle=False, **self.state_arrays())
+        return out.getvalue()
+
+    def state_arrays(self, buffers: bool = True) -> dict[str, np.ndarray]:
+        """The whole state as named arrays (fresh copies; what :meth:`to_bytes` stores).
 
         Text columns are stored as fixed-width unicode with a null mask; tail buffers are
-        concatenated with their offsets; the header (version, policy fingerprint, ``as_of``) is
-        one JSON string.
+        concatenated with their offsets (``t_offsets``, ``t_buffer``; left out when ``buffers``
+        is false: a journal entry records their changes instead); the header (version, policy
+        fingerprint, ``as_of``) is one JSON string.
         """
         header = {
             "version": STATE_VERSION,
@@ -1120,44 +1189,54 @@ class IncrementalStats:
             "names": np.array(self.names, dtype=str),
         }
         for name in (*_FLOATS, *_INTS):
-            arrays[f"a_{name}"] = self._col(name)
+            arrays[f"a_{name}"] = self._col(name).copy()
         for name in _TEXTS:
             values = self._col(name)
             missing = np.array([v is None for v in values], dtype=bool)
             arrays[f"a_{name}"] = np.array(["" if v is None else v for v in values], dtype=str)
             arrays[f"a_{name}_null"] = missing
-        arrays.update(self._conf_w.to_arrays("c_w"))
-        arrays.update(self._conf_wz.to_arrays("c_wz"))
+        # fresh copies (a kept image of the state must not change with it), in the file's order
+        for sums, prefix in ((self._conf_w, "c_w"), (self._conf_wz, "c_wz")):
+            arrays.update({k: v.copy() for k, v in sums.to_arrays(prefix).items()})
         strategies = self._strategies.names  # in number order: the exact sums' groups
         tails = [self.tails[s] for s in strategies]
         arrays["t_names"] = np.array(strategies, dtype=str)
         arrays["t_n"] = np.array([t.n for t in tails], dtype=np.int64)
-        arrays.update(self._tail_gap.to_arrays("t_gap"))
-        arrays.update(self._tail_abs.to_arrays("t_abs"))
+        for sums, prefix in ((self._tail_gap, "t_gap"), (self._tail_abs, "t_abs")):
+            arrays.update({k: v.copy() for k, v in sums.to_arrays(prefix).items()})
         arrays["t_threshold"] = np.array([t.threshold for t in tails], dtype=np.float64)
-        sizes = np.array([t.buffer.size for t in tails], dtype=np.int64)
-        arrays["t_offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        arrays["t_buffer"] = (
-            np.concatenate([t.buffer for t in tails]).astype("<f8") if tails else np.empty(0)
-        )
-        out = io.BytesIO()
-        np.savez(out, allow_pickle=False, **arrays)
-        return out.getvalue()
+        if buffers:
+            arrays.update(buffer_arrays([t.buffer for t in tails]))
+        return arrays
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, policy: Policy, source: Path | str = "<bytes>"
+        cls, data: bytes, policy: Policy, source: Path | str = "<bytes>", *, verified: bool = False
     ) -> IncrementalStats:
         """Restore a state written by :meth:`to_bytes` for the same policy.
+
+        ``verified``: the caller holds the bytes against a hash of its own (the engine's
+        ``engine.json``), so the arrays are read as views of ``data`` without the zip
+        members' CRC check (:func:`read_npz`; about 15 ms less for a 10 MB state).
 
         Raises :class:`StateMismatch` (naming ``source``) for another version, another policy,
         or bytes that are not a complete state.
         """
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-            header = json.loads(str(arrays["header"]))
+            arrays = read_npz(data, check=not verified)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise StateMismatch(source, f"not a readable state ({type(err).__name__})") from err
+        return cls.from_arrays(arrays, policy, source)
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], policy: Policy, source: Path | str = "<arrays>"
+    ) -> IncrementalStats:
+        """Restore a state from :meth:`state_arrays` (with the tail buffers), as
+        :meth:`from_bytes`."""
+        try:
+            header = json.loads(str(arrays["header"]))
+        except (ValueError, KeyError) as err:
             raise StateMismatch(source, f"not a readable state ({type(err).__name__})") from err
         if not isinstance(header, dict) or header.get("version") != STATE_VERSION:
             version = header.get("version") if isinstance(header, dict) else None
@@ -1216,6 +1295,57 @@ class IncrementalStats:
         return inc
 
 
+def read_npz(data: bytes, *, check: bool = True) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed ``.npz`` (no pickle).
+
+    With ``check`` (the default) this is ``np.load``, which checks each member's CRC. Without,
+    for bytes the caller has checked against a hash of its own, each member's ``.npy`` header
+    is parsed and its data taken as a read-only view of ``data`` (no CRC, no copy); any member
+    that is not a stored ``.npy`` of format 1.0 or 2.0 falls back to ``np.load``.
+    """
+    if check:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = archive.infolist()
+    for info in members:
+        if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+            return read_npz(data)
+        at = info.header_offset
+        if data[at : at + 4] != b"PK\x03\x04":
+            return read_npz(data)
+        name_len, extra_len = struct.unpack("<HH", data[at + 26 : at + 30])
+        start = at + 30 + name_len + extra_len
+        head = io.BytesIO(data[start : start + 65536])
+        version = np.lib.format.read_magic(head)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
+        else:
+            return read_npz(data)
+        if dtype.hasobject:
+            raise ValueError(f"{info.filename}: object arrays are not read")
+        count = math.prod(shape)
+        begin = start + head.tell()
+        if begin + count * dtype.itemsize > start + info.file_size:
+            raise ValueError(f"{info.filename}: shorter than its header says")
+        values = np.frombuffer(data, dtype=dtype, count=count, offset=begin)
+        out[info.filename[:-4]] = values.reshape(shape, order="F" if fortran else "C")
+    return out
+
+
+def buffer_arrays(buffers: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The tail buffers (in strategy number order) as the state's ``t_offsets`` and
+    ``t_buffer`` arrays."""
+    sizes = np.array([b.size for b in buffers], dtype=np.int64)
+    return {
+        "t_offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        "t_buffer": np.concatenate(buffers).astype("<f8") if buffers else np.empty(0),
+    }
+
+
 def _insert_sorted(tail: _Tail, values: np.ndarray) -> None:
     """Insert ``values`` (a strategy's new gaps at or below its threshold, in row order) into
     its sorted tail buffer, keeping only what :meth:`IncrementalStats._refill_tails` would keep.
@@ -1254,19 +1384,6 @@ def _merge_sorted(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:
         at = position
     out[at + values.size :] = buffer[at:]
     return out
-
-
-def _remove_sorted(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``buffer`` (sorted) without one occurrence of each of ``values`` (sorted)."""
-    if not values.size:
-        return buffer
-    left = np.searchsorted(buffer, values, side="left")
-    # the j-th repeat of a value removes the j-th equal element
-    first = np.searchsorted(values, values, side="left")
-    positions = left + (np.arange(values.size) - first)
-    inside = positions < buffer.size
-    positions, values = positions[inside], values[inside]
-    return np.delete(buffer, positions[buffer[positions] == values])
 
 
 def frames_at(
