@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 from test_incremental import T0, _frame, _record, _telemetry, inexact_record_st
 
 from helpers import assert_same_bits
-from meta_supervisor.policy.model import Policy
+from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.signals.arrays import ArrayStats, LedgerArrays
 from meta_supervisor.signals.incremental import IncrementalStats, _merge_sorted
 
 walk_policy_st = st.builds(
     Policy,
+    profile=st.just(Profile.EVIDENCE),  # cadence off (0.0) is refused under select, the default
     lookback_hours=st.sampled_from([6.0, 10.0, 1000.0]),
     confidence_lookback_hours=st.sampled_from([8.0, 200.0]),
     cvar_lookback_hours=st.sampled_from([5.0, 12.0, 1000.0]),
