@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -328,3 +328,38 @@ def test_the_array_walk_gives_the_per_cycle_paths_backtest_bit_for_bit(fleet, pr
         # every decision whole: weights, portfolio, explanations, inputs fingerprint
         assert method.decisions == stepped.methods[name].decisions
     assert json.dumps(walked.to_dict()) == json.dumps(stepped.to_dict())
+
+
+def test_period_pnl_sums_in_record_order_whatever_the_thread_split():
+    """The period mean is the left-to-right sum of the records in the order given, over their
+    count: the same bits in every run. Polars' parallel group-by summed partitions in an order
+    that varied between two calls in one process at 10M records (a backtest's metrics differed
+    in their last bits); the values here make the order visible (1e16 absorbs a 1 in one
+    order, not in another), on enough rows for the group-by to split them."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    n = 400_000
+    rng = np.random.default_rng(7)
+    agent = rng.integers(0, 3, n)
+    values = rng.choice(np.array([1e16, 1.0, -1e16, 3.0, 0.5]), n)
+    seconds = rng.integers(0, 4 * 3600, n)
+    records = pl.DataFrame(
+        {
+            "s": seconds,
+            "agent": [f"a{i}" for i in agent],
+            "horizon_hours": np.full(n, 24, dtype=np.int64),
+            "realized_pnl_bps": values,
+        }
+    ).select(
+        (pl.lit(t0) + pl.duration(seconds=pl.col("s"))).alias("ts"),
+        "agent",
+        "horizon_hours",
+        "realized_pnl_bps",
+    )
+    times = [t0 + timedelta(hours=h) for h in range(4)]
+    got = agent_period_pnl(records, times, 1.0, 24, ["a0", "a1", "a2"])
+    period = seconds // 3600
+    for k in range(4):
+        for i in range(3):
+            chosen = values[(period == k) & (agent == i)]
+            expected = sum(chosen.tolist(), 0.0) / chosen.size  # left to right
+            assert got[k, i] == expected or (math.isnan(got[k, i]) and math.isnan(expected))

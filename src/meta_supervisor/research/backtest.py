@@ -65,6 +65,7 @@ from rich.progress import (
 )
 
 from meta_supervisor.allocate.decision import Decision
+from meta_supervisor.allocate.explain import gc_paused
 from meta_supervisor.allocate.profiles import method_for
 from meta_supervisor.cycle.run import (
     Ledger,
@@ -258,7 +259,9 @@ def agent_period_pnl(
 
     Periods are ``[times[k], times[k] + every)``, or with ``period_end`` (irregular times, a
     trading calendar) ``[times[k], times[k + 1])`` and ``[times[-1], period_end)``; 0 where the
-    agent has no record there.
+    agent has no record there. The mean is the left-to-right sum of the records in the order
+    given over their count (``np.bincount``), so every run gives the same bits (a parallel
+    group-by's sum order varied with the thread split).
     """
     p = np.zeros((len(times), len(agents)))
     if not times or not agents:
@@ -276,18 +279,21 @@ def agent_period_pnl(
     booked = (
         records.lazy()
         .filter(pl.col("horizon_hours") == horizon_hours)
-        .with_columns(
-            period.alias("_k"), pl.col("agent").cast(pl.Enum(names), strict=False).alias("_a")
+        .select(
+            period.alias("_k"),
+            pl.col("agent").cast(pl.Enum(names), strict=False).to_physical().alias("_a"),
+            pl.col("realized_pnl_bps").alias("_p"),
         )
         .filter((pl.col("_k") >= 0) & (pl.col("_k") < len(times)) & pl.col("_a").is_not_null())
-        .group_by("_k", "_a")
-        .agg(pl.col("realized_pnl_bps").mean().alias("_p"))
         .collect()
     )
-    rows = booked["_k"].to_numpy()
     to_col = np.array([col[name] for name in names], dtype=np.int64)
-    cols = to_col[booked["_a"].to_physical().to_numpy().astype(np.int64)]
-    p[rows, cols] = booked["_p"].to_numpy()
+    cell = booked["_k"].to_numpy() * len(agents) + to_col[booked["_a"].to_numpy()]
+    size = p.size
+    total = np.bincount(cell, weights=booked["_p"].to_numpy(), minlength=size)
+    count = np.bincount(cell, minlength=size)
+    seen = count > 0
+    p.reshape(-1)[seen] = total[seen] / count[seen]
     return p
 
 
@@ -410,7 +416,10 @@ def run_backtest(
     fallbacks: dict[str, int] = {}
     bar = _progress(console)
     task = bar.add_task("backtest", total=n_t, status="")
-    with bar if progress else _Null():
+    # The collector paused over the loop: the decisions kept grow the heap each of its passes
+    # walks (~1.4 s of CPU at 10M records, 2,160 cycles), and a cycle leaves almost no cyclic
+    # garbage (about 50 objects over a scenario's whole backtest).
+    with bar if progress else _Null(), gc_paused():
         for k, t in enumerate(times):
             frames: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] = {}
             for key, inc in engines.items():
