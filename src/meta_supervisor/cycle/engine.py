@@ -204,6 +204,7 @@ def _load(
     hashing = _Digest(data)
     engine: IncrementalStats | None = None
     problem = ""
+    failure: Exception | None = None
     payloads: list[bytes] = []
     try:
         payloads = [] if info is None else _read_journal(journal_path(state_path), meta, info)
@@ -213,12 +214,17 @@ def _load(
             engine = _restore(data, payloads, policy, state_path)
     except JournalProblem as err:
         problem = str(err)
-    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as err:
-        # an unreadable state is rebuilt and the reason kept (a bug elsewhere still raises)
-        where = "engine.journal" if isinstance(err, journal.EntryError) else "engine.state"
-        problem = f"unreadable {where}: {type(err).__name__}: {err}"
+    except Exception as err:  # judged below, once the base's hash is known
+        failure = err
+    # bytes that do not match their hash are never used, whatever parsing them raised
     if hashing.hexdigest() != meta["sha256"]:
         return None, None, "engine.state does not match engine.json (interrupted save?)"
+    if failure is not None:
+        if not isinstance(failure, _UNREADABLE):
+            raise failure  # a bug, not the bytes
+        # an unreadable state is rebuilt and the reason kept
+        where = "engine.journal" if isinstance(failure, journal.EntryError) else "engine.state"
+        problem = f"unreadable {where}: {type(failure).__name__}: {failure}"
     if engine is None:
         return None, None, problem
     if engine.as_of_us is None or engine.as_of_us > _us(as_of):
@@ -234,6 +240,10 @@ def _load(
     )
     engine.track_tails()
     return engine, persisted, ""
+
+
+#: What state bytes that do not parse raise (a state is rebuilt); anything else is a bug.
+_UNREADABLE = (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile)
 
 
 class _Digest:
