@@ -436,7 +436,7 @@ attack_op_st = st.one_of(
 
 
 @given(policy=policy_st, ops=st.lists(attack_op_st, min_size=3, max_size=14))
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=20, deadline=None)
 def test_any_tampering_records_the_decisions_of_a_full_rebuild(policy, ops, tmp_path_factory):
     """Ingests (late ones included), cycles, restarts and tamperings of the journaled state
     (compacting every few entries, kept in memory between restarts): the history is byte for

@@ -45,7 +45,11 @@ chunk, not the ledger.
 it saved in memory, with the identity of the files it wrote (inode, size, mtime and ctime of
 each: any write or replacement changes the ctime, which no user call can set back). The next
 recording cycle uses it when the files are still those, without reading or hashing them, and
-otherwise loads them as a fresh process does. A dry run always reads the files.
+otherwise loads them as a fresh process does. A dry run always reads the files. An edit the
+identity misses (a kernel whose timestamps are coarser than the time between the save and the
+edit) decides nothing either: the state in memory is the one this process computed, and its
+next save writes ``engine.json`` naming its own base and chain (an edited base or journal then
+fails it and is rebuilt by the next load from the files; an edited ``engine.json`` is replaced).
 """
 
 from __future__ import annotations
@@ -461,8 +465,8 @@ def _append_journal(path: Path, committed: int, frame: bytes) -> None:
 
 def journal_bound(base_size: int) -> int:
     """The journal's largest size (bytes) before the state is compacted into a new base:
-    half the base (a fresh load then reads at most 1.5x a base) and at least
-    :data:`JOURNAL_MIN_BYTES`."""
+    half the base and at least :data:`JOURNAL_MIN_BYTES` (a fresh load then reads at most
+    1.5x a base, or a base and :data:`JOURNAL_MIN_BYTES`)."""
     return max(JOURNAL_MIN_BYTES, base_size // 2)
 
 
@@ -521,8 +525,8 @@ def _keep(state_path: Path, kept: _Resident) -> None:
 def _identity(state_path: Path) -> tuple[Any, ...]:
     """The state files' identity: ``(inode, size, mtime, ctime)`` (ns) of ``engine.json``,
     ``engine.state``, ``engine.journal`` and ``.engine.state.next`` (``None``: absent). Any
-    write, rename or replacement of one of them changes its ctime, which no user call sets;
-    the commit point ``engine.json`` is also compared by content (:func:`_resident`)."""
+    write, rename or replacement of one of them changes its ctime, which no user call sets
+    (at the kernel's timestamp granularity; see the module docstring)."""
     out: list[Any] = []
     for path in (
         meta_path(state_path),
