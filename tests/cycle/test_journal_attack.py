@@ -44,6 +44,7 @@ from meta_supervisor.cycle.engine import forget_resident, journal_path, meta_pat
 from meta_supervisor.cycle.run import run_cycle
 from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals import journal as jr
 from meta_supervisor.signals.incremental import read_npz
 
 
@@ -473,3 +474,29 @@ def test_any_tampering_records_the_decisions_of_a_full_rebuild(policy, ops, tmp_
     finally:
         patch.undo()
         forget_resident()
+
+
+def test_a_rechained_journal_claiming_a_huge_array_is_refused_not_allocated(journaled, tmp_path):
+    """Found: an entry's new length (``n.<name>``) was allocated as claimed. A journal whose
+    chain and engine.json were recomputed (no hash tells it from ours) that claims 10^13 rows
+    raised MemoryError out of the cycle; it is now an entry that does not fit its state."""
+    saved = tmp_path / "saved"
+    _copy_files(journaled, saved)
+    meta = json.loads(meta_path(journaled.engine).read_text())
+    frames = _frames(journal_path(journaled.engine).read_bytes())
+    entry = jr.decode(frames[0][44:])
+    name = next(k for k in entry if k.startswith("n."))
+    entry[name] = np.array(10**13, dtype=np.int64)
+    payloads = [jr.encode(entry), *(f[44:] for f in frames[1:])]
+    head, data = bytes.fromhex(meta["sha256"]), b""
+    for payload in payloads:
+        frame, head = engine_module._frame(head, payload)
+        data += frame
+    journal_path(journaled.engine).write_bytes(data)
+    meta["journal"].update(bytes=len(data), head=head.hex())
+    meta_path(journaled.engine).write_text(json.dumps(meta))
+    try:
+        engine, reason = _load(journaled)
+        assert engine is None and "unreadable engine.journal" in reason, reason
+    finally:
+        _restore_files(journaled, saved)
