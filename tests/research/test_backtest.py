@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -301,3 +301,65 @@ def test_corrupting_the_future_leaves_the_incremental_backtest_unchanged_up_to_t
     mine = dirty.methods[Policy().profile.value].decisions
     assert [d.to_json() for d in mine[: k + 1]] == [d.to_json() for d in clean[: k + 1]]
     assert mine[-1].to_json() != clean[-1].to_json()  # the corruption does reach later cycles
+
+
+@pytest.mark.parametrize("profile", [Profile.SEED, Profile.EVIDENCE, Profile.SELECT])
+def test_the_array_walk_gives_the_per_cycle_paths_backtest_bit_for_bit(fleet, profile, monkeypatch):
+    """The engines walk the ledger as NumPy columns (signals/arrays.py); advancing them on the
+    frame each cycle, as before, gives the same weights, decisions and metrics, to the bit."""
+    from meta_supervisor.research import backtest
+
+    def run():
+        return run_fleet(
+            fleet,
+            policy=Policy(profile=profile),
+            every_hours=3.0,
+            warmup_hours=24.0,
+            progress=False,
+            baseline_names=["equal_weight", "inverse_vol"],
+        )
+
+    walked = run()
+    monkeypatch.setattr(backtest, "_walk", lambda ledger, horizon: None)
+    stepped = run()
+    assert walked.methods.keys() == stepped.methods.keys()
+    for name, method in walked.methods.items():
+        assert method.weights.tobytes() == stepped.methods[name].weights.tobytes()
+        # every decision whole: weights, portfolio, explanations, inputs fingerprint
+        assert method.decisions == stepped.methods[name].decisions
+    assert json.dumps(walked.to_dict()) == json.dumps(stepped.to_dict())
+
+
+def test_period_pnl_sums_in_record_order_whatever_the_thread_split():
+    """The period mean is the left-to-right sum of the records in the order given, over their
+    count: the same bits in every run. Polars' parallel group-by summed partitions in an order
+    that varied between two calls in one process at 10M records (a backtest's metrics differed
+    in their last bits); the values here make the order visible (1e16 absorbs a 1 in one
+    order, not in another), on enough rows for the group-by to split them."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    n = 400_000
+    rng = np.random.default_rng(7)
+    agent = rng.integers(0, 3, n)
+    values = rng.choice(np.array([1e16, 1.0, -1e16, 3.0, 0.5]), n)
+    seconds = rng.integers(0, 4 * 3600, n)
+    records = pl.DataFrame(
+        {
+            "s": seconds,
+            "agent": [f"a{i}" for i in agent],
+            "horizon_hours": np.full(n, 24, dtype=np.int64),
+            "realized_pnl_bps": values,
+        }
+    ).select(
+        (pl.lit(t0) + pl.duration(seconds=pl.col("s"))).alias("ts"),
+        "agent",
+        "horizon_hours",
+        "realized_pnl_bps",
+    )
+    times = [t0 + timedelta(hours=h) for h in range(4)]
+    got = agent_period_pnl(records, times, 1.0, 24, ["a0", "a1", "a2"])
+    period = seconds // 3600
+    for k in range(4):
+        for i in range(3):
+            chosen = values[(period == k) & (agent == i)]
+            expected = sum(chosen.tolist(), 0.0) / chosen.size  # left to right
+            assert got[k, i] == expected or (math.isnan(got[k, i]) and math.isnan(expected))

@@ -76,6 +76,7 @@ from meta_supervisor.cycle.run import (
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research import baselines
 from meta_supervisor.research.metrics import summarize
+from meta_supervisor.signals.arrays import ArrayStats, LedgerArrays
 from meta_supervisor.signals.cadence import CadenceIndex
 from meta_supervisor.signals.incremental import IncrementalStats, SortedLedger
 from meta_supervisor.signals.persistence import LearnedStrengths, Persistence, history_hours
@@ -257,7 +258,9 @@ def agent_period_pnl(
 
     Periods are ``[times[k], times[k] + every)``, or with ``period_end`` (irregular times, a
     trading calendar) ``[times[k], times[k + 1])`` and ``[times[-1], period_end)``; 0 where the
-    agent has no record there.
+    agent has no record there. The mean is the left-to-right sum of the records in the order
+    given over their count (``np.bincount``), so every run gives the same bits (a parallel
+    group-by's sum order varied with the thread split).
     """
     p = np.zeros((len(times), len(agents)))
     if not times or not agents:
@@ -270,19 +273,26 @@ def agent_period_pnl(
     else:
         bounds = pl.Series([*times, period_end]).cast(records.schema["ts"])
         period = (pl.lit(bounds).search_sorted(pl.col("ts"), side="right") - 1).cast(pl.Int64)
+    # agents as numbers (an enum of the names asked for; others are null and not booked)
+    names = list(col)
     booked = (
         records.lazy()
         .filter(pl.col("horizon_hours") == horizon_hours)
-        .with_columns(period.alias("_k"))
-        .filter((pl.col("_k") >= 0) & (pl.col("_k") < len(times)))
-        .group_by("_k", "agent")
-        .agg(pl.col("realized_pnl_bps").mean().alias("_p"))
+        .select(
+            period.alias("_k"),
+            pl.col("agent").cast(pl.Enum(names), strict=False).to_physical().alias("_a"),
+            pl.col("realized_pnl_bps").alias("_p"),
+        )
+        .filter((pl.col("_k") >= 0) & (pl.col("_k") < len(times)) & pl.col("_a").is_not_null())
         .collect()
     )
-    rows = booked["_k"].to_numpy()
-    cols = np.array([col.get(a, -1) for a in booked["agent"].to_list()], dtype=np.int64)
-    keep = cols >= 0
-    p[rows[keep], cols[keep]] = booked["_p"].to_numpy()[keep]
+    to_col = np.array([col[name] for name in names], dtype=np.int64)
+    cell = booked["_k"].to_numpy() * len(agents) + to_col[booked["_a"].to_numpy()]
+    size = p.size
+    total = np.bincount(cell, weights=booked["_p"].to_numpy(), minlength=size)
+    count = np.bincount(cell, minlength=size)
+    seen = count > 0
+    p.reshape(-1)[seen] = total[seen] / count[seen]
     return p
 
 
@@ -394,9 +404,12 @@ def run_backtest(
     previous: dict[str, dict[str, float] | None] = dict.fromkeys(policies)
     engines: dict[str, IncrementalStats] = {}
     if engine == "incremental":
-        for pol in [policy, *policies.values()]:
-            engines.setdefault(frames_key(pol), IncrementalStats(pol))
         sorted_ledger = SortedLedger(ledger.records)
+        walk = _walk(sorted_ledger, policy.horizon_hours)
+        for pol in [policy, *policies.values()]:
+            engines.setdefault(
+                frames_key(pol), IncrementalStats(pol) if walk is None else ArrayStats(pol)
+            )
 
     learned = LearnedStrengths(ledger.records)
     fallbacks: dict[str, int] = {}
@@ -406,6 +419,10 @@ def run_backtest(
         for k, t in enumerate(times):
             frames: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] = {}
             for key, inc in engines.items():
+                if isinstance(inc, ArrayStats) and walk is not None:
+                    inc.advance_to(walk, t)
+                    frames[key] = inc.cycle_frames(ledger.telemetry)
+                    continue
                 inc.advance(sorted_ledger, t)
                 agent_frame, conf_frame, tail_frame = inc.frames(ledger.telemetry)
                 frames[key] = (inc.with_expected_records(agent_frame), conf_frame, tail_frame)
@@ -421,8 +438,7 @@ def run_backtest(
                 )
                 previous[name] = decision.weights
                 decisions[name].append(decision)
-                for agent, w in decision.weights.items():
-                    weights[name][k, col[agent]] = w
+                _place(weights[name][k], col, decision.weights)
             if baseline_names:
                 base_stats, base_conf, base_tails = frames.get(frames_key(policy)) or cycle_frames(
                     ledger, t, policy
@@ -480,6 +496,24 @@ def run_backtest(
         default_method=policy.profile.value,
         info={**(info or {}), **({"calendar": True} if calendar else {})},
     )
+
+
+def _place(row: np.ndarray, col: dict[str, int], weights: dict[str, float]) -> None:
+    """``row[col[agent]] = w`` for every agent's weight (one fancy assignment)."""
+    if weights:
+        at = np.fromiter(map(col.__getitem__, weights), np.int64, len(weights))
+        row[at] = np.fromiter(weights.values(), np.float64, len(weights))
+
+
+def _walk(ledger: SortedLedger, horizon: int) -> LedgerArrays | None:
+    """The ledger as NumPy columns for the engines' walk
+    (:mod:`meta_supervisor.signals.arrays`: the same bits as advancing them on frames, without
+    per-cycle polars calls), or ``None`` for a ledger the walk cannot hold (a null ``ts``,
+    ``agent`` or ``strategy``): the engines then advance on the frame."""
+    try:
+        return LedgerArrays(ledger, horizon)
+    except ValueError:
+        return None
 
 
 def _learned(

@@ -16,7 +16,9 @@ ran at ~550 MB resident for the 12-year, 80-agent daily fleet), so the wall time
 parameters (the scenario is built inside the task), so ``k`` nodes divide a grid of
 ``n ≥ k`` cells by about ``k`` (one cell per node: a serial backtest already uses a node's
 cores, polars and NumPy being multi-threaded, so two workers on the same two cores gained
-nothing here). Measurements are in docs/BACKTEST.md.
+nothing here). Measurements are in docs/BACKTEST.md; a cell's fixed cost beside its backtest
+(the scenario build ~7%, a Ray dispatch ~1 ms, the table write a few ms; Ray's start once per
+sweep) in benchmarks/README.md, "Sweep cell overhead".
 """
 
 from __future__ import annotations

@@ -122,6 +122,12 @@ _INTS = ("n", "hits", "conf_n", "cad_n", "cad_late", "last_m", "last_t", "any_m"
 _TEXTS = ("last_rid", "last_strategy", "any_rid", "any_strategy")
 # stats columns that are null when undefined (no record; one record for the std)
 _UNDEFINED = ["pnl_mean_bps", "pnl_std_bps", "hit_rate", "avg_abs_error_bps"]
+_STATS_FLOATS = ("pnl_sum_bps", *_UNDEFINED, "max_drawdown_bps")
+_TAIL_ROW = {
+    "strategy": pl.String,
+    "n": pl.Int64,
+    **dict.fromkeys(("gap_cvar95_bps", "worst_gap", "mean_gap", "mean_abs_gap"), pl.Float64),
+}
 
 
 class StateMismatch(ProblemFound, ValueError):
@@ -610,9 +616,15 @@ class IncrementalStats:
 
         ``np.bincount`` adds each row to its bin in row order; the current sums go first.
         """
+        self._extend_arrays(
+            codes, frame["realized_pnl_bps"].to_numpy(), frame["gap_bps"].to_numpy()
+        )
+
+    def _extend_arrays(self, codes: np.ndarray, pnl: np.ndarray, gap: np.ndarray) -> None:
+        """:meth:`_extend_sums` on columns: ``pnl`` and ``gap`` (bps) of the rows, in record
+        order (the array walk of :mod:`meta_supervisor.signals.arrays` calls it too)."""
         size = len(self.names)
         agents = np.unique(codes)
-        pnl = frame["realized_pnl_bps"].to_numpy()
         count = np.bincount(codes, minlength=size)
         self._col("n")[:] += count
         self._col("hits")[:] += np.bincount(codes, weights=pnl > 0, minlength=size).astype(np.int64)
@@ -622,7 +634,7 @@ class IncrementalStats:
         for name, values in (
             ("pnl", pnl),
             ("pnl_sq", squares),
-            ("abs_gap", np.abs(frame["gap_bps"].to_numpy())),
+            ("abs_gap", np.abs(gap)),
         ):
             column = self._col(name)
             sums = np.bincount(
@@ -732,58 +744,96 @@ class IncrementalStats:
         """Add ``entering`` and remove ``leaving`` from the exact sums of
         :math:`w = 2^{(m - A)/h}` and :math:`w·z` (``m`` ``matured_at``, ``A`` the anchor,
         ``z = |gap| / scale``); the decay to ``as_of`` is applied when the frame is built."""
-        p = self.policy
-        anchor = self.conf_anchor_us if self.conf_anchor_us is not None else 0
         for sign, frame in ((-1, leaving), (1, entering)):
             if not frame.height:
                 continue
             codes = frame["_i"].to_numpy() if "_i" in frame.columns else self._codes(frame["agent"])
-            w = self._decay(anchor - _epoch_us(frame["matured_at"]))
-            sigma = frame["expected_sigma_bps"].to_numpy()
-            with np.errstate(invalid="ignore"):
-                scale = np.where(sigma > 0, sigma, p.sim_error_scale_bps)
-            # w · (|gap| / scale): z does not depend on the anchor, so w·z moves with it
-            # exactly (a product that leaves the normal range has no digit kept)
-            with np.errstate(over="ignore"):  # an overflow is inf, counted as such
-                wz = w * (np.abs(frame["gap_bps"].to_numpy()) / scale)
-            self._col("conf_n")[:] += sign * np.bincount(codes, minlength=len(self.names))
-            self._conf_w.add(codes, w, sign)
-            self._conf_wz.add(codes, wz, sign)
+            self._confidence_arrays(
+                sign,
+                codes,
+                _epoch_us(frame["matured_at"]),
+                frame["expected_sigma_bps"].to_numpy(),
+                frame["gap_bps"].to_numpy(),
+            )
+
+    def _confidence_arrays(
+        self,
+        sign: int,
+        codes: np.ndarray,
+        matured_us: np.ndarray,
+        sigma: np.ndarray,
+        gap: np.ndarray,
+    ) -> None:
+        """Add (``sign`` 1) or remove (-1) rows given as columns (agent numbers, ``matured_at``
+        in µs, ``expected_sigma_bps`` with NaN for null, ``gap_bps``) from the confidence sums."""
+        p = self.policy
+        anchor = self.conf_anchor_us if self.conf_anchor_us is not None else 0
+        w = self._decay(anchor - matured_us)
+        with np.errstate(invalid="ignore"):
+            scale = np.where(sigma > 0, sigma, p.sim_error_scale_bps)
+        # w · (|gap| / scale): z does not depend on the anchor, so w·z moves with it
+        # exactly (a product that leaves the normal range has no digit kept)
+        with np.errstate(over="ignore"):  # an overflow is inf, counted as such
+            wz = w * (np.abs(gap) / scale)
+        self._col("conf_n")[:] += sign * np.bincount(codes, minlength=len(self.names))
+        self._conf_w.add(codes, w, sign)
+        self._conf_wz.add(codes, wz, sign)
 
     def _update_tails(self, entering: pl.DataFrame, leaving: pl.DataFrame) -> None:
         for sign, frame in ((-1, leaving), (1, entering)):
             if not frame.height:
                 continue
             codes = self._strategy_codes(frame["strategy"])
-            names = self._strategies.names
-            # + 0.0: a -0.0 gap is 0.0 (equal zeros of either sign would sit in the sorted
-            # buffer in arrival order, and the worst gap's sign would depend on the path)
-            gaps = frame["gap_bps"].to_numpy() + 0.0
-            count = np.bincount(codes, minlength=len(names))
-            self._tail_gap.add(codes, gaps, sign)
-            self._tail_abs.add(codes, np.abs(gaps), sign)
-            for code in np.flatnonzero(count):
-                self.tails[names[code]].n += sign * int(count[code])
-            # only gaps at or below their strategy's threshold touch the buffers
-            thresholds = np.array([self.tails[name].threshold for name in names])
-            below = gaps <= thresholds[codes]
-            codes, gaps = codes[below], gaps[below]
-            if not codes.size:
-                continue
-            order, groups, starts, lengths = _groups(codes)
-            for code, a, b in zip(groups, starts, starts + lengths, strict=True):
-                tail = self.tails[names[code]]
-                values = gaps[order[a:b]]
-                if sign > 0:
-                    _insert_sorted(tail, values)
-                    self._log_tail(names[code], "insert", np.sort(values, kind="stable"))
-                    self._log_tail(names[code], "cut", tail.threshold)
-                else:
-                    values = np.sort(values, kind="stable")
-                    tail.buffer = _remove_sorted(tail.buffer, values)
-                    self._log_tail(names[code], "remove", values)
+            self._tails_arrays(sign, codes, frame["gap_bps"].to_numpy())
+
+    def _tails_arrays(self, sign: int, codes: np.ndarray, gap: np.ndarray) -> None:
+        """Add (``sign`` 1) or remove (-1) rows given as strategy numbers and ``gap_bps`` from
+        the tails (counts, exact sums, buffers)."""
+        names = self._strategies.names
+        # + 0.0: a -0.0 gap is 0.0 (equal zeros of either sign would sit in the sorted
+        # buffer in arrival order, and the worst gap's sign would depend on the path)
+        gaps = gap + 0.0
+        count = np.bincount(codes, minlength=len(names))
+        self._tail_gap.add(codes, gaps, sign)
+        self._tail_abs.add(codes, np.abs(gaps), sign)
+        for code in np.flatnonzero(count):
+            self.tails[names[code]].n += sign * int(count[code])
+        # only gaps at or below their strategy's threshold touch the buffers
+        thresholds = np.array([self.tails[name].threshold for name in names])
+        below = gaps <= thresholds[codes]
+        codes, gaps = codes[below], gaps[below]
+        if not codes.size:
+            return
+        order, groups, starts, lengths = _groups(codes)
+        for code, a, b in zip(groups, starts, starts + lengths, strict=True):
+            tail = self.tails[names[code]]
+            values = gaps[order[a:b]]
+            if sign > 0:
+                _insert_sorted(tail, values)
+                self._log_tail(names[code], "insert", np.sort(values, kind="stable"))
+                self._log_tail(names[code], "cut", tail.threshold)
+            else:
+                values = np.sort(values, kind="stable")
+                tail.buffer = _remove_sorted(tail.buffer, values)
+                self._log_tail(names[code], "remove", values)
 
     def _refill_tails(self, src: _Source, low: int, high: int) -> None:
+        short = self._short_tails()
+        if not short:
+            return
+        frame = (
+            self._horizon(src.range(low, high))
+            .filter(pl.col("strategy").is_in(pl.Series(short).implode()))
+            .group_by("strategy")
+            .agg(pl.col("gap_bps").sort())
+            .collect()
+        )
+        for strategy, gaps in frame.iter_rows():
+            self._refill_tail(strategy, np.asarray(gaps, dtype=np.float64))
+
+    def _short_tails(self) -> list[str]:
+        """Empty the tails of strategies with no record, trim long buffers, and return the
+        strategies whose buffer holds fewer than the ``m`` smallest gaps (to refill)."""
         short = []
         for strategy, tail in self.tails.items():
             if tail.n <= 0:
@@ -799,24 +849,18 @@ class IncrementalStats:
                 tail.threshold = float(tail.buffer[keep - 1])
                 tail.buffer = tail.buffer[tail.buffer <= tail.threshold]
                 self._log_tail(strategy, "cut", tail.threshold)
-        if not short:
-            return
-        frame = (
-            self._horizon(src.range(low, high))
-            .filter(pl.col("strategy").is_in(pl.Series(short).implode()))
-            .group_by("strategy")
-            .agg(pl.col("gap_bps").sort())
-            .collect()
-        )
-        for strategy, gaps in frame.iter_rows():
-            tail = self.tails[strategy]
-            values = np.asarray(gaps, dtype=np.float64) + 0.0  # -0.0 as 0.0 (see above)
-            _, m = tail_count(values.size)
-            keep = min(values.size, 2 * m + 1024)
-            tail.threshold = float(values[keep - 1]) if keep < values.size else math.inf
-            tail.buffer = values[values <= tail.threshold]
-            self._log_tail(strategy, "set", tail.buffer)
-            self.refilled_strategies += 1
+        return short
+
+    def _refill_tail(self, strategy: str, gaps: np.ndarray) -> None:
+        """Refill ``strategy``'s tail from every gap of its window, sorted ascending."""
+        tail = self.tails[strategy]
+        values = gaps + 0.0  # -0.0 as 0.0 (see _tails_arrays)
+        _, m = tail_count(values.size)
+        keep = min(values.size, 2 * m + 1024)
+        tail.threshold = float(values[keep - 1]) if keep < values.size else math.inf
+        tail.buffer = values[values <= tail.threshold]
+        self._log_tail(strategy, "set", tail.buffer)
+        self.refilled_strategies += 1
 
     # ------------------------------------------------------------------ outputs
 
@@ -840,18 +884,23 @@ class IncrementalStats:
         :meth:`meta_supervisor.signals.cadence.CadenceIndex.expected_records` computes it:
         ``n_C · L / C`` (hours) when one of its records fell in the first ``L`` hours of the
         cadence history, from the counts this state keeps."""
-        n, late = self._col("cad_n"), self._col("cad_late")
-        history = cadence_hours(self.policy)
-        with np.errstate(invalid="ignore"):
-            value = np.where(
-                (n > 0) & (n - late > 0), n * self.policy.lookback_hours / history, np.nan
-            )
         return pl.DataFrame(
             {
                 "agent": pl.Series(self.names, dtype=pl.String),
-                "expected_records": pl.Series(value, dtype=pl.Float64).fill_nan(None),
+                "expected_records": pl.Series(self._expected_values(), dtype=pl.Float64).fill_nan(
+                    None
+                ),
             }
         )
+
+    def _expected_values(self) -> np.ndarray:
+        """:meth:`_expected_records` per known agent as an array (NaN: unknown)."""
+        n, late = self._col("cad_n"), self._col("cad_late")
+        history = cadence_hours(self.policy)
+        with np.errstate(invalid="ignore"):
+            return np.where(
+                (n > 0) & (n - late > 0), n * self.policy.lookback_hours / history, np.nan
+            )
 
     def _advanced_to(self) -> int:
         """``as_of_us``, which exists once the state was advanced."""
@@ -986,28 +1035,38 @@ class IncrementalStats:
 
     def _stats_columns(self) -> dict[str, Any]:
         """The record statistics per known agent, as columns (NaN where undefined)."""
+        values = self._stats_values()
+        return {
+            "agent": pl.Series(self.names, dtype=pl.String),
+            "strategy": pl.Series(values.pop("strategy").tolist(), dtype=pl.String),
+            "n_records": pl.Series(values.pop("n_records"), dtype=pl.Int64),
+            **{key: values[key] for key in _STATS_FLOATS},
+            # int64 min is numpy's NaT, i.e. null
+            "last_matured_at": pl.Series(
+                values["last_matured_at"].view("datetime64[us]")
+            ).dt.replace_time_zone("UTC"),
+        }
+
+    def _stats_values(self) -> dict[str, np.ndarray]:
+        """:meth:`_stats_columns` as NumPy arrays: the strategy as objects, ``last_matured_at``
+        in µs (``_NONE``: none), NaN where undefined."""
         n = self._col("n")
         has = n > 0
         pnl, hits = self._col("pnl"), self._col("hits")
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             var = np.maximum(self._col("pnl_sq") - pnl * pnl / n, 0.0) / (n - 1)
-            columns = {
-                "agent": pl.Series(self.names, dtype=pl.String),
-                "strategy": pl.Series(self._strategy_column(has).tolist(), dtype=pl.String),
-                "n_records": pl.Series(n, dtype=pl.Int64),
+            return {
+                "strategy": self._strategy_column(has),
+                "n_records": n,
                 "pnl_sum_bps": np.where(has, pnl, 0.0),
-                # NaN marks "undefined" (no record, or one for the std) and becomes null below
+                # NaN marks "undefined" (no record, or one for the std) and becomes null
                 "pnl_mean_bps": np.where(has, pnl / n, np.nan),
                 "pnl_std_bps": np.where(n > 1, np.sqrt(var), np.nan),
                 "hit_rate": np.where(has, hits / n, np.nan),
                 "avg_abs_error_bps": np.where(has, self._col("abs_gap") / n, np.nan),
                 "max_drawdown_bps": np.where(has, np.minimum(self._col("dd"), 0.0), 0.0),
-                # int64 min is numpy's NaT, i.e. null
-                "last_matured_at": pl.Series(
-                    np.where(has, self._col("last_m"), _NONE).view("datetime64[us]")
-                ).dt.replace_time_zone("UTC"),
+                "last_matured_at": np.where(has, self._col("last_m"), _NONE),
             }
-        return columns
 
     def _strategy_column(self, has: np.ndarray) -> np.ndarray:
         """Each agent's strategy: its latest in the window, else its latest visible record's,
@@ -1018,6 +1077,22 @@ class IncrementalStats:
         return out
 
     def _confidence_frame(self) -> pl.DataFrame:
+        keep, conf, w, ratio = self._confidence_values()
+        columns = [
+            pl.Series(self.names, dtype=pl.String).filter(pl.Series(keep)),
+            pl.Series(conf, dtype=pl.Float64),
+            pl.Series(self._col("conf_n")[keep], dtype=pl.Int64),
+            pl.Series(w, dtype=pl.Float64),
+            pl.Series(ratio, dtype=pl.Float64),
+        ]
+        frame = pl.DataFrame(
+            {name: s.alias(name) for name, s in zip(CONFIDENCE_COLUMNS, columns, strict=True)}
+        )
+        return frame.sort(CONFIDENCE_COLUMNS[0])
+
+    def _confidence_values(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(keep, confidence, evidence weight, error ratio)``: the agents with evidence (a
+        mask over the known agents) and, for them, the confidence frame's numbers."""
         p = self.policy
         floor, ceiling, tol = p.confidence_floor, p.confidence_ceiling, p.confidence_tolerance
         w0, z0 = p.confidence_prior_weight, prior_ratio(p)
@@ -1031,19 +1106,16 @@ class IncrementalStats:
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(total > 0, (w0 * z0 + wz) / total, z0)
             conf = np.where(ratio <= tol, ceiling, floor + (ceiling - floor) * tol / ratio)
-        columns = [
-            pl.Series(self.names, dtype=pl.String).filter(pl.Series(keep)),
-            pl.Series(np.clip(conf, floor, ceiling), dtype=pl.Float64),
-            pl.Series(self._col("conf_n")[keep], dtype=pl.Int64),
-            pl.Series(w, dtype=pl.Float64),
-            pl.Series(ratio, dtype=pl.Float64),
-        ]
-        frame = pl.DataFrame(
-            {name: s.alias(name) for name, s in zip(CONFIDENCE_COLUMNS, columns, strict=True)}
-        )
-        return frame.sort(CONFIDENCE_COLUMNS[0])
+        return keep, np.clip(conf, floor, ceiling), w, ratio
 
     def _tails_frame(self, alpha: float = 0.05) -> pl.DataFrame:
+        return with_prior(
+            pl.DataFrame(self._tail_rows(alpha), schema=_TAIL_ROW, orient="row"), self.policy
+        )
+
+    def _tail_rows(self, alpha: float = 0.05) -> list[tuple[str, int, float, float, float, float]]:
+        """One row per strategy with records, in name order: ``strategy, n``, the raw CVaR,
+        the worst, mean and mean absolute gap (the tails frame before :func:`with_prior`)."""
         rows = []
         codes = self._strategies.index
         gap_sums, abs_sums = self._tail_gap.value(), self._tail_abs.value()
@@ -1068,14 +1140,7 @@ class IncrementalStats:
                     float(abs_sums[codes[strategy]]) / t.n,
                 )
             )
-        schema = {
-            "strategy": pl.String,
-            "n": pl.Int64,
-            **dict.fromkeys(
-                ("gap_cvar95_bps", "worst_gap", "mean_gap", "mean_abs_gap"), pl.Float64
-            ),
-        }
-        return with_prior(pl.DataFrame(rows, schema=schema, orient="row"), self.policy)
+        return rows
 
     # ------------------------------------------------------------------ persistence
 
@@ -1326,13 +1391,27 @@ def _insert_sorted(tail: _Tail, values: np.ndarray) -> None:
         keep = 2 * m + 1024
         kth = np.partition(np.concatenate([tail.buffer, values]), keep - 1)[keep - 1]
         buffer, values = tail.buffer[tail.buffer <= kth], values[values <= kth]
-        values = np.sort(values, kind="stable")
-        merged = np.insert(buffer, np.searchsorted(buffer, values), values)
+        merged = _merge_sorted(buffer, np.sort(values, kind="stable"))
         tail.threshold = float(merged[keep - 1])
         tail.buffer = merged[merged <= tail.threshold]
         return
-    values = np.sort(values, kind="stable")
-    tail.buffer = np.insert(tail.buffer, np.searchsorted(tail.buffer, values), values)
+    tail.buffer = _merge_sorted(tail.buffer, np.sort(values, kind="stable"))
+
+
+def _merge_sorted(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``np.insert(buffer, np.searchsorted(buffer, values), values)`` (both sorted): each value
+    before the equal ones already there. A few values (a cycle's new tail gaps) are placed by
+    slice copies between their positions: ``np.insert`` builds a mask of the whole buffer."""
+    if values.size > 32:
+        return np.insert(buffer, np.searchsorted(buffer, values), values)
+    out = np.empty(buffer.size + values.size, dtype=buffer.dtype)
+    at = 0
+    for shift, position in enumerate(np.searchsorted(buffer, values).tolist()):
+        out[at + shift : position + shift] = buffer[at:position]
+        out[position + shift] = values[shift]
+        at = position
+    out[at + values.size :] = buffer[at:]
+    return out
 
 
 def frames_at(
