@@ -55,7 +55,6 @@ fails it and is rebuilt by the next load from the files; an edited ``engine.json
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -83,6 +82,7 @@ from meta_supervisor.signals.incremental import (
     CHUNK_ROWS,
     IncrementalStats,
     buffer_arrays,
+    npz_bytes,
     read_npz,
 )
 from meta_supervisor.signals.persistence import Persistence
@@ -431,9 +431,7 @@ def _save(
             )
             return saved, "journal"
     arrays = engine.state_arrays()
-    out = io.BytesIO()
-    np.savez(out, allow_pickle=False, **arrays)
-    data = out.getvalue()
+    data = npz_bytes(arrays)
     pending = next_path(state_path)
     atomic_write_bytes(pending, data)
     fault_point("engine_between_writes")

@@ -375,6 +375,14 @@ class _TelemetryIndex:
         return n, known, errors
 
 
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """Named arrays as one uncompressed ``.npz`` (numpy arrays only, no pickle): the engine
+    state's file format."""
+    out = io.BytesIO()
+    np.savez(out, allow_pickle=False, **arrays)
+    return out.getvalue()
+
+
 class IncrementalStats:
     """Cycle inputs maintained across cycles for one policy (see the module docstring).
 
@@ -1165,11 +1173,9 @@ class IncrementalStats:
         return log
 
     def to_bytes(self) -> bytes:
-        """The whole state as an uncompressed ``.npz`` (numpy arrays only, no pickle):
-        :meth:`state_arrays`."""
-        out = io.BytesIO()
-        np.savez(out, allow_pickle=False, **self.state_arrays())
-        return out.getvalue()
+        """The whole state as an uncompressed ``.npz`` (:func:`npz_bytes` of
+        :meth:`state_arrays`)."""
+        return npz_bytes(self.state_arrays())
 
     def state_arrays(self, buffers: bool = True) -> dict[str, np.ndarray]:
         """The whole state as named arrays (fresh copies; what :meth:`to_bytes` stores).
