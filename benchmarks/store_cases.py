@@ -227,6 +227,12 @@ def case_store_append_resident(spec: LedgerSpec, options: dict[str, Any]) -> dic
     return _append_cycle(spec, Profile.SEED, cadence=False, resident=True)
 
 
+def case_store_append_select(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``store_append`` under the select profile (the default): its broken-agent cut reads each
+    agent's recent records of the cadence history every cycle."""
+    return _append_cycle(spec, Profile.SELECT)
+
+
 def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
     """``store_append`` under the evidence profile: the learned strength the previous cycle
     kept (same anchor) is reused, so the cycle still reads only what was committed since."""
@@ -316,6 +322,7 @@ STORE_CASES = {
     "store_setup": case_store_setup,
     "store_cycle": case_store_cycle,
     "store_append": case_store_append,
+    "store_append_select": case_store_append_select,
     "store_append_evidence": case_store_append_evidence,
     "store_append_nocadence": case_store_append_nocadence,
     "store_append_resident": case_store_append_resident,

@@ -45,13 +45,16 @@ chunk, not the ledger.
 it saved in memory, with the identity of the files it wrote (inode, size, mtime and ctime of
 each: any write or replacement changes the ctime, which no user call can set back). The next
 recording cycle uses it when the files are still those, without reading or hashing them, and
-otherwise loads them as a fresh process does. A dry run always reads the files.
+otherwise loads them as a fresh process does. A dry run always reads the files. An edit the
+identity misses (a kernel whose timestamps are coarser than the time between the save and the
+edit) decides nothing either: the state in memory is the one this process computed, and its
+next save writes ``engine.json`` naming its own base and chain (an edited base or journal then
+fails it and is rebuilt by the next load from the files; an edited ``engine.json`` is replaced).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -79,6 +82,7 @@ from meta_supervisor.signals.incremental import (
     CHUNK_ROWS,
     IncrementalStats,
     buffer_arrays,
+    npz_bytes,
     read_npz,
 )
 from meta_supervisor.signals.persistence import Persistence
@@ -204,6 +208,7 @@ def _load(
     hashing = _Digest(data)
     engine: IncrementalStats | None = None
     problem = ""
+    failure: Exception | None = None
     payloads: list[bytes] = []
     try:
         payloads = [] if info is None else _read_journal(journal_path(state_path), meta, info)
@@ -213,12 +218,17 @@ def _load(
             engine = _restore(data, payloads, policy, state_path)
     except JournalProblem as err:
         problem = str(err)
-    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as err:
-        # an unreadable state is rebuilt and the reason kept (a bug elsewhere still raises)
-        where = "engine.journal" if isinstance(err, journal.EntryError) else "engine.state"
-        problem = f"unreadable {where}: {type(err).__name__}: {err}"
+    except Exception as err:  # judged below, once the base's hash is known
+        failure = err
+    # bytes that do not match their hash are never used, whatever parsing them raised
     if hashing.hexdigest() != meta["sha256"]:
         return None, None, "engine.state does not match engine.json (interrupted save?)"
+    if failure is not None:
+        if not isinstance(failure, _UNREADABLE):
+            raise failure  # a bug, not the bytes
+        # an unreadable state is rebuilt and the reason kept
+        where = "engine.journal" if isinstance(failure, journal.EntryError) else "engine.state"
+        problem = f"unreadable {where}: {type(failure).__name__}: {failure}"
     if engine is None:
         return None, None, problem
     if engine.as_of_us is None or engine.as_of_us > _us(as_of):
@@ -234,6 +244,10 @@ def _load(
     )
     engine.track_tails()
     return engine, persisted, ""
+
+
+#: What state bytes that do not parse raise (a state is rebuilt); anything else is a bug.
+_UNREADABLE = (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile)
 
 
 class _Digest:
@@ -417,9 +431,7 @@ def _save(
             )
             return saved, "journal"
     arrays = engine.state_arrays()
-    out = io.BytesIO()
-    np.savez(out, allow_pickle=False, **arrays)
-    data = out.getvalue()
+    data = npz_bytes(arrays)
     pending = next_path(state_path)
     atomic_write_bytes(pending, data)
     fault_point("engine_between_writes")
@@ -451,8 +463,8 @@ def _append_journal(path: Path, committed: int, frame: bytes) -> None:
 
 def journal_bound(base_size: int) -> int:
     """The journal's largest size (bytes) before the state is compacted into a new base:
-    half the base (a fresh load then reads at most 1.5x a base) and at least
-    :data:`JOURNAL_MIN_BYTES`."""
+    half the base and at least :data:`JOURNAL_MIN_BYTES` (a fresh load then reads at most
+    1.5x a base, or a base and :data:`JOURNAL_MIN_BYTES`)."""
     return max(JOURNAL_MIN_BYTES, base_size // 2)
 
 
@@ -511,8 +523,8 @@ def _keep(state_path: Path, kept: _Resident) -> None:
 def _identity(state_path: Path) -> tuple[Any, ...]:
     """The state files' identity: ``(inode, size, mtime, ctime)`` (ns) of ``engine.json``,
     ``engine.state``, ``engine.journal`` and ``.engine.state.next`` (``None``: absent). Any
-    write, rename or replacement of one of them changes its ctime, which no user call sets;
-    the commit point ``engine.json`` is also compared by content (:func:`_resident`)."""
+    write, rename or replacement of one of them changes its ctime, which no user call sets
+    (at the kernel's timestamp granularity; see the module docstring)."""
     out: list[Any] = []
     for path in (
         meta_path(state_path),

@@ -543,6 +543,10 @@ def _engine_frames(
     return frames, learned
 
 
+#: The columns :meth:`CadenceIndex.from_records` reads (the store is read as these alone).
+_CADENCE_COLUMNS = ["agent", "matured_at", "ts", "realized_pnl_bps", "horizon_hours", "record_id"]
+
+
 def _store_cadence(
     paths: Paths, manifest: Manifest, as_of: datetime, policy: Policy
 ) -> CadenceIndex | None:
@@ -550,7 +554,7 @@ def _store_cadence(
     history = cadence_hours(policy)
     if history <= 0:
         return None
-    records = LedgerStore(paths.ledger or "").records(as_of, history, manifest)
+    records = LedgerStore(paths.ledger or "").records(as_of, history, manifest, _CADENCE_COLUMNS)
     return CadenceIndex.from_records(records, policy.horizon_hours)
 
 

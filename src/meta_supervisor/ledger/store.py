@@ -250,8 +250,10 @@ class LedgerStore:
         as_of: datetime | None = None,
         lookback_hours: float | None = None,
         manifest: Manifest | None = None,
+        columns: list[str] | None = None,
     ) -> pl.DataFrame:
-        """Records matured in ``(as_of − lookback, as_of]`` (all history when not given).
+        """Records matured in ``(as_of − lookback, as_of]`` (all history when not given); only
+        ``columns`` when given (they must include ``agent``; the cadence index reads six).
 
         With a lookback, each agent that has visible records but none in the window also gets
         its latest visible record (matured before the window), so a stale agent still
@@ -259,18 +261,24 @@ class LedgerStore:
         when the whole history is read.
         """
         manifest = manifest or self.manifest()
+
+        def pick(frame: pl.LazyFrame) -> pl.LazyFrame:
+            return frame if columns is None else frame.select(columns)
+
         if as_of is None:
-            return self.scan("records", manifest=manifest).collect()
+            return pick(self.scan("records", manifest=manifest)).collect()
         if lookback_hours is None:
             lazy = self.scan("records", None, as_of, manifest)
-            return lazy.filter(pl.col("matured_at") <= as_of).collect()
+            return pick(lazy.filter(pl.col("matured_at") <= as_of)).collect()
         start = as_of - timedelta(hours=lookback_hours)
-        window = (
-            self.scan("records", start, as_of, manifest)
-            .filter((pl.col("matured_at") > start) & (pl.col("matured_at") <= as_of))
-            .collect()
-        )
+        window = pick(
+            self.scan("records", start, as_of, manifest).filter(
+                (pl.col("matured_at") > start) & (pl.col("matured_at") <= as_of)
+            )
+        ).collect()
         stale = self.latest_before(start, set(window["agent"].unique()), manifest)
+        if columns is not None:
+            stale = stale.select(columns)
         return pl.concat([window, stale]) if stale.height else window
 
     def agents_after(self, start: datetime, as_of: datetime, manifest: Manifest) -> set[str] | None:

@@ -62,6 +62,7 @@ import io
 import json
 import math
 import struct
+import tokenize
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -372,6 +373,14 @@ class _TelemetryIndex:
         known = np.bincount(codes, weights=self.known[i:j], minlength=size)
         errors = np.bincount(codes, weights=self.error[i:j], minlength=size)
         return n, known, errors
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """Named arrays as one uncompressed ``.npz`` (numpy arrays only, no pickle): the engine
+    state's file format."""
+    out = io.BytesIO()
+    np.savez(out, allow_pickle=False, **arrays)
+    return out.getvalue()
 
 
 class IncrementalStats:
@@ -1164,11 +1173,9 @@ class IncrementalStats:
         return log
 
     def to_bytes(self) -> bytes:
-        """The whole state as an uncompressed ``.npz`` (numpy arrays only, no pickle):
-        :meth:`state_arrays`."""
-        out = io.BytesIO()
-        np.savez(out, allow_pickle=False, **self.state_arrays())
-        return out.getvalue()
+        """The whole state as an uncompressed ``.npz`` (:func:`npz_bytes` of
+        :meth:`state_arrays`)."""
+        return npz_bytes(self.state_arrays())
 
     def state_arrays(self, buffers: bool = True) -> dict[str, np.ndarray]:
         """The whole state as named arrays (fresh copies; what :meth:`to_bytes` stores).
@@ -1295,6 +1302,20 @@ class IncrementalStats:
         return inc
 
 
+#: What parsing hostile ``.npz`` bytes raises besides ``ValueError``/``OSError``/``EOFError``/
+#: ``BadZipFile`` (numpy's header parser tokenizes and evaluates a literal; zipfile refuses
+#: unknown methods; a member's size may overflow): :func:`read_npz` raises them as ValueError.
+_MALFORMED = (
+    KeyError,
+    IndexError,
+    OverflowError,
+    NotImplementedError,
+    SyntaxError,
+    struct.error,
+    tokenize.TokenError,
+)
+
+
 def read_npz(data: bytes, *, check: bool = True) -> dict[str, np.ndarray]:
     """The arrays of an uncompressed ``.npz`` (no pickle).
 
@@ -1302,7 +1323,18 @@ def read_npz(data: bytes, *, check: bool = True) -> dict[str, np.ndarray]:
     for bytes the caller has checked against a hash of its own, each member's ``.npy`` header
     is parsed and its data taken as a read-only view of ``data`` (no CRC, no copy); any member
     that is not a stored ``.npy`` of format 1.0 or 2.0 falls back to ``np.load``.
+
+    Bytes that are not such an ``.npz`` raise ``ValueError`` (or ``OSError``, ``EOFError``,
+    ``zipfile.BadZipFile``), whatever their headers claim: no object array, no negative or
+    zero-size dimension trick, no member read past its own bytes.
     """
+    try:
+        return _read_npz(data, check)
+    except _MALFORMED as err:
+        raise ValueError(f"not a readable .npz ({type(err).__name__}: {err})") from err
+
+
+def _read_npz(data: bytes, check: bool) -> dict[str, np.ndarray]:
     if check:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
@@ -1311,10 +1343,10 @@ def read_npz(data: bytes, *, check: bool = True) -> dict[str, np.ndarray]:
         members = archive.infolist()
     for info in members:
         if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
-            return read_npz(data)
+            return _read_npz(data, True)
         at = info.header_offset
         if data[at : at + 4] != b"PK\x03\x04":
-            return read_npz(data)
+            return _read_npz(data, True)
         name_len, extra_len = struct.unpack("<HH", data[at + 26 : at + 30])
         start = at + 30 + name_len + extra_len
         head = io.BytesIO(data[start : start + 65536])
@@ -1324,12 +1356,14 @@ def read_npz(data: bytes, *, check: bool = True) -> dict[str, np.ndarray]:
         elif version == (2, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
         else:
-            return read_npz(data)
+            return _read_npz(data, True)
         if dtype.hasobject:
             raise ValueError(f"{info.filename}: object arrays are not read")
+        if any(n < 0 for n in shape) or not dtype.itemsize:
+            raise ValueError(f"{info.filename}: a negative dimension or an empty type")
         count = math.prod(shape)
         begin = start + head.tell()
-        if begin + count * dtype.itemsize > start + info.file_size:
+        if begin + count * dtype.itemsize > min(start + info.file_size, len(data)):
             raise ValueError(f"{info.filename}: shorter than its header says")
         values = np.frombuffer(data, dtype=dtype, count=count, offset=begin)
         out[info.filename[:-4]] = values.reshape(shape, order="F" if fortran else "C")

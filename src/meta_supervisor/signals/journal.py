@@ -151,11 +151,15 @@ def apply(
             if f"w.{name}" in entry:
                 out[name] = entry[f"w.{name}"]
             elif f"i.{name}" in entry:
-                before = image[name]
+                before, rows = image[name], entry[f"i.{name}"]
                 size = int(entry[f"n.{name}"])
+                # every row past the old length is a changed row (delta): a length beyond
+                # them is not one delta writes, and is never allocated
+                if not before.shape[0] <= size <= before.shape[0] + rows.size:
+                    raise EntryError(f"{name}: new length {size} does not fit its rows")
                 values = np.zeros((size, *before.shape[1:]), dtype=before.dtype)
                 values[: before.shape[0]] = before
-                values[entry[f"i.{name}"]] = entry[f"v.{name}"]
+                values[rows] = entry[f"v.{name}"]
                 out[name] = values
             else:
                 out[name] = image[name]
