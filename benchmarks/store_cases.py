@@ -311,7 +311,7 @@ def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
     from benchmarks.cases import bench_policy
 
     start = time.perf_counter()
-    for profile in (Profile.SEED, Profile.EVIDENCE):
+    for profile in (Profile.SEED, Profile.SELECT, Profile.EVIDENCE):
         ensure_store(spec, bench_policy(spec, profile))
     ensure_store(spec, bench_policy(spec).model_copy(update={"cadence_history_hours": 0.0}))
     _previous_day_state(spec)
