@@ -212,9 +212,9 @@ def case_store_append(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, An
 
 
 def case_store_append_nocadence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
-    """``store_append`` with cadence off: the cycle without the cadence index, which reads the
-    records of the cadence history (here the whole ledger: ``C = max(4 weeks, L)`` and the
-    benchmark's ``L`` is 91 days) from the store and sorts them, every cycle."""
+    """``store_append`` with cadence off (``cadence_history_hours = 0``): no expected-records
+    gate and no cadence history (the seed profile reads no cadence index; ``select``, which
+    does, refuses cadence off)."""
     return _append_cycle(spec, Profile.SEED, cadence=False)
 
 
