@@ -1,8 +1,9 @@
 """The allocation: per-agent statistics + confidence + strategy tails + policy -> decision.
 
 Pure: no file, no clock (``as_of`` is an argument). The pipeline is the same for every
-profile; a profile (:mod:`meta_supervisor.allocate.profiles`: ``evidence``, the default, and
-``seed``, DESIGN.md's "Allocation" made correct) only supplies the quality and risk factors.
+profile; a profile (:mod:`meta_supervisor.allocate.profiles`: ``select``, the default,
+``evidence``, and ``seed``, DESIGN.md's "Allocation" made correct) only supplies the quality and
+risk factors.
 Every step's output is kept in the explanation (:mod:`meta_supervisor.allocate.explain`):
 
 1. **gates** (:mod:`meta_supervisor.allocate.gates`, each a named reason): operator exclusion
