@@ -239,18 +239,6 @@ class ArrayStats(IncrementalStats):
         self._refill_rows(a.h_upto(now - cvar_l), h_end)
         self._unsynced = True
 
-    def _move_anchor(self, now: int) -> None:
-        """The confidence anchor for ``now``, shifting the exact sums when it moves (as
-        ``advance`` does)."""
-        anchor = self._conf_anchor(now)
-        if self.conf_anchor_us is None:
-            self.conf_anchor_us = anchor
-        elif anchor != self.conf_anchor_us:
-            periods = (anchor - self.conf_anchor_us) // self._conf_period()
-            self._conf_w.shift(-periods)
-            self._conf_wz.shift(-periods)
-            self.conf_anchor_us = anchor
-
     def _latest_rows(self, start: int, end: int) -> None:
         """Number the agents of rows ``[start, end)`` (any horizon) and make each one's last row
         its latest record (``any_*``)."""

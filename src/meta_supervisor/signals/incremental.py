@@ -569,16 +569,7 @@ class IncrementalStats:
             for lookback in windows
         )
         dirty = self._update_stats(in_stats, leaving[0])
-        anchor = self._conf_anchor(now)
-        if self.conf_anchor_us is None:
-            self.conf_anchor_us = anchor
-        elif anchor != self.conf_anchor_us:
-            # every weight is 2^-24 times its value at the previous anchor per period moved:
-            # the exact sums move down one 24-bit level per period, exactly
-            periods = (anchor - self.conf_anchor_us) // self._conf_period()
-            self._conf_w.shift(-periods)
-            self._conf_wz.shift(-periods)
-            self.conf_anchor_us = anchor
+        self._move_anchor(now)
         self._update_confidence(in_conf, leaving[1])
         self._update_tails(in_cvar, leaving[2])
         for name, entered, left in (
@@ -728,6 +719,19 @@ class IncrementalStats:
     def _half_life_us(self) -> int:
         """The confidence half-life :math:`h` in whole µs (at least 1)."""
         return max(1, round(self.policy.confidence_half_life_hours * US_PER_HOUR))
+
+    def _move_anchor(self, now: int) -> None:
+        """The confidence anchor for ``now``, shifting the exact sums when it moves: every
+        weight is 2^-24 times its value at the previous anchor per period moved, so the exact
+        sums move down one 24-bit level per period, exactly."""
+        anchor = self._conf_anchor(now)
+        if self.conf_anchor_us is None:
+            self.conf_anchor_us = anchor
+        elif anchor != self.conf_anchor_us:
+            periods = (anchor - self.conf_anchor_us) // self._conf_period()
+            self._conf_w.shift(-periods)
+            self._conf_wz.shift(-periods)
+            self.conf_anchor_us = anchor
 
     def _conf_period(self) -> int:
         """:math:`P = 24h` (µs): the confidence anchor moves once every 24 half-lives."""
