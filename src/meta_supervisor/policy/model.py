@@ -279,8 +279,9 @@ class Policy(BaseModel):
     broken_regime_relative: bool = Field(
         True,
         description="select: judge the run of losses in the fleet's volatility regime, "
-        "z/max(1, V) with V the median over agents of their recent/earlier robust scale "
-        "(false: against the agent's own earlier scale only; meta_supervisor.signals.broken)",
+        "z/V when V >= 1.5 (else z) with V the median over agents of their recent/earlier "
+        "robust scale (false: against the agent's own earlier scale only; "
+        "meta_supervisor.signals.broken)",
     )
 
     @model_validator(mode="after")

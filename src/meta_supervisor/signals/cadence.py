@@ -122,8 +122,8 @@ class CadenceIndex:
     def recent_loss_z(self, agents: Sequence[str], as_of: datetime, policy: Policy) -> FloatArray:
         """Per agent, the largest ``z`` such that ``broken_consecutive`` consecutive records
         among its last ``broken_memory_records`` each lost at least ``z`` times its own robust
-        scale, divided by ``max(1, V)`` with ``broken_regime_relative`` (NaN: unknown; see
-        :mod:`meta_supervisor.signals.broken`)."""
+        scale, divided by the fleet's ``V`` when ``V ≥ 1.5`` with ``broken_regime_relative``
+        (NaN: unknown; see :mod:`meta_supervisor.signals.broken`)."""
         return self.loss_regime(agents, as_of, policy)[0]
 
     def loss_regime(

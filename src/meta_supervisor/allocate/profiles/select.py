@@ -16,7 +16,7 @@ Factors, per agent:
   records or no dispersion) get the rule's mean weight: neutral.
 * **broken** (risk, 0 or 1): 0 when ``recent_loss_z ≥ broken_loss_scale``
   (:mod:`meta_supervisor.signals.broken`: consecutive losses each far beyond the agent's own
-  robust scale, divided by ``max(1, V)``, the fleet's volatility ratio, with
+  robust scale, divided by ``V``, the fleet's volatility ratio, when ``V ≥ 1.5``, with
   ``broken_regime_relative``: a market-wide volatility rise cuts nobody by itself); the
   pull-back sends its share to cash and the explanation names why (and the fleet's ``V``
   when it raised the bar).
