@@ -13,7 +13,6 @@ regime (``broken_regime_relative``, the shipped default).
 """
 
 import os
-
 import sys
 
 import numpy as np
@@ -73,8 +72,7 @@ def replay(fleet, settings):
             p = Policy(**{**fleet.policy_overrides, **knobs, "broken_regime_relative": REGIME})
             ok = N[k] >= min_records_needed(E[k], p)
             if b:
-                if k % 1 == 0:
-                    z = idx.recent_loss_z(agents, t, p)
+                z = idx.recent_loss_z(agents, t, p)
                 hit = z >= b
                 known = ~np.isnan(z)
                 if known.sum() and hit.sum() / known.sum() > q:
