@@ -302,3 +302,22 @@ def test_cap_excess_cash_keeps_the_excess_out_of_the_other_agents(demo_ledger):
     assert kept["after_cap"] == kept["share_before_risk"]
     assert "(cap_excess = cash)" in cash.portfolio["reason"]
     assert cash.cash > default.cash
+
+
+@pytest.mark.parametrize("profile", list(Profile), ids=lambda p: p.value)
+def test_the_line_under_the_table_names_the_rule_select_follows(demo_ledger, profile):
+    """Newcomer walkthrough: the demo's table showed `rule x0.34` without saying which rule;
+    under `select` a line under the table now quotes the rule factor's reason (the same for
+    every agent); other profiles, which have no rule factor, print no such line."""
+    decision = decide(demo_ledger, DEMO_CYCLES[1], Policy(profile=profile))
+    console = Console(width=200, record=True, color_system=None, file=io.StringIO())
+    print_decision(decision, console)
+    lines = [t for t in console.export_text().splitlines() if t.startswith("Quality (")]
+    reasons = {
+        f["reason"] for e in decision.agents.values() for f in e["factors"] if f["factor"] == "rule"
+    }
+    if profile is Profile.SELECT:
+        assert len(reasons) == 1 and next(iter(reasons)).startswith("follows ")
+        assert lines == [f"Quality (select profile): {next(iter(reasons))}."]
+    else:
+        assert not reasons and not lines

@@ -166,8 +166,20 @@ def explanation_panel(decision: Decision, agent: str) -> Panel:
     return Panel(Group(*parts), title=title)
 
 
+def followed_rule(decision: Decision) -> str | None:
+    """The reason of the ``rule`` factor (the ``select`` profile: which allocation rule the
+    fleet's quality follows, and why), the same for every agent; ``None`` under profiles
+    without it."""
+    for name in sorted(decision.agents):
+        for factor in decision.agents[name]["factors"]:
+            if factor["factor"] == "rule" and factor.get("reason"):
+                return str(factor["reason"])
+    return None
+
+
 def print_decision(decision: Decision, console: Console | None = None) -> None:
-    """Print the allocation table and the portfolio line."""
+    """Print the allocation table, the portfolio line and, under ``select``, the rule the
+    quality follows."""
     console = console or Console(width=None if Console().is_terminal else 160)
     console.print(allocation_table(decision, console.width))
     if console.width < WIDE:
@@ -183,6 +195,9 @@ def print_decision(decision: Decision, console: Console | None = None) -> None:
         f"Before the stability step: {markup(p['reason'])}. Gated: {p['n_gated']} of "
         f"{p['n_agents']}. Binding caps: {caps}."
     )
+    rule = followed_rule(decision)
+    if rule is not None:
+        console.print(f"Quality ({markup(decision.profile or '')} profile): {markup(rule)}.")
 
 
 # ---------------------------------------------------------------- history and diff
