@@ -111,6 +111,17 @@ def child_env(fault: str | None = None) -> dict[str, str]:
     return env
 
 
+def paths_spec(paths: Paths) -> dict[str, str]:
+    """The records, telemetry, state and ledger paths as text, for a child process's spec
+    (``Paths(**{k: Path(v) ...})`` rebuilds them)."""
+    return {
+        "records": str(paths.records),
+        "telemetry": str(paths.telemetry),
+        "state_dir": str(paths.state_dir),
+        "ledger": str(paths.ledger),
+    }
+
+
 def spawn_cycles(
     paths: Paths,
     as_ofs: list,
@@ -121,13 +132,7 @@ def spawn_cycles(
 ) -> subprocess.Popen:
     """Start a child process running the cycles ``as_ofs`` in order on ``paths``."""
     spec = {
-        "paths": {
-            "records": str(paths.records),
-            "telemetry": str(paths.telemetry),
-            "state_dir": str(paths.state_dir),
-            "ledger": str(paths.ledger),
-            "policy": str(paths.policy),
-        },
+        "paths": {**paths_spec(paths), "policy": str(paths.policy)},
         "as_ofs": [iso(a) for a in as_ofs],
         "wait": wait,
         "snapshots": str(snapshots) if snapshots else None,

@@ -14,8 +14,10 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_engine import T0, _append, _records, _store_paths, op_st, policy_st
 
-from faultkit import child_env
+from faultkit import child_env, paths_spec
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle import engine as engine_module
 from meta_supervisor.cycle.engine import forget_resident, journal_path, meta_path
@@ -228,6 +230,30 @@ def test_a_journal_write_cut_short_leaves_the_old_state(tmp_path, monkeypatch):
     assert journal_path(paths.engine).stat().st_size == meta["journal"]["bytes"]
 
 
+def replay_journaled(store: Paths, ops: list, bound: int) -> Iterator[tuple[str, Any, Any]]:
+    """Ingest into ``store`` as ``ops`` say (one first record, then each ``("ingest",
+    records)``), with the journal on and compacted past ``bound`` times the base, no engine
+    kept in memory before or after; yields ``(kind, arg, as_of)`` for every other op (``as_of``
+    moved by a ``("cycle", hours)``) for the caller to act on."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(engine_module, "JOURNAL_MIN_BYTES", 0)
+    patch.setattr(engine_module, "journal_bound", lambda size: bound * size)
+    forget_resident()
+    try:
+        as_of, index = T0, 0
+        for kind, arg in [("ingest", [("a", "s1", -1, 5.0, 1.0)]), *ops]:
+            if kind == "ingest":
+                _append(store, _records(arg, index, as_of))
+                index += len(arg)
+                continue
+            if kind == "cycle":
+                as_of += timedelta(hours=arg)
+            yield kind, arg, as_of
+    finally:
+        patch.undo()
+        forget_resident()
+
+
 @given(policy=policy_st, ops=st.lists(op_st, min_size=2, max_size=10))
 @settings(max_examples=15, deadline=None)
 def test_a_resident_engine_records_what_fresh_processes_record(policy, ops, tmp_path_factory):
@@ -240,32 +266,19 @@ def test_a_resident_engine_records_what_fresh_processes_record(policy, ops, tmp_
         name: Paths(store.records, store.telemetry, state_dir=root / name, ledger=store.ledger)
         for name in ("kept", "fresh")
     }
-    patch = pytest.MonkeyPatch()
-    patch.setattr(engine_module, "JOURNAL_MIN_BYTES", 0)
-    patch.setattr(engine_module, "journal_bound", lambda size: 3 * size)
-    forget_resident()
-    try:
-        as_of, index = T0, 0
-        for kind, arg in [("ingest", [("a", "s1", -1, 5.0, 1.0)]), *ops]:
-            if kind == "ingest":
-                _append(store, _records(arg, index, as_of))
-                index += len(arg)
-            elif kind == "cycle":
-                as_of += timedelta(hours=arg)
-                kept = engine_module._RESIDENT.pop(dirs["fresh"].engine.resolve(), None)
-                _, fresh = run_cycle(dirs["fresh"], as_of, policy)
-                engine_module._RESIDENT.pop(dirs["fresh"].engine.resolve(), None)
-                assert kept is None
-                _, mine = run_cycle(dirs["kept"], as_of, policy)
-                assert fresh.engine is not None and mine.engine is not None
-                assert fresh.engine.loaded in ("files", "")
-                assert mine.engine.mode == fresh.engine.mode
-        if dirs["kept"].history.exists():
-            assert dirs["kept"].history.read_bytes() == dirs["fresh"].history.read_bytes()
-            _same_arrays(_saved(dirs["kept"], policy), _saved(dirs["fresh"], policy))
-    finally:
-        patch.undo()
-        forget_resident()
+    for kind, _, as_of in replay_journaled(store, ops, bound=3):
+        if kind == "cycle":
+            kept = engine_module._RESIDENT.pop(dirs["fresh"].engine.resolve(), None)
+            _, fresh = run_cycle(dirs["fresh"], as_of, policy)
+            engine_module._RESIDENT.pop(dirs["fresh"].engine.resolve(), None)
+            assert kept is None
+            _, mine = run_cycle(dirs["kept"], as_of, policy)
+            assert fresh.engine is not None and mine.engine is not None
+            assert fresh.engine.loaded in ("files", "")
+            assert mine.engine.mode == fresh.engine.mode
+    if dirs["kept"].history.exists():
+        assert dirs["kept"].history.read_bytes() == dirs["fresh"].history.read_bytes()
+        _same_arrays(_saved(dirs["kept"], policy), _saved(dirs["fresh"], policy))
 
 
 def _saved(paths: Paths, policy: Policy) -> dict[str, np.ndarray]:
@@ -329,12 +342,7 @@ def test_a_kill_between_the_journal_append_and_engine_json_leaves_the_old_state(
     _cycle_all(paths, fresh=False, hours=HOURS[:3])
     committed = json.loads(meta_path(paths.engine).read_text())["journal"]["bytes"]
     spec = {
-        "paths": {
-            "records": str(paths.records),
-            "telemetry": str(paths.telemetry),
-            "state_dir": str(paths.state_dir),
-            "ledger": str(paths.ledger),
-        },
+        "paths": paths_spec(paths),
         "as_of": (T0 + timedelta(hours=HOURS[3])).isoformat(),
     }
     done = subprocess.run(

@@ -35,9 +35,10 @@ from test_engine_journal import (
     _paths,
     _reference,
     _store,
+    replay_journaled,
 )
 
-from faultkit import child_env
+from faultkit import child_env, paths_spec
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle import engine as engine_module
 from meta_supervisor.cycle.engine import forget_resident, journal_path, meta_path, next_path
@@ -369,12 +370,7 @@ def test_a_kill_inside_a_compaction_after_journal_entries_costs_no_rebuild(
     paths = _paths(tmp_path, "killed")
     _cycle_all(paths, fresh=False, hours=HOURS[:4])
     spec = {
-        "paths": {
-            "records": str(paths.records),
-            "telemetry": str(paths.telemetry),
-            "state_dir": str(paths.state_dir),
-            "ledger": str(paths.ledger),
-        },
+        "paths": paths_spec(paths),
         "as_of": (T0 + timedelta(hours=HOURS[4])).isoformat(),
     }
     child = _KILLED_CHILD.replace("1 << 30", "1")  # the bound: this cycle compacts
@@ -446,34 +442,21 @@ def test_any_tampering_records_the_decisions_of_a_full_rebuild(policy, ops, tmp_
     store = _store_paths(root)
     attacked = Paths(store.records, store.telemetry, state_dir=root / "a", ledger=store.ledger)
     rebuilt = Paths(store.records, store.telemetry, state_dir=root / "r", ledger=store.ledger)
-    patch = pytest.MonkeyPatch()
-    patch.setattr(engine_module, "JOURNAL_MIN_BYTES", 0)
-    patch.setattr(engine_module, "journal_bound", lambda size: 2 * size)
-    forget_resident()
-    try:
-        as_of, index = T0, 0
-        for kind, arg in [("ingest", [("a", "s1", -1, 5.0, 1.0)]), *ops]:
-            if kind == "ingest":
-                _append(store, _records(arg, index, as_of))
-                index += len(arg)
-            elif kind == "restart":
-                forget_resident()
-            elif kind == "tamper":
-                _tamper(attacked, arg[0], arg[1], root / "snapshot")
-            else:
-                as_of += timedelta(hours=arg)
-                for path in _files(rebuilt):
-                    path.unlink(missing_ok=True)
-                engine_module._RESIDENT.pop(rebuilt.engine.resolve(), None)
-                _, reference = run_cycle(rebuilt, as_of, policy)
-                engine_module._RESIDENT.pop(rebuilt.engine.resolve(), None)
-                assert reference.engine is not None and reference.engine.mode == "rebuilt"
-                run_cycle(attacked, as_of, policy)
-        if rebuilt.history.exists():
-            assert attacked.history.read_bytes() == rebuilt.history.read_bytes()
-    finally:
-        patch.undo()
-        forget_resident()
+    for kind, arg, as_of in replay_journaled(store, ops, bound=2):
+        if kind == "restart":
+            forget_resident()
+        elif kind == "tamper":
+            _tamper(attacked, arg[0], arg[1], root / "snapshot")
+        else:
+            for path in _files(rebuilt):
+                path.unlink(missing_ok=True)
+            engine_module._RESIDENT.pop(rebuilt.engine.resolve(), None)
+            _, reference = run_cycle(rebuilt, as_of, policy)
+            engine_module._RESIDENT.pop(rebuilt.engine.resolve(), None)
+            assert reference.engine is not None and reference.engine.mode == "rebuilt"
+            run_cycle(attacked, as_of, policy)
+    if rebuilt.history.exists():
+        assert attacked.history.read_bytes() == rebuilt.history.read_bytes()
 
 
 def test_a_rechained_journal_claiming_a_huge_array_is_refused_not_allocated(journaled, tmp_path):
