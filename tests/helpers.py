@@ -259,3 +259,18 @@ def assert_same_bits(mine: tuple, theirs: tuple, canonical_nan: bool = False) ->
     for a, b in zip(mine, theirs, strict=True):
         assert a.columns == b.columns and a.height == b.height
         assert _bits(a, canonical_nan) == _bits(b, canonical_nan)
+
+
+def brute_earlier_scale(x: Sequence[float], cut: int) -> tuple[float, float]:
+    """By hand, the broken cut's reference (:mod:`meta_supervisor.signals.broken`): the median
+    of the records before ``cut`` (the latest ``MAX_SCALE_RECORDS`` of them) and their robust
+    scale ``1.4826·median|x − median|``; ``(nan, nan)`` with fewer than ``MIN_SCALE_RECORDS``
+    or a zero scale."""
+    from meta_supervisor.signals.broken import MAD_TO_SIGMA, MAX_SCALE_RECORDS, MIN_SCALE_RECORDS
+
+    if cut < MIN_SCALE_RECORDS:
+        return math.nan, math.nan
+    past = sorted(x[max(cut - MAX_SCALE_RECORDS, 0) : cut])
+    med = float(np.median(past))
+    scale = MAD_TO_SIGMA * float(np.median([abs(v - med) for v in past]))
+    return (med, scale) if scale > 0 else (math.nan, math.nan)

@@ -14,12 +14,12 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import brute_earlier_scale
 from meta_supervisor.cycle.run import decide
 from meta_supervisor.policy.model import Policy, PolicyError, Profile, make_policy
 from meta_supervisor.research.simulate import FleetSpec, simulate_fleet
 from meta_supervisor.signals.broken import (
     MAD_TO_SIGMA,
-    MAX_SCALE_RECORDS,
     MIN_REGIME_AGENTS,
     MIN_SCALE_RECORDS,
     REGIME_MIN_RATIO,
@@ -69,12 +69,8 @@ def _brute_ratio(x: list[float]) -> float:
     """``v_i`` by hand: robust scale of the judged records around the earlier median, over the
     earlier robust scale (NaN where that scale is unknown)."""
     cut = len(x) - JUDGED
-    if cut < MIN_SCALE_RECORDS:
-        return math.nan
-    past = sorted(x[max(cut - MAX_SCALE_RECORDS, 0) : cut])
-    med = float(np.median(past))
-    scale = MAD_TO_SIGMA * float(np.median([abs(v - med) for v in past]))
-    if scale <= 0:
+    med, scale = brute_earlier_scale(x, cut)
+    if math.isnan(scale):
         return math.nan
     return MAD_TO_SIGMA * float(np.median([abs(v - med) for v in x[cut:]])) / scale
 

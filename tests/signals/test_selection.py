@@ -11,11 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import brute_earlier_scale
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.broken import (
-    MAD_TO_SIGMA,
     MAX_SCALE_RECORDS,
-    MIN_SCALE_RECORDS,
     loss_run_z,
 )
 from meta_supervisor.signals.selection import (
@@ -122,12 +121,8 @@ def test_nothing_after_the_anchor_is_read():
 def _brute_loss_z(x: list[float], policy: Policy) -> float:
     memory, run = policy.broken_memory_records, policy.broken_consecutive
     cut = len(x) - (memory + run - 1)
-    if cut < MIN_SCALE_RECORDS:
-        return math.nan
-    past = sorted(x[max(cut - MAX_SCALE_RECORDS, 0) : cut])
-    med = float(np.median(past))
-    scale = MAD_TO_SIGMA * float(np.median([abs(v - med) for v in past]))
-    if scale <= 0:
+    _, scale = brute_earlier_scale(x, cut)
+    if math.isnan(scale):
         return math.nan
     best = -math.inf
     for end in range(cut + run - 1, len(x)):
