@@ -21,12 +21,11 @@ from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.signals.incremental import IncrementalStats, frames_at
 
 
-def test_a_rebuild_keeps_the_sign_of_a_zero_worst_gap():
-    """A strategy whose gaps are -0.0 then 0.0: cycle by cycle the tail buffer gets 0.0 inserted
-    before the equal -0.0 (searchsorted treats them as equal), a rebuild sorts them stably in
-    record order, so worst_gap / gap_cvar95_bps are 0.0 on one path and -0.0 on the other.
-    Suspected cause: _insert_sorted / np.sort order -0.0 and 0.0 by arrival, not by bits."""
-    policy = Policy(lookback_hours=100.0, cvar_lookback_hours=100.0)
+def _zero_gaps_both_ways(
+    policy: Policy,
+) -> tuple[pl.DataFrame, IncrementalStats, IncrementalStats]:
+    """A gap of -0.0 then one of 0.0 for the same agent: the ledger, the engine that saw them
+    in two cycles, and the one rebuilt from both at once."""
     first = _frame([_record(0, ("a", "s1", -2, 24, 1.0, -0.0, None), T0)])
     ledger = pl.concat([first, _frame([_record(1, ("a", "s1", -1, 24, 1.0, 0.0, None), T0)])])
     inc = IncrementalStats(policy)
@@ -34,6 +33,16 @@ def test_a_rebuild_keeps_the_sign_of_a_zero_worst_gap():
     inc.advance(ledger, T0)
     rebuilt = IncrementalStats(policy)
     rebuilt.advance(ledger, T0)
+    return ledger, inc, rebuilt
+
+
+def test_a_rebuild_keeps_the_sign_of_a_zero_worst_gap():
+    """A strategy whose gaps are -0.0 then 0.0: cycle by cycle the tail buffer gets 0.0 inserted
+    before the equal -0.0 (searchsorted treats them as equal), a rebuild sorts them stably in
+    record order, so worst_gap / gap_cvar95_bps are 0.0 on one path and -0.0 on the other.
+    Suspected cause: _insert_sorted / np.sort order -0.0 and 0.0 by arrival, not by bits."""
+    policy = Policy(lookback_hours=100.0, cvar_lookback_hours=100.0)
+    ledger, inc, rebuilt = _zero_gaps_both_ways(policy)
     assert_same_bits(rebuilt.frames(None), inc.frames(None))
     stats, conf, tails = inc.frames(None)
     assert_same_bits(
@@ -122,13 +131,7 @@ def test_a_negative_zero_gap_changes_the_recorded_decision_bytes_after_a_rebuild
     """The -0.0 worst gap above reaches the recorded decision: its inputs_fingerprint (every
     profile) and, under seed, the explanation text ('raw -0.0' against 'raw +0.0')."""
     policy = Policy(lookback_hours=100.0, cvar_lookback_hours=100.0, profile=profile)
-    first = _frame([_record(0, ("a", "s1", -2, 24, 1.0, -0.0, None), T0)])
-    ledger = pl.concat([first, _frame([_record(1, ("a", "s1", -1, 24, 1.0, 0.0, None), T0)])])
-    inc = IncrementalStats(policy)
-    inc.advance(first, T0 - timedelta(minutes=90))
-    inc.advance(ledger, T0)
-    rebuilt = IncrementalStats(policy)
-    rebuilt.advance(ledger, T0)
+    ledger, inc, rebuilt = _zero_gaps_both_ways(policy)
     warm = decide(Ledger(ledger, ledger.clear()), T0, policy, frames=inc.frames(None))
     cold = decide(Ledger(ledger, ledger.clear()), T0, policy, frames=rebuilt.frames(None))
     assert cold.to_json() == warm.to_json()
