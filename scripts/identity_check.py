@@ -62,8 +62,10 @@ def _canonical_engine(arrays: dict[str, np.ndarray]) -> bytes:
     for name in sorted(arrays):
         if name in ("header", "t_offsets", "t_buffer"):
             continue
-        order = agents if name == "names" or name.startswith(("a_", "c_")) else strategies
+        order = agents if name == "names" or name.startswith(("a_", "c_", "r_")) else strategies
         values = arrays[name]
+        if name == "r_ring":  # the loss tails: one block of slots per agent
+            values = values.reshape(agents.size, -1)
         if name.endswith("_levels"):  # exact sums: the levels, a (levels, groups) grid
             order = np.arange(values.shape[0])
         elif name.endswith("_digits"):

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -30,6 +31,7 @@ from meta_supervisor.ingest.records import RECORD_SCHEMA, empty_quarantine, empt
 from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.research.demo import DEMO_AS_OF
+from meta_supervisor.signals.cadence import CadenceIndex
 from meta_supervisor.signals.persistence import persistence
 from meta_supervisor.state.files import read_history
 
@@ -425,3 +427,37 @@ def test_a_warm_cycle_scans_only_the_segments_its_time_ranges_overlap(
     records = LedgerStore(paths.ledger).manifest().of("records")
     assert scanned and set(scanned) <= {s.path for s in records[-2:]}
     assert decision.agents["a"]["inputs"]["n_records"] == 2
+
+
+@pytest.mark.parametrize("profile", [Profile.SELECT, Profile.SEED])
+def test_a_rebuild_reads_the_whole_cadence_history_when_it_is_the_longest_window(
+    tmp_path: Path, profile: Profile
+) -> None:
+    """The cadence history (672 h by default) may be longer than every stats window: a state
+    rebuilt from the store must count each agent's records over all of it, as the ledger's
+    cadence index does (it read only the longest stats window, 48 h here: the daily agents'
+    cadence was unknown, the history's first day looking empty, where the ledger gives 1.0
+    expected record a day)."""
+    paths = _store_paths(tmp_path)
+    rng = [((d * 7 + a * 3) % 23 - 11) * 1.5 for d in range(40) for a in range(6)]
+    items = [
+        ("abcdef"[a], "s1" if a % 2 else "s2", -24 * d, rng[d * 6 + a], 2.0)
+        for d in range(40)
+        for a in range(6)
+    ]
+    _append(paths, _records(items, 0, T0))
+    policy = Policy(
+        profile=profile, lookback_hours=24, confidence_lookback_hours=48, cvar_lookback_hours=48
+    )
+    store = LedgerStore(paths.ledger)
+    frames, run = engine_module.store_frames(
+        store, store.manifest(), T0, policy, paths.engine, empty_telemetry(), save=False
+    )
+    assert run.mode == "rebuilt"
+    stats = frames[0]
+    index = CadenceIndex.from_records(store.records(), policy.horizon_hours)
+    names = stats["agent"].to_list()
+    want = index.expected_records(names, T0, policy)
+    assert stats["expected_records"].fill_null(np.nan).to_numpy().tobytes() == want.tobytes()
+    decision, _ = run_cycle(paths, T0, policy)
+    _assert_close(decision, _reference(paths, T0, policy, None, None))

@@ -64,8 +64,10 @@ def _canonical(arrays: dict[str, np.ndarray]) -> dict[str, bytes]:
         if name == "header" or name.endswith("_levels"):
             out[name] = values.tobytes()
             continue
-        order = agents if name == "names" or name.startswith(("a_", "c_")) else strategies
+        order = agents if name == "names" or name.startswith(("a_", "c_", "r_")) else strategies
         grid = values.T if name.endswith("_digits") else values
+        if name == "r_ring":  # the loss tails: one block of slots per agent
+            grid = values.reshape(agents.size, -1)
         out[name] = str(grid.dtype).encode() + grid[order].tobytes()
     for i in strategies:
         buffer = arrays["t_buffer"][int(offsets[i]) : int(offsets[i + 1])]

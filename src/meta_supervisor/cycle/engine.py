@@ -75,9 +75,12 @@ import numpy as np
 import numpy.ma
 import polars as pl
 
+from meta_supervisor.allocate.profiles import method_for
 from meta_supervisor.ledger.store import LedgerStore, Manifest, Segment
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals import journal
+from meta_supervisor.signals.broken import records_read
+from meta_supervisor.signals.cadence import cadence_hours
 from meta_supervisor.signals.incremental import (
     CHUNK_ROWS,
     IncrementalStats,
@@ -96,12 +99,14 @@ from meta_supervisor.state.files import (
 __all__ = [
     "CHUNK_ROWS",
     "JOURNAL_MIN_BYTES",
+    "MAX_LOSS_TAIL",
     "EngineRun",
     "JournalProblem",
     "describe",
     "forget_resident",
     "journal_bound",
     "journal_path",
+    "keeps_loss_tails",
     "meta_path",
     "preload",
     "store_frames",
@@ -146,7 +151,29 @@ def _us(moment: datetime) -> int:
 
 
 def _window_hours(policy: Policy) -> float:
-    return max(policy.lookback_hours, policy.cvar_lookback_hours, policy.confidence_lookback_hours)
+    return max(
+        policy.lookback_hours,
+        policy.cvar_lookback_hours,
+        policy.confidence_lookback_hours,
+        cadence_hours(policy),
+    )
+
+
+#: The most records per agent the engine keeps for the broken cut (a policy whose cut reads
+#: more, ``broken_memory_records`` in the thousands, has its cadence history read each cycle).
+MAX_LOSS_TAIL = 8192
+
+
+def keeps_loss_tails(policy: Policy) -> bool:
+    """The engine keeps each agent's latest records for the broken cut (its loss tails,
+    :meth:`~meta_supervisor.signals.incremental.IncrementalStats._push_tails`): the profile
+    reads ``recent_loss_z`` (select), cadence is on and the cut reads at most
+    :data:`MAX_LOSS_TAIL` records per agent. Then a cycle does not read the cadence history."""
+    return (
+        "recent_loss_z" in method_for(policy.profile).keys
+        and cadence_hours(policy) > 0
+        and 0 < records_read(policy) <= MAX_LOSS_TAIL
+    )
 
 
 @dataclass
@@ -280,13 +307,18 @@ def _unusable(fingerprint: str, ledger: str, policy: Policy, store: LedgerStore)
 def _restore(data: bytes, payloads: list[bytes], policy: Policy, source: Path) -> IncrementalStats:
     """The state of the base ``data`` with the journal entries ``payloads`` replayed."""
     if not payloads:
-        return IncrementalStats.from_bytes(data, policy, source, verified=True)
+        return IncrementalStats.from_bytes(
+            data, policy, source, verified=True, loss_tails=keeps_loss_tails(policy)
+        )
     image, buffers = journal.split_buffers(read_npz(data, check=False))
     for payload in payloads:
         image, buffers = journal.apply(image, buffers, journal.decode(payload))
     names = [str(s) for s in image["t_names"]]
     return IncrementalStats.from_arrays(
-        {**image, **buffer_arrays([buffers.get(s, np.empty(0)) for s in names])}, policy, source
+        {**image, **buffer_arrays([buffers.get(s, np.empty(0)) for s in names])},
+        policy,
+        source,
+        loss_tails=keeps_loss_tails(policy),
     )
 
 
@@ -366,7 +398,7 @@ def _rebuild(
     first_us = min((s.lo for s in overlapping if s.lo is not None), default=as_of_us)
     first_us = max(first_us, start_us)
     chunks = max(1, math.ceil(rows / max(chunk_rows, 1)))
-    engine = IncrementalStats(policy)
+    engine = IncrementalStats(policy, loss_tails=keeps_loss_tails(policy))
     for i in range(1, chunks + 1):
         step_us = as_of_us if i == chunks else first_us + (as_of_us - first_us) * i // chunks
         engine.advance(view, _EPOCH + timedelta(microseconds=step_us))

@@ -251,10 +251,14 @@ def expected_records(
     ``recent_loss_z`` only under a profile that reads it (computing it costs a robust scale
     per agent per cycle, and an explanation shows only inputs its profile reads).
 
-    Frames from the engine already hold ``expected_records`` (from the counts it keeps): then
-    the cadence index is built only for a profile that reads ``recent_loss_z``."""
+    Frames from the engine already hold ``expected_records`` (from the counts it keeps), and
+    under select ``recent_loss_z`` (from the loss tails it keeps,
+    :func:`meta_supervisor.cycle.engine.keeps_loss_tails`): then the cadence index is built
+    only for a profile that reads ``recent_loss_z`` when the engine did not give it."""
     reads = "recent_loss_z" in method_for(policy.profile).keys
     if cadence_hours(policy) <= 0 or ("expected_records" in stats.columns and not reads):
+        return stats
+    if "recent_loss_z" in stats.columns:  # the engine keeps the loss tails: all is there
         return stats
     if "expected_records" in stats.columns:
         stats = stats.drop("expected_records")  # the index gives the same numbers
@@ -700,12 +704,14 @@ def _run_cycle(
         extra: dict[str, Any] = {}
         if manifest is not None:
             frames, learned = _engine_frames(paths, ledger, manifest, as_of, policy, write)
+            # the engine keeps expected_records and (select) the loss tails; the index only
+            # for a recent_loss_z it did not give
+            wants = "recent_loss_z" in method_for(policy.profile).keys
             extra = {
                 "frames": frames,
                 "persistence": learned,
-                # the engine keeps expected_records; the index only for recent_loss_z
                 "cadence": _store_cadence(paths, manifest, as_of, policy)
-                if "recent_loss_z" in method_for(policy.profile).keys
+                if wants and "recent_loss_z" not in frames[0].columns
                 else None,
             }
         overrides = load_overrides(paths)

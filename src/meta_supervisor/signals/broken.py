@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from meta_supervisor.typing import FloatArray
+from meta_supervisor.typing import FloatArray, IntArray
 
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
@@ -79,9 +79,14 @@ __all__ = [
     "MIN_REGIME_AGENTS",
     "MIN_SCALE_RECORDS",
     "REGIME_MIN_RATIO",
+    "fleet_loss_runs",
     "fleet_vol_ratio",
+    "judged_records",
+    "loss_regime",
     "loss_run",
     "loss_run_z",
+    "loss_runs",
+    "records_read",
     "regime_divisor",
     "regime_relative",
 ]
@@ -96,25 +101,82 @@ MIN_REGIME_AGENTS = 5
 REGIME_MIN_RATIO = 1.5
 
 
+def judged_records(policy: Policy) -> int:
+    """:math:`R + r - 1`: the records a run is judged over (0 when the cut is off)."""
+    memory, run = policy.broken_memory_records, policy.broken_consecutive
+    return 0 if run <= 0 or memory <= 0 else memory + run - 1
+
+
+def records_read(policy: Policy) -> int:
+    """How many of an agent's latest records :func:`loss_run` reads at most:
+    :data:`MAX_SCALE_RECORDS` for the scale and :math:`R + r - 1` judged (0: the cut is off).
+    An agent's earlier records never change its ``(z_i, v_i)``."""
+    judged = judged_records(policy)
+    return MAX_SCALE_RECORDS + judged if judged else 0
+
+
 def loss_run(pnl: FloatArray, policy: Policy) -> tuple[float, float]:
     """``(z_i, v_i)`` of one agent's PnL series (in order; NaN: unknown): the worst run's loss
     in units of its own earlier robust scale, and its volatility ratio (the robust scale of the
-    judged records around the earlier median over that scale); see the module docstring."""
-    memory, run = policy.broken_memory_records, policy.broken_consecutive
-    if run <= 0 or memory <= 0:
-        return math.nan, math.nan
-    cut = pnl.size - (memory + run - 1)
-    if cut < MIN_SCALE_RECORDS:
-        return math.nan, math.nan
-    past = pnl[max(cut - MAX_SCALE_RECORDS, 0) : cut]
-    centre = float(np.median(past))
-    scale = MAD_TO_SIGMA * float(np.median(np.abs(past - centre)))
-    if not scale > 0:
-        return math.nan, math.nan
-    recent = -pnl[cut:] / scale  # the last memory + run − 1 records, losses positive
-    windows = np.lib.stride_tricks.sliding_window_view(recent, run)
-    ratio = MAD_TO_SIGMA * float(np.median(np.abs(pnl[cut:] - centre))) / scale
-    return float(windows.min(axis=1).max()), ratio
+    judged records around the earlier median over that scale); see the module docstring.
+    :func:`loss_runs` on one row."""
+    z, ratio = loss_runs(np.asarray(pnl, dtype=np.float64)[None, :], policy)
+    return float(z[0]), float(ratio[0])
+
+
+def loss_runs(rows: FloatArray, policy: Policy) -> tuple[FloatArray, FloatArray]:
+    r""":func:`loss_run` of every row of ``rows`` (agents × records, each row one agent's series
+    in order, all of one length), vectorised: ``(z, v)`` per row, NaN where unknown.
+
+    Per row :math:`x`, with ``cut`` :math:`= n - (R + r - 1)` and ``past`` the last
+    :data:`MAX_SCALE_RECORDS` records before it: centre :math:`m` = median(past), scale
+    :math:`\sigma = 1.4826\cdot\mathrm{median}|past - m|`; ``z`` = max over the windows of
+    :math:`r` consecutive judged records of the smallest :math:`-x/\sigma`; ``v`` =
+    :math:`1.4826\cdot\mathrm{median}|x_{cut:} - m| / \sigma`. NaN with fewer than
+    :data:`MIN_SCALE_RECORDS` earlier records or :math:`\sigma \le 0`. A median along an axis
+    is the same partition and mean as a median of one row, so each row's numbers are those of
+    the row alone, bit for bit."""
+    count, length = rows.shape
+    z = np.full(count, np.nan)
+    ratio = np.full(count, np.nan)
+    judged = judged_records(policy)
+    cut = length - judged
+    if not judged or cut < MIN_SCALE_RECORDS or not count:
+        return z, ratio
+    past = rows[:, max(cut - MAX_SCALE_RECORDS, 0) : cut]
+    centre = np.median(past, axis=1)
+    scale = MAD_TO_SIGMA * np.median(np.abs(past - centre[:, None]), axis=1)
+    ok = scale > 0
+    if not ok.any():
+        return z, ratio
+    rows, centre, scale = rows[ok], centre[ok], scale[ok]
+    recent = -rows[:, cut:] / scale[:, None]  # the judged records, losses positive
+    windows = np.lib.stride_tricks.sliding_window_view(recent, policy.broken_consecutive, axis=1)
+    z[ok] = windows.min(axis=2).max(axis=1)
+    spread = np.median(np.abs(rows[:, cut:] - centre[:, None]), axis=1)
+    ratio[ok] = MAD_TO_SIGMA * spread / scale
+    return z, ratio
+
+
+def fleet_loss_runs(
+    values: FloatArray, starts: IntArray, lengths: IntArray, policy: Policy
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`loss_run` of each agent ``k``'s series ``values[starts[k] : starts[k] +
+    lengths[k]]``: ``(z, v)`` per agent. Only the last :func:`records_read` records of a
+    series are read; agents whose series have one length are computed together
+    (:func:`loss_runs`), so a fleet costs a few array passes, not one call per agent."""
+    z = np.full(starts.size, np.nan)
+    ratio = np.full(starts.size, np.nan)
+    keep = records_read(policy)
+    if not keep or not starts.size:
+        return z, ratio
+    ends = starts + lengths
+    lengths = np.minimum(lengths, keep)
+    for length in np.unique(lengths[lengths >= judged_records(policy) + MIN_SCALE_RECORDS]):
+        agents = np.flatnonzero(lengths == length)
+        rows = values[(ends[agents] - length)[:, None] + np.arange(length)]
+        z[agents], ratio[agents] = loss_runs(rows, policy)
+    return z, ratio
 
 
 def loss_run_z(pnl: FloatArray, policy: Policy) -> float:
@@ -136,6 +198,16 @@ def regime_divisor(fleet_v: float) -> float:
     """What ``z_i`` is divided by: ``V`` when ``V ≥`` :data:`REGIME_MIN_RATIO`, else 1 (and
     when ``V`` is unknown)."""
     return fleet_v if fleet_v >= REGIME_MIN_RATIO else 1.0
+
+
+def loss_regime(loss_z: FloatArray, ratios: FloatArray, policy: Policy) -> tuple[FloatArray, float]:
+    """``(recent_loss_z, V)`` from every agent's ``(z_i, v_i)``: ``z_i`` judged in the
+    fleet's regime (:func:`regime_relative`) and ``V`` when ``broken_regime_relative``; else
+    ``z_i`` as it is and ``V`` NaN (the cut is absolute)."""
+    if not policy.broken_regime_relative:
+        return loss_z, math.nan
+    fleet_v = fleet_vol_ratio(ratios)
+    return regime_relative(loss_z, fleet_v), fleet_v
 
 
 def regime_relative(loss_z: FloatArray, fleet_v: float) -> FloatArray:

@@ -34,8 +34,7 @@ the ledger. Pure: no file, no clock.
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -50,7 +49,13 @@ from meta_supervisor.units import US_PER_HOUR
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
 
-__all__ = ["CadenceIndex", "cadence_hours", "min_records_needed", "with_expected_records"]
+__all__ = [
+    "CadenceIndex",
+    "cadence_hours",
+    "loss_columns",
+    "min_records_needed",
+    "with_expected_records",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -132,16 +137,16 @@ class CadenceIndex:
         """``(recent_loss_z, V)``: per agent the run judged in the fleet's regime, and the
         fleet's volatility ratio ``V`` over ``agents`` (NaN: unknown, or the cut is absolute:
         ``broken_regime_relative`` off), see :mod:`meta_supervisor.signals.broken`."""
-        from meta_supervisor.signals.broken import fleet_vol_ratio, loss_run, regime_relative
+        from meta_supervisor.signals.broken import fleet_loss_runs, loss_regime
 
         z = np.full(len(agents), np.nan)
         ratio = np.full(len(agents), np.nan)
-        for k, start, _, lo, hi in self._windows(agents, as_of, policy):
-            z[k], ratio[k] = loss_run(self.pnl[start + lo : start + hi], policy)
-        if not policy.broken_regime_relative:
-            return z, math.nan
-        fleet_v = fleet_vol_ratio(ratio)
-        return regime_relative(z, fleet_v), fleet_v
+        history = cadence_hours(policy)
+        if history > 0 and self.agents:
+            now = _micros(as_of)
+            k, lo, hi = self._bounds(agents, now - round(history * US_PER_HOUR), now)
+            z[k], ratio[k] = fleet_loss_runs(self.pnl, lo, hi - lo, policy)
+        return loss_regime(z, ratio, policy)
 
     @functools.cached_property
     def _positions(self) -> dict[str, int]:
@@ -196,24 +201,6 @@ class CadenceIndex:
     def _spans(self, agents: IntArray) -> list[tuple[int, int]]:
         return [(int(self.starts[a]), int(self.starts[a + 1])) for a in agents]
 
-    def _windows(
-        self, agents: Sequence[str], as_of: datetime, policy: Policy
-    ) -> Iterator[tuple[int, int, IntArray, int, int]]:
-        """For each of ``agents`` this index knows: ``(k, start, times, lo, hi)`` with ``k``
-        its position in ``agents``, ``times`` its sorted µs maturities (from row ``start``)
-        and ``times[lo:hi]`` those in the cadence history ``(as_of − C, as_of]``. Nothing
-        when cadence is off."""
-        history = cadence_hours(policy)
-        if history <= 0 or not self.agents:
-            return
-        now = _micros(as_of)
-        since = now - round(history * US_PER_HOUR)
-        ks, los, his = self._bounds(agents, since, now)
-        for k, lo, hi in zip(ks.tolist(), los.tolist(), his.tolist(), strict=True):
-            a = self._positions[agents[k]]
-            start = int(self.starts[a])
-            yield k, start, self.times[start : self.starts[a + 1]], lo - start, hi - start
-
     def expected_records(
         self, agents: Sequence[str], as_of: datetime, policy: Policy
     ) -> FloatArray:
@@ -252,8 +239,14 @@ def with_expected_records(
     expected = index.expected_records(names, as_of, policy)
     columns = [pl.Series("expected_records", expected, dtype=pl.Float64).fill_nan(None)]
     if loss_z:
-        z, fleet_v = index.loss_regime(names, as_of, policy)
-        columns.append(pl.Series("recent_loss_z", z, dtype=pl.Float64).fill_nan(None))
-        v = np.full(len(names), fleet_v)
-        columns.append(pl.Series("fleet_vol_ratio", v, dtype=pl.Float64).fill_nan(None))
+        columns += loss_columns(*index.loss_regime(names, as_of, policy), len(names))
     return stats.with_columns(columns)
+
+
+def loss_columns(loss_z: FloatArray, fleet_v: float, rows: int) -> list[pl.Series]:
+    """The broken cut's stats columns: ``recent_loss_z`` per agent and the fleet's
+    ``fleet_vol_ratio`` in each of ``rows`` rows (null where NaN)."""
+    return [
+        pl.Series("recent_loss_z", loss_z, dtype=pl.Float64).fill_nan(None),
+        pl.Series("fleet_vol_ratio", np.full(rows, fleet_v), dtype=pl.Float64).fill_nan(None),
+    ]

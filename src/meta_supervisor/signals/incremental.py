@@ -74,7 +74,8 @@ import polars as pl
 
 from meta_supervisor.errors import ProblemFound
 from meta_supervisor.policy.model import Policy
-from meta_supervisor.signals.cadence import cadence_hours
+from meta_supervisor.signals.broken import fleet_loss_runs, loss_regime, records_read
+from meta_supervisor.signals.cadence import cadence_hours, loss_columns
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.signals.exact import ExactSums
 from meta_supervisor.signals.journal import remove_sorted as _remove_sorted
@@ -102,8 +103,8 @@ CHUNK_ROWS = 2_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # 2: tails carry abs_gap_sum (mean |gap| per strategy); 3: binary .npz (was JSON);
 # 4: rebuild-exact (exact confidence and tail sums, anchored confidence weights);
-# 5: cadence counts (expected records kept, not re-read)
-STATE_VERSION = 5
+# 5: cadence counts (expected records kept, not re-read); 6: loss tails (select's broken cut)
+STATE_VERSION = 6
 _NONE = np.iinfo(np.int64).min  # "no record yet" in the µs key columns: below every instant
 COLUMNS = [
     "record_id",
@@ -118,8 +119,22 @@ COLUMNS = [
 ]
 # per-agent state columns
 _FLOATS = ("pnl", "pnl_sq", "abs_gap", "total", "hi", "lo", "dd")
-_INTS = ("n", "hits", "conf_n", "cad_n", "cad_late", "last_m", "last_t", "any_m", "any_t")
-_TEXTS = ("last_rid", "last_strategy", "any_rid", "any_strategy")
+_INTS = (
+    "n",
+    "hits",
+    "conf_n",
+    "cad_n",
+    "cad_late",
+    "last_m",
+    "last_t",
+    "any_m",
+    "any_t",
+    "rg_head",
+    "rg_len",
+    "rg_m",
+    "rg_t",
+)
+_TEXTS = ("last_rid", "last_strategy", "any_rid", "any_strategy", "rg_rid")
 # stats columns that are null when undefined (no record; one record for the std)
 _UNDEFINED = ["pnl_mean_bps", "pnl_std_bps", "hit_rate", "avg_abs_error_bps"]
 _STATS_FLOATS = ("pnl_sum_bps", *_UNDEFINED, "max_drawdown_bps")
@@ -394,8 +409,11 @@ class IncrementalStats:
     go backwards.
     """
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, *, loss_tails: bool = False) -> None:
         self.policy = policy
+        # records kept per agent for the broken cut (0: none kept), see _push_tails
+        self.loss_k = records_read(policy) if loss_tails and cadence_hours(policy) > 0 else 0
+        self._ring = np.zeros(0)
         self.as_of_us: int | None = None
         self._agents = _Codebook()
         self.names = self._agents.names  # agent number -> name
@@ -403,6 +421,7 @@ class IncrementalStats:
         self._allocate_columns(0)
         self.tails: dict[str, _Tail] = {}
         self.recomputed_agents = 0
+        self.recomputed_tails = 0
         self.refilled_strategies = 0
         self._sorted: SortedLedger | None = None
         self._telemetry: _TelemetryIndex | None = None
@@ -432,6 +451,9 @@ class IncrementalStats:
         for name, values in old.items():
             cols[name][: values.size] = values
         self._cols = cols
+        ring = np.zeros(capacity * self.loss_k)
+        ring[: self._ring.size] = self._ring
+        self._ring = ring
 
     def _col(self, name: str) -> np.ndarray:
         """The live part (one entry per known agent) of a state column (a view)."""
@@ -578,9 +600,12 @@ class IncrementalStats:
         ):
             self._count(name, entered, 1)
             self._count(name, left, -1)
+        out_of_order = self._push_tails(at_h)
         self.as_of_us = now
         if dirty.size:
             self._recompute_agents(src, dirty, now - stats_l, now)
+        if out_of_order.size:
+            self._recompute_tails(src, out_of_order, now - cad_l, now)
         self._refill_tails(src, now - cvar_l, now)
 
     def _count(self, name: str, frame: pl.DataFrame, sign: int) -> None:
@@ -715,6 +740,95 @@ class IncrementalStats:
         self._col("last_t")[idx] = _epoch_us(last["ts"])
         self._col("last_rid")[idx] = np.array(last["record_id"].to_list(), dtype=object)
         self._col("last_strategy")[idx] = np.array(last["strategy"].to_list(), dtype=object)
+
+    # ------------------------------------------------------------------ loss tails (select)
+
+    def _push_tails(self, frame: pl.DataFrame) -> np.ndarray:
+        """Append ``frame``'s records (at the horizon, in record order, with agent numbers
+        ``_i``) to their agents' *loss tails*; return the agents to recompute.
+
+        An agent's loss tail holds its latest ``loss_k`` records at the horizon
+        (:func:`~meta_supervisor.signals.broken.records_read`: the most the broken cut reads)
+        in a ring of ``loss_k`` slots: record number ``j`` since the ring was last laid is at
+        slot ``(j mod loss_k)``; ``rg_head`` is the next slot, ``rg_len`` how many are held
+        and ``(rg_m, rg_t, rg_rid)`` the last one's record key. Records after an agent's last
+        one are appended (only the latest ``loss_k`` of them are written); an agent given one
+        at or before its last (a late arrival, a tie) is returned: its ring is laid again from
+        the ledger (:meth:`_recompute_tails`)."""
+        k = self.loss_k
+        if not k or not frame.height:
+            return np.empty(0, dtype=np.int64)
+        codes = frame["_i"].to_numpy()
+        order, idx, starts, lengths = _groups(codes)
+        first, last = order[starts], order[starts + lengths - 1]
+        matured, ts = _epoch_us(frame["matured_at"]), _epoch_us(frame["ts"])
+        rids = frame["record_id"]
+        last_m, last_t, last_r = self._col("rg_m"), self._col("rg_t"), self._col("rg_rid")
+        r0 = np.array(rids.gather(first).to_list(), dtype=object)
+        ok = _greater(matured[first], ts[first], r0, last_m[idx], last_t[idx], last_r[idx])
+        # each row's number within its agent's rows; only an agent's latest k are written
+        rank = np.arange(codes.size) - np.repeat(starts, lengths)
+        write = np.repeat(ok, lengths) & (rank >= np.repeat(lengths - k, lengths))
+        rows, rank = order[write], rank[write]
+        agent = codes[rows]
+        head, held = self._col("rg_head"), self._col("rg_len")
+        self._ring[agent * k + (head[agent] + rank) % k] = frame["realized_pnl_bps"].to_numpy()[
+            rows
+        ]
+        agents, count, ends = idx[ok], lengths[ok], last[ok]
+        head[agents] = (head[agents] + count) % k
+        held[agents] = np.minimum(held[agents] + count, k)
+        last_m[agents], last_t[agents] = matured[ends], ts[ends]
+        last_r[agents] = np.array(rids.gather(ends).to_list(), dtype=object)
+        return idx[~ok]
+
+    def _recompute_tails(self, src: _Source, agents: np.ndarray, low: int, high: int) -> None:
+        """Lay ``agents``' loss tails again from their records at the horizon in
+        ``(low, high]`` (the cadence history): what a rebuild holds."""
+        k = self.loss_k
+        names = pl.Series("agent", [self.names[i] for i in agents], dtype=pl.String)
+        window = (
+            self._horizon(src.range(low, high))
+            .filter(pl.col("agent").is_in(names.implode()))
+            .select("agent", "realized_pnl_bps", *ORDER)
+            .collect()
+        )
+        self.recomputed_tails += agents.size
+        for name in ("rg_head", "rg_len"):
+            self._col(name)[agents] = 0
+        for name in ("rg_m", "rg_t"):
+            self._col(name)[agents] = _NONE
+        self._col("rg_rid")[agents] = None
+        self._ring.reshape(-1, k)[agents] = 0.0
+        if window.height:
+            self._push_tails(self._with_codes(_in_order(window)))
+
+    def loss_values(self, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(values, starts, lengths)``: the records of the cadence history the broken cut
+        reads for each of ``agents`` (numbers), oldest first, agent ``i``'s at
+        ``values[starts[i] : starts[i] + lengths[i]]``: the last ``min(loss_k, n_C)`` of its
+        loss tail (``n_C`` its records in the cadence history, ``cad_n``)."""
+        k = self.loss_k
+        lengths = np.minimum(self._col("cad_n")[agents], k)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        step = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+        first = self._col("rg_head")[agents] - lengths
+        slots = np.repeat(agents * k, lengths) + (np.repeat(first, lengths) + step) % k
+        return self._ring[slots], starts, lengths
+
+    def _with_loss_z(self, stats: pl.DataFrame) -> pl.DataFrame:
+        """``stats`` with ``recent_loss_z`` and ``fleet_vol_ratio`` from the loss tails, as
+        :meth:`meta_supervisor.signals.cadence.CadenceIndex.loss_regime` computes them from
+        the ledger (bit for bit: the same records in the same order)."""
+        names = stats["agent"].to_list()
+        index = self._agents.index
+        known = np.array([name in index for name in names], dtype=bool)
+        agents = np.array([index[n] for n in names if n in index], dtype=np.int64)
+        z = np.full(len(names), np.nan)
+        ratio = np.full(len(names), np.nan)
+        if agents.size:
+            z[known], ratio[known] = fleet_loss_runs(*self.loss_values(agents), self.policy)
+        return stats.with_columns(loss_columns(*loss_regime(z, ratio, self.policy), len(names)))
 
     def _half_life_us(self) -> int:
         """The confidence half-life :math:`h` in whole µs (at least 1)."""
@@ -886,10 +1000,13 @@ class IncrementalStats:
 
     def with_expected_records(self, stats: pl.DataFrame) -> pl.DataFrame:
         """``stats`` (from :meth:`frames`) with each agent's ``expected_records`` when cadence
-        is on (unchanged when off): what the cycle's min_records gate reads."""
+        is on (unchanged when off): what the cycle's min_records gate reads; with loss tails
+        kept (``loss_tails``), its ``recent_loss_z`` and the fleet's ``fleet_vol_ratio`` too
+        (the broken cut's inputs, :func:`meta_supervisor.signals.cadence.with_expected_records`)."""
         if self._cadence()[0] <= 0:
             return stats
-        return stats.join(self._expected_records(), on="agent", how="left")
+        stats = stats.join(self._expected_records(), on="agent", how="left")
+        return self._with_loss_z(stats) if self.loss_k else stats
 
     def _expected_records(self) -> pl.DataFrame:
         """Each known agent's ``expected_records`` (null: unknown), as
@@ -1194,6 +1311,7 @@ class IncrementalStats:
             "policy_fingerprint": self.policy.fingerprint(),
             "as_of_us": self.as_of_us,
             "conf_anchor_us": self.conf_anchor_us,
+            "loss_k": self.loss_k,
         }
         arrays: dict[str, np.ndarray] = {
             "header": np.array(json.dumps(header)),
@@ -1201,6 +1319,8 @@ class IncrementalStats:
         }
         for name in (*_FLOATS, *_INTS):
             arrays[f"a_{name}"] = self._col(name).copy()
+        if self.loss_k:
+            arrays["r_ring"] = self._ring[: len(self.names) * self.loss_k].copy()
         for name in _TEXTS:
             values = self._col(name)
             missing = np.array([v is None for v in values], dtype=bool)
@@ -1222,7 +1342,13 @@ class IncrementalStats:
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, policy: Policy, source: Path | str = "<bytes>", *, verified: bool = False
+        cls,
+        data: bytes,
+        policy: Policy,
+        source: Path | str = "<bytes>",
+        *,
+        verified: bool = False,
+        loss_tails: bool = False,
     ) -> IncrementalStats:
         """Restore a state written by :meth:`to_bytes` for the same policy.
 
@@ -1231,17 +1357,22 @@ class IncrementalStats:
         members' CRC check (:func:`read_npz`; about 15 ms less for a 10 MB state).
 
         Raises :class:`StateMismatch` (naming ``source``) for another version, another policy,
-        or bytes that are not a complete state.
+        other ``loss_tails``, or bytes that are not a complete state.
         """
         try:
             arrays = read_npz(data, check=not verified)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise StateMismatch(source, f"not a readable state ({type(err).__name__})") from err
-        return cls.from_arrays(arrays, policy, source)
+        return cls.from_arrays(arrays, policy, source, loss_tails=loss_tails)
 
     @classmethod
     def from_arrays(
-        cls, arrays: dict[str, np.ndarray], policy: Policy, source: Path | str = "<arrays>"
+        cls,
+        arrays: dict[str, np.ndarray],
+        policy: Policy,
+        source: Path | str = "<arrays>",
+        *,
+        loss_tails: bool = False,
     ) -> IncrementalStats:
         """Restore a state from :meth:`state_arrays` (with the tail buffers), as
         :meth:`from_bytes`."""
@@ -1254,18 +1385,22 @@ class IncrementalStats:
             raise StateMismatch(source, f"state version {version}, expected {STATE_VERSION}")
         if header.get("policy_fingerprint") != policy.fingerprint():
             raise StateMismatch(source, "the state was built for another policy")
+        inc = cls(policy, loss_tails=loss_tails)
+        if header.get("loss_k") != inc.loss_k:
+            kept = header.get("loss_k")
+            why = f"the state keeps {kept} loss-tail records, not {inc.loss_k}"
+            raise StateMismatch(source, why)
         try:
-            return cls._restore(arrays, header, policy)
+            return cls._restore(inc, arrays, header)
         except (KeyError, ValueError, TypeError, IndexError) as err:
             raise StateMismatch(
                 source, f"inconsistent state ({type(err).__name__}: {err})"
             ) from err
 
-    @classmethod
+    @staticmethod
     def _restore(
-        cls, arrays: dict[str, np.ndarray], header: dict[str, Any], policy: Policy
+        inc: IncrementalStats, arrays: dict[str, np.ndarray], header: dict[str, Any]
     ) -> IncrementalStats:
-        inc = cls(policy)
         as_of, anchor = header["as_of_us"], header["conf_anchor_us"]
         inc.as_of_us = None if as_of is None else int(as_of)
         inc.conf_anchor_us = None if anchor is None else int(anchor)
@@ -1286,6 +1421,8 @@ class IncrementalStats:
                 raise ValueError(f"column {name} does not have {size} entries")
             values[missing] = None
             inc._col(name)[:] = values
+        if inc.loss_k:
+            _restore_ring(inc, arrays["r_ring"])
         inc._conf_w = ExactSums.from_arrays(arrays, "c_w", size)
         inc._conf_wz = ExactSums.from_arrays(arrays, "c_wz", size)
         offsets, buffer = arrays["t_offsets"], arrays["t_buffer"].astype(np.float64)
@@ -1304,6 +1441,20 @@ class IncrementalStats:
         inc._tail_gap = ExactSums.from_arrays(arrays, "t_gap", len(strategies))
         inc._tail_abs = ExactSums.from_arrays(arrays, "t_abs", len(strategies))
         return inc
+
+
+def _restore_ring(inc: IncrementalStats, ring: np.ndarray) -> None:
+    """Put a saved ring of loss tails into ``inc`` (its counts restored), refusing one that
+    does not fit them (``ValueError``: the state is rebuilt)."""
+    k, size = inc.loss_k, len(inc.names)
+    if ring.shape != (size * k,) or ring.dtype != np.float64:
+        raise ValueError(f"loss tails of shape {ring.shape}, expected ({size * k},)")
+    head, held = inc._col("rg_head"), inc._col("rg_len")
+    if ((head < 0) | (head >= k) | (held < 0) | (held > k)).any():
+        raise ValueError("a loss tail's head or length is outside its ring")
+    if (held < np.minimum(inc._col("cad_n"), k)).any():
+        raise ValueError("a loss tail holds fewer records than the cadence history counts")
+    inc._ring[: ring.size] = ring
 
 
 #: What parsing hostile ``.npz`` bytes raises besides ``ValueError``/``OSError``/``EOFError``/

@@ -1,0 +1,226 @@
+"""The engine's loss tails (issue #17): select's broken cut without reading the cadence history.
+
+:class:`IncrementalStats` with ``loss_tails`` keeps each agent's latest records at the horizon
+in a ring and gives ``recent_loss_z`` and ``fleet_vol_ratio``. The reference is
+:meth:`CadenceIndex.loss_regime` on every record appended so far: after any sequence of appends
+(late arrivals, ties, future records), cycles, reloads and journal replays the two must agree
+to the bit. ``MAX_SCALE_RECORDS`` is made small so that rings wrap within a few dozen records.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meta_supervisor.ingest.records import RECORD_SCHEMA
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.signals import broken, journal
+from meta_supervisor.signals.cadence import CadenceIndex
+from meta_supervisor.signals.incremental import (
+    COLUMNS,
+    IncrementalStats,
+    StateMismatch,
+    buffer_arrays,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SMALL_SCALE = 12  # MAX_SCALE_RECORDS in these tests: a ring of 12 + R + r − 1 slots
+
+AGENTS = ["a", "b", "c", "d", "e", "f"]
+# a burst: some agents each get `count` hourly records from as_of + `offset` hours (late, tied
+# with an earlier burst, or in the future), PnL t(4)-like noise with zeros and blow-ups
+burst_st = st.tuples(
+    st.lists(st.sampled_from(AGENTS), min_size=1, max_size=6, unique=True),
+    st.integers(1, 30),
+    st.integers(-50, 3),
+    st.integers(0, 2**16),
+)
+op_st = st.one_of(
+    st.tuples(st.just("append"), burst_st),
+    st.tuples(st.just("cycle"), st.integers(0, 30)),
+    st.tuples(st.just("cycle"), st.integers(0, 3)),
+    st.tuples(st.just("reload"), st.just(0)),
+    st.tuples(st.just("journal"), st.just(0)),
+)
+policy_st = st.builds(
+    Policy,
+    profile=st.just(Profile.SELECT),
+    lookback_hours=st.sampled_from([6.0, 24.0]),
+    cadence_history_hours=st.sampled_from([30.0, 90.0, 400.0]),
+    broken_memory_records=st.integers(1, 5),
+    broken_consecutive=st.integers(1, 3),
+    broken_regime_relative=st.booleans(),
+)
+
+
+def _frame(rows: list[dict]) -> pl.DataFrame:
+    schema = {c: RECORD_SCHEMA[c] for c in COLUMNS}
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+
+
+def _record(index: int, agent: str, matured: datetime, horizon: int, realized: float) -> dict:
+    return {
+        "record_id": f"r{index:05d}",
+        "ts": matured - timedelta(hours=horizon),
+        "matured_at": matured,
+        "agent": agent,
+        "strategy": f"s{ord(agent) % 2}",
+        "horizon_hours": horizon,
+        "realized_pnl_bps": realized,
+        "expected_sigma_bps": None,
+        "gap_bps": realized / 2,
+    }
+
+
+def _burst(first: int, burst: tuple, now: datetime) -> pl.DataFrame:
+    agents, count, offset, seed = burst
+    rng = np.random.default_rng(seed)
+    pnl = np.round(rng.standard_t(4, (len(agents), count)) * 10, 1)
+    pnl[rng.random(pnl.shape) < 0.1] = 0.0
+    pnl[rng.random(pnl.shape) < 0.05] = -250.0
+    horizon = np.where(rng.random(pnl.shape) < 0.1, 1, 24)
+    rows = [
+        _record(
+            first + k * count + i,
+            agent,
+            now + timedelta(hours=offset + i),
+            int(horizon[k, i]),
+            float(pnl[k, i]),
+        )
+        for k, agent in enumerate(agents)
+        for i in range(count)
+    ]
+    return _frame(rows)
+
+
+def _loss_columns(inc: IncrementalStats) -> tuple[list[str], np.ndarray, np.ndarray]:
+    stats = inc.with_expected_records(inc.frames(None)[0])
+    z = stats["recent_loss_z"].fill_null(np.nan).to_numpy()
+    v = stats["fleet_vol_ratio"].fill_null(np.nan).to_numpy()
+    return stats["agent"].to_list(), z, v
+
+
+def _assert_as_the_ledger(inc: IncrementalStats, ledger: pl.DataFrame, as_of: datetime) -> None:
+    names, z, v = _loss_columns(inc)
+    index = CadenceIndex.from_records(ledger, inc.policy.horizon_hours)
+    want_z, want_v = index.loss_regime(names, as_of, inc.policy)
+    assert z.tobytes() == want_z.tobytes()
+    assert v.tobytes() == np.full(len(names), want_v).tobytes()
+
+
+def _journaled(inc: IncrementalStats, before: dict[str, np.ndarray]) -> IncrementalStats:
+    """``inc`` as the engine restores it: the image before, one journal entry replayed."""
+    image_before, buffers = journal.split_buffers(before)
+    entry = journal.delta(image_before, inc.state_arrays(buffers=False), [])
+    image, _ = journal.apply(image_before, buffers, journal.decode(journal.encode(entry)))
+    tails = [inc.tails[s].buffer for s in inc._strategies.names]
+    return IncrementalStats.from_arrays(
+        {**image, **buffer_arrays(tails)}, inc.policy, loss_tails=True
+    )
+
+
+@given(
+    policy=policy_st,
+    history=st.tuples(st.integers(0, 40), st.integers(0, 2**16)),
+    ops=st.lists(op_st, min_size=1, max_size=24),
+)
+@settings(max_examples=80, deadline=None)
+def test_loss_tails_give_the_ledgers_broken_cut_to_the_bit(policy, history, ops):
+    """Starting from up to 40 hourly records of each of six agents, then any sequence."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(broken, "MAX_SCALE_RECORDS", SMALL_SCALE)
+        as_of = T0
+        inc = IncrementalStats(policy, loss_tails=True)
+        assert inc.loss_k == SMALL_SCALE + policy.broken_memory_records + (
+            policy.broken_consecutive - 1
+        )
+        hours, seed = history
+        ledger = _burst(0, (AGENTS, hours, 1 - hours, seed), T0) if hours else _frame([])
+        late: list[pl.DataFrame] = []
+        index = ledger.height
+        cycled = False
+        for kind, arg in ops:
+            if kind == "append":
+                batch = _burst(index, arg, as_of)
+                index += batch.height
+                ledger = pl.concat([ledger, batch])
+                late.append(batch)
+            elif kind == "reload" and cycled:
+                inc = IncrementalStats.from_bytes(inc.to_bytes(), policy, loss_tails=True)
+            elif kind == "journal" and cycled:
+                # the next cycle's change, replayed as the engine's journal replays it
+                before = inc.state_arrays()
+                as_of += timedelta(hours=1)
+                inc.advance(ledger, as_of, late=pl.concat(late) if late else None)
+                late = []
+                inc = _journaled(inc, before)
+                _assert_as_the_ledger(inc, ledger, as_of)
+            elif kind == "cycle":
+                as_of += timedelta(hours=arg)
+                inc.advance(ledger, as_of, late=pl.concat(late) if late else None)
+                late, cycled = [], True
+                _assert_as_the_ledger(inc, ledger, as_of)
+                rebuilt = IncrementalStats(policy, loss_tails=True)
+                rebuilt.advance(ledger, as_of)
+                assert [c.tobytes() for c in _loss_columns(rebuilt)[1:]] == [
+                    c.tobytes() for c in _loss_columns(inc)[1:]
+                ]
+
+
+def _hourly(agents: int, hours: int) -> pl.DataFrame:
+    return _burst(0, (AGENTS[:agents], hours, -hours + 1, 7), T0)
+
+
+def test_a_late_record_relays_only_its_agents_tail():
+    """A record arriving at or before its agent's last one cannot be appended to the ring: that
+    agent alone is laid again from the ledger, and the cut is the ledger's."""
+    policy = Policy(profile=Profile.SELECT)
+    ledger = _hourly(6, 1200)  # more than a ring (1,030 records) per agent
+    inc = IncrementalStats(policy, loss_tails=True)
+    inc.advance(ledger, T0)
+    assert inc.recomputed_tails == 0
+    late = _frame([_record(99_999, "c", T0 - timedelta(hours=5.5), 24, -500.0)])
+    ledger = pl.concat([ledger, late])
+    inc.advance(ledger, T0 + timedelta(hours=1), late=late)
+    assert inc.recomputed_tails == 1
+    _assert_as_the_ledger(inc, ledger, T0 + timedelta(hours=1))
+
+
+def test_a_state_without_loss_tails_is_refused_where_they_are_kept():
+    """Loss tails are part of the state: a state saved without them does not serve an engine
+    that keeps them (it is rebuilt), nor the other way round, whatever the policy."""
+    policy = Policy(profile=Profile.SELECT)
+    plain = IncrementalStats(policy)
+    plain.advance(_hourly(3, 30), T0)
+    with pytest.raises(StateMismatch, match="loss-tail"):
+        IncrementalStats.from_bytes(plain.to_bytes(), policy, loss_tails=True)
+    kept = IncrementalStats(policy, loss_tails=True)
+    kept.advance(_hourly(3, 30), T0)
+    with pytest.raises(StateMismatch, match="loss-tail"):
+        IncrementalStats.from_bytes(kept.to_bytes(), policy)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda a: a.__setitem__("r_ring", a["r_ring"][:-1]),
+        lambda a: a.__setitem__("a_rg_len", a["a_rg_len"] * 0),
+        lambda a: a.__setitem__("a_rg_head", a["a_rg_head"] - 1_000_000),
+    ],
+    ids=["short ring", "fewer held than counted", "head outside the ring"],
+)
+def test_an_inconsistent_ring_is_refused(edit):
+    """A ring that does not fit its counts is a StateMismatch (the state is rebuilt), not a
+    cut computed from the wrong records."""
+    policy = Policy(profile=Profile.SELECT)
+    inc = IncrementalStats(policy, loss_tails=True)
+    inc.advance(_hourly(3, 30), T0)
+    arrays = inc.state_arrays()
+    edit(arrays)
+    with pytest.raises(StateMismatch, match="inconsistent state"):
+        IncrementalStats.from_arrays(arrays, policy, loss_tails=True)
