@@ -64,6 +64,7 @@ second record; :math:`V` rises when the whole market's volatility does. Measured
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -159,23 +160,22 @@ def loss_runs(rows: FloatArray, policy: Policy) -> tuple[FloatArray, FloatArray]
 
 
 def fleet_loss_runs(
-    values: FloatArray, starts: IntArray, lengths: IntArray, policy: Policy
+    lengths: IntArray, rows_of: Callable[[IntArray, int], FloatArray], policy: Policy
 ) -> tuple[FloatArray, FloatArray]:
-    """:func:`loss_run` of each agent ``k``'s series ``values[starts[k] : starts[k] +
-    lengths[k]]``: ``(z, v)`` per agent. Only the last :func:`records_read` records of a
-    series are read; agents whose series have one length are computed together
-    (:func:`loss_runs`), so a fleet costs a few array passes, not one call per agent."""
-    z = np.full(starts.size, np.nan)
-    ratio = np.full(starts.size, np.nan)
+    """:func:`loss_run` of each agent ``k``'s series of ``lengths[k]`` records: ``(z, v)`` per
+    agent. ``rows_of(agents, n)`` gives the ``(len(agents), n)`` matrix of those agents' last
+    ``n`` records, oldest first. Only the last :func:`records_read` records of a series are
+    read; agents whose series have one length are computed together (:func:`loss_runs`), so a
+    fleet costs a few array passes, not one call per agent."""
+    z = np.full(lengths.size, np.nan)
+    ratio = np.full(lengths.size, np.nan)
     keep = records_read(policy)
-    if not keep or not starts.size:
+    if not keep or not lengths.size:
         return z, ratio
-    ends = starts + lengths
     lengths = np.minimum(lengths, keep)
     for length in np.unique(lengths[lengths >= judged_records(policy) + MIN_SCALE_RECORDS]):
         agents = np.flatnonzero(lengths == length)
-        rows = values[(ends[agents] - length)[:, None] + np.arange(length)]
-        z[agents], ratio[agents] = loss_runs(rows, policy)
+        z[agents], ratio[agents] = loss_runs(rows_of(agents, int(length)), policy)
     return z, ratio
 
 

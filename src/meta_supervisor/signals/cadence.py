@@ -145,7 +145,11 @@ class CadenceIndex:
         if history > 0 and self.agents:
             now = _micros(as_of)
             k, lo, hi = self._bounds(agents, now - round(history * US_PER_HOUR), now)
-            z[k], ratio[k] = fleet_loss_runs(self.pnl, lo, hi - lo, policy)
+
+            def rows_of(rows: IntArray, n: int) -> FloatArray:
+                return self.pnl[(hi[rows] - n)[:, None] + np.arange(n)]
+
+            z[k], ratio[k] = fleet_loss_runs(hi - lo, rows_of, policy)
         return loss_regime(z, ratio, policy)
 
     @functools.cached_property

@@ -33,6 +33,15 @@ same bytes. How each part gets there:
   is refilled from the ledger for that strategy alone. The CVaR reads only the ``m`` smallest,
   which every valid buffer holds, whatever its threshold.
 
+* per agent, with ``loss_tails`` (the select profile, whose broken-agent cut reads each agent's
+  latest records, :mod:`meta_supervisor.signals.broken`): its *loss tail*, the latest
+  :func:`~meta_supervisor.signals.broken.records_read` records at the horizon (1,030 by default)
+  in a ring of slots, appended as records enter in order and laid again from the ledger for an
+  agent given a record before its last. The cut reads the last ``min(ring, n_C)`` of them
+  (``n_C`` the agent's records in the cadence history, a count the state keeps): the records
+  :meth:`~meta_supervisor.signals.cadence.CadenceIndex.loss_regime` reads from the ledger, in
+  the same order, so the cut is the same bits without reading the cadence history.
+
 The per-agent state is held as columns (numpy arrays indexed by an agent number), so a cycle
 updates it with a few vectorised operations over the records that entered or left, whatever
 the fleet's size.
@@ -803,18 +812,12 @@ class IncrementalStats:
         if window.height:
             self._push_tails(self._with_codes(_in_order(window)))
 
-    def loss_values(self, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(values, starts, lengths)``: the records of the cadence history the broken cut
-        reads for each of ``agents`` (numbers), oldest first, agent ``i``'s at
-        ``values[starts[i] : starts[i] + lengths[i]]``: the last ``min(loss_k, n_C)`` of its
-        loss tail (``n_C`` its records in the cadence history, ``cad_n``)."""
+    def loss_rows(self, agents: np.ndarray, n: int) -> np.ndarray:
+        """The ``(len(agents), n)`` matrix of ``agents``' (numbers) last ``n`` records in their
+        loss tails, oldest first (``n ≤ loss_k``)."""
         k = self.loss_k
-        lengths = np.minimum(self._col("cad_n")[agents], k)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        step = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
-        first = self._col("rg_head")[agents] - lengths
-        slots = np.repeat(agents * k, lengths) + (np.repeat(first, lengths) + step) % k
-        return self._ring[slots], starts, lengths
+        head = self._col("rg_head")[agents]
+        return self._ring[(agents * k)[:, None] + (head[:, None] - n + np.arange(n)) % k]
 
     def _with_loss_z(self, stats: pl.DataFrame) -> pl.DataFrame:
         """``stats`` with ``recent_loss_z`` and ``fleet_vol_ratio`` from the loss tails, as
@@ -827,7 +830,11 @@ class IncrementalStats:
         z = np.full(len(names), np.nan)
         ratio = np.full(len(names), np.nan)
         if agents.size:
-            z[known], ratio[known] = fleet_loss_runs(*self.loss_values(agents), self.policy)
+            # the cut reads the last min(loss_k, n_C) records: those of the cadence history
+            lengths = np.minimum(self._col("cad_n")[agents], self.loss_k)
+            z[known], ratio[known] = fleet_loss_runs(
+                lengths, lambda rows, n: self.loss_rows(agents[rows], n), self.policy
+            )
         return stats.with_columns(loss_columns(*loss_regime(z, ratio, self.policy), len(names)))
 
     def _half_life_us(self) -> int:
