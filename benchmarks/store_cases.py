@@ -85,8 +85,9 @@ def ensure_store(spec: LedgerSpec, policy: Any) -> tuple[Path, Path]:
 
 class _PartTimer:
     """Seconds spent in a few parts of ``run_cycle`` that the engine does not time itself:
-    the explanations built (``Decision.agents``), the explanations file written, the history
-    line appended (explanations included) and the decision files written."""
+    the explanations built (``Decision.agents``; a cycle whose decision keeps its inputs builds
+    none), the explanations or inputs file written, the history line appended (that file
+    included) and the decision files written."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -124,11 +125,13 @@ class _PartTimer:
         self._saved = [
             (run, "append_history", run.append_history),
             (explanations, "write", explanations.write),
+            (explanations, "write_inputs", explanations.write_inputs),
             (run, "_write_current", run._write_current),
             (run, "_store_ledger", run._store_ledger),
         ]
         self.wrap(run, "append_history", "history")
         self.wrap(explanations, "write", "explain_file")
+        self.wrap(explanations, "write_inputs", "inputs_file")
         self.wrap(run, "_write_current", "decision_files")
         self.wrap(run, "_store_ledger", "store_read")
         return self
