@@ -178,6 +178,17 @@ def case_store_cycle(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
         return _timed_cycle(store, Path(tmp), AS_OF, policy)
 
 
+def case_store_cycle_select(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``store_cycle`` under the select profile (the default): the rebuild also lays every
+    agent's loss tail (its latest 1,030 records at the horizon) for the broken cut."""
+    from benchmarks.cases import bench_policy
+
+    policy = bench_policy(spec, Profile.SELECT)
+    store, _ = ensure_store(spec, policy)
+    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
+        return _timed_cycle(store, Path(tmp), AS_OF, policy)
+
+
 def _append_cycle(
     spec: LedgerSpec, profile: Profile, cadence: bool = True, resident: bool = False
 ) -> dict[str, Any]:
@@ -234,6 +245,13 @@ def case_store_append_select(spec: LedgerSpec, options: dict[str, Any]) -> dict[
     """``store_append`` under the select profile (the default): its broken-agent cut reads each
     agent's recent records of the cadence history every cycle."""
     return _append_cycle(spec, Profile.SELECT)
+
+
+def case_store_append_select_resident(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``store_append_select`` in a resident process (as ``store_append_resident``): what the
+    live service's scheduler pays each cycle under the default profile."""
+    _append_cycle(spec, Profile.SELECT)
+    return _append_cycle(spec, Profile.SELECT, resident=True)
 
 
 def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
@@ -326,6 +344,8 @@ STORE_CASES = {
     "store_cycle": case_store_cycle,
     "store_append": case_store_append,
     "store_append_select": case_store_append_select,
+    "store_append_select_resident": case_store_append_select_resident,
+    "store_cycle_select": case_store_cycle_select,
     "store_append_evidence": case_store_append_evidence,
     "store_append_nocadence": case_store_append_nocadence,
     "store_append_resident": case_store_append_resident,
