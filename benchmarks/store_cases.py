@@ -326,6 +326,30 @@ def case_persistence_rebuild(spec: LedgerSpec, options: dict[str, Any]) -> dict[
         }
 
 
+def case_persistence_select(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The select profile's learned rule at AS_OF (``cycle.learned.kept_persistence``): what a
+    cycle pays once per selection anchor (a day), from the store's records of the selection
+    history (it keeps no sums: the rule is computed again at each anchor)."""
+    from benchmarks.cases import bench_policy
+    from meta_supervisor.cycle.learned import kept_persistence
+
+    policy = bench_policy(spec, Profile.SELECT)
+    store_dir, _ = ensure_store(spec, policy)
+    store = LedgerStore(store_dir)
+    manifest = store.manifest()  # a cycle has read it already
+    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
+        start = time.perf_counter()
+        run = kept_persistence(store, manifest, AS_OF, policy, Path(tmp) / "persistence.state")
+        seconds = time.perf_counter() - start
+        assert run.mode == "rebuilt", run.mode
+        selection = run.value.selection
+        return {
+            "seconds": seconds,
+            "note": f"rule {selection.rule if selection else '-'} over "
+            f"{selection.n_lags if selection else 0} lags",
+        }
+
+
 def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
     """Not a measurement: build the cached store and snapshot (run once, in its own process,
     so that neither the parent's nor a measured child's peak memory includes the ingest)."""
@@ -351,4 +375,5 @@ STORE_CASES = {
     "store_append_resident": case_store_append_resident,
     "persistence": case_persistence,
     "persistence_rebuild": case_persistence_rebuild,
+    "persistence_select": case_persistence_select,
 }
