@@ -93,6 +93,7 @@ class Recipe:
         """The recipe :meth:`to_bytes` wrote; :class:`RecipeError` for anything else."""
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                _check_members(archive, len(data))
                 header = json.loads(archive.read("recipe.json"))
                 if not isinstance(header, dict) or header.get("format") != FORMAT:
                     raise RecipeError("not a decision's inputs (format)")
@@ -121,11 +122,27 @@ class Recipe:
             TypeError,
             AttributeError,
             IndexError,
+            ArithmeticError,  # int(inf), float(10**400)
+            RecursionError,  # JSON nested too deep
+            EOFError,  # a member shorter than its header says
             zipfile.BadZipFile,
         ) as err:
             raise RecipeError(f"not a decision's inputs ({type(err).__name__}: {err})") from err
         except pl.exceptions.PolarsError as err:
             raise RecipeError(f"not a decision's inputs ({type(err).__name__})") from err
+
+
+def _check_members(archive: zipfile.ZipFile, size: int) -> None:
+    """Refuse an archive whose members are not as :meth:`Recipe.to_bytes` writes them: stored
+    (a compressed member could expand to any size: a zip bomb) and no larger, in all, than the
+    archive itself (a member claiming a huge size is refused before anything is read)."""
+    total = 0
+    for info in archive.infolist():
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise RecipeError(f"not a decision's inputs ({info.filename}: not stored as written)")
+        total += info.file_size
+        if total > size:
+            raise RecipeError(f"not a decision's inputs ({info.filename}: larger than the file)")
 
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # a fixed member time: the bytes depend on content alone

@@ -169,7 +169,14 @@ def load(state_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     data = _checked_bytes(state_dir, record, ref)
     path = Path(state_dir) / ref["file"]
     if ref["file"].endswith(INPUTS):
-        return orjson.loads(canonical_json(replayed(path, record, data).agents))
+        decision = replayed(path, record, data)
+        try:
+            built = canonical_json(decision.agents)
+        except Exception as err:  # as in replayed: built from the file, never shown half-made
+            raise ExplanationsError(
+                f"{path}: not a decision's inputs (explaining: {type(err).__name__}: {err})"
+            ) from None
+        return orjson.loads(built)
     agents = orjson.loads(data)
     if not isinstance(agents, dict):
         raise ExplanationsError(f"{path}: not a map of explanations")
@@ -182,10 +189,19 @@ def replayed(path: Path, record: dict[str, Any], data: bytes) -> Decision:
     :class:`ExplanationsError`: inputs that do not give the recorded decision never explain
     it). Its explanations are built when read."""
     try:
-        decision = replay(Recipe.from_bytes(data))
+        recipe = Recipe.from_bytes(data)
     except RecipeError as err:
         raise ExplanationsError(f"{path}: {err}") from None
-    plain = orjson.loads(canonical_json({k: getattr(decision, k) for k in _CHECKED}))
+    try:
+        # read as written, yet not what a decision was taken from (a frame without its agent
+        # column, a quality that is not finite): the decision was taken once, so these are not
+        # its inputs
+        decision = replay(recipe)
+        plain = orjson.loads(canonical_json({k: getattr(decision, k) for k in _CHECKED}))
+    except Exception as err:  # anything the file makes the allocation raise
+        raise ExplanationsError(
+            f"{path}: not a decision's inputs (deciding again: {type(err).__name__}: {err})"
+        ) from None
     recorded = {k: record.get(k) for k in _CHECKED}
     # a superseding copy names the file of the decision it restores, its provenance saying so
     provenance = recorded["provenance"] if isinstance(recorded["provenance"], dict) else {}
