@@ -24,6 +24,7 @@ import math
 import tracemalloc
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,12 +32,16 @@ import numpy as np
 import polars as pl
 import pytest
 
+from faultkit import make_inputs
 from meta_supervisor.allocate.core import allocate_frames
-from meta_supervisor.allocate.decision import canonical_json
+from meta_supervisor.allocate.decision import canonical_json, iso
 from meta_supervisor.allocate.inputs import Override
 from meta_supervisor.allocate.recipe import Recipe, RecipeError
-from meta_supervisor.cycle.run import cycle_frames
+from meta_supervisor.cycle.engine import meta_path
+from meta_supervisor.cycle.run import cycle_frames, run_cycle
+from meta_supervisor.ingest.batch import ingest
 from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.research.demo import DEMO_AS_OF
 from meta_supervisor.research.simulate import FleetSpec, simulate_fleet
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.signals.selection import RuleSelection
@@ -55,7 +60,7 @@ HOSTILE = [
     "agent-0",
     "Agent-0",  # differs only by case
     "agent-0\x00",  # differs only by a trailing NUL
-    'q"uo\\te\'s',
+    "q\"uo\\te's",
     "ünï\u200bcødé 🚀",
     "x" * 2000,
 ]
@@ -71,7 +76,9 @@ def _frames(seed: int, policy: Policy, names: list[str] | None = None):
         def rename(frame):
             if frame is None or "agent" not in frame.columns:
                 return None
-            return frame.with_columns(pl.col("agent").replace_strict(mapping, return_dtype=pl.String))
+            return frame.with_columns(
+                pl.col("agent").replace_strict(mapping, return_dtype=pl.String)
+            )
 
         stats, conf, tails = rename(stats), rename(conf), rename(tails)
     return stats, conf, tails, as_of
@@ -91,9 +98,7 @@ def _read_back(tmp_path: Path, *decisions) -> list[dict]:
 
 
 @pytest.mark.parametrize("profile", list(Profile))
-def test_hostile_names_overrides_previous_and_nan_strength_read_back_as_decided(
-    tmp_path, profile
-):
+def test_hostile_names_overrides_previous_and_nan_strength_read_back_as_decided(tmp_path, profile):
     """Agent names that differ only by case or a trailing NUL, quotes, unicode and 2,000
     characters; an override active at as_of, one expiring exactly at as_of (not active) and one
     active by a microsecond; previous weights; a learned strength whose ρ̄, se, z and a rule's
@@ -109,7 +114,7 @@ def test_hostile_names_overrides_previous_and_nan_strength_read_back_as_decided(
         selection=RuleSelection("equal_weight", {"equal_weight": 0.0, "tilt": math.nan}, 2),
     )
     overrides = (
-        Override(HOSTILE[2], "cap", "r\u00e9ason \"q\"", as_of + timedelta(days=1), cap=0.05),
+        Override(HOSTILE[2], "cap", 'r\u00e9ason "q"', as_of + timedelta(days=1), cap=0.05),
         Override(HOSTILE[1], "exclude", "expires now", as_of),
         Override(HOSTILE[5], "exclude", "by a microsecond", as_of + timedelta(microseconds=1)),
         Override("not-in-fleet", "exclude", "absent", as_of + timedelta(days=1)),
@@ -145,11 +150,13 @@ def _odd_values(stats: pl.DataFrame) -> pl.DataFrame:
     odd = [None, math.nan, -0.0, math.inf, -math.inf]
     columns = []
     for series in stats.get_columns():
-        if series.dtype == pl.Float64:
-            values = series.to_list()
-            values[: len(odd)] = odd[: len(values)]
-            series = pl.Series(series.name, values, dtype=pl.Float64)
-        columns.append(series)
+        values = series.to_list()
+        values[: len(odd)] = odd[: len(values)]
+        columns.append(
+            pl.Series(series.name, values, dtype=pl.Float64)
+            if series.dtype == pl.Float64
+            else series
+        )
     return pl.DataFrame(columns)
 
 
@@ -202,9 +209,7 @@ def test_equal_frames_give_equal_bytes_however_sliced_chunked_or_null_filled():
             "at": pl.Series([1, 99, 3, 4], dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
             "n": pl.Series([1, 9, 3, 4], dtype=pl.UInt32),
         }
-    ).with_columns(
-        pl.when(pl.int_range(pl.len()) == 1).then(None).otherwise(pl.all()).name.keep()
-    )
+    ).with_columns(pl.when(pl.int_range(pl.len()) == 1).then(None).otherwise(pl.all()).name.keep())
     assert chunked.n_chunks() == 2
     policy = Policy()
 
@@ -214,9 +219,7 @@ def test_equal_frames_give_equal_bytes_however_sliced_chunked_or_null_filled():
     assert {data(f) for f in (whole, bigger, chunked, dirty)} == {data(whole)}
 
 
-_T = simulate_fleet(FleetSpec(n_agents=2, days=3, horizons=(24,)), 0).ledger.records[
-    "matured_at"
-].max()
+_T = DEMO_AS_OF
 
 
 # ------------------------------------------------------ 3. and 4. untrusted files are refused
@@ -224,13 +227,21 @@ _T = simulate_fleet(FleetSpec(n_agents=2, days=3, horizons=(24,)), 0).ledger.rec
 
 @pytest.fixture(scope="module")
 def genuine(tmp_path_factory) -> Path:
-    """A history of two evidence decisions (the second with previous weights), inputs kept."""
+    """A history of two evidence decisions, inputs kept; the second with previous weights, an
+    override and a learned strength."""
     state = tmp_path_factory.mktemp("genuine")
     policy = Policy(profile=Profile.EVIDENCE)
     stats, conf, tails, as_of = _frames(3, policy)
     first = allocate_frames(stats, conf, tails, as_of=as_of, policy=policy)
     second = allocate_frames(
-        stats, conf, tails, as_of=as_of, policy=policy, previous={"agent-1": 0.3}
+        stats,
+        conf,
+        tails,
+        as_of=as_of,
+        policy=policy,
+        previous={"agent-01": 0.3},
+        overrides=[Override("agent-02", "cap", "ops", as_of + timedelta(hours=1), cap=0.1)],
+        persistence=Persistence(0.4, 0.1, 0.05, 2.0, 3),
     )
     append_history(state / "history.jsonl", first)
     append_history(state / "history.jsonl", second)
@@ -332,8 +343,14 @@ ATTACKS: dict[str, Callable[[bytes, bytes], bytes]] = {
     "n_lags infinite": _header_edit(
         _set(
             "persistence",
-            value={"strength": 0.5, "mean_rho": 0.1, "se": 0.1, "z": 1.0, "n_lags": math.inf,
-                   "selection": None},
+            value={
+                "strength": 0.5,
+                "mean_rho": 0.1,
+                "se": 0.1,
+                "z": 1.0,
+                "n_lags": math.inf,
+                "selection": None,
+            },
         )
     ),
     "a previous weight of 10**400": _header_edit(_set("previous", value={"agent-1": 10**400})),
@@ -342,6 +359,16 @@ ATTACKS: dict[str, Callable[[bytes, bytes], bytes]] = {
     "an agent list not the recorded one": _member_edit("stats.0.values", _rename_agents),
     "stats without its agent column": _header_edit(_drop_agent_column),
     "another as_of": _header_edit(_set("as_of", value="2020-01-01T00:00:00Z")),
+    "a mean PnL one ulp off": _member_edit(
+        "stats.4.values", lambda v: (np.frombuffer(v, "<f8") * (1 + 2**-52)).tobytes()
+    ),
+    "the override's reason edited": _header_edit(_set("overrides", 0, "reason", value="other")),
+    "the override expiring at as_of": _header_edit(
+        lambda h: _set("overrides", 0, "expires_at", value=h["as_of"])(h)
+    ),
+    "another learned strength": _header_edit(_set("persistence", "strength", value=0.41)),
+    "no previous weights": _header_edit(_set("previous", value=None)),
+    "another max_weight": _header_edit(_set("policy", "max_weight", value=0.11)),
 }
 
 
@@ -468,16 +495,117 @@ def test_a_column_a_recipe_cannot_keep_falls_back_to_the_explanations_file(tmp_p
     assert entry.record["explanations"]["file"].endswith(".json")
 
 
-def test_refused_inputs_never_reach_numpy_as_another_decision():
-    """Sanity of the attack fixtures: the genuine bytes read back (so each refusal above is
-    the attack's, not the fixture's)."""
-    policy = Policy(profile=Profile.EVIDENCE)
-    stats, conf, tails, as_of = _frames(3, policy)
-    data = allocate_frames(stats, conf, tails, as_of=as_of, policy=policy).recipe.to_bytes()
+def test_each_attack_changes_the_file_and_the_genuine_files_read_back(genuine):
+    """Sanity of the attacks: each gives other bytes than the genuine file (so every refusal
+    above is the attack's), and the genuine history verifies and reads back."""
+    files = sorted((genuine / "explanations").glob("*.inputs"))
+    data, other = files[1].read_bytes(), files[0].read_bytes()
     for name, attack in ATTACKS.items():
-        if name.startswith(("swapped", "truncated", "one byte", "a member", "a zip")):
-            continue
-        rebuilt = _members(attack(data, data))
-        assert set(rebuilt) == set(_members(data)), name
-    back = Recipe.from_bytes(_zip(_members(data)))
-    assert np.array_equal(back.stats["agent"].to_numpy(), stats["agent"].to_numpy())
+        assert attack(data, other) != data, name
+    assert verify_history(genuine / "history.jsonl")[0]
+    second = read_history(genuine / "history.jsonl")[1].decision
+    assert second["agents"]["agent-02"]["override"]["reason"] == "ops"
+
+
+@pytest.mark.parametrize("profile", [Profile.SEED, Profile.EVIDENCE])
+def test_a_warm_and_a_rebuilt_engine_record_the_same_inputs_files(tmp_path, profile):
+    """The store's cycle with its engine kept and with it lost before every cycle (frames
+    summed and laid out another way): the same history, the same inputs files, the same
+    explanations read back (select's case is tests/cycle/test_engine.py's)."""
+    inputs = make_inputs(tmp_path)
+    ingest([inputs.records, inputs.telemetry], inputs.ledger)
+    warm, lost = (replace(inputs, state_dir=tmp_path / name) for name in ("warm", "lost"))
+    policy = Policy(profile=profile)
+    for as_of in [DEMO_AS_OF - timedelta(hours=12 * k) for k in (2, 1, 0)]:
+        run_cycle(warm, as_of, policy)
+        if lost.engine.exists():
+            lost.engine.unlink()
+            meta_path(lost.engine).unlink()
+        _, ledger = run_cycle(lost, as_of, policy)
+        assert ledger.engine is not None and ledger.engine.mode == "rebuilt"
+    assert lost.history.read_bytes() == warm.history.read_bytes()
+    names = sorted(p.name for p in (warm.state_dir / "explanations").iterdir())
+    assert names == ["00000001.inputs", "00000002.inputs", "00000003.inputs"]
+    for name in names:
+        assert (lost.state_dir / "explanations" / name).read_bytes() == (
+            warm.state_dir / "explanations" / name
+        ).read_bytes()
+    assert [e.decision for e in read_history(lost.history)] == [
+        e.decision for e in read_history(warm.history)
+    ]
+
+
+def _reorder_stats(data: bytes, _other: bytes) -> bytes:
+    """The stats frame's columns in reverse order (members renumbered to match)."""
+    members = _members(data)
+    header = json.loads(members["recipe.json"])
+    columns = header["columns"]["stats"]
+    n = len(columns)
+    header["columns"]["stats"] = columns[::-1]
+    for i in range(n):
+        for part in ("nulls", "values"):
+            members[f"stats.{i}.{part}"] = _members(data)[f"stats.{n - 1 - i}.{part}"]
+    header["overrides"].append(
+        {
+            "agent": "agent-03",
+            "action": "exclude",
+            "reason": "expired",
+            "expires_at": header["as_of"],
+            "cap": None,
+            "created_by": "x",
+        }
+    )
+    return _zip({**members, "recipe.json": json.dumps(header).encode()})
+
+
+def test_an_edit_that_changes_nothing_decided_reads_back_the_same_explanations(genuine, tmp_path):
+    """Columns reordered and an override expired at as_of added: the same decision, so the
+    same explanations (the reader never shows others)."""
+    state = _copy(genuine, tmp_path)
+    before = read_history(state / "history.jsonl")[1].decision
+    data = state / "explanations" / "00000002.inputs"
+    _rehash(state, 1, _reorder_stats(data.read_bytes(), b""))
+    after = read_history(state / "history.jsonl")[1].decision
+    assert canonical_json(after) == canonical_json(before)
+
+
+# ------------------------------------------------- readers: what is decided again, and when
+
+
+def test_the_services_view_decides_each_entry_again_once_across_commits(tmp_path, monkeypatch):
+    """The API's history view read every entry afresh after each commit, so an agent's points
+    (the dashboard asks for 500 entries) took every decision again from its inputs file after
+    each cycle (~70 ms each at 1,000 agents: half a minute). Entries already read keep their
+    decision; only the new one is decided."""
+    from meta_supervisor.service.reader import StateView
+
+    calls = []
+    real = explanations.replay
+    monkeypatch.setattr(explanations, "replay", lambda r: calls.append(r.as_of) or real(r))
+    policy = Policy(profile=Profile.SEED)
+    stats, conf, tails, as_of = _frames(5, policy)
+    path = tmp_path / "history.jsonl"
+    view = StateView(path)
+    for k in range(3):
+        decision = allocate_frames(
+            stats, conf, tails, as_of=as_of + timedelta(hours=k), policy=policy
+        )
+        append_history(path, decision)
+        assert view.current().entry.decision["as_of"] == decision.as_of
+        points = [e.decision["agents"]["agent-00"]["weight"] for e in view.entries()]
+        assert len(points) == k + 1
+    assert len(calls) == 3
+    # a history cut back keeps what it still holds; another entry under a kept seq is read
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]))
+    assert [e.seq for e in view.entries()] == [1, 2] and len(calls) == 3
+    other = tmp_path / "other" / "history.jsonl"
+    for k in (7, 8):
+        at = as_of + timedelta(hours=k)
+        append_history(other, allocate_frames(stats, conf, tails, as_of=at, policy=policy))
+    (tmp_path / "explanations" / "00000002.inputs").write_bytes(
+        (other.parent / "explanations" / "00000002.inputs").read_bytes()
+    )
+    path.write_bytes(b"".join(lines[:1]) + other.read_bytes().splitlines(keepends=True)[1])
+    (second,) = view.entries()[1:]
+    assert second.decision["as_of"] == iso(as_of + timedelta(hours=8)) and len(calls) == 4

@@ -80,7 +80,7 @@ class StateView:
             if not tail:
                 self._current_key, self._current = key, None
                 return None
-            entry = tail[-1]
+            entry = self._kept([tail[-1]])[0]
             body = canonical_json(allocation_body(entry)).encode()
             self._current = Current(entry, body, f'"{entry.hash}"')
             self._current_key = key
@@ -92,9 +92,19 @@ class StateView:
         if key is not None and key == self._all_key:
             return self._all
         with self._lock:
-            self._all = read_history(self.history) if key is not None else []
+            self._all = self._kept(read_history(self.history) if key is not None else [])
             self._all_key = key
             return self._all
+
+    def _kept(self, fresh: list[HistoryEntry]) -> list[HistoryEntry]:
+        """``fresh`` with each entry already held (same seq, hashes and record) in its place:
+        its decision, once read, is kept across commits (an entry kept as its inputs is
+        decided again to be read, ~70 ms at 1,000 agents: an agent's points over 500 entries
+        would otherwise be taken again from every file after each cycle)."""
+        held = {e.seq: e for e in self._all}
+        if self._current is not None:
+            held.setdefault(self._current.entry.seq, self._current.entry)
+        return [e if (old := held.get(e.seq)) is None or old != e else old for e in fresh]
 
     def by_seq(self, seq: int) -> HistoryEntry | None:
         """The entry with sequence number ``seq`` (1-based), if committed."""
