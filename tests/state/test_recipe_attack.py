@@ -161,18 +161,23 @@ def _odd_values(stats: pl.DataFrame) -> pl.DataFrame:
 
 
 @pytest.mark.parametrize("profile", list(Profile))
-@pytest.mark.parametrize("fleet", ["odd values", "all gated", "empty"])
+@pytest.mark.parametrize("fleet", ["odd values", "all gated", "empty", "NaN strength"])
 def test_odd_fleets_read_back_as_decided(tmp_path, profile, fleet):
     policy = Policy(profile=profile)
     stats, conf, tails, as_of = _frames(6, policy)
-    if fleet == "odd values":
+    persistence = None
+    if fleet == "NaN strength":  # every field of the learned strength NaN
+        persistence = Persistence(math.nan, math.nan, math.nan, math.nan, 0)
+    elif fleet == "odd values":
         stats = _odd_values(stats)
     elif fleet == "all gated":
         stats = stats.with_columns(pl.lit(1, dtype=stats["n_records"].dtype).alias("n_records"))
-    else:
+    elif fleet == "empty":
         stats, conf, tails = stats.head(0), conf.head(0), tails.head(0)
     try:
-        decision = allocate_frames(stats, conf, tails, as_of=as_of, policy=policy)
+        decision = allocate_frames(
+            stats, conf, tails, as_of=as_of, policy=policy, persistence=persistence
+        )
     except ValueError as err:  # a fleet the allocation refuses is never recorded
         pytest.fail(f"{fleet}: {err}")
     if fleet == "all gated":
@@ -609,3 +614,31 @@ def test_the_services_view_decides_each_entry_again_once_across_commits(tmp_path
     path.write_bytes(b"".join(lines[:1]) + other.read_bytes().splitlines(keepends=True)[1])
     (second,) = view.entries()[1:]
     assert second.decision["as_of"] == iso(as_of + timedelta(hours=8)) and len(calls) == 4
+
+
+def test_history_of_an_agent_decides_again_only_the_entries_it_shows(tmp_path, monkeypatch):
+    """``history --agent`` looked for the agent from the oldest entry on, each one decided
+    again from its inputs file: an agent that joined lately cost a replay of every entry before
+    it. The shown entries are looked at first (they are read for the rows anyway)."""
+    from typer.testing import CliRunner
+
+    from meta_supervisor.cli.main import app
+
+    policy = Policy(profile=Profile.SEED)
+    stats, conf, tails, as_of = _frames(5, policy)
+    for k in range(3):
+        rows = stats if k == 2 else stats.filter(pl.col("agent") != "agent-05")
+        append_history(
+            tmp_path / "history.jsonl",
+            allocate_frames(rows, conf, tails, as_of=as_of + timedelta(hours=k), policy=policy),
+        )
+    calls = []
+    real = explanations.replay
+    monkeypatch.setattr(explanations, "replay", lambda r: calls.append(r.as_of) or real(r))
+    args = ["history", "--agent", "agent-05", "--last", "1", "--state-dir", str(tmp_path), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["entries"]
+    assert row["agent"] is not None and calls == [as_of + timedelta(hours=2)]
+    unknown = CliRunner().invoke(app, [*args[:2], "nobody", *args[3:]])
+    assert unknown.exit_code != 0 and "nobody" in unknown.output

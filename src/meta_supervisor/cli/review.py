@@ -212,9 +212,12 @@ def history(
     """
     paths = paths_for(state_dir, root=root)
     entries = history_entries(paths)
-    if agent is not None and not any(agent in e.decision["agents"] for e in entries):
-        check_agent(agent, entries[-1].decision, "history, e.g. the decision")
     shown = entries[-last:] if last else entries
+    # the shown entries first: their explanations are read for the rows anyway (each entry
+    # kept as its inputs is decided again to be read), older ones only if the agent is in none
+    older = entries[: len(entries) - len(shown)]
+    if agent is not None and not any(agent in e.decision["agents"] for e in [*shown, *older]):
+        check_agent(agent, entries[-1].decision, "history, e.g. the decision")
     rows = weight_history([(e.seq, e.hash, e.decision) for e in shown], agent)
     if json_out:
         emit_json({"schema": HISTORY_SCHEMA, "agent": agent, "entries": rows})
