@@ -84,7 +84,7 @@ import polars as pl
 from meta_supervisor.errors import ProblemFound
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.broken import fleet_loss_runs, loss_regime, records_read
-from meta_supervisor.signals.cadence import cadence_hours, loss_columns
+from meta_supervisor.signals.cadence import cadence_hours, hours_us, loss_columns
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.signals.exact import ExactSums
 from meta_supervisor.signals.journal import remove_sorted as _remove_sorted
@@ -514,8 +514,8 @@ class IncrementalStats:
         history = cadence_hours(self.policy)
         if history <= 0:
             return 0, 0
-        c = round(history * US_PER_HOUR)
-        return c, c - round(self.policy.lookback_hours * US_PER_HOUR)
+        c = hours_us(history)  # as the store's window reads round it (to the µs)
+        return c, c - hours_us(self.policy.lookback_hours)
 
     def _horizon(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
         return lazy.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
