@@ -737,3 +737,28 @@ def test_non_finite_pnl_in_the_store_is_cut_as_the_ledger_cuts_it(
     _append(paths, late)
     seen = check.cycle(T0 + timedelta(hours=1), policy)
     assert seen.mode == "warm" and not seen.read_cadence
+
+
+def test_records_from_1970_for_a_full_ring_and_for_a_new_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record from January 1970 arriving late for an agent whose ring is full (laid again
+    from the cadence history alone), and as the only record of a new agent (in the universe,
+    its ring holding a record no cut reads), which then reports hourly."""
+    monkeypatch.setattr(broken, "MAX_SCALE_RECORDS", SMALL_SCALE)
+    policy = _select(cadence_history_hours=40.0, broken_memory_records=2, broken_consecutive=2)
+    paths = _paths(tmp_path)
+    check = Checker(paths, monkeypatch)
+    _append(paths, _hourly(["a", "b", "c", "d", "e"], 45, T0, 0, 51))
+    check.cycle(T0, policy)
+    ancient = datetime(1970, 1, 3, tzinfo=UTC)
+    _append(paths, [_row(900, "a", ancient, -999.0), _row(901, "ancient", ancient, -999.0)])
+    as_of = T0 + timedelta(hours=1)
+    seen = check.cycle(as_of, policy)
+    assert seen.mode == "warm" and not seen.read_cadence
+    _append(paths, _hourly(["ancient"], 20, as_of + timedelta(hours=20), 1000, 52))
+    for _ in range(3):
+        as_of += timedelta(hours=10)
+        assert check.cycle(as_of, policy).mode == "warm"
+    decision, _ = run_cycle(paths, as_of, policy, write=False)
+    assert decision.agents["ancient"]["inputs"]["recent_loss_z"] is not None
