@@ -762,3 +762,58 @@ def test_records_from_1970_for_a_full_ring_and_for_a_new_agent(
         assert check.cycle(as_of, policy).mode == "warm"
     decision, _ = run_cycle(paths, as_of, policy, write=False)
     assert decision.agents["ancient"]["inputs"]["recent_loss_z"] is not None
+
+
+# hours whose µs length timedelta(hours=h) rounds below round(h·3.6e9), above it, and exact
+ODD_HOURS = [242.17535724208332, 147.82805671541666, 30.409710386805557, 136.97896894569445, 48.0]
+
+
+@given(
+    windows=st.tuples(*[st.sampled_from(ODD_HOURS)] * 4),
+    profile=st.sampled_from([Profile.SELECT, Profile.SEED]),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=10, deadline=None)
+def test_records_on_every_windows_microsecond_bounds(windows, profile, seed, tmp_path_factory):
+    """Every window (stats, CVaR, confidence, cadence) of a length that is no whole number of
+    µs, records matured one µs either side of each of its possible bounds, cycles one µs
+    apart across them and a rebuild: each decides as the full recompute (the first version of
+    the loss tails failed 10 draws in 40 of this, at the cadence history's bound)."""
+    lookback, cvar, confidence, cadence = windows
+    policy = _select(
+        profile=profile,
+        lookback_hours=lookback,
+        cvar_lookback_hours=cvar,
+        confidence_lookback_hours=confidence,
+        cadence_history_hours=cadence,
+        confidence_half_life_hours=100.0,
+        broken_memory_records=2,
+        broken_consecutive=1,
+    )
+    paths = _paths(tmp_path_factory.mktemp("bounds"))
+    as_of = T0 + timedelta(days=30)
+    rng = np.random.default_rng(seed)
+    rows = _hourly(["p", "q", "r"], 30, as_of - timedelta(hours=1), 100, seed)
+    for hours in windows:
+        for bound in {timedelta(hours=hours) // US, round(hours * US_PER_HOUR)}:
+            for d in (-1, 0, 1):
+                pnl = float(rng.choice([-900.0, 5.0, -3.0, 7.0]))
+                rows.append(
+                    _row(1000 + len(rows), f"edge{len(rows) % 3}", as_of - (bound + d) * US, pnl)
+                )
+    for k in range(3):  # enough records for each edge agent's cut
+        rows += [
+            _row(
+                5000 + 100 * k + j, f"edge{k}", as_of - timedelta(hours=j + 0.5), 4.0 - 8 * (j % 2)
+            )
+            for j in range(15)
+        ]
+    _append(paths, rows)
+    with pytest.MonkeyPatch.context() as patch:
+        check = Checker(paths, patch)
+        check.cycle(as_of - timedelta(hours=2), policy)
+        for moment in (as_of - US, as_of, as_of + US):
+            assert check.cycle(moment, policy).mode == "warm"
+        paths.engine.unlink()
+        engine_module.forget_resident()
+        assert check.cycle(as_of + 2 * US, policy).mode == "rebuilt"
