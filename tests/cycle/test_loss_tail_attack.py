@@ -817,3 +817,40 @@ def test_records_on_every_windows_microsecond_bounds(windows, profile, seed, tmp
         paths.engine.unlink()
         engine_module.forget_resident()
         assert check.cycle(as_of + 2 * US, policy).mode == "rebuilt"
+
+
+# --------------------------------------------------------------------------- found on the way
+
+
+def test_evidence_with_a_lookback_of_tiny_buckets_decides_on_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evidence profile keeps per-(agent, bucket) cells of width gcd(H, L) µs: a lookback
+    of 168.0002 h makes that 0.72 s, 3.2M buckets over its range (168.0000001 h: 360 µs, 6.5
+    billion), and the store cycle listed every bucket to build their cells (MemoryError for
+    the second, found by the µs-bounds probe above) where the full recompute decides at once.
+    Past ``learned.MAX_BUCKETS`` buckets the strength is computed from the range's records."""
+    from meta_supervisor.cycle import learned
+
+    policy = Policy(profile=Profile.EVIDENCE, lookback_hours=168.0002, min_records=1)
+    paths = _paths(tmp_path)
+    check = Checker(paths, monkeypatch)
+    listed: list[int] = []
+    original = learned._bucket_cells
+
+    def spy(store, manifest, policy, buckets, chunk):
+        listed.append(len(buckets))
+        assert len(buckets) <= 1_000_000, f"{len(buckets)} buckets listed"
+        return original(store, manifest, policy, buckets, chunk)
+
+    monkeypatch.setattr(learned, "_bucket_cells", spy)
+    rows = [
+        _row(k * 1000 + i, agent, T0 - timedelta(hours=7 * i + k), float(_noise(k, 60)[i]))
+        for k, agent in enumerate(["a", "b", "c"])
+        for i in range(60)
+    ]
+    _append(paths, rows)
+    check.cycle(T0, policy)
+    _append(paths, [_row(9000, "a", T0 - timedelta(hours=50), -300.0)])  # late
+    check.cycle(T0 + timedelta(days=1), policy)
+    check.cycle(T0 + timedelta(days=1, hours=5), policy)
