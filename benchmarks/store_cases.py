@@ -85,8 +85,9 @@ def ensure_store(spec: LedgerSpec, policy: Any) -> tuple[Path, Path]:
 
 class _PartTimer:
     """Seconds spent in a few parts of ``run_cycle`` that the engine does not time itself:
-    the explanations built (``Decision.agents``), the explanations file written, the history
-    line appended (explanations included) and the decision files written."""
+    the explanations built (``Decision.agents``; a cycle whose decision keeps its inputs builds
+    none), the explanations or inputs file written, the history line appended (that file
+    included) and the decision files written."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -124,11 +125,13 @@ class _PartTimer:
         self._saved = [
             (run, "append_history", run.append_history),
             (explanations, "write", explanations.write),
+            (explanations, "write_inputs", explanations.write_inputs),
             (run, "_write_current", run._write_current),
             (run, "_store_ledger", run._store_ledger),
         ]
         self.wrap(run, "append_history", "history")
         self.wrap(explanations, "write", "explain_file")
+        self.wrap(explanations, "write_inputs", "inputs_file")
         self.wrap(run, "_write_current", "decision_files")
         self.wrap(run, "_store_ledger", "store_read")
         return self
@@ -170,6 +173,17 @@ def case_store_cycle(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
     from benchmarks.cases import bench_policy
 
     policy = bench_policy(spec)
+    store, _ = ensure_store(spec, policy)
+    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
+        return _timed_cycle(store, Path(tmp), AS_OF, policy)
+
+
+def case_store_cycle_select(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``store_cycle`` under the select profile (the default): the rebuild also lays every
+    agent's loss tail (its latest 1,030 records at the horizon) for the broken cut."""
+    from benchmarks.cases import bench_policy
+
+    policy = bench_policy(spec, Profile.SELECT)
     store, _ = ensure_store(spec, policy)
     with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
         return _timed_cycle(store, Path(tmp), AS_OF, policy)
@@ -231,6 +245,13 @@ def case_store_append_select(spec: LedgerSpec, options: dict[str, Any]) -> dict[
     """``store_append`` under the select profile (the default): its broken-agent cut reads each
     agent's recent records of the cadence history every cycle."""
     return _append_cycle(spec, Profile.SELECT)
+
+
+def case_store_append_select_resident(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``store_append_select`` in a resident process (as ``store_append_resident``): what the
+    live service's scheduler pays each cycle under the default profile."""
+    _append_cycle(spec, Profile.SELECT)
+    return _append_cycle(spec, Profile.SELECT, resident=True)
 
 
 def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
@@ -323,6 +344,8 @@ STORE_CASES = {
     "store_cycle": case_store_cycle,
     "store_append": case_store_append,
     "store_append_select": case_store_append_select,
+    "store_append_select_resident": case_store_append_select_resident,
+    "store_cycle_select": case_store_cycle_select,
     "store_append_evidence": case_store_append_evidence,
     "store_append_nocadence": case_store_append_nocadence,
     "store_append_resident": case_store_append_resident,

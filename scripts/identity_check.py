@@ -44,7 +44,7 @@ def _content(path: Path, tmp: Path) -> bytes:
     timestamp is not content), JSON with the temporary directory and the random part of
     segment names masked (they differ on every run of this script, before or after)."""
     data = path.read_bytes()
-    if data[:2] == b"PK":
+    if data[:2] == b"PK" and path.suffix != ".inputs":  # a decision's inputs: canonical bytes
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             return _canonical_engine({name: arrays[name] for name in arrays.files})
     data = data.replace(str(tmp.resolve()).encode(), b"TMP")

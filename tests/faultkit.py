@@ -30,8 +30,9 @@ from meta_supervisor.research.demo import DEMO_AS_OF, write_demo_fleet
 # stability step (max increase per cycle) binds, so previous weights matter.
 AS_OFS = [DEMO_AS_OF - timedelta(days=5 - k) for k in range(6)]
 STATE_FILES = ("history.jsonl", "decision.json", "allocation.json")
-#: Each cycle's explanations file (issue 17), named by its history entry (1-based).
-EXPLANATIONS = "explanations/{seq:08d}.json"
+#: Each cycle's inputs file (issue 17: its explanations are built from it when read), named by
+#: its history entry (1-based).
+EXPLANATIONS = "explanations/{seq:08d}.inputs"
 
 _CHILD = """
 import json, sys
@@ -171,8 +172,13 @@ def spawn_cli(paths: Paths, *args: str, fault: str | None = None) -> subprocess.
 
 
 def state_bytes(state_dir: Path) -> dict[str, bytes | None]:
-    """Each state file's bytes (``None`` when absent) and every explanations file present."""
-    found = {f"explanations/{p.name}" for p in (state_dir / "explanations").glob("*.json")}
+    """Each state file's bytes (``None`` when absent) and every explanations or inputs file
+    present."""
+    found = {
+        f"explanations/{p.name}"
+        for pattern in ("*.json", "*.inputs")
+        for p in (state_dir / "explanations").glob(pattern)
+    }
     wanted = sorted(set(STATE_FILES) | found)
     return {
         name: (state_dir / name).read_bytes() if (state_dir / name).exists() else None

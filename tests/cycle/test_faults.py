@@ -69,12 +69,13 @@ def _old_or_new(files, reference, cycle):
         if name == "history.jsonl" and got is not None:
             got = got[: got.rfind(b"\n") + 1] or None  # a partial last line is not committed
         assert got in (old, new), f"{name} is neither the old nor the new version"
-        if got is not None and name != "history.jsonl":
+        if got is not None and name.endswith(".json"):
             json.loads(got)
 
 
 # (kill point, state file versions expected right after the kill: "old" or "new"; "new.json"
-# stands for the cycle's explanations file, written before its history line)
+# stands for the cycle's inputs file, from which its explanations are built, written before its
+# history line)
 POINTS = [
     (
         "before_rename:new.json",

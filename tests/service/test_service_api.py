@@ -318,16 +318,18 @@ def test_pages_load_only_what_the_package_serves(server: Server) -> None:
 def test_an_edited_explanations_file_is_a_named_error_not_a_served_text(
     template: Path, tmp_path: Path
 ) -> None:
-    """The API reads each decision's explanations from its file (issue 17) and holds it
-    against the SHA-256 its history entry records: an edited file is refused, naming it, and
-    the current allocation (weights are in the entry itself) is still served."""
+    """The API builds each decision's explanations from its inputs file (issue 17) and holds
+    it against the SHA-256 its history entry records: an edited file is refused, naming it,
+    and the current allocation (weights are in the entry itself) is still served."""
     copy_fleet(template, tmp_path / "fleet")
     state = tmp_path / "fleet" / "meta_supervisor" / "state"
-    edited = state / "explanations" / "00000001.json"
-    edited.write_bytes(edited.read_bytes().replace(b'"summary":"', b'"summary":"fine ', 1))
+    edited = state / "explanations" / "00000001.inputs"
+    data = edited.read_bytes()
+    middle = len(data) // 2
+    edited.write_bytes(data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :])
     with serving(tmp_path / "fleet", "--read-open") as running:
         answer = running.client.get("/v1/decisions/1/agents/cygnus")
         assert answer.status_code == 500
-        assert "00000001.json" in answer.json()["error"]
+        assert "00000001.inputs" in answer.json()["error"]
         assert running.client.get("/v1/allocation").status_code == 200
         assert running.client.get("/v1/decisions/2/agents/cygnus").status_code == 200

@@ -26,6 +26,8 @@ from meta_supervisor.signals.broken import (
     fleet_vol_ratio,
     loss_run,
     loss_run_z,
+    loss_runs,
+    loss_runs_unordered,
 )
 from meta_supervisor.signals.cadence import CadenceIndex
 
@@ -259,3 +261,31 @@ def test_the_knob_is_a_validated_boolean():
         assert "broken_regime_relative" in str(err)
     else:
         raise AssertionError("a string was accepted as a boolean")
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    past=st.integers(MIN_SCALE_RECORDS - 1, 60),
+    memory=st.integers(1, 6),
+    run=st.integers(1, 3),
+    rows=st.integers(1, 5),
+    spare=st.integers(0, 4),
+)
+@settings(max_examples=80, deadline=None)
+def test_a_shuffled_block_with_inf_slots_gives_the_ordered_rows_bits(
+    seed, past, memory, run, rows, spare
+):
+    """loss_runs_unordered (the engine's full rings, read as they lie) against loss_runs on the
+    same records in order: any past count (odd, even, too few), ties, zeros and −0.0."""
+    policy = Policy(profile=Profile.SELECT, broken_memory_records=memory, broken_consecutive=run)
+    judged = memory + run - 1
+    rng = np.random.default_rng(seed)
+    ordered = np.round(rng.standard_t(4, (rows, past + judged)) * 10, 1)
+    ordered[rng.random(ordered.shape) < 0.2] = 0.0
+    ordered[rng.random(ordered.shape) < 0.1] = -0.0
+    want = loss_runs(ordered, policy)
+    block = np.full((rows, past + spare), np.inf)
+    for i in range(rows):
+        block[i, rng.permutation(past + spare)[:past]] = ordered[i, :past]
+    got = loss_runs_unordered(block, ordered[:, past:].copy(), past, policy)
+    assert [a.tobytes() for a in got] == [a.tobytes() for a in want]

@@ -24,6 +24,7 @@ from meta_supervisor.signals.selection import (
     rule_selection,
     rule_weights,
     selection_anchor,
+    window_rows,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -165,3 +166,19 @@ def test_a_blow_up_is_cut_at_its_second_record_and_returns_after_the_memory():
     assert loss_run_z(np.array(two), policy) >= policy.broken_loss_scale
     healed = two + list(50 * rng.standard_normal(policy.broken_memory_records))
     assert loss_run_z(np.array(healed), policy) < policy.broken_loss_scale
+
+
+@given(
+    hours=st.lists(st.integers(-400, 0).map(lambda h: h / 4), min_size=1, max_size=60),
+    low=st.integers(-420, 10).map(lambda h: h / 4),
+    width=st.integers(0, 200).map(lambda h: h / 4),
+)
+def test_a_window_of_time_ordered_rows_is_the_slice_of_the_masked_rows(hours, low, width):
+    """The rule selection reads each lag's window as a slice when the rows are in time order
+    (ties and window bounds on a record included): the same rows, in the same order, as the
+    mask it used on any order."""
+    ordered = np.sort(np.array(hours))
+    high = low + width
+    got = np.arange(ordered.size)[window_rows(ordered, low, high, True)]
+    want = np.flatnonzero(window_rows(ordered, low, high, False))
+    assert got.tolist() == want.tolist()

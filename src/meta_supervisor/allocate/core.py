@@ -55,12 +55,13 @@ from meta_supervisor.allocate.gates import PROFILE_GATES, safety_gates
 from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.allocate.portfolio import apply_gross_cap, cap_water_fill, round_down, smooth
 from meta_supervisor.allocate.profiles import ProfileMethod, method_for
+from meta_supervisor.allocate.recipe import Recipe, encodable
 from meta_supervisor.policy.model import CapExcess, Policy
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.typing import BoolArray
 from meta_supervisor.units import STEP_EPS
 
-__all__ = ["allocate", "allocate_frames"]
+__all__ = ["allocate", "allocate_frames", "replay"]
 
 
 # ---------------------------------------------------------------- gates and factors
@@ -200,7 +201,40 @@ def allocate_frames(
     policy = policy or Policy()
     method = method_for(policy.profile)
     fleet = fleet_from_frames(stats, confidence, tails, policy, method.keys)
-    return _decide(fleet, method, as_of, policy, previous, overrides, previous_hash, persistence)
+    decision = _decide(
+        fleet, method, as_of, policy, previous, overrides, previous_hash, persistence
+    )
+    if not encodable(stats, confidence, tails):
+        return decision  # kept with its explanations (a column a recipe cannot hold)
+    recipe = Recipe(
+        stats,
+        confidence,
+        tails,
+        as_of,
+        policy,
+        None if previous is None else dict(previous),
+        tuple(o for o in overrides if o.active(as_of)),
+        previous_hash,
+        persistence,
+    )
+    object.__setattr__(decision, "recipe", recipe)
+    return decision
+
+
+def replay(recipe: Recipe) -> Decision:
+    """The decision ``recipe`` was taken from (:func:`allocate_frames` on its arguments): the
+    same weights, provenance and explanations, bit for bit."""
+    return allocate_frames(
+        recipe.stats,
+        recipe.confidence,
+        recipe.tails,
+        as_of=recipe.as_of,
+        policy=recipe.policy,
+        previous=recipe.previous,
+        overrides=recipe.overrides,
+        previous_hash=recipe.previous_hash,
+        persistence=recipe.persistence,
+    )
 
 
 def _decide(

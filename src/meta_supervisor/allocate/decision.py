@@ -96,6 +96,7 @@ class Decision:
         "policy",
         "portfolio",
         "profile",
+        "recipe",
         "schema",
         "weights",
     )
@@ -112,6 +113,7 @@ class Decision:
     _build_agents: Lazy | None
     _provenance: dict[str, Any]
     _build_provenance: Lazy | None
+    recipe: Any  # a Recipe (meta_supervisor.allocate.recipe) or None
 
     def __init__(
         self,
@@ -125,6 +127,7 @@ class Decision:
         provenance: dict[str, Any] | Lazy,
         policy: dict[str, Any] | None = None,
         schema: str = SCHEMA,
+        recipe: Any = None,
     ) -> None:
         init = object.__setattr__  # frozen: the only writes are here and in the lazy builds
         init(self, "as_of", as_of)
@@ -147,6 +150,9 @@ class Decision:
             init(self, "_build_provenance", None)
         init(self, "policy", {} if policy is None else policy)
         init(self, "schema", schema)
+        # the inputs it was decided from (meta_supervisor.allocate.recipe), when known: a
+        # commit keeps them instead of the explanations; not part of the decision's content
+        init(self, "recipe", recipe)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a Decision is frozen: cannot set {name!r}")

@@ -87,6 +87,7 @@ __all__ = [
     "loss_run",
     "loss_run_z",
     "loss_runs",
+    "loss_runs_unordered",
     "records_read",
     "regime_divisor",
     "regime_relative",
@@ -147,34 +148,93 @@ def loss_runs(rows: FloatArray, policy: Policy) -> tuple[FloatArray, FloatArray]
     past = rows[:, max(cut - MAX_SCALE_RECORDS, 0) : cut]
     centre = np.median(past, axis=1)
     scale = MAD_TO_SIGMA * np.median(np.abs(past - centre[:, None]), axis=1)
+    return _judged(rows[:, cut:], centre, scale, policy)
+
+
+def _judged(
+    recent: FloatArray, centre: FloatArray, scale: FloatArray, policy: Policy
+) -> tuple[FloatArray, FloatArray]:
+    """``(z, v)`` per row from its judged records ``recent`` (in order) and the centre and
+    scale of its earlier ones (NaN where the scale is not positive)."""
+    z = np.full(recent.shape[0], np.nan)
+    ratio = np.full(recent.shape[0], np.nan)
     ok = scale > 0
     if not ok.any():
         return z, ratio
-    rows, centre, scale = rows[ok], centre[ok], scale[ok]
-    recent = -rows[:, cut:] / scale[:, None]  # the judged records, losses positive
-    windows = np.lib.stride_tricks.sliding_window_view(recent, policy.broken_consecutive, axis=1)
+    recent, centre, scale = recent[ok], centre[ok], scale[ok]
+    losses = -recent / scale[:, None]  # the judged records, losses positive
+    windows = np.lib.stride_tricks.sliding_window_view(losses, policy.broken_consecutive, axis=1)
     z[ok] = windows.min(axis=2).max(axis=1)
-    spread = np.median(np.abs(rows[:, cut:] - centre[:, None]), axis=1)
+    spread = np.median(np.abs(recent - centre[:, None]), axis=1)
     ratio[ok] = MAD_TO_SIGMA * spread / scale
     return z, ratio
 
 
+def loss_runs_unordered(
+    block: FloatArray, recent: FloatArray, past: int, policy: Policy
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`loss_runs` of rows given out of order: row ``i`` of ``block`` holds its ``past``
+    earlier records (those of its scale, at most :data:`MAX_SCALE_RECORDS`) in any order and
+    ``+inf`` in its other slots; ``recent[i]`` its judged records, in order. Every value
+    finite (``block`` is overwritten).
+
+    The same bits as :func:`loss_runs` on the ordered rows: a median is two order statistics
+    of a multiset, whatever its order, found by the same partition (the ``+inf`` slots sort
+    after every record, and stay there as ``|inf − m|``), and averaged by the same
+    ``np.mean`` over the same pair. What it saves is the ordering: a ring of records is read
+    as it lies."""
+    count = block.shape[0]
+    if not judged_records(policy) or past < MIN_SCALE_RECORDS or not count:
+        return np.full(count, np.nan), np.full(count, np.nan)
+    kth = [past // 2 - 1, past // 2] if past % 2 == 0 else [past // 2]
+    middle = slice(kth[0], kth[-1] + 1)
+    block.partition(kth, axis=1)
+    centre = np.mean(block[:, middle], axis=1)
+    np.subtract(block, centre[:, None], out=block)
+    np.abs(block, out=block)
+    block.partition(kth, axis=1)
+    scale = MAD_TO_SIGMA * np.mean(block[:, middle], axis=1)
+    return _judged(recent, centre, scale, policy)
+
+
 def fleet_loss_runs(
-    lengths: IntArray, rows_of: Callable[[IntArray, int], FloatArray], policy: Policy
+    lengths: IntArray,
+    rows_of: Callable[[IntArray, int], FloatArray],
+    policy: Policy,
+    ring_of: Callable[[IntArray], tuple[FloatArray, IntArray]] | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """:func:`loss_run` of each agent ``k``'s series of ``lengths[k]`` records: ``(z, v)`` per
     agent. ``rows_of(agents, n)`` gives the ``(len(agents), n)`` matrix of those agents' last
     ``n`` records, oldest first. Only the last :func:`records_read` records of a series are
     read; agents whose series have one length are computed together (:func:`loss_runs`), so a
-    fleet costs a few array passes, not one call per agent."""
+    fleet costs a few array passes, not one call per agent.
+
+    ``ring_of(agents)``, for agents whose series is :func:`records_read` long, gives them as
+    they lie in a ring: a fresh ``(len(agents), records_read)`` block of the records in any
+    order and, per agent, the block's columns holding its judged records, in order; those rows
+    go through :func:`loss_runs_unordered` (unless one holds a value that is not finite)."""
     z = np.full(lengths.size, np.nan)
     ratio = np.full(lengths.size, np.nan)
     keep = records_read(policy)
     if not keep or not lengths.size:
         return z, ratio
     lengths = np.minimum(lengths, keep)
-    for length in np.unique(lengths[lengths >= judged_records(policy) + MIN_SCALE_RECORDS]):
+    judged = judged_records(policy)
+    for length in np.unique(lengths[lengths >= judged + MIN_SCALE_RECORDS]):
         agents = np.flatnonzero(lengths == length)
+        if ring_of is not None and length == keep:
+            block, columns = ring_of(agents)
+            finite = np.isfinite(block).all(axis=1)
+            recent = np.take_along_axis(block, columns, axis=1)
+            np.put_along_axis(block, columns, np.inf, axis=1)
+            if not finite.all():
+                block, recent = block[finite], recent[finite]
+            z[agents[finite]], ratio[agents[finite]] = loss_runs_unordered(
+                block, recent, keep - judged, policy
+            )
+            agents = agents[~finite]
+            if not agents.size:
+                continue
         z[agents], ratio[agents] = loss_runs(rows_of(agents, int(length)), policy)
     return z, ratio
 

@@ -83,7 +83,12 @@ import polars as pl
 
 from meta_supervisor.errors import ProblemFound
 from meta_supervisor.policy.model import Policy
-from meta_supervisor.signals.broken import fleet_loss_runs, loss_regime, records_read
+from meta_supervisor.signals.broken import (
+    fleet_loss_runs,
+    judged_records,
+    loss_regime,
+    records_read,
+)
 from meta_supervisor.signals.cadence import cadence_hours, hours_us, loss_columns
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.signals.exact import ExactSums
@@ -819,6 +824,15 @@ class IncrementalStats:
         head = self._col("rg_head")[agents]
         return self._ring[(agents * k)[:, None] + (head[:, None] - n + np.arange(n)) % k]
 
+    def loss_ring(self, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``agents``' (numbers; each ring full) loss tails as they lie: a fresh
+        ``(len(agents), loss_k)`` block, and per agent the columns of its judged records (its
+        latest :math:`R + r - 1`), oldest first
+        (:func:`~meta_supervisor.signals.broken.fleet_loss_runs`' ``ring_of``)."""
+        k, judged = self.loss_k, judged_records(self.policy)
+        head = self._col("rg_head")[agents]
+        return self._ring.reshape(-1, k)[agents], (head[:, None] - judged + np.arange(judged)) % k
+
     def _with_loss_z(self, stats: pl.DataFrame) -> pl.DataFrame:
         """``stats`` with ``recent_loss_z`` and ``fleet_vol_ratio`` from the loss tails, as
         :meth:`meta_supervisor.signals.cadence.CadenceIndex.loss_regime` computes them from
@@ -833,7 +847,10 @@ class IncrementalStats:
             # the cut reads the last min(loss_k, n_C) records: those of the cadence history
             lengths = np.minimum(self._col("cad_n")[agents], self.loss_k)
             z[known], ratio[known] = fleet_loss_runs(
-                lengths, lambda rows, n: self.loss_rows(agents[rows], n), self.policy
+                lengths,
+                lambda rows, n: self.loss_rows(agents[rows], n),
+                self.policy,
+                lambda rows: self.loss_ring(agents[rows]),
             )
         return stats.with_columns(loss_columns(*loss_regime(z, ratio, self.policy), len(names)))
 

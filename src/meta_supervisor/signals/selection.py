@@ -59,6 +59,7 @@ __all__ = [
     "rule_weights",
     "selection_anchor",
     "selection_hours",
+    "window_rows",
 ]
 
 RULES = ("equal_weight", "inverse_vol", "evidence_tilt", "seed_selection")
@@ -149,6 +150,14 @@ def rule_weights(
     return out
 
 
+def window_rows(hours: FloatArray, low: float, high: float, in_order: bool) -> slice | np.ndarray:
+    """The rows with ``low < hours ≤ high``, in row order: a slice when ``hours`` is
+    non-decreasing (``in_order``), else a mask."""
+    if in_order:
+        return slice(*np.searchsorted(hours, [low, high], side="right").tolist())
+    return (hours > low) & (hours <= high)
+
+
 def _lag_returns(records: pl.DataFrame, as_of: datetime, policy: Policy) -> dict[str, list[float]]:
     """Every rule's next-period return ``R^r_j`` over the lags that count."""
     anchor = selection_anchor(as_of, policy)
@@ -167,22 +176,31 @@ def _lag_returns(records: pl.DataFrame, as_of: datetime, policy: Policy) -> dict
     out: dict[str, list[float]] = {r: [] for r in RULES}
     if frame.height == 0:
         return out
-    _, codes = np.unique(frame["agent"].to_numpy().astype(str), return_inverse=True)
+    # agents numbered in name order (code-point order, as a sorted unique of the names):
+    # the rules' sums over agents run in that order
+    names = frame["agent"].unique().sort()
+    codes = frame["agent"].cast(pl.Enum(names.to_list())).to_physical().to_numpy()
     codes = codes.astype(np.int64)
-    size = int(codes.max()) + 1
+    size = names.len()
     hours = (frame["matured_at"] - anchor).dt.total_microseconds().to_numpy() / US_PER_HOUR
     pnl = frame["realized_pnl_bps"].to_numpy().astype(np.float64)
     need = max(2, policy.min_records)
+    # rows in time order (a store appended in time, the common case): each window is a slice
+    in_order = bool((hours[1:] >= hours[:-1]).all())
     for j in range(1, policy.selection_lags + 1):
         t_j = -j * step_h
-        ev = (hours > t_j - look_h) & (hours <= t_j)
-        nx = (hours > t_j) & (hours <= t_j + step_h)
-        n = np.bincount(codes[ev], minlength=size).astype(np.float64)
-        mean = np.bincount(codes[ev], weights=pnl[ev], minlength=size) / np.maximum(n, 1)
-        ss = np.bincount(codes[ev], weights=(pnl[ev] - mean[codes[ev]]) ** 2, minlength=size)
+        ev = window_rows(hours, t_j - look_h, t_j, in_order)
+        nx = window_rows(hours, t_j, t_j + step_h, in_order)
+        # each lag's rows taken once (the sums below add them in row order, as before)
+        c_ev, x_ev, c_nx = codes[ev], pnl[ev], codes[nx]
+        n = np.bincount(c_ev, minlength=size).astype(np.float64)
+        mean = np.bincount(c_ev, weights=x_ev, minlength=size) / np.maximum(n, 1)
+        deviation = mean[c_ev]
+        np.subtract(x_ev, deviation, out=deviation)
+        ss = np.bincount(c_ev, weights=np.square(deviation, out=deviation), minlength=size)
         sd = np.sqrt(ss / np.maximum(n - 1, 1))
-        n_next = np.bincount(codes[nx], minlength=size).astype(np.float64)
-        y = np.bincount(codes[nx], weights=pnl[nx], minlength=size) / np.maximum(n_next, 1)
+        n_next = np.bincount(c_nx, minlength=size).astype(np.float64)
+        y = np.bincount(c_nx, weights=pnl[nx], minlength=size) / np.maximum(n_next, 1)
         ok = (n >= need) & (sd > 0) & (n_next > 0)
         if np.count_nonzero(ok) < policy.evidence_min_agents:
             continue

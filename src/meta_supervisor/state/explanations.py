@@ -30,12 +30,15 @@ from typing import Any
 
 import orjson
 
+from meta_supervisor.allocate.core import replay
 from meta_supervisor.allocate.decision import Decision, canonical_json
+from meta_supervisor.allocate.recipe import Recipe, RecipeError
 from meta_supervisor.errors import ProblemFound
 from meta_supervisor.state.atomic import atomic_write_bytes, fsync_path, remove_stale_temps
 
 __all__ = [
     "DIRECTORY",
+    "INPUTS",
     "REF_KEY",
     "ExplanationsError",
     "check",
@@ -44,13 +47,17 @@ __all__ = [
     "problem",
     "record_of",
     "remove_uncommitted",
+    "replayed",
     "resolve",
     "write",
+    "write_inputs",
 ]
 
 DIRECTORY = "explanations"
 REF_KEY = "explanations"
-_FILE = re.compile(r"^explanations/([0-9]{8,12})\.json$")
+_FILE = re.compile(r"^explanations/([0-9]{8,12})\.(json|inputs)$")
+#: The suffix of a file holding a decision's inputs (explanations built on demand).
+INPUTS = ".inputs"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -60,9 +67,10 @@ class ExplanationsError(ProblemFound, ValueError):
     hint = "run 'meta-supervisor verify'"
 
 
-def file_name(seq: int) -> str:
-    """The reference's ``file`` for history entry ``seq`` (relative to the state directory)."""
-    return f"{DIRECTORY}/{seq:08d}.json"
+def file_name(seq: int, suffix: str = ".json") -> str:
+    """The reference's ``file`` for history entry ``seq`` (relative to the state directory):
+    its explanations (``.json``) or its inputs (``.inputs``)."""
+    return f"{DIRECTORY}/{seq:08d}{suffix}"
 
 
 def encode(agents: dict[str, Any]) -> bytes:
@@ -73,14 +81,25 @@ def encode(agents: dict[str, Any]) -> bytes:
 def write(state_dir: Path, seq: int, agents: dict[str, Any]) -> dict[str, Any]:
     """Write ``agents`` as entry ``seq``'s explanations file (atomically, fsync'd); return the
     reference its record carries. Fault hook point: ``before_rename:<8 digits>.json``."""
-    data = encode(agents)
-    name = file_name(seq)
+    return _write(state_dir, file_name(seq), encode(agents), len(agents))
+
+
+def write_inputs(state_dir: Path, seq: int, decision: Decision) -> dict[str, Any]:
+    """Write the inputs ``decision`` was taken from (its :attr:`~Decision.recipe`) as entry
+    ``seq``'s file, in place of its explanations (built from them when read, :func:`load`);
+    return the reference. Fault hook point: ``before_rename:<8 digits>.inputs``."""
+    data = decision.recipe.to_bytes()
+    agents = int(decision.portfolio["n_agents"])
+    return _write(state_dir, file_name(seq, INPUTS), data, agents)
+
+
+def _write(state_dir: Path, name: str, data: bytes, agents: int) -> dict[str, Any]:
     directory = Path(state_dir) / DIRECTORY
     if not directory.is_dir():
         directory.mkdir(parents=True)
         fsync_path(directory.parent)  # the new directory itself, before anything names it
     atomic_write_bytes(Path(state_dir) / name, data)
-    return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "agents": len(agents)}
+    return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "agents": agents}
 
 
 def record_of(decision: Decision, ref: dict[str, Any]) -> dict[str, Any]:
@@ -149,10 +168,41 @@ def load(state_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
         return agents if isinstance(agents, dict) else {}
     data = _checked_bytes(state_dir, record, ref)
     path = Path(state_dir) / ref["file"]
+    if ref["file"].endswith(INPUTS):
+        return orjson.loads(canonical_json(replayed(path, record, data).agents))
     agents = orjson.loads(data)
     if not isinstance(agents, dict):
         raise ExplanationsError(f"{path}: not a map of explanations")
     return agents
+
+
+def replayed(path: Path, record: dict[str, Any], data: bytes) -> Decision:
+    """The decision taken again from the inputs ``data`` (the file ``path``) of ``record``,
+    held against it: the same weights, cash and inputs fingerprint (else
+    :class:`ExplanationsError`: inputs that do not give the recorded decision never explain
+    it). Its explanations are built when read."""
+    try:
+        decision = replay(Recipe.from_bytes(data))
+    except RecipeError as err:
+        raise ExplanationsError(f"{path}: {err}") from None
+    plain = orjson.loads(canonical_json({k: getattr(decision, k) for k in _CHECKED}))
+    recorded = {k: record.get(k) for k in _CHECKED}
+    # a superseding copy names the file of the decision it restores, its provenance saying so
+    provenance = recorded["provenance"] if isinstance(recorded["provenance"], dict) else {}
+    recorded["provenance"] = {k: provenance.get(k) for k in plain["provenance"]}
+    if plain != recorded:
+        differs = ", ".join(k for k in _CHECKED if plain[k] != recorded[k])
+        raise ExplanationsError(
+            f"{path}: its inputs do not give the decision of {record.get('as_of')} "
+            f"(different {differs})"
+        )
+    return decision
+
+
+#: What a decision taken again from its inputs must match of its record (the provenance holds
+#: the inputs' fingerprint and the previous decision's hash; a record's other provenance keys,
+#: such as ``supersedes``, are not the decision's).
+_CHECKED = ("as_of", "weights", "cash", "gross", "portfolio", "provenance", "policy")
 
 
 def problem(state_dir: Path, record: dict[str, Any]) -> str | None:
@@ -186,5 +236,6 @@ def remove_uncommitted(state_dir: Path, last_seq: int) -> None:
     if not directory.is_dir():
         return
     remove_stale_temps(directory)
-    with contextlib.suppress(FileNotFoundError):
-        (Path(state_dir) / file_name(last_seq + 1)).unlink()
+    for suffix in (".json", INPUTS):
+        with contextlib.suppress(FileNotFoundError):
+            (Path(state_dir) / file_name(last_seq + 1, suffix)).unlink()

@@ -260,7 +260,10 @@ def verify_history(path: Path) -> tuple[bool, str]:
     tail = ""
     if path.exists() and path.stat().st_size > committed:
         tail = "; an unterminated last line (interrupted append) is ignored"
-    if (path.parent / explanations.file_name(len(lines) + 1)).exists():
+    if any(
+        (path.parent / explanations.file_name(len(lines) + 1, suffix)).exists()
+        for suffix in (".json", explanations.INPUTS)
+    ):
         tail += "; an explanations file no entry names yet (interrupted cycle) is ignored"
     return True, f"{len(lines)} entries, chain intact{tail}"
 
@@ -375,7 +378,11 @@ def append_history(
     # seq is the line number: verify_history shows any entry deleted, inserted or reordered
     seq = last[-1].seq + 1 if last else 1
     prev = last[-1].hash if last else GENESIS
-    if isinstance(decision, Decision):
+    if isinstance(decision, Decision) and decision.recipe is not None:
+        ref = explanations.write_inputs(path.parent, seq, decision)
+        fault_point("after_explanations")
+        body = explanations.record_of(decision, ref)
+    elif isinstance(decision, Decision):
         ref = explanations.write(path.parent, seq, decision.agents)
         fault_point("after_explanations")
         body = explanations.record_of(decision, ref)
