@@ -6,8 +6,9 @@ the bits :func:`meta_supervisor.cycle.run.decide` decides on every record at onc
 ``recent_loss_z`` / ``fleet_vol_ratio`` columns are
 :meth:`~meta_supervisor.signals.cadence.CadenceIndex.loss_regime` on every stored record, bit
 for bit. Every test goes through the real store path (:func:`run_cycle` on a
-:class:`LedgerStore`); ``_check`` compares both the decision and the loss columns, and says
+:class:`LedgerStore`); ``Checker.cycle`` compares both the decision and the loss columns, and says
 whether the engine gave the columns (loss tails) or the cycle read the cadence history.
+(NaN is compared as the columns hold it, null: the index's NaN may carry the sign bit.)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from meta_supervisor.ledger.store import LedgerStore
 from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.signals import broken, journal
 from meta_supervisor.signals.broken import MAX_SCALE_RECORDS, records_read
-from meta_supervisor.signals.cadence import CadenceIndex
+from meta_supervisor.signals.cadence import CadenceIndex, loss_columns
 from meta_supervisor.signals.incremental import npz_bytes
 from meta_supervisor.state.files import read_history
 from meta_supervisor.units import US_PER_HOUR
@@ -179,17 +180,15 @@ class Checker:
         for column in ("expected_records", "recent_loss_z", "fleet_vol_ratio"):
             if column not in stats.columns:
                 continue
-            want = dict(zip(reference["agent"], _bits(reference[column]), strict=True))
-            assert _bits(stats[column]) == [want[name] for name in names], column
+            by_agent = dict(zip(reference["agent"], _bits(reference[column]), strict=True))
+            assert _bits(stats[column]) == [by_agent[name] for name in names], column
         if not keeps_loss_tails(policy):
             assert "recent_loss_z" not in stats.columns
             return
         index = CadenceIndex.from_records(store.records(), policy.horizon_hours)
-        want_z, want_v = index.loss_regime(names, as_of, policy)
-        got_z = stats["recent_loss_z"].fill_null(np.nan).to_numpy()
-        got_v = stats["fleet_vol_ratio"].fill_null(np.nan).to_numpy()
-        assert got_z.tobytes() == want_z.tobytes()
-        assert got_v.tobytes() == np.full(len(names), want_v).tobytes()
+        ledger_columns = loss_columns(*index.loss_regime(names, as_of, policy), len(names))
+        for series in ledger_columns:  # NaN is null in the columns (whatever the NaN's sign)
+            assert _bits(stats[series.name]) == _bits(series), series.name
 
 
 def _bits(column: pl.Series) -> list[bytes]:
@@ -716,15 +715,21 @@ def test_a_chunked_rebuild_lays_the_rings_of_a_one_shot_rebuild(
     assert seen.mode == "rebuilt" and not seen.read_cadence
 
 
+@pytest.mark.parametrize("full", [False, True], ids=["rings not full", "full rings"])
 def test_non_finite_pnl_in_the_store_is_cut_as_the_ledger_cuts_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full: bool
 ) -> None:
     """Ingest refuses a PnL that is not finite; a store appended to directly may hold NaN and
-    ±inf: the ring holds them as the index does (the same NaN, the same inf, bit for bit)."""
+    ±inf (and −0.0, ties of 0.0): the ring holds them as the index does (the same NaN, the
+    same inf, bit for bit), full rings (read as they lie) and rings not full alike."""
+    if full:
+        monkeypatch.setattr(broken, "MAX_SCALE_RECORDS", SMALL_SCALE)
     policy = _select(broken_memory_records=2, broken_consecutive=1)
     paths = _paths(tmp_path)
     check = Checker(paths, monkeypatch)
-    rows = _hourly(["a", "b", "c"], 40, T0, 0, 3)
+    rows = _hourly(["a", "b", "c", "d", "e"], 40, T0, 0, 3)
+    for i in range(120, 200, 3):
+        rows[i]["realized_pnl_bps"] = -0.0 if i % 2 else 0.0
     rows[5]["realized_pnl_bps"] = math.nan
     rows[45]["realized_pnl_bps"] = math.inf
     rows[46]["realized_pnl_bps"] = -math.inf
