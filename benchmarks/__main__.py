@@ -90,6 +90,7 @@ def _plan(size: str, cycles: int, runs: int) -> list[tuple[str, str, dict[str, A
         ("store_append_select_resident", f"{size} + 10k", {}, runs),
         ("persistence", size, {}, runs),
         ("persistence_rebuild", size, {}, runs),
+        ("persistence_select", size, {}, runs),
         ("backtest", f"{size}, {cycles} cycles", {"cycles": cycles}, runs),
         ("allocate", "10k agents", {"agents": 10_000}, runs),
     ]
@@ -247,6 +248,7 @@ DESCRIPTIONS = {
     "store_append_select_resident": "the same, select profile, resident process",
     "persistence": "evidence: learned strength, daily (kept day sums advanced)",
     "persistence_rebuild": "evidence: learned strength, rebuilt from the store",
+    "persistence_select": "select: learned rule at a new anchor (daily)",
     "backtest": "backtest: run_backtest, hourly",
     "allocate": "allocation step alone (allocate_frames)",
 }

@@ -333,3 +333,23 @@ def test_an_edited_explanations_file_is_a_named_error_not_a_served_text(
         assert "00000001.inputs" in answer.json()["error"]
         assert running.client.get("/v1/allocation").status_code == 200
         assert running.client.get("/v1/decisions/2/agents/cygnus").status_code == 200
+
+
+def test_weights_over_time_are_served_from_the_records_alone(
+    template: Path, tmp_path: Path
+) -> None:
+    """/v1/history without an agent (and the health check) read each entry's record, where the
+    weights are: no decision is taken again from its inputs file (it read every entry's
+    explanations: a missing file made the whole history a 500); an agent's points still need
+    them, and name the file that is missing."""
+    copy_fleet(template, tmp_path / "fleet")
+    state = tmp_path / "fleet" / "meta_supervisor" / "state"
+    (state / "explanations" / "00000001.inputs").unlink()
+    with serving(tmp_path / "fleet", "--read-open") as running:
+        answer = running.client.get("/v1/history")
+        assert answer.status_code == 200, answer.text
+        assert [p["seq"] for p in answer.json()["points"]] == [1, 2]
+        assert running.client.get("/healthz").status_code in (200, 503)
+        missing = running.client.get("/v1/history", params={"agent": "cygnus"})
+        assert missing.status_code == 500
+        assert "00000001.inputs" in missing.json()["error"]

@@ -240,11 +240,11 @@ def entry_by_seq(entries: list[HistoryEntry], seq: int, paths: Paths) -> History
 def entry_at(entries: list[HistoryEntry], at: datetime, paths: Paths) -> HistoryEntry:
     """The decision in force at ``at``: the latest as_of ≤ at (the last committed on ties)."""
     superseded = superseded_seqs(entries)  # a superseded decision was never in force
-    known = [e for e in entries if e.seq not in superseded and parse_iso(e.decision["as_of"]) <= at]
+    known = [e for e in entries if e.seq not in superseded and parse_iso(e.record["as_of"]) <= at]
     if not known:
-        first = min(e.decision["as_of"] for e in entries)
+        first = min(e.record["as_of"] for e in entries)
         raise fail(f"{paths.history}: no decision at or before {iso(at)} (first: {first})")
-    return max(known, key=lambda e: (parse_iso(e.decision["as_of"]), e.seq))
+    return max(known, key=lambda e: (parse_iso(e.record["as_of"]), e.seq))
 
 
 def select_entry(text: str, entries: list[HistoryEntry], paths: Paths) -> HistoryEntry:

@@ -280,8 +280,8 @@ def diff(
         emit_json(
             {
                 "schema": DIFF_SCHEMA,
-                "from": {"seq": older.seq, "as_of": older.decision["as_of"], "hash": older.hash},
-                "to": {"seq": newer.seq, "as_of": newer.decision["as_of"], "hash": newer.hash},
+                "from": {"seq": older.seq, "as_of": older.record["as_of"], "hash": older.hash},
+                "to": {"seq": newer.seq, "as_of": newer.record["as_of"], "hash": newer.hash},
             }
             | result
         )

@@ -139,7 +139,7 @@ def _ready(service: Service) -> tuple[bool, dict[str, Any]]:
     if current is None:
         ok, checks["decision"] = False, "no decision yet"
     else:
-        as_of = parse_iso(current.entry.decision["as_of"])
+        as_of = parse_iso(current.entry.record["as_of"])  # no explanations needed
         age = datetime.now(UTC) - as_of
         allowed = service.settings.allowed_age()
         fresh = allowed is None or age <= allowed

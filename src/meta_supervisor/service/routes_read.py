@@ -147,21 +147,23 @@ def history(
     failed, its factors and summary in each decision where it appears.
     """
     lo, hi = _parse_time(start, "start"), _parse_time(end, "end")
+    # as_of, weights, cash and gross are in each entry's record: only an agent's points need
+    # the explanations (built from each decision's inputs file)
     chosen = [
         e
         for e in _service(request).view.entries()
-        if (lo is None or parse_iso(e.decision["as_of"]) >= lo)
-        and (hi is None or parse_iso(e.decision["as_of"]) <= hi)
+        if (lo is None or parse_iso(e.record["as_of"]) >= lo)
+        and (hi is None or parse_iso(e.record["as_of"]) <= hi)
     ][-limit:]
     if agent is None:
         points = [
             {
                 "seq": e.seq,
-                "as_of": e.decision["as_of"],
+                "as_of": e.record["as_of"],
                 "hash": e.hash,
-                "weights": e.decision["weights"],
-                "cash": e.decision["cash"],
-                "gross": e.decision["gross"],
+                "weights": e.record["weights"],
+                "cash": e.record["cash"],
+                "gross": e.record["gross"],
             }
             for e in chosen
         ]
