@@ -306,12 +306,12 @@ def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
         }
 
 
-def case_persistence_rebuild(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
-    """The same with no kept state: every day of the range rebuilt from the store, saved."""
+def _learned_from_scratch(spec: LedgerSpec, profile: Profile) -> tuple[Any, float]:
+    """``kept_persistence`` at AS_OF with no kept state (a fresh state dir), and its seconds."""
     from benchmarks.cases import bench_policy
     from meta_supervisor.cycle.learned import kept_persistence
 
-    policy = bench_policy(spec, Profile.EVIDENCE)
+    policy = bench_policy(spec, profile)
     store_dir, _ = ensure_store(spec, policy)
     store = LedgerStore(store_dir)
     manifest = store.manifest()  # a cycle has read it already
@@ -319,35 +319,30 @@ def case_persistence_rebuild(spec: LedgerSpec, options: dict[str, Any]) -> dict[
         start = time.perf_counter()
         run = kept_persistence(store, manifest, AS_OF, policy, Path(tmp) / "persistence.state")
         seconds = time.perf_counter() - start
-        assert run.mode == "rebuilt", run.mode
-        return {
-            "seconds": seconds,
-            "note": f"strength {run.value.strength:.2f}, {run.buckets} days rebuilt",
-        }
+    assert run.mode == "rebuilt", run.mode
+    return run, seconds
+
+
+def case_persistence_rebuild(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The same with no kept state: every day of the range rebuilt from the store, saved."""
+    run, seconds = _learned_from_scratch(spec, Profile.EVIDENCE)
+    return {
+        "seconds": seconds,
+        "note": f"strength {run.value.strength:.2f}, {run.buckets} days rebuilt",
+    }
 
 
 def case_persistence_select(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
     """The select profile's learned rule at AS_OF (``cycle.learned.kept_persistence``): what a
     cycle pays once per selection anchor (a day), from the store's records of the selection
     history (it keeps no sums: the rule is computed again at each anchor)."""
-    from benchmarks.cases import bench_policy
-    from meta_supervisor.cycle.learned import kept_persistence
-
-    policy = bench_policy(spec, Profile.SELECT)
-    store_dir, _ = ensure_store(spec, policy)
-    store = LedgerStore(store_dir)
-    manifest = store.manifest()  # a cycle has read it already
-    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
-        start = time.perf_counter()
-        run = kept_persistence(store, manifest, AS_OF, policy, Path(tmp) / "persistence.state")
-        seconds = time.perf_counter() - start
-        assert run.mode == "rebuilt", run.mode
-        selection = run.value.selection
-        return {
-            "seconds": seconds,
-            "note": f"rule {selection.rule if selection else '-'} over "
-            f"{selection.n_lags if selection else 0} lags",
-        }
+    run, seconds = _learned_from_scratch(spec, Profile.SELECT)
+    selection = run.value.selection
+    return {
+        "seconds": seconds,
+        "note": f"rule {selection.rule if selection else '-'} over "
+        f"{selection.n_lags if selection else 0} lags",
+    }
 
 
 def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:

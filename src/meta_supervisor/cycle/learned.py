@@ -32,7 +32,9 @@ policy, same ledger, every segment it was built from still named by the manifest
 before its anchor. Otherwise the cells are **rebuilt** from the store and the reason returned
 (:attr:`LearnedRun.reason`): an edited, truncated or other-policy file is never used. A rebuild
 reads the range in time chunks of about :data:`CHUNK_ROWS` records, so its memory is bounded by
-the chunk, not the ledger.
+the chunk, not the ledger. A policy whose range holds more than :data:`MAX_BUCKETS` buckets (a
+lookback that shares only a few µs with the step, e.g. 168.0000001 h) keeps no cells: each cycle
+computes the strength from the range's records.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ __all__ = ["CHUNK_ROWS", "FORMAT", "LearnedRun", "kept_persistence", "state_dige
 
 #: Records read at once when the cells are rebuilt.
 CHUNK_ROWS = 2_000_000
+#: The most buckets whose cells a cycle lists: a bucket is gcd(H, L) µs wide, a few µs for a
+#: lookback like 168.0000001 h (billions of buckets over the range); past this many the strength
+#: is computed from the range's records and no cells are kept.
+MAX_BUCKETS = 1_000_000
 FORMAT = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -313,19 +319,27 @@ def _select(
     ):
         return LearnedRun(kept.value, False, "kept")
     at = _at(at_us)
-    start = at - timedelta(hours=history_hours(policy))
-    records = (
-        store.scan("records", start, at, manifest)
+    records = _range_records(
+        store, manifest, policy, at - timedelta(hours=history_hours(policy)), at
+    )
+    mode = "rebuilt" if kept is None else "advanced"
+    return LearnedRun(persistence(records, at, policy), True, mode, reason)
+
+
+def _range_records(
+    store: LedgerStore, manifest: Manifest, policy: Policy, start: datetime, end: datetime
+) -> pl.DataFrame:
+    """The store's records at the policy horizon matured in ``(start, end]``."""
+    return (
+        store.scan("records", start, end, manifest)
         .filter(
             (pl.col("matured_at") > start)
-            & (pl.col("matured_at") <= at)
+            & (pl.col("matured_at") <= end)
             & (pl.col("horizon_hours") == policy.horizon_hours)
         )
         .select(SUMS_COLUMNS)
         .collect()
     )
-    mode = "rebuilt" if kept is None else "advanced"
-    return LearnedRun(persistence(records, at, policy), True, mode, reason)
 
 
 def _evidence(
@@ -343,6 +357,10 @@ def _evidence(
     width = bucket_us(policy)
     low, high = sums_range(as_of, policy)
     first, last = low // width, high // width - 1  # the buckets of the range
+    if last - first + 1 > MAX_BUCKETS:  # tiny buckets: the records, not billions of cells
+        records = _range_records(store, manifest, policy, _at(low), _at(high))
+        mode = "rebuilt" if kept is None else "advanced"
+        return LearnedRun(persistence(records, as_of, policy), True, mode, reason)
     if kept is not None:
         # buckets after the kept anchor are all new; before it, those a late record landed in
         dirty = set(range(max(first, kept.anchor_us // width), last + 1))

@@ -44,7 +44,6 @@ import polars as pl
 
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.typing import FloatArray, IntArray
-from meta_supervisor.units import US_PER_HOUR
 
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CadenceIndex",
     "cadence_hours",
+    "hours_us",
     "loss_columns",
     "min_records_needed",
     "with_expected_records",
@@ -65,6 +65,13 @@ def cadence_hours(policy: Policy) -> float:
     if policy.cadence_history_hours <= 0:
         return 0.0
     return max(policy.cadence_history_hours, policy.lookback_hours)
+
+
+def hours_us(hours: float) -> int:
+    """``hours`` as whole µs, rounded as ``timedelta(hours=hours)`` rounds them: the length of
+    every window the store reads (``as_of − timedelta(hours=h)``), so a bound computed here is
+    the store's to the µs (``round(h·3.6e9)`` is one µs off for some fractional ``h``)."""
+    return timedelta(hours=hours) // timedelta(microseconds=1)
 
 
 def min_records_needed(expected: FloatArray, policy: Policy) -> FloatArray:
@@ -144,7 +151,7 @@ class CadenceIndex:
         history = cadence_hours(policy)
         if history > 0 and self.agents:
             now = _micros(as_of)
-            k, lo, hi = self._bounds(agents, now - round(history * US_PER_HOUR), now)
+            k, lo, hi = self._bounds(agents, now - hours_us(history), now)
 
             def rows_of(rows: IntArray, n: int) -> FloatArray:
                 return self.pnl[(hi[rows] - n)[:, None] + np.arange(n)]
@@ -215,8 +222,8 @@ class CadenceIndex:
         if history <= 0 or not self.agents:
             return out
         now = _micros(as_of)
-        since = now - round(history * US_PER_HOUR)
-        first_band = round(policy.lookback_hours * US_PER_HOUR)
+        since = now - hours_us(history)
+        first_band = hours_us(policy.lookback_hours)
         k, lo, hi = self._bounds(agents, since, now)
         some = lo < hi
         # not reporting when the history began: young agent, cadence unknown

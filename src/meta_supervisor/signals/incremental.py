@@ -89,7 +89,7 @@ from meta_supervisor.signals.broken import (
     loss_regime,
     records_read,
 )
-from meta_supervisor.signals.cadence import cadence_hours, loss_columns
+from meta_supervisor.signals.cadence import cadence_hours, hours_us, loss_columns
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.signals.exact import ExactSums
 from meta_supervisor.signals.journal import remove_sorted as _remove_sorted
@@ -274,6 +274,18 @@ def _greater(
     for i in np.flatnonzero((m == big_m) & (t == big_t)):
         gt[i] = big_r[i] is None or r[i] > big_r[i]
     return gt
+
+
+@dataclass
+class _Runs:
+    """An entering frame grouped by agent (see :meth:`IncrementalStats._runs_after`)."""
+
+    groups: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # order, agents, starts, lengths
+    last: np.ndarray  # each agent's last row
+    matured: np.ndarray  # µs, every row
+    ts: np.ndarray
+    rids: pl.Series
+    after: np.ndarray  # each agent's first row comes after the key held for it
 
 
 class _Codebook:
@@ -519,8 +531,8 @@ class IncrementalStats:
         history = cadence_hours(self.policy)
         if history <= 0:
             return 0, 0
-        c = round(history * US_PER_HOUR)
-        return c, c - round(self.policy.lookback_hours * US_PER_HOUR)
+        c = hours_us(history)  # as the store's window reads round it (to the µs)
+        return c, c - hours_us(self.policy.lookback_hours)
 
     def _horizon(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
         return lazy.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
@@ -691,15 +703,11 @@ class IncrementalStats:
         if not entering.height:
             return np.flatnonzero(dirty)
         codes = entering["_i"].to_numpy()
-        grouped = _groups(codes)
-        order, idx, starts, lengths = grouped
-        first, last = order[starts], order[starts + lengths - 1]
-        matured, ts = _epoch_us(entering["matured_at"]), _epoch_us(entering["ts"])
-        rids = entering["record_id"]
+        runs = self._runs_after(entering, codes, "last")
+        idx = runs.groups[1]
+        last, matured, ts, rids = runs.last, runs.matured, runs.ts, runs.rids
         last_m, last_t, last_r = self._col("last_m"), self._col("last_t"), self._col("last_rid")
-        r0 = np.array(rids.gather(first).to_list(), dtype=object)
-        in_order = _greater(matured[first], ts[first], r0, last_m[idx], last_t[idx], last_r[idx])
-        in_order &= ~dirty[idx]
+        in_order = runs.after & ~dirty[idx]
         dirty[idx[~in_order]] = True
         extend = np.zeros(len(self.names), dtype=bool)
         extend[idx[in_order]] = True
@@ -722,6 +730,21 @@ class IncrementalStats:
         strategies = np.array(entering["strategy"].gather(last).to_list(), dtype=object)
         self._col("last_strategy")[upd] = strategies[newer]
         return np.flatnonzero(dirty)
+
+    def _runs_after(self, frame: pl.DataFrame, codes: np.ndarray, key: str) -> _Runs:
+        """``frame``'s rows (in record order, agents ``codes``) grouped by agent, and whether
+        each agent's first row comes after the record key the state holds for it in the
+        columns ``<key>_m``, ``<key>_t``, ``<key>_rid`` (the last record summed, or the last in
+        its loss tail)."""
+        grouped = _groups(codes)
+        order, idx, starts, lengths = grouped
+        first = order[starts]
+        matured, ts = _epoch_us(frame["matured_at"]), _epoch_us(frame["ts"])
+        rids = frame["record_id"]
+        r0 = np.array(rids.gather(first).to_list(), dtype=object)
+        held = (self._col(f"{key}_{c}")[idx] for c in ("m", "t", "rid"))
+        after = _greater(matured[first], ts[first], r0, *held)
+        return _Runs(grouped, order[starts + lengths - 1], matured, ts, rids, after)
 
     def _recompute_agents(self, src: _Source, agents: np.ndarray, low: int, high: int) -> None:
         """The stats-window sums, path and last record of ``agents`` from their records in
@@ -773,13 +796,11 @@ class IncrementalStats:
         if not k or not frame.height:
             return np.empty(0, dtype=np.int64)
         codes = frame["_i"].to_numpy()
-        order, idx, starts, lengths = _groups(codes)
-        first, last = order[starts], order[starts + lengths - 1]
-        matured, ts = _epoch_us(frame["matured_at"]), _epoch_us(frame["ts"])
-        rids = frame["record_id"]
+        runs = self._runs_after(frame, codes, "rg")
+        order, idx, starts, lengths = runs.groups
+        last, matured, ts, rids = runs.last, runs.matured, runs.ts, runs.rids
         last_m, last_t, last_r = self._col("rg_m"), self._col("rg_t"), self._col("rg_rid")
-        r0 = np.array(rids.gather(first).to_list(), dtype=object)
-        ok = _greater(matured[first], ts[first], r0, last_m[idx], last_t[idx], last_r[idx])
+        ok = runs.after
         # each row's number within its agent's rows; only an agent's latest k are written
         rank = np.arange(codes.size) - np.repeat(starts, lengths)
         write = np.repeat(ok, lengths) & (rank >= np.repeat(lengths - k, lengths))

@@ -222,9 +222,15 @@ _CHECKED = ("as_of", "weights", "cash", "gross", "portfolio", "provenance", "pol
 
 
 def problem(state_dir: Path, record: dict[str, Any]) -> str | None:
-    """What is wrong with ``record``'s explanations file (``None``: nothing, or inline)."""
+    """What is wrong with ``record``'s explanations file (``None``: nothing, or inline). An
+    inputs file is held against its hash and must give the recorded decision
+    (:func:`replayed`); its explanations are not built (what ``verify`` pays per entry)."""
     try:
-        load(state_dir, record)
+        ref = _ref(record)
+        if ref is not None and ref["file"].endswith(INPUTS):
+            replayed(Path(state_dir) / ref["file"], record, _checked_bytes(state_dir, record, ref))
+        else:
+            load(state_dir, record)
     except ExplanationsError as err:
         return str(err)
     except ValueError as err:  # not JSON although the hash matches: written so, or a collision
