@@ -101,8 +101,9 @@ def _read_back(tmp_path: Path, *decisions) -> list[dict]:
 def test_hostile_names_overrides_previous_and_nan_strength_read_back_as_decided(tmp_path, profile):
     """Agent names that differ only by case or a trailing NUL, quotes, unicode and 2,000
     characters; an override active at as_of, one expiring exactly at as_of (not active) and one
-    active by a microsecond; previous weights; a learned strength whose ρ̄, se, z and a rule's
-    t are NaN: the reader's decision is the decided one, byte for byte."""
+    active by a microsecond; two on one agent (the binding one by order); previous weights; a
+    learned strength whose ρ̄, se, z and a rule's t are NaN: the reader's decision is the
+    decided one, byte for byte."""
     policy = Policy(profile=profile)
     stats, conf, tails, as_of = _frames(4, policy, HOSTILE)
     persistence = Persistence(
@@ -115,6 +116,7 @@ def test_hostile_names_overrides_previous_and_nan_strength_read_back_as_decided(
     )
     overrides = (
         Override(HOSTILE[2], "cap", 'r\u00e9ason "q"', as_of + timedelta(days=1), cap=0.05),
+        Override(HOSTILE[2], "cap", "second on the agent", as_of + timedelta(days=2), cap=0.01),
         Override(HOSTILE[1], "exclude", "expires now", as_of),
         Override(HOSTILE[5], "exclude", "by a microsecond", as_of + timedelta(microseconds=1)),
         Override("not-in-fleet", "exclude", "absent", as_of + timedelta(days=1)),
@@ -134,6 +136,7 @@ def test_hostile_names_overrides_previous_and_nan_strength_read_back_as_decided(
     assert first.recipe is not None and second.recipe is not None
     assert [o.reason for o in second.recipe.overrides] == [
         'r\u00e9ason "q"',
+        "second on the agent",
         "by a microsecond",
         "absent",
     ]
@@ -642,3 +645,40 @@ def test_history_of_an_agent_decides_again_only_the_entries_it_shows(tmp_path, m
     assert row["agent"] is not None and calls == [as_of + timedelta(hours=2)]
     unknown = CliRunner().invoke(app, [*args[:2], "nobody", *args[3:]])
     assert unknown.exit_code != 0 and "nobody" in unknown.output
+
+
+RETYPES = {
+    "n_records as Object": ("n_records", {"kind": "number", "dtype": "Object", "numpy": "<i8"}),
+    "n_records as Float64": ("n_records", {"kind": "number", "dtype": "Float64", "numpy": "<i8"}),
+    "n_records as Int32": ("n_records", {"kind": "number", "dtype": "Int32", "numpy": "<i8"}),
+    "pnl_mean as Float32": ("pnl_mean_bps", {"kind": "number", "dtype": "Float32", "numpy": "<f8"}),
+    "time as Int64": ("last_matured_at", {"kind": "number", "dtype": "Int64", "numpy": "<i8"}),
+    "time in Tokyo": (
+        "last_matured_at",
+        {"kind": "datetime", "unit": "us", "zone": "Asia/Tokyo", "numpy": "<i8"},
+    ),
+    "time naive": ("last_matured_at", {"kind": "datetime", "unit": "us", "zone": None}),
+    "strategy as numbers": ("strategy", {"kind": "number", "dtype": "Int64", "numpy": "<i8"}),
+}
+
+
+@pytest.mark.parametrize("retype", sorted(RETYPES))
+def test_a_column_read_as_another_type_is_refused_or_explains_the_same(genuine, tmp_path, retype):
+    """A column's type changed in the file (history re-hashed): ``verify`` and the reader agree,
+    and what the reader shows is the genuine explanations or nothing (a value the allocation
+    reads as before, an instant in another zone, gives the same decision: the same
+    explanations)."""
+    state = _copy(genuine, tmp_path)
+    before = canonical_json(read_history(state / "history.jsonl")[1].decision)
+    column, spec = RETYPES[retype]
+
+    def edit(header: dict) -> None:
+        header["columns"]["stats"][_column(header, "stats", column)][1] = spec
+
+    path = state / "explanations" / "00000002.inputs"
+    _rehash(state, 1, _header_edit(edit)(path.read_bytes(), b""))
+    ok, _ = verify_history(state / "history.jsonl")
+    if ok:
+        assert canonical_json(read_history(state / "history.jsonl")[1].decision) == before
+    else:
+        _assert_refused(state, 1)
