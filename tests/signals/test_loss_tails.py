@@ -224,3 +224,30 @@ def test_an_inconsistent_ring_is_refused(edit):
     edit(arrays)
     with pytest.raises(StateMismatch, match="inconsistent state"):
         IncrementalStats.from_arrays(arrays, policy, loss_tails=True)
+
+
+def test_an_agent_without_a_new_record_is_not_judged_again(monkeypatch):
+    """In an hourly cycle most of a daily fleet has no new record: their cut is kept, only
+    the agents whose tail (or count in the cadence history) changed are computed again."""
+    from meta_supervisor.signals import incremental
+
+    judged: list[int] = []
+    real = incremental.fleet_loss_runs
+
+    def spy(lengths, *args):
+        judged.append(lengths.size)
+        return real(lengths, *args)
+
+    monkeypatch.setattr(incremental, "fleet_loss_runs", spy)
+    policy = Policy(profile=Profile.SELECT)
+    ledger = _hourly(6, 60)
+    inc = IncrementalStats(policy, loss_tails=True)
+    inc.advance(ledger, T0)
+    before = _loss_columns(inc)
+    more = _burst(10_000, (["b"], 1, 1, 3), T0)
+    ledger = pl.concat([ledger, more])
+    inc.advance(ledger, T0 + timedelta(hours=1))
+    after = _loss_columns(inc)
+    assert judged == [6, 1]
+    _assert_as_the_ledger(inc, ledger, T0 + timedelta(hours=1))
+    assert before[1][0] == after[1][0]  # agent a: kept

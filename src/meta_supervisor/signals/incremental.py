@@ -440,6 +440,10 @@ class IncrementalStats:
         # records kept per agent for the broken cut (0: none kept), see _push_tails
         self.loss_k = records_read(policy) if loss_tails and cadence_hours(policy) > 0 else 0
         self._ring = np.zeros(0)
+        # each agent's (z_i, v_i) as last computed, and the record count it read (-1: its
+        # tail changed since): an agent with no new record is not computed again (in memory)
+        self._loss_n = np.zeros(0, dtype=np.int64)
+        self._loss_z, self._loss_v = np.zeros(0), np.zeros(0)
         self.as_of_us: int | None = None
         self._agents = _Codebook()
         self.names = self._agents.names  # agent number -> name
@@ -811,6 +815,7 @@ class IncrementalStats:
             rows
         ]
         agents, count, ends = idx[ok], lengths[ok], last[ok]
+        self._forget_loss(agents)
         head[agents] = (head[agents] + count) % k
         held[agents] = np.minimum(held[agents] + count, k)
         last_m[agents], last_t[agents] = matured[ends], ts[ends]
@@ -829,6 +834,7 @@ class IncrementalStats:
             .collect()
         )
         self.recomputed_tails += agents.size
+        self._forget_loss(agents)
         for name in ("rg_head", "rg_len"):
             self._col(name)[agents] = 0
         for name in ("rg_m", "rg_t"):
@@ -854,25 +860,40 @@ class IncrementalStats:
         head = self._col("rg_head")[agents]
         return self._ring.reshape(-1, k)[agents], (head[:, None] - judged + np.arange(judged)) % k
 
+    def _forget_loss(self, agents: np.ndarray) -> None:
+        """``agents``' tails changed: their ``(z_i, v_i)`` are computed again when read."""
+        self._loss_n[agents[agents < self._loss_n.size]] = -1
+
     def _with_loss_z(self, stats: pl.DataFrame) -> pl.DataFrame:
         """``stats`` with ``recent_loss_z`` and ``fleet_vol_ratio`` from the loss tails, as
         :meth:`meta_supervisor.signals.cadence.CadenceIndex.loss_regime` computes them from
-        the ledger (bit for bit: the same records in the same order)."""
+        the ledger (bit for bit: the same records in the same order). An agent's ``(z_i,
+        v_i)`` is computed again only when its tail or its count in the cadence history
+        changed since it was last computed (a daily agent in an hourly cycle: once a day)."""
+        size = len(self.names)
+        if self._loss_n.size < size:
+            grow = size - self._loss_n.size
+            self._loss_n = np.concatenate([self._loss_n, np.full(grow, -1, dtype=np.int64)])
+            self._loss_z = np.concatenate([self._loss_z, np.full(grow, np.nan)])
+            self._loss_v = np.concatenate([self._loss_v, np.full(grow, np.nan)])
+        # the cut reads the last min(loss_k, n_C) records: those of the cadence history
+        lengths = np.minimum(self._col("cad_n"), self.loss_k)
+        stale = np.flatnonzero(self._loss_n[:size] != lengths)
+        if stale.size:
+            self._loss_z[stale], self._loss_v[stale] = fleet_loss_runs(
+                lengths[stale],
+                lambda rows, n: self.loss_rows(stale[rows], n),
+                self.policy,
+                lambda rows: self.loss_ring(stale[rows]),
+            )
+            self._loss_n[stale] = lengths[stale]
         names = stats["agent"].to_list()
         index = self._agents.index
         known = np.array([name in index for name in names], dtype=bool)
         agents = np.array([index[n] for n in names if n in index], dtype=np.int64)
         z = np.full(len(names), np.nan)
         ratio = np.full(len(names), np.nan)
-        if agents.size:
-            # the cut reads the last min(loss_k, n_C) records: those of the cadence history
-            lengths = np.minimum(self._col("cad_n")[agents], self.loss_k)
-            z[known], ratio[known] = fleet_loss_runs(
-                lengths,
-                lambda rows, n: self.loss_rows(agents[rows], n),
-                self.policy,
-                lambda rows: self.loss_ring(agents[rows]),
-            )
+        z[known], ratio[known] = self._loss_z[agents], self._loss_v[agents]
         return stats.with_columns(loss_columns(*loss_regime(z, ratio, self.policy), len(names)))
 
     def _half_life_us(self) -> int:
