@@ -13,9 +13,11 @@ weights and decision hash, the overrides active at ``as_of`` (in the order given
 one per agent is chosen by a stable sort) and the learned strength. :meth:`Recipe.to_bytes` is
 an uncompressed zip (no pickle, no timestamps): ``recipe.json`` (stdlib JSON, which keeps NaN
 and ±inf) and each frame column by column: its null mask and its values as raw little-endian
-numbers (strings as a JSON list). Equal frames give equal bytes however polars laid them out
-(chunks, validity buffers), so one cycle's inputs file is the same bytes whichever path
-computed its frames (a warm engine or a rebuilt one). Columns of another type (a list, a
+numbers (strings as a JSON list), every NaN written as one NaN. Equal frames give equal bytes
+however polars laid them out (chunks, validity buffers) and whatever sign a NaN carries, so
+one cycle's inputs file is the same bytes whichever path computed its frames (a warm engine or
+a rebuilt one); the decision reads no NaN's sign (a NaN input is gated, and the explanations
+and the inputs fingerprint write it as null). Columns of another type (a list, a
 struct) cannot be kept: :func:`encodable` says so, and the cycle then writes the explanations
 themselves. Pure: bytes in, bytes out.
 """
@@ -200,6 +202,8 @@ def _encode_frame(frame: pl.DataFrame, name: str, members: dict[str, bytes]) -> 
         else:
             plain = series if spec["kind"] == "number" else series.to_physical()
             filled = plain.fill_null(False if plain.dtype == pl.Boolean else 0).to_numpy()
+            if filled.dtype.kind == "f":  # one NaN: its sign and payload are no input's content
+                filled = np.where(np.isnan(filled), np.nan, filled)
             spec["numpy"] = filled.dtype.newbyteorder("<").str
             values = np.ascontiguousarray(filled, dtype=spec["numpy"]).tobytes()
         members[f"{name}.{i}.values"] = values
