@@ -33,6 +33,7 @@ import polars as pl
 
 from meta_supervisor.allocate.decision import Decision, fingerprint, parse_iso
 from meta_supervisor.config import Paths
+from meta_supervisor.state.explanations import agent_weights
 from meta_supervisor.state.files import HistoryEntry, read_history
 
 if TYPE_CHECKING:
@@ -110,8 +111,8 @@ def weights(
     rows = []
     before: Mapping[str, float] | None = None
     for e in _entries(root, state_dir):
-        d = e.decision
-        now = {name: float(a["weight"]) for name, a in sorted(d["agents"].items())}
+        d = e.record  # as_of and weights; the agents' names without building explanations
+        now = agent_weights(e.base or Path("."), e.record)
         for name, w in now.items():
             change = None if before is None else w - before.get(name, 0.0)
             rows.append(

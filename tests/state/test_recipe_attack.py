@@ -647,6 +647,41 @@ def test_history_of_an_agent_decides_again_only_the_entries_it_shows(tmp_path, m
     assert unknown.exit_code != 0 and "nobody" in unknown.output
 
 
+def test_weights_over_time_decide_nothing_again_and_list_every_agent(tmp_path, monkeypatch):
+    """Plain ``history`` and ``notebook.weights`` list every agent of each decision, those at
+    zero included: they decided the shown entries again from their inputs files for that (20
+    replays, ~1.5 s at 1,000 agents). The names come from the inputs file, the weights from the
+    record: the same numbers the explanations give, and no replay (an agent unknown to every
+    entry still costs none but the latest decision's, for the suggestion)."""
+    from typer.testing import CliRunner
+
+    from meta_supervisor import notebook
+    from meta_supervisor.cli.main import app
+
+    policy = Policy(profile=Profile.SEED)
+    stats, conf, tails, as_of = _frames(5, policy)
+    for k in range(3):
+        rows = stats if k == 2 else stats.filter(pl.col("agent") != "agent-05")
+        append_history(
+            tmp_path / "history.jsonl",
+            allocate_frames(rows, conf, tails, as_of=as_of + timedelta(hours=k), policy=policy),
+        )
+    want = [
+        {n: e["weight"] for n, e in sorted(entry.decision["agents"].items())}
+        for entry in read_history(tmp_path / "history.jsonl")
+    ]
+    calls = []
+    real = explanations.replay
+    monkeypatch.setattr(explanations, "replay", lambda r: calls.append(r.as_of) or real(r))
+    result = CliRunner().invoke(app, ["history", "--state-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [row["weights"] for row in json.loads(result.stdout)["entries"]] == want
+    frame = notebook.weights(state_dir=tmp_path)
+    assert frame.filter(pl.col("seq") == 3)["agent"].to_list() == list(want[2])
+    assert frame.filter(pl.col("seq") == 3)["weight"].to_list() == list(want[2].values())
+    assert calls == []
+
+
 RETYPES = {
     "n_records as Object": ("n_records", {"kind": "number", "dtype": "Object", "numpy": "<i8"}),
     "n_records as Float64": ("n_records", {"kind": "number", "dtype": "Float64", "numpy": "<i8"}),

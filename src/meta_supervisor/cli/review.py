@@ -35,6 +35,7 @@ from meta_supervisor.cli.common import (
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle.run import load_ledger
 from meta_supervisor.errors import MetaSupervisorError
+from meta_supervisor.state import explanations
 from meta_supervisor.state.files import (
     HistoryEntry,
     check_current,
@@ -213,12 +214,22 @@ def history(
     paths = paths_for(state_dir, root=root)
     entries = history_entries(paths)
     shown = entries[-last:] if last else entries
-    # the shown entries first: their explanations are read for the rows anyway (each entry
-    # kept as its inputs is decided again to be read), older ones only if the agent is in none
-    older = entries[: len(entries) - len(shown)]
-    if agent is not None and not any(agent in e.decision["agents"] for e in [*shown, *older]):
+
+    def weights_of(e: HistoryEntry) -> dict[str, Any]:
+        """The entry's record with each agent's weight, no explanation built (an entry kept
+        as its inputs would be decided again to be read)."""
+        named = explanations.agent_weights(e.base or paths.state_dir, e.record)
+        return {**e.record, "agents": {n: {"weight": w} for n, w in named.items()}}
+
+    weighed = {e.seq: weights_of(e) for e in shown}
+    if agent is not None and not any(
+        agent in (weighed[e.seq] if e.seq in weighed else weights_of(e))["agents"]
+        for e in [*shown, *entries[: len(entries) - len(shown)]]
+    ):
         check_agent(agent, entries[-1].decision, "history, e.g. the decision")
-    rows = weight_history([(e.seq, e.hash, e.decision) for e in shown], agent)
+    rows = weight_history(
+        [(e.seq, e.hash, weighed[e.seq] if agent is None else e.decision) for e in shown], agent
+    )
     if json_out:
         emit_json({"schema": HISTORY_SCHEMA, "agent": agent, "entries": rows})
         return

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import polars as pl
 
 from meta_supervisor.allocate.core import replay
 from meta_supervisor.allocate.decision import Decision, canonical_json
@@ -41,6 +42,7 @@ __all__ = [
     "INPUTS",
     "REF_KEY",
     "ExplanationsError",
+    "agent_weights",
     "check",
     "file_name",
     "load",
@@ -219,6 +221,27 @@ def replayed(path: Path, record: dict[str, Any], data: bytes) -> Decision:
 #: the inputs' fingerprint and the previous decision's hash; a record's other provenance keys,
 #: such as ``supersedes``, are not the decision's).
 _CHECKED = ("as_of", "weights", "cash", "gross", "portfolio", "provenance", "policy")
+
+
+def agent_weights(state_dir: Path, record: dict[str, Any]) -> dict[str, float]:
+    """Every agent the decision explains, in name order, with its weight (0 for an agent the
+    weights leave out, as its explanation says): from the names in its inputs file and the
+    record's weights, without deciding again or building an explanation; from the
+    explanations themselves for the other kinds of entry (:class:`ExplanationsError` as
+    :func:`load`)."""
+    ref = _ref(record)
+    if ref is None or not ref["file"].endswith(INPUTS):
+        return {n: float(e["weight"]) for n, e in sorted(load(state_dir, record).items())}
+    path = Path(state_dir) / ref["file"]
+    try:
+        names = Recipe.from_bytes(_checked_bytes(state_dir, record, ref)).stats["agent"]
+    except (RecipeError, pl.exceptions.PolarsError) as err:
+        raise ExplanationsError(f"{path}: not a decision's inputs ({err})") from None
+    weights = record.get("weights", {})
+    named = {str(n): float(weights.get(n, 0.0)) for n in sorted(names.to_list())}
+    if not set(weights) <= set(named):
+        raise ExplanationsError(f"{path}: its agents do not hold the decision's weights")
+    return named
 
 
 def problem(state_dir: Path, record: dict[str, Any]) -> str | None:
