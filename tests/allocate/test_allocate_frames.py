@@ -286,3 +286,40 @@ def test_evidence_factors_per_agent_are_those_of_the_whole_fleet_computation():
             s, confidence.get(name), fleet, policy
         ) + evidence.risk_factors(s, tails[s["strategy"]], policy, fleet)
         assert decision.agents[name]["factors"] == alone
+
+
+_US_RANGE = (-62_135_596_800_000_000, 253_402_300_800_000_000 - 1)  # years 1-9999
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(*_US_RANGE), st.integers(-(10**12), 10**12)),
+            st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+            st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+        ),
+        min_size=0,
+        max_size=30,
+    ),
+    st.sampled_from(["us", "ms"]),
+)
+def test_frame_views_are_each_rows_own_view(rows, unit):
+    """The explanations' inputs and the inputs fingerprint read ``_frame_views``, built column
+    by column (datetimes formatted at once): each row's view must be the one
+    ``_inputs_view`` gives that row alone, value by value (ISO with ``Z`` from
+    ``datetime.isoformat``, non-finite numbers as text, nulls as ``None``)."""
+    from meta_supervisor.allocate.fleet import _frame_views, _inputs_view
+
+    scale = 1000 if unit == "ms" else 1
+    moments = [None if t is None else t // scale for t in (r[0] for r in rows)]
+    frame = pl.DataFrame(
+        {
+            "at": pl.Series(moments, dtype=pl.Int64).cast(pl.Datetime(unit, "UTC")),
+            "x": pl.Series([r[1] for r in rows], dtype=pl.Float64),
+            "n": pl.Series([r[2] for r in rows], dtype=pl.Int64),
+            "agent": [f"a{i}" for i in range(len(rows))],
+        }
+    )
+    expected = [_inputs_view(row) for row in frame.iter_rows(named=True)]
+    assert _frame_views(frame) == expected
+    assert json.dumps(_frame_views(frame)) == json.dumps(expected)  # the NaN/float text too

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import polars as pl
+
 from meta_supervisor.allocate.decision import iso
 from meta_supervisor.allocate.schema import OverrideRecord
 
@@ -68,6 +70,16 @@ class Confidence:
             evidence_weight=row["evidence_weight"],
             error_ratio=row["error_ratio"],
         )
+
+    @classmethod
+    def by_agent(cls, frame: pl.DataFrame) -> dict[str, Confidence]:
+        """:meth:`from_row` of every row of ``frame``, keyed by ``agent`` (a later row wins),
+        read column by column (a row iteration costs ~4 ms at 1,000 agents)."""
+        columns = ("agent", "confidence", "n_evidence", "evidence_weight", "error_ratio")
+        return {
+            agent: cls(multiplier=m, n_evidence=n, evidence_weight=w, error_ratio=e)
+            for agent, m, n, w, e in zip(*(frame[c].to_list() for c in columns), strict=True)
+        }
 
 
 @dataclass(frozen=True)

@@ -195,13 +195,17 @@ def _encode_frame(frame: pl.DataFrame, name: str, members: dict[str, bytes]) -> 
         spec = _spec(series.dtype)
         if spec is None:
             raise RecipeError(f"{name}.{series.name}: a {series.dtype} column cannot be kept")
-        nulls = series.is_null().to_numpy()
+        # null_count is kept with the column: no pass over a column without nulls
+        has_nulls = series.null_count() > 0
+        nulls = series.is_null().to_numpy() if has_nulls else np.zeros(series.len(), bool)
         members[f"{name}.{i}.nulls"] = np.packbits(nulls).tobytes()
         if spec["kind"] == "string":
             values = json.dumps(series.to_list()).encode()
         else:
             plain = series if spec["kind"] == "number" else series.to_physical()
-            filled = plain.fill_null(False if plain.dtype == pl.Boolean else 0).to_numpy()
+            if has_nulls:
+                plain = plain.fill_null(False if plain.dtype == pl.Boolean else 0)
+            filled = plain.to_numpy()
             if filled.dtype.kind == "f":  # one NaN: its sign and payload are no input's content
                 filled = np.where(np.isnan(filled), np.nan, filled)
             spec["numpy"] = filled.dtype.newbyteorder("<").str

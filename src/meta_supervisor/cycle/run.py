@@ -178,7 +178,7 @@ def frames_to_inputs(
     takes (one row dict per agent, a :class:`Confidence` per agent, a :class:`Tail` per
     strategy)."""
     agent_rows = {row["agent"]: row for row in stats.iter_rows(named=True)}
-    confidence = {row["agent"]: Confidence.from_row(row) for row in conf.iter_rows(named=True)}
+    confidence = Confidence.by_agent(conf)
     tail_map = {
         row["strategy"]: Tail.from_row(row, policy.cvar_lookback_hours)
         for row in tails.iter_rows(named=True)

@@ -186,15 +186,25 @@ def loss_runs_unordered(
     count = block.shape[0]
     if not judged_records(policy) or past < MIN_SCALE_RECORDS or not count:
         return np.full(count, np.nan), np.full(count, np.nan)
-    kth = [past // 2 - 1, past // 2] if past % 2 == 0 else [past // 2]
-    middle = slice(kth[0], kth[-1] + 1)
-    block.partition(kth, axis=1)
-    centre = np.mean(block[:, middle], axis=1)
+    centre = _middle(block, past)
     np.subtract(block, centre[:, None], out=block)
     np.abs(block, out=block)
-    block.partition(kth, axis=1)
-    scale = MAD_TO_SIGMA * np.mean(block[:, middle], axis=1)
+    scale = MAD_TO_SIGMA * _middle(block, past)
     return _judged(recent, centre, scale, policy)
+
+
+def _middle(block: FloatArray, past: int) -> FloatArray:
+    """Each row's median of its ``past`` smallest values (the rest ``+inf``), as
+    ``np.median`` of them computes it: the middle order statistic, or the ``np.mean`` of the
+    two middle ones. One partition at ``past // 2`` (the row is partitioned in place); the
+    order statistic below it is the largest of the values left of it (a second ``kth`` would
+    partition again: ~30% more at 1,000 × 1,030)."""
+    half = past // 2
+    block.partition(half, axis=1)
+    upper = block[:, half]
+    if past % 2:
+        return upper.copy()
+    return np.mean(np.stack([block[:, :half].max(axis=1), upper], axis=1), axis=1)
 
 
 def fleet_loss_runs(
