@@ -1491,7 +1491,8 @@ class IncrementalStats:
             _restore_ring(inc, arrays["r_ring"])
         inc._conf_w = ExactSums.from_arrays(arrays, "c_w", size)
         inc._conf_wz = ExactSums.from_arrays(arrays, "c_wz", size)
-        offsets, buffer = arrays["t_offsets"], arrays["t_buffer"].astype(np.float64)
+        offsets = arrays["t_offsets"]
+        buffer = np.asarray(arrays["t_buffer"], dtype=np.float64)  # each slice is copied below
         strategies = [str(v) for v in arrays["t_names"]]
         if offsets.shape != (len(strategies) + 1,) or int(offsets[-1]) != buffer.size:
             raise ValueError("tail buffer offsets do not match the buffer")
