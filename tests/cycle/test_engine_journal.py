@@ -290,9 +290,14 @@ def _saved(paths: Paths, policy: Policy) -> dict[str, np.ndarray]:
         if meta["format"] == 2
         else []
     )
-    state: IncrementalStats = engine_module._restore(
-        paths.engine.read_bytes(), payloads, policy, paths.engine
-    )
+    state, image = engine_module._restore(paths.engine.read_bytes(), payloads, policy, paths.engine)
+    # the image a load keeps for the next journal entry is the files' own (not taken again from
+    # the restored engine): it must be the engine's image, array by array, bit for bit
+    taken = state.state_arrays(buffers=False)
+    assert sorted(image) == sorted(taken)
+    for name, values in taken.items():
+        assert image[name].dtype == values.dtype and image[name].shape == values.shape, name
+        assert image[name].tobytes() == values.tobytes(), name
     return state.state_arrays()
 
 

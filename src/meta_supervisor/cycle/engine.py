@@ -87,6 +87,7 @@ from meta_supervisor.signals.incremental import (
     buffer_arrays,
     npz_bytes,
     read_npz,
+    read_state,
 )
 from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.state.files import (
@@ -234,6 +235,7 @@ def _load(
     # parsed is used unless the hash matches
     hashing = _Digest(data)
     engine: IncrementalStats | None = None
+    image: dict[str, np.ndarray] = {}
     problem = ""
     failure: Exception | None = None
     payloads: list[bytes] = []
@@ -242,7 +244,7 @@ def _load(
         if not consumed <= {s.path for s in manifest.of("records")}:
             problem = "the ledger lost segments the state was built from"
         else:
-            engine = _restore(data, payloads, policy, state_path)
+            engine, image = _restore(data, payloads, policy, state_path)
     except JournalProblem as err:
         problem = str(err)
     except Exception as err:  # judged below, once the base's hash is known
@@ -264,7 +266,7 @@ def _load(
         meta["sha256"],
         len(data),
         consumed,
-        engine.state_arrays(buffers=False),
+        image,
         len(payloads),
         0 if info is None else int(info["bytes"]),
         "" if info is None else str(info["head"]),
@@ -304,22 +306,30 @@ def _unusable(fingerprint: str, ledger: str, policy: Policy, store: LedgerStore)
     return ""
 
 
-def _restore(data: bytes, payloads: list[bytes], policy: Policy, source: Path) -> IncrementalStats:
-    """The state of the base ``data`` with the journal entries ``payloads`` replayed."""
+def _restore(
+    data: bytes, payloads: list[bytes], policy: Policy, source: Path
+) -> tuple[IncrementalStats, dict[str, np.ndarray]]:
+    """The state of the base ``data`` with the journal entries ``payloads`` replayed, and its
+    image as the files hold it (the arrays without the tail buffers, views of ``data`` or of
+    the entries: what the next entry is a change of; :func:`journal.apply` of it gives the new
+    image bit for bit, so it need not be taken again from the restored engine, a copy of
+    every array, ~9 ms at 10M under select)."""
+    loss_tails = keeps_loss_tails(policy)
     if not payloads:
-        return IncrementalStats.from_bytes(
-            data, policy, source, verified=True, loss_tails=keeps_loss_tails(policy)
-        )
+        arrays = read_state(data, source, verified=True)
+        engine = IncrementalStats.from_arrays(arrays, policy, source, loss_tails=loss_tails)
+        return engine, {k: v for k, v in arrays.items() if k not in journal.BUFFER_KEYS}
     image, buffers = journal.split_buffers(read_npz(data, check=False))
     for payload in payloads:
         image, buffers = journal.apply(image, buffers, journal.decode(payload))
     names = [str(s) for s in image["t_names"]]
-    return IncrementalStats.from_arrays(
+    engine = IncrementalStats.from_arrays(
         {**image, **buffer_arrays([buffers.get(s, np.empty(0)) for s in names])},
         policy,
         source,
-        loss_tails=keeps_loss_tails(policy),
+        loss_tails=loss_tails,
     )
+    return engine, image
 
 
 class JournalProblem(ValueError):

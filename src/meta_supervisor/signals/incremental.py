@@ -109,6 +109,7 @@ __all__ = [
     "buffer_arrays",
     "frames_at",
     "read_npz",
+    "read_state",
 ]
 
 #: Records advanced at once when a state is built from scratch (about 0.4 GiB of columns).
@@ -1425,10 +1426,7 @@ class IncrementalStats:
         Raises :class:`StateMismatch` (naming ``source``) for another version, another policy,
         other ``loss_tails``, or bytes that are not a complete state.
         """
-        try:
-            arrays = read_npz(data, check=not verified)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            raise StateMismatch(source, f"not a readable state ({type(err).__name__})") from err
+        arrays = read_state(data, source, verified=verified)
         return cls.from_arrays(arrays, policy, source, loss_tails=loss_tails)
 
     @classmethod
@@ -1508,6 +1506,18 @@ class IncrementalStats:
         inc._tail_gap = ExactSums.from_arrays(arrays, "t_gap", len(strategies))
         inc._tail_abs = ExactSums.from_arrays(arrays, "t_abs", len(strategies))
         return inc
+
+
+def read_state(
+    data: bytes, source: Path | str = "<bytes>", *, verified: bool = False
+) -> dict[str, np.ndarray]:
+    """The arrays of a state's bytes (views of ``data``; ``verified``: see
+    :meth:`IncrementalStats.from_bytes`); :class:`StateMismatch` naming ``source`` for bytes
+    that are not a readable ``.npz``."""
+    try:
+        return read_npz(data, check=not verified)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise StateMismatch(source, f"not a readable state ({type(err).__name__})") from err
 
 
 def _restore_ring(inc: IncrementalStats, ring: np.ndarray) -> None:
