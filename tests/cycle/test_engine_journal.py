@@ -31,7 +31,6 @@ from meta_supervisor.cycle import engine as engine_module
 from meta_supervisor.cycle.engine import forget_resident, journal_path, meta_path
 from meta_supervisor.cycle.run import run_cycle
 from meta_supervisor.policy.model import Policy
-from meta_supervisor.signals.incremental import IncrementalStats
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,7 @@ from meta_supervisor.signals.broken import (
     MIN_SCALE_RECORDS,
     REGIME_MIN_RATIO,
     fleet_vol_ratio,
+    judged_records,
     loss_run,
     loss_run_z,
     loss_runs,
@@ -289,3 +290,40 @@ def test_a_shuffled_block_with_inf_slots_gives_the_ordered_rows_bits(
         block[i, rng.permutation(past + spare)[:past]] = ordered[i, :past]
     got = loss_runs_unordered(block, ordered[:, past:].copy(), past, policy)
     assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
+
+
+def test_a_fleet_large_enough_for_threads_has_each_rows_own_medians():
+    """Blocks of PARALLEL_VALUES values or more are partitioned by rows in threads: each row's
+    ``(z, v)`` must still be the one of its row alone (``loss_runs`` on the ordered row, by
+    ``np.median``), ties and an odd row count included; in a forked child too (a pool made
+    before a fork has no threads there)."""
+    import os
+    import signal
+
+    from meta_supervisor.signals.broken import PARALLEL_VALUES
+
+    policy = Policy(broken_memory_records=4, broken_consecutive=2)
+    judged = judged_records(policy)
+    past = 1024
+    rows = PARALLEL_VALUES // past + 3  # odd, and over the threshold
+    rng = np.random.default_rng(5)
+    ordered = np.round(rng.standard_t(4, (rows, past + judged)) * 10, 1)
+    expected = [loss_runs(row[None, :], policy) for row in ordered]
+
+    def shuffled_run() -> tuple[np.ndarray, np.ndarray]:
+        block = np.full((rows, past + 3), np.inf)
+        for i in range(rows):
+            block[i, rng.permutation(past + 3)[:past]] = ordered[i, :past]
+        assert block.size >= PARALLEL_VALUES
+        return loss_runs_unordered(block, ordered[:, past:].copy(), past, policy)
+
+    z, v = shuffled_run()
+    assert z.tobytes() == np.concatenate([e[0] for e in expected]).tobytes()
+    assert v.tobytes() == np.concatenate([e[1] for e in expected]).tobytes()
+    child = os.fork()
+    if child == 0:  # the pool above was made in the parent: the child must not wait on it
+        signal.alarm(60)  # a hung child dies (and fails the test) instead of hanging it
+        z_child, _ = shuffled_run()
+        os._exit(0 if z_child.tobytes() == z.tobytes() else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -63,8 +63,11 @@ second record; :math:`V` rises when the whole market's volatility does. Measured
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,6 +82,7 @@ __all__ = [
     "MAX_SCALE_RECORDS",
     "MIN_REGIME_AGENTS",
     "MIN_SCALE_RECORDS",
+    "PARALLEL_VALUES",
     "REGIME_MIN_RATIO",
     "fleet_loss_runs",
     "fleet_vol_ratio",
@@ -200,11 +204,36 @@ def _middle(block: FloatArray, past: int) -> FloatArray:
     order statistic below it is the largest of the values left of it (a second ``kth`` would
     partition again: ~30% more at 1,000 × 1,030)."""
     half = past // 2
-    block.partition(half, axis=1)
+    _partition_rows(block, half)
     upper = block[:, half]
     if past % 2:
         return upper.copy()
     return np.mean(np.stack([block[:, :half].max(axis=1), upper], axis=1), axis=1)
+
+
+#: Blocks of at least this many values are partitioned by rows in threads (NumPy lets go of
+#: the GIL while it partitions; the rows are independent, so the bits are the same): 1,000
+#: agents × 1,030 records, 9.1 -> 5.3 ms a partition on 2 cores.
+PARALLEL_VALUES = 1 << 17
+#: The pool, by the pid that made it (a forked child has the object but not its threads).
+_POOL: dict[int, ThreadPoolExecutor] = {}
+
+
+def _partition_rows(block: FloatArray, kth: int) -> None:
+    """``block.partition(kth, axis=1)``, in place, its rows split across the cores."""
+    workers = min(len(os.sched_getaffinity(0)), 4) if hasattr(os, "sched_getaffinity") else 1
+    rows = block.shape[0]
+    if workers < 2 or block.size < PARALLEL_VALUES or rows < workers:
+        block.partition(kth, axis=1)
+        return
+    pool = _POOL.get(os.getpid())
+    if pool is None:
+        _POOL.clear()
+        pool = _POOL[os.getpid()] = ThreadPoolExecutor(4, thread_name_prefix="broken-cut")
+    cuts = np.linspace(0, rows, workers + 1).astype(int).tolist()
+    parts = [block[a:b] for a, b in itertools.pairwise(cuts)]
+    for _ in pool.map(lambda part: part.partition(kth, axis=1), parts):
+        pass
 
 
 def fleet_loss_runs(
