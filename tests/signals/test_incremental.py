@@ -422,3 +422,54 @@ def test_frames_at_gives_the_same_bits_in_any_chunking_and_keeps_stale_agents(
     assert_same_bits(chunked, (once.with_expected_records(stats), conf, tails))
     visible = ledger.filter(pl.col("matured_at") <= as_of)["agent"].unique().sort()
     assert chunked[0]["agent"].to_list() == visible.to_list()
+
+
+@given(
+    policy=anchor_policy_st,
+    ops=st.lists(inexact_op_st, min_size=1, max_size=14),
+)
+@settings(max_examples=40, deadline=None)
+def test_confidence_and_tails_beside_the_agent_sums_give_the_same_bits(policy, ops):
+    """A large advance updates the confidence sums and the tails in a thread while the agent
+    sums are updated (``PARALLEL_ROWS``): forced here for every advance, on any machine, the
+    state must be that of one thread, array by array and bit for bit (its journal's tail log
+    too), cycle after cycle, late records and agents new to a leaving window included."""
+    from unittest import mock
+
+    from meta_supervisor.signals import incremental, threads
+
+    def states(parallel: bool) -> list[tuple[dict, list]]:
+        with (
+            mock.patch.object(incremental, "PARALLEL_ROWS", 0 if parallel else 1 << 62),
+            mock.patch.object(threads, "cores", lambda: 2),
+        ):
+            out = []
+            for inc, _, _ in replay(policy, ops):
+                inc.track_tails()
+                out.append((inc.state_arrays(), inc.frames(None)))
+            return out
+
+    for (mine, frames_mine), (theirs, frames_theirs) in zip(
+        states(True), states(False), strict=True
+    ):
+        assert sorted(mine) == sorted(theirs)
+        for name, values in theirs.items():
+            assert mine[name].dtype == values.dtype and mine[name].tobytes() == values.tobytes()
+        assert_same_bits(frames_mine, frames_theirs)
+
+
+def test_names_are_numbered_in_order_of_first_sight():
+    """The codebook numbers the agents (and strategies) of a frame in order of first sight, as
+    it says: the state's arrays are laid out in that order, so a number that depends on a hash
+    order (polars' plain ``unique``, which differed between runs with two threads at work)
+    gives another state's bytes for the same records (regression: 5,000 names over 200,000
+    rows were numbered in hash order)."""
+    from meta_supervisor.signals.incremental import _Codebook
+
+    rng = np.random.default_rng(0)
+    names = [f"agent-{i}" for i in rng.permutation(5_000)]
+    values = pl.Series("agent", [names[i] for i in rng.integers(0, 5_000, 200_000)])
+    book = _Codebook()
+    codes = book.codes(values)
+    assert book.names == list(dict.fromkeys(values.to_list()))
+    assert [book.names[c] for c in codes[:1000]] == values.head(1000).to_list()

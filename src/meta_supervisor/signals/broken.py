@@ -63,15 +63,15 @@ second record; :math:`V` rises when the whole market's volatility does. Measured
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from meta_supervisor.signals import threads
 from meta_supervisor.typing import FloatArray, IntArray
 
 if TYPE_CHECKING:
@@ -215,25 +215,20 @@ def _middle(block: FloatArray, past: int) -> FloatArray:
 #: the GIL while it partitions; the rows are independent, so the bits are the same): 1,000
 #: agents × 1,030 records, 9.1 -> 5.3 ms a partition on 2 cores.
 PARALLEL_VALUES = 1 << 17
-#: The pool, by the pid that made it (a forked child has the object but not its threads).
-_POOL: dict[int, ThreadPoolExecutor] = {}
 
 
 def _partition_rows(block: FloatArray, kth: int) -> None:
     """``block.partition(kth, axis=1)``, in place, its rows split across the cores."""
-    workers = min(len(os.sched_getaffinity(0)), 4) if hasattr(os, "sched_getaffinity") else 1
-    rows = block.shape[0]
+    workers, rows = threads.cores(), block.shape[0]
     if workers < 2 or block.size < PARALLEL_VALUES or rows < workers:
         block.partition(kth, axis=1)
         return
-    pool = _POOL.get(os.getpid())
-    if pool is None:
-        _POOL.clear()
-        pool = _POOL[os.getpid()] = ThreadPoolExecutor(4, thread_name_prefix="broken-cut")
     cuts = np.linspace(0, rows, workers + 1).astype(int).tolist()
     parts = [block[a:b] for a, b in itertools.pairwise(cuts)]
-    for _ in pool.map(lambda part: part.partition(kth, axis=1), parts):
-        pass
+    jobs = [threads.start(functools.partial(part.partition, kth, axis=1)) for part in parts[1:]]
+    parts[0].partition(kth, axis=1)
+    for job in jobs:
+        job.result()
 
 
 def fleet_loss_runs(

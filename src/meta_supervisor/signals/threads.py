@@ -1,0 +1,39 @@
+"""A small thread pool for array work that NumPy and polars do without the GIL. Pure.
+
+The statistics are single passes over arrays; on a machine with more than one core, two
+independent passes (rows of one block, or the confidence sums beside the agent sums) can run
+at once. Every use splits work whose parts share no state, so a result is the same bits
+whichever thread computes which part, and in whatever order they finish.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+__all__ = ["cores", "start"]
+
+T = TypeVar("T")
+
+#: Threads at most (the work split here has two to four independent parts).
+MAX_THREADS = 4
+#: The pool, by the pid that made it: a forked child holds the object but not its threads
+#: (work given to it would wait forever), so a child makes its own.
+_POOL: dict[int, ThreadPoolExecutor] = {}
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity), at most :data:`MAX_THREADS`."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(usable or 1, MAX_THREADS))
+
+
+def start(work: Callable[[], T]) -> Future[T]:
+    """``work()`` started on the pool; its ``result()`` returns or raises what it did."""
+    pool = _POOL.get(os.getpid())
+    if pool is None:
+        _POOL.clear()
+        pool = _POOL[os.getpid()] = ThreadPoolExecutor(MAX_THREADS, "meta-supervisor")
+    return pool.submit(work)
