@@ -292,20 +292,22 @@ def test_a_shuffled_block_with_inf_slots_gives_the_ordered_rows_bits(
     assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
 
 
-def test_a_fleet_large_enough_for_threads_has_each_rows_own_medians():
-    """Blocks of PARALLEL_VALUES values or more are partitioned by rows in threads: each row's
+def test_a_fleet_large_enough_for_threads_has_each_rows_own_medians(monkeypatch):
+    """Blocks of threads.MIN_SIZE values or more are partitioned by rows in threads: each row's
     ``(z, v)`` must still be the one of its row alone (``loss_runs`` on the ordered row, by
     ``np.median``), ties and an odd row count included; in a forked child too (a pool made
     before a fork has no threads there)."""
     import os
     import signal
 
-    from meta_supervisor.signals.broken import PARALLEL_VALUES
+    from meta_supervisor.signals import threads
+    from meta_supervisor.signals.threads import MIN_SIZE
 
+    monkeypatch.setattr(threads, "cores", lambda: 2)  # two parts on any machine
     policy = Policy(broken_memory_records=4, broken_consecutive=2)
     judged = judged_records(policy)
     past = 1024
-    rows = PARALLEL_VALUES // past + 3  # odd, and over the threshold
+    rows = MIN_SIZE // past + 3  # odd, and over the threshold
     rng = np.random.default_rng(5)
     ordered = np.round(rng.standard_t(4, (rows, past + judged)) * 10, 1)
     expected = [loss_runs(row[None, :], policy) for row in ordered]
@@ -314,7 +316,7 @@ def test_a_fleet_large_enough_for_threads_has_each_rows_own_medians():
         block = np.full((rows, past + 3), np.inf)
         for i in range(rows):
             block[i, rng.permutation(past + 3)[:past]] = ordered[i, :past]
-        assert block.size >= PARALLEL_VALUES
+        assert block.size >= MIN_SIZE
         return loss_runs_unordered(block, ordered[:, past:].copy(), past, policy)
 
     z, v = shuffled_run()

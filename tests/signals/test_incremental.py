@@ -431,16 +431,16 @@ def test_frames_at_gives_the_same_bits_in_any_chunking_and_keeps_stale_agents(
 @settings(max_examples=40, deadline=None)
 def test_confidence_and_tails_beside_the_agent_sums_give_the_same_bits(policy, ops):
     """A large advance updates the confidence sums and the tails in a thread while the agent
-    sums are updated (``PARALLEL_ROWS``): forced here for every advance, on any machine, the
+    sums are updated (``threads.parts``): forced here for every advance, on any machine, the
     state must be that of one thread, array by array and bit for bit (its journal's tail log
     too), cycle after cycle, late records and agents new to a leaving window included."""
     from unittest import mock
 
-    from meta_supervisor.signals import incremental, threads
+    from meta_supervisor.signals import threads
 
     def states(parallel: bool) -> list[tuple[dict, list]]:
         with (
-            mock.patch.object(incremental, "PARALLEL_ROWS", 0 if parallel else 1 << 62),
+            mock.patch.object(threads, "MIN_SIZE", 0 if parallel else 1 << 62),
             mock.patch.object(threads, "cores", lambda: 2),
         ):
             out = []

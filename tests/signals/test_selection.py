@@ -182,3 +182,30 @@ def test_a_window_of_time_ordered_rows_is_the_slice_of_the_masked_rows(hours, lo
     got = np.arange(ordered.size)[window_rows(ordered, low, high, True)]
     want = np.flatnonzero(window_rows(ordered, low, high, False))
     assert got.tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("cores", [2, 3])
+def test_lags_computed_in_threads_give_the_same_bits(monkeypatch, cores):
+    """A large record's lags are split over threads (every k-th lag in each): the returns and
+    every rule's t are those of one thread, bit for bit, in lag order (forced here on any
+    machine, shuffled rows included, so both the slice and the mask windows run); and the
+    threaded t is still the brute-force one."""
+    from meta_supervisor.signals import threads
+
+    records = _fleet(60, 20.0, seed=3)
+    policy = Policy(profile="select", selection_lags=30)
+    as_of = T0 + timedelta(days=59, hours=23)
+    for frame in (records, records.sample(fraction=1.0, shuffle=True, seed=2)):
+        monkeypatch.setattr(threads, "MIN_SIZE", 1 << 62)
+        one = rule_selection(frame, as_of, policy)
+        monkeypatch.setattr(threads, "MIN_SIZE", 0)
+        monkeypatch.setattr(threads, "cores", lambda: cores)
+        split = rule_selection(frame, as_of, policy)
+        assert split.n_lags == one.n_lags > 0
+        assert split.rule == one.rule
+        assert (
+            np.array(list(split.t.values())).tobytes() == np.array(list(one.t.values())).tobytes()
+        )
+    want = _brute_t(records, as_of, policy)
+    for rule, t in want.items():
+        assert split.t[rule] == pytest.approx(t, rel=1e-9, abs=1e-12)

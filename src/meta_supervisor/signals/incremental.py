@@ -116,10 +116,6 @@ __all__ = [
 
 #: Records advanced at once when a state is built from scratch (about 0.4 GiB of columns).
 CHUNK_ROWS = 2_000_000
-#: An advance over at least this many rows updates the confidence sums and the tails in a
-#: thread beside the agent sums (:meth:`IncrementalStats._confidence_and_tails`); a cycle's
-#: few thousand new records do not pay a thread's hand-over.
-PARALLEL_ROWS = 200_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # 2: tails carry abs_gap_sum (mean |gap| per strategy); 3: binary .npz (was JSON);
@@ -656,8 +652,9 @@ class IncrementalStats:
         out_stats: pl.DataFrame,
     ) -> Callable[[], None]:
         """Update the confidence sums and the tails, in a thread beside the agent sums
-        (:meth:`_update_stats`, run meanwhile by the caller) when the frames are large and
-        the machine has another core; returns what waits for it (and raises what it raised).
+        (:meth:`_update_stats`, run meanwhile by the caller) when the frames are large
+        (:func:`~meta_supervisor.signals.threads.parts`) and the machine has another core;
+        returns what waits for it (and raises what it raised).
 
         They share no state with the agent sums: the confidence sums and counts, the tails and
         the strategy numbers are theirs alone, and every agent number both sides read is given
@@ -676,7 +673,7 @@ class IncrementalStats:
             self._update_tails(in_cvar, out_cvar)
 
         rows = in_conf.height + out_conf.height + in_cvar.height + out_cvar.height
-        if rows < PARALLEL_ROWS or threads.cores() < 2:
+        if threads.parts(rows) < 2:
             work()
             return lambda: None
         return threads.start(work).result

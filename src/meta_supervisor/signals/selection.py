@@ -37,6 +37,7 @@ two anchors), and only records at the policy horizon matured by :math:`A`:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from meta_supervisor.signals import threads
 from meta_supervisor.typing import FloatArray
 from meta_supervisor.units import US_PER_HOUR
 
@@ -187,7 +189,9 @@ def _lag_returns(records: pl.DataFrame, as_of: datetime, policy: Policy) -> dict
     need = max(2, policy.min_records)
     # rows in time order (a store appended in time, the common case): each window is a slice
     in_order = bool((hours[1:] >= hours[:-1]).all())
-    for j in range(1, policy.selection_lags + 1):
+
+    def lag(j: int) -> list[float] | None:
+        """Every rule's return at lag ``j``, or ``None`` when the lag does not count."""
         t_j = -j * step_h
         ev = window_rows(hours, t_j - look_h, t_j, in_order)
         nx = window_rows(hours, t_j, t_j + step_h, in_order)
@@ -203,11 +207,29 @@ def _lag_returns(records: pl.DataFrame, as_of: datetime, policy: Policy) -> dict
         y = np.bincount(c_nx, weights=pnl[nx], minlength=size) / np.maximum(n_next, 1)
         ok = (n >= need) & (sd > 0) & (n_next > 0)
         if np.count_nonzero(ok) < policy.evidence_min_agents:
-            continue
+            return None
+        returns = []
         for rule in RULES:
             w = rule_weights(rule, n, mean, sd, ok, policy)
             total = float(w.sum())
-            out[rule].append(float(w @ y) / total if total > 0 else 0.0)
+            returns.append(float(w @ y) / total if total > 0 else 0.0)
+        return returns
+
+    # the lags are independent: on a large record, every k-th lag in each of k threads (NumPy
+    # lets go of the GIL in its passes; each lag's numbers are the same in any thread)
+    lags = range(1, policy.selection_lags + 1)
+    workers = threads.parts(frame.height)
+
+    def some(first: int) -> list[list[float] | None]:
+        return [lag(j) for j in lags[first::workers]]
+
+    jobs = [threads.start(functools.partial(some, k)) for k in range(1, workers)]
+    by_group = [some(0), *(job.result() for job in jobs)]
+    for j in lags:
+        returns = by_group[(j - 1) % workers][(j - 1) // workers]
+        if returns is not None:
+            for rule, value in zip(RULES, returns, strict=True):
+                out[rule].append(value)
     return out
 
 

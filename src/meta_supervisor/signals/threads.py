@@ -13,12 +13,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["cores", "start"]
+__all__ = ["MIN_SIZE", "cores", "parts", "start"]
 
 T = TypeVar("T")
 
 #: Threads at most (the work split here has two to four independent parts).
 MAX_THREADS = 4
+#: Work over fewer rows (or values) than this stays in one thread: a hand-over costs more
+#: than it saves (a cycle's few thousand new records).
+MIN_SIZE = 1 << 17
 #: The pool, by the pid that made it: a forked child holds the object but not its threads
 #: (work given to it would wait forever), so a child makes its own.
 _POOL: dict[int, ThreadPoolExecutor] = {}
@@ -28,6 +31,12 @@ def cores() -> int:
     """The cores this process may run on (its affinity), at most :data:`MAX_THREADS`."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(usable or 1, MAX_THREADS))
+
+
+def parts(size: int) -> int:
+    """How many threads work over ``size`` rows or values is split across: :func:`cores`,
+    or 1 below :data:`MIN_SIZE`."""
+    return cores() if size >= MIN_SIZE else 1
 
 
 def start(work: Callable[[], T]) -> Future[T]:
