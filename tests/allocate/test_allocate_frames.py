@@ -323,3 +323,43 @@ def test_frame_views_are_each_rows_own_view(rows, unit):
     expected = [_inputs_view(row) for row in frame.iter_rows(named=True)]
     assert _frame_views(frame) == expected
     assert json.dumps(_frame_views(frame)) == json.dumps(expected)  # the NaN/float text too
+
+
+@pytest.mark.parametrize(
+    "empty", [pl.DataFrame(), pl.DataFrame({"agent": []}, schema={"agent": pl.String})]
+)
+def test_a_confidence_frame_with_no_rows_is_no_confidence_in_the_provenance_too(fleet, empty):
+    """A confidence frame with no rows (of any columns) is read as no confidence: the decision
+    and its provenance are those without one (regression: the provenance's column-wise read
+    of the confidence raised ColumnNotFoundError on such a frame, after the weights were
+    decided)."""
+    policy = Policy(profile=Profile.SEED)
+    as_of = _as_of(fleet, 300)
+    stats, _, tails = cycle_frames(fleet.ledger, as_of, policy)
+    with_empty = allocate_frames(stats, empty, tails, as_of=as_of, policy=policy)
+    without = allocate_frames(stats, None, tails, as_of=as_of, policy=policy)
+    assert with_empty.weights == without.weights
+    assert with_empty.provenance == without.provenance
+    assert Confidence.by_agent(empty) == {}
+
+
+@pytest.mark.parametrize("unit", ["us", "ms"])
+def test_a_datetime_outside_pythons_years_is_never_written_as_another_instant(unit):
+    """A UTC datetime no Python datetime holds (beyond year 9999, or one whose count in ms
+    wraps around int64 once scaled to µs) is written as its count since the epoch, not as an
+    ISO instant it is not (regression: 18446744073709552 ms was written
+    '1970-01-01T00:00:00.000384Z'), and the frame's other values are formatted as usual."""
+    from meta_supervisor.allocate.fleet import _frame_views
+
+    end_us, first_us = 253_402_300_800_000_000, -62_135_596_800_000_000  # years 10000 and 1
+    huge = (
+        [end_us, first_us - 1, 2**62]
+        if unit == "us"
+        else [18_446_744_073_709_552 // 2, -(10**17), end_us // 1000]
+    )
+    series = pl.Series("at", [*huge, 0, None], dtype=pl.Int64).cast(pl.Datetime(unit, "UTC"))
+    views = _frame_views(pl.DataFrame({"at": series}))
+    assert [v["at"] for v in views[:3]] == [
+        f"{v} {unit} since 1970-01-01 (outside years 1-9999)" for v in huge
+    ]
+    assert [v["at"] for v in views[3:]] == ["1970-01-01T00:00:00Z", None]

@@ -152,3 +152,19 @@ def test_merge_sorted_is_np_insert_at_the_sorted_positions(buffer, values):
     old, new = np.sort(np.array(buffer)), np.sort(np.array(values))
     want = np.insert(old, np.searchsorted(old, new), new)
     assert _merge_sorted(old, new).tobytes() == want.tobytes()
+
+
+def test_the_ledgers_names_are_numbered_in_order_of_first_sight():
+    """The walk's agent and strategy numbers follow first sight, not a hash order that may
+    differ between runs (as the engine's codebook, ``test_incremental``)."""
+    import numpy as np
+    import polars as pl
+
+    from meta_supervisor.signals.arrays import _codes
+
+    rng = np.random.default_rng(1)
+    names = [f"agent-{i}" for i in rng.permutation(5_000)]
+    values = pl.Series("agent", [names[i] for i in rng.integers(0, 5_000, 200_000)])
+    book, codes = _codes(values)
+    assert book == list(dict.fromkeys(values.to_list()))
+    assert [book[c] for c in codes[:1000]] == values.head(1000).to_list()

@@ -430,19 +430,25 @@ def _iso_column(series: pl.Series) -> list[Any]:
     """:func:`~meta_supervisor.allocate.decision.iso` of every value of a UTC datetime column
     (``None`` for a null), at once: seconds by NumPy, then ``.ffffff`` where the microseconds
     are not 0, then ``Z``, as ``datetime.isoformat`` writes them. A unit finer than µs (which a
-    Python datetime cannot hold) or a value outside years 1-9999 is left to :func:`iso`."""
+    Python datetime cannot hold) is left to :func:`iso`; a value outside years 1-9999 (no
+    Python datetime holds it; reading it as one panics in polars) is written as its count of
+    units since the epoch, never as another instant."""
     unit = series.dtype.time_unit  # type: ignore[attr-defined]
     if unit not in ("us", "ms"):
         return [_view_value(v) for v in series.to_list()]
     physical = series.to_physical()
-    us = physical.fill_null(0).to_numpy().astype(np.int64) * (1000 if unit == "ms" else 1)
-    if us.size and (us.min() < _FIRST_US or us.max() >= _END_US):
-        return [_view_value(v) for v in series.to_list()]
+    raw = physical.fill_null(0).to_numpy().astype(np.int64)
+    per = 1000 if unit == "ms" else 1
+    # the range is checked in the column's own unit, before any scaling could wrap around
+    outside = (raw < -(-_FIRST_US // per)) | (raw >= -(-_END_US // per))
+    us = np.where(outside, 0, raw) * per
     seconds = np.datetime_as_string(us.astype("datetime64[us]"), unit="s").tolist()
     fraction = (us % 1_000_000).tolist()
     out: list[Any] = [
         f"{s}.{f:06d}Z" if f else f"{s}Z" for s, f in zip(seconds, fraction, strict=True)
     ]
+    for i in np.flatnonzero(outside).tolist():  # no instant a datetime holds: said as it is
+        out[i] = f"{int(raw[i])} {unit} since 1970-01-01 (outside years 1-9999)"
     if physical.null_count():
         for i in np.flatnonzero(physical.is_null().to_numpy()).tolist():
             out[i] = None

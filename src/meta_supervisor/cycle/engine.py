@@ -310,10 +310,10 @@ def _restore(
     data: bytes, payloads: list[bytes], policy: Policy, source: Path
 ) -> tuple[IncrementalStats, dict[str, np.ndarray]]:
     """The state of the base ``data`` with the journal entries ``payloads`` replayed, and its
-    image as the files hold it (the arrays without the tail buffers, views of ``data`` or of
-    the entries: what the next entry is a change of; :func:`journal.apply` of it gives the new
-    image bit for bit, so it need not be taken again from the restored engine, a copy of
-    every array, ~9 ms at 10M under select)."""
+    image as the files hold it (the arrays without the tail buffers: views of ``data``, or the
+    image the entries' replay made; what the next entry is a change of; :func:`journal.apply`
+    of it gives the new image bit for bit, so it need not be taken again from the restored
+    engine, a copy of every array, ~9 ms at 10M under select)."""
     loss_tails = keeps_loss_tails(policy)
     if not payloads:
         arrays = read_state(data, source, verified=True)

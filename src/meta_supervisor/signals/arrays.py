@@ -62,7 +62,8 @@ __all__ = ["ArrayStats", "LedgerArrays"]
 
 def _codes(series: pl.Series) -> tuple[list[str], np.ndarray]:
     """The distinct names and each value's number among them (int32)."""
-    names = series.unique().to_list()  # any order: the engine numbers agents as they come
+    # first sight (a plain unique() is in hash order, which may differ from run to run)
+    names = series.unique(maintain_order=True).to_list()
     codes = series.cast(pl.Enum(names)).to_physical().to_numpy().astype(np.int32)
     return names, codes
 

@@ -182,10 +182,10 @@ def loss_runs_unordered(
     finite (``block`` is overwritten).
 
     The same bits as :func:`loss_runs` on the ordered rows: a median is two order statistics
-    of a multiset, whatever its order, found by the same partition (the ``+inf`` slots sort
-    after every record, and stay there as ``|inf − m|``), and averaged by the same
-    ``np.mean`` over the same pair. What it saves is the ordering: a ring of records is read
-    as it lies."""
+    of a multiset, whatever its order (the ``+inf`` slots sort after every record, and stay
+    there as ``|inf − m|``), found here by one partition and the largest value left of it
+    (:func:`_middle`), and averaged by the same ``np.mean`` over the same pair. What it
+    saves is the ordering: a ring of records is read as it lies."""
     count = block.shape[0]
     if not judged_records(policy) or past < MIN_SCALE_RECORDS or not count:
         return np.full(count, np.nan), np.full(count, np.nan)

@@ -67,6 +67,7 @@ called (:meth:`take_tail_log`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -627,7 +628,14 @@ class IncrementalStats:
         )
         self._move_anchor(now)
         beside = self._confidence_and_tails(in_conf, leaving[1], in_cvar, leaving[2], leaving[0])
-        dirty = self._update_stats(in_stats, leaving[0])
+        try:
+            dirty = self._update_stats(in_stats, leaving[0])
+        except BaseException:
+            # the other thread is done before this raises (no write lands after it); what it
+            # raised too is left as this one's context
+            with contextlib.suppress(Exception):
+                beside()
+            raise
         beside()
         for name, entered, left in (
             ("cad_n", in_cad, leaving[3]),

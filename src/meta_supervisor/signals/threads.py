@@ -1,14 +1,19 @@
-"""A small thread pool for array work that NumPy and polars do without the GIL. Pure.
+"""A small thread pool for array work that NumPy and polars do without the GIL.
 
 The statistics are single passes over arrays; on a machine with more than one core, two
-independent passes (rows of one block, or the confidence sums beside the agent sums) can run
-at once. Every use splits work whose parts share no state, so a result is the same bits
-whichever thread computes which part, and in whatever order they finish.
+independent passes (rows of one block, the lags of the learned rule, the confidence sums beside
+the agent sums) can run at once. Every use splits work whose parts share no state, so a result
+is the same bits whichever thread computes which part, and in whatever order they finish.
+
+The pool is process-wide (no file, no clock). A worker starts with NumPy's default floating
+point error state (NumPy >= 2 keeps it per context), not its caller's: the work given to it sets
+its own (``np.errstate`` where it divides).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -25,6 +30,8 @@ MIN_SIZE = 1 << 17
 #: The pool, by the pid that made it: a forked child holds the object but not its threads
 #: (work given to it would wait forever), so a child makes its own.
 _POOL: dict[int, ThreadPoolExecutor] = {}
+#: Held while the pool is looked up or made (two first calls at once make one pool).
+_LOCK = threading.Lock()
 
 
 def cores() -> int:
@@ -39,10 +46,15 @@ def parts(size: int) -> int:
     return cores() if size >= MIN_SIZE else 1
 
 
+def _pool() -> ThreadPoolExecutor:
+    with _LOCK:
+        pool = _POOL.get(os.getpid())
+        if pool is None:
+            _POOL.clear()
+            pool = _POOL[os.getpid()] = ThreadPoolExecutor(MAX_THREADS, "meta-supervisor")
+        return pool
+
+
 def start(work: Callable[[], T]) -> Future[T]:
     """``work()`` started on the pool; its ``result()`` returns or raises what it did."""
-    pool = _POOL.get(os.getpid())
-    if pool is None:
-        _POOL.clear()
-        pool = _POOL[os.getpid()] = ThreadPoolExecutor(MAX_THREADS, "meta-supervisor")
-    return pool.submit(work)
+    return _pool().submit(work)

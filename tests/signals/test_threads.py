@@ -1,0 +1,104 @@
+"""The thread pool the array work shares (signals/threads.py)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import polars as pl
+import pytest
+
+from meta_supervisor.policy.model import Policy
+from meta_supervisor.signals import threads
+from meta_supervisor.signals.incremental import IncrementalStats
+
+
+def test_work_is_split_only_when_large_enough_and_over_the_cores(monkeypatch):
+    monkeypatch.setattr(threads, "cores", lambda: 3)
+    assert threads.parts(threads.MIN_SIZE - 1) == 1
+    assert threads.parts(threads.MIN_SIZE) == 3
+
+
+def test_the_cores_are_the_affinity_at_most_max_threads():
+    import os
+
+    usable = len(os.sched_getaffinity(0))
+    assert threads.cores() == max(1, min(usable, threads.MAX_THREADS))
+
+
+def test_first_calls_at_once_make_one_pool(monkeypatch):
+    """Eight threads starting work at once, before any pool exists, make one pool between them
+    (regression: the lookup and the creation were not atomic, and racing first calls each
+    made a pool whose idle threads stayed to the process's end)."""
+    made: list[ThreadPoolExecutor] = []
+
+    def pool(*args, **kwargs):
+        assert threads._LOCK.locked()  # made only while the lookup is held
+        made.append(ThreadPoolExecutor(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(threads, "_POOL", {})
+    monkeypatch.setattr(threads, "ThreadPoolExecutor", pool)
+    ready = threading.Barrier(8, timeout=30)
+    results: list[int] = []
+
+    def first(i: int) -> None:
+        ready.wait()
+        results.append(threads.start(lambda: i).result(timeout=30))
+
+    callers = [threading.Thread(target=first, args=(i,)) for i in range(8)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(timeout=60)
+    assert sorted(results) == list(range(8))
+    assert len(made) == 1
+    made[0].shutdown()
+
+
+def test_an_advance_that_fails_waits_for_its_other_thread_first(monkeypatch):
+    """When the agent sums raise while the confidence sums and tails run in the other thread,
+    ``advance`` waits for that thread before raising (no write lands in the state after it
+    raised) and raises the agent sums' error (regression: the other thread was left running)."""
+    waited: list[bool] = []
+    real_start = threads.start
+
+    def start(work):
+        future = real_start(work)
+        result = future.result
+
+        def wait(*args, **kwargs):
+            waited.append(True)
+            return result(*args, **kwargs)
+
+        future.result = wait  # type: ignore[method-assign]
+        return future
+
+    def broken(self, entering, leaving):
+        raise ValueError("the agent sums failed")
+
+    monkeypatch.setattr(threads, "MIN_SIZE", 0)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    monkeypatch.setattr(threads, "start", start)
+    monkeypatch.setattr(IncrementalStats, "_update_stats", broken)
+    from datetime import UTC, datetime
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    ledger = pl.DataFrame(
+        {
+            "record_id": ["r1", "r2"],
+            "ts": [t0, t0],
+            "matured_at": [t0 + timedelta(hours=1), t0 + timedelta(hours=2)],
+            "agent": ["a", "b"],
+            "strategy": ["s", "s"],
+            "horizon_hours": [24, 24],
+            "realized_pnl_bps": [1.0, -2.0],
+            "expected_sigma_bps": [None, 3.0],
+            "gap_bps": [0.5, -1.0],
+        }
+    )
+    inc = IncrementalStats(Policy())
+    with pytest.raises(ValueError, match="agent sums failed"):
+        inc.advance(ledger, t0 + timedelta(hours=3))
+    assert waited == [True]
