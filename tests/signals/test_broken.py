@@ -23,12 +23,14 @@ from meta_supervisor.signals.broken import (
     MIN_REGIME_AGENTS,
     MIN_SCALE_RECORDS,
     REGIME_MIN_RATIO,
+    fleet_loss_runs,
     fleet_vol_ratio,
     judged_records,
     loss_run,
     loss_run_z,
     loss_runs,
     loss_runs_unordered,
+    records_read,
 )
 from meta_supervisor.signals.cadence import CadenceIndex
 
@@ -329,3 +331,80 @@ def test_a_fleet_large_enough_for_threads_has_each_rows_own_medians(monkeypatch)
         os._exit(0 if z_child.tobytes() == z.tobytes() else 1)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    past=st.integers(MIN_SCALE_RECORDS, 60),
+    rows=st.integers(1, 4),
+    odd=st.sampled_from([None, math.inf, -math.inf, math.nan]),
+)
+def test_ordered_rows_have_np_medians_own_centre_and_scale(seed, past, rows, odd):
+    """``loss_runs`` on ordered rows takes each row's centre and robust scale by one partition
+    (no NaN in the block) or by ``np.median`` (a NaN): either way, the bits of ``np.median``
+    of each row alone, ties, ±0.0, infinities and NaN included (the judged records then
+    give z and v as before)."""
+    policy = Policy(broken_memory_records=3, broken_consecutive=2)
+    judged = judged_records(policy)
+    rng = np.random.default_rng(seed)
+    block = np.round(rng.standard_t(4, (rows, past + judged)) * 10, 1)
+    block[0, 0] = -0.0
+    if odd is not None:
+        block[rows - 1, rng.integers(0, past)] = odd
+    z, v = loss_runs(block, policy)
+    for i in range(rows):
+        earlier = block[i, :past]
+        centre = np.median(earlier)
+        scale = MAD_TO_SIGMA * np.median(np.abs(earlier - centre))
+        if not scale > 0:
+            assert math.isnan(z[i]) and math.isnan(v[i])
+            continue
+        recent = block[i, past:]
+        losses = -recent / scale
+        want_z = max(min(losses[k : k + 2]) for k in range(judged - 1))
+        want_v = MAD_TO_SIGMA * np.median(np.abs(recent - centre)) / scale
+        assert np.array([z[i], v[i]]).tobytes() == np.array([want_z, want_v]).tobytes()
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    lengths=st.lists(st.integers(0, 1_100), min_size=1, max_size=7),
+    odd=st.sampled_from([None, math.inf, -math.inf, math.nan, 1e308]),
+    rings=st.booleans(),
+)
+def test_a_fleet_of_series_of_any_lengths_has_each_agents_own_run(seed, lengths, odd, rings):
+    """``fleet_loss_runs`` computes series of every length at once (each row laid out so its
+    medians fall in one column of one partition): each agent's ``(z, v)`` must be
+    ``loss_run`` of its own series alone (``np.median`` of one row), bit for bit, whatever the
+    other agents' lengths, with garbage before a series' first record, ties, -0.0, infinities,
+    NaN and huge values, and with full series read as rings in any order."""
+    policy = Policy(broken_memory_records=4, broken_consecutive=2)
+    keep = records_read(policy)
+    rng = np.random.default_rng(seed)
+    series = [np.round(rng.standard_t(4, n) * 10, 1) for n in lengths]
+    if series[0].size:
+        series[0][0] = -0.0
+    if odd is not None and series[-1].size:
+        series[-1][rng.integers(0, series[-1].size)] = odd
+    garbage = np.array([np.nan, np.inf, -5.0])
+
+    def rows_of(agents: np.ndarray, n: int) -> np.ndarray:
+        out = np.empty((agents.size, n))
+        for row, a in enumerate(agents):
+            tail = series[a][-n:]
+            out[row] = np.concatenate([np.resize(garbage, n - tail.size), tail])
+        return out
+
+    def ring_of(agents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        block = np.stack([series[a][-keep:] for a in agents])
+        order = rng.permutation(keep)
+        judged = judged_records(policy)
+        columns = np.tile(np.argsort(order)[keep - judged :], (agents.size, 1))
+        return block[:, order], columns
+
+    z, v = fleet_loss_runs(np.array(lengths), rows_of, policy, ring_of if rings else None)
+    for a, x in enumerate(series):
+        want = loss_run(x, policy)
+        assert np.array([z[a], v[a]]).tobytes() == np.array(want).tobytes(), (a, x.size)

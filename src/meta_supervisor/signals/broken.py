@@ -149,8 +149,13 @@ def loss_runs(rows: FloatArray, policy: Policy) -> tuple[FloatArray, FloatArray]
     if not judged or cut < MIN_SCALE_RECORDS or not count:
         return z, ratio
     past = rows[:, max(cut - MAX_SCALE_RECORDS, 0) : cut]
-    centre = np.median(past, axis=1)
-    scale = MAD_TO_SIGMA * np.median(np.abs(past - centre[:, None]), axis=1)
+    if np.isnan(past).any():  # np.median's NaN rule (a row with a NaN has a NaN median)
+        centre = np.median(past, axis=1)
+        scale = MAD_TO_SIGMA * np.median(np.abs(past - centre[:, None]), axis=1)
+    else:  # the same order statistics and mean, by one partition each (split over the cores)
+        size = past.shape[1]
+        centre = _middle(past.copy(), size)
+        scale = MAD_TO_SIGMA * _middle(np.abs(past - centre[:, None]), size)
     return _judged(rows[:, cut:], centre, scale, policy)
 
 
@@ -234,9 +239,10 @@ def fleet_loss_runs(
 ) -> tuple[FloatArray, FloatArray]:
     """:func:`loss_run` of each agent ``k``'s series of ``lengths[k]`` records: ``(z, v)`` per
     agent. ``rows_of(agents, n)`` gives the ``(len(agents), n)`` matrix of those agents' last
-    ``n`` records, oldest first. Only the last :func:`records_read` records of a series are
-    read; agents whose series have one length are computed together (:func:`loss_runs`), so a
-    fleet costs a few array passes, not one call per agent.
+    ``n`` records, oldest first (a row's columns before its agent's first record may hold
+    anything: they are not read). Only the last :func:`records_read` records of a series are
+    read; the fleet's series of every length are computed together (:func:`_padded_runs`), so
+    a fleet costs a few array passes, not one call per agent or per length.
 
     ``ring_of(agents)``, for agents whose series is :func:`records_read` long, gives them as
     they lie in a ring: a fresh ``(len(agents), records_read)`` block of the records in any
@@ -249,23 +255,74 @@ def fleet_loss_runs(
         return z, ratio
     lengths = np.minimum(lengths, keep)
     judged = judged_records(policy)
-    for length in np.unique(lengths[lengths >= judged + MIN_SCALE_RECORDS]):
-        agents = np.flatnonzero(lengths == length)
-        if ring_of is not None and length == keep:
-            block, columns = ring_of(agents)
+    agents = np.flatnonzero(lengths >= judged + MIN_SCALE_RECORDS)
+    if ring_of is not None:
+        full = agents[lengths[agents] == keep]
+        agents = agents[lengths[agents] < keep]
+        if full.size:
+            block, columns = ring_of(full)
             finite = np.isfinite(block).all(axis=1)
             recent = np.take_along_axis(block, columns, axis=1)
             np.put_along_axis(block, columns, np.inf, axis=1)
             if not finite.all():
                 block, recent = block[finite], recent[finite]
-            z[agents[finite]], ratio[agents[finite]] = loss_runs_unordered(
+            z[full[finite]], ratio[full[finite]] = loss_runs_unordered(
                 block, recent, keep - judged, policy
             )
-            agents = agents[~finite]
-            if not agents.size:
-                continue
-        z[agents], ratio[agents] = loss_runs(rows_of(agents, int(length)), policy)
+            agents = np.sort(np.concatenate([agents, full[~finite]]))
+    if not agents.size:
+        return z, ratio
+    rows = rows_of(agents, int(lengths[agents].max()))
+    past = np.minimum(lengths[agents] - judged, MAX_SCALE_RECORDS)
+    width = rows.shape[1] - judged
+    columns = np.arange(width)
+    valid = columns >= (width - past)[:, None]
+    finite = np.where(valid, np.isfinite(rows[:, :width]), True).all(axis=1)
+    if finite.any():
+        z[agents[finite]], ratio[agents[finite]] = _padded_runs(rows[finite], past[finite], policy)
+    for length in np.unique(lengths[agents[~finite]]):  # np.median's rules for NaN and inf
+        some = agents[~finite][lengths[agents[~finite]] == length]
+        z[some], ratio[some] = loss_runs(rows_of(some, int(length)), policy)
     return z, ratio
+
+
+def _padded_runs(rows: FloatArray, past: IntArray, policy: Policy) -> tuple[FloatArray, FloatArray]:
+    r""":func:`loss_runs` of rows whose series have different lengths, at once: row ``i``'s
+    last ``judged`` columns are its judged records and the ``past[i]`` columns before them its
+    earlier ones (every value finite; the columns before those are not read).
+
+    A median is the order statistic :math:`k_1 = \lfloor(n-1)/2\rfloor` (and, for an even
+    count, :math:`k_1 + 1`, averaged by ``np.mean``). Each row's unread columns are filled
+    with :math:`K - k_1` copies of :math:`-\infty` (:math:`K` the largest :math:`k_1`) and
+    :math:`+\infty` for the rest: its order statistics :math:`k_1, k_1 + 1` are then every
+    row's :math:`K, K + 1`, found by one partition of the whole block (:func:`_middle`'s way;
+    there is room, as a shorter row has at least twice the free columns it needs). The same
+    values and the same mean as ``np.median`` of each row alone, so the same bits; the scale
+    is found the same way on :math:`|x - m|`."""
+    judged = judged_records(policy)
+    width = rows.shape[1] - judged
+    first = (past - 1) // 2
+    top = int(first.max())
+    columns = np.arange(width)
+    free = columns < (width - past)[:, None]  # the columns before each row's earlier records
+    low_fill = columns < (top - first)[:, None]
+
+    def laid(values: FloatArray) -> FloatArray:
+        return np.where(free, np.where(low_fill, -np.inf, np.inf), values)
+
+    def middle(block: FloatArray) -> FloatArray:
+        _partition_rows(block, top + 1)
+        low, high = block[:, : top + 1].max(axis=1), block[:, top + 1]
+        with np.errstate(over="ignore"):  # an odd row's pair is not read
+            pair = np.mean(np.stack([low, high], axis=1), axis=1)
+        return np.where(past % 2 == 1, low, pair)
+
+    earlier = rows[:, :width]
+    centre = middle(laid(earlier))
+    with np.errstate(invalid="ignore", over="ignore"):  # the unread columns may hold anything
+        spread = np.abs(earlier - centre[:, None])
+    scale = MAD_TO_SIGMA * middle(laid(spread))
+    return _judged(rows[:, width:], centre, scale, policy)
 
 
 def loss_run_z(pnl: FloatArray, policy: Policy) -> float:

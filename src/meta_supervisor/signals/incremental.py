@@ -897,7 +897,11 @@ class IncrementalStats:
         loss tails, oldest first (``n ≤ loss_k``)."""
         k = self.loss_k
         head = self._col("rg_head")[agents]
-        return self._ring[(agents * k)[:, None] + (head[:, None] - n + np.arange(n)) % k]
+        # slot head − n + j wraps once at most (0 ≤ head < k, n ≤ k): a compare, not a modulo
+        slots = (head[:, None] - n) + np.arange(n)
+        slots += k * (slots < 0)
+        slots += (agents * k)[:, None]
+        return self._ring[slots]
 
     def loss_ring(self, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``agents``' (numbers; each ring full) loss tails as they lie: a fresh
