@@ -13,6 +13,7 @@ selection      the select profile's learned rule: which allocation rule beat equ
 cadence        each agent's expected records in a window, from its own cadence
 broken         consecutive losses beyond an agent's own robust scale
 incremental    the same statistics kept as running sums between cycles
+threads        the pool that runs independent parts of that array work on more cores
 ============== ============================================================================
 """
 
