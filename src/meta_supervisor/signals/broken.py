@@ -296,7 +296,8 @@ def _padded_runs(rows: FloatArray, past: IntArray, policy: Policy) -> tuple[Floa
     with :math:`K - k_1` copies of :math:`-\infty` (:math:`K` the largest :math:`k_1`) and
     :math:`+\infty` for the rest: its order statistics :math:`k_1, k_1 + 1` are then every
     row's :math:`K, K + 1`, found by one partition of the whole block (:func:`_middle`'s way;
-    there is room, as a shorter row has at least twice the free columns it needs). The same
+    there is room: a row :math:`d` records shorter than the longest has :math:`d` free columns
+    and needs at most :math:`\lceil d/2 \rceil` of them). The same
     values and the same mean as ``np.median`` of each row alone, so the same bits; the scale
     is found the same way on :math:`|x - m|`."""
     judged = judged_records(policy)
