@@ -408,3 +408,79 @@ def test_a_fleet_of_series_of_any_lengths_has_each_agents_own_run(seed, lengths,
     for a, x in enumerate(series):
         want = loss_run(x, policy)
         assert np.array([z[a], v[a]]).tobytes() == np.array(want).tobytes(), (a, x.size)
+
+
+def test_an_agents_run_does_not_depend_on_a_neighbours_nan():
+    """Two agents of one length, one with +inf and 1e308 among its earlier records (its
+    centre overflows to inf, its spread holds inf − inf), the other with a NaN: each gets the
+    run of its own series alone, as ``np.median`` gives it (regression: the neighbour's NaN
+    sent both rows down ``np.median``'s path while the agent alone took the partition's,
+    and the two disagreed on the NaN in the spread)."""
+    policy = Policy(broken_memory_records=3, broken_consecutive=2)
+    a = np.array([1e308] * 9 + [np.inf] + [1.0, -2.0, -3.0, 4.0])
+    b = np.array([np.nan] + [1.0] * 13)
+    series = [a, b]
+    z, v = fleet_loss_runs(
+        np.array([14, 14]), lambda agents, n: np.stack([series[i][-n:] for i in agents]), policy
+    )
+    with np.errstate(all="ignore"):
+        centre = np.median(a[:10])
+        scale = MAD_TO_SIGMA * np.median(np.abs(a[:10] - centre))
+    assert math.isnan(scale)  # np.median's: a NaN in the spread
+    for k, x in enumerate(series):
+        assert np.array([z[k], v[k]]).tobytes() == np.array(loss_run(x, policy)).tobytes()
+    assert math.isnan(z[0]) and math.isnan(v[0])
+
+
+def test_a_fleet_is_laid_out_in_bands_of_at_most_twice_its_records(monkeypatch):
+    """Series are computed in bands of lengths within a factor of two, so the padded blocks
+    hold at most about twice the fleet's records (regression: one block at the longest
+    series' length held 20,000 daily agents' 25 records as 1,000 each, 0.8 GB), with each
+    agent's run its own."""
+    from meta_supervisor.signals import broken
+
+    policy = Policy(broken_memory_records=4, broken_consecutive=2)
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([np.full(300, 25), [1_000], rng.integers(10, 1_200, 60)])
+    flat = rng.standard_normal((lengths.size, 1_200))
+    laid: list[int] = []
+    real = broken._padded_runs
+
+    def spy(rows, past, policy):
+        laid.append(rows.size)
+        return real(rows, past, policy)
+
+    monkeypatch.setattr(broken, "_padded_runs", spy)
+    z, v = fleet_loss_runs(lengths, lambda agents, n: flat[agents, -n:], policy)
+    kept = np.minimum(lengths, records_read(policy))
+    counted = kept[kept >= judged_records(policy) + MIN_SCALE_RECORDS]
+    assert sum(laid) <= 2 * counted.sum()
+    for k in range(0, lengths.size, 7):
+        want = loss_run(flat[k, -kept[k] :], policy)
+        assert np.array([z[k], v[k]]).tobytes() == np.array(want).tobytes()
+
+
+def test_hostile_values_raise_no_floating_point_warnings():
+    """Infinities, NaN, 1e308 and subnormals in the rings and the ordered rows give NaN and inf
+    as IEEE says, without a RuntimeWarning (a caller that turns warnings into errors)."""
+    import warnings
+
+    policy = Policy(broken_memory_records=4, broken_consecutive=2)
+    keep = records_read(policy)
+    judged = judged_records(policy)
+    values = [1e308, -1e308, np.inf, -np.inf, np.nan, 5e-324, 0.0, -0.0, 1.0]
+    rng = np.random.default_rng(9)
+    series = [rng.choice(values, n) for n in (keep, keep, 40, 300, 17)]
+    series.append(np.full(keep, 1e308))
+
+    def rows_of(agents, n):
+        return np.stack([series[a][-n:] for a in agents])
+
+    def ring_of(agents):
+        block = np.stack([series[a][-keep:] for a in agents])
+        return block, np.tile(np.arange(keep - judged, keep), (agents.size, 1))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fleet_loss_runs(np.array([s.size for s in series]), rows_of, policy, ring_of)
+        fleet_loss_runs(np.array([s.size for s in series]), rows_of, policy)

@@ -149,9 +149,10 @@ def loss_runs(rows: FloatArray, policy: Policy) -> tuple[FloatArray, FloatArray]
     if not judged or cut < MIN_SCALE_RECORDS or not count:
         return z, ratio
     past = rows[:, max(cut - MAX_SCALE_RECORDS, 0) : cut]
-    if np.isnan(past).any():  # np.median's NaN rule (a row with a NaN has a NaN median)
-        centre = np.median(past, axis=1)
-        scale = MAD_TO_SIGMA * np.median(np.abs(past - centre[:, None]), axis=1)
+    if not np.isfinite(past).all():  # np.median's rules: NaN, and inf − inf in the spread
+        with np.errstate(invalid="ignore", over="ignore"):
+            centre = np.median(past, axis=1)
+            scale = MAD_TO_SIGMA * np.median(np.abs(past - centre[:, None]), axis=1)
     else:  # the same order statistics and mean, by one partition each (split over the cores)
         size = past.shape[1]
         centre = _middle(past.copy(), size)
@@ -170,11 +171,15 @@ def _judged(
     if not ok.any():
         return z, ratio
     recent, centre, scale = recent[ok], centre[ok], scale[ok]
-    losses = -recent / scale[:, None]  # the judged records, losses positive
-    windows = np.lib.stride_tricks.sliding_window_view(losses, policy.broken_consecutive, axis=1)
-    z[ok] = windows.min(axis=2).max(axis=1)
-    spread = np.median(np.abs(recent - centre[:, None]), axis=1)
-    ratio[ok] = MAD_TO_SIGMA * spread / scale
+    # hostile values give inf and NaN as IEEE says, quietly (an inf scale, a subnormal one)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        losses = -recent / scale[:, None]  # the judged records, losses positive
+        windows = np.lib.stride_tricks.sliding_window_view(
+            losses, policy.broken_consecutive, axis=1
+        )
+        z[ok] = windows.min(axis=2).max(axis=1)
+        spread = np.median(np.abs(recent - centre[:, None]), axis=1)
+        ratio[ok] = MAD_TO_SIGMA * spread / scale
     return z, ratio
 
 
@@ -195,7 +200,8 @@ def loss_runs_unordered(
     if not judged_records(policy) or past < MIN_SCALE_RECORDS or not count:
         return np.full(count, np.nan), np.full(count, np.nan)
     centre = _middle(block, past)
-    np.subtract(block, centre[:, None], out=block)
+    with np.errstate(invalid="ignore"):  # an inf centre: the +inf slots become NaN, still last
+        np.subtract(block, centre[:, None], out=block)
     np.abs(block, out=block)
     scale = MAD_TO_SIGMA * _middle(block, past)
     return _judged(recent, centre, scale, policy)
@@ -212,7 +218,8 @@ def _middle(block: FloatArray, past: int) -> FloatArray:
     upper = block[:, half]
     if past % 2:
         return upper.copy()
-    return np.mean(np.stack([block[:, :half].max(axis=1), upper], axis=1), axis=1)
+    with np.errstate(over="ignore"):  # two values near the float limit: inf, quietly
+        return np.mean(np.stack([block[:, :half].max(axis=1), upper], axis=1), axis=1)
 
 
 def _partition_rows(block: FloatArray, kth: int) -> None:
@@ -270,19 +277,25 @@ def fleet_loss_runs(
                 block, recent, keep - judged, policy
             )
             agents = np.sort(np.concatenate([agents, full[~finite]]))
-    if not agents.size:
-        return z, ratio
-    rows = rows_of(agents, int(lengths[agents].max()))
-    past = np.minimum(lengths[agents] - judged, MAX_SCALE_RECORDS)
-    width = rows.shape[1] - judged
-    columns = np.arange(width)
-    valid = columns >= (width - past)[:, None]
-    finite = np.where(valid, np.isfinite(rows[:, :width]), True).all(axis=1)
-    if finite.any():
-        z[agents[finite]], ratio[agents[finite]] = _padded_runs(rows[finite], past[finite], policy)
-    for length in np.unique(lengths[agents[~finite]]):  # np.median's rules for NaN and inf
-        some = agents[~finite][lengths[agents[~finite]] == length]
-        z[some], ratio[some] = loss_runs(rows_of(some, int(length)), policy)
+    # series in bands of lengths within a factor of two: a band is laid out at its longest
+    # series, so it holds at most twice its records (one block for the whole fleet held a
+    # daily fleet's rows at an hourly agent's length)
+    band = np.floor(np.log2(lengths[agents])).astype(np.int64) if agents.size else agents
+    for b in np.unique(band):
+        some = agents[band == b]
+        rows = rows_of(some, int(lengths[some].max()))
+        past = np.minimum(lengths[some] - judged, MAX_SCALE_RECORDS)
+        width = rows.shape[1] - judged
+        valid = np.arange(width) >= (width - past)[:, None]
+        finite = np.where(valid, np.isfinite(rows[:, :width]), True).all(axis=1)
+        if finite.all():
+            z[some], ratio[some] = _padded_runs(rows, past, policy)
+            continue
+        if finite.any():
+            z[some[finite]], ratio[some[finite]] = _padded_runs(rows[finite], past[finite], policy)
+        for length in np.unique(lengths[some[~finite]]):  # np.median's rules for NaN and inf
+            odd = some[~finite][lengths[some[~finite]] == length]
+            z[odd], ratio[odd] = loss_runs(rows_of(odd, int(length)), policy)
     return z, ratio
 
 
@@ -309,7 +322,9 @@ def _padded_runs(rows: FloatArray, past: IntArray, policy: Policy) -> tuple[Floa
     low_fill = columns < (top - first)[:, None]
 
     def laid(values: FloatArray) -> FloatArray:
-        return np.where(free, np.where(low_fill, -np.inf, np.inf), values)
+        block = np.where(free, np.inf, values)
+        block[low_fill] = -np.inf  # within the free columns (see above)
+        return block
 
     def middle(block: FloatArray) -> FloatArray:
         _partition_rows(block, top + 1)
