@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -21,8 +22,6 @@ def test_work_is_split_only_when_large_enough_and_over_the_cores(monkeypatch):
 
 
 def test_the_cores_are_the_affinity_at_most_max_threads():
-    import os
-
     usable = len(os.sched_getaffinity(0))
     assert threads.cores() == max(1, min(usable, threads.MAX_THREADS))
 
@@ -82,8 +81,6 @@ def test_an_advance_that_fails_waits_for_its_other_thread_first(monkeypatch):
     monkeypatch.setattr(threads, "cores", lambda: 2)
     monkeypatch.setattr(threads, "start", start)
     monkeypatch.setattr(IncrementalStats, "_update_stats", broken)
-    from datetime import UTC, datetime
-
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     ledger = pl.DataFrame(
         {
