@@ -99,3 +99,29 @@ def test_an_advance_that_fails_waits_for_its_other_thread_first(monkeypatch):
     with pytest.raises(ValueError, match="agent sums failed"):
         inc.advance(ledger, t0 + timedelta(hours=3))
     assert waited == [True]
+
+
+def test_run_all_finishes_every_work_and_raises_the_first_error(monkeypatch):
+    """``run_all`` (the one rule every split uses): results in order; when a work raises, the
+    others are finished first and the caller's own error is the one raised."""
+    monkeypatch.setattr(threads, "MIN_SIZE", 0)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    assert threads.run_all([lambda: 1, lambda: 2, lambda: 3], 10) == [1, 2, 3]
+    finished = threading.Event()
+
+    def slow() -> None:  # on the pool: it must have run by the time run_all raises
+        finished.set()
+
+    def fails() -> None:
+        raise ValueError("first")
+
+    def fails_too() -> None:
+        raise KeyError("second")
+
+    with pytest.raises(ValueError, match="first"):
+        threads.run_all([fails, slow, fails_too], 10)
+    assert finished.is_set()
+    monkeypatch.setattr(threads, "MIN_SIZE", 1 << 62)  # not worth splitting: in order, here
+    order: list[int] = []
+    threads.run_all([lambda: order.append(1), lambda: order.append(2)], 10)
+    assert order == [1, 2]

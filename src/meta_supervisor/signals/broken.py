@@ -207,35 +207,35 @@ def loss_runs_unordered(
     return _judged(recent, centre, scale, policy)
 
 
-def _middle(block: FloatArray, past: int) -> FloatArray:
-    """Each row's median of its ``past`` smallest values (the rest ``+inf``), as
-    ``np.median`` of them computes it: the middle order statistic, or the ``np.mean`` of the
-    two middle ones. One partition at ``past // 2`` (the row is partitioned in place); the
-    order statistic below it is the largest of the values left of it (a second ``kth`` would
-    partition again: ~30% more at 1,000 × 1,030)."""
-    half = past // 2
-    _partition_rows(block, half)
-    upper = block[:, half]
-    if past % 2:
-        return upper.copy()
+def _middle(block: FloatArray, past: int | IntArray) -> FloatArray:
+    r"""Each row's median of its ``past`` values (one count for every row, or one per row), as
+    ``np.median`` of them alone computes it, the block partitioned in place: the order
+    statistic :math:`k_1 = \lfloor(n-1)/2\rfloor`, or for an even count the ``np.mean`` of it
+    and the next. Every row's other slots must hold values that put its :math:`k_1` at the
+    block's :math:`K` (the largest :math:`k_1`): ``+inf`` after a uniform count, and
+    :math:`K - k_1` copies of ``-inf`` besides for rows of different counts
+    (:func:`_padded_runs`). One partition at :math:`K + 1`; :math:`K` is then the largest
+    value left of it (a second ``kth`` would partition again: ~30% more at 1,000 × 1,030)."""
+    count = np.broadcast_to(np.asarray(past), block.shape[:1])
+    top = int(((count - 1) // 2).max())
+    _partition_rows(block, top + 1)
+    low, high = block[:, : top + 1].max(axis=1), block[:, top + 1]
     with np.errstate(over="ignore"):  # two values near the float limit: inf, quietly
-        return np.mean(np.stack([block[:, :half].max(axis=1), upper], axis=1), axis=1)
+        pair = np.mean(np.stack([low, high], axis=1), axis=1)
+    return np.where(count % 2 == 1, low, pair)
 
 
 def _partition_rows(block: FloatArray, kth: int) -> None:
     """``block.partition(kth, axis=1)``, in place, its rows split across the cores (NumPy
     lets go of the GIL while it partitions; the rows are independent, so the bits are the
     same): 1,000 agents × 1,030 records, 9.1 -> 5.3 ms on 2 cores."""
-    workers, rows = threads.parts(block.size), block.shape[0]
-    if workers < 2 or rows < workers:
-        block.partition(kth, axis=1)
-        return
-    cuts = np.linspace(0, rows, workers + 1).astype(int).tolist()
-    parts = [block[a:b] for a, b in itertools.pairwise(cuts)]
-    jobs = [threads.start(functools.partial(part.partition, kth, axis=1)) for part in parts[1:]]
-    parts[0].partition(kth, axis=1)
-    for job in jobs:
-        job.result()
+    rows = block.shape[0]
+    pieces = max(1, min(threads.parts(block.size), rows))
+    cuts = np.linspace(0, rows, pieces + 1).astype(int).tolist()
+    threads.run_all(
+        [functools.partial(block[a:b].partition, kth, axis=1) for a, b in itertools.pairwise(cuts)],
+        block.size,
+    )
 
 
 def fleet_loss_runs(
@@ -308,7 +308,7 @@ def _padded_runs(rows: FloatArray, past: IntArray, policy: Policy) -> tuple[Floa
     count, :math:`k_1 + 1`, averaged by ``np.mean``). Each row's unread columns are filled
     with :math:`K - k_1` copies of :math:`-\infty` (:math:`K` the largest :math:`k_1`) and
     :math:`+\infty` for the rest: its order statistics :math:`k_1, k_1 + 1` are then every
-    row's :math:`K, K + 1`, found by one partition of the whole block (:func:`_middle`'s way;
+    row's :math:`K, K + 1`, found by one partition of the whole block (:func:`_middle`;
     there is room: a row :math:`d` records shorter than the longest has :math:`d` free columns
     and needs at most :math:`\lceil d/2 \rceil` of them). The same
     values and the same mean as ``np.median`` of each row alone, so the same bits; the scale
@@ -326,18 +326,11 @@ def _padded_runs(rows: FloatArray, past: IntArray, policy: Policy) -> tuple[Floa
         block[low_fill] = -np.inf  # within the free columns (see above)
         return block
 
-    def middle(block: FloatArray) -> FloatArray:
-        _partition_rows(block, top + 1)
-        low, high = block[:, : top + 1].max(axis=1), block[:, top + 1]
-        with np.errstate(over="ignore"):  # an odd row's pair is not read
-            pair = np.mean(np.stack([low, high], axis=1), axis=1)
-        return np.where(past % 2 == 1, low, pair)
-
     earlier = rows[:, :width]
-    centre = middle(laid(earlier))
+    centre = _middle(laid(earlier), past)
     with np.errstate(invalid="ignore", over="ignore"):  # the unread columns may hold anything
         spread = np.abs(earlier - centre[:, None])
-    scale = MAD_TO_SIGMA * middle(laid(spread))
+    scale = MAD_TO_SIGMA * _middle(laid(spread), past)
     return _judged(rows[:, width:], centre, scale, policy)
 
 

@@ -67,7 +67,6 @@ called (:meth:`take_tail_log`).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -627,16 +626,14 @@ class IncrementalStats:
             for lookback in windows
         )
         self._move_anchor(now)
-        beside = self._confidence_and_tails(in_conf, leaving[1], in_cvar, leaving[2], leaving[0])
-        try:
-            dirty = self._update_stats(in_stats, leaving[0])
-        except BaseException:
-            # the other thread is done before this raises (no write lands after it); what it
-            # raised too is left as this one's context
-            with contextlib.suppress(Exception):
-                beside()
-            raise
-        beside()
+        beside, rows = self._confidence_and_tails(
+            in_conf, leaving[1], in_cvar, leaving[2], leaving[0]
+        )
+        dirty_of: list[np.ndarray] = []
+        threads.run_all(
+            [lambda: dirty_of.append(self._update_stats(in_stats, leaving[0])), beside], rows
+        )
+        dirty = dirty_of[0]
         for name, entered, left in (
             ("cad_n", in_cad, leaving[3]),
             ("cad_late", in_cad_late, leaving[4]),
@@ -658,11 +655,11 @@ class IncrementalStats:
         in_cvar: pl.DataFrame,
         out_cvar: pl.DataFrame,
         out_stats: pl.DataFrame,
-    ) -> Callable[[], None]:
-        """Update the confidence sums and the tails, in a thread beside the agent sums
-        (:meth:`_update_stats`, run meanwhile by the caller) when the frames are large
-        (:func:`~meta_supervisor.signals.threads.parts`) and the machine has another core;
-        returns what waits for it (and raises what it raised).
+    ) -> tuple[Callable[[], None], int]:
+        """What updates the confidence sums and the tails, and over how many rows: run by
+        :meth:`advance` beside the agent sums (:meth:`_update_stats`), in a thread of its own
+        when the frames are large and the machine has another core
+        (:func:`~meta_supervisor.signals.threads.run_all`).
 
         They share no state with the agent sums: the confidence sums and counts, the tails and
         the strategy numbers are theirs alone, and every agent number both sides read is given
@@ -680,11 +677,7 @@ class IncrementalStats:
             self._update_confidence(in_conf, out_conf)
             self._update_tails(in_cvar, out_cvar)
 
-        rows = in_conf.height + out_conf.height + in_cvar.height + out_cvar.height
-        if threads.parts(rows) < 2:
-            work()
-            return lambda: None
-        return threads.start(work).result
+        return work, in_conf.height + out_conf.height + in_cvar.height + out_cvar.height
 
     def _count(self, name: str, frame: pl.DataFrame, sign: int) -> None:
         """Add ``sign`` per record of ``frame`` to its agent's count ``name``."""

@@ -223,8 +223,7 @@ def _lag_returns(records: pl.DataFrame, as_of: datetime, policy: Policy) -> dict
     def some(first: int) -> list[list[float] | None]:
         return [lag(j) for j in lags[first::workers]]
 
-    jobs = [threads.start(functools.partial(some, k)) for k in range(1, workers)]
-    by_group = [some(0), *(job.result() for job in jobs)]
+    by_group = threads.run_all([functools.partial(some, k) for k in range(workers)], frame.height)
     for j in lags:
         returns = by_group[(j - 1) % workers][(j - 1) // workers]
         if returns is not None:

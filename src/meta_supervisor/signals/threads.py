@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["MIN_SIZE", "cores", "parts", "start"]
+__all__ = ["MIN_SIZE", "cores", "parts", "run_all", "start"]
 
 T = TypeVar("T")
 
@@ -58,3 +58,27 @@ def _pool() -> ThreadPoolExecutor:
 def start(work: Callable[[], T]) -> Future[T]:
     """``work()`` started on the pool; its ``result()`` returns or raises what it did."""
     return _pool().submit(work)
+
+
+def run_all(works: Sequence[Callable[[], T]], size: int) -> list[T]:
+    """Every ``work()``'s result, in order: the first in the caller's thread and the others
+    on the pool when work over ``size`` rows is worth splitting (:func:`parts`), else one
+    after another here. Every work started is finished before this returns or raises (no
+    write lands after it), and the first error is the one raised."""
+    if len(works) < 2 or parts(size) < 2:
+        return [work() for work in works]
+    jobs = [start(work) for work in works[1:]]
+    error: BaseException | None = None
+    results: list[T] = []
+    try:
+        results.append(works[0]())
+    except BaseException as err:
+        error = err
+    for job in jobs:
+        try:
+            results.append(job.result())
+        except BaseException as err:
+            error = error or err
+    if error is not None:
+        raise error
+    return results
