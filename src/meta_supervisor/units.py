@@ -6,23 +6,29 @@ fractions of capital.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
 __all__ = [
     "CAPITAL_EPS",
     "EARLIEST_INSTANT",
+    "EPOCH",
     "LATEST_INSTANT",
     "MAX_HORIZON_HOURS",
     "MULTIPLIER_EPS",
     "STEP_EPS",
     "US_PER_HOUR",
     "UTC_US",
+    "epoch_us",
+    "instant",
 ]
 
 #: The ledger's instant type: microseconds, UTC.
 UTC_US = pl.Datetime("us", "UTC")
+
+#: The instant ``UTC_US`` counts from.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Microseconds per hour (a float: hours are fractional, and 3.6e9 is exact in binary).
 US_PER_HOUR = 3.6e9
@@ -47,3 +53,16 @@ LATEST_INSTANT = datetime(2200, 1, 1, tzinfo=UTC)
 
 #: The longest horizon a record may carry: ten years (a policy horizon is at most 30 days).
 MAX_HORIZON_HOURS = 24 * 366 * 10
+
+
+def epoch_us(moment: datetime) -> int:
+    """``moment`` (timezone-aware) as µs since :data:`EPOCH`, exactly (a datetime holds µs)."""
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def instant(moment: datetime) -> pl.Expr:
+    """A polars literal of ``moment`` (timezone-aware) as a ``UTC_US`` instant: what
+    ``pl.lit(moment)`` gives, for a filter such as ``pl.col("ts") <= instant(as_of)``. Built
+    from its µs count: polars 2.1 converts a timezone-aware datetime through its zone at
+    ~0.27 ms a literal, and a cycle built a dozen."""
+    return pl.lit(epoch_us(moment)).cast(UTC_US)

@@ -96,6 +96,7 @@ from meta_supervisor.state.files import (
     fault_point,
     fsync_path,
 )
+from meta_supervisor.units import EPOCH, epoch_us, instant
 
 __all__ = [
     "CHUNK_ROWS",
@@ -120,7 +121,6 @@ _MAGIC = b"MSJ1"
 _HEADER = 4 + 8 + 32  # magic, payload length, chained SHA-256
 #: A state smaller than this (bytes) is always written whole: a journal would save nothing.
 JOURNAL_MIN_BYTES = 1 << 20
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LAST_INSTANT = datetime(9999, 1, 1, tzinfo=UTC)
 
 Frames = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]
@@ -145,10 +145,6 @@ class EngineRun:
 def meta_path(state_path: Path) -> Path:
     """``engine.json`` next to ``engine.state``."""
     return Path(state_path).with_suffix(".json")
-
-
-def _us(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def _window_hours(policy: Policy) -> float:
@@ -260,7 +256,7 @@ def _load(
         problem = f"unreadable {where}: {type(failure).__name__}: {failure}"
     if engine is None:
         return None, None, problem
-    if engine.as_of_us is None or engine.as_of_us > _us(as_of):
+    if engine.as_of_us is None or engine.as_of_us > epoch_us(as_of):
         return None, None, "as_of is before the saved state's"
     persisted = _Persisted(
         meta["sha256"],
@@ -394,9 +390,9 @@ def _rebuild(
     again by ``as_of``. So the state at ``as_of`` sees exactly what a full recompute sees.
     """
     start = as_of - timedelta(hours=_window_hours(policy))
-    start_us, as_of_us = _us(start), _us(as_of)
+    start_us, as_of_us = epoch_us(start), epoch_us(as_of)
     window = store.scan("records", start, as_of, manifest).filter(
-        (pl.col("matured_at") > start) & (pl.col("matured_at") <= as_of)
+        (pl.col("matured_at") > instant(start)) & (pl.col("matured_at") <= instant(as_of))
     )
     seen = store.agents_after(start, as_of, manifest)
     if seen is None:
@@ -411,7 +407,7 @@ def _rebuild(
     engine = IncrementalStats(policy, loss_tails=keeps_loss_tails(policy))
     for i in range(1, chunks + 1):
         step_us = as_of_us if i == chunks else first_us + (as_of_us - first_us) * i // chunks
-        engine.advance(view, _EPOCH + timedelta(microseconds=step_us))
+        engine.advance(view, EPOCH + timedelta(microseconds=step_us))
     return engine, chunks
 
 
@@ -532,8 +528,8 @@ class _StoreRanges:
         self.store, self.manifest = store, manifest
 
     def scan(self, low_us: int | None, high_us: int | None) -> pl.LazyFrame:
-        start = None if low_us is None else _EPOCH + timedelta(microseconds=low_us)
-        end = None if high_us is None else _EPOCH + timedelta(microseconds=high_us)
+        start = None if low_us is None else EPOCH + timedelta(microseconds=low_us)
+        end = None if high_us is None else EPOCH + timedelta(microseconds=high_us)
         return self.store.scan("records", start, end, self.manifest)
 
 
@@ -597,7 +593,7 @@ def _resident(
         return None
     if not persisted.segments <= {s.path for s in manifest.of("records")}:
         return None
-    if engine.as_of_us is None or engine.as_of_us > _us(as_of):
+    if engine.as_of_us is None or engine.as_of_us > epoch_us(as_of):
         return None
     return engine, persisted
 
@@ -663,12 +659,12 @@ def store_frames(
     else:
         consumed = prior.segments if prior is not None else set()
         new: list[Segment] = [s for s in manifest.of("records") if s.path not in consumed]
-        prev = _EPOCH + timedelta(microseconds=engine.as_of_us or 0)
+        prev = EPOCH + timedelta(microseconds=engine.as_of_us or 0)
         late = None
         if new:
             late = (
                 store.scan("records", None, prev, Manifest(segments=tuple(new)))
-                .filter(pl.col("matured_at") <= prev)
+                .filter(pl.col("matured_at") <= instant(prev))
                 .collect()
             )
         ranges = _StoreRanges(store, manifest)

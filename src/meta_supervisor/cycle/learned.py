@@ -44,7 +44,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ from meta_supervisor.signals.persistence import (
     sums_range,
 )
 from meta_supervisor.state.files import atomic_write_bytes
+from meta_supervisor.units import EPOCH, epoch_us, instant
 
 __all__ = ["CHUNK_ROWS", "FORMAT", "LearnedRun", "kept_persistence", "state_digest"]
 
@@ -72,7 +73,6 @@ CHUNK_ROWS = 2_000_000
 #: is computed from the range's records and no cells are kept.
 MAX_BUCKETS = 1_000_000
 FORMAT = 2
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -96,10 +96,6 @@ class _Kept:
     segments: frozenset[str]
     value: Persistence
     sums_at: tuple[int, int, str]  # the cells' offset in the file, length and SHA-256
-
-
-def _us(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def _canonical(body: dict[str, Any]) -> bytes:
@@ -249,7 +245,7 @@ def _rows_within(segment: Segment, low: int, high: int) -> float:
 
 
 def _at(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
+    return EPOCH + timedelta(microseconds=us)
 
 
 def _late_buckets(
@@ -286,7 +282,7 @@ def kept_persistence(
     the state lock) a changed state is written back."""
     started = time.perf_counter()
     chunk = chunk_rows or CHUNK_ROWS
-    at_us = _us(anchor(as_of, policy))
+    at_us = epoch_us(anchor(as_of, policy))
     kept, reason = _load(path, store, manifest, at_us, policy)
     new = [] if kept is None else [s for s in manifest.of("records") if s.path not in kept.segments]
     if policy.profile is Profile.SELECT:
@@ -333,8 +329,8 @@ def _range_records(
     return (
         store.scan("records", start, end, manifest)
         .filter(
-            (pl.col("matured_at") > start)
-            & (pl.col("matured_at") <= end)
+            (pl.col("matured_at") > instant(start))
+            & (pl.col("matured_at") <= instant(end))
             & (pl.col("horizon_hours") == policy.horizon_hours)
         )
         .select(SUMS_COLUMNS)

@@ -45,7 +45,7 @@ from meta_supervisor.state.files import (
     read_history,
     remove_stale_temps,
 )
-from meta_supervisor.units import EARLIEST_INSTANT, LATEST_INSTANT
+from meta_supervisor.units import EARLIEST_INSTANT, EPOCH, LATEST_INSTANT, epoch_us, instant
 
 __all__ = [
     "FUTURE_TOLERANCE",
@@ -69,9 +69,6 @@ __all__ = [
     "superseded_seqs",
     "window_hours",
 ]
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class OutOfOrder(BadInput):
@@ -268,7 +265,7 @@ def expected_records(
         # only the cadence history (as_of − C, as_of] is read: index that part alone
         since = as_of - timedelta(hours=cadence_hours(policy))
         recent = ledger.records.filter(
-            (pl.col("matured_at") > since) & (pl.col("matured_at") <= as_of)
+            (pl.col("matured_at") > instant(since)) & (pl.col("matured_at") <= instant(as_of))
         )
         cadence = CadenceIndex.from_records(recent, policy.horizon_hours)
     return with_expected_records(stats, cadence, as_of, policy, loss_z=reads)
@@ -564,9 +561,9 @@ def _store_cadence(
 
 def _latest_bound(his: list[int], as_of: datetime) -> datetime | None:
     """The latest segment bound at or before ``as_of`` (µs since the epoch), as a datetime."""
-    limit = (as_of - _EPOCH) // timedelta(microseconds=1)
+    limit = epoch_us(as_of)
     visible = [h for h in his if h <= limit]
-    return _EPOCH + timedelta(microseconds=max(visible)) if visible else None
+    return EPOCH + timedelta(microseconds=max(visible)) if visible else None
 
 
 #: How far after the clock a recorded ``as_of`` may lie without ``allow_future``: a cycle

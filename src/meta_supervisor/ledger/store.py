@@ -45,7 +45,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -61,6 +61,7 @@ from meta_supervisor.ingest.records import (
     empty_records,
 )
 from meta_supervisor.state.files import LockBusy, StateLock, atomic_write_text, fsync_path
+from meta_supervisor.units import epoch_us, instant
 
 __all__ = [
     "MANIFEST",
@@ -83,7 +84,6 @@ _SCHEMAS = {
 }
 ROW_GROUP = 65_536
 _ORDER = ["matured_at", "ts", "record_id"]
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class LedgerError(ProblemFound):
@@ -92,10 +92,6 @@ class LedgerError(ProblemFound):
 
 class LedgerBusy(LockBusy):
     """Another ingest holds the ledger's writer lock."""
-
-
-def _us(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -228,8 +224,8 @@ class LedgerStore:
         the Parquet reader, which skips row groups by their statistics).
         """
         manifest = manifest or self.manifest()
-        start_us = None if start is None else _us(start)
-        end_us = None if end is None else _us(end)
+        start_us = None if start is None else epoch_us(start)
+        end_us = None if end is None else epoch_us(end)
         segments = [s for s in manifest.of(kind) if s.overlaps(start_us, end_us)]
         return self._scan_segments(kind, segments)
 
@@ -269,11 +265,11 @@ class LedgerStore:
             return pick(self.scan("records", manifest=manifest)).collect()
         if lookback_hours is None:
             lazy = self.scan("records", None, as_of, manifest)
-            return pick(lazy.filter(pl.col("matured_at") <= as_of)).collect()
+            return pick(lazy.filter(pl.col("matured_at") <= instant(as_of))).collect()
         start = as_of - timedelta(hours=lookback_hours)
         window = pick(
             self.scan("records", start, as_of, manifest).filter(
-                (pl.col("matured_at") > start) & (pl.col("matured_at") <= as_of)
+                (pl.col("matured_at") > instant(start)) & (pl.col("matured_at") <= instant(as_of))
             )
         ).collect()
         stale = self.latest_before(start, set(window["agent"].unique()), manifest)
@@ -288,7 +284,7 @@ class LedgerStore:
         per-agent ``hi`` is then a record inside the interval); ``None`` otherwise, and the
         caller scans instead.
         """
-        start_us, as_of_us = _us(start), _us(as_of)
+        start_us, as_of_us = epoch_us(start), epoch_us(as_of)
         seen: set[str] = set()
         for segment in manifest.of("records"):
             if segment.hi is None or segment.hi > as_of_us:
@@ -305,7 +301,7 @@ class LedgerStore:
         gated for having no recent records, not silently dropped).
         """
         manifest = manifest or self.manifest()
-        start_us = _us(start)
+        start_us = epoch_us(start)
         best: dict[str, tuple[int, Segment]] = {}
         straddling: dict[str, Segment] = {}
         for segment in manifest.of("records"):
@@ -322,7 +318,7 @@ class LedgerStore:
         segments = {s.path: s for _, s in best.values()} | straddling
         return (
             self._scan_segments("records", list(segments.values()))
-            .filter(pl.col("agent").is_in(sorted(stale)) & (pl.col("matured_at") <= start))
+            .filter(pl.col("agent").is_in(sorted(stale)) & (pl.col("matured_at") <= instant(start)))
             .sort(_ORDER)
             .group_by("agent", maintain_order=True)
             .last()
@@ -344,9 +340,9 @@ class LedgerStore:
             lazy = self.scan("telemetry", manifest=manifest)
         else:
             start = None if lookback_hours is None else as_of - timedelta(hours=lookback_hours)
-            cond = pl.col("ts") <= as_of
+            cond = pl.col("ts") <= instant(as_of)
             if start is not None:
-                cond = cond & (pl.col("ts") > start)
+                cond = cond & (pl.col("ts") > instant(start))
             lazy = self.scan("telemetry", start, as_of, manifest).filter(cond)
         return (lazy if columns is None else lazy.select(columns)).collect()
 

@@ -16,9 +16,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from meta_supervisor.units import EPOCH, epoch_us
+
 __all__ = ["Schedule", "ScheduleError", "parse_period"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 #: Missed slots counted one by one at most this many (older ones are counted, not listed).
 MAX_LISTED = 10_000
@@ -70,8 +71,8 @@ class Schedule:
         """The first slot strictly after ``moment``."""
         if self.every is not None:
             step = self.every // timedelta(microseconds=1)
-            elapsed = (moment - _EPOCH) // timedelta(microseconds=1)
-            return _EPOCH + timedelta(microseconds=(elapsed // step + 1) * step)
+            elapsed = epoch_us(moment)
+            return EPOCH + timedelta(microseconds=(elapsed // step + 1) * step)
         from croniter import croniter
 
         return _utc(croniter(self.cron, moment.astimezone(UTC)).get_next(datetime))
@@ -80,8 +81,8 @@ class Schedule:
         """The latest slot at or before ``moment``."""
         if self.every is not None:
             step = self.every // timedelta(microseconds=1)
-            elapsed = (moment - _EPOCH) // timedelta(microseconds=1)
-            return _EPOCH + timedelta(microseconds=(elapsed // step) * step)
+            elapsed = epoch_us(moment)
+            return EPOCH + timedelta(microseconds=(elapsed // step) * step)
         from croniter import croniter
 
         probe = moment + timedelta(microseconds=1)

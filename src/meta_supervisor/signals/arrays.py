@@ -51,11 +51,10 @@ from meta_supervisor.signals.incremental import (
     _groups,
     _path_summaries,
     _TelemetryIndex,
-    _us,
 )
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.tails import with_prior
-from meta_supervisor.units import UTC_US
+from meta_supervisor.units import UTC_US, epoch_us
 
 __all__ = ["ArrayStats", "LedgerArrays"]
 
@@ -176,7 +175,7 @@ class ArrayStats(IncrementalStats):
     def advance_to(self, arrays: LedgerArrays, as_of: datetime) -> None:
         """Bring the state to ``as_of`` over ``arrays``: what ``advance(ledger, as_of)`` does,
         on index ranges (the module docstring says what is guaranteed instead of checked)."""
-        now = _us(as_of)
+        now = epoch_us(as_of)
         prev = self.as_of_us
         if prev is not None and now < prev:
             raise ValueError(f"as_of went backwards: {as_of} is before the state's last cycle")

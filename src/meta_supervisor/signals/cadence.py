@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,6 +44,7 @@ import polars as pl
 
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.typing import FloatArray, IntArray
+from meta_supervisor.units import epoch_us
 
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
@@ -56,8 +57,6 @@ __all__ = [
     "min_records_needed",
     "with_expected_records",
 ]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def cadence_hours(policy: Policy) -> float:
@@ -87,7 +86,7 @@ def min_records_needed(expected: FloatArray, policy: Policy) -> FloatArray:
 
 
 def _micros(t: datetime) -> int:
-    return (t - _EPOCH) // timedelta(microseconds=1)
+    return epoch_us(t)
 
 
 @dataclass(frozen=True)

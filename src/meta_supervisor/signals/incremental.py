@@ -75,7 +75,7 @@ import tokenize
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -99,7 +99,7 @@ from meta_supervisor.signals.measures import tail_count
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.signals.tails import with_prior
-from meta_supervisor.units import US_PER_HOUR, UTC_US
+from meta_supervisor.units import EPOCH, US_PER_HOUR, UTC_US, epoch_us
 
 __all__ = [
     "CHUNK_ROWS",
@@ -117,7 +117,6 @@ __all__ = [
 #: Records advanced at once when a state is built from scratch (about 0.4 GiB of columns).
 CHUNK_ROWS = 2_000_000
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # 2: tails carry abs_gap_sum (mean |gap| per strategy); 3: binary .npz (was JSON);
 # 4: rebuild-exact (exact confidence and tail sums, anchored confidence weights);
 # 5: cadence counts (expected records kept, not re-read); 6: loss tails (select's broken cut)
@@ -172,10 +171,6 @@ class StateMismatch(ProblemFound, ValueError):
         super().__init__(f"{path}: {reason}; rebuild the incremental state from the ledger")
         self.path = str(path)
         self.reason = reason
-
-
-def _us(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def _epoch_us(series: pl.Series) -> np.ndarray:
@@ -573,7 +568,7 @@ class IncrementalStats:
         late: pl.DataFrame | None = None,
     ) -> None:
         """Bring the state from the previous ``as_of`` to ``as_of``."""
-        now = _us(as_of)
+        now = epoch_us(as_of)
         prev = self.as_of_us
         if prev is not None and now < prev:
             raise ValueError(f"as_of went backwards: {as_of} is before the state's last cycle")
@@ -1715,7 +1710,7 @@ def frames_at(
     """
     ledger = records if isinstance(records, SortedLedger) else SortedLedger(records)
     inc = IncrementalStats(policy)
-    now = _us(as_of)
+    now = epoch_us(as_of)
     start = now - max(*inc._lookbacks(), inc._cadence()[0])
     us = ledger.matured_us
     first = int(np.searchsorted(us, start, side="right"))
@@ -1736,6 +1731,6 @@ def frames_at(
     chunks = max(1, math.ceil(rows / max(chunk_rows, 1)))
     for k in range(1, chunks + 1):
         step = now if k == chunks else max(int(us[first + rows * k // chunks]), start)
-        inc.advance(source, _EPOCH + timedelta(microseconds=step))
+        inc.advance(source, EPOCH + timedelta(microseconds=step))
     stats, conf, tails = inc.frames(telemetry)
     return inc.with_expected_records(stats), conf, tails

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,7 +71,7 @@ from meta_supervisor.signals.selection import (
     selection_anchor,
     selection_hours,
 )
-from meta_supervisor.units import US_PER_HOUR
+from meta_supervisor.units import EPOCH, US_PER_HOUR, epoch_us
 
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
@@ -99,7 +99,6 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 #: The record columns :func:`lag_samples` reads.
 PERSISTENCE_COLUMNS = SUMS_COLUMNS
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EMPTY = np.zeros(0)
 _NO_GROUPS = np.zeros(0, dtype=np.int64)
 
@@ -233,15 +232,15 @@ def anchor(as_of: datetime, policy: Policy) -> datetime:
     if policy.profile is Profile.SELECT:
         return selection_anchor(as_of, policy)
     step_us = round(policy.evidence_persistence_step_hours * US_PER_HOUR)
-    micros = (as_of - _EPOCH) // timedelta(microseconds=1)
-    return _EPOCH + timedelta(microseconds=micros - micros % step_us)
+    micros = epoch_us(as_of)
+    return EPOCH + timedelta(microseconds=micros - micros % step_us)
 
 
 def sums_range(as_of: datetime, policy: Policy) -> tuple[int, int]:
     """``(A − J·H − L, A]`` in µs since the epoch, ``A`` = :func:`anchor`: the records
     :func:`lag_samples` reads (bucket boundaries: :func:`~meta_supervisor.signals.daysums.
     bucket_us` divides both ``H`` and ``L``)."""
-    high = (anchor(as_of, policy) - _EPOCH) // timedelta(microseconds=1)
+    high = epoch_us(anchor(as_of, policy))
     step = round(policy.evidence_persistence_step_hours * US_PER_HOUR)
     look = round(policy.lookback_hours * US_PER_HOUR)
     return high - max(policy.evidence_persistence_lags, 0) * step - look, high

@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,7 +48,7 @@ import polars as pl
 
 from meta_supervisor.signals import threads
 from meta_supervisor.typing import FloatArray
-from meta_supervisor.units import US_PER_HOUR
+from meta_supervisor.units import EPOCH, US_PER_HOUR, epoch_us
 
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
@@ -67,7 +67,6 @@ __all__ = [
 RULES = ("equal_weight", "inverse_vol", "evidence_tilt", "seed_selection")
 #: Fewer lags that count than this: too short a record to leave equal weight.
 MIN_LAGS = 10
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -116,8 +115,8 @@ def selection_hours(policy: Policy) -> float:
 def selection_anchor(as_of: datetime, policy: Policy) -> datetime:
     """``as_of`` rounded down to a multiple of ``selection_step_hours`` since the epoch."""
     step_us = round(policy.selection_step_hours * US_PER_HOUR)
-    micros = (as_of - _EPOCH) // timedelta(microseconds=1)
-    return _EPOCH + timedelta(microseconds=micros - micros % step_us)
+    micros = epoch_us(as_of)
+    return EPOCH + timedelta(microseconds=micros - micros % step_us)
 
 
 @np.errstate(all="ignore")
