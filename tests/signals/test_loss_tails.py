@@ -114,10 +114,22 @@ def _assert_as_the_ledger(inc: IncrementalStats, ledger: pl.DataFrame, as_of: da
 
 
 def _journaled(inc: IncrementalStats, before: dict[str, np.ndarray]) -> IncrementalStats:
-    """``inc`` as the engine restores it: the image before, one journal entry replayed."""
+    """``inc`` as the engine restores it: the image before, one journal entry replayed. The
+    entry gives the ring by the slots the engine wrote since ``before`` (tracked from then);
+    the image it replays to must be the one a compare of the whole ring gives, bit for bit
+    (a write the engine did not track would be lost in the files)."""
     image_before, buffers = journal.split_buffers(before)
-    entry = journal.delta(image_before, inc.state_arrays(buffers=False), [])
+    slots = inc.take_ring_writes()
+    assert slots is not None
+    entry = journal.delta(
+        image_before, inc.state_arrays(buffers=False, ring=False), [], inc.ring_rows(slots)
+    )
     image, _ = journal.apply(image_before, buffers, journal.decode(journal.encode(entry)))
+    compared = journal.delta(image_before, inc.state_arrays(buffers=False), [])
+    want, _ = journal.apply(image_before, buffers, compared)
+    assert sorted(image) == sorted(want)
+    for name, values in want.items():
+        assert image[name].dtype == values.dtype and image[name].tobytes() == values.tobytes()
     tails = [inc.tails[s].buffer for s in inc._strategies.names]
     return IncrementalStats.from_arrays(
         {**image, **buffer_arrays(tails)}, inc.policy, loss_tails=True
@@ -155,6 +167,7 @@ def test_loss_tails_give_the_ledgers_broken_cut_to_the_bit(policy, history, ops)
             elif kind == "journal" and cycled:
                 # the next cycle's change, replayed as the engine's journal replays it
                 before = inc.state_arrays()
+                inc.track_tails()
                 as_of += timedelta(hours=1)
                 inc.advance(ledger, as_of, late=pl.concat(late) if late else None)
                 late = []
@@ -189,6 +202,46 @@ def test_a_late_record_relays_only_its_agents_tail():
     inc.advance(ledger, T0 + timedelta(hours=1), late=late)
     assert inc.recomputed_tails == 1
     _assert_as_the_ledger(inc, ledger, T0 + timedelta(hours=1))
+
+
+def test_a_relaid_tail_reaches_the_journal_whole():
+    """A tail laid again from a short cadence history holds fewer records than its ring had:
+    the slots it no longer fills are zeroed, and the journal entry built from the written
+    slots must carry them too (the files would otherwise keep the old values there)."""
+    policy = Policy(profile=Profile.SELECT, lookback_hours=6.0, cadence_history_hours=10.0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(broken, "MAX_SCALE_RECORDS", SMALL_SCALE)
+        ledger = _burst(0, (AGENTS[:3], 80, -79, 3), T0)  # 80 hourly records: rings wrap
+        # a ring holds more than the 10 hours of cadence history it is laid from again
+        inc = IncrementalStats(policy, loss_tails=True)
+        inc.advance(ledger, T0)
+        before = inc.state_arrays()
+        inc.track_tails()
+        late = _frame([_record(99_999, "b", T0 - timedelta(hours=2.5), 24, -40.0)])
+        ledger = pl.concat([ledger, late])
+        inc.advance(ledger, T0 + timedelta(hours=1), late=late)
+        assert inc.recomputed_tails == 1
+        restored = _journaled(inc, before)
+        want = inc.state_arrays()
+        assert restored.state_arrays()["r_ring"].tobytes() == want["r_ring"].tobytes()
+
+
+def test_a_new_agents_empty_ring_reaches_the_journal():
+    """An agent first seen with a record at another horizon grows the ring by slots nothing
+    writes: the journal entry built from the written slots still gives the ring's new length
+    (a replay would refuse an entry whose length its rows do not cover)."""
+    policy = Policy(profile=Profile.SELECT)
+    ledger = _hourly(3, 30)
+    inc = IncrementalStats(policy, loss_tails=True)
+    inc.advance(ledger, T0)
+    before = inc.state_arrays()
+    inc.track_tails()
+    other = {**_record(99_999, "z", T0 + timedelta(minutes=30), 1, 5.0), "strategy": "s9"}
+    ledger = pl.concat([ledger, _frame([other])])
+    inc.advance(ledger, T0 + timedelta(hours=1))
+    assert "z" in inc.names
+    restored = _journaled(inc, before)
+    assert restored.state_arrays()["r_ring"].tobytes() == inc.state_arrays()["r_ring"].tobytes()
 
 
 def test_a_state_without_loss_tails_is_refused_where_they_are_kept():

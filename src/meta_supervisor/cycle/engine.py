@@ -177,8 +177,9 @@ def keeps_loss_tails(policy: Policy) -> bool:
 class _Persisted:
     """What the state files hold after a load or a save: the base (its SHA-256 and size), the
     journal's committed part (entries, bytes, head of the hash chain), the consumed segments,
-    and the state's *image* (its arrays without the tail buffers) that the next journal entry
-    is taken against."""
+    and the state's *image* (its arrays without the tail buffers; without the loss ring after
+    a journal entry, which gives the ring by its written slots) that the next journal entry is
+    taken against."""
 
     base_sha: str
     base_size: int
@@ -430,7 +431,8 @@ def _save(
     **Journal** (the state files' size is proportional to what changed): when the previous
     state's files are known (``prior``), the base is at least :data:`JOURNAL_MIN_BYTES` and
     the journal stays within :func:`journal_bound`, one entry
-    (:func:`meta_supervisor.signals.journal.delta` of the image and the tail log) is appended
+    (:func:`meta_supervisor.signals.journal.delta` of the image, the tail log and the loss
+    ring's written slots) is appended
     to ``engine.journal`` (after the committed bytes: an uncommitted tail is cut), fsynced,
     then ``engine.json`` names the new length and head (the commit point). A kill before it
     leaves the old state (the extra bytes are ignored).
@@ -443,8 +445,11 @@ def _save(
     segments = {s.path for s in manifest.of("records")}
     log = engine.take_tail_log()
     if prior is not None and log is not None and prior.base_size >= JOURNAL_MIN_BYTES:
-        image = engine.state_arrays(buffers=False)
-        payload = journal.encode(journal.delta(prior.image, image, log))
+        # the loss ring by its written slots (tracked with the log), not copied and compared
+        slots = engine.take_ring_writes()
+        image = engine.state_arrays(buffers=False, ring=slots is None)
+        written = None if slots is None else engine.ring_rows(slots)
+        payload = journal.encode(journal.delta(prior.image, image, log, written))
         frame, head = _frame(bytes.fromhex(prior.head or prior.base_sha), payload)
         size = prior.journal_bytes + len(frame)
         if size <= journal_bound(prior.base_size):

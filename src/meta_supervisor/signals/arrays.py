@@ -348,10 +348,10 @@ class ArrayStats(IncrementalStats):
                 column[have] = np.array(ids, dtype=object)
         self._unsynced = False
 
-    def state_arrays(self, buffers: bool = True) -> dict[str, np.ndarray]:
+    def state_arrays(self, buffers: bool = True, ring: bool = True) -> dict[str, np.ndarray]:
         """The engine's state arrays (what ``to_bytes`` stores), text columns written first."""
         self.sync()
-        return super().state_arrays(buffers)
+        return super().state_arrays(buffers, ring)
 
     # ------------------------------------------------------------------ frames
 

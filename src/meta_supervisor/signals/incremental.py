@@ -94,6 +94,7 @@ from meta_supervisor.signals.broken import (
 from meta_supervisor.signals.cadence import cadence_hours, hours_us, loss_columns
 from meta_supervisor.signals.confidence import CONFIDENCE_COLUMNS, prior_ratio
 from meta_supervisor.signals.exact import ExactSums
+from meta_supervisor.signals.journal import Rows
 from meta_supervisor.signals.journal import remove_sorted as _remove_sorted
 from meta_supervisor.signals.measures import tail_count
 from meta_supervisor.signals.order import in_record_order
@@ -465,6 +466,10 @@ class IncrementalStats:
         # the tail buffers' changes since :meth:`track_tails` (a journal entry's part for
         # them, :mod:`meta_supervisor.signals.journal`); None: not tracked
         self._tail_log: list[tuple[str, str, Any]] | None = None
+        # the loss ring's slots written since then (the journal entry's rows of r_ring: no
+        # copy and compare of the whole ring per save), and the ring's live size then
+        self._ring_writes: list[np.ndarray] | None = None
+        self._ring_live = 0
 
     # ------------------------------------------------------------------ agent columns
 
@@ -847,9 +852,9 @@ class IncrementalStats:
         rows, rank = order[write], rank[write]
         agent = codes[rows]
         head, held = self._col("rg_head"), self._col("rg_len")
-        self._ring[agent * k + (head[agent] + rank) % k] = frame["realized_pnl_bps"].to_numpy()[
-            rows
-        ]
+        slots = agent * k + (head[agent] + rank) % k
+        self._ring[slots] = frame["realized_pnl_bps"].to_numpy()[rows]
+        self._wrote_ring(slots)
         agents, count, ends = idx[ok], lengths[ok], last[ok]
         self._forget_loss(agents)
         head[agents] = (head[agents] + count) % k
@@ -877,6 +882,7 @@ class IncrementalStats:
             self._col(name)[agents] = _NONE
         self._col("rg_rid")[agents] = None
         self._ring.reshape(-1, k)[agents] = 0.0
+        self._wrote_ring((agents[:, None] * k + np.arange(k)).ravel())
         if window.height:
             self._push_tails(self._with_codes(_in_order(window)))
 
@@ -1384,10 +1390,31 @@ class IncrementalStats:
         if self._tail_log is not None:
             self._tail_log.append((strategy, op, value))
 
+    def _wrote_ring(self, slots: np.ndarray) -> None:
+        """Record that the loss ring's ``slots`` were written, when tracked."""
+        if self._ring_writes is not None and slots.size:
+            self._ring_writes.append(slots)
+
     def track_tails(self) -> None:
-        """From now on, record every change of a tail buffer (see :meth:`take_tail_log`): a
-        journal entry stores them instead of the buffers (:mod:`.journal`)."""
+        """From now on, record every change of a tail buffer (see :meth:`take_tail_log`) and
+        every slot of the loss ring written (:meth:`take_ring_writes`): a journal entry stores
+        them instead of the buffers and the ring (:mod:`.journal`)."""
         self._tail_log = []
+        self._ring_writes = []
+        self._ring_live = len(self.names) * self.loss_k
+
+    def take_ring_writes(self) -> np.ndarray | None:
+        """The loss ring's slots (of ``r_ring``, sorted, unique) that may differ from what
+        they held at :meth:`track_tails` or the last call: those written since, and those the
+        ring gained with new agents; ``None`` when not tracked (or no ring). Tracking goes on
+        from none."""
+        if self._ring_writes is None or not self.loss_k:
+            return None
+        live = len(self.names) * self.loss_k
+        grown = np.arange(self._ring_live, live, dtype=np.int64)
+        slots = np.unique(np.concatenate([*self._ring_writes, grown]).astype(np.int64))
+        self._ring_writes, self._ring_live = [], live
+        return slots
 
     def take_tail_log(self) -> list[tuple[str, str, Any]] | None:
         """The tail buffers' changes since :meth:`track_tails` or the last call, in order, as
@@ -1399,18 +1426,27 @@ class IncrementalStats:
             self._tail_log = []
         return log
 
+    def ring_rows(self, slots: np.ndarray) -> Rows:
+        """``r_ring``'s ``slots`` (from :meth:`take_ring_writes`) as a journal entry's rows:
+        ``{"r_ring": (slots, their values, the ring's live size)}`` (empty without a ring)."""
+        if not self.loss_k:
+            return {}
+        return {"r_ring": (slots, self._ring[slots], len(self.names) * self.loss_k)}
+
     def to_bytes(self) -> bytes:
         """The whole state as an uncompressed ``.npz`` (:func:`npz_bytes` of
         :meth:`state_arrays`)."""
         return npz_bytes(self.state_arrays())
 
-    def state_arrays(self, buffers: bool = True) -> dict[str, np.ndarray]:
+    def state_arrays(self, buffers: bool = True, ring: bool = True) -> dict[str, np.ndarray]:
         """The whole state as named arrays (fresh copies; what :meth:`to_bytes` stores).
 
         Text columns are stored as fixed-width unicode with a null mask; tail buffers are
         concatenated with their offsets (``t_offsets``, ``t_buffer``; left out when ``buffers``
-        is false: a journal entry records their changes instead); the header (version, policy
-        fingerprint, ``as_of``) is one JSON string.
+        is false: a journal entry records their changes instead); the loss ring is ``r_ring``
+        (left out when ``ring`` is false: a journal entry takes its written slots,
+        :meth:`ring_rows`); the header (version, policy fingerprint, ``as_of``) is one JSON
+        string.
         """
         header = {
             "version": STATE_VERSION,
@@ -1425,7 +1461,7 @@ class IncrementalStats:
         }
         for name in (*_FLOATS, *_INTS):
             arrays[f"a_{name}"] = self._col(name).copy()
-        if self.loss_k:
+        if self.loss_k and ring:
             arrays["r_ring"] = self._ring[: len(self.names) * self.loss_k].copy()
         for name in _TEXTS:
             values = self._col(name)

@@ -8,7 +8,9 @@ cycle changes a few dozen values. An entry holds:
   of a 1-D array, or of a ``(size, k)`` one, compared bit for bit) with their new values and
   the new length, or the whole array when more than half of it changed (or its type, width
   or trailing shape did), under ``w.<name>`` / ``i.<name>``, ``v.<name>``, ``n.<name>``; the
-  names of the new image (``keys``), so a name that is gone is dropped;
+  names of the new image (``keys``), so a name that is gone is dropped. An array whose
+  written rows the engine tracked (the loss ring, 8 MB at 1,000 agents, of which a cycle
+  writes a few thousand slots) is given by those rows instead of compared (:data:`Rows`);
 * the tail buffers' changes in the order the engine made them
   (:meth:`~meta_supervisor.signals.incremental.IncrementalStats.take_tail_log`): ``insert``
   (sorted gaps merged in), ``remove`` (one occurrence of each sorted gap taken out), ``cut``
@@ -32,6 +34,7 @@ import numpy as np
 __all__ = [
     "BUFFER_KEYS",
     "EntryError",
+    "Rows",
     "apply",
     "apply_tail_ops",
     "decode",
@@ -44,6 +47,10 @@ __all__ = [
 #: The state's arrays that hold the tail buffers (kept apart from the image).
 BUFFER_KEYS = ("t_offsets", "t_buffer")
 _OPS = ("insert", "remove", "cut", "set")
+#: Arrays given by their written rows: ``{name: (rows, their values, the array's length)}``,
+#: ``rows`` sorted and unique, covering every row that may differ from the previous image
+#: (those past its old length included).
+Rows = dict[str, tuple[np.ndarray, np.ndarray, int]]
 
 
 class EntryError(ValueError):
@@ -88,21 +95,22 @@ def delta(
     old: dict[str, np.ndarray],
     new: dict[str, np.ndarray],
     tail_log: list[tuple[str, str, Any]],
+    written: Rows | None = None,
 ) -> dict[str, np.ndarray]:
     """The entry taking image ``old`` (a state's arrays without :data:`BUFFER_KEYS`) to
-    ``new``, with the tail buffers' changes ``tail_log`` (see the module docstring)."""
-    entry: dict[str, np.ndarray] = {"keys": np.array(sorted(new), dtype=str)}
+    ``new``, with the tail buffers' changes ``tail_log`` (see the module docstring) and the
+    arrays given by their ``written`` rows (left out of ``new``)."""
+    written = written or {}
+    entry: dict[str, np.ndarray] = {"keys": np.array(sorted([*new, *written]), dtype=str)}
     for name, values in new.items():
         before = old.get(name)
         if _same(before, values):
             continue
         rows = None if before is None else _rows_changed(before, values)
-        if rows is None or 2 * rows.size > values.shape[0]:
-            entry[f"w.{name}"] = values
-        else:
-            entry[f"i.{name}"] = rows
-            entry[f"v.{name}"] = values[rows]
-            entry[f"n.{name}"] = np.array(values.shape[0], dtype=np.int64)
+        _put(entry, name, values, rows)
+    for name, (rows, values, size) in written.items():  # as rows, however many
+        entry[f"i.{name}"], entry[f"v.{name}"] = rows, values
+        entry[f"n.{name}"] = np.array(size, dtype=np.int64)
     strategies = [s for s, _, _ in tail_log]
     entry["t.strategies"] = np.array(strategies, dtype=str)
     entry["t.ops"] = np.array([_OPS.index(op) for _, op, _ in tail_log], dtype=np.int8)
@@ -114,6 +122,18 @@ def delta(
     )
     entry["t.values"] = np.concatenate(parts) if parts else np.empty(0)
     return entry
+
+
+def _put(
+    entry: dict[str, np.ndarray], name: str, values: np.ndarray, rows: np.ndarray | None
+) -> None:
+    """Array ``name`` into ``entry``: its changed ``rows`` with their values and its length,
+    or the whole array when there are no rows to give or more than half of it changed."""
+    if rows is not None and 2 * rows.size <= values.shape[0]:
+        entry[f"i.{name}"], entry[f"v.{name}"] = rows, values[rows]
+        entry[f"n.{name}"] = np.array(values.shape[0], dtype=np.int64)
+    else:
+        entry[f"w.{name}"] = values
 
 
 def remove_sorted(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:
