@@ -393,7 +393,7 @@ class ArrayStats(IncrementalStats):
         if telemetry is not None:
             index = self._telemetry
             if index is None or index.source is not telemetry or index.height != telemetry.height:
-                self._telemetry = index = _TelemetryIndex(telemetry)
+                self._telemetry = index = _TelemetryIndex(telemetry, self._agents)
             as_of_us = self._advanced_to()
             runs, known, errors = self._walk_runs(index, as_of_us - self._lookbacks()[0], as_of_us)
             to_engine = self._telemetry_to_engine(index)
