@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_engine import T0, _append, _records, _store_paths, op_st, policy_st
 
@@ -30,7 +30,9 @@ from meta_supervisor.config import Paths
 from meta_supervisor.cycle import engine as engine_module
 from meta_supervisor.cycle.engine import forget_resident, journal_path, meta_path
 from meta_supervisor.cycle.run import run_cycle
-from meta_supervisor.policy.model import Policy
+from meta_supervisor.ledger.store import LedgerStore
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.signals import broken
 
 
 @pytest.fixture(autouse=True)
@@ -282,6 +284,98 @@ def test_a_resident_engine_records_what_fresh_processes_record(policy, ops, tmp_
         _same_arrays(_saved(dirs["kept"], policy), _saved(dirs["fresh"], policy))
 
 
+files_policy_st = st.builds(
+    Policy,
+    profile=st.just(Profile.SELECT),
+    lookback_hours=st.just(6.0),
+    # a short cadence history lays a tail again from fewer records than its ring held
+    cadence_history_hours=st.sampled_from([10.0, 30.0, 400.0]),
+    broken_memory_records=st.integers(1, 3),
+    broken_consecutive=st.integers(1, 2),
+    min_records=st.just(1),
+    cvar_min_samples=st.just(2),
+)
+
+
+def _burst(agents: list[str], count: int, first: int, seed: int) -> list[tuple]:
+    """``count`` hourly records of each of ``agents``, the first ``first`` hours from the
+    current as_of (late, tied with earlier ones, or ahead), t(4)-like PnL in tenths of a bps."""
+    rng = np.random.default_rng(seed)
+    pnl = np.round(rng.standard_t(4, (len(agents), count)) * 100) / 10
+    return [
+        (agent, "s1" if agent < "c" else "s2", first + i, float(pnl[k, i]), 1.0)
+        for k, agent in enumerate(agents)
+        for i in range(count)
+    ]
+
+
+# bursts long enough to fill (and wrap) rings, and records far before the cadence history
+burst_op_st = st.tuples(
+    st.just("ingest"),
+    st.builds(
+        _burst,
+        st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=1, max_size=3, unique=True),
+        st.integers(1, 25),
+        st.integers(-60, 3),
+        st.integers(0, 2**16),
+    ),
+)
+
+
+@given(
+    policy=files_policy_st,
+    ops=st.lists(st.one_of(op_st, burst_op_st), min_size=2, max_size=12),
+    bound=st.sampled_from([1, 3]),
+)
+@example(  # a late record lays agent a's tail again from a 10 h history: 13 slots held, 10 kept
+    policy=Policy(
+        profile=Profile.SELECT,
+        lookback_hours=6.0,
+        cadence_history_hours=10.0,
+        broken_memory_records=1,
+        broken_consecutive=1,
+        min_records=1,
+        cvar_min_samples=2,
+    ),
+    ops=[
+        ("ingest", _burst(["a", "b"], 25, -30, 1)),
+        ("cycle", 1),
+        ("ingest", _burst(["a"], 1, -10, 2)),
+        ("cycle", 1),
+        ("cycle", 2),
+    ],
+    bound=3,
+)
+@settings(max_examples=20, deadline=None)
+def test_a_resident_engines_files_hold_its_state(policy, ops, bound, tmp_path_factory):
+    """After every saving cycle, what the files hold (the base and its journal, as a fresh
+    process loads them) is the resident engine's state, bit for bit: every array, the loss
+    ring's slots included (written, zeroed when a tail is laid again after a late record, or
+    added by a new agent), entry after entry, and across compactions. (The resident engine
+    and a fresh process compared with each other share any slot the journal leaves out.)"""
+    root = tmp_path_factory.mktemp("files")
+    store = _store_paths(root)
+    ledger = LedgerStore(store.ledger)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(broken, "MAX_SCALE_RECORDS", 12)  # rings of 12 + R + r - 1 slots wrap
+        for kind, _, as_of in replay_journaled(store, ops, bound=bound):
+            if kind != "cycle":
+                continue
+            run_cycle(store, as_of, policy)
+            kept = engine_module._RESIDENT.get(store.engine.resolve())
+            if kept is None:
+                continue
+            loaded, _, why = engine_module._load(
+                store.engine, ledger, ledger.manifest(), as_of, policy
+            )
+            assert loaded is not None, why
+            live, files = kept.engine.state_arrays(), loaded.state_arrays()
+            assert sorted(live) == sorted(files)
+            for name, values in live.items():
+                assert files[name].dtype == values.dtype, name
+                assert files[name].tobytes() == values.tobytes(), name
+
+
 def _saved(paths: Paths, policy: Policy) -> dict[str, np.ndarray]:
     meta = json.loads(meta_path(paths.engine).read_text())
     payloads = (
@@ -326,7 +420,9 @@ from datetime import datetime
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle import engine
 from meta_supervisor.cycle.run import run_cycle
-from meta_supervisor.policy.model import Policy
+from meta_supervisor.ledger.store import LedgerStore
+from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.signals import broken
 engine.JOURNAL_MIN_BYTES = 0
 engine.journal_bound = lambda size: 1 << 30
 spec = json.loads(sys.argv[1])
