@@ -445,10 +445,12 @@ def _save(
     segments = {s.path for s in manifest.of("records")}
     log = engine.take_tail_log()
     if prior is not None and log is not None and prior.base_size >= JOURNAL_MIN_BYTES:
-        # the loss ring by its written slots (tracked with the log), not copied and compared
+        # the loss ring by its written slots (tracked with the log), not copied and compared;
+        # whole (8 bytes a slot, not 16) when more than half of it was written
         slots = engine.take_ring_writes()
-        image = engine.state_arrays(buffers=False, ring=slots is None)
-        written = None if slots is None else engine.ring_rows(slots)
+        whole = slots is None or 2 * slots.size > len(engine.names) * engine.loss_k
+        image = engine.state_arrays(buffers=False, ring=whole)
+        written = None if whole or slots is None else engine.ring_rows(slots)
         payload = journal.encode(journal.delta(prior.image, image, log, written))
         frame, head = _frame(bytes.fromhex(prior.head or prior.base_sha), payload)
         size = prior.journal_bytes + len(frame)
