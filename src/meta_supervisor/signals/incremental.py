@@ -1575,7 +1575,13 @@ class IncrementalStats:
         inc._conf_w = ExactSums.from_arrays(arrays, "c_w", size)
         inc._conf_wz = ExactSums.from_arrays(arrays, "c_wz", size)
         offsets = arrays["t_offsets"]
-        buffer = np.asarray(arrays["t_buffer"], dtype=np.float64)  # each slice is copied below
+        given = arrays["t_buffer"]
+        buffer = np.asarray(given, dtype=np.float64)
+        if buffer.flags.writeable and np.may_share_memory(buffer, given):
+            buffer = buffer.copy()  # the caller's array, which it may change: copied once
+        # each strategy's buffer is a view of it (read-only bytes are not copied: ~10 MB at
+        # 10M under select); every tail operation makes a new buffer, none writes in place
+        buffer.flags.writeable = False
         strategies = [str(v) for v in arrays["t_names"]]
         if offsets.shape != (len(strategies) + 1,) or int(offsets[-1]) != buffer.size:
             raise ValueError("tail buffer offsets do not match the buffer")
@@ -1586,7 +1592,7 @@ class IncrementalStats:
             inc.tails[strategy] = _Tail(
                 int(arrays["t_n"][i]),
                 float(arrays["t_threshold"][i]),
-                buffer[int(offsets[i]) : int(offsets[i + 1])].copy(),
+                buffer[int(offsets[i]) : int(offsets[i + 1])],
             )
         inc._tail_gap = ExactSums.from_arrays(arrays, "t_gap", len(strategies))
         inc._tail_abs = ExactSums.from_arrays(arrays, "t_abs", len(strategies))
