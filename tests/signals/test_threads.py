@@ -125,3 +125,24 @@ def test_run_all_finishes_every_work_and_raises_the_first_error(monkeypatch):
     order: list[int] = []
     threads.run_all([lambda: order.append(1), lambda: order.append(2)], 10)
     assert order == [1, 2]
+
+
+def test_beside_runs_the_second_work_on_the_pool_and_finishes_both(monkeypatch):
+    """``beside`` (two works of different kinds, such as the frames and the broken cut's
+    medians): the second runs on a pool thread while the first runs in the caller's, both
+    results come back, and a failure is raised only once the other work has finished. On one
+    core both run here, one after the other."""
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    caller = threading.get_ident()
+    where = threads.beside(threading.get_ident, threading.get_ident)
+    assert where[0] == caller and where[1] != caller
+    finished = threading.Event()
+
+    def fails() -> None:
+        raise ValueError("first")
+
+    with pytest.raises(ValueError, match="first"):
+        threads.beside(fails, finished.set)
+    assert finished.is_set()
+    monkeypatch.setattr(threads, "cores", lambda: 1)
+    assert threads.beside(threading.get_ident, threading.get_ident) == (caller, caller)

@@ -922,9 +922,27 @@ class IncrementalStats:
     def _with_loss_z(self, stats: pl.DataFrame) -> pl.DataFrame:
         """``stats`` with ``recent_loss_z`` and ``fleet_vol_ratio`` from the loss tails, as
         :meth:`meta_supervisor.signals.cadence.CadenceIndex.loss_regime` computes them from
-        the ledger (bit for bit: the same records in the same order). An agent's ``(z_i,
-        v_i)`` is computed again only when its tail or its count in the cadence history
-        changed since it was last computed (a daily agent in an hourly cycle: once a day)."""
+        the ledger (bit for bit: the same records in the same order), from each agent's
+        ``(z_i, v_i)`` (:meth:`judge_losses`)."""
+        self.judge_losses()
+        names = stats["agent"].to_list()
+        index = self._agents.index
+        known = np.array([name in index for name in names], dtype=bool)
+        agents = np.array([index[n] for n in names if n in index], dtype=np.int64)
+        z = np.full(len(names), np.nan)
+        ratio = np.full(len(names), np.nan)
+        z[known], ratio[known] = self._loss_z[agents], self._loss_v[agents]
+        return stats.with_columns(loss_columns(*loss_regime(z, ratio, self.policy), len(names)))
+
+    def judge_losses(self) -> None:
+        """Each agent's ``(z_i, v_i)`` of the broken cut from its loss tail
+        (:func:`~meta_supervisor.signals.broken.fleet_loss_runs`), computed again only when its
+        tail or its count in the cadence history changed since it was last computed (a daily
+        agent in an hourly cycle: once a day). It reads the tails and counts and writes only
+        its own cache, so it may run beside :meth:`frames` (NumPy's partitions let go of the
+        GIL)."""
+        if not self.loss_k:
+            return
         size = len(self.names)
         if self._loss_n.size < size:
             grow = size - self._loss_n.size
@@ -942,14 +960,6 @@ class IncrementalStats:
                 lambda rows: self.loss_ring(stale[rows]),
             )
             self._loss_n[stale] = lengths[stale]
-        names = stats["agent"].to_list()
-        index = self._agents.index
-        known = np.array([name in index for name in names], dtype=bool)
-        agents = np.array([index[n] for n in names if n in index], dtype=np.int64)
-        z = np.full(len(names), np.nan)
-        ratio = np.full(len(names), np.nan)
-        z[known], ratio[known] = self._loss_z[agents], self._loss_v[agents]
-        return stats.with_columns(loss_columns(*loss_regime(z, ratio, self.policy), len(names)))
 
     def _half_life_us(self) -> int:
         """The confidence half-life :math:`h` in whole µs (at least 1)."""

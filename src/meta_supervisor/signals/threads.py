@@ -16,11 +16,12 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["MIN_SIZE", "cores", "parts", "run_all", "start"]
+__all__ = ["MIN_SIZE", "beside", "cores", "parts", "run_all", "start"]
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 #: Threads at most (the work split here has two to four independent parts).
 MAX_THREADS = 4
@@ -67,6 +68,23 @@ def run_all(works: Sequence[Callable[[], T]], size: int) -> list[T]:
     write lands after it), and the first error is the one raised."""
     if len(works) < 2 or parts(size) < 2:
         return [work() for work in works]
+    return _split(works)
+
+
+def beside(first: Callable[[], T], second: Callable[[], U]) -> tuple[T, U]:
+    """``(first(), second())``: ``second`` on the pool while ``first`` runs in the caller's
+    thread when there is more than one core, else one after the other here. For two works
+    of different kinds that share no state, one of them NumPy work that lets go of the GIL.
+    As :func:`run_all`: both are finished before this returns or raises, the first error
+    raised."""
+    works: list[Callable[[], Any]] = [first, second]
+    done = _split(works) if cores() > 1 else [work() for work in works]
+    return done[0], done[1]
+
+
+def _split(works: Sequence[Callable[[], T]]) -> list[T]:
+    """The first work here, the others on the pool; all finished before this returns or
+    raises the first error."""
     jobs = [start(work) for work in works[1:]]
     error: BaseException | None = None
     results: list[T] = []
