@@ -10,6 +10,7 @@ brute force) in tests/signals/test_incremental.py.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -461,3 +462,28 @@ def test_a_rebuild_reads_the_whole_cadence_history_when_it_is_the_longest_window
     assert stats["expected_records"].fill_null(np.nan).to_numpy().tobytes() == want.tobytes()
     decision, _ = run_cycle(paths, T0, policy)
     _assert_close(decision, _reference(paths, T0, policy, None, None))
+
+
+def test_no_pool_thread_waits_for_the_pool(store_fleet: Paths, monkeypatch) -> None:
+    """Work on the thread pool never waits for the pool (signals/threads.py): a pool thread
+    that did could, with a few cycles at once in one process (the service's requests), leave
+    every worker waiting for work queued behind them. Every split forced (two cores, no size
+    threshold), a rebuild and a warm cycle of the default profile (the broken cut's medians
+    beside the frames, the learned rule's lags, the advance's two halves) call ``run_all`` and
+    ``beside`` from the caller's thread only."""
+    from meta_supervisor.signals import threads
+
+    monkeypatch.setattr(threads, "MIN_SIZE", 0)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    callers: list[str] = []
+    for name in ("run_all", "beside"):
+        real = getattr(threads, name)
+
+        def spy(*args, _real=real, **kwargs):
+            callers.append(threading.current_thread().name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(threads, name, spy)
+    for as_of in AS_OFS[:2]:
+        run_cycle(store_fleet, as_of)
+    assert callers and not [c for c in callers if c.startswith("meta-supervisor")]

@@ -5,6 +5,10 @@ independent passes (rows of one block, the lags of the learned rule, the confide
 the agent sums) can run at once. Every use splits work whose parts share no state, so a result
 is the same bits whichever thread computes which part, and in whatever order they finish.
 
+Work given to the pool never waits for the pool itself (it never calls :func:`run_all` or
+:func:`beside`): only a caller's thread does. Were pool threads to wait for queued work, a few
+cycles at once in one process (the service's requests) could leave every worker waiting.
+
 The pool is process-wide (no file, no clock). A worker starts with NumPy's default floating
 point error state (NumPy >= 2 keeps it per context), not its caller's: the work given to it sets
 its own (``np.errstate`` where it divides).
@@ -74,9 +78,9 @@ def run_all(works: Sequence[Callable[[], T]], size: int) -> list[T]:
 def beside(first: Callable[[], T], second: Callable[[], U]) -> tuple[T, U]:
     """``(first(), second())``: ``second`` on the pool while ``first`` runs in the caller's
     thread when there is more than one core, else one after the other here. For two works
-    of different kinds that share no state, one of them NumPy work that lets go of the GIL.
-    As :func:`run_all`: both are finished before this returns or raises, the first error
-    raised."""
+    of different kinds that share no state, one of them NumPy work that lets go of the GIL;
+    ``second`` must not wait for the pool (see the module docstring). As :func:`run_all`:
+    both are finished before this returns or raises, the first error raised."""
     works: list[Callable[[], Any]] = [first, second]
     done = _split(works) if cores() > 1 else [work() for work in works]
     return done[0], done[1]
