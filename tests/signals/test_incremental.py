@@ -189,6 +189,36 @@ def test_save_and_load_round_trip_gives_identical_frames(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # the temp file was renamed
 
 
+def test_a_restored_state_owns_its_tails_whatever_memory_it_came_from():
+    """The tail buffers of a state restored from a ``bytes`` object are views of it (nobody
+    can change those bytes), and read-only; from memory the caller can still write, read-only
+    or not (a read-only view of its array, a read-only memoryview of a bytearray), they are
+    copied: the caller's later writes never reach the engine's tails."""
+    policy = Policy(lookback_hours=30.0, cvar_lookback_hours=24.0, cvar_min_samples=4)
+    inc, _ = _some_state(policy)
+    want = inc.frames(None)[2]
+    arrays = inc.state_arrays()
+    mine = arrays["t_buffer"]
+    view = mine.view()
+    view.flags.writeable = False
+    from_view = IncrementalStats.from_arrays({**arrays, "t_buffer": view}, policy)
+    raw = bytearray(inc.to_bytes())
+    from_memory = IncrementalStats.from_bytes(
+        memoryview(raw).toreadonly(),
+        policy,
+        verified=True,  # type: ignore[arg-type]
+    )
+    from_bytes = IncrementalStats.from_bytes(bytes(raw), policy, verified=True)
+    mine[:] = -1e9
+    raw[:] = bytes(len(raw))
+    for restored in (from_view, from_memory, from_bytes):
+        assert_frame_equal(restored.frames(None)[2], want, check_exact=True)
+    buffers = [t.buffer for t in from_bytes.tails.values() if t.buffer.size]
+    assert buffers and not any(b.flags.writeable for b in buffers)
+    with pytest.raises(ValueError, match="read-only"):
+        buffers[0][0] = 0.0
+
+
 def test_a_state_for_another_policy_is_refused_naming_the_file(tmp_path):
     inc, _ = _some_state(Policy())
     path = tmp_path / "engine.state"

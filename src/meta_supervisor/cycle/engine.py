@@ -321,7 +321,6 @@ def _restore(
         image, buffers = journal.apply(image, buffers, journal.decode(payload))
     names = [str(s) for s in image["t_names"]]
     laid = buffer_arrays([buffers.get(s, np.empty(0)) for s in names])
-    laid["t_buffer"].flags.writeable = False  # ours alone: the engine takes views of it
     engine = IncrementalStats.from_arrays({**image, **laid}, policy, source, loss_tails=loss_tails)
     return engine, image
 

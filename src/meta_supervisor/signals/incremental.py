@@ -1585,12 +1585,12 @@ class IncrementalStats:
         inc._conf_w = ExactSums.from_arrays(arrays, "c_w", size)
         inc._conf_wz = ExactSums.from_arrays(arrays, "c_wz", size)
         offsets = arrays["t_offsets"]
-        given = arrays["t_buffer"]
-        buffer = np.asarray(given, dtype=np.float64)
-        if buffer.flags.writeable and np.may_share_memory(buffer, given):
-            buffer = buffer.copy()  # the caller's array, which it may change: copied once
-        # each strategy's buffer is a view of it (read-only bytes are not copied: ~10 MB at
-        # 10M under select); every tail operation makes a new buffer, none writes in place
+        buffer = np.asarray(arrays["t_buffer"], dtype=np.float64)
+        if not _of_bytes(buffer):
+            buffer = buffer.copy()  # memory the caller may change, read-only or not: copied once
+        # each strategy's buffer is a view of it (a state's immutable bytes are not copied:
+        # ~10 MB at 10M under select); every tail operation makes a new buffer, none writes
+        # in place. The views keep those bytes alive until each tail is next changed.
         buffer.flags.writeable = False
         strategies = [str(v) for v in arrays["t_names"]]
         if offsets.shape != (len(strategies) + 1,) or int(offsets[-1]) != buffer.size:
@@ -1607,6 +1607,14 @@ class IncrementalStats:
         inc._tail_gap = ExactSums.from_arrays(arrays, "t_gap", len(strategies))
         inc._tail_abs = ExactSums.from_arrays(arrays, "t_abs", len(strategies))
         return inc
+
+
+def _of_bytes(array: np.ndarray) -> bool:
+    """Whether ``array``'s memory is a ``bytes`` object's (immutable: nobody can change it)."""
+    base: object = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(base, bytes)
 
 
 def read_state(
