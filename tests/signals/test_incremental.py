@@ -219,6 +219,59 @@ def test_a_restored_state_owns_its_tails_whatever_memory_it_came_from():
         buffers[0][0] = 0.0
 
 
+def test_restored_read_only_tails_take_every_buffer_path_as_the_live_engine(monkeypatch):
+    """Restored tail buffers are read-only views (no tail operation writes in place): an engine
+    restored from its bytes before every cycle takes every buffer path (small inserts, the
+    selection insert past ``4m + 4096``, removals, trims, a strategy that drains and empties)
+    to the same bits as one never restored. (A review drove these paths; they run here on
+    read-only buffers, where an in-place write would raise.)"""
+    from meta_supervisor.signals import incremental
+    from meta_supervisor.signals.measures import tail_count
+
+    large: list[bool] = []
+    real = incremental._insert_sorted
+
+    def spy(tail, values):
+        if not tail.buffer.flags.writeable:
+            large.append(tail.buffer.size + values.size > 4 * tail_count(tail.n)[1] + 4096)
+        return real(tail, values)
+
+    monkeypatch.setattr(incremental, "_insert_sorted", spy)
+    rng = np.random.default_rng(5)
+    n = 120_000
+    hours = -40 + 80 * np.arange(n) / n
+    gap = np.round(-hours * 50 + rng.normal(0, 20, n), 1)  # later gaps enter below the cut
+    strategy = np.where(np.arange(n) % 5, "s1", "s2")
+    strategy[(hours > 10) & (strategy == "s2")] = "s1"  # s2 stops: its window drains, empties
+    matured = [T0 + timedelta(hours=float(h)) for h in hours]
+    ledger = pl.DataFrame(
+        {
+            "record_id": [f"r{i:06d}" for i in range(n)],
+            "ts": [m - timedelta(hours=24) for m in matured],
+            "matured_at": matured,
+            "agent": [f"a{i % 7}" for i in range(n)],
+            "strategy": strategy,
+            "horizon_hours": np.full(n, 24),
+            "realized_pnl_bps": gap,
+            "expected_sigma_bps": np.full(n, 30.0),
+            "gap_bps": gap,
+        },
+        schema={c: RECORD_SCHEMA[c] for c in COLUMNS},
+    )
+    policy = Policy(cvar_lookback_hours=30.0, lookback_hours=30.0, confidence_lookback_hours=30.0)
+    live = IncrementalStats(policy)
+    restored = IncrementalStats(policy)
+    for hour in [*range(-10, 45), 80]:
+        at = T0 + timedelta(hours=hour)
+        live.advance(ledger, at)
+        restored = IncrementalStats.from_bytes(restored.to_bytes(), policy, verified=True)
+        restored.advance(ledger, at)
+        for mine, theirs in zip(restored.frames(None), live.frames(None), strict=True):
+            assert_frame_equal(mine, theirs, check_exact=True)
+        assert restored.to_bytes() == live.to_bytes()
+    assert any(large) and not all(large)
+
+
 def test_a_state_for_another_policy_is_refused_naming_the_file(tmp_path):
     inc, _ = _some_state(Policy())
     path = tmp_path / "engine.state"
