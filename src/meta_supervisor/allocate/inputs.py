@@ -6,6 +6,7 @@ Plain frozen records, built by the signals (:mod:`meta_supervisor.signals`) or t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,13 +64,8 @@ class Confidence:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Confidence:
         """From a row of :func:`meta_supervisor.signals.confidence.confidence_multipliers`'
-        frame."""
-        return cls(
-            multiplier=row["confidence"],
-            n_evidence=row["n_evidence"],
-            evidence_weight=row["evidence_weight"],
-            error_ratio=row["error_ratio"],
-        )
+        frame (its columns :data:`_CONFIDENCE_FIELDS` name)."""
+        return cls(**{field: row[column] for field, column in _CONFIDENCE_FIELDS.items()})
 
     @classmethod
     def by_agent(cls, frame: pl.DataFrame) -> dict[str, Confidence]:
@@ -78,11 +74,19 @@ class Confidence:
         rows is no confidence (``{}``), whatever its columns."""
         if not frame.height:
             return {}
-        columns = ("agent", "confidence", "n_evidence", "evidence_weight", "error_ratio")
-        return {
-            agent: cls(multiplier=m, n_evidence=n, evidence_weight=w, error_ratio=e)
-            for agent, m, n, w, e in zip(*(frame[c].to_list() for c in columns), strict=True)
-        }
+        # in the fields' order: each row's values are the dataclass's positional arguments
+        order = [_CONFIDENCE_FIELDS[f.name] for f in dataclasses.fields(cls)]
+        columns = (frame[c].to_list() for c in ("agent", *order))
+        return {agent: cls(*values) for agent, *values in zip(*columns, strict=True)}
+
+
+#: :class:`Confidence`'s fields and the columns of the confidence frame they are read from.
+_CONFIDENCE_FIELDS = {
+    "multiplier": "confidence",
+    "n_evidence": "n_evidence",
+    "evidence_weight": "evidence_weight",
+    "error_ratio": "error_ratio",
+}
 
 
 @dataclass(frozen=True)

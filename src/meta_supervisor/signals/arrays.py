@@ -47,14 +47,13 @@ from meta_supervisor.signals.incremental import (
     _UNDEFINED,
     IncrementalStats,
     SortedLedger,
-    _epoch_us,
     _groups,
     _path_summaries,
     _TelemetryIndex,
 )
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.tails import with_prior
-from meta_supervisor.units import UTC_US, epoch_us
+from meta_supervisor.units import UTC_US, column_us, epoch_us
 
 __all__ = ["ArrayStats", "LedgerArrays"]
 
@@ -86,8 +85,8 @@ class LedgerArrays:
         frame = in_record_order(frame)
         self.horizon = horizon
         self.height = frame.height
-        self.matured = _epoch_us(frame["matured_at"])
-        self.ts = _epoch_us(frame["ts"])
+        self.matured = column_us(frame["matured_at"])
+        self.ts = column_us(frame["ts"])
         self.agent_names, self.agent = _codes(frame["agent"])
         self.strategy_names, self.strategy = _codes(frame["strategy"])
         self.strategy_objects = np.array(self.strategy_names, dtype=object)

@@ -85,10 +85,6 @@ def min_records_needed(expected: FloatArray, policy: Policy) -> FloatArray:
     )
 
 
-def _micros(t: datetime) -> int:
-    return epoch_us(t)
-
-
 @dataclass(frozen=True)
 class CadenceIndex:
     """Every agent's ``matured_at`` (µs since the epoch), sorted, at one horizon."""
@@ -149,7 +145,7 @@ class CadenceIndex:
         ratio = np.full(len(agents), np.nan)
         history = cadence_hours(policy)
         if history > 0 and self.agents:
-            now = _micros(as_of)
+            now = epoch_us(as_of)
             k, lo, hi = self._bounds(agents, now - hours_us(history), now)
 
             def rows_of(rows: IntArray, n: int) -> FloatArray:
@@ -220,7 +216,7 @@ class CadenceIndex:
         history = cadence_hours(policy)
         if history <= 0 or not self.agents:
             return out
-        now = _micros(as_of)
+        now = epoch_us(as_of)
         since = now - hours_us(history)
         first_band = hours_us(policy.lookback_hours)
         k, lo, hi = self._bounds(agents, since, now)

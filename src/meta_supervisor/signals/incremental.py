@@ -100,7 +100,7 @@ from meta_supervisor.signals.measures import tail_count
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.signals.tails import with_prior
-from meta_supervisor.units import EPOCH, US_PER_HOUR, UTC_US, epoch_us
+from meta_supervisor.units import EPOCH, US_PER_HOUR, UTC_US, column_us, epoch_us
 
 __all__ = [
     "CHUNK_ROWS",
@@ -174,13 +174,6 @@ class StateMismatch(ProblemFound, ValueError):
         self.reason = reason
 
 
-def _epoch_us(series: pl.Series) -> np.ndarray:
-    """µs since the epoch (a zero-copy view of a µs datetime column without nulls)."""
-    if isinstance(series.dtype, pl.Datetime) and series.dtype.time_unit == "us":
-        return series.to_physical().to_numpy().astype(np.int64, copy=False)
-    return series.dt.epoch("us").to_numpy().astype(np.int64, copy=False)
-
-
 class SortedLedger:
     """An in-memory ledger in ``matured_at`` order with its µs array, sliced by binary search.
 
@@ -194,10 +187,10 @@ class SortedLedger:
         self.source = frame  # the frame this was built from (the identity the cache checks)
         if frame["matured_at"].null_count():
             frame = frame.filter(pl.col("matured_at").is_not_null())
-        us = _epoch_us(frame["matured_at"])
+        us = column_us(frame["matured_at"])
         if us.size > 1 and not bool((us[1:] >= us[:-1]).all()):
             frame = frame.sort("matured_at", maintain_order=True)
-            us = _epoch_us(frame["matured_at"])
+            us = column_us(frame["matured_at"])
         self.frame = frame
         self.matured_us = us
 
@@ -402,10 +395,10 @@ class _TelemetryIndex:
         self.source = frame
         self.height = frame.height
         frame = frame.filter(pl.col("ts").is_not_null() & pl.col("agent").is_not_null())
-        ts = _epoch_us(frame["ts"])
+        ts = column_us(frame["ts"])
         if ts.size > 1 and not bool((ts[1:] >= ts[:-1]).all()):
             frame = frame.sort("ts", maintain_order=True)
-            ts = _epoch_us(frame["ts"])
+            ts = column_us(frame["ts"])
         self.ts = ts
         self.agents = _Codebook() if agents is None else agents.copy()
         self.codes = self.agents.codes(frame["agent"])
@@ -627,7 +620,7 @@ class IncrementalStats:
         if not bool((entering["horizon_hours"].to_numpy() == self.policy.horizon_hours).all()):
             at_h = entering.filter(pl.col("horizon_hours") == self.policy.horizon_hours)
         # at_h is in matured_at order: each window is a tail slice of it
-        matured = _epoch_us(at_h["matured_at"])
+        matured = column_us(at_h["matured_at"])
         in_stats, in_conf, in_cvar, in_cad, in_cad_late = (
             at_h.slice(int(np.searchsorted(matured, now - lookback, side="right")))
             if lookback > 0
@@ -635,12 +628,12 @@ class IncrementalStats:
             for lookback in windows
         )
         self._move_anchor(now)
-        beside, rows = self._confidence_and_tails(
+        others, rows = self._confidence_and_tails(
             in_conf, leaving[1], in_cvar, leaving[2], leaving[0]
         )
         dirty_of: list[np.ndarray] = []
         threads.run_all(
-            [lambda: dirty_of.append(self._update_stats(in_stats, leaving[0])), beside], rows
+            [lambda: dirty_of.append(self._update_stats(in_stats, leaving[0])), others], rows
         )
         dirty = dirty_of[0]
         for name, entered, left in (
@@ -702,7 +695,7 @@ class IncrementalStats:
         order, idx, starts, lengths = _groups(visible["_i"].to_numpy())
         # the last row of each agent (rows are in record order)
         latest = visible.select(*ORDER, "strategy")[order[starts + lengths - 1]]
-        m, t = _epoch_us(latest["matured_at"]), _epoch_us(latest["ts"])
+        m, t = column_us(latest["matured_at"]), column_us(latest["ts"])
         rid = np.array(latest["record_id"].to_list(), dtype=object)
         newer = _greater(
             m, t, rid, self._col("any_m")[idx], self._col("any_t")[idx], self._col("any_rid")[idx]
@@ -793,7 +786,7 @@ class IncrementalStats:
         grouped = _groups(codes)
         order, idx, starts, lengths = grouped
         first = order[starts]
-        matured, ts = _epoch_us(frame["matured_at"]), _epoch_us(frame["ts"])
+        matured, ts = column_us(frame["matured_at"]), column_us(frame["ts"])
         rids = frame["record_id"]
         r0 = np.array(rids.gather(first).to_list(), dtype=object)
         held = (self._col(f"{key}_{c}")[idx] for c in ("m", "t", "rid"))
@@ -827,8 +820,8 @@ class IncrementalStats:
             self._col(name)[ext] = values
         order, idx, starts, lengths = _groups(codes)
         last = window[order[starts + lengths - 1]]
-        self._col("last_m")[idx] = _epoch_us(last["matured_at"])
-        self._col("last_t")[idx] = _epoch_us(last["ts"])
+        self._col("last_m")[idx] = column_us(last["matured_at"])
+        self._col("last_t")[idx] = column_us(last["ts"])
         self._col("last_rid")[idx] = np.array(last["record_id"].to_list(), dtype=object)
         self._col("last_strategy")[idx] = np.array(last["strategy"].to_list(), dtype=object)
 
@@ -1008,7 +1001,7 @@ class IncrementalStats:
             self._confidence_arrays(
                 sign,
                 codes,
-                _epoch_us(frame["matured_at"]),
+                column_us(frame["matured_at"]),
                 frame["expected_sigma_bps"].to_numpy(),
                 frame["gap_bps"].to_numpy(),
             )

@@ -19,16 +19,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from meta_supervisor.units import column_us
+
 __all__ = ["ORDER", "in_record_order"]
 
 ORDER = ["matured_at", "ts", "record_id"]
-
-
-def _us(series: pl.Series) -> np.ndarray:
-    """µs since the epoch (a zero-copy view of a µs datetime column without nulls)."""
-    if isinstance(series.dtype, pl.Datetime) and series.dtype.time_unit == "us":
-        return series.to_physical().to_numpy().astype(np.int64, copy=False)
-    return series.dt.epoch("us").to_numpy().astype(np.int64, copy=False)
 
 
 def _tied_runs(matured: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -75,10 +70,10 @@ def in_record_order(frame: pl.DataFrame) -> pl.DataFrame:
     m_col, t_col = frame["matured_at"], frame["ts"]
     if m_col.null_count() or t_col.null_count():
         return frame.sort(ORDER)
-    m, t = _us(m_col), _us(t_col)
+    m, t = column_us(m_col), column_us(t_col)
     step_m, step_t = m[1:] - m[:-1], t[1:] - t[:-1]
     if not bool(((step_m > 0) | ((step_m == 0) & (step_t >= 0))).all()):
         frame = frame.sort(["matured_at", "ts"])
-        m, t = _us(frame["matured_at"]), _us(frame["ts"])
+        m, t = column_us(frame["matured_at"]), column_us(frame["ts"])
     tied = _tied_runs(m, t)
     return _break_ties(frame, tied) if tied.size else frame
