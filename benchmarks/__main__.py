@@ -91,6 +91,7 @@ def _plan(size: str, cycles: int, runs: int) -> list[tuple[str, str, dict[str, A
         ("persistence", size, {}, runs),
         ("persistence_rebuild", size, {}, runs),
         ("persistence_select", size, {}, runs),
+        ("persistence_select_rebuild", size, {}, runs),
         ("backtest", f"{size}, {cycles} cycles", {"cycles": cycles}, runs),
         ("allocate", "10k agents", {"agents": 10_000}, runs),
     ]
@@ -248,7 +249,8 @@ DESCRIPTIONS = {
     "store_append_select_resident": "the same, select profile, resident process",
     "persistence": "evidence: learned strength, daily (kept day sums advanced)",
     "persistence_rebuild": "evidence: learned strength, rebuilt from the store",
-    "persistence_select": "select: learned rule at a new anchor (daily)",
+    "persistence_select": "select: learned rule, daily (kept day sums advanced)",
+    "persistence_select_rebuild": "select: learned rule, rebuilt from the store",
     "backtest": "backtest: run_backtest, hourly",
     "allocate": "allocation step alone (allocate_frames)",
 }

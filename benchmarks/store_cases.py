@@ -10,7 +10,9 @@ state and all) on an ingested store under ``bench-data/store-<key>-<policy>-s<ve
 
 ``persistence`` and ``persistence_rebuild`` time the evidence profile's learned strength
 (:func:`meta_supervisor.cycle.learned.kept_persistence`) at ``AS_OF``: advanced from the day
-sums a cycle kept the day before (cached next to the store), and rebuilt with none.
+sums a cycle kept the day before (cached next to the store), and rebuilt with none;
+``persistence_select`` and ``persistence_select_rebuild`` the select profile's learned rule,
+the same two ways.
 
 Setup (untimed, cached): the base ledger is committed to the store, a cycle at ``AS_OF`` writes a
 state directory that is kept as a snapshot, then the 10,000 records are committed as a second
@@ -260,32 +262,32 @@ def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dic
     return _append_cycle(spec, Profile.EVIDENCE)
 
 
-def _previous_day_state(spec: LedgerSpec) -> tuple[LedgerStore, Any, Path]:
-    """The evidence store, its policy, and the learned-strength state kept by a cycle the day
-    before AS_OF (built once, cached next to the store)."""
+def _previous_day_state(spec: LedgerSpec, profile: Profile) -> tuple[LedgerStore, Any, Path]:
+    """The profile's store, its policy, and the learned state (day sums and value) kept by a
+    cycle the day before AS_OF (built once, cached next to the store, named after it)."""
     from datetime import timedelta
 
     from benchmarks.cases import bench_policy
     from meta_supervisor.cycle.learned import kept_persistence
 
-    policy = bench_policy(spec, Profile.EVIDENCE)
+    policy = bench_policy(spec, profile)
     store_dir, _ = ensure_store(spec, policy)
     store = LedgerStore(store_dir)
-    kept = store_dir.parent / "persistence-day-before.state"
+    kept = store_dir.parent / f"{store_dir.name}.persistence-day-before.state"
     if not kept.exists():
         kept_persistence(store, store.manifest(), AS_OF - timedelta(days=1), policy, kept)
     return store, policy, kept
 
 
-def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
-    """The evidence profile's learned strength at AS_OF from the day sums a cycle kept the
-    day before (copied into a fresh state dir): one new day read, then saved (once a day);
-    ``same_day``: a cycle an hour later, which keeps the value."""
+def _learned_daily(spec: LedgerSpec, profile: Profile) -> tuple[Any, float, float]:
+    """``kept_persistence`` at AS_OF from the day sums a cycle kept the day before (copied
+    into a fresh state dir): one new day read, then saved (once a day); and a cycle an hour
+    later, which keeps the value. The run and both times."""
     from datetime import timedelta
 
     from meta_supervisor.cycle.learned import kept_persistence
 
-    store, policy, kept = _previous_day_state(spec)
+    store, policy, kept = _previous_day_state(spec, profile)
     with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
         path = Path(tmp) / "persistence.state"
         shutil.copy(kept, path)
@@ -299,11 +301,7 @@ def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
         same_day = kept_persistence(store, manifest, AS_OF + timedelta(hours=1), policy, path)
         kept_seconds = time.perf_counter() - start
         assert same_day.mode == "kept", same_day.reason
-        return {
-            "seconds": seconds,
-            "same_day": kept_seconds,
-            "note": f"strength {run.value.strength:.2f}, {run.mode}",
-        }
+    return run, seconds, kept_seconds
 
 
 def _learned_from_scratch(spec: LedgerSpec, profile: Profile) -> tuple[Any, float]:
@@ -323,6 +321,25 @@ def _learned_from_scratch(spec: LedgerSpec, profile: Profile) -> tuple[Any, floa
     return run, seconds
 
 
+def _rule(run: Any) -> str:
+    """The learned rule and the lags it was tested over, for a note."""
+    selection = run.value.selection
+    if selection is None:
+        return "no rule"
+    return f"rule {selection.rule} over {selection.n_lags} lags"
+
+
+def case_persistence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The evidence profile's learned strength at AS_OF, daily (:func:`_learned_daily`);
+    ``same_day``: the cycles later that day."""
+    run, seconds, kept_seconds = _learned_daily(spec, Profile.EVIDENCE)
+    return {
+        "seconds": seconds,
+        "same_day": kept_seconds,
+        "note": f"strength {run.value.strength:.2f}, {run.mode}",
+    }
+
+
 def case_persistence_rebuild(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
     """The same with no kept state: every day of the range rebuilt from the store, saved."""
     run, seconds = _learned_from_scratch(spec, Profile.EVIDENCE)
@@ -333,16 +350,17 @@ def case_persistence_rebuild(spec: LedgerSpec, options: dict[str, Any]) -> dict[
 
 
 def case_persistence_select(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
-    """The select profile's learned rule at AS_OF (``cycle.learned.kept_persistence``): what a
-    cycle pays once per selection anchor (a day), from the store's records of the selection
-    history (it keeps no sums: the rule is computed again at each anchor)."""
+    """The select profile's learned rule at AS_OF, daily (:func:`_learned_daily`: the day sums
+    kept the day before, one new day read), what a cycle pays once per selection anchor;
+    ``same_day``: the cycles later that day."""
+    run, seconds, kept_seconds = _learned_daily(spec, Profile.SELECT)
+    return {"seconds": seconds, "same_day": kept_seconds, "note": f"{_rule(run)}, {run.mode}"}
+
+
+def case_persistence_select_rebuild(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The same with no kept state: every day of the selection history rebuilt, saved."""
     run, seconds = _learned_from_scratch(spec, Profile.SELECT)
-    selection = run.value.selection
-    return {
-        "seconds": seconds,
-        "note": f"rule {selection.rule if selection else '-'} over "
-        f"{selection.n_lags if selection else 0} lags",
-    }
+    return {"seconds": seconds, "note": f"{_rule(run)}, {run.buckets} days rebuilt"}
 
 
 def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
@@ -354,7 +372,8 @@ def case_store_setup(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any
     for profile in (Profile.SEED, Profile.SELECT, Profile.EVIDENCE):
         ensure_store(spec, bench_policy(spec, profile))
     ensure_store(spec, bench_policy(spec).model_copy(update={"cadence_history_hours": 0.0}))
-    _previous_day_state(spec)
+    for profile in (Profile.EVIDENCE, Profile.SELECT):
+        _previous_day_state(spec, profile)
     return {"seconds": time.perf_counter() - start}
 
 
@@ -371,4 +390,5 @@ STORE_CASES = {
     "persistence": case_persistence,
     "persistence_rebuild": case_persistence_rebuild,
     "persistence_select": case_persistence_select,
+    "persistence_select_rebuild": case_persistence_select_rebuild,
 }

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -41,6 +43,16 @@ POLICY = Policy(
     lookback_hours=48.0,
     evidence_persistence_lags=3,
     evidence_persistence_step_hours=24.0,
+    min_records=2,
+    evidence_min_agents=2,
+)
+
+#: The select profile learns its rule from the same kept cells, over its own step and lags.
+SELECT = Policy(
+    profile=Profile.SELECT,
+    lookback_hours=24.0,
+    selection_lags=12,
+    selection_step_hours=6.0,
     min_records=2,
     evidence_min_agents=2,
 )
@@ -98,10 +110,11 @@ def _kept_sums(path: Path) -> bytes:
     return _split(path)[1]
 
 
+@pytest.mark.parametrize("policy", [POLICY, SELECT], ids=["evidence", "select"])
 @given(ops=st.lists(op_st, min_size=2, max_size=12))
 @settings(max_examples=20, deadline=None)
 def test_kept_day_sums_are_the_bytes_of_a_rebuild_after_any_appends_and_cycles(
-    ops, tmp_path_factory
+    ops, tmp_path_factory, policy
 ):
     root = tmp_path_factory.mktemp("learned")
     store, path = LedgerStore(root / "ledger"), root / "persistence.state"
@@ -117,11 +130,11 @@ def test_kept_day_sums_are_the_bytes_of_a_rebuild_after_any_appends_and_cycles(
         elif kind == "cycle":
             as_of += timedelta(hours=arg)
             manifest = store.manifest()
-            kept = kept_persistence(store, manifest, as_of, POLICY, path)
-            fresh = kept_persistence(store, manifest, as_of, POLICY, root / "none", save=False)
+            kept = kept_persistence(store, manifest, as_of, policy, path)
+            fresh = kept_persistence(store, manifest, as_of, policy, root / "none", save=False)
             assert fresh.mode == "rebuilt" and fresh.sums is not None
             assert _kept_sums(path) == fresh.sums.to_bytes()
-            direct = persistence(store.records(manifest=manifest), as_of, POLICY)
+            direct = persistence(store.records(manifest=manifest), as_of, policy)
             assert kept.value.to_dict() == fresh.value.to_dict() == direct.to_dict()
 
 
@@ -288,3 +301,29 @@ def test_a_kill_during_or_after_the_save_changes_no_recorded_byte(
         run_cycle(paths, as_of)
     assert paths.history.read_bytes() == reference.history.read_bytes()
     assert paths.persistence.read_bytes() == reference.persistence.read_bytes()
+
+
+@pytest.mark.parametrize("policy", [POLICY, SELECT], ids=["evidence", "select"])
+def test_a_stored_nan_or_inf_pnl_leaves_the_kept_cells_usable(tmp_path: Path, policy: Policy):
+    """Regression: ingest refuses a PnL that is not finite, but a store appended to directly
+    may hold NaN and ±inf. Their cells hold what IEEE arithmetic gives (a NaN or infinite sum
+    and spread), and the kept file was refused on every later cycle ("a non-finite sum"): a
+    full rebuild each cycle, forever. Such cells are kept and advanced like any other, to the
+    value a rebuild gives."""
+    store, path = LedgerStore(tmp_path / "ledger"), tmp_path / "persistence.state"
+    rows = [(a, "s1", -h, float(h % 7 - 3)) for a in "abcd" for h in range(1, 120, 3)]
+    frame = _records(rows, 0, T0)
+    pnl = frame["realized_pnl_bps"].to_list()
+    pnl[3], pnl[50], pnl[51] = math.nan, math.inf, -math.inf
+    _append(store, frame.with_columns(pl.Series("realized_pnl_bps", pnl)))
+    first = kept_persistence(store, store.manifest(), T0, policy, path)
+    assert first.mode == "rebuilt" and first.sums is not None
+    assert not np.isfinite(first.sums.pnl_sum).all()  # the fixture really holds them
+    _append(store, _records([("a", "s1", 3, 1.0), ("b", "s1", 20, 2.0)], 1000, T0))
+    later = T0 + timedelta(hours=24)
+    nxt = kept_persistence(store, store.manifest(), later, policy, path)
+    assert (nxt.mode, nxt.reason) == ("advanced", "")
+    rebuilt = kept_persistence(store, store.manifest(), later, policy, tmp_path / "b", save=False)
+    assert nxt.sums is not None and rebuilt.sums is not None
+    assert nxt.sums.to_bytes() == rebuilt.sums.to_bytes()
+    assert nxt.value.to_dict() == rebuilt.value.to_dict()

@@ -1,11 +1,14 @@
-"""The learned strength kept between cycles: per-(agent, day) PnL sums in the state directory.
+"""The learned value kept between cycles: per-(agent, day) PnL sums in the state directory.
 
-The evidence profile's learned strength (:mod:`meta_supervisor.signals.persistence`) is a
-function of per-(agent, bucket) cells (:class:`~meta_supervisor.signals.daysums.DaySums`; a
-bucket is a day for the default policy) of the records matured in the range
-``(A − J·H − L, A]`` before its anchor ``A``. The state directory keeps those cells, so a cycle
-only recomputes the buckets that changed since the state was saved: the buckets after the kept
-anchor, and those that received a late record (found in the store's segments committed since).
+What a profile learns from the fleet's past, the evidence profile's tilt strength
+(:mod:`meta_supervisor.signals.persistence`) or the select profile's rule
+(:mod:`meta_supervisor.signals.selection`), is a function of per-(agent, bucket) cells
+(:class:`~meta_supervisor.signals.daysums.DaySums`; a bucket is a day for the default policy)
+of the records matured in the range ``(A − J·H − L, A]`` before its anchor ``A`` (the
+profile's ``H`` and ``J``: :func:`~meta_supervisor.signals.daysums.lag_grid`). The state
+directory keeps those cells, so a cycle only recomputes the buckets that changed since the
+state was saved: the buckets after the kept anchor, and those that received a late record
+(found in the store's segments committed since).
 A bucket is always recomputed from *all* its records, so the kept cells are the same bytes as
 cells rebuilt from the store, and the strength computed from them the same bits (issue #13: a
 rebuild gives the same bytes as the incremental path).
@@ -20,8 +23,8 @@ file or the new one:
   :meth:`Persistence.to_dict`); ``sums_bytes`` and ``sums_sha256``, the length and SHA-256 of
   what follows; ``sha256``, the SHA-256 of the canonical JSON of every other header field
   (sorted keys, no spaces);
-* then :meth:`DaySums.to_bytes` (nothing for the select profile, whose learned rule is
-  recomputed from the store when its anchor moves or a late record arrives).
+* then :meth:`DaySums.to_bytes` (nothing when the range holds more than :data:`MAX_BUCKETS`
+  buckets, below).
 
 Each part is checked before it is used: the header's hash on every load; the cells' length and
 hash (then their structure, :meth:`DaySums.from_bytes`) when a cycle advances them. A cycle
@@ -51,12 +54,11 @@ from typing import Any
 import polars as pl
 
 from meta_supervisor.ledger.store import LedgerStore, Manifest, Segment
-from meta_supervisor.policy.model import Policy, Profile
+from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.daysums import SUMS_COLUMNS, DaySums, bucket_us
 from meta_supervisor.signals.persistence import (
     Persistence,
     anchor,
-    history_hours,
     persistence,
     persistence_from_sums,
     sums_range,
@@ -72,7 +74,7 @@ CHUNK_ROWS = 2_000_000
 #: lookback like 168.0000001 h (billions of buckets over the range); past this many the strength
 #: is computed from the range's records and no cells are kept.
 MAX_BUCKETS = 1_000_000
-FORMAT = 2
+FORMAT = 3
 
 
 @dataclass
@@ -143,7 +145,7 @@ def _load(
         sums_at = (len(line), int(header["sums_bytes"]), str(header["sums_sha256"]))
     except (ValueError, KeyError, TypeError) as err:
         return None, f"unreadable {name}: {type(err).__name__}: {err}"
-    if policy.profile is not Profile.SELECT and not sums_at[1]:
+    if not sums_at[1]:
         return None, f"{name} holds no day sums"
     if not segments <= {s.path for s in manifest.of("records")}:
         return None, "the ledger lost segments the day sums were built from"
@@ -285,41 +287,12 @@ def kept_persistence(
     at_us = epoch_us(anchor(as_of, policy))
     kept, reason = _load(path, store, manifest, at_us, policy)
     new = [] if kept is None else [s for s in manifest.of("records") if s.path not in kept.segments]
-    if policy.profile is Profile.SELECT:
-        run = _select(store, manifest, as_of, policy, at_us, kept, reason, new)
-    else:
-        run = _evidence(store, manifest, as_of, policy, path, kept, reason, new, chunk)
+    run = _from_cells(store, manifest, as_of, policy, path, kept, reason, new, chunk)
     if save and run.recomputed:
         _save(path, store, manifest, at_us, policy, run.value, run.sums)
         run.saved = True
     run.seconds = time.perf_counter() - started
     return run
-
-
-def _select(
-    store: LedgerStore,
-    manifest: Manifest,
-    as_of: datetime,
-    policy: Policy,
-    at_us: int,
-    kept: _Kept | None,
-    reason: str,
-    new: list[Segment],
-) -> LearnedRun:
-    """The select profile's learned rule: kept until the anchor moves or a new segment may
-    hold a record matured by it (segment bounds from the manifest), else recomputed."""
-    if (
-        kept is not None
-        and kept.anchor_us == at_us
-        and all(s.lo is not None and s.lo > at_us for s in new)
-    ):
-        return LearnedRun(kept.value, False, "kept")
-    at = _at(at_us)
-    records = _range_records(
-        store, manifest, policy, at - timedelta(hours=history_hours(policy)), at
-    )
-    mode = "rebuilt" if kept is None else "advanced"
-    return LearnedRun(persistence(records, at, policy), True, mode, reason)
 
 
 def _range_records(
@@ -338,7 +311,7 @@ def _range_records(
     )
 
 
-def _evidence(
+def _from_cells(
     store: LedgerStore,
     manifest: Manifest,
     as_of: datetime,
@@ -349,7 +322,7 @@ def _evidence(
     new: list[Segment],
     chunk: int,
 ) -> LearnedRun:
-    """The evidence profile's strength from the kept cells, advanced to ``as_of``'s anchor."""
+    """The learned value from the kept cells, advanced to ``as_of``'s anchor."""
     width = bucket_us(policy)
     low, high = sums_range(as_of, policy)
     first, last = low // width, high // width - 1  # the buckets of the range

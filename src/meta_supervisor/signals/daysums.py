@@ -1,11 +1,14 @@
-r"""Per-(agent, step) PnL sums at the policy horizon: all the learned strength reads.
+r"""Per-(agent, step) PnL sums at the policy horizon: all the learned value reads.
 
-The evidence profile's learned strength (:mod:`meta_supervisor.signals.persistence`) reads each
-agent's count, mean and spread of realised PnL over windows whose ends are multiples of the lag
-step :math:`H` and whose lengths are :math:`L` (the lookback) and :math:`H`. Every such window is
-a union of whole **buckets** of width :math:`g = \gcd(H, L)` (in µs; a day for the default 24 h
-step and 168 h lookback): bucket :math:`b` holds the records matured in :math:`(b g, (b+1) g]`
-(µs since the epoch; a record matured at midnight belongs to the day that ends there).
+What a profile learns from the fleet's past, the evidence profile's tilt strength
+(:mod:`meta_supervisor.signals.persistence`) or the select profile's rule
+(:mod:`meta_supervisor.signals.selection`), reads each agent's count, mean and spread of
+realised PnL over windows whose ends are multiples of the lag step :math:`H` and whose lengths
+are :math:`L` (the lookback) and :math:`H` (:func:`lag_grid` names them per profile). Every such
+window is a union of whole **buckets** of width :math:`g = \gcd(H, L)` (in µs; a day for the
+default 24 h step and 168 h lookback): bucket :math:`b` holds the records matured in
+:math:`(b g, (b+1) g]` (µs since the epoch; a record matured at midnight belongs to the day that
+ends there).
 
 A **cell** is one (agent, bucket) and holds, over that agent's records at
 ``policy.horizon_hours`` matured in the bucket:
@@ -37,18 +40,31 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from meta_supervisor.units import US_PER_HOUR, UTC_US
+from meta_supervisor.units import EPOCH, US_PER_HOUR, UTC_US, epoch_us
 
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
 
-__all__ = ["CELL_SCHEMA", "SUMS_COLUMNS", "DaySums", "bucket_of", "bucket_us"]
+__all__ = [
+    "CELL_SCHEMA",
+    "SUMS_COLUMNS",
+    "DaySums",
+    "LagWindow",
+    "anchor",
+    "bucket_of",
+    "bucket_us",
+    "lag_grid",
+    "lag_windows",
+    "sums_range",
+    "window_cells",
+]
 
 #: The record columns :meth:`DaySums.from_records` reads.
 SUMS_COLUMNS = ["agent", "strategy", "matured_at", "ts", "horizon_hours", "realized_pnl_bps"]
@@ -72,13 +88,41 @@ Ints = NDArray[np.int64]
 Floats = NDArray[np.float64]
 
 
+def lag_grid(policy: Policy) -> tuple[int, int, int]:
+    """``(H, J, L)`` of the profile's learned value: the lag step and the lookback in µs (each
+    rounded to the µs) and the number of lags (0 for a negative one). The select profile's are
+    ``selection_step_hours`` and ``selection_lags``; any other profile's
+    ``evidence_persistence_step_hours`` and ``evidence_persistence_lags``; ``L`` is
+    ``lookback_hours`` for both."""
+    from meta_supervisor.policy.model import Profile
+
+    if policy.profile is Profile.SELECT:
+        step, lags = policy.selection_step_hours, policy.selection_lags
+    else:
+        step, lags = policy.evidence_persistence_step_hours, policy.evidence_persistence_lags
+    return round(step * US_PER_HOUR), max(lags, 0), round(policy.lookback_hours * US_PER_HOUR)
+
+
 def bucket_us(policy: Policy) -> int:
-    """The bucket width :math:`g = \\gcd(H, L)` in µs (``evidence_persistence_step_hours``,
-    ``lookback_hours``; each rounded to the µs, as :func:`~meta_supervisor.signals.persistence.
-    anchor` rounds ``H``)."""
-    step = round(policy.evidence_persistence_step_hours * US_PER_HOUR)
-    look = round(policy.lookback_hours * US_PER_HOUR)
+    """The bucket width :math:`g = \\gcd(H, L)` in µs (:func:`lag_grid`)."""
+    step, _, look = lag_grid(policy)
     return max(1, math.gcd(step, look))
+
+
+def anchor(as_of: datetime, policy: Policy) -> datetime:
+    """The anchor :math:`A`: ``as_of`` rounded down to a multiple of the lag step :math:`H`
+    since the epoch (UTC; :func:`lag_grid`). The learned value reads only records matured by
+    :math:`A`, so it is the same for every cycle between two anchors."""
+    micros = epoch_us(as_of)
+    return EPOCH + timedelta(microseconds=micros - micros % lag_grid(policy)[0])
+
+
+def sums_range(as_of: datetime, policy: Policy) -> tuple[int, int]:
+    """``(A − J·H − L, A]`` in µs since the epoch, ``A`` = :func:`anchor`: the records the
+    learned value reads (bucket boundaries: :func:`bucket_us` divides both ``H`` and ``L``)."""
+    step, lags, look = lag_grid(policy)
+    high = epoch_us(anchor(as_of, policy))
+    return high - lags * step - look, high
 
 
 def bucket_of(matured_us: int, width_us: int) -> int:
@@ -278,7 +322,8 @@ class DaySums:
     def from_bytes(cls, data: bytes) -> DaySums:
         """The inverse of :meth:`to_bytes`; ``ValueError`` for anything that is not exactly
         such an encoding (wrong lengths, codes out of range or unused, names not sorted,
-        cells out of order, a count below 1, a non-finite sum, a negative spread)."""
+        cells out of order, a count below 1, a negative spread). A NaN or infinite sum or
+        spread is accepted: it is what a stored NaN or infinite PnL gives."""
         if not data.startswith(_MAGIC):
             raise ValueError("not a day-sums encoding")
         line_end = data.find(b"\n", len(_MAGIC))
@@ -331,10 +376,12 @@ class DaySums:
             step_a, step_b = np.diff(a), np.diff(b)
             if not bool(((step_a > 0) | ((step_a == 0) & (step_b > 0))).all()):
                 raise ValueError("day sums: cells not sorted by (agent, bucket)")
-        if self.size and (self.n.min() < 1 or not np.isfinite(self.pnl_sum).all()):
-            raise ValueError("day sums: a cell with no record or a non-finite sum")
-        if self.size and not (np.isfinite(self.pnl_m2).all() and self.pnl_m2.min() >= 0):
-            raise ValueError("day sums: a negative or non-finite spread")
+        if self.size and self.n.min() < 1:
+            raise ValueError("day sums: a cell with no record")
+        # NaN and ±inf sums and spreads are what IEEE arithmetic gives for a stored NaN or
+        # infinite PnL (ingest refuses them; a store appended to directly may hold them)
+        if self.size and bool((self.pnl_m2 < 0).any()):
+            raise ValueError("day sums: a negative spread")
 
 
 def _pruned(names: tuple[str, ...], codes: Ints) -> tuple[tuple[str, ...], Ints]:
@@ -433,7 +480,8 @@ def _cells(frame: pl.DataFrame, horizon_hours: int, width: int) -> DaySums:
     used = np.flatnonzero(n)
     total: Floats = np.bincount(slot, weights=x, minlength=slots).astype(np.float64)
     mean = np.divide(total, n, out=np.zeros(slots), where=n > 0)
-    deviation = x - mean[slot]
+    with np.errstate(invalid="ignore"):  # a stored ±inf PnL: inf − inf is NaN, as IEEE says
+        deviation = x - mean[slot]
     np.square(deviation, out=deviation)
     m2: Floats = np.bincount(slot, weights=deviation, minlength=slots).astype(np.float64)
     last = np.zeros(slots, dtype=np.int64)
@@ -456,3 +504,69 @@ def _cells(frame: pl.DataFrame, horizon_hours: int, width: int) -> DaySums:
         m2[used],
         np.array([lookup[s] for s in strategy_names], dtype=np.int64),
     )
+
+
+# ---- the lag windows both learned values read -------------------------------------------
+
+
+@dataclass(frozen=True)
+class LagWindow:
+    """Lag ``j``'s numbers per agent code of the cells :func:`window_cells` kept (0 for an
+    agent with no record in a window): over the **evidence window** :math:`(T_j - L, T_j]`
+    the record count ``n``, the mean ``mean`` and the sample std ``sd`` (``ddof = 1``; 0 below
+    two records) of realised PnL (bps); over the **next period** :math:`(T_j, T_j + H]` the
+    count ``n_next`` and the mean ``next_mean`` (bps), with :math:`T_j = A - jH`."""
+
+    lag: int
+    n: Floats
+    mean: Floats
+    sd: Floats
+    n_next: Floats
+    next_mean: Floats
+
+
+def window_cells(sums: DaySums, as_of: datetime, policy: Policy) -> DaySums:
+    """The cells of :func:`sums_range` at ``as_of`` (cells of other buckets are ignored);
+    ``ValueError`` for cells of another horizon or bucket width than the policy's."""
+    if (sums.horizon_hours, sums.bucket_us) != (policy.horizon_hours, bucket_us(policy)):
+        raise ValueError("day sums of another horizon or bucket width than the policy's")
+    low, high = sums_range(as_of, policy)
+    return sums.within(low // sums.bucket_us, high // sums.bucket_us - 1)
+
+
+@np.errstate(invalid="ignore")  # a cell of a stored ±inf PnL: inf − inf is NaN, as IEEE says
+def lag_windows(cells: DaySums, as_of: datetime, policy: Policy) -> list[LagWindow]:
+    r"""Per lag ``j = 1..J`` (:func:`lag_grid`) the :class:`LagWindow` of ``cells``
+    (:func:`window_cells`): THE combination of cells into windows, whichever value reads it.
+
+    Over the cells :math:`c` of an agent in a window (count :math:`n_c`, sum :math:`S_c`,
+    squared deviations :math:`M_c` from the cell mean): :math:`n = \sum n_c`,
+    :math:`\bar x = \sum S_c / n`, :math:`\sum (x - \bar x)^2 = \sum_c [M_c + n_c
+    (S_c/n_c - \bar x)^2]` (exact in real arithmetic: Chan et al.'s pairwise update), each
+    sum taken over the cells in bucket order (the cells are sorted by ``(agent, bucket)`` and
+    ``np.bincount`` adds in input order), so the bits depend on the cells alone.
+    """
+    step, lags, look = lag_grid(policy)
+    width = cells.bucket_us
+    high = sums_range(as_of, policy)[1]
+    agent, bucket = cells.agent, cells.bucket
+    count = cells.n.astype(np.float64)
+    total, m2 = cells.pnl_sum, cells.pnl_m2
+    cell_mean = total / np.maximum(count, 1)
+    size = len(cells.agents)
+    step_b, look_b = step // width, look // width
+    out = []
+    for j in range(1, lags + 1):
+        t_j = high // width - j * step_b  # the first bucket after T_j = A - j·H
+        ev = (bucket >= t_j - look_b) & (bucket < t_j)
+        nx = (bucket >= t_j) & (bucket < t_j + step_b)
+        a_ev = agent[ev]
+        n = np.bincount(a_ev, weights=count[ev], minlength=size).astype(np.float64, copy=False)
+        mean = np.bincount(a_ev, weights=total[ev], minlength=size) / np.maximum(n, 1)
+        spread = m2[ev] + count[ev] * (cell_mean[ev] - mean[a_ev]) ** 2
+        sd = np.sqrt(np.bincount(a_ev, weights=spread, minlength=size) / np.maximum(n - 1, 1))
+        a_nx = agent[nx]
+        n_next = np.bincount(a_nx, weights=count[nx], minlength=size).astype(np.float64, copy=False)
+        next_mean = np.bincount(a_nx, weights=total[nx], minlength=size) / np.maximum(n_next, 1)
+        out.append(LagWindow(j, n, mean, sd, n_next, next_mean))
+    return out

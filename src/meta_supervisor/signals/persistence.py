@@ -45,33 +45,39 @@ Definitions, with :math:`H` = ``policy.evidence_persistence_step_hours``, :math:
 :math:`\gcd(H, L)` (a day by default), so all of it is a function of per-(agent, bucket) sums
 (:class:`~meta_supervisor.signals.daysums.DaySums`: count, :math:`\sum x`, squared deviations
 from the bucket mean, latest strategy), combined per window in bucket order
-(:func:`lag_samples_from_sums`). :func:`persistence` builds those sums from records and calls
-:func:`persistence_from_sums`; a live cycle keeps them between cycles
+(:func:`~meta_supervisor.signals.daysums.lag_windows`). :func:`persistence` builds those sums
+from records and calls :func:`persistence_from_sums`; a live cycle keeps them between cycles
 (:mod:`meta_supervisor.cycle.learned`: one new day per day) and a backtest advances them as it
 walks (:class:`LearnedStrengths`). The sums are canonical by construction, so all of these
-give the same bits.
+give the same bits. The select profile's learned rule
+(:mod:`meta_supervisor.signals.selection`) reads the same cells over its own step and lags,
+through the same functions.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from meta_supervisor.signals.daysums import SUMS_COLUMNS, DaySums, bucket_us
-from meta_supervisor.signals.incremental import SortedLedger
-from meta_supervisor.signals.selection import (
-    RuleSelection,
-    rule_selection,
-    selection_anchor,
-    selection_hours,
+from meta_supervisor.signals.daysums import (
+    SUMS_COLUMNS,
+    DaySums,
+    anchor,
+    bucket_us,
+    lag_grid,
+    lag_windows,
+    sums_range,
+    window_cells,
 )
-from meta_supervisor.units import EPOCH, US_PER_HOUR, epoch_us
+from meta_supervisor.signals.incremental import SortedLedger
+from meta_supervisor.signals.selection import RuleSelection, rule_selection_from_sums
+from meta_supervisor.units import US_PER_HOUR
 
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
@@ -192,6 +198,7 @@ def spearman(x: FloatArray, y: FloatArray) -> float:
     return float(dx @ dy) / den if den > 0 else math.nan
 
 
+@np.errstate(invalid="ignore")  # a stored ±inf PnL: inf − inf is NaN (the lag then drops out)
 def _centred(values: FloatArray, groups: NDArray[np.int64]) -> FloatArray:
     """``values`` minus the mean of their group."""
     sums = np.bincount(groups, weights=values)
@@ -211,39 +218,18 @@ class LagSample:
 
 
 def history_hours(policy: Policy) -> float:
-    """How far back of ``as_of`` :func:`persistence` may read: ``(J + 1)·H + L`` (the anchor
-    is up to ``H`` before ``as_of``; 0 when it does not run: another profile than
-    ``evidence``, or ``evidence_persistence_lags = 0``)."""
+    """How far back of ``as_of`` the learned value may read: ``(J + 1)·H + L``
+    (:func:`~meta_supervisor.signals.daysums.lag_grid`; the anchor is up to ``H`` before
+    ``as_of``); 0 when nothing is learned: a profile other than ``evidence`` and ``select``,
+    or the evidence profile with ``evidence_persistence_lags = 0``."""
     from meta_supervisor.policy.model import Profile
 
-    if policy.profile is Profile.SELECT:
-        return selection_hours(policy)
-    lags = policy.evidence_persistence_lags
-    if policy.profile is not Profile.EVIDENCE or lags <= 0:
+    if policy.profile is not Profile.SELECT and (
+        policy.profile is not Profile.EVIDENCE or policy.evidence_persistence_lags <= 0
+    ):
         return 0.0
-    return (lags + 1) * policy.evidence_persistence_step_hours + policy.lookback_hours
-
-
-def anchor(as_of: datetime, policy: Policy) -> datetime:
-    """``as_of`` rounded down to a multiple of the lag step ``H`` since the epoch (UTC)
-    (the select profile's step, ``selection_step_hours``, for that profile)."""
-    from meta_supervisor.policy.model import Profile
-
-    if policy.profile is Profile.SELECT:
-        return selection_anchor(as_of, policy)
-    step_us = round(policy.evidence_persistence_step_hours * US_PER_HOUR)
-    micros = epoch_us(as_of)
-    return EPOCH + timedelta(microseconds=micros - micros % step_us)
-
-
-def sums_range(as_of: datetime, policy: Policy) -> tuple[int, int]:
-    """``(A − J·H − L, A]`` in µs since the epoch, ``A`` = :func:`anchor`: the records
-    :func:`lag_samples` reads (bucket boundaries: :func:`~meta_supervisor.signals.daysums.
-    bucket_us` divides both ``H`` and ``L``)."""
-    high = epoch_us(anchor(as_of, policy))
-    step = round(policy.evidence_persistence_step_hours * US_PER_HOUR)
-    look = round(policy.lookback_hours * US_PER_HOUR)
-    return high - max(policy.evidence_persistence_lags, 0) * step - look, high
+    step, lags, look = lag_grid(policy)
+    return ((lags + 1) * step + look) / US_PER_HOUR
 
 
 def day_sums(records: pl.DataFrame | pl.LazyFrame, as_of: datetime, policy: Policy) -> DaySums:
@@ -263,30 +249,18 @@ def lag_samples(records: pl.DataFrame, as_of: datetime, policy: Policy) -> list[
 
 
 def lag_samples_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> list[LagSample]:
-    r""":func:`lag_samples` from the per-(agent, bucket) cells (every bucket of
+    """:func:`lag_samples` from the per-(agent, bucket) cells (every bucket of
     :func:`sums_range`; cells of other buckets are ignored): THE computation, whether the
-    cells were built from records just now or kept between cycles.
-
-    Over the cells :math:`c` of an agent in a window (count :math:`n_c`, sum :math:`S_c`,
-    squared deviations :math:`M_c` from the cell mean): :math:`n = \sum n_c`,
-    :math:`\bar x = \sum S_c / n`, :math:`\sum (x - \bar x)^2 = \sum_c [M_c + n_c
-    (S_c/n_c - \bar x)^2]` (exact in real arithmetic: Chan et al.'s pairwise update), each
-    sum taken over the cells in bucket order.
-    """
+    cells were built from records just now or kept between cycles. The windows' numbers are
+    :func:`~meta_supervisor.signals.daysums.lag_windows`'."""
     lags = policy.evidence_persistence_lags
     if lags <= 0:
         return []
-    if (sums.horizon_hours, sums.bucket_us) != (policy.horizon_hours, bucket_us(policy)):
-        raise ValueError("day sums of another horizon or bucket width than the policy's")
-    width = sums.bucket_us
-    low, high = sums_range(as_of, policy)
-    cells = sums.within(low // width, high // width - 1)
+    cells = window_cells(sums, as_of, policy)
     if cells.size == 0:
         return [LagSample(j, _EMPTY, _EMPTY, _NO_GROUPS, 0) for j in range(1, lags + 1)]
-    # cells are sorted by (agent, bucket): agent codes in name order, each agent's cells in
-    # bucket order (so every bincount below adds an agent's cells oldest first)
+    # cells are sorted by (agent, bucket): agent codes in name order
     agent_code = cells.agent
-    n_codes = len(cells.agents)
     # Group each agent by the strategy of its latest visible record (what it declares now).
     last = np.r_[np.flatnonzero(agent_code[1:] != agent_code[:-1]), agent_code.size - 1]
     strategy_index: dict[str, int] = {}
@@ -297,29 +271,11 @@ def lag_samples_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> lis
         ],
         dtype=np.int64,
     )
-    bucket = cells.bucket
-    count = cells.n.astype(np.float64)
-    total = cells.pnl_sum
-    m2 = cells.pnl_m2
-    cell_mean = total / count
-    step_b = round(policy.evidence_persistence_step_hours * US_PER_HOUR) // width
-    look_b = round(policy.lookback_hours * US_PER_HOUR) // width
     need = max(2, policy.min_records)
     out = []
-    for j in range(1, lags + 1):
-        t_j = high // width - j * step_b  # the first bucket after T_j = A - j·H
-        ev = (bucket >= t_j - look_b) & (bucket < t_j)
-        nx = (bucket >= t_j) & (bucket < t_j + step_b)
-        a_ev = agent_code[ev]
-        n = np.bincount(a_ev, weights=count[ev], minlength=n_codes)
-        mean = np.bincount(a_ev, weights=total[ev], minlength=n_codes) / np.maximum(n, 1)
-        spread = m2[ev] + count[ev] * (cell_mean[ev] - mean[a_ev]) ** 2
-        ss = np.bincount(a_ev, weights=spread, minlength=n_codes)
-        sd = np.sqrt(ss / np.maximum(n - 1, 1))
-        a_nx = agent_code[nx]
-        n_next = np.bincount(a_nx, weights=count[nx], minlength=n_codes)
-        next_mean = np.bincount(a_nx, weights=total[nx], minlength=n_codes) / np.maximum(n_next, 1)
-        ok = (n >= need) & (sd > 0) & (n_next > 0)
+    for window in lag_windows(cells, as_of, policy):
+        n, sd = window.n, window.sd
+        ok = (n >= need) & (sd > 0) & (window.n_next > 0)
         # Strategies with one agent present have nothing to be compared with: drop them.
         groups_ok = agent_group[ok]
         size = np.bincount(groups_ok, minlength=len(strategy_index))
@@ -328,8 +284,8 @@ def lag_samples_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> lis
         n_agents = int(idx.size)
         groups = agent_group[idx]
         n_groups = int(np.count_nonzero(np.bincount(groups)))
-        t = mean[idx] * np.sqrt(n[idx]) / sd[idx]
-        out.append(LagSample(j, t, next_mean[idx], groups, n_agents - n_groups))
+        t = window.mean[idx] * np.sqrt(n[idx]) / sd[idx]
+        out.append(LagSample(window.lag, t, window.next_mean[idx], groups, n_agents - n_groups))
     return out
 
 
@@ -375,27 +331,36 @@ def persistence_from_lags(lags: list[LagCorrelation], policy: Policy) -> Persist
     return Persistence(strength, mean_rho, se, z, m, tuple(lags))
 
 
+def _learns(policy: Policy) -> bool:
+    """Whether ``policy`` learns a value from cells: the select profile's rule, or the
+    evidence tilt's strength over ``evidence_persistence_lags > 0`` lags."""
+    from meta_supervisor.policy.model import Profile
+
+    return policy.profile is Profile.SELECT or policy.evidence_persistence_lags > 0
+
+
 def persistence_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> Persistence:
-    """The evidence profile's learned strength from the per-(agent, bucket) cells: THE
-    definition (:func:`persistence` builds the cells from records and calls this; a live
-    cycle keeps them between cycles, :mod:`meta_supervisor.cycle.learned`)."""
+    """What ``policy`` learns from the per-(agent, bucket) cells: THE definition
+    (:func:`persistence` builds the cells from records and calls this; a live cycle keeps
+    them between cycles, :mod:`meta_supervisor.cycle.learned`; a backtest advances them,
+    :class:`LearnedStrengths`). The evidence profile's tilt strength; for the select profile,
+    the rule it follows instead
+    (:func:`~meta_supervisor.signals.selection.rule_selection_from_sums`, in ``selection``)."""
+    from meta_supervisor.policy.model import Profile
+
+    if policy.profile is Profile.SELECT:
+        chosen = rule_selection_from_sums(sums, as_of, policy)
+        return Persistence(0.0, math.nan, math.nan, math.nan, 0, selection=chosen)
     return persistence_from_lags(_correlations(lag_samples_from_sums(sums, as_of, policy)), policy)
 
 
 def persistence(
     records: pl.DataFrame | pl.LazyFrame, as_of: datetime, policy: Policy
 ) -> Persistence:
-    """The tilt strength learned from the fleet's past: see the module docstring
-    (:func:`persistence_from_sums` of :func:`day_sums`). For the select profile, what it
-    learns instead: the rule it follows
-    (:func:`meta_supervisor.signals.selection.rule_selection`, in ``selection``)."""
-    from meta_supervisor.policy.model import Profile
-
-    if policy.profile is Profile.SELECT:
-        frame = records.collect() if isinstance(records, pl.LazyFrame) else records
-        chosen = rule_selection(frame, as_of, policy)
-        return Persistence(0.0, math.nan, math.nan, math.nan, 0, selection=chosen)
-    if policy.evidence_persistence_lags <= 0:
+    """What ``policy`` learns from the fleet's past (the evidence profile's tilt strength, see
+    the module docstring; the select profile's rule): :func:`persistence_from_sums` of
+    :func:`day_sums`."""
+    if not _learns(policy):
         return persistence_from_lags([], policy)
     return persistence_from_sums(day_sums(records, as_of, policy), as_of, policy)
 
@@ -406,8 +371,7 @@ class LearnedStrengths:
     from its records (a time slice of the ledger), the buckets that leave the range are
     dropped, and the strength at each anchor is :func:`persistence_from_sums` of the kept
     cells, bit-identical to :func:`persistence` on the whole ledger (the cells are canonical,
-    :mod:`meta_supervisor.signals.daysums`). The select profile's rule is computed by
-    :func:`persistence` once per anchor."""
+    :mod:`meta_supervisor.signals.daysums`); the select profile's rule alike."""
 
     def __init__(self, records: pl.DataFrame) -> None:
         self.records = records
@@ -418,11 +382,9 @@ class LearnedStrengths:
 
     def at(self, as_of: datetime, policy: Policy) -> Persistence:
         """:func:`persistence` ``(records, as_of, policy)``, computed once per anchor."""
-        from meta_supervisor.policy.model import Profile
-
         key = (policy.fingerprint(), anchor(as_of, policy))
         if key not in self._values:
-            if policy.profile is Profile.SELECT or policy.evidence_persistence_lags <= 0:
+            if not _learns(policy):
                 self._values[key] = persistence(self.records, as_of, policy)
             else:
                 sums = self._advanced(as_of, policy)

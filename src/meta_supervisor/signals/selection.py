@@ -33,22 +33,29 @@ two anchors), and only records at the policy horizon matured by :math:`A`:
 * **guard**: the rule followed is the one with the largest :math:`t_r` if it exceeds
   ``selection_t0`` (and :math:`m \ge 10`), else ``equal_weight``: where no rule has beaten
   equal weight significantly, the book is equal weight.
+
+**One computation.** Every window above is a union of whole buckets of width
+:math:`\gcd(H, L)` (a day by default), so :math:`n`, :math:`\bar x`, :math:`s` and :math:`y`
+are those of :func:`~meta_supervisor.signals.daysums.lag_windows` over the per-(agent, bucket)
+cells (:class:`~meta_supervisor.signals.daysums.DaySums`; the spread combined by Chan et al.'s
+update, each sum in bucket order), the same cells and combination as the evidence profile's
+learned strength. :func:`rule_selection` builds the cells from records; a live cycle keeps
+them between cycles (:mod:`meta_supervisor.cycle.learned`: one new day per day) and a backtest
+advances them (:class:`~meta_supervisor.signals.persistence.LearnedStrengths`): the same bits.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from meta_supervisor.signals import threads
+from meta_supervisor.signals.daysums import DaySums, lag_windows, sums_range, window_cells
 from meta_supervisor.typing import FloatArray
-from meta_supervisor.units import EPOCH, US_PER_HOUR, epoch_us
 
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
@@ -58,10 +65,8 @@ __all__ = [
     "RULES",
     "RuleSelection",
     "rule_selection",
+    "rule_selection_from_sums",
     "rule_weights",
-    "selection_anchor",
-    "selection_hours",
-    "window_rows",
 ]
 
 RULES = ("equal_weight", "inverse_vol", "evidence_tilt", "seed_selection")
@@ -107,18 +112,6 @@ class RuleSelection:
         )
 
 
-def selection_hours(policy: Policy) -> float:
-    """How far back of ``as_of`` :func:`rule_selection` reads: ``(J + 1)·H + L``."""
-    return (policy.selection_lags + 1) * policy.selection_step_hours + policy.lookback_hours
-
-
-def selection_anchor(as_of: datetime, policy: Policy) -> datetime:
-    """``as_of`` rounded down to a multiple of ``selection_step_hours`` since the epoch."""
-    step_us = round(policy.selection_step_hours * US_PER_HOUR)
-    micros = epoch_us(as_of)
-    return EPOCH + timedelta(microseconds=micros - micros % step_us)
-
-
 @np.errstate(all="ignore")
 def rule_weights(
     rule: str,
@@ -151,89 +144,44 @@ def rule_weights(
     return out
 
 
-def window_rows(hours: FloatArray, low: float, high: float, in_order: bool) -> slice | np.ndarray:
-    """The rows with ``low < hours ≤ high``, in row order: a slice when ``hours`` is
-    non-decreasing (``in_order``), else a mask."""
-    if in_order:
-        return slice(*np.searchsorted(hours, [low, high], side="right").tolist())
-    return (hours > low) & (hours <= high)
-
-
-def _lag_returns(records: pl.DataFrame, as_of: datetime, policy: Policy) -> dict[str, list[float]]:
-    """Every rule's next-period return ``R^r_j`` over the lags that count."""
-    anchor = selection_anchor(as_of, policy)
-    step_h, look_h = policy.selection_step_hours, policy.lookback_hours
-    earliest = anchor - timedelta(hours=policy.selection_lags * step_h + look_h)
-    frame = (
-        records.lazy()
-        .filter(
-            (pl.col("horizon_hours") == policy.horizon_hours)
-            & (pl.col("matured_at") <= anchor)
-            & (pl.col("matured_at") > earliest)
-        )
-        .select("agent", "matured_at", "realized_pnl_bps")
-        .collect()
-    )
+def _lag_returns(sums: DaySums, as_of: datetime, policy: Policy) -> dict[str, list[float]]:
+    """Every rule's next-period return ``R^r_j`` over the lags that count, from the cells."""
     out: dict[str, list[float]] = {r: [] for r in RULES}
-    if frame.height == 0:
+    cells = window_cells(sums, as_of, policy)
+    if cells.size == 0:
         return out
-    # agents numbered in name order (code-point order, as a sorted unique of the names):
-    # the rules' sums over agents run in that order
-    names = frame["agent"].unique().sort()
-    codes = frame["agent"].cast(pl.Enum(names.to_list())).to_physical().to_numpy()
-    codes = codes.astype(np.int64)
-    size = names.len()
-    hours = (frame["matured_at"] - anchor).dt.total_microseconds().to_numpy() / US_PER_HOUR
-    pnl = frame["realized_pnl_bps"].to_numpy().astype(np.float64)
     need = max(2, policy.min_records)
-    # rows in time order (a store appended in time, the common case): each window is a slice
-    in_order = bool((hours[1:] >= hours[:-1]).all())
-
-    def lag(j: int) -> list[float] | None:
-        """Every rule's return at lag ``j``, or ``None`` when the lag does not count."""
-        t_j = -j * step_h
-        ev = window_rows(hours, t_j - look_h, t_j, in_order)
-        nx = window_rows(hours, t_j, t_j + step_h, in_order)
-        # each lag's rows taken once (the sums below add them in row order, as before)
-        c_ev, x_ev, c_nx = codes[ev], pnl[ev], codes[nx]
-        n = np.bincount(c_ev, minlength=size).astype(np.float64)
-        mean = np.bincount(c_ev, weights=x_ev, minlength=size) / np.maximum(n, 1)
-        deviation = mean[c_ev]
-        np.subtract(x_ev, deviation, out=deviation)
-        ss = np.bincount(c_ev, weights=np.square(deviation, out=deviation), minlength=size)
-        sd = np.sqrt(ss / np.maximum(n - 1, 1))
-        n_next = np.bincount(c_nx, minlength=size).astype(np.float64)
-        y = np.bincount(c_nx, weights=pnl[nx], minlength=size) / np.maximum(n_next, 1)
-        ok = (n >= need) & (sd > 0) & (n_next > 0)
+    # agent codes in name order (the cells' sorted names): the rules' sums run in that order
+    for window in lag_windows(cells, as_of, policy):
+        n, mean, sd = window.n, window.mean, window.sd
+        ok = (n >= need) & (sd > 0) & (window.n_next > 0)
         if np.count_nonzero(ok) < policy.evidence_min_agents:
-            return None
-        returns = []
+            continue
+        # the agents that count only: another's PnL may be NaN or ±inf (0 · inf is NaN)
+        counted, y = np.flatnonzero(ok), window.next_mean[ok]
         for rule in RULES:
-            w = rule_weights(rule, n, mean, sd, ok, policy)
+            w = rule_weights(rule, n, mean, sd, ok, policy)[counted]
             total = float(w.sum())
-            returns.append(float(w @ y) / total if total > 0 else 0.0)
-        return returns
-
-    # the lags are independent: on a large record, every k-th lag in each of k threads (NumPy
-    # lets go of the GIL in its passes; each lag's numbers are the same in any thread)
-    lags = range(1, policy.selection_lags + 1)
-    workers = threads.parts(frame.height)
-
-    def some(first: int) -> list[list[float] | None]:
-        return [lag(j) for j in lags[first::workers]]
-
-    by_group = threads.run_all([functools.partial(some, k) for k in range(workers)], frame.height)
-    for j in lags:
-        returns = by_group[(j - 1) % workers][(j - 1) // workers]
-        if returns is not None:
-            for rule, value in zip(RULES, returns, strict=True):
-                out[rule].append(value)
+            out[rule].append(float(w @ y) / total if total > 0 else 0.0)
     return out
 
 
-def rule_selection(records: pl.DataFrame, as_of: datetime, policy: Policy) -> RuleSelection:
-    """The rule the *select* profile follows at ``as_of`` (see the module docstring)."""
-    returns = _lag_returns(records, as_of, policy)
+def rule_selection(
+    records: pl.DataFrame | pl.LazyFrame, as_of: datetime, policy: Policy
+) -> RuleSelection:
+    """The rule the *select* profile follows at ``as_of`` (see the module docstring):
+    :func:`rule_selection_from_sums` of the cells of the records in
+    :func:`~meta_supervisor.signals.daysums.sums_range`."""
+    low, high = sums_range(as_of, policy)
+    return rule_selection_from_sums(DaySums.from_records(records, policy, low, high), as_of, policy)
+
+
+def rule_selection_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> RuleSelection:
+    """The rule the *select* profile follows at ``as_of``, from the per-(agent, bucket) cells
+    (:class:`~meta_supervisor.signals.daysums.DaySums` of ``policy``'s horizon and bucket
+    width): THE definition, whether the cells were built from records just now, kept between
+    cycles or advanced by a backtest."""
+    returns = _lag_returns(sums, as_of, policy)
     base = np.array(returns["equal_weight"])
     m = base.size
     t_by_rule = dict.fromkeys(RULES, 0.0)
