@@ -70,7 +70,8 @@ class Paths:
 
     @property
     def persistence(self) -> Path:
-        """The evidence profile's day sums and learned strength (:mod:`.cycle.learned`)."""
+        """The day sums and the learned value (the select profile's rule, the evidence
+        profile's tilt strength; :mod:`.cycle.learned`)."""
         return self.state_dir / "persistence.state"
 
     @property

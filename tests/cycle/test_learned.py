@@ -327,3 +327,29 @@ def test_a_stored_nan_or_inf_pnl_leaves_the_kept_cells_usable(tmp_path: Path, po
     assert nxt.sums is not None and rebuilt.sums is not None
     assert nxt.sums.to_bytes() == rebuilt.sums.to_bytes()
     assert nxt.value.to_dict() == rebuilt.value.to_dict()
+
+
+@pytest.mark.parametrize("policy", [POLICY, SELECT], ids=["evidence", "select"])
+def test_tiny_buckets_keep_the_value_until_the_anchor_moves_or_a_late_record(
+    tmp_path: Path, policy: Policy
+):
+    """Regression (review): a lookback sharing only 360 µs with the step keeps no cells (past
+    MAX_BUCKETS buckets); the select profile's rule was still kept between cycles of one
+    anchor before it read cells, and after that every cycle re-read the whole range and
+    rewrote the file. The value is kept while the anchor stays and no new record matured by
+    it; a late one, or the next anchor, recomputes it from the records."""
+    tiny = policy.model_copy(update={"lookback_hours": policy.lookback_hours + 1e-7})
+    store, path = LedgerStore(tmp_path / "ledger"), tmp_path / "persistence.state"
+    rows = [(a, "s1", -h, float((h * 7) % 11 - 5)) for a in "abcd" for h in range(1, 150, 2)]
+    _append(store, _records(rows, 0, T0))
+    first = kept_persistence(store, store.manifest(), T0, tiny, path)
+    assert (first.mode, first.saved) == ("rebuilt", True)
+    _append(store, _records([("a", "s1", 2, 9.0)], 1000, T0))  # matured after the anchor
+    before = path.read_bytes()
+    same = kept_persistence(store, store.manifest(), T0 + timedelta(hours=1), tiny, path)
+    assert (same.mode, same.recomputed, same.saved) == ("kept", False, False)
+    assert path.read_bytes() == before
+    _append(store, _records([("b", "s1", -30, -40.0)], 2000, T0))  # late
+    late = kept_persistence(store, store.manifest(), T0 + timedelta(hours=2), tiny, path)
+    assert (late.mode, late.recomputed, late.late_records) == ("advanced", True, 1)
+    assert late.value == persistence(store.records(), T0 + timedelta(hours=2), tiny)

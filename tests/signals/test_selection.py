@@ -54,6 +54,11 @@ def _fleet(days: int, skill: float, seed: int = 0) -> pl.DataFrame:
 
 def _brute_t(records: pl.DataFrame, as_of: datetime, policy: Policy) -> dict[str, float]:
     """Every rule's paired t against equal weight, by the module docstring, with loops."""
+    return _brute(records, as_of, policy)[1]
+
+
+def _brute(records: pl.DataFrame, as_of: datetime, policy: Policy) -> tuple[int, dict[str, float]]:
+    """The lags that count and every rule's paired t (by the module docstring, with loops)."""
     at = anchor(as_of, policy)
     look = timedelta(hours=policy.lookback_hours)
     step = timedelta(hours=policy.selection_step_hours)
@@ -77,9 +82,11 @@ def _brute_t(records: pl.DataFrame, as_of: datetime, policy: Policy) -> dict[str
     out = {}
     for rule in RULES[1:]:
         r = np.array(rets[rule])
+        if base.size < 2:
+            continue
         d = r / r.std(ddof=1) - base / base.std(ddof=1)
         out[rule] = d.mean() * math.sqrt(d.size) / d.std(ddof=1)
-    return out
+    return base.size, out
 
 
 def test_paired_t_equals_a_brute_force_computation():
@@ -88,6 +95,54 @@ def test_paired_t_equals_a_brute_force_computation():
     as_of = T0 + timedelta(days=59, hours=23)
     got = rule_selection(records, as_of, policy)
     want = _brute_t(records, as_of, policy)
+    for rule, t in want.items():
+        assert got.t[rule] == pytest.approx(t, rel=1e-9, abs=1e-12)
+
+
+def _ragged_fleet(seed: int) -> pl.DataFrame:
+    """8 agents reporting at random instants (some hours twice, some days not at all; two
+    agents start late), 4 of them with an edge: windows where an agent has 0, 1, 2 or many
+    records, ties on time, a 2 h bucket under a 6 h step and a 20 h lookback."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a in range(8):
+        start = 0 if a < 6 else int(rng.integers(24, 120))
+        hours = np.sort(rng.choice(np.arange(start, 14 * 24), size=90, replace=True))
+        for h in hours.tolist():
+            matured = T0 + timedelta(hours=h, minutes=int(rng.integers(0, 2)) * 30)
+            rows.append(
+                {
+                    "agent": f"r{a}",
+                    "strategy": "s",
+                    "ts": matured - timedelta(hours=24),
+                    "matured_at": matured,
+                    "horizon_hours": 24,
+                    "realized_pnl_bps": float((8.0 if a < 4 else 0.0) + 30 * rng.standard_normal()),
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_paired_t_on_ragged_windows_equals_a_brute_force_computation(seed):
+    """Review: the daily fleet above has every agent in every window, so neither
+    ``min_records``, the next-period record nor ``evidence_min_agents`` decides anything
+    there. Here they do: some lags are dropped (asserted), and the rule ignoring any one of
+    the three fails this test."""
+    records = _ragged_fleet(seed)
+    policy = Policy(
+        profile="select",
+        selection_step_hours=6.0,
+        lookback_hours=20.0,
+        selection_lags=36,
+        min_records=4,
+        evidence_min_agents=5,
+    )
+    as_of = T0 + timedelta(days=13, hours=23)
+    got = rule_selection(records, as_of, policy)
+    m, want = _brute(records, as_of, policy)
+    assert got.n_lags == m
+    assert MIN_LAGS <= m < policy.selection_lags  # lags that do not count were dropped
     for rule, t in want.items():
         assert got.t[rule] == pytest.approx(t, rel=1e-9, abs=1e-12)
 

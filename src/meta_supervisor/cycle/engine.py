@@ -137,7 +137,7 @@ class EngineRun:
     chunks: int = 0
     saved: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
-    persistence_recomputed: bool | None = None  # evidence profile: learned strength recomputed
+    persistence_recomputed: bool | None = None  # select, evidence: learned value recomputed
     loaded: str = ""  # warm: "memory" (kept by this process) or "files"
     written: str = ""  # saved: "journal" (one entry appended) or "full" (a new base)
 
@@ -712,7 +712,8 @@ def store_persistence(
     *,
     save: bool = True,
 ) -> tuple[Persistence, bool]:
-    """The evidence profile's learned strength as of ``as_of``, and whether it was recomputed.
+    """The learned value (the select profile's rule, the evidence profile's tilt strength)
+    as of ``as_of``, and whether it was recomputed.
 
     Kept incrementally in ``cache_path`` as per-(agent, day) PnL sums
     (:func:`meta_supervisor.cycle.learned.kept_persistence`, which also says why a kept file

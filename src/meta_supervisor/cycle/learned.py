@@ -36,8 +36,9 @@ before its anchor. Otherwise the cells are **rebuilt** from the store and the re
 (:attr:`LearnedRun.reason`): an edited, truncated or other-policy file is never used. A rebuild
 reads the range in time chunks of about :data:`CHUNK_ROWS` records, so its memory is bounded by
 the chunk, not the ledger. A policy whose range holds more than :data:`MAX_BUCKETS` buckets (a
-lookback that shares only a few µs with the step, e.g. 168.0000001 h) keeps no cells: each cycle
-computes the strength from the range's records.
+lookback that shares only a few µs with the step, e.g. 168.0000001 h) keeps no cells: the
+value is kept while the anchor stays and no new record matured by it, else computed from the
+range's records.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ FORMAT = 3
 
 @dataclass
 class LearnedRun:
-    """How one cycle obtained the learned strength (for the operator and the benchmarks)."""
+    """How one cycle obtained the learned value (for the operator and the benchmarks)."""
 
     value: Persistence
     recomputed: bool  # the value was computed now (False: the kept one, nothing changed)
@@ -145,8 +146,6 @@ def _load(
         sums_at = (len(line), int(header["sums_bytes"]), str(header["sums_sha256"]))
     except (ValueError, KeyError, TypeError) as err:
         return None, f"unreadable {name}: {type(err).__name__}: {err}"
-    if not sums_at[1]:
-        return None, f"{name} holds no day sums"
     if not segments <= {s.path for s in manifest.of("records")}:
         return None, "the ledger lost segments the day sums were built from"
     if anchor_us > at_us:
@@ -159,6 +158,8 @@ def _sums(path: Path, kept: _Kept, policy: Policy) -> tuple[DaySums | None, str]
     ``None`` and the reason."""
     name = Path(path).name
     offset, size, digest = kept.sums_at
+    if not size:  # saved under a policy of more than MAX_BUCKETS buckets: nothing to advance
+        return None, f"{name} holds no day sums"
     try:
         with open(path, "rb") as handle:
             handle.seek(offset)
@@ -279,7 +280,7 @@ def kept_persistence(
     save: bool = True,
     chunk_rows: int | None = None,
 ) -> LearnedRun:
-    """The learned strength as of ``as_of`` from the store snapshot ``manifest``, through the
+    """The learned value as of ``as_of`` from the store snapshot ``manifest``, through the
     cells kept in ``path`` (see the module docstring); with ``save`` (a recording cycle, under
     the state lock) a changed state is written back."""
     started = time.perf_counter()
@@ -322,21 +323,26 @@ def _from_cells(
     new: list[Segment],
     chunk: int,
 ) -> LearnedRun:
-    """The learned value from the kept cells, advanced to ``as_of``'s anchor."""
+    """The learned value from the kept cells, advanced to ``as_of``'s anchor (kept as it is
+    while the anchor has not moved and no new record matured by it)."""
     width = bucket_us(policy)
     low, high = sums_range(as_of, policy)
     first, last = low // width, high // width - 1  # the buckets of the range
+    late: set[int] = set()
+    late_records = 0
+    if kept is not None:
+        # the buckets of the range a new record landed in, up to the kept anchor
+        late, late_records = _late_buckets(store, new, policy, low, min(kept.anchor_us, high))
+        if kept.anchor_us == high and not late:
+            return LearnedRun(kept.value, False, "kept", late_records=late_records)
     if last - first + 1 > MAX_BUCKETS:  # tiny buckets: the records, not billions of cells
         records = _range_records(store, manifest, policy, _at(low), _at(high))
         mode = "rebuilt" if kept is None else "advanced"
-        return LearnedRun(persistence(records, as_of, policy), True, mode, reason)
+        value = persistence(records, as_of, policy)
+        return LearnedRun(value, True, mode, reason, late_records=late_records)
     if kept is not None:
         # buckets after the kept anchor are all new; before it, those a late record landed in
-        dirty = set(range(max(first, kept.anchor_us // width), last + 1))
-        late, late_records = _late_buckets(store, new, policy, low, min(kept.anchor_us, high))
-        dirty |= late
-        if not dirty:
-            return LearnedRun(kept.value, False, "kept", late_records=late_records)
+        dirty = set(range(max(first, kept.anchor_us // width), last + 1)) | late
         sums, reason = _sums(path, kept, policy)
         if sums is not None:
             fresh = _bucket_cells(store, manifest, policy, sorted(dirty), chunk)

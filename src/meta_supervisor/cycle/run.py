@@ -143,7 +143,8 @@ def load_ledger(
 
 def window_hours(policy: Policy) -> float:
     """The longest lookback any cycle input uses: what :func:`load_ledger` must read (the
-    evidence profile's learned strength reads ``(J + 1)·H + L``, see
+    learned value, the select profile's rule or the evidence profile's strength, reads
+    ``(J + 1)·H + L``, see
     :func:`meta_supervisor.signals.persistence.history_hours`)."""
     return max(
         policy.lookback_hours,
@@ -211,9 +212,11 @@ def decide(
     ``frames`` are the ``(stats, confidence, tails)`` of :func:`cycle_frames` for this
     ``as_of`` when the caller already has them (from
     :class:`~meta_supervisor.signals.incremental.IncrementalStats`, which maintains the same frames
-    across cycles); ``ledger`` is then not read, except by the evidence profile's learned tilt
-    strength: :func:`~meta_supervisor.signals.persistence.persistence` of ``ledger.records`` as of
-    ``as_of``, unless ``persistence`` is given (or ``evidence_persistence_lags = 0``).
+    across cycles); ``ledger`` is then not read, except by the learned value (the select
+    profile's rule, the evidence profile's tilt strength):
+    :func:`~meta_supervisor.signals.persistence.persistence` of ``ledger.records`` as of
+    ``as_of``, unless ``persistence`` is given (or nothing is learned:
+    :func:`~meta_supervisor.signals.persistence.history_hours` is 0).
 
     ``cadence`` indexes every agent's records for the min_records gate's own-cadence test
     (:mod:`meta_supervisor.signals.cadence`); without it the index is built from
@@ -525,8 +528,9 @@ def _engine_frames(
     paths: Paths, ledger: Ledger, manifest: Manifest, as_of: datetime, policy: Policy, save: bool
 ) -> tuple[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], Persistence | None]:
     """The cycle's frames from :func:`meta_supervisor.cycle.engine.store_frames` and, for the
-    evidence profile, its learned strength (:func:`meta_supervisor.cycle.engine.store_persistence`,
-    kept until the next anchor); fills in ``ledger.engine`` and ``ledger.latest``."""
+    select and evidence profiles, the learned value (the rule, the tilt strength;
+    :func:`meta_supervisor.cycle.engine.store_persistence`, kept until the next anchor); fills
+    in ``ledger.engine`` and ``ledger.latest``."""
     store = LedgerStore(paths.ledger or "")
     frames, ledger.engine = store_frames(
         store, manifest, as_of, policy, paths.engine, ledger.telemetry, save=save

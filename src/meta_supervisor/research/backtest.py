@@ -523,7 +523,8 @@ def _walk(ledger: SortedLedger, horizon: int) -> LedgerArrays | None:
 def _learned(
     learned: LearnedStrengths, ledger: Ledger, t: datetime, policy: Policy
 ) -> Persistence | None:
-    """The evidence profile's learned strength at ``t``, computed once per anchor from day
+    """The learned value at ``t`` (the select profile's rule, the evidence profile's tilt
+    strength), computed once per anchor from day
     sums advanced as the walk goes (it reads only records matured by the anchor,
     :func:`meta_supervisor.signals.persistence.anchor`: every rebalance until the next anchor
     gets the same value, as a live cycle keeps it); ``None`` for a profile that does not learn

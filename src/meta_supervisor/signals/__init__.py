@@ -8,7 +8,7 @@ stats          per-agent statistics in the window (only records matured by ``as_
 confidence     per-agent confidence multiplier (time-decayed calibration evidence)
 tails          per-strategy CVaR95 of the gap, raw and shrunk
 persistence    the learned tilt strength: has past evidence predicted next-day PnL?
-daysums        the per-(agent, day) PnL sums the learned strength is computed from
+daysums        the per-(agent, day) PnL sums the learned rule and strength are computed from
 selection      the select profile's learned rule: which allocation rule beat equal weight?
 cadence        each agent's expected records in a window, from its own cadence
 broken         consecutive losses beyond an agent's own robust scale

@@ -22,8 +22,11 @@ A **cell** is one (agent, bucket) and holds, over that agent's records at
   time are broken by the name, so no input order decides it).
 
 **Canonical by construction.** A cell is always computed from *all* its records, in the
-canonical order ``(matured_at, ts, strategy, pnl)``, and summed in that order (``np.bincount``
-adds in input order), so its bits depend only on the multiset of its records: a cell built from
+canonical order ``(matured_at, ts, strategy, pnl)`` (PnL in a total order: NaN last, −0.0
+before 0.0), and summed in that order (``np.bincount`` adds in input order; a NaN sum is stored
+as one NaN, whichever NaN it met first), so its bits depend only on the multiset of its records
+(a stored NaN or ±inf PnL included: ingest refuses them, a store appended to directly may hold
+them): a cell built from
 scratch, or recomputed after a late record arrived for its bucket, is the same to the last bit
 however the records were ordered or batched. A ledger is appended in time, so the canonical
 order is usually the input order (one O(n) check; only runs of records with equal
@@ -420,6 +423,14 @@ def _epoch(column: pl.Series) -> Ints:
     return np.asarray(us.to_numpy(), dtype=np.int64)
 
 
+def _total_order(value: float) -> tuple[bool, float, float]:
+    """A sort key that orders every float, NaN last and −0.0 before 0.0 (``<`` alone leaves
+    a NaN unordered, and a sort then leaves its neighbours in input order)."""
+    if math.isnan(value):
+        return True, 0.0, 0.0
+    return False, value, math.copysign(1.0, value)
+
+
 def _canonical_order(frame: pl.DataFrame, m: Ints, t: Ints, x: Floats) -> Ints | None:
     """Row indices of ``frame`` in the canonical order ``(matured_at, ts, strategy, pnl)``,
     or ``None`` when the input order already is (a ledger is appended in time: one pass);
@@ -444,7 +455,7 @@ def _canonical_order(frame: pl.DataFrame, m: Ints, t: Ints, x: Floats) -> Ints |
     run = np.cumsum(~np.isin(in_run - 1, tied))  # a run starts where a row is not tied back
     members = rows[in_run]
     names = _strategy_names(frame["strategy"].gather(members.tolist()))
-    values = x[members].tolist()
+    values = [_total_order(v) for v in x[members].tolist()]
     order = sorted(range(in_run.size), key=lambda i: (int(run[i]), names[i], values[i]))
     rows[in_run] = members[np.array(order, dtype=np.int64)]
     return rows
@@ -484,6 +495,10 @@ def _cells(frame: pl.DataFrame, horizon_hours: int, width: int) -> DaySums:
         deviation = x - mean[slot]
     np.square(deviation, out=deviation)
     m2: Floats = np.bincount(slot, weights=deviation, minlength=slots).astype(np.float64)
+    # one NaN for every NaN sum (a stored NaN and inf − inf carry different bits; which one a
+    # sum keeps depends on the order it met them)
+    for column in (total, m2):
+        column[np.isnan(column)] = np.nan
     last = np.zeros(slots, dtype=np.int64)
     np.maximum.at(last, slot, np.arange(slot.size, dtype=np.int64))
     last = last[used]
@@ -549,17 +564,21 @@ def lag_windows(cells: DaySums, as_of: datetime, policy: Policy) -> list[LagWind
     step, lags, look = lag_grid(policy)
     width = cells.bucket_us
     high = sums_range(as_of, policy)[1]
-    agent, bucket = cells.agent, cells.bucket
-    count = cells.n.astype(np.float64)
-    total, m2 = cells.pnl_sum, cells.pnl_m2
+    # The cells in bucket order (agents in code order within a bucket): a window of buckets is
+    # a slice, and each agent's cells in it still come in bucket order, so every bincount
+    # below adds what a mask over the (agent, bucket) order would add, in the same order.
+    by_bucket = np.argsort(cells.bucket, kind="stable")
+    agent, bucket = cells.agent[by_bucket], cells.bucket[by_bucket]
+    count = cells.n[by_bucket].astype(np.float64)
+    total, m2 = cells.pnl_sum[by_bucket], cells.pnl_m2[by_bucket]
     cell_mean = total / np.maximum(count, 1)
     size = len(cells.agents)
     step_b, look_b = step // width, look // width
     out = []
     for j in range(1, lags + 1):
         t_j = high // width - j * step_b  # the first bucket after T_j = A - j·H
-        ev = (bucket >= t_j - look_b) & (bucket < t_j)
-        nx = (bucket >= t_j) & (bucket < t_j + step_b)
+        lo, mid, hi = np.searchsorted(bucket, [t_j - look_b, t_j, t_j + step_b]).tolist()
+        ev, nx = slice(lo, mid), slice(mid, hi)
         a_ev = agent[ev]
         n = np.bincount(a_ev, weights=count[ev], minlength=size).astype(np.float64, copy=False)
         mean = np.bincount(a_ev, weights=total[ev], minlength=size) / np.maximum(n, 1)

@@ -222,11 +222,7 @@ def history_hours(policy: Policy) -> float:
     (:func:`~meta_supervisor.signals.daysums.lag_grid`; the anchor is up to ``H`` before
     ``as_of``); 0 when nothing is learned: a profile other than ``evidence`` and ``select``,
     or the evidence profile with ``evidence_persistence_lags = 0``."""
-    from meta_supervisor.policy.model import Profile
-
-    if policy.profile is not Profile.SELECT and (
-        policy.profile is not Profile.EVIDENCE or policy.evidence_persistence_lags <= 0
-    ):
+    if not _learns(policy):
         return 0.0
     step, lags, look = lag_grid(policy)
     return ((lags + 1) * step + look) / US_PER_HOUR
@@ -332,11 +328,14 @@ def persistence_from_lags(lags: list[LagCorrelation], policy: Policy) -> Persist
 
 
 def _learns(policy: Policy) -> bool:
-    """Whether ``policy`` learns a value from cells: the select profile's rule, or the
-    evidence tilt's strength over ``evidence_persistence_lags > 0`` lags."""
+    """Whether ``policy`` learns a value from the fleet's past: the select profile's rule, or
+    the evidence profile's tilt strength over ``evidence_persistence_lags > 0`` lags (the one
+    test; :func:`history_hours` is 0 otherwise)."""
     from meta_supervisor.policy.model import Profile
 
-    return policy.profile is Profile.SELECT or policy.evidence_persistence_lags > 0
+    if policy.profile is Profile.SELECT:
+        return True
+    return policy.profile is Profile.EVIDENCE and policy.evidence_persistence_lags > 0
 
 
 def persistence_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> Persistence:

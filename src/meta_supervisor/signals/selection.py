@@ -2,8 +2,8 @@ r"""Which allocation rule does this fleet reward? Learned out of sample, guarded
 
 The *select* profile (:mod:`meta_supervisor.allocate.profiles.select`) follows one of a few
 plain allocation rules, and stays at equal weight until the fleet's own past shows, out of
-sample, that another rule earned more per unit of risk. Pure: records and ``as_of`` in, a
-:class:`RuleSelection` out; no file, no clock.
+sample, that another rule earned more per unit of risk. Pure: records (or their per-day
+cells) and ``as_of`` in, a :class:`RuleSelection` out; no file, no clock.
 
 **Rules** (:func:`rule_weights`; raw weights over the agents that count, normalised to 1):
 

@@ -1,9 +1,10 @@
 """A small thread pool for array work that NumPy and polars do without the GIL.
 
 The statistics are single passes over arrays; on a machine with more than one core, two
-independent passes (rows of one block, the lags of the learned rule, the confidence sums beside
-the agent sums) can run at once. Every use splits work whose parts share no state, so a result
-is the same bits whichever thread computes which part, and in whatever order they finish.
+independent passes (rows of one block, the broken cut's medians beside the frames, the
+confidence sums beside the agent sums) can run at once. Every use splits work whose parts
+share no state, so a result is the same bits whichever thread computes which part, and in
+whatever order they finish.
 
 Work given to the pool never waits for the pool itself (it never calls :func:`run_all` or
 :func:`beside`): only a caller's thread does. Were pool threads to wait for queued work, a few
