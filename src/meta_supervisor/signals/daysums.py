@@ -558,8 +558,8 @@ def lag_windows(cells: DaySums, as_of: datetime, policy: Policy) -> list[LagWind
     squared deviations :math:`M_c` from the cell mean): :math:`n = \sum n_c`,
     :math:`\bar x = \sum S_c / n`, :math:`\sum (x - \bar x)^2 = \sum_c [M_c + n_c
     (S_c/n_c - \bar x)^2]` (exact in real arithmetic: Chan et al.'s pairwise update), each
-    sum taken over the cells in bucket order (the cells are sorted by ``(agent, bucket)`` and
-    ``np.bincount`` adds in input order), so the bits depend on the cells alone.
+    agent's sum taken over its cells in bucket order (``np.bincount`` adds in input order),
+    so the bits depend on the cells alone.
     """
     step, lags, look = lag_grid(policy)
     width = cells.bucket_us
