@@ -218,3 +218,34 @@ def test_the_hint_after_refused_rows_names_the_store_it_wrote(tmp_path: Path, op
     assert args[:2] == ["meta-supervisor", "quarantine"]
     code, out = run(*args[1:], "--json")
     assert code == 0 and json.loads(out)["total"] == 1
+
+
+def test_allocate_says_how_it_got_the_learned_rule_and_why_it_rebuilt_it(tmp_path: Path) -> None:
+    """The learned value (select's rule) is kept between cycles in ``persistence.state``; the
+    operator sees whether a cycle kept it, advanced it or rebuilt it from the ledger, and why
+    it rebuilt it (a missing file, an edited one), as for the statistics' line."""
+    rows = [
+        json.dumps({**GOOD, "agent": a, "ts": f"2026-01-0{d}T00:00:00Z", "run_id": f"{a}{d}"})
+        for a in "abc"
+        for d in range(1, 6)
+    ]
+    code, _ = run("ingest", str(write(tmp_path / "r.jsonl", rows)), "--root", str(tmp_path))
+    assert code == 0
+
+    def allocate(as_of: str) -> str:
+        result = runner.invoke(app, ["allocate", "--root", str(tmp_path), "--as-of", as_of])
+        assert result.exit_code == 0, result.output
+        return result.stdout + result.stderr
+
+    first = allocate("2026-01-06T06:00:00Z")
+    assert "learned rule: rebuilt from the ledger in" in first
+    assert "(no saved learned strength)" in first
+    assert "learned rule: kept (same anchor, no late record)" in allocate("2026-01-06T07:00:00Z")
+    state = tmp_path / "meta_supervisor" / "state" / "persistence.state"
+    data = bytearray(state.read_bytes())
+    data[data.index(b'"anchor_us": ') + len(b'"anchor_us": ') + 5] ^= 1  # an edited anchor
+    state.write_bytes(bytes(data))
+    edited = allocate("2026-01-07T06:00:00Z")
+    assert "learned rule: rebuilt from the ledger in" in edited
+    assert "does not match its hash (edited or corrupt)" in edited
+    assert "learned rule: advanced (1 bucket(s) recomputed) in" in allocate("2026-01-08T06:00:00Z")

@@ -32,7 +32,7 @@ from meta_supervisor.config import Paths
 from meta_supervisor.cycle.run import run_cycle, supersede_latest
 from meta_supervisor.errors import MetaSupervisorError
 from meta_supervisor.ledger.store import LedgerStore
-from meta_supervisor.policy.model import Policy
+from meta_supervisor.policy.model import Policy, Profile
 from meta_supervisor.state.overrides import active_overrides, load_overrides
 from meta_supervisor.views.safe import markup
 from meta_supervisor.views.terminal import (
@@ -200,6 +200,9 @@ def allocate(
         console.print(line, highlight=False)
     if ledger.engine is not None:
         console.print(_engine_line(ledger.engine), style="dim", highlight=False)
+        if ledger.engine.learned is not None:
+            what = "learned rule" if policy.profile is Profile.SELECT else "learned strength"
+            console.print(ledger.engine.learned.line(what), style="dim", highlight=False)
     if dry_run:
         console.print("[yellow]dry run: nothing written[/]")
 

@@ -76,6 +76,7 @@ import numpy.ma
 import polars as pl
 
 from meta_supervisor.allocate.profiles import method_for
+from meta_supervisor.cycle.learned import LearnedRun, kept_persistence
 from meta_supervisor.ledger.store import LedgerStore, Manifest, Segment
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals import journal, threads
@@ -89,7 +90,6 @@ from meta_supervisor.signals.incremental import (
     read_npz,
     read_state,
 )
-from meta_supervisor.signals.persistence import Persistence
 from meta_supervisor.state.files import (
     atomic_write_bytes,
     atomic_write_text,
@@ -138,6 +138,7 @@ class EngineRun:
     saved: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
     persistence_recomputed: bool | None = None  # select, evidence: learned value recomputed
+    learned: LearnedRun | None = field(default=None, repr=False)  # how, and why if rebuilt
     loaded: str = ""  # warm: "memory" (kept by this process) or "files"
     written: str = ""  # saved: "journal" (one entry appended) or "full" (a new base)
 
@@ -700,6 +701,7 @@ def describe(run: EngineRun) -> dict[str, Any]:
         "written": run.written,
         "persistence_recomputed": run.persistence_recomputed,
         "seconds": {k: round(v, 6) for k, v in run.seconds.items()},
+        **({"learned": run.learned.describe()} if run.learned is not None else {}),
     }
 
 
@@ -711,16 +713,14 @@ def store_persistence(
     cache_path: Path,
     *,
     save: bool = True,
-) -> tuple[Persistence, bool]:
+) -> LearnedRun:
     """The learned value (the select profile's rule, the evidence profile's tilt strength)
-    as of ``as_of``, and whether it was recomputed.
+    as of ``as_of`` (``.value``), whether it was recomputed, how, and why a kept file was not
+    used (``.reason``).
 
     Kept incrementally in ``cache_path`` as per-(agent, day) PnL sums
-    (:func:`meta_supervisor.cycle.learned.kept_persistence`, which also says why a kept file
-    was not used): the same value as :func:`meta_supervisor.signals.persistence.persistence`
-    on the store's records, to the last bit.
+    (:func:`meta_supervisor.cycle.learned.kept_persistence`): the same value as
+    :func:`meta_supervisor.signals.persistence.persistence` on the store's records, to the last
+    bit.
     """
-    from meta_supervisor.cycle.learned import kept_persistence
-
-    run = kept_persistence(store, manifest, as_of, policy, cache_path, save=save)
-    return run.value, run.recomputed
+    return kept_persistence(store, manifest, as_of, policy, cache_path, save=save)

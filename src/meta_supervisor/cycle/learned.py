@@ -92,6 +92,30 @@ class LearnedRun:
     seconds: float = 0.0
     sums: DaySums | None = field(default=None, repr=False)  # the cells the value came from
 
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready: how the value was obtained (the value itself is in the decision)."""
+        return {
+            "mode": self.mode,
+            "reason": self.reason,
+            "buckets": self.buckets,
+            "late_records": self.late_records,
+            "saved": self.saved,
+            "seconds": round(self.seconds, 6),
+        }
+
+    def line(self, what: str) -> str:
+        """One line for the operator: ``what`` (e.g. ``"learned rule"``) kept, advanced, or
+        rebuilt from the ledger and why."""
+        if self.mode == "kept":
+            return f"{what}: kept (same anchor, no late record)"
+        if self.mode == "advanced":
+            late = f", {self.late_records} late record(s)" if self.late_records else ""
+            return (
+                f"{what}: advanced ({self.buckets} bucket(s) recomputed{late}) "
+                f"in {self.seconds * 1e3:.0f} ms"
+            )
+        return f"{what}: rebuilt from the ledger in {self.seconds:.1f} s ({self.reason})"
+
 
 @dataclass(frozen=True)
 class _Kept:

@@ -537,9 +537,9 @@ def _engine_frames(
     )
     learned = None
     if history_hours(policy):
-        learned, ledger.engine.persistence_recomputed = store_persistence(
-            store, manifest, as_of, policy, paths.persistence, save=save
-        )
+        run = store_persistence(store, manifest, as_of, policy, paths.persistence, save=save)
+        learned, ledger.engine.persistence_recomputed = run.value, run.recomputed
+        ledger.engine.learned = run
     newest = frames[0]["last_matured_at"].max()
     if newest is None:  # nobody in the stats window: the manifest's bounds say how old
         his = [s.hi for s in manifest.of("records") if s.hi is not None]
