@@ -239,7 +239,7 @@ def test_allocate_says_how_it_got_the_learned_rule_and_why_it_rebuilt_it(tmp_pat
 
     first = allocate("2026-01-06T06:00:00Z")
     assert "learned rule: rebuilt from the ledger in" in first
-    assert "(no saved learned strength)" in first
+    assert "(no saved learned value)" in first
     assert "learned rule: kept (same anchor, no late record)" in allocate("2026-01-06T07:00:00Z")
     state = tmp_path / "meta_supervisor" / "state" / "persistence.state"
     data = bytearray(state.read_bytes())

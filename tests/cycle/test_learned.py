@@ -143,7 +143,7 @@ def test_a_cycle_on_the_same_day_keeps_a_late_record_recomputes_one_bucket(tmp_p
     rows = [(a, "s1", -h, float(h % 7 - 3)) for a in "abcd" for h in range(1, 120, 5)]
     _append(store, _records(rows, 0, T0))
     first = kept_persistence(store, store.manifest(), T0, POLICY, path)
-    assert (first.mode, first.reason, first.saved) == ("rebuilt", "no saved learned strength", True)
+    assert (first.mode, first.reason, first.saved) == ("rebuilt", "no saved learned value", True)
     # later the same day, records that matured after the anchor: nothing is read or written
     _append(store, _records([("a", "s1", 2, 9.0)], 1000, T0))
     before = path.read_bytes()
@@ -221,7 +221,7 @@ DAMAGE = [
     (lambda p: _rehashed(p, lambda h: h["segments"].append("records/x.parquet")), "lost segments"),
     (lambda p: _rehashed(p, lambda h: h.update(ledger="/elsewhere")), "another ledger"),
     (lambda p: _rehashed(p, lambda h: h.update(policy_fingerprint="0" * 16)), "policy changed"),
-    (lambda p: p.unlink(), "no saved learned strength"),
+    (lambda p: p.unlink(), "no saved learned value"),
 ]
 
 
@@ -353,3 +353,8 @@ def test_tiny_buckets_keep_the_value_until_the_anchor_moves_or_a_late_record(
     late = kept_persistence(store, store.manifest(), T0 + timedelta(hours=2), tiny, path)
     assert (late.mode, late.recomputed, late.late_records) == ("advanced", True, 1)
     assert late.value == persistence(store.records(), T0 + timedelta(hours=2), tiny)
+    # what `allocate` prints: no "0 bucket(s) recomputed" where no cells are kept
+    assert late.line("learned").startswith(
+        "learned: recomputed from the range's records (buckets too narrow to keep, 1 late record"
+    )
+    assert same.line("learned") == "learned: kept (same anchor, no late record)"

@@ -108,8 +108,13 @@ class LearnedRun:
         rebuilt from the ledger and why."""
         if self.mode == "kept":
             return f"{what}: kept (same anchor, no late record)"
+        late = f", {self.late_records} late record(s)" if self.late_records else ""
+        if self.mode == "advanced" and not self.buckets:  # past MAX_BUCKETS: no cells kept
+            return (
+                f"{what}: recomputed from the range's records (buckets too narrow to keep"
+                f"{late}) in {self.seconds * 1e3:.0f} ms"
+            )
         if self.mode == "advanced":
-            late = f", {self.late_records} late record(s)" if self.late_records else ""
             return (
                 f"{what}: advanced ({self.buckets} bucket(s) recomputed{late}) "
                 f"in {self.seconds * 1e3:.0f} ms"
@@ -148,7 +153,7 @@ def _load(
         with open(path, "rb") as handle:
             line = handle.readline(_MAX_HEADER)
     except FileNotFoundError:
-        return None, "no saved learned strength"
+        return None, "no saved learned value"
     except OSError as err:
         return None, f"unreadable {name}: {err}"
     try:
