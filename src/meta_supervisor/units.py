@@ -23,6 +23,7 @@ __all__ = [
     "UTC_US",
     "column_us",
     "epoch_us",
+    "from_epoch_us",
     "instant",
 ]
 
@@ -60,6 +61,11 @@ MAX_HORIZON_HOURS = 24 * 366 * 10
 def epoch_us(moment: datetime) -> int:
     """``moment`` (timezone-aware) as µs since :data:`EPOCH`, exactly (a datetime holds µs)."""
     return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def from_epoch_us(micros: int) -> datetime:
+    """The instant ``micros`` µs after :data:`EPOCH` (UTC): the inverse of :func:`epoch_us`."""
+    return EPOCH + timedelta(microseconds=micros)
 
 
 def instant(moment: datetime) -> pl.Expr:

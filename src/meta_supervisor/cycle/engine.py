@@ -76,7 +76,7 @@ import numpy.ma
 import polars as pl
 
 from meta_supervisor.allocate.profiles import method_for
-from meta_supervisor.cycle.learned import LearnedRun, kept_persistence
+from meta_supervisor.cycle.learned import LearnedRun
 from meta_supervisor.ledger.store import LedgerStore, Manifest, Segment
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals import journal, threads
@@ -96,7 +96,7 @@ from meta_supervisor.state.files import (
     fault_point,
     fsync_path,
 )
-from meta_supervisor.units import EPOCH, epoch_us, instant
+from meta_supervisor.units import epoch_us, from_epoch_us, instant
 
 __all__ = [
     "CHUNK_ROWS",
@@ -112,7 +112,6 @@ __all__ = [
     "meta_path",
     "preload",
     "store_frames",
-    "store_persistence",
 ]
 
 _FORMAT = 1  # engine.json of a state without a journal
@@ -137,10 +136,14 @@ class EngineRun:
     chunks: int = 0
     saved: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
-    persistence_recomputed: bool | None = None  # select, evidence: learned value recomputed
-    learned: LearnedRun | None = field(default=None, repr=False)  # how, and why if rebuilt
+    learned: LearnedRun | None = field(default=None, repr=False)  # select, evidence: how, why
     loaded: str = ""  # warm: "memory" (kept by this process) or "files"
     written: str = ""  # saved: "journal" (one entry appended) or "full" (a new base)
+
+    @property
+    def persistence_recomputed(self) -> bool | None:
+        """Whether the learned value was computed now (``None``: the profile learns none)."""
+        return None if self.learned is None else self.learned.recomputed
 
 
 def meta_path(state_path: Path) -> Path:
@@ -405,7 +408,7 @@ def _rebuild(
     engine = IncrementalStats(policy, loss_tails=keeps_loss_tails(policy))
     for i in range(1, chunks + 1):
         step_us = as_of_us if i == chunks else first_us + (as_of_us - first_us) * i // chunks
-        engine.advance(view, EPOCH + timedelta(microseconds=step_us))
+        engine.advance(view, from_epoch_us(step_us))
     return engine, chunks
 
 
@@ -532,8 +535,8 @@ class _StoreRanges:
         self.store, self.manifest = store, manifest
 
     def scan(self, low_us: int | None, high_us: int | None) -> pl.LazyFrame:
-        start = None if low_us is None else EPOCH + timedelta(microseconds=low_us)
-        end = None if high_us is None else EPOCH + timedelta(microseconds=high_us)
+        start = None if low_us is None else from_epoch_us(low_us)
+        end = None if high_us is None else from_epoch_us(high_us)
         return self.store.scan("records", start, end, self.manifest)
 
 
@@ -663,7 +666,7 @@ def store_frames(
     else:
         consumed = prior.segments if prior is not None else set()
         new: list[Segment] = [s for s in manifest.of("records") if s.path not in consumed]
-        prev = EPOCH + timedelta(microseconds=engine.as_of_us or 0)
+        prev = from_epoch_us(engine.as_of_us or 0)
         late = None
         if new:
             late = (
@@ -703,24 +706,3 @@ def describe(run: EngineRun) -> dict[str, Any]:
         "seconds": {k: round(v, 6) for k, v in run.seconds.items()},
         **({"learned": run.learned.describe()} if run.learned is not None else {}),
     }
-
-
-def store_persistence(
-    store: LedgerStore,
-    manifest: Manifest,
-    as_of: datetime,
-    policy: Policy,
-    cache_path: Path,
-    *,
-    save: bool = True,
-) -> LearnedRun:
-    """The learned value (the select profile's rule, the evidence profile's tilt strength)
-    as of ``as_of`` (``.value``), whether it was recomputed, how, and why a kept file was not
-    used (``.reason``).
-
-    Kept incrementally in ``cache_path`` as per-(agent, day) PnL sums
-    (:func:`meta_supervisor.cycle.learned.kept_persistence`): the same value as
-    :func:`meta_supervisor.signals.persistence.persistence` on the store's records, to the last
-    bit.
-    """
-    return kept_persistence(store, manifest, as_of, policy, cache_path, save=save)

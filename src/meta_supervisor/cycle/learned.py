@@ -48,7 +48,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ from meta_supervisor.signals.persistence import (
     sums_range,
 )
 from meta_supervisor.state.files import atomic_write_bytes
-from meta_supervisor.units import EPOCH, epoch_us, instant
+from meta_supervisor.units import epoch_us, from_epoch_us, instant
 
 __all__ = ["CHUNK_ROWS", "FORMAT", "LearnedRun", "kept_persistence", "state_digest"]
 
@@ -262,7 +262,8 @@ def _bucket_cells(
         for lo_b in range(first, last + 1, size):
             hi_b = min(last, lo_b + size - 1)
             lo_us, hi_us = lo_b * width, (hi_b + 1) * width
-            lazy = store.scan("records", _at(lo_us), _at(hi_us), manifest).select(SUMS_COLUMNS)
+            start, end = from_epoch_us(lo_us), from_epoch_us(hi_us)
+            lazy = store.scan("records", start, end, manifest).select(SUMS_COLUMNS)
             part = DaySums.from_records(lazy, policy, lo_us, hi_us)
             sums = sums.replaced(range(lo_b, hi_b + 1), part)
     return sums
@@ -276,10 +277,6 @@ def _rows_within(segment: Segment, low: int, high: int) -> float:
     return segment.rows * max(0.0, min(1.0, inside / (segment.hi - segment.lo)))
 
 
-def _at(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
-
-
 def _late_buckets(
     store: LedgerStore, new: list[Segment], policy: Policy, low: int, high: int
 ) -> tuple[set[int], int]:
@@ -290,7 +287,9 @@ def _late_buckets(
         return set(), 0
     width = bucket_us(policy)
     matured = (
-        store.scan("records", _at(low), _at(high), Manifest(segments=tuple(touching)))
+        store.scan(
+            "records", from_epoch_us(low), from_epoch_us(high), Manifest(segments=tuple(touching))
+        )
         .filter(pl.col("horizon_hours") == policy.horizon_hours)
         .select(pl.col("matured_at").dt.epoch("us").alias("us"))
         .filter((pl.col("us") > low) & (pl.col("us") <= high))
@@ -365,7 +364,7 @@ def _from_cells(
         if kept.anchor_us == high and not late:
             return LearnedRun(kept.value, False, "kept", late_records=late_records)
     if last - first + 1 > MAX_BUCKETS:  # tiny buckets: the records, not billions of cells
-        records = _range_records(store, manifest, policy, _at(low), _at(high))
+        records = _range_records(store, manifest, policy, from_epoch_us(low), from_epoch_us(high))
         mode = "rebuilt" if kept is None else "advanced"
         value = persistence(records, as_of, policy)
         return LearnedRun(value, True, mode, reason, late_records=late_records)

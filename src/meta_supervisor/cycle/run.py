@@ -19,7 +19,8 @@ from meta_supervisor.allocate.decision import Decision, canonical_json, iso, par
 from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.allocate.profiles import method_for
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle.engine import EngineRun, store_frames, store_persistence
+from meta_supervisor.cycle.engine import EngineRun, store_frames
+from meta_supervisor.cycle.learned import kept_persistence
 from meta_supervisor.errors import BadInput, ProblemFound
 from meta_supervisor.ingest.batch import dedupe_batch
 from meta_supervisor.ingest.records import empty_quarantine, empty_records
@@ -45,7 +46,13 @@ from meta_supervisor.state.files import (
     read_history,
     remove_stale_temps,
 )
-from meta_supervisor.units import EARLIEST_INSTANT, EPOCH, LATEST_INSTANT, epoch_us, instant
+from meta_supervisor.units import (
+    EARLIEST_INSTANT,
+    LATEST_INSTANT,
+    epoch_us,
+    from_epoch_us,
+    instant,
+)
 
 __all__ = [
     "FUTURE_TOLERANCE",
@@ -529,7 +536,7 @@ def _engine_frames(
 ) -> tuple[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], Persistence | None]:
     """The cycle's frames from :func:`meta_supervisor.cycle.engine.store_frames` and, for the
     select and evidence profiles, the learned value (the rule, the tilt strength;
-    :func:`meta_supervisor.cycle.engine.store_persistence`, kept until the next anchor); fills
+    :func:`meta_supervisor.cycle.learned.kept_persistence`, kept until the next anchor); fills
     in ``ledger.engine`` and ``ledger.latest``."""
     store = LedgerStore(paths.ledger or "")
     frames, ledger.engine = store_frames(
@@ -537,9 +544,8 @@ def _engine_frames(
     )
     learned = None
     if history_hours(policy):
-        run = store_persistence(store, manifest, as_of, policy, paths.persistence, save=save)
-        learned, ledger.engine.persistence_recomputed = run.value, run.recomputed
-        ledger.engine.learned = run
+        run = kept_persistence(store, manifest, as_of, policy, paths.persistence, save=save)
+        learned, ledger.engine.learned = run.value, run
     newest = frames[0]["last_matured_at"].max()
     if newest is None:  # nobody in the stats window: the manifest's bounds say how old
         his = [s.hi for s in manifest.of("records") if s.hi is not None]
@@ -567,7 +573,7 @@ def _latest_bound(his: list[int], as_of: datetime) -> datetime | None:
     """The latest segment bound at or before ``as_of`` (µs since the epoch), as a datetime."""
     limit = epoch_us(as_of)
     visible = [h for h in his if h <= limit]
-    return EPOCH + timedelta(microseconds=max(visible)) if visible else None
+    return from_epoch_us(max(visible)) if visible else None
 
 
 #: How far after the clock a recorded ``as_of`` may lie without ``allow_future``: a cycle

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from meta_supervisor.units import EPOCH, epoch_us
+from meta_supervisor.units import epoch_us, from_epoch_us
 
 __all__ = ["Schedule", "ScheduleError", "parse_period"]
 
@@ -72,7 +72,7 @@ class Schedule:
         if self.every is not None:
             step = self.every // timedelta(microseconds=1)
             elapsed = epoch_us(moment)
-            return EPOCH + timedelta(microseconds=(elapsed // step + 1) * step)
+            return from_epoch_us((elapsed // step + 1) * step)
         from croniter import croniter
 
         return _utc(croniter(self.cron, moment.astimezone(UTC)).get_next(datetime))
@@ -82,7 +82,7 @@ class Schedule:
         if self.every is not None:
             step = self.every // timedelta(microseconds=1)
             elapsed = epoch_us(moment)
-            return EPOCH + timedelta(microseconds=(elapsed // step) * step)
+            return from_epoch_us((elapsed // step) * step)
         from croniter import croniter
 
         probe = moment + timedelta(microseconds=1)

@@ -43,14 +43,14 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from meta_supervisor.units import EPOCH, US_PER_HOUR, UTC_US, epoch_us
+from meta_supervisor.units import US_PER_HOUR, UTC_US, epoch_us, from_epoch_us
 
 if TYPE_CHECKING:
     from meta_supervisor.policy.model import Policy
@@ -117,7 +117,7 @@ def anchor(as_of: datetime, policy: Policy) -> datetime:
     since the epoch (UTC; :func:`lag_grid`). The learned value reads only records matured by
     :math:`A`, so it is the same for every cycle between two anchors."""
     micros = epoch_us(as_of)
-    return EPOCH + timedelta(microseconds=micros - micros % lag_grid(policy)[0])
+    return from_epoch_us(micros - micros % lag_grid(policy)[0])
 
 
 def sums_range(as_of: datetime, policy: Policy) -> tuple[int, int]:

@@ -100,7 +100,7 @@ from meta_supervisor.signals.measures import tail_count
 from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.signals.tails import with_prior
-from meta_supervisor.units import EPOCH, US_PER_HOUR, UTC_US, column_us, epoch_us
+from meta_supervisor.units import US_PER_HOUR, UTC_US, column_us, epoch_us, from_epoch_us
 
 __all__ = [
     "CHUNK_ROWS",
@@ -1794,6 +1794,6 @@ def frames_at(
     chunks = max(1, math.ceil(rows / max(chunk_rows, 1)))
     for k in range(1, chunks + 1):
         step = now if k == chunks else max(int(us[first + rows * k // chunks]), start)
-        inc.advance(source, EPOCH + timedelta(microseconds=step))
+        inc.advance(source, from_epoch_us(step))
     stats, conf, tails = inc.frames(telemetry)
     return inc.with_expected_records(stats), conf, tails

@@ -249,7 +249,7 @@ def lag_samples_from_sums(sums: DaySums, as_of: datetime, policy: Policy) -> lis
     :func:`sums_range`; cells of other buckets are ignored): THE computation, whether the
     cells were built from records just now or kept between cycles. The windows' numbers are
     :func:`~meta_supervisor.signals.daysums.lag_windows`'."""
-    lags = policy.evidence_persistence_lags
+    lags = lag_grid(policy)[1]
     if lags <= 0:
         return []
     cells = window_cells(sums, as_of, policy)
