@@ -29,7 +29,7 @@ from meta_supervisor.signals.broken import (
     loss_run,
     loss_run_z,
     loss_runs,
-    loss_runs_unordered,
+    loss_runs_sorted,
     records_read,
 )
 from meta_supervisor.signals.cadence import CadenceIndex
@@ -272,37 +272,76 @@ def test_the_knob_is_a_validated_boolean():
     memory=st.integers(1, 6),
     run=st.integers(1, 3),
     rows=st.integers(1, 5),
-    spare=st.integers(0, 4),
+    spread=st.sampled_from([0.0, 0.1, 10.0, 1e300]),
 )
-@settings(max_examples=80, deadline=None)
-def test_a_shuffled_block_with_inf_slots_gives_the_ordered_rows_bits(
-    seed, past, memory, run, rows, spare
-):
-    """loss_runs_unordered (the engine's full rings, read as they lie) against loss_runs on the
-    same records in order: any past count (odd, even, too few), ties, zeros and −0.0."""
+@settings(max_examples=120, deadline=None)
+def test_sorted_earlier_records_give_the_ordered_rows_bits(seed, past, memory, run, rows, spread):
+    """loss_runs_sorted (the engine's full rings, earlier records kept sorted) against
+    loss_runs on the same records in order: any past count (odd, even, too few), ties, zeros,
+    −0.0, a row of one value (a zero scale), values near the float limit (inf distances)."""
     policy = Policy(profile=Profile.SELECT, broken_memory_records=memory, broken_consecutive=run)
     judged = memory + run - 1
     rng = np.random.default_rng(seed)
-    ordered = np.round(rng.standard_t(4, (rows, past + judged)) * 10, 1)
+    ordered = np.round(rng.standard_t(4, (rows, past + judged)) * 10, 1) * max(spread, 1.0)
+    if spread == 0.0:
+        ordered[0, :past] = 3.0
     ordered[rng.random(ordered.shape) < 0.2] = 0.0
     ordered[rng.random(ordered.shape) < 0.1] = -0.0
     want = loss_runs(ordered, policy)
-    block = np.full((rows, past + spare), np.inf)
-    for i in range(rows):
-        block[i, rng.permutation(past + spare)[:past]] = ordered[i, :past]
-    got = loss_runs_unordered(block, ordered[:, past:].copy(), past, policy)
+    got = loss_runs_sorted(np.sort(ordered[:, :past], axis=1), ordered[:, past:].copy(), policy)
     assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
 
 
+def test_distances_beyond_the_float_limit_are_inf_quietly_and_alike():
+    """Earlier records at ±1e308: their distances to the centre overflow to inf. Both paths
+    (ordered rows by partition, sorted rows by bisection) say so without a RuntimeWarning
+    (regression: the ordered path warned) and give the same bits."""
+    import warnings
+
+    policy = Policy(broken_memory_records=1, broken_consecutive=1)
+    rows = np.array([[-1e308] * 6 + [1e308] * 7 + [5.0], [-1e308] * 7 + [1e308] * 6 + [-5.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        want = loss_runs(rows, policy)
+        got = loss_runs_sorted(np.sort(rows[:, :-1], axis=1), rows[:, -1:], policy)
+    assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
+
+
+def test_the_scale_is_the_median_distance_whichever_side_it_falls():
+    """The distances' middle taken from the right of the centre only, the left only, and
+    both (regression guard for the merge of the two runs: an off-by-one there picks a
+    neighbour's distance), against np.median of the distances."""
+    policy = Policy(broken_memory_records=1, broken_consecutive=1)
+    rows = [
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 50.0, 60.0],  # right side
+        [-60.0, -50.0, -4.0, -3.0, -2.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # left side
+        [-9.0, -7.0, -5.0, -3.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0],  # interleaved
+        [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 7.0],  # a zero scale
+    ]
+    block = np.array(rows)
+    recent = np.full((len(rows), 1), -5.0)
+    z, v = loss_runs_sorted(block, recent, policy)
+    for i, row in enumerate(block):
+        centre = np.median(row)
+        scale = MAD_TO_SIGMA * np.median(np.abs(row - centre))
+        if scale > 0:
+            assert z[i] == 5.0 / scale
+            assert v[i] == MAD_TO_SIGMA * abs(-5.0 - centre) / scale
+        else:
+            assert math.isnan(z[i])
+
+
 def test_a_fleet_large_enough_for_threads_has_each_rows_own_medians(monkeypatch):
-    """Blocks of threads.MIN_SIZE values or more are partitioned by rows in threads: each row's
-    ``(z, v)`` must still be the one of its row alone (``loss_runs`` on the ordered row, by
-    ``np.median``), ties and an odd row count included; in a forked child too (a pool made
-    before a fork has no threads there)."""
+    """Blocks of threads.MIN_SIZE values or more are partitioned (ordered rows) or sorted (a
+    ring's earlier records, any order) by rows in threads: each row's ``(z, v)`` must still be
+    the one of its row alone (``loss_runs`` on the ordered row, by ``np.median``), ties and an
+    odd row count included; in a forked child too (a pool made before a fork has no threads
+    there)."""
     import os
     import signal
 
     from meta_supervisor.signals import threads
+    from meta_supervisor.signals.sortedrows import sort_rows
     from meta_supervisor.signals.threads import MIN_SIZE
 
     monkeypatch.setattr(threads, "cores", lambda: 2)  # two parts on any machine
@@ -314,21 +353,25 @@ def test_a_fleet_large_enough_for_threads_has_each_rows_own_medians(monkeypatch)
     ordered = np.round(rng.standard_t(4, (rows, past + judged)) * 10, 1)
     expected = [loss_runs(row[None, :], policy) for row in ordered]
 
-    def shuffled_run() -> tuple[np.ndarray, np.ndarray]:
+    def threaded_runs() -> list[tuple[np.ndarray, np.ndarray]]:
         block = np.full((rows, past + 3), np.inf)
         for i in range(rows):
             block[i, rng.permutation(past + 3)[:past]] = ordered[i, :past]
         assert block.size >= MIN_SIZE
-        return loss_runs_unordered(block, ordered[:, past:].copy(), past, policy)
+        sort_rows(block)
+        return [
+            loss_runs_sorted(block[:, :past], ordered[:, past:].copy(), policy),
+            loss_runs(ordered, policy),
+        ]
 
-    z, v = shuffled_run()
-    assert z.tobytes() == np.concatenate([e[0] for e in expected]).tobytes()
-    assert v.tobytes() == np.concatenate([e[1] for e in expected]).tobytes()
+    for z, v in threaded_runs():
+        assert z.tobytes() == np.concatenate([e[0] for e in expected]).tobytes()
+        assert v.tobytes() == np.concatenate([e[1] for e in expected]).tobytes()
     child = os.fork()
     if child == 0:  # the pool above was made in the parent: the child must not wait on it
         signal.alarm(60)  # a hung child dies (and fails the test) instead of hanging it
-        z_child, _ = shuffled_run()
-        os._exit(0 if z_child.tobytes() == z.tobytes() else 1)
+        got = threaded_runs()
+        os._exit(0 if all(z_child.tobytes() == z.tobytes() for z_child, _ in got) else 1)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 
@@ -397,14 +440,13 @@ def test_a_fleet_of_series_of_any_lengths_has_each_agents_own_run(seed, lengths,
             out[row] = np.concatenate([np.resize(garbage, n - tail.size), tail])
         return out
 
-    def ring_of(agents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def sorted_of(agents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         block = np.stack([series[a][-keep:] for a in agents])
-        order = rng.permutation(keep)
         judged = judged_records(policy)
-        columns = np.tile(np.argsort(order)[keep - judged :], (agents.size, 1))
-        return block[:, order], columns
+        clean = np.isfinite(block).all(axis=1)
+        return np.sort(block[:, : keep - judged], axis=1), block[:, keep - judged :], clean
 
-    z, v = fleet_loss_runs(np.array(lengths), rows_of, policy, ring_of if rings else None)
+    z, v = fleet_loss_runs(np.array(lengths), rows_of, policy, sorted_of if rings else None)
     for a, x in enumerate(series):
         want = loss_run(x, policy)
         assert np.array([z[a], v[a]]).tobytes() == np.array(want).tobytes(), (a, x.size)
@@ -476,11 +518,12 @@ def test_hostile_values_raise_no_floating_point_warnings():
     def rows_of(agents, n):
         return np.stack([series[a][-n:] for a in agents])
 
-    def ring_of(agents):
+    def sorted_of(agents):
         block = np.stack([series[a][-keep:] for a in agents])
-        return block, np.tile(np.arange(keep - judged, keep), (agents.size, 1))
+        clean = np.isfinite(block).all(axis=1)
+        return np.sort(block[:, : keep - judged], axis=1), block[:, keep - judged :], clean
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fleet_loss_runs(np.array([s.size for s in series]), rows_of, policy, ring_of)
+        fleet_loss_runs(np.array([s.size for s in series]), rows_of, policy, sorted_of)
         fleet_loss_runs(np.array([s.size for s in series]), rows_of, policy)

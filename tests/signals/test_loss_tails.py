@@ -113,6 +113,23 @@ def _assert_as_the_ledger(inc: IncrementalStats, ledger: pl.DataFrame, as_of: da
     assert v.tobytes() == np.full(len(names), want_v).tobytes()
 
 
+def _assert_sorted_copies(inc: IncrementalStats) -> None:
+    """Every sorted copy the engine keeps is its agent's earlier records (the full ring but
+    its judged slots), sorted (up to the sign of a zero: 0.0 and −0.0 are one value to an
+    order and to the cut), then +inf for its judged slots."""
+    k = inc.loss_k
+    judged = broken.judged_records(inc.policy)
+    width = k - judged
+    for agent in np.flatnonzero(inc._past_ok):
+        head = int(inc._col("rg_head")[agent])
+        ring = inc._ring[agent * k : (agent + 1) * k]
+        earlier = ring[(head + np.arange(width)) % k]
+        assert int(inc._col("rg_len")[agent]) == k
+        assert inc._past[agent, :width].tolist() == np.sort(earlier).tolist(), inc.names[agent]
+        assert (inc._past[agent, width:] == np.inf).all()
+        assert ((head - judged + np.arange(judged)) % k != (head + width - 1) % k).all()
+
+
 def _journaled(inc: IncrementalStats, before: dict[str, np.ndarray]) -> IncrementalStats:
     """``inc`` as the engine restores it: the image before, one journal entry replayed. The
     entry gives the ring by the slots the engine wrote since ``before`` (tracked from then);
@@ -178,6 +195,7 @@ def test_loss_tails_give_the_ledgers_broken_cut_to_the_bit(policy, history, ops)
                 inc.advance(ledger, as_of, late=pl.concat(late) if late else None)
                 late, cycled = [], True
                 _assert_as_the_ledger(inc, ledger, as_of)
+                _assert_sorted_copies(inc)
                 rebuilt = IncrementalStats(policy, loss_tails=True)
                 rebuilt.advance(ledger, as_of)
                 assert [c.tobytes() for c in _loss_columns(rebuilt)[1:]] == [
@@ -304,3 +322,78 @@ def test_an_agent_without_a_new_record_is_not_judged_again(monkeypatch):
     assert judged == [6, 1]
     _assert_as_the_ledger(inc, ledger, T0 + timedelta(hours=1))
     assert before[1][0] == after[1][0]  # agent a: kept
+
+
+def test_a_full_rings_sorted_copy_is_swapped_not_sorted_again(monkeypatch):
+    """The broken cut's earlier records are kept sorted (in memory) between cycles: an hourly
+    cycle swaps each agent's entering records for its leaving ones (no sort from scratch,
+    the cost of 1,000 agents × 1,024 records), and the cut stays the ledger's to the bit, a
+    blow-up included; an agent given a late record is laid again and sorted again."""
+    from meta_supervisor.signals import incremental
+
+    sorted_afresh: list[int] = []
+    real = incremental.sort_rows
+
+    def spy(block, **kwargs):
+        sorted_afresh.append(block.shape[0])
+        return real(block, **kwargs)
+
+    monkeypatch.setattr(incremental, "sort_rows", spy)
+    # every ring full (1,030 records), all of them in the cadence history
+    policy = Policy(profile=Profile.SELECT, cadence_history_hours=2_000.0)
+    ledger = _hourly(6, 1_300)  # 9 in 10 at the policy horizon
+    inc = IncrementalStats(policy, loss_tails=True)
+    inc.advance(ledger, T0)
+    _assert_as_the_ledger(inc, ledger, T0)
+    assert sorted_afresh == [6]
+    index = ledger.height
+    for step in range(1, 9):  # two hours a cycle: two records per agent, after its last
+        hour = 2 * step
+        more = _burst(index, (AGENTS, 2, hour - 1, step), T0)
+        if step >= 6:  # agent d blows up
+            more = more.with_columns(
+                pl.when(pl.col("agent") == "d")
+                .then(pl.lit(-900.0))
+                .otherwise(pl.col("realized_pnl_bps"))
+                .alias("realized_pnl_bps")
+            )
+        index += more.height
+        ledger = pl.concat([ledger, more])
+        inc.advance(ledger, T0 + timedelta(hours=hour))
+        _assert_as_the_ledger(inc, ledger, T0 + timedelta(hours=hour))
+        _assert_sorted_copies(inc)
+    assert sorted_afresh == [6]
+    assert inc._past_ok[: len(AGENTS)].all()
+    _, z, _ = _loss_columns(inc)
+    assert z[AGENTS.index("d")] > policy.broken_loss_scale  # the blow-up is cut
+    late = _frame([_record(99_999, "c", T0 + timedelta(hours=2.5), 24, -40.0)])
+    ledger = pl.concat([ledger, late])
+    inc.advance(ledger, T0 + timedelta(hours=17), late=late)
+    _assert_as_the_ledger(inc, ledger, T0 + timedelta(hours=17))
+    assert sorted_afresh == [6, 1]
+
+
+def test_copies_owed_too_many_swaps_are_dropped_and_sorted_again(monkeypatch):
+    """An engine advanced many times without being read owes its sorted copies a swap per
+    advance: past ``MAX_PENDING_SWAPS`` it drops them (memory stays bounded) and the next read
+    sorts them afresh, the cut still the ledger's."""
+    from meta_supervisor.signals import incremental
+
+    monkeypatch.setattr(incremental, "MAX_PENDING_SWAPS", 2)
+    policy = Policy(profile=Profile.SELECT, cadence_history_hours=2_000.0)
+    ledger = _hourly(3, 1_300)
+    inc = IncrementalStats(policy, loss_tails=True)
+    inc.advance(ledger, T0)
+    _loss_columns(inc)
+    assert inc._past_ok[:3].all()
+    index = ledger.height
+    for hour in range(1, 5):
+        more = _burst(index, (AGENTS[:3], 1, hour, hour), T0)
+        index += more.height
+        ledger = pl.concat([ledger, more])
+        inc.advance(ledger, T0 + timedelta(hours=hour))
+        assert len(inc._swaps) <= 2
+    assert not inc._past_ok[:3].any()
+    _assert_as_the_ledger(inc, ledger, T0 + timedelta(hours=4))
+    _assert_sorted_copies(inc)
+    assert inc._past_ok[:3].all()

@@ -619,6 +619,7 @@ def preload(state_path: Path, store: LedgerStore, policy: Policy) -> str:
         return reason
     if _identity(state_path) != before:
         return "the state files changed while they were read"
+    engine.judge_losses()  # the broken cut's medians, as a cycle of this process leaves them
     _keep(state_path, _Resident(engine, persisted, before))
     return ""
 

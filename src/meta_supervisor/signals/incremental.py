@@ -40,7 +40,11 @@ same bytes. How each part gets there:
   agent given a record before its last. The cut reads the last ``min(ring, n_C)`` of them
   (``n_C`` the agent's records in the cadence history, a count the state keeps): the records
   :meth:`~meta_supervisor.signals.cadence.CadenceIndex.loss_regime` reads from the ledger, in
-  the same order, so the cut is the same bits without reading the cadence history.
+  the same order, so the cut is the same bits without reading the cadence history. A full
+  ring's earlier records are also kept *sorted* (in memory only, as much again as the ring):
+  a cycle swaps the records that left them for those that entered
+  (:mod:`meta_supervisor.signals.sortedrows`) and reads both medians of the cut from the
+  sorted rows, where partitioning every ring again cost about four times as much.
 
 The per-agent state is held as columns (numpy arrays indexed by an agent number), so a cycle
 updates it with a few vectorised operations over the records that entered or left, whatever
@@ -98,6 +102,7 @@ from meta_supervisor.signals.journal import Rows
 from meta_supervisor.signals.journal import remove_sorted as _remove_sorted
 from meta_supervisor.signals.measures import tail_count
 from meta_supervisor.signals.order import in_record_order
+from meta_supervisor.signals.sortedrows import as_slice, sort_rows, swap_values
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.signals.tails import with_prior
 from meta_supervisor.units import US_PER_HOUR, UTC_US, column_us, epoch_us, from_epoch_us
@@ -115,6 +120,9 @@ __all__ = [
     "read_state",
 ]
 
+#: Batches of swaps the kept sorted copies of the loss tails may owe before they are dropped
+#: (sorted afresh when next read): a cycle owes one.
+MAX_PENDING_SWAPS = 64
 #: Records advanced at once when a state is built from scratch (about 0.4 GiB of columns).
 CHUNK_ROWS = 2_000_000
 
@@ -447,6 +455,14 @@ class IncrementalStats:
         # tail changed since): an agent with no new record is not computed again (in memory)
         self._loss_n = np.zeros(0, dtype=np.int64)
         self._loss_z, self._loss_v = np.zeros(0), np.zeros(0)
+        # a full ring's values sorted, its judged slots as +inf (so its first P columns are
+        # its earlier records, sorted), where ``_past_ok`` (in memory): swapped as records
+        # enter (_push_tails), sorted afresh when read without one (loss_sorted)
+        self._past = np.zeros((0, self.loss_k))
+        self._past_ok = np.zeros(0, dtype=bool)
+        # swaps not yet made in them, in order: (agents, leaving values, entering values),
+        # made when read (beside the frames, judge_losses)
+        self._swaps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.as_of_us: int | None = None
         self._agents = _Codebook()
         self.names = self._agents.names  # agent number -> name
@@ -855,15 +871,50 @@ class IncrementalStats:
         agent = codes[rows]
         head, held = self._col("rg_head"), self._col("rg_len")
         slots = agent * k + (head[agent] + rank) % k
+        agents, count, ends = idx[ok], lengths[ok], last[ok]
+        leaving, entering, owner = self._past_swaps(agents, count)
+        gone = self._ring[leaving]
         self._ring[slots] = frame["realized_pnl_bps"].to_numpy()[rows]
         self._wrote_ring(slots)
-        agents, count, ends = idx[ok], lengths[ok], last[ok]
+        if owner.size:  # the kept sorted copies swap what left for what entered (when read)
+            self._swaps.append((owner, gone, self._ring[entering]))
+            if len(self._swaps) > MAX_PENDING_SWAPS:  # advanced for long, never judged
+                self._past_ok[:] = False
+                self._swaps = []
         self._forget_loss(agents)
         head[agents] = (head[agents] + count) % k
         held[agents] = np.minimum(held[agents] + count, k)
         last_m[agents], last_t[agents] = matured[ends], ts[ends]
         last_r[agents] = np.array(rids.gather(ends).to_list(), dtype=object)
         return idx[~ok]
+
+    def _past_swaps(
+        self, agents: np.ndarray, count: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For ``agents`` about to take ``count`` records each (their rings not yet written):
+        ``(leaving, entering, owner)`` ring slots and agent, one entry per record that
+        leaves or enters the earlier records of an agent whose sorted copy is kept. The others'
+        copies are dropped (sorted again from the ring when read); the kept ones swap the
+        values when read (:meth:`loss_sorted`, by :func:`~.sortedrows.swap_values`).
+        A full ring in record order is ``P`` earlier records then
+        ``J`` judged ones; ``c < P`` new records shift it by ``c``: the ``c`` oldest leave
+        (the slots the new records overwrite, ``head + q``) and the ``c`` records after the
+        earlier ones join them (old judged, then new: slots ``head − J + q``, read once
+        written), ``q < c``."""
+        k = self.loss_k
+        width = k - judged_records(self.policy)
+        kept = np.zeros(agents.size, dtype=bool)
+        inside = agents < self._past_ok.size
+        kept[inside] = self._past_ok[agents[inside]]
+        full = self._col("rg_len")[agents] == k
+        kept &= full & (count < width)
+        self._past_ok[agents[~kept & inside]] = False
+        who, many = agents[kept], count[kept]
+        owner = np.repeat(who, many)
+        q = np.arange(owner.size) - np.repeat(np.cumsum(many) - many, many)
+        head = self._col("rg_head")[owner]
+        judged = k - width
+        return owner * k + (head + q) % k, owner * k + (head - judged + q) % k, owner
 
     def _recompute_tails(self, src: _Source, agents: np.ndarray, low: int, high: int) -> None:
         """Lay ``agents``' loss tails again from their records at the horizon in
@@ -878,6 +929,7 @@ class IncrementalStats:
         )
         self.recomputed_tails += agents.size
         self._forget_loss(agents)
+        self._past_ok[agents[agents < self._past_ok.size]] = False
         for name in ("rg_head", "rg_len"):
             self._col(name)[agents] = 0
         for name in ("rg_m", "rg_t"):
@@ -899,14 +951,55 @@ class IncrementalStats:
         slots += (agents * k)[:, None]
         return self._ring[slots]
 
-    def loss_ring(self, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``agents``' (numbers; each ring full) loss tails as they lie: a fresh
-        ``(len(agents), loss_k)`` block, and per agent the columns of its judged records (its
-        latest :math:`R + r - 1`), oldest first
-        (:func:`~meta_supervisor.signals.broken.fleet_loss_runs`' ``ring_of``)."""
+    def loss_sorted(self, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``agents``' (numbers; each ring full) earlier records sorted, their judged records
+        (the latest :math:`R + r - 1`) in order, and whether all of them are finite
+        (:func:`~meta_supervisor.signals.broken.fleet_loss_runs`' ``sorted_of``). The sorted
+        copies are kept (in memory): here they first swap the values that left their earlier
+        records for those that entered since (:meth:`_push_tails` notes them), about linear
+        in a row; the agents without one get theirs here, sorted from the ring as it lies (its
+        judged slots set to ``+inf``: they sort last)."""
         k, judged = self.loss_k, judged_records(self.policy)
         head = self._col("rg_head")[agents]
-        return self._ring.reshape(-1, k)[agents], (head[:, None] - judged + np.arange(judged)) % k
+        columns = (head[:, None] - judged + np.arange(judged)) % k
+        ring = self._ring.reshape(-1, k)
+        recent = ring[agents[:, None], columns]
+        self._room_for_past()
+        for owner, gone, entered in self._swaps:  # in order; a copy dropped since is skipped
+            mine = self._past_ok[owner]
+            self._past_ok &= swap_values(self._past, owner[mine], gone[mine], entered[mine])
+        self._swaps = []
+        fresh = ~self._past_ok[agents]
+        new = agents[fresh]
+        if new.size:
+            run = as_slice(new)
+            if run is not None:  # consecutive (the whole fleet, after a load): in place
+                rows = self._past[run]
+                rows[...] = ring[run]
+            else:
+                rows = ring[new]
+            finite = np.isfinite(rows).all(axis=1)
+            np.put_along_axis(rows, columns[fresh], np.inf, axis=1)
+            sort_rows(rows)
+            if run is None:
+                self._past[new] = rows
+            self._past_ok[new] = finite
+        clean = self._past_ok[agents] & np.isfinite(recent).all(axis=1)
+        width = k - judged
+        run = as_slice(agents)
+        past = self._past[run, :width] if run is not None else self._past[agents, :width]
+        return past, recent, clean
+
+    def _room_for_past(self) -> None:
+        """Room in the kept sorted copies for every agent (the capacity of the columns)."""
+        if self._past_ok.size >= len(self.names):
+            return
+        capacity = max(len(self.names), next(iter(self._cols.values())).size)
+        grown = np.zeros((capacity, self.loss_k))
+        grown[: self._past.shape[0]] = self._past
+        ok = np.zeros(capacity, dtype=bool)
+        ok[: self._past_ok.size] = self._past_ok
+        self._past, self._past_ok = grown, ok
 
     def _forget_loss(self, agents: np.ndarray) -> None:
         """``agents``' tails changed: their ``(z_i, v_i)`` are computed again when read."""
@@ -950,7 +1043,7 @@ class IncrementalStats:
                 lengths[stale],
                 lambda rows, n: self.loss_rows(stale[rows], n),
                 self.policy,
-                lambda rows: self.loss_ring(stale[rows]),
+                lambda rows: self.loss_sorted(stale[rows]),
             )
             self._loss_n[stale] = lengths[stale]
 

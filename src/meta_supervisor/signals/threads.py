@@ -17,13 +17,15 @@ its own (``np.errstate`` where it divides).
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["MIN_SIZE", "beside", "cores", "parts", "run_all", "start"]
+__all__ = ["MIN_SIZE", "beside", "cores", "over_rows", "parts", "run_all", "start"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -74,6 +76,16 @@ def run_all(works: Sequence[Callable[[], T]], size: int) -> list[T]:
     if len(works) < 2 or parts(size) < 2:
         return [work() for work in works]
     return _split(works)
+
+
+def over_rows(rows: int, size: int, work: Callable[[int, int], object]) -> None:
+    """``work(a, b)`` over consecutive row ranges ``[a, b)`` covering ``range(rows)``: one
+    range per thread (:func:`parts` of ``size``, the values the rows hold), at most one per
+    row, as :func:`run_all`. For NumPy work on a block's rows (a sort, a partition) that lets
+    go of the GIL and writes its rows alone."""
+    pieces = max(1, min(parts(size), rows))
+    cuts = [rows * i // pieces for i in range(pieces + 1)]
+    run_all([functools.partial(work, a, b) for a, b in itertools.pairwise(cuts)], size)
 
 
 def beside(first: Callable[[], T], second: Callable[[], U]) -> tuple[T, U]:
