@@ -299,12 +299,21 @@ def test_distances_beyond_the_float_limit_are_inf_quietly_and_alike():
     import warnings
 
     policy = Policy(broken_memory_records=1, broken_consecutive=1)
-    rows = np.array([[-1e308] * 6 + [1e308] * 7 + [5.0], [-1e308] * 7 + [1e308] * 6 + [-5.0]])
+    rows = np.array(
+        [
+            [-1e308] * 6 + [1e308] * 7 + [5.0],
+            [-1e308] * 7 + [1e308] * 6 + [-5.0],
+            [-1.7e308] * 4 + [0.0] * 5 + [1.7e308] * 4 + [5.0],  # 1.4826 · MAD overflows
+        ]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         want = loss_runs(rows, policy)
         got = loss_runs_sorted(np.sort(rows[:, :-1], axis=1), rows[:, -1:], policy)
+        fleet = fleet_loss_runs(np.full(3, rows.shape[1]), lambda agents, n: rows[agents], policy)
     assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
+    assert [a.tobytes() for a in fleet] == [a.tobytes() for a in want]
+    assert want[0][2] == 0.0  # an infinite scale: a loss of 5 is none
 
 
 def test_the_scale_is_the_median_distance_whichever_side_it_falls():
@@ -313,8 +322,8 @@ def test_the_scale_is_the_median_distance_whichever_side_it_falls():
     neighbour's distance), against np.median of the distances."""
     policy = Policy(broken_memory_records=1, broken_consecutive=1)
     rows = [
-        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 50.0, 60.0],  # right side
-        [-60.0, -50.0, -4.0, -3.0, -2.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # left side
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 50.0, 60.0],  # left of the centre
+        [-60.0, -50.0, -4.0, -3.0, -2.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # right of it
         [-9.0, -7.0, -5.0, -3.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0],  # interleaved
         [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 7.0],  # a zero scale
     ]

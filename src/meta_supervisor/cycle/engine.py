@@ -679,8 +679,9 @@ def store_frames(
         engine.advance(ranges, as_of, late=late if late is not None and late.height else None)
         run = EngineRun("warm", "", len(new), 0 if late is None else late.height, loaded=source)
     t2 = clock()
-    # the broken cut's medians (NumPy partitions, without the GIL) beside the frames; here, as
-    # they split over the pool themselves (work on the pool never waits for the pool)
+    # the broken cut's medians (NumPy sorts of its kept copies, without the GIL) beside the
+    # frames; here, as they split over the pool themselves (work on the pool never waits for
+    # the pool)
     _, (stats, conf, tails) = threads.beside(engine.judge_losses, lambda: engine.frames(telemetry))
     frames = (engine.with_expected_records(stats), conf, tails)
     t3 = clock()

@@ -157,7 +157,7 @@ def loss_runs(rows: FloatArray, policy: Policy) -> tuple[FloatArray, FloatArray]
         centre = _middle(past.copy(), size)
         with np.errstate(over="ignore"):  # −1e308 − 1e308: inf, quietly
             spread = np.abs(past - centre[:, None])
-        scale = MAD_TO_SIGMA * _middle(spread, size)
+        scale = _sigma(_middle(spread, size))
     return _judged(rows[:, cut:], centre, scale, policy)
 
 
@@ -205,7 +205,7 @@ def loss_runs_sorted(
     even = size % 2 == 0
     centre = _pair_mean(past[:, k], past[:, k + 1]) if even else past[:, k].copy()
     low, high = _distance_order(past, centre, k)
-    scale = MAD_TO_SIGMA * (_pair_mean(low, high) if even else low)
+    scale = _sigma(_pair_mean(low, high) if even else low)
     return _judged(recent, centre, scale, policy)
 
 
@@ -249,6 +249,12 @@ def _distance_order(past: FloatArray, centre: FloatArray, k: int) -> tuple[Float
         np.where(i < below, dist(below - 1 - i), inf), np.where(j < above, dist(below + j), inf)
     )
     return kth, after
+
+
+def _sigma(mad: FloatArray) -> FloatArray:
+    """The robust scale ``1.4826 · MAD`` (a MAD above ~1.2e308: inf, quietly)."""
+    with np.errstate(over="ignore"):
+        return MAD_TO_SIGMA * mad
 
 
 def _pair_mean(low: FloatArray, high: FloatArray) -> FloatArray:
@@ -373,7 +379,7 @@ def _padded_runs(rows: FloatArray, past: IntArray, policy: Policy) -> tuple[Floa
     centre = _middle(laid(earlier), past)
     with np.errstate(invalid="ignore", over="ignore"):  # the unread columns may hold anything
         spread = np.abs(earlier - centre[:, None])
-    scale = MAD_TO_SIGMA * _middle(laid(spread), past)
+    scale = _sigma(_middle(laid(spread), past))
     return _judged(rows[:, width:], centre, scale, policy)
 
 

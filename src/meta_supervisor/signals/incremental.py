@@ -44,7 +44,8 @@ same bytes. How each part gets there:
   ring's earlier records are also kept *sorted* (in memory only, as much again as the ring):
   a cycle swaps the records that left them for those that entered
   (:mod:`meta_supervisor.signals.sortedrows`) and reads both medians of the cut from the
-  sorted rows, where partitioning every ring again cost about four times as much.
+  sorted rows, instead of partitioning every ring again (:mod:`.sortedrows` says by how
+  much).
 
 The per-agent state is held as columns (numpy arrays indexed by an agent number), so a cycle
 updates it with a few vectorised operations over the records that entered or left, whatever
@@ -1025,8 +1026,8 @@ class IncrementalStats:
         (:func:`~meta_supervisor.signals.broken.fleet_loss_runs`), computed again only when its
         tail or its count in the cadence history changed since it was last computed (a daily
         agent in an hourly cycle: once a day). It reads the tails and counts and writes only
-        its own cache, so it may run beside :meth:`frames` (NumPy's partitions let go of the
-        GIL)."""
+        its own caches (the values, the sorted copies of :meth:`loss_sorted`), so it may run
+        beside :meth:`frames` (NumPy's sorts let go of the GIL)."""
         if not self.loss_k:
             return
         size = len(self.names)

@@ -2,9 +2,11 @@ r"""Rows kept sorted: searched, and their values swapped, without sorting them f
 
 The broken cut's robust scale is a median of each agent's earlier 1,024 records (and a median
 of their distances to it, :mod:`meta_supervisor.signals.broken`). An hourly cycle moves about
-ten of them per agent: the oldest leave, ten enter. Kept sorted, a row's median is a lookup and
-its new order one merge of a nearly sorted row, where partitioning the rows again costs
-about four times as much (1,000 agents × 1,024 records, 2 cores: ~4 ms against ~18 ms).
+ten of them per agent: the oldest leave, ten enter. Kept sorted, a row's median is a lookup,
+and its new order a swap of those values and one timsort of a nearly sorted row. Measured on
+the 10M benchmark's engine state (1,000 agents, 2 cores, medians of seven runs): judging every
+agent after an hour's records took 11.0-12.5 ms this way, against 13.5-17.0 ms for the two
+partitions of every ring it replaced.
 
 Pure: arrays in, arrays out (a block passed in is changed in place where said).
 """
