@@ -1,9 +1,10 @@
 r"""Rows kept sorted: searched, and their values swapped, without sorting them from scratch.
 
 The broken cut's robust scale is a median of each agent's earlier 1,024 records (and a median
-of their distances to it, :mod:`meta_supervisor.signals.broken`). An hourly cycle moves about
-ten of them per agent: the oldest leave, ten enter. Kept sorted, a row's median is a lookup,
-and its new order a swap of those values and one timsort of a nearly sorted row. Measured on
+of their distances to it, :mod:`meta_supervisor.signals.broken`). A cycle moves a few of them
+per agent (ten in the benchmark's hourly cycle): the oldest leave, as many enter. Kept sorted,
+a row's median is a lookup, and its new order a swap of those values and one timsort of a
+nearly sorted row. Measured on
 the 10M benchmark's engine state (1,000 agents, 2 cores, medians of seven runs): judging every
 agent after an hour's records took 11.0-12.5 ms this way, against 13.5-17.0 ms for the two
 partitions of every ring it replaced.
@@ -71,7 +72,9 @@ def swap_values(
     Returns, per row of ``block``, whether it was done: a row one of whose removed values it
     does not hold (as many copies as are removed), or given a value that is not finite, is left
     as it was and marked ``False`` (its caller sorts it from its records again). A row's
-    count of removed and added values must be equal (they are paired by ``rows``)."""
+    count of removed and added values must be equal (they are paired by ``rows``). Values are
+    compared by ``==``: a ``0.0`` removed may take out a ``-0.0`` (one value to an order), and
+    rows are meant to hold finite values (a ``+inf`` removed would be found at the end)."""
     done = np.ones(block.shape[0], dtype=bool)
     if not rows.size:
         return done
