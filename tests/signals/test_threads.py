@@ -103,7 +103,8 @@ def test_an_advance_that_fails_waits_for_its_other_thread_first(monkeypatch):
 
 def test_run_all_finishes_every_work_and_raises_the_first_error(monkeypatch):
     """``run_all`` (the one rule every split uses): results in order; when a work raises, the
-    others are finished first and the caller's own error is the one raised."""
+    others are finished first and the caller's own error is the one raised, with a note
+    naming each other error (regression: the second was dropped)."""
     monkeypatch.setattr(threads, "MIN_SIZE", 0)
     monkeypatch.setattr(threads, "cores", lambda: 2)
     assert threads.run_all([lambda: 1, lambda: 2, lambda: 3], 10) == [1, 2, 3]
@@ -118,9 +119,11 @@ def test_run_all_finishes_every_work_and_raises_the_first_error(monkeypatch):
     def fails_too() -> None:
         raise KeyError("second")
 
-    with pytest.raises(ValueError, match="first"):
+    with pytest.raises(ValueError, match="first") as raised:
         threads.run_all([fails, slow, fails_too], 10)
     assert finished.is_set()
+    # the other failure is not lost: the raised error names it
+    assert raised.value.__notes__ == ["another work failed too: KeyError: 'second'"]
     monkeypatch.setattr(threads, "MIN_SIZE", 1 << 62)  # not worth splitting: in order, here
     order: list[int] = []
     threads.run_all([lambda: order.append(1), lambda: order.append(2)], 10)

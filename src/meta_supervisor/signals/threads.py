@@ -101,7 +101,7 @@ def beside(first: Callable[[], T], second: Callable[[], U]) -> tuple[T, U]:
 
 def _split(works: Sequence[Callable[[], T]]) -> list[T]:
     """The first work here, the others on the pool; all finished before this returns or
-    raises the first error."""
+    raises the first error (with a note naming each other error)."""
     jobs = [start(work) for work in works[1:]]
     error: BaseException | None = None
     results: list[T] = []
@@ -113,7 +113,10 @@ def _split(works: Sequence[Callable[[], T]]) -> list[T]:
         try:
             results.append(job.result())
         except BaseException as err:
-            error = error or err
+            if error is None:
+                error = err
+            else:  # raised is the first; the others are said on it, not lost
+                error.add_note(f"another work failed too: {type(err).__name__}: {err}")
     if error is not None:
         raise error
     return results
