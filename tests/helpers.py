@@ -20,8 +20,20 @@ from hypothesis import strategies as st
 
 from meta_supervisor.allocate.decision import iso
 from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA
+from meta_supervisor.policy.model import Policy, Profile
 
 AS_OF = datetime(2026, 1, 15, tzinfo=UTC)
+
+#: A select profile small enough for property tests: its learned rule over 12 lags of 6 h
+#: with a 24 h lookback (cells of 6 h), two records and two agents enough to count.
+SMALL_SELECT = Policy(
+    profile=Profile.SELECT,
+    lookback_hours=24.0,
+    selection_step_hours=6.0,
+    selection_lags=12,
+    min_records=2,
+    evidence_min_agents=2,
+)
 
 
 def rec(

@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faultkit import make_inputs, spawn_cycles
+from helpers import SMALL_SELECT
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle.learned import kept_persistence, state_digest
 from meta_supervisor.cycle.run import run_cycle
@@ -48,14 +49,7 @@ POLICY = Policy(
 )
 
 #: The select profile learns its rule from the same kept cells, over its own step and lags.
-SELECT = Policy(
-    profile=Profile.SELECT,
-    lookback_hours=24.0,
-    selection_lags=12,
-    selection_step_hours=6.0,
-    min_records=2,
-    evidence_min_agents=2,
-)
+SELECT = SMALL_SELECT
 
 record_st = st.tuples(
     st.sampled_from(["a", "b", "c", "d", "e"]),

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import brute_earlier_scale
+from helpers import SMALL_SELECT, brute_earlier_scale
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.signals.broken import (
     MAX_SCALE_RECORDS,
@@ -178,14 +178,7 @@ def test_nothing_after_the_anchor_is_read():
     assert rule_selection(records, as_of, policy) == rule_selection(later, as_of, policy)
 
 
-SMALL = Policy(
-    profile="select",
-    lookback_hours=24.0,
-    selection_step_hours=6.0,
-    selection_lags=12,
-    min_records=2,
-    evidence_min_agents=2,
-)
+SMALL = SMALL_SELECT
 small_record = st.tuples(
     st.sampled_from(["a", "b", "c", "d", "e"]),
     st.integers(0, 5 * 24 * 4),  # matured, quarter hours after T0: ties on time on purpose
