@@ -20,13 +20,14 @@ from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.allocate.profiles import method_for
 from meta_supervisor.config import Paths
 from meta_supervisor.cycle.engine import EngineRun, store_frames
-from meta_supervisor.cycle.learned import kept_persistence
+from meta_supervisor.cycle.learned import LearnedRun, kept_persistence
 from meta_supervisor.errors import BadInput, ProblemFound
 from meta_supervisor.ingest.batch import dedupe_batch
 from meta_supervisor.ingest.records import empty_quarantine, empty_records
 from meta_supervisor.ingest.sources import read_records, read_telemetry
 from meta_supervisor.ledger.store import LedgerError, LedgerStore, Manifest
 from meta_supervisor.policy.model import Policy, load_policy
+from meta_supervisor.signals import threads
 from meta_supervisor.signals.cadence import CadenceIndex, cadence_hours, with_expected_records
 from meta_supervisor.signals.incremental import frames_at
 from meta_supervisor.signals.persistence import Persistence, history_hours
@@ -539,12 +540,22 @@ def _engine_frames(
     :func:`meta_supervisor.cycle.learned.kept_persistence`, kept until the next anchor); fills
     in ``ledger.engine`` and ``ledger.latest``."""
     store = LedgerStore(paths.ledger or "")
-    frames, ledger.engine = store_frames(
-        store, manifest, as_of, policy, paths.engine, ledger.telemetry, save=save
+
+    def learn() -> LearnedRun | None:
+        if not history_hours(policy):
+            return None
+        return kept_persistence(store, manifest, as_of, policy, paths.persistence, save=save)
+
+    # the learned value reads other records (its own range, by day) into another file: it is
+    # read beside the engine's advance, on the pool (it never waits for the pool)
+    (frames, ledger.engine), run = threads.beside(
+        lambda: store_frames(
+            store, manifest, as_of, policy, paths.engine, ledger.telemetry, save=save
+        ),
+        learn,
     )
     learned = None
-    if history_hours(policy):
-        run = kept_persistence(store, manifest, as_of, policy, paths.persistence, save=save)
+    if run is not None:
         learned, ledger.engine.learned = run.value, run
     newest = frames[0]["last_matured_at"].max()
     if newest is None:  # nobody in the stats window: the manifest's bounds say how old
