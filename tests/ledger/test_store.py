@@ -19,6 +19,7 @@ from meta_supervisor.ingest.batch import ingest
 from meta_supervisor.ledger.store import MANIFEST, LedgerBusy, LedgerError, LedgerStore
 from meta_supervisor.policy.model import Policy
 from meta_supervisor.research.demo import DEMO_AS_OF, write_demo_fleet
+from meta_supervisor.units import epoch_us
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ORDER = ["matured_at", "ts", "record_id"]
@@ -107,6 +108,35 @@ def test_window_read_equals_filtering_the_whole_history(tmp_path: Path, hours: f
         assert store.records(as_of, hours, columns=some).sort(ORDER).equals(got.select(some))
         tel = store.telemetry(as_of, hours)
         assert tel.height == 0
+
+
+@pytest.mark.parametrize("days", [3.0, 20.2, 45.0, 120.0])
+def test_agents_after_equals_filtering_and_scans_only_segments_past_as_of(
+    tmp_path: Path, days: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agents with a record in ``(start, as_of]`` come from the manifest's per-agent
+    bounds for segments that end by ``as_of``; a segment holding later records (a cycle
+    before the store's last append) is scanned, and only such a segment."""
+    ingest([write_records(tmp_path / "a.jsonl", 20_000, step_min=5, agents=7)], tmp_path / "L")
+    ingest([write_records(tmp_path / "b.jsonl", 60, start=9, agents=1, step_min=1)], tmp_path / "L")
+    store = LedgerStore(tmp_path / "L")
+    manifest = store.manifest()
+    full = store.records()
+    as_of = T0 + timedelta(days=days)
+    scanned: list[str] = []
+    original = LedgerStore._scan_segments
+
+    def spy(self: LedgerStore, kind: str, segments: list) -> pl.LazyFrame:
+        scanned.extend(s.path for s in segments)
+        return original(self, kind, segments)
+
+    monkeypatch.setattr(LedgerStore, "_scan_segments", spy)
+    for hours in (6.0, 24.0 * 9):
+        start = as_of - timedelta(hours=hours)
+        inside = full.filter((pl.col("matured_at") > start) & (pl.col("matured_at") <= as_of))
+        assert store.agents_after(start, as_of, manifest) == set(inside["agent"])
+    past = {s.path for s in manifest.of("records") if s.hi is None or s.hi > epoch_us(as_of)}
+    assert set(scanned) == past
 
 
 def test_window_read_opens_only_overlapping_segments(tmp_path: Path) -> None:

@@ -396,8 +396,6 @@ def _rebuild(
         (pl.col("matured_at") > instant(start)) & (pl.col("matured_at") <= instant(as_of))
     )
     seen = store.agents_after(start, as_of, manifest)
-    if seen is None:
-        seen = set(window.select(pl.col("agent").unique()).collect()["agent"].to_list())
     stale = store.latest_before(start, seen, manifest)
     view = pl.concat([stale.lazy(), window]) if stale.height else window
     overlapping = [s for s in manifest.of("records") if s.overlaps(start_us, as_of_us)]

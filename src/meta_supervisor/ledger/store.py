@@ -277,19 +277,28 @@ class LedgerStore:
             stale = stale.select(columns)
         return pl.concat([window, stale]) if stale.height else window
 
-    def agents_after(self, start: datetime, as_of: datetime, manifest: Manifest) -> set[str] | None:
-        """Agents with a record matured in ``(start, as_of]``, from the manifest alone.
+    def agents_after(self, start: datetime, as_of: datetime, manifest: Manifest) -> set[str]:
+        """Agents with a record matured in ``(start, as_of]``.
 
-        Exact when no segment holds a record matured after ``as_of`` (the live case: the
-        per-agent ``hi`` is then a record inside the interval); ``None`` otherwise, and the
-        caller scans instead.
+        From the manifest's per-agent bounds for the segments that hold nothing matured after
+        ``as_of`` (the live case: every segment; an agent's ``hi`` is then a record inside the
+        interval or not); the others (a cycle at an earlier ``as_of`` than the store's last
+        append) are scanned, those segments alone.
         """
         start_us, as_of_us = epoch_us(start), epoch_us(as_of)
         seen: set[str] = set()
+        unsure: list[Segment] = []
         for segment in manifest.of("records"):
             if segment.hi is None or segment.hi > as_of_us:
-                return None
+                unsure.append(segment)
+                continue
             seen.update(a for a, (_, hi) in segment.agents.items() if hi > start_us)
+        if unsure:
+            inside = (pl.col("matured_at") > instant(start)) & (
+                pl.col("matured_at") <= instant(as_of)
+            )
+            names = self._scan_segments("records", unsure).filter(inside).select("agent")
+            seen.update(names.unique().collect()["agent"].to_list())
         return seen
 
     def latest_before(

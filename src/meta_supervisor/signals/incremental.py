@@ -337,12 +337,13 @@ def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     NumPy's stable sort is a radix sort, linear in the rows, with the same (unique) result as
     a comparison sort.
     """
-    small = codes.astype(np.uint16) if codes.size and int(codes.max()) < 2**16 else codes
-    order = np.argsort(small, kind="stable")
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    lengths = np.diff(np.r_[starts, sorted_codes.size])
-    return order, sorted_codes[starts], starts, lengths
+    top = int(codes.max()) if codes.size else 0
+    order = np.argsort(codes.astype(np.uint16) if top < 2**16 else codes, kind="stable")
+    # the groups in code order, from the counts (no gather of the sorted codes)
+    counts = np.bincount(codes, minlength=top + 1)
+    groups = np.flatnonzero(counts)
+    lengths = counts[groups]
+    return order, groups, np.cumsum(lengths) - lengths, lengths
 
 
 def _path_summaries(
@@ -628,8 +629,10 @@ class IncrementalStats:
         entering = self._with_codes(_in_order(entering))
         # the universe is every agent with a visible record, however old
         if prev is None:
-            visible = src.range(-(2**62), now).select(*ORDER, "agent", "strategy").collect()
-            visible = self._with_codes(_in_order(visible))
+            # the records before every window, then the entering ones (later: still in order)
+            older = src.range(-(2**62), now - max(windows))
+            older = self._with_codes(_in_order(older.select(*ORDER, "agent", "strategy").collect()))
+            visible = pl.concat([older, entering.select(older.columns)])
         else:
             visible = entering
         self._latest_any(visible)
@@ -738,8 +741,8 @@ class IncrementalStats:
         """:meth:`_extend_sums` on columns: ``pnl`` and ``gap`` (bps) of the rows, in record
         order (the array walk of :mod:`meta_supervisor.signals.arrays` calls it too)."""
         size = len(self.names)
-        agents = np.unique(codes)
         count = np.bincount(codes, minlength=size)
+        agents = np.flatnonzero(count)  # the agents of the rows, ascending (as np.unique)
         self._col("n")[:] += count
         self._col("hits")[:] += np.bincount(codes, weights=pnl > 0, minlength=size).astype(np.int64)
         keys = np.concatenate([agents, codes])
