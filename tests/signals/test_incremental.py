@@ -30,6 +30,7 @@ from meta_supervisor.signals.incremental import (
     IncrementalStats,
     SortedLedger,
     StateMismatch,
+    _groups,
     _remove_sorted,
     frames_at,
 )
@@ -365,6 +366,42 @@ def test_sorted_ledger_ranges_are_the_filtered_rows(hours, low, width):
     want = ledger.filter((pl.col("matured_at") > lo) & (pl.col("matured_at") <= hi))
     assert sorted(got["record_id"].to_list()) == sorted(want["record_id"].to_list())
     assert got["matured_at"].is_sorted()
+
+
+@given(
+    st.lists(st.integers(0, 40), max_size=60)
+    | st.lists(st.sampled_from([0, 3, 2**16 - 1, 2**16, 70_001]), max_size=60)
+)
+def test_groups_are_each_codes_rows_in_their_order(values):
+    """Rows grouped by code (16-bit codes and wider): every code once, ascending, its rows in
+    their order, against a plain loop."""
+    codes = np.array(values, dtype=np.int64)
+    order, groups, starts, lengths = _groups(codes)
+    want = {c: [i for i, v in enumerate(values) if v == c] for c in sorted(set(values))}
+    assert groups.tolist() == list(want)
+    got = [order[a : a + n].tolist() for a, n in zip(starts, lengths, strict=True)]
+    assert got == list(want.values())
+
+
+def test_the_grouping_memo_lives_for_one_advance_and_tells_arrays_apart():
+    """Within an advance the same array is grouped once, a different array (same length)
+    is grouped on its own; after it, nothing is held."""
+    engine = IncrementalStats(Policy())
+    seen = []
+
+    def spy_advance(ledger, as_of, late):
+        a = np.array([2, 0, 2, 1], dtype=np.int64)
+        b = np.array([0, 2, 1, 1], dtype=np.int64)
+        seen.append(engine._grouped(a))
+        seen.append(engine._grouped(a))
+        seen.append(engine._grouped(b))
+        seen.append(engine._grouped(a[::-1]))
+        seen.append(engine._grouped(a[:2]))
+
+    engine._advance = spy_advance
+    engine.advance(pl.DataFrame(), datetime(2026, 1, 1, tzinfo=UTC))
+    assert seen[0] is seen[1] and engine._memo is None
+    assert [g[0].tolist() for g in seen[2:]] == [[0, 2, 3, 1], [2, 0, 1, 3], [1, 0]]
 
 
 def test_as_of_going_backwards_is_refused():

@@ -277,11 +277,15 @@ def _greater(
     return gt
 
 
+#: Rows grouped by code: ``(order, codes of the groups, starts, lengths)`` (:func:`_groups`).
+_Grouped = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 @dataclass
 class _Runs:
     """An entering frame grouped by agent (see :meth:`IncrementalStats._runs_after`)."""
 
-    groups: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # order, agents, starts, lengths
+    groups: _Grouped  # order, agents, starts, lengths
     last: np.ndarray  # each agent's last row
     matured: np.ndarray  # µs, every row
     ts: np.ndarray
@@ -328,7 +332,7 @@ class _Codebook:
         return values.cast(self._enum).to_physical().to_numpy().astype(np.int64)
 
 
-def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _groups(codes: np.ndarray) -> _Grouped:
     """Rows grouped by code, keeping their order within a group: ``(order, codes of the groups,
     starts, lengths)`` with ``order`` a stable argsort (group ``g`` is
     ``order[starts[g] : starts[g] + lengths[g]]``).
@@ -349,7 +353,7 @@ def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 def _path_summaries(
     codes: np.ndarray,
     pnl: np.ndarray,
-    grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    grouped: _Grouped | None = None,
     start: tuple[np.ndarray, ...] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Per code ``(codes, t, hi, lo, dd)`` of the realised path of ``pnl`` (rows in order),
@@ -490,6 +494,8 @@ class IncrementalStats:
         # copy and compare of the whole ring per save), and the ring's live size then
         self._ring_writes: list[np.ndarray] | None = None
         self._ring_live = 0
+        # during :meth:`advance`: :func:`_groups` of the agent numbers grouped so far
+        self._memo: dict[tuple[Any, ...], tuple[np.ndarray, _Grouped]] | None = None
 
     # ------------------------------------------------------------------ agent columns
 
@@ -593,6 +599,32 @@ class IncrementalStats:
         late: pl.DataFrame | None = None,
     ) -> None:
         """Bring the state from the previous ``as_of`` to ``as_of``."""
+        self._memo = {}
+        try:
+            self._advance(ledger, as_of, late)
+        finally:
+            self._memo = None
+
+    def _grouped(self, codes: np.ndarray) -> _Grouped:
+        """:func:`_groups` of ``codes``, computed once per :meth:`advance` for the same rows:
+        the entering records' agent numbers (a column's buffer, read by each step as
+        ``frame["_i"].to_numpy()``, without a copy) are grouped by the stats, the loss tails
+        and the latest records alike. Keyed by the array's memory; the array is held, so that
+        memory is not reused for other numbers meanwhile (polars' buffers are immutable)."""
+        if self._memo is None:
+            return _groups(codes)
+        key = (codes.__array_interface__["data"][0], codes.shape, codes.strides, codes.dtype.str)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = (codes, _groups(codes))
+        return hit[1]
+
+    def _advance(
+        self,
+        ledger: pl.DataFrame | pl.LazyFrame | SortedLedger | RangeScans,
+        as_of: datetime,
+        late: pl.DataFrame | None,
+    ) -> None:
         now = epoch_us(as_of)
         prev = self.as_of_us
         if prev is not None and now < prev:
@@ -630,8 +662,8 @@ class IncrementalStats:
         # the universe is every agent with a visible record, however old
         if prev is None:
             # the records before every window, then the entering ones (later: still in order)
-            older = src.range(-(2**62), now - max(windows))
-            older = self._with_codes(_in_order(older.select(*ORDER, "agent", "strategy").collect()))
+            before = src.range(-(2**62), now - max(windows)).select(*ORDER, "agent", "strategy")
+            older = self._with_codes(_in_order(before.collect()))
             visible = pl.concat([older, entering.select(older.columns)])
         else:
             visible = entering
@@ -712,7 +744,7 @@ class IncrementalStats:
         """Each agent's latest visible record (any horizon), from ``visible`` in order."""
         if not visible.height:
             return
-        order, idx, starts, lengths = _groups(visible["_i"].to_numpy())
+        order, idx, starts, lengths = self._grouped(visible["_i"].to_numpy())
         # the last row of each agent (rows are in record order)
         latest = visible.select(*ORDER, "strategy")[order[starts + lengths - 1]]
         m, t = column_us(latest["matured_at"]), column_us(latest["ts"])
@@ -780,12 +812,16 @@ class IncrementalStats:
         extend[idx[in_order]] = True
         rows = extend[codes]
         if rows.any():
-            part = entering.filter(pl.Series(rows)) if not rows.all() else entering
-            part_codes = codes[rows]
+            whole = bool(rows.all())
+            part = entering if whole else entering.filter(pl.Series(rows))
+            part_codes = codes if whole else codes[rows]
             self._extend_sums(part_codes, part)
             state = tuple(self._col(c) for c in ("total", "hi", "lo", "dd"))
             ext, *paths = _path_summaries(
-                part_codes, part["realized_pnl_bps"].to_numpy(), start=state
+                part_codes,
+                part["realized_pnl_bps"].to_numpy(),
+                runs.groups if whole else None,
+                start=state,
             )
             for name, values in zip(("total", "hi", "lo", "dd"), paths, strict=True):
                 self._col(name)[ext] = values
@@ -803,7 +839,7 @@ class IncrementalStats:
         each agent's first row comes after the record key the state holds for it in the
         columns ``<key>_m``, ``<key>_t``, ``<key>_rid`` (the last record summed, or the last in
         its loss tail)."""
-        grouped = _groups(codes)
+        grouped = self._grouped(codes)
         order, idx, starts, lengths = grouped
         first = order[starts]
         matured, ts = column_us(frame["matured_at"]), column_us(frame["ts"])
@@ -835,10 +871,11 @@ class IncrementalStats:
         window = _in_order(window)
         codes = self._codes(window["agent"])
         self._extend_sums(codes, window)
-        ext, *paths = _path_summaries(codes, window["realized_pnl_bps"].to_numpy())
+        grouped = _groups(codes)
+        ext, *paths = _path_summaries(codes, window["realized_pnl_bps"].to_numpy(), grouped)
         for name, values in zip(("total", "hi", "lo", "dd"), paths, strict=True):
             self._col(name)[ext] = values
-        order, idx, starts, lengths = _groups(codes)
+        order, idx, starts, lengths = grouped
         last = window[order[starts + lengths - 1]]
         self._col("last_m")[idx] = column_us(last["matured_at"])
         self._col("last_t")[idx] = column_us(last["ts"])
