@@ -56,10 +56,11 @@ def test_first_calls_at_once_make_one_pool(monkeypatch):
     made[0].shutdown()
 
 
-def test_an_advance_that_fails_waits_for_its_other_thread_first(monkeypatch):
-    """When the agent sums raise while the confidence sums and tails run in the other thread,
-    ``advance`` waits for that thread before raising (no write lands in the state after it
-    raised) and raises the agent sums' error (regression: the other thread was left running)."""
+def test_an_advance_that_fails_waits_for_its_other_threads_first(monkeypatch):
+    """When the agent sums raise while the confidence sums and the tails run in threads of
+    their own, ``advance`` waits for both before raising (no write lands in the state after
+    it raised) and raises the agent sums' error (regression: the other thread was left
+    running)."""
     waited: list[bool] = []
     real_start = threads.start
 
@@ -98,7 +99,7 @@ def test_an_advance_that_fails_waits_for_its_other_thread_first(monkeypatch):
     inc = IncrementalStats(Policy())
     with pytest.raises(ValueError, match="agent sums failed"):
         inc.advance(ledger, t0 + timedelta(hours=3))
-    assert waited == [True]
+    assert waited == [True, True]
 
 
 def test_run_all_finishes_every_work_and_raises_the_first_error(monkeypatch):
