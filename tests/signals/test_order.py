@@ -56,7 +56,7 @@ def test_insert_sorted_equals_insert_then_trim(old: list, new: list, extra_n: in
     values = np.asarray(new, dtype=np.float64)
     n = buffer.size + values.size + extra_n
     tail = _Tail(n=n, buffer=buffer.copy())
-    _insert_sorted(tail, values)
+    _insert_sorted(tail, np.sort(values, kind="stable"))
     # the reference: insert everything, then the refill's rule
     ordered = np.sort(values, kind="stable")
     merged = np.insert(buffer, np.searchsorted(buffer, ordered), ordered)
@@ -80,7 +80,7 @@ def test_insert_sorted_trims_large_batches(seed: int, n_new: int, n_old: int) ->
     values[rng.random(n_new) < 0.01] = -0.0
     n = buffer.size + values.size
     tail = _Tail(n=n, buffer=buffer.copy())
-    _insert_sorted(tail, values)
+    _insert_sorted(tail, np.sort(values, kind="stable"))
     ordered = np.sort(values, kind="stable")
     merged = np.insert(buffer, np.searchsorted(buffer, ordered), ordered)
     _, m = tail_count(n)

@@ -1191,13 +1191,12 @@ class IncrementalStats:
         order, groups, starts, lengths = _groups(codes)
         for code, a, b in zip(groups, starts, starts + lengths, strict=True):
             tail = self.tails[names[code]]
-            values = gaps[order[a:b]]
+            values = np.sort(gaps[order[a:b]], kind="stable")  # once, for the buffer and log
             if sign > 0:
                 _insert_sorted(tail, values)
-                self._log_tail(names[code], "insert", np.sort(values, kind="stable"))
+                self._log_tail(names[code], "insert", values)
                 self._log_tail(names[code], "cut", tail.threshold)
             else:
-                values = np.sort(values, kind="stable")
                 tail.buffer = _remove_sorted(tail.buffer, values)
                 self._log_tail(names[code], "remove", values)
 
@@ -1849,15 +1848,16 @@ def buffer_arrays(buffers: list[np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _insert_sorted(tail: _Tail, values: np.ndarray) -> None:
-    """Insert ``values`` (a strategy's new gaps at or below its threshold, in row order) into
-    its sorted tail buffer, keeping only what :meth:`IncrementalStats._refill_tails` would keep.
+    """Insert ``values`` (a strategy's new gaps at or below its threshold, sorted ascending by
+    a stable sort) into its sorted tail buffer, keeping only what
+    :meth:`IncrementalStats._refill_tails` would keep.
 
     The refill trims a buffer longer than ``4m + 4096`` (``m = ⌈0.05 n⌉``, ``n`` the strategy's
     count, final when the entering records are applied) to the gaps at or below its
     ``keep = 2m + 1024``-th smallest. When that will happen, the ``keep``-th smallest of the old
     buffer and the new gaps is found first by a selection (``np.partition``, linear) and only
-    the gaps at or below it are sorted and merged: the same buffer and threshold, bit for bit,
-    without sorting every new gap (a rebuild inserts the whole window at once).
+    the gaps at or below it are merged: the same buffer and threshold, bit for bit (the k-th
+    smallest is a value, whatever the order; a sorted array's part at or below it is sorted).
     """
     _, m = tail_count(tail.n)
     total = tail.buffer.size + values.size
@@ -1865,11 +1865,11 @@ def _insert_sorted(tail: _Tail, values: np.ndarray) -> None:
         keep = 2 * m + 1024
         kth = np.partition(np.concatenate([tail.buffer, values]), keep - 1)[keep - 1]
         buffer, values = tail.buffer[tail.buffer <= kth], values[values <= kth]
-        merged = _merge_sorted(buffer, np.sort(values, kind="stable"))
+        merged = _merge_sorted(buffer, values)
         tail.threshold = float(merged[keep - 1])
         tail.buffer = merged[merged <= tail.threshold]
         return
-    tail.buffer = _merge_sorted(tail.buffer, np.sort(values, kind="stable"))
+    tail.buffer = _merge_sorted(tail.buffer, values)
 
 
 def _merge_sorted(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:
