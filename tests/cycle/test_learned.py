@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -352,3 +353,49 @@ def test_tiny_buckets_keep_the_value_until_the_anchor_moves_or_a_late_record(
         "learned: recomputed from the range's records (buckets too narrow to keep, 1 late record"
     )
     assert same.line("learned") == "learned: kept (same anchor, no late record)"
+
+
+@pytest.mark.parametrize("failing", ["engine", "learned"])
+def test_a_cycle_whose_engine_or_learned_value_fails_saves_no_learned_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """The learned value is obtained beside the engine's advance; when the engine fails (after
+    the learned value was obtained), the cycle raises its error and ``persistence.state`` is
+    not written (regression: the learned value, run on the pool, saved its file in a cycle
+    that failed); when the learned value fails, its error is raised. Afterwards the cycle
+    records what a cycle never failed records."""
+    from meta_supervisor.cycle import run as cycle_run
+    from meta_supervisor.signals import threads
+
+    reference = _evidence_paths(tmp_path, "reference")
+    run_cycle(reference, CYCLES[0])
+    paths = _evidence_paths(tmp_path, "failing")
+    learned_done = threading.Event()
+    real_kept, real_frames = cycle_run.kept_persistence, cycle_run.store_frames
+
+    def kept(*args: Any, **kwargs: Any) -> Any:
+        try:
+            if failing == "learned":
+                raise RuntimeError("the learned value failed")
+            return real_kept(*args, **kwargs)
+        finally:
+            learned_done.set()
+
+    def frames(*args: Any, **kwargs: Any) -> Any:
+        if failing == "engine":
+            assert learned_done.wait(timeout=60)  # the other work finished (saved, if it would)
+            raise RuntimeError("the engine failed")
+        return real_frames(*args, **kwargs)
+
+    monkeypatch.setattr(threads, "cores", lambda: 2)  # the two run at once
+    monkeypatch.setattr(cycle_run, "kept_persistence", kept)
+    monkeypatch.setattr(cycle_run, "store_frames", frames)
+    with pytest.raises(RuntimeError, match=f"the {failing}"):
+        run_cycle(paths, CYCLES[0])
+    assert not paths.persistence.exists()
+    assert not paths.history.exists() or not read_history(paths.history)
+    monkeypatch.setattr(cycle_run, "kept_persistence", real_kept)
+    monkeypatch.setattr(cycle_run, "store_frames", real_frames)
+    run_cycle(paths, CYCLES[0])
+    assert paths.history.read_bytes() == reference.history.read_bytes()
+    assert paths.persistence.read_bytes() == reference.persistence.read_bytes()

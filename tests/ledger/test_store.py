@@ -119,9 +119,19 @@ def test_agents_after_equals_filtering_and_scans_only_segments_past_as_of(
     before the store's last append) is scanned, and only such a segment."""
     ingest([write_records(tmp_path / "a.jsonl", 20_000, step_min=5, agents=7)], tmp_path / "L")
     ingest([write_records(tmp_path / "b.jsonl", 60, start=9, agents=1, step_min=1)], tmp_path / "L")
+    # a sparse agent (a record every 9 days, in the monthly segments of the others): after
+    # as_of it has records in the scanned segments, before start too
+    sparse = tmp_path / "c.jsonl"
+    with sparse.open("w", encoding="utf-8") as handle:
+        for k in range(12):
+            ts = (T0 + timedelta(days=9 * k + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            row = {"ts": ts, "agent": "sparse", "horizon_hours": 24, "realized_pnl_bps": 1.0}
+            handle.write(json.dumps({**row, "expected_pnl_bps": 0.0, "symbol": "ETH"}) + "\n")
+    ingest([sparse], tmp_path / "L")
     store = LedgerStore(tmp_path / "L")
     manifest = store.manifest()
     full = store.records()
+    assert full.filter(pl.col("agent") == "sparse").height == 12
     as_of = T0 + timedelta(days=days)
     scanned: list[str] = []
     original = LedgerStore._scan_segments
@@ -131,11 +141,17 @@ def test_agents_after_equals_filtering_and_scans_only_segments_past_as_of(
         return original(self, kind, segments)
 
     monkeypatch.setattr(LedgerStore, "_scan_segments", spy)
-    for hours in (6.0, 24.0 * 9):
-        start = as_of - timedelta(hours=hours)
+    hours = (6.0, 24.0 * 9)
+    for hour in hours:
+        start = as_of - timedelta(hours=hour)
         inside = full.filter((pl.col("matured_at") > start) & (pl.col("matured_at") <= as_of))
         assert store.agents_after(start, as_of, manifest) == set(inside["agent"])
-    past = {s.path for s in manifest.of("records") if s.hi is None or s.hi > epoch_us(as_of)}
+    past = {
+        s.path
+        for s in manifest.of("records")
+        if (s.hi is None or s.hi > epoch_us(as_of))
+        and any(s.overlaps(epoch_us(as_of - timedelta(hours=h)), epoch_us(as_of)) for h in hours)
+    }
     assert set(scanned) == past
 
 

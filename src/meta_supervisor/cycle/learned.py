@@ -67,7 +67,7 @@ from meta_supervisor.signals.persistence import (
 from meta_supervisor.state.files import atomic_write_bytes
 from meta_supervisor.units import epoch_us, from_epoch_us, instant
 
-__all__ = ["CHUNK_ROWS", "FORMAT", "LearnedRun", "kept_persistence", "state_digest"]
+__all__ = ["CHUNK_ROWS", "FORMAT", "LearnedRun", "kept_persistence", "save_learned", "state_digest"]
 
 #: Records read at once when the cells are rebuilt.
 CHUNK_ROWS = 2_000_000
@@ -317,11 +317,30 @@ def kept_persistence(
     kept, reason = _load(path, store, manifest, at_us, policy)
     new = [] if kept is None else [s for s in manifest.of("records") if s.path not in kept.segments]
     run = _from_cells(store, manifest, as_of, policy, path, kept, reason, new, chunk)
-    if save and run.recomputed:
-        _save(path, store, manifest, at_us, policy, run.value, run.sums)
-        run.saved = True
     run.seconds = time.perf_counter() - started
+    if save:
+        save_learned(run, store, manifest, as_of, policy, path)
     return run
+
+
+def save_learned(
+    run: LearnedRun,
+    store: LedgerStore,
+    manifest: Manifest,
+    as_of: datetime,
+    policy: Policy,
+    path: Path,
+) -> None:
+    """Write the state ``run`` computed (nothing when it kept the saved one) to ``path``, as
+    :func:`kept_persistence` with ``save`` does: for a cycle that obtained ``run`` with
+    ``save=False`` and saves it once the rest of its work succeeded (under the state lock)."""
+    if not run.recomputed:
+        return
+    started = time.perf_counter()
+    at_us = epoch_us(anchor(as_of, policy))
+    _save(path, store, manifest, at_us, policy, run.value, run.sums)
+    run.saved = True
+    run.seconds += time.perf_counter() - started
 
 
 def _range_records(

@@ -19,8 +19,8 @@ from meta_supervisor.allocate.decision import Decision, canonical_json, iso, par
 from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.allocate.profiles import method_for
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle.engine import EngineRun, store_frames
-from meta_supervisor.cycle.learned import LearnedRun, kept_persistence
+from meta_supervisor.cycle.engine import EngineRun, Frames, store_frames
+from meta_supervisor.cycle.learned import LearnedRun, kept_persistence, save_learned
 from meta_supervisor.errors import BadInput, ProblemFound
 from meta_supervisor.ingest.batch import dedupe_batch
 from meta_supervisor.ingest.records import empty_quarantine, empty_records
@@ -541,22 +541,25 @@ def _engine_frames(
     in ``ledger.engine`` and ``ledger.latest``."""
     store = LedgerStore(paths.ledger or "")
 
-    def learn() -> LearnedRun | None:
-        if not history_hours(policy):
-            return None
-        return kept_persistence(store, manifest, as_of, policy, paths.persistence, save=save)
-
-    # the learned value reads other records (its own range, by day) into another file: it is
-    # read beside the engine's advance, on the pool (it never waits for the pool)
-    (frames, ledger.engine), run = threads.beside(
-        lambda: store_frames(
+    def engine() -> tuple[Frames, EngineRun]:
+        return store_frames(
             store, manifest, as_of, policy, paths.engine, ledger.telemetry, save=save
-        ),
-        learn,
-    )
+        )
+
     learned = None
-    if run is not None:
-        learned, ledger.engine.learned = run.value, run
+    if not history_hours(policy):
+        frames, ledger.engine = engine()
+    else:
+        # the learned value reads its own range of the store (by day): it is obtained beside
+        # the engine's advance, on the pool (it never waits for the pool), and saved after the
+        # engine's state once both succeeded (an engine that fails leaves it unsaved)
+        def learn() -> LearnedRun:
+            return kept_persistence(store, manifest, as_of, policy, paths.persistence, save=False)
+
+        (frames, engine_run), run = threads.beside(engine, learn)
+        if save:
+            save_learned(run, store, manifest, as_of, policy, paths.persistence)
+        learned, engine_run.learned, ledger.engine = run.value, run, engine_run
     newest = frames[0]["last_matured_at"].max()
     if newest is None:  # nobody in the stats window: the manifest's bounds say how old
         his = [s.hi for s in manifest.of("records") if s.hi is not None]

@@ -282,13 +282,15 @@ class LedgerStore:
 
         From the manifest's per-agent bounds for the segments that hold nothing matured after
         ``as_of`` (the live case: every segment; an agent's ``hi`` is then a record inside the
-        interval or not); the others (a cycle at an earlier ``as_of`` than the store's last
-        append) are scanned, those segments alone.
+        interval or not); the others that may hold a time in the interval (a cycle at an
+        earlier ``as_of`` than the store's last append) are scanned, those segments alone.
         """
         start_us, as_of_us = epoch_us(start), epoch_us(as_of)
         seen: set[str] = set()
         unsure: list[Segment] = []
         for segment in manifest.of("records"):
+            if not segment.overlaps(start_us, as_of_us):
+                continue
             if segment.hi is None or segment.hi > as_of_us:
                 unsure.append(segment)
                 continue

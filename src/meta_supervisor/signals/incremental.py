@@ -744,7 +744,11 @@ class IncrementalStats:
         """Each agent's latest visible record (any horizon), from ``visible`` in order."""
         if not visible.height:
             return
-        order, idx, starts, lengths = self._grouped(visible["_i"].to_numpy())
+        column = visible["_i"]
+        # a column in pieces (the first advance's older + entering) is copied by each read:
+        # nothing to share, so not kept
+        group = self._grouped if column.n_chunks() == 1 else _groups
+        order, idx, starts, lengths = group(column.to_numpy())
         # the last row of each agent (rows are in record order)
         latest = visible.select(*ORDER, "strategy")[order[starts + lengths - 1]]
         m, t = column_us(latest["matured_at"]), column_us(latest["ts"])
