@@ -312,16 +312,21 @@ def test_read_only_state_dir_is_one_error_line(
     assert output.startswith(f"error: {state.lock}") and "Read-only file system" in output
 
 
-def test_truncated_store_segment_is_one_error_line(recorded: Paths, tmp_path: Path) -> None:
-    """A truncated Parquet segment ended in a traceback."""
+@pytest.mark.parametrize("kind", ["records", "telemetry"])
+def test_truncated_store_segment_is_one_error_line(
+    recorded: Paths, tmp_path: Path, kind: str
+) -> None:
+    """A truncated Parquet segment ended in a traceback. The telemetry is read on the pool
+    beside the engine's advance: its error is the cycle's, and nothing is saved."""
     ledger = tmp_path / "ledger"
     ingest([recorded.records, recorded.telemetry], ledger)
-    segment = sorted((ledger / "records").iterdir())[-1]
+    segment = sorted((ledger / kind).iterdir())[-1]
     segment.write_bytes(segment.read_bytes()[: segment.stat().st_size // 2])
     paths = replace(recorded, ledger=ledger, state_dir=tmp_path / "state")
     with pytest.raises(LedgerError, match="a segment of the ledger store cannot be read"):
         run_cycle(paths, AS_OFS[0])
     assert not paths.history.exists()
+    assert not paths.engine.exists() and not paths.persistence.exists()
 
 
 def test_truncated_parquet_records_file_is_one_error_line(recorded: Paths, tmp_path: Path) -> None:

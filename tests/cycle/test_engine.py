@@ -487,3 +487,51 @@ def test_no_pool_thread_waits_for_the_pool(store_fleet: Paths, monkeypatch) -> N
     for as_of in AS_OFS[:2]:
         run_cycle(store_fleet, as_of)
     assert callers and not [c for c in callers if c.startswith("meta-supervisor")]
+
+
+def test_the_engine_state_is_saved_beside_the_decision_and_before_the_commit(
+    store_fleet: Paths, monkeypatch
+) -> None:
+    """A recording cycle decides on the frames while the engine's state is written (the save
+    waits on the disk, the decision on nothing it writes): the save is held until the decision
+    is taken, so the two ran at once, and the history is appended only once both are done."""
+    from meta_supervisor.cycle import run as cycle_run
+    from meta_supervisor.signals import threads
+
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    run_cycle(store_fleet, AS_OFS[0])  # a saved state: the next cycle advances it
+    decided = threading.Event()
+    order: list[str] = []
+    real_frames, real_decide, real_append = (
+        cycle_run.advanced_frames,
+        cycle_run.decide,
+        cycle_run.append_history,
+    )
+
+    def frames(*args, **kwargs):
+        got, run, write = real_frames(*args, **kwargs)
+
+        def held_write() -> None:
+            assert decided.wait(timeout=60), "the decision waited for the save"
+            write()
+            order.append("saved")
+
+        return got, run, held_write
+
+    def decide_(*args, **kwargs):
+        decision = real_decide(*args, **kwargs)
+        order.append("decided")
+        decided.set()
+        return decision
+
+    def append(*args, **kwargs):
+        order.append("committed")
+        return real_append(*args, **kwargs)
+
+    monkeypatch.setattr(cycle_run, "advanced_frames", frames)
+    monkeypatch.setattr(cycle_run, "decide", decide_)
+    monkeypatch.setattr(cycle_run, "append_history", append)
+    _, ledger = run_cycle(store_fleet, AS_OFS[1])
+    assert order == ["decided", "saved", "committed"]
+    assert ledger.engine is not None and ledger.engine.saved and ledger.engine.mode == "warm"
+    assert ledger.telemetry.height  # read beside the advance, and the ledger's

@@ -355,15 +355,16 @@ def test_tiny_buckets_keep_the_value_until_the_anchor_moves_or_a_late_record(
     assert same.line("learned") == "learned: kept (same anchor, no late record)"
 
 
-@pytest.mark.parametrize("failing", ["engine", "learned"])
+@pytest.mark.parametrize("failing", ["engine", "learned", "engine save"])
 def test_a_cycle_whose_engine_or_learned_value_fails_saves_no_learned_value(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     """The learned value is obtained beside the engine's advance; when the engine fails (after
     the learned value was obtained), the cycle raises its error and ``persistence.state`` is
     not written (regression: the learned value, run on the pool, saved its file in a cycle
-    that failed); when the learned value fails, its error is raised. Afterwards the cycle
-    records what a cycle never failed records."""
+    that failed); when the learned value fails, its error is raised. The engine's state is
+    saved beside the decision: when that save fails, the decision is not committed and the
+    learned value not saved. Afterwards the cycle records what a cycle never failed records."""
     from meta_supervisor.cycle import run as cycle_run
     from meta_supervisor.signals import threads
 
@@ -371,7 +372,7 @@ def test_a_cycle_whose_engine_or_learned_value_fails_saves_no_learned_value(
     run_cycle(reference, CYCLES[0])
     paths = _evidence_paths(tmp_path, "failing")
     learned_done = threading.Event()
-    real_kept, real_frames = cycle_run.kept_persistence, cycle_run.store_frames
+    real_kept, real_frames = cycle_run.kept_persistence, cycle_run.advanced_frames
 
     def kept(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -385,17 +386,24 @@ def test_a_cycle_whose_engine_or_learned_value_fails_saves_no_learned_value(
         if failing == "engine":
             assert learned_done.wait(timeout=60)  # the other work finished (saved, if it would)
             raise RuntimeError("the engine failed")
-        return real_frames(*args, **kwargs)
+        got, run, write = real_frames(*args, **kwargs)
+        if failing != "engine save":
+            return got, run, write
+
+        def failed_write() -> None:
+            raise RuntimeError("the engine save failed")
+
+        return got, run, failed_write
 
     monkeypatch.setattr(threads, "cores", lambda: 2)  # the two run at once
     monkeypatch.setattr(cycle_run, "kept_persistence", kept)
-    monkeypatch.setattr(cycle_run, "store_frames", frames)
+    monkeypatch.setattr(cycle_run, "advanced_frames", frames)
     with pytest.raises(RuntimeError, match=f"the {failing}"):
         run_cycle(paths, CYCLES[0])
     assert not paths.persistence.exists()
     assert not paths.history.exists() or not read_history(paths.history)
     monkeypatch.setattr(cycle_run, "kept_persistence", real_kept)
-    monkeypatch.setattr(cycle_run, "store_frames", real_frames)
+    monkeypatch.setattr(cycle_run, "advanced_frames", real_frames)
     run_cycle(paths, CYCLES[0])
     assert paths.history.read_bytes() == reference.history.read_bytes()
     assert paths.persistence.read_bytes() == reference.persistence.read_bytes()

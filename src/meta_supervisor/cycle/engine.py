@@ -62,6 +62,7 @@ import struct
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -104,6 +105,7 @@ __all__ = [
     "MAX_LOSS_TAIL",
     "EngineRun",
     "JournalProblem",
+    "advanced_frames",
     "describe",
     "forget_resident",
     "journal_bound",
@@ -646,8 +648,33 @@ def store_frames(
     recording cycle of this process starts from it when the state files are still the ones it
     wrote (:func:`_identity`), without reading or hashing them. A dry run loads from the files
     and leaves them as they were. ``telemetry`` is the stats window's runs; ``chunk_rows``
-    defaults to :data:`CHUNK_ROWS`.
+    defaults to :data:`CHUNK_ROWS`. :func:`advanced_frames` then its save, one after the other.
     """
+    frames, run, write = advanced_frames(
+        store, manifest, as_of, policy, state_path, telemetry, save=save, chunk_rows=chunk_rows
+    )
+    write()
+    return frames, run
+
+
+def advanced_frames(
+    store: LedgerStore,
+    manifest: Manifest,
+    as_of: datetime,
+    policy: Policy,
+    state_path: Path,
+    telemetry: pl.DataFrame | Callable[[], pl.DataFrame],
+    *,
+    save: bool = True,
+    chunk_rows: int | None = None,
+) -> tuple[Frames, EngineRun, Callable[[], None]]:
+    """:func:`store_frames` with the state's save left to the caller: the frames, how they
+    were obtained, and ``write()``, which saves the advanced state and keeps it in memory
+    (nothing unless ``save``). The frames are the caller's own (polars frames, immutable) and
+    ``write`` reads only the engine, so a recording cycle decides on the frames while the state
+    is written (the write waits on the disk), and calls ``write`` exactly once, before it
+    commits a decision (a cycle whose save failed records nothing). ``telemetry`` may be a
+    call that gives it, made once the state is advanced (a read started beside the advance)."""
     clock = time.perf_counter
     t0 = clock()
     kept = _resident(state_path, store, manifest, as_of, policy) if save else None
@@ -680,15 +707,22 @@ def store_frames(
     # the broken cut's medians (NumPy sorts of its kept copies, without the GIL) beside the
     # frames; here, as they split over the pool themselves (work on the pool never waits for
     # the pool)
-    _, (stats, conf, tails) = threads.beside(engine.judge_losses, lambda: engine.frames(telemetry))
+    runs = telemetry() if callable(telemetry) else telemetry
+    _, (stats, conf, tails) = threads.beside(engine.judge_losses, lambda: engine.frames(runs))
     frames = (engine.with_expected_records(stats), conf, tails)
-    t3 = clock()
-    if save:
-        saved, run.written = _save(engine, state_path, store, manifest, prior)
+    run.seconds = {"load": t1 - t0, "advance": t2 - t1, "frames": clock() - t2, "save": 0.0}
+    state = engine
+
+    def write() -> None:
+        if not save:
+            return
+        started = clock()
+        saved, run.written = _save(state, state_path, store, manifest, prior)
         run.saved = True
-        _keep(state_path, _Resident(engine, saved, _identity(state_path)))
-    run.seconds = {"load": t1 - t0, "advance": t2 - t1, "frames": t3 - t2, "save": clock() - t3}
-    return frames, run
+        _keep(state_path, _Resident(state, saved, _identity(state_path)))
+        run.seconds["save"] = clock() - started
+
+    return frames, run, write
 
 
 def describe(run: EngineRun) -> dict[str, Any]:

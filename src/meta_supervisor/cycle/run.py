@@ -8,6 +8,8 @@ state writes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,11 +21,11 @@ from meta_supervisor.allocate.decision import Decision, canonical_json, iso, par
 from meta_supervisor.allocate.inputs import Confidence, Override, Tail
 from meta_supervisor.allocate.profiles import method_for
 from meta_supervisor.config import Paths
-from meta_supervisor.cycle.engine import EngineRun, Frames, store_frames
+from meta_supervisor.cycle.engine import EngineRun, Frames, advanced_frames
 from meta_supervisor.cycle.learned import LearnedRun, kept_persistence, save_learned
 from meta_supervisor.errors import BadInput, ProblemFound
 from meta_supervisor.ingest.batch import dedupe_batch
-from meta_supervisor.ingest.records import empty_quarantine, empty_records
+from meta_supervisor.ingest.records import empty_quarantine, empty_records, empty_telemetry
 from meta_supervisor.ingest.sources import read_records, read_telemetry
 from meta_supervisor.ledger.store import LedgerError, LedgerStore, Manifest
 from meta_supervisor.policy.model import Policy, load_policy
@@ -519,53 +521,78 @@ def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> 
 
 
 def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger, Manifest] | None:
-    """The store's snapshot for a cycle that takes its statistics from the engine: telemetry of
-    the stats window (``ts``, ``agent``, ``is_error``) and the quarantine (records are not
-    read); ``None`` without a store."""
+    """The store's snapshot for a cycle that takes its statistics from the engine: the
+    quarantine (records are not read; the telemetry is read beside the engine's advance,
+    :func:`_engine_frames`); ``None`` without a store."""
     store = LedgerStore(paths.ledger) if paths.ledger is not None else None
     if store is None or not store.exists():
         return None
     manifest = store.manifest()
     store.check(manifest)
-    # the error rate is all the engine reads of it
-    telemetry = store.telemetry(as_of, policy.lookback_hours, manifest, ["ts", "agent", "is_error"])
-    return Ledger(empty_records(), telemetry, store.quarantine(manifest)), manifest
+    return Ledger(empty_records(), _NO_RUNS, store.quarantine(manifest)), manifest
+
+
+#: The telemetry columns a cycle on the store reads (the error rate is all the engine reads).
+_RUN_COLUMNS = ["ts", "agent", "is_error"]
+_NO_RUNS = empty_telemetry().select(_RUN_COLUMNS)
+
+
+def _store_runs(paths: Paths, manifest: Manifest, as_of: datetime, policy: Policy) -> pl.DataFrame:
+    """The store's telemetry runs of the stats window (:data:`_RUN_COLUMNS`)."""
+    store = LedgerStore(paths.ledger or "")
+    return store.telemetry(as_of, policy.lookback_hours, manifest, _RUN_COLUMNS)
 
 
 def _engine_frames(
     paths: Paths, ledger: Ledger, manifest: Manifest, as_of: datetime, policy: Policy, save: bool
-) -> tuple[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], Persistence | None]:
-    """The cycle's frames from :func:`meta_supervisor.cycle.engine.store_frames` and, for the
-    select and evidence profiles, the learned value (the rule, the tilt strength;
-    :func:`meta_supervisor.cycle.learned.kept_persistence`, kept until the next anchor); fills
-    in ``ledger.engine`` and ``ledger.latest``."""
+) -> tuple[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], Persistence | None, Callable[[], None]]:
+    """The cycle's frames from :func:`meta_supervisor.cycle.engine.advanced_frames` and, for
+    the select and evidence profiles, the learned value (the rule, the tilt strength;
+    :func:`meta_supervisor.cycle.learned.kept_persistence`, kept until the next anchor), with
+    ``write()``, which saves the engine's state then the learned value (a recording cycle;
+    nothing for a dry run): the caller calls it once, before it commits. Fills in
+    ``ledger.engine`` and ``ledger.latest``."""
     store = LedgerStore(paths.ledger or "")
+    # the stats window's telemetry is read on the pool while the engine advances (the frames
+    # are the first to read it), and is the ledger's once read
+    reading = threads.start(lambda: _store_runs(paths, manifest, as_of, policy))
 
-    def engine() -> tuple[Frames, EngineRun]:
-        return store_frames(
-            store, manifest, as_of, policy, paths.engine, ledger.telemetry, save=save
+    def engine() -> tuple[Frames, EngineRun, Callable[[], None]]:
+        return advanced_frames(
+            store, manifest, as_of, policy, paths.engine, reading.result, save=save
         )
 
     learned = None
-    if not history_hours(policy):
-        frames, ledger.engine = engine()
-    else:
-        # the learned value reads its own range of the store (by day): it is obtained beside
-        # the engine's advance, on the pool (it never waits for the pool), and saved after the
-        # engine's state once both succeeded (an engine that fails leaves it unsaved)
-        def learn() -> LearnedRun:
-            return kept_persistence(store, manifest, as_of, policy, paths.persistence, save=False)
+    try:
+        if not history_hours(policy):
+            frames, ledger.engine, write = engine()
+        else:
+            # the learned value reads its own range of the store (by day): it is obtained
+            # beside the engine's advance, on the pool (it never waits for the pool), and
+            # saved after the engine's state once both succeeded (an engine that fails leaves
+            # it unsaved)
+            def learn() -> LearnedRun:
+                return kept_persistence(
+                    store, manifest, as_of, policy, paths.persistence, save=False
+                )
 
-        (frames, engine_run), run = threads.beside(engine, learn)
-        if save:
-            save_learned(run, store, manifest, as_of, policy, paths.persistence)
-        learned, engine_run.learned, ledger.engine = run.value, run, engine_run
+            (frames, engine_run, save_engine), run = threads.beside(engine, learn)
+
+            def write() -> None:
+                save_engine()
+                if save:
+                    save_learned(run, store, manifest, as_of, policy, paths.persistence)
+
+            learned, engine_run.learned, ledger.engine = run.value, run, engine_run
+    finally:
+        futures.wait([reading])  # a failed advance leaves no read behind it
+    ledger.telemetry = reading.result()
     newest = frames[0]["last_matured_at"].max()
     if newest is None:  # nobody in the stats window: the manifest's bounds say how old
         his = [s.hi for s in manifest.of("records") if s.hi is not None]
         newest = _latest_bound(his, as_of)
     ledger.latest = newest  # type: ignore[assignment]
-    return frames, learned
+    return frames, learned, write
 
 
 #: The columns :meth:`CadenceIndex.from_records` reads (the store is read as these alone).
@@ -722,21 +749,41 @@ def _run_cycle(
     def decide_now(previous: dict[str, float] | None, prev_hash: str | None) -> Decision:
         """:func:`decide` at ``as_of``; on a store, on the engine's inputs (saved back only by
         a recording cycle)."""
-        extra: dict[str, Any] = {}
-        if manifest is not None:
-            frames, learned = _engine_frames(paths, ledger, manifest, as_of, policy, write)
+        if manifest is None:
+            overrides = load_overrides(paths)
+            return decide(ledger, as_of, policy, previous, overrides, prev_hash)
+        frames, learned, save = _engine_frames(paths, ledger, manifest, as_of, policy, write)
+
+        def decided() -> Decision:
             # the engine keeps expected_records and (select) the loss tails; the index only
             # for a recent_loss_z it did not give
             wants = "recent_loss_z" in method_for(policy.profile).keys
-            extra = {
-                "frames": frames,
-                "persistence": learned,
-                "cadence": _store_cadence(paths, manifest, as_of, policy)
+            cadence = (
+                _store_cadence(paths, manifest, as_of, policy)
                 if wants and "recent_loss_z" not in frames[0].columns
-                else None,
-            }
-        overrides = load_overrides(paths)
-        return decide(ledger, as_of, policy, previous, overrides, prev_hash, **extra)
+                else None
+            )
+            overrides = load_overrides(paths)
+            decision = decide(
+                ledger,
+                as_of,
+                policy,
+                previous,
+                overrides,
+                prev_hash,
+                frames=frames,
+                persistence=learned,
+                cadence=cadence,
+            )
+            if write:
+                decision.provenance  # noqa: B018 (built here, beside the save: the commit reads it)
+            return decision
+
+        if not write:
+            return decided()
+        # the state is written (mostly waiting on the disk) while the decision is taken on the
+        # frames, which the save does not touch; both are done before anything is committed
+        return threads.beside(decided, save)[0]
 
     if not write:
         return decide_now(*load_previous(paths, as_of)), ledger
