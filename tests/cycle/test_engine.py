@@ -512,9 +512,12 @@ def test_the_engine_state_is_saved_beside_the_decision_and_before_the_commit(
         got, run, write = real_frames(*args, **kwargs)
 
         def held_write() -> None:
+            assert threading.current_thread().name.startswith("meta-supervisor")  # the pool
             assert decided.wait(timeout=60), "the decision waited for the save"
             write()
             order.append("saved")
+            with pytest.raises(RuntimeError, match="saved already"):
+                write()  # a second save would append a journal entry over the first one's
 
         return got, run, held_write
 
@@ -535,3 +538,38 @@ def test_the_engine_state_is_saved_beside_the_decision_and_before_the_commit(
     assert order == ["decided", "saved", "committed"]
     assert ledger.engine is not None and ledger.engine.saved and ledger.engine.mode == "warm"
     assert ledger.telemetry.height  # read beside the advance, and the ledger's
+
+
+def test_a_cycle_whose_engine_fails_waits_for_its_telemetry_read(
+    store_fleet: Paths, monkeypatch
+) -> None:
+    """The stats window's telemetry is read on the pool beside the engine's advance: when the
+    advance fails, the cycle raises its error once the read finished (no work of a cycle is
+    left running after it), and records nothing."""
+    from meta_supervisor.cycle import run as cycle_run
+
+    released = threading.Event()
+    seen: list[bool] = []
+    in_cycle = threading.Event()
+    real_runs = cycle_run._store_runs
+
+    def runs(*args, **kwargs):
+        assert released.wait(timeout=60)
+        got = real_runs(*args, **kwargs)  # a real read, after the engine raised
+        seen.append(in_cycle.is_set())
+        return got
+
+    def failing_frames(*args, **kwargs):
+        released.set()
+        raise RuntimeError("the engine failed")
+
+    monkeypatch.setattr(cycle_run, "_store_runs", runs)
+    monkeypatch.setattr(cycle_run, "advanced_frames", failing_frames)
+    in_cycle.set()
+    with pytest.raises(RuntimeError, match="the engine failed"):
+        # a profile that learns nothing: the engine's error is raised at once (under select
+        # the cycle also waits for the learned value, which gives the read time to finish)
+        run_cycle(store_fleet, AS_OFS[0], Policy(profile=Profile.SEED))
+    in_cycle.clear()
+    assert seen == [True]  # the read ended while the cycle was still waiting for it
+    assert not store_fleet.history.exists() and not store_fleet.engine.exists()

@@ -554,15 +554,19 @@ class _Resident:
 #: recent :data:`RESIDENT_STATES` only.
 _RESIDENT: dict[Path, _Resident] = {}
 RESIDENT_STATES = 4
+#: Held while :data:`_RESIDENT` is read or changed: cycles of several state directories run at
+#: once in one process (the service's requests), and a save keeps its state from a pool thread.
+_RESIDENT_LOCK = threading.Lock()
 
 
 def _keep(state_path: Path, kept: _Resident) -> None:
     """Keep ``kept`` as the state at ``state_path`` (dropping the oldest beyond the bound)."""
     key = state_path.resolve()
-    _RESIDENT.pop(key, None)
-    _RESIDENT[key] = kept
-    while len(_RESIDENT) > RESIDENT_STATES:
-        _RESIDENT.pop(next(iter(_RESIDENT)))
+    with _RESIDENT_LOCK:
+        _RESIDENT.pop(key, None)
+        _RESIDENT[key] = kept
+        while len(_RESIDENT) > RESIDENT_STATES:
+            _RESIDENT.pop(next(iter(_RESIDENT)))
 
 
 def _identity(state_path: Path) -> tuple[Any, ...]:
@@ -592,7 +596,8 @@ def _resident(
     """The state this process saved last at ``state_path`` when the files are still the ones
     it wrote and it can serve this cycle (the checks of :func:`_load`, without reading or
     hashing the state); taken out of the cache (put back by the next save)."""
-    kept = _RESIDENT.pop(state_path.resolve(), None)
+    with _RESIDENT_LOCK:
+        kept = _RESIDENT.pop(state_path.resolve(), None)
     if kept is None or _identity(state_path) != kept.identity:
         return None
     engine, persisted = kept.engine, kept.persisted
@@ -626,7 +631,8 @@ def preload(state_path: Path, store: LedgerStore, policy: Policy) -> str:
 
 def forget_resident() -> None:
     """Drop every state kept in memory (the next cycles load from the files)."""
-    _RESIDENT.clear()
+    with _RESIDENT_LOCK:
+        _RESIDENT.clear()
 
 
 def store_frames(
@@ -673,8 +679,10 @@ def advanced_frames(
     (nothing unless ``save``). The frames are the caller's own (polars frames, immutable) and
     ``write`` reads only the engine, so a recording cycle decides on the frames while the state
     is written (the write waits on the disk), and calls ``write`` exactly once, before it
-    commits a decision (a cycle whose save failed records nothing). ``telemetry`` may be a
-    call that gives it, made once the state is advanced (a read started beside the advance)."""
+    commits a decision (a cycle whose save failed records nothing); a second call raises
+    ``RuntimeError`` (it would append a journal entry over the first one's). ``telemetry``
+    may be a call that gives it, made once the state is advanced (a read started beside the
+    advance; the ``frames`` seconds include any wait for it)."""
     clock = time.perf_counter
     t0 = clock()
     kept = _resident(state_path, store, manifest, as_of, policy) if save else None
@@ -712,8 +720,12 @@ def advanced_frames(
     frames = (engine.with_expected_records(stats), conf, tails)
     run.seconds = {"load": t1 - t0, "advance": t2 - t1, "frames": clock() - t2, "save": 0.0}
     state = engine
+    written: list[bool] = []
 
     def write() -> None:
+        if written:
+            raise RuntimeError(f"{state_path}: this cycle's state was saved already")
+        written.append(True)
         if not save:
             return
         started = clock()

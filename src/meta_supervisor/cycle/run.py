@@ -91,6 +91,9 @@ class Ledger:
 
     records: pl.DataFrame
     telemetry: pl.DataFrame
+    """On a store, the stats window's runs (``ts``, ``agent``, ``is_error``) once the engine
+    computed the cycle's statistics, and none for a cycle that returned a recorded decision
+    without computing (a late duplicate)."""
     quarantine: pl.DataFrame = field(default_factory=empty_quarantine)
     read: int = 0
     duplicates: int = 0
@@ -782,7 +785,9 @@ def _run_cycle(
         if not write:
             return decided()
         # the state is written (mostly waiting on the disk) while the decision is taken on the
-        # frames, which the save does not touch; both are done before anything is committed
+        # frames, which the save does not touch; both are done before anything is committed.
+        # A decision that raises leaves the advanced state saved (two cores: the save ran
+        # beside it) or not (one core: one after the other): the next cycle advances either.
         return threads.beside(decided, save)[0]
 
     if not write:
