@@ -150,3 +150,57 @@ def test_beside_runs_the_second_work_on_the_pool_and_finishes_both(monkeypatch):
     assert finished.is_set()
     monkeypatch.setattr(threads, "cores", lambda: 1)
     assert threads.beside(threading.get_ident, threading.get_ident) == (caller, caller)
+
+
+class _Interrupted:
+    """A running work's future whose first waits are interrupted (as Ctrl-C interrupts a
+    waiting thread), then whose work finishes with ``outcome`` (a value, or an error raised)."""
+
+    def __init__(self, interrupts: int, outcome: object) -> None:
+        self.interrupts, self.outcome, self.waits = interrupts, outcome, 0
+
+    def done(self) -> bool:
+        return self.waits > self.interrupts
+
+    def result(self) -> object:
+        self.waits += 1
+        if self.waits <= self.interrupts:
+            raise KeyboardInterrupt
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+def test_an_interrupted_wait_waits_for_the_work_to_finish_then_raises_the_interrupt():
+    """Regression: a ``KeyboardInterrupt`` while waiting for pool work (``run_all``,
+    ``beside``, the cycle's telemetry read) left that work running after the call raised. Now
+    the wait goes on until the work is done, then the interrupt is raised (the work's own
+    error noted on it); an uninterrupted wait gives the result or the work's error."""
+    job = _Interrupted(2, 7)
+    with pytest.raises(KeyboardInterrupt):
+        threads.finished(job)  # type: ignore[arg-type]
+    assert job.waits == 3 and job.done()  # waited again until the work was done
+    failing = _Interrupted(1, ValueError("the work failed"))
+    with pytest.raises(KeyboardInterrupt) as raised:
+        threads.finished(failing)  # type: ignore[arg-type]
+    assert raised.value.__notes__ == ["the work failed too: ValueError: the work failed"]
+    assert threads.finished(_Interrupted(0, 7)) == 7  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="failed"):
+        threads.finished(_Interrupted(0, ValueError("failed")))  # type: ignore[arg-type]
+
+
+def test_run_all_waits_for_an_interrupted_pool_work(monkeypatch):
+    """``run_all`` waits through an interrupted wait for its pool work (the same regression),
+    and raises the interrupt."""
+    monkeypatch.setattr(threads, "MIN_SIZE", 0)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    jobs: list[_Interrupted] = []
+
+    def start(work):
+        jobs.append(_Interrupted(1, work()))
+        return jobs[-1]
+
+    monkeypatch.setattr(threads, "start", start)
+    with pytest.raises(KeyboardInterrupt):
+        threads.run_all([lambda: 1, lambda: 2], 10)
+    assert [job.waits for job in jobs] == [2]

@@ -7,9 +7,9 @@ state writes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -562,7 +562,13 @@ def _engine_frames(
 
     def engine() -> tuple[Frames, EngineRun, Callable[[], None]]:
         return advanced_frames(
-            store, manifest, as_of, policy, paths.engine, reading.result, save=save
+            store,
+            manifest,
+            as_of,
+            policy,
+            paths.engine,
+            lambda: threads.finished(reading),
+            save=save,
         )
 
     learned = None
@@ -587,9 +593,11 @@ def _engine_frames(
                     save_learned(run, store, manifest, as_of, policy, paths.persistence)
 
             learned, engine_run.learned, ledger.engine = run.value, run, engine_run
-    finally:
-        futures.wait([reading])  # a failed advance leaves no read behind it
-    ledger.telemetry = reading.result()
+    except BaseException:
+        with contextlib.suppress(BaseException):  # the advance's error is the one raised
+            threads.finished(reading)  # a failed advance leaves no read behind it
+        raise
+    ledger.telemetry = threads.finished(reading)
     newest = frames[0]["last_matured_at"].max()
     if newest is None:  # nobody in the stats window: the manifest's bounds say how old
         his = [s.hi for s in manifest.of("records") if s.hi is not None]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["MIN_SIZE", "beside", "cores", "over_rows", "parts", "run_all", "start"]
+__all__ = ["MIN_SIZE", "beside", "cores", "finished", "over_rows", "parts", "run_all", "start"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -99,6 +99,28 @@ def beside(first: Callable[[], T], second: Callable[[], U]) -> tuple[T, U]:
     return done[0], done[1]
 
 
+def finished(job: Future[T]) -> T:
+    """``job.result()``, once the work has finished: an interrupt while waiting (Ctrl-C's
+    ``KeyboardInterrupt``, raised in the waiting thread while the work runs on) is raised
+    when the work is done, so no work a call started outlives it (writing, or reading a file
+    the caller then removes). The work's own error, if any, is noted on the interrupt."""
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            value = job.result()
+        except BaseException as err:
+            if not job.done():  # the wait was interrupted, not the work: wait again
+                interrupted = interrupted or err
+                continue
+            if interrupted is None:
+                raise
+            interrupted.add_note(f"the work failed too: {type(err).__name__}: {err}")
+            raise interrupted from None
+        if interrupted is not None:
+            raise interrupted
+        return value
+
+
 def _split(works: Sequence[Callable[[], T]]) -> list[T]:
     """The first work here, the others on the pool; all finished before this returns or
     raises the first error (with a note naming each other error)."""
@@ -111,7 +133,7 @@ def _split(works: Sequence[Callable[[], T]]) -> list[T]:
         error = err
     for job in jobs:
         try:
-            results.append(job.result())
+            results.append(finished(job))
         except BaseException as err:
             if error is None:
                 error = err
