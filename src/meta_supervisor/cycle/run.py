@@ -523,7 +523,12 @@ def commit(decision: Decision, paths: Paths, *, lock_timeout_s: float = 0.0) -> 
         return _commit_locked(decision, paths, entries)[1]
 
 
-def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger, Manifest] | None:
+#: The telemetry columns a cycle on the store reads (the error rate is all the engine reads).
+_RUN_COLUMNS = ["ts", "agent", "is_error"]
+_NO_RUNS = empty_telemetry().select(_RUN_COLUMNS)
+
+
+def _store_ledger(paths: Paths) -> tuple[Ledger, Manifest] | None:
     """The store's snapshot for a cycle that takes its statistics from the engine: the
     quarantine (records are not read; the telemetry is read beside the engine's advance,
     :func:`_engine_frames`); ``None`` without a store."""
@@ -533,11 +538,6 @@ def _store_ledger(paths: Paths, as_of: datetime, policy: Policy) -> tuple[Ledger
     manifest = store.manifest()
     store.check(manifest)
     return Ledger(empty_records(), _NO_RUNS, store.quarantine(manifest)), manifest
-
-
-#: The telemetry columns a cycle on the store reads (the error rate is all the engine reads).
-_RUN_COLUMNS = ["ts", "agent", "is_error"]
-_NO_RUNS = empty_telemetry().select(_RUN_COLUMNS)
 
 
 def _store_runs(paths: Paths, manifest: Manifest, as_of: datetime, policy: Policy) -> pl.DataFrame:
@@ -749,7 +749,7 @@ def _run_cycle(
     allow_empty: bool,
 ) -> tuple[Decision, Ledger]:
     """:func:`run_cycle` once its arguments are checked."""
-    snapshot = _store_ledger(paths, as_of, policy)
+    snapshot = _store_ledger(paths)
     if snapshot is None:
         ledger, manifest = load_ledger(paths, as_of, window_hours(policy)), None
     else:
