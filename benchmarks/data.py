@@ -127,16 +127,21 @@ def make_telemetry(spec: LedgerSpec) -> pl.DataFrame:
     )
 
 
-def appended_records(spec: LedgerSpec, n: int, after: datetime, hours: float) -> pl.DataFrame:
-    """``n`` new records maturing in ``(after, after + hours]``, ids after the base ledger's."""
-    batch = make_records(spec, n, start_index=spec.n_records, seed_offset=1)
-    rng = np.random.default_rng(spec.seed + 2)
+def appended_records(
+    spec: LedgerSpec, n: int, after: datetime, hours: float, batch: int = 0
+) -> pl.DataFrame:
+    """``n`` new records maturing in ``(after, after + hours]``, ids after the base ledger's.
+    ``batch`` numbers successive appends of ``n`` (the ids of batch ``k`` follow those of
+    ``k - 1``; each batch draws its own records)."""
+    seeds = (1, 2) if batch == 0 else (1000 + batch, 2000 + batch)  # batch 0: as it always was
+    records = make_records(spec, n, start_index=spec.n_records + batch * n, seed_offset=seeds[0])
+    rng = np.random.default_rng(spec.seed + seeds[1])
     offset_us = rng.integers(1, int(hours * 3.6e9) + 1, n, dtype=np.int64)
     matured = pl.Series(int(after.timestamp() * 1_000_000) + offset_us).cast(
         RECORD_SCHEMA["matured_at"]
     )
     return (
-        batch.with_columns(matured.alias("matured_at"))
+        records.with_columns(matured.alias("matured_at"))
         .with_columns((pl.col("matured_at") - pl.duration(hours=24)).alias("ts"))
         .sort("matured_at", maintain_order=True)
     )

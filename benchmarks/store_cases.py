@@ -21,7 +21,9 @@ batch. Each run copies the snapshot into a fresh state directory.
 
 from __future__ import annotations
 
+import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +38,7 @@ from meta_supervisor.cycle.learned import FORMAT as LEARNED_FORMAT
 from meta_supervisor.cycle.run import run_cycle
 from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA, empty_quarantine
 from meta_supervisor.ingest.records import empty_telemetry as no_telemetry
-from meta_supervisor.ledger.store import LedgerStore
+from meta_supervisor.ledger.store import MANIFEST, LedgerStore
 from meta_supervisor.policy.model import Profile
 from meta_supervisor.signals.incremental import STATE_VERSION
 
@@ -256,6 +258,94 @@ def case_store_append_select_resident(spec: LedgerSpec, options: dict[str, Any])
     return _append_cycle(spec, Profile.SELECT, resident=True)
 
 
+#: Cycles timed by the live cases, each after 10k records were appended.
+LIVE_CYCLES = 5
+
+
+def _linked_copy(store_dir: Path, target: Path) -> None:
+    """A copy of the store at ``target`` whose segment files are hard links to the cached
+    store's (a segment is never changed once written: a batch writes new files and replaces
+    the manifest), with its manifest copied and without its lock file."""
+    shutil.copytree(
+        store_dir, target, copy_function=os.link, ignore=shutil.ignore_patterns(".lock", MANIFEST)
+    )
+    shutil.copy2(store_dir / MANIFEST, target / MANIFEST)
+
+
+def _live_cycles(
+    spec: LedgerSpec, profile: Profile, cadence: bool = True, default_windows: bool = False
+) -> dict[str, Any]:
+    """The live service's loop in one process: the store's cycle an hour after ``AS_OF``
+    rebuilds the state (the service's start, untimed), then ``LIVE_CYCLES`` hourly cycles
+    each run after 10,000 records were appended as a new batch (the append untimed), each
+    from the state the cycle before left in memory. On a copy of the cached store (its
+    segments hard-linked). ``seconds``: the median of the timed cycles; ``first`` and
+    ``worst`` the first one's and the slowest one's.
+
+    The benchmark's windows hold the whole ledger and a day more (:func:`bench_policy`): no
+    record leaves them in these hours. ``default_windows``: the policy's own (a 7-day stats
+    window, 30 days for the confidence and the tails), which records leave every hour."""
+    from datetime import timedelta
+
+    from benchmarks.cases import bench_policy
+    from meta_supervisor.policy.model import Policy
+
+    policy = bench_policy(spec, profile)
+    cached, _ = ensure_store(spec, policy)  # the ledger is the same for every policy
+    if default_windows:
+        policy = Policy(profile=profile)
+    if not cadence:
+        policy = policy.model_copy(update={"cadence_history_hours": 0.0})
+    with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
+        store_dir, state_dir = Path(tmp) / "ledger", Path(tmp) / "state"
+        _linked_copy(cached, store_dir)
+        store = LedgerStore(store_dir)
+        run_cycle(_paths(store_dir, state_dir), AS_OF + timedelta(hours=1), policy)
+        timed = []
+        for hour in range(1, LIVE_CYCLES + 1):
+            after = AS_OF + timedelta(hours=hour)
+            batch = appended_records(spec, APPEND_N, after, 1.0, batch=hour)
+            with store.writer():
+                store.append(_full(batch, RECORD_SCHEMA), no_telemetry(), empty_quarantine())
+            out = _timed_cycle(store_dir, state_dir, after + timedelta(hours=1), policy, warm=True)
+            if "(memory" not in out["note"]:
+                raise SystemExit(f"a live cycle did not use the state kept in memory: {out}")
+            timed.append(out)
+    seconds = [out["seconds"] for out in timed]
+    parts = {
+        key: statistics.median(out.get(key, 0.0) for out in timed)
+        for key, value in timed[0].items()
+        if isinstance(value, float) and key != "seconds"
+    }
+    return {
+        "seconds": statistics.median(seconds),
+        "first": seconds[0],
+        "worst": max(seconds),
+        **parts,
+        "note": f"median of {LIVE_CYCLES} hourly cycles, each after +{APPEND_N:,}; "
+        f"the last: {timed[-1]['note']}",
+    }
+
+
+def case_store_live(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``store_append_resident``'s cycle as the live service runs it hour after hour
+    (:func:`_live_cycles`, cadence off): each from the state the one before left in memory,
+    not from a state loaded for it."""
+    return _live_cycles(spec, Profile.SEED, cadence=False)
+
+
+def case_store_live_select(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """The same under the select profile (the default; ``store_append_select_resident``)."""
+    return _live_cycles(spec, Profile.SELECT)
+
+
+def case_store_live_default(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``store_live_select`` with the policy's default windows (:func:`_live_cycles`): each
+    hour, records leave the stats window, and the agents that lost some are computed again
+    from their window's records."""
+    return _live_cycles(spec, Profile.SELECT, default_windows=True)
+
+
 def case_store_append_evidence(spec: LedgerSpec, options: dict[str, Any]) -> dict[str, Any]:
     """``store_append`` under the evidence profile: the learned strength the previous cycle
     kept (same anchor) is reused, so the cycle still reads only what was committed since."""
@@ -387,6 +477,9 @@ STORE_CASES = {
     "store_append_evidence": case_store_append_evidence,
     "store_append_nocadence": case_store_append_nocadence,
     "store_append_resident": case_store_append_resident,
+    "store_live": case_store_live,
+    "store_live_select": case_store_live_select,
+    "store_live_default": case_store_live_default,
     "persistence": case_persistence,
     "persistence_rebuild": case_persistence_rebuild,
     "persistence_select": case_persistence_select,

@@ -25,28 +25,42 @@ __all__ = ["as_slice", "search_rows", "sort_rows", "swap_values"]
 
 
 def search_rows(block: FloatArray, rows: IntArray, values: FloatArray) -> IntArray:
-    """Per pair ``(rows[q], values[q])``: the first column ``c`` of the ascending row
+    r"""Per pair ``(rows[q], values[q])``: the first column ``c`` of the ascending row
     ``block[rows[q]]`` with ``block[rows[q], c] >= values[q]`` (the row's width when none is),
     as ``np.searchsorted(..., side="left")`` of that row alone; one vectorised binary search
-    over every pair (:math:`\\lceil \\log_2(w + 1) \\rceil` gathers), not a call per row."""
+    over every pair, not a call per row.
+
+    Branch-free: every pair's range :math:`[b, b + n]` holding its answer has the same length
+    ``n`` (the row's width at first), so each of the :math:`\lceil \log_2 w \rceil` steps is
+    one gather, one compare and one select for all pairs: with :math:`h = \lfloor n/2
+    \rfloor`, :math:`b \leftarrow b + h` where ``row[b + h] < value`` (the answer is then
+    above :math:`b + h`), and :math:`n \leftarrow n - h` (both halves fit: :math:`2h \le n`).
+    At :math:`n = 1` the answer is :math:`b + [\,row[b] < value\,]`."""
     width = block.shape[1]
-    low = np.zeros(values.size, dtype=np.int64)
-    high = np.full(values.size, width, dtype=np.int64)
-    if not width:
-        return low
+    if not width or not values.size:
+        return np.zeros(values.size, dtype=np.int64)
     if block.flags.c_contiguous:  # one flat gather a step (a 2-D one is about twice as slow)
-        flat, base = block.reshape(-1), rows.astype(np.int64) * width
+        flat, start = block.reshape(-1), rows.astype(np.int64) * width
+
+        def at(index: IntArray) -> FloatArray:
+            return flat[index]
     else:
-        flat, base = block, rows.astype(np.int64)
-    while True:
-        open_ = low < high
-        if not open_.any():
-            return low
-        middle = (low + high) // 2
-        column = np.minimum(middle, width - 1)
-        below = (flat[base + column] if flat.ndim == 1 else flat[base, column]) < values
-        low = np.where(open_ & below, middle + 1, low)
-        high = np.where(open_ & ~below, middle, high)
+        start = np.zeros(values.size, dtype=np.int64)
+        owner = rows.astype(np.int64)
+
+        def at(index: IntArray) -> FloatArray:
+            return block[owner, index]
+
+    index = start.copy()  # b, as a flat index (or a column)
+    length = width
+    while length > 1:
+        half = length // 2
+        probe = index + half
+        index = np.where(at(probe) < values, probe, index)
+        length -= half
+    index += at(index) < values
+    index -= start
+    return index
 
 
 def sort_rows(block: FloatArray, *, stable: bool = False) -> None:
