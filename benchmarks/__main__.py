@@ -124,7 +124,7 @@ def run_size(
             # in a child of its own: neither the parent's memory (which a forked child
             # starts from) nor a measured child's includes the ingest
             console.print(
-                "  store setup (cached in bench-data/store-<key>-<policy>-s<v>-p<f>/) ..."
+                "  store setup (cached in bench-data/store-<key>-<policy>-s<v>-p<f>-m<m>/) ..."
             )
             run_child("store_setup", n_records, {})
             store_ready = True

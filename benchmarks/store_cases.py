@@ -1,7 +1,8 @@
 """Benchmark cases of the live cycle on the store, as `meta-supervisor allocate` runs it.
 
 Both time :func:`meta_supervisor.cycle.run.run_cycle` itself (lock, history, decision files, engine
-state and all) on an ingested store under ``bench-data/store-<key>-<policy>-s<version>-p<format>/``:
+state and all) on an ingested store under
+``bench-data/store-<key>-<policy>-s<version>-p<format>-m<manifest format>/``:
 
 * ``store_cycle``: a cycle with no saved state, so the engine rebuilds its statistics from the
   store in time chunks (the full-cycle case, reading from the store included);
@@ -38,6 +39,7 @@ from meta_supervisor.cycle.learned import FORMAT as LEARNED_FORMAT
 from meta_supervisor.cycle.run import run_cycle
 from meta_supervisor.ingest.records import RECORD_SCHEMA, TELEMETRY_SCHEMA, empty_quarantine
 from meta_supervisor.ingest.records import empty_telemetry as no_telemetry
+from meta_supervisor.ledger.store import FORMAT as STORE_FORMAT
 from meta_supervisor.ledger.store import MANIFEST, LedgerStore
 from meta_supervisor.policy.model import Profile
 from meta_supervisor.signals.incremental import STATE_VERSION
@@ -63,8 +65,8 @@ def ensure_store(spec: LedgerSpec, policy: Any) -> tuple[Path, Path]:
     """The store (base + the appended batch) and the state snapshot after the cycle at AS_OF."""
     # the snapshot's saved state is valid for one policy, one engine state version and one
     # learned-strength file format only (another one is rebuilt, and an append case would
-    # time a rebuild)
-    version = f"s{STATE_VERSION}-p{LEARNED_FORMAT}"
+    # time a rebuild); the store is written in the current manifest format
+    version = f"s{STATE_VERSION}-p{LEARNED_FORMAT}-m{STORE_FORMAT}"
     root = DATA_DIR / f"store-{spec.key()}-{policy.fingerprint()[:8]}-{version}"
     store_dir, snapshot = root / "ledger", root / "state-at-as-of"
     if (root / _READY).exists():

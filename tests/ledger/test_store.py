@@ -239,13 +239,13 @@ def test_sigkill_mid_ingest_leaves_no_half_batch(tmp_path: Path, point: str) -> 
     store = LedgerStore(root)
     assert store.manifest().generation == 1
     assert store.records().sort("record_id").equals(before)  # none of the killed batch
-    leftovers = set(snapshot(root)) - {MANIFEST} - {s.path for s in store.manifest().segments}
+    leftovers = set(snapshot(root)) - {MANIFEST} - store.manifest().files()
     assert leftovers  # the killed writer did leave files behind...
     report = ingest([big], root)  # ...which the next writer moves aside, deleting nothing
     assert report.accepted == 30_000
     after = set(snapshot(root)) - {MANIFEST}
     orphaned = {p for p in after if p.startswith("orphaned/")}
-    assert after - orphaned == {s.path for s in store.manifest().segments}
+    assert after - orphaned == store.manifest().files()
     assert orphaned == {f"orphaned/{p}" for p in leftovers if not p.startswith(".")}
     assert store.records().height == 31_000
 

@@ -1,0 +1,202 @@
+"""Issue #17: a records segment's per-agent bounds live in a file beside it, not in the
+manifest. A live service appends every hour and its cycle parses the manifest after every
+append: format 1's inline bounds grew the manifest by ~73 KB a batch at 1,000 agents (the
+cycle's store read went from 1 ms to 50 ms within two days of hourly batches).
+
+References: the records themselves (``LedgerStore.records``, filtered and grouped), and the
+same store with its bounds inline (rewritten as format 1)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+from test_store import T0, write_records
+
+from meta_supervisor.ingest.batch import ingest
+from meta_supervisor.ledger.store import BOUNDS_SUFFIX, MANIFEST, LedgerError, LedgerStore
+from meta_supervisor.research.demo import write_demo_fleet
+
+
+def _store(tmp_path: Path, batches: int = 3, agents: int = 9) -> Path:
+    """A store of ``batches`` ingests, each two months of records (several segments), and an
+    agent whose records stop in the first weeks (stale in later windows)."""
+    root = tmp_path / "L"
+    for k in range(batches):
+        source = write_records(
+            tmp_path / f"{k}.jsonl", 900, start=900 * k, agents=agents + k, step_min=97
+        )
+        ingest([source], root)
+    early = tmp_path / "early.jsonl"
+    with early.open("w", encoding="utf-8") as handle:
+        for day in range(2, 30, 3):
+            ts = (T0 + timedelta(days=day)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            row = {"ts": ts, "agent": "early", "horizon_hours": 24, "realized_pnl_bps": 1.0}
+            handle.write(json.dumps({**row, "expected_pnl_bps": 0.0, "symbol": "ETH"}) + "\n")
+    ingest([early], root)
+    return root
+
+
+def _as_format_1(root: Path) -> None:
+    """Rewrite the store as format 1 wrote it: every records segment's bounds inline in the
+    manifest, no bounds files."""
+    store = LedgerStore(root)
+    body = json.loads((root / MANIFEST).read_text())
+    for entry in body["segments"]:
+        if entry["agents"] is None:
+            segment = next(s for s in store.manifest().segments if s.path == entry["path"])
+            entry["agents"] = store.agent_bounds(segment)
+            (root / (entry["path"] + BOUNDS_SUFFIX)).unlink()
+    body["format"] = 1
+    (root / MANIFEST).write_text(json.dumps(body, sort_keys=True, indent=1) + "\n")
+
+
+def _bounds_from_records(root: Path) -> dict[str, dict[str, list[int]]]:
+    """Per segment, ``{agent: [lo, hi]}`` of its rows, read from the segment."""
+    store = LedgerStore(root)
+    out = {}
+    for segment in store.manifest().of("records"):
+        frame = pl.read_parquet(root / segment.path)
+        micros = pl.col("matured_at").dt.epoch("us")
+        grouped = frame.group_by("agent").agg(micros.min().alias("lo"), micros.max().alias("hi"))
+        out[segment.path] = {a: [lo, hi] for a, lo, hi in grouped.iter_rows()}
+    return out
+
+
+def test_a_batch_adds_a_few_hundred_bytes_to_the_manifest_whatever_the_fleet(
+    tmp_path: Path,
+) -> None:
+    """300 agents a batch: format 1 grew the manifest by ~18 KB a batch (their bounds)."""
+    root = tmp_path / "L"
+    sizes = []
+    for k in range(4):
+        source = write_records(tmp_path / f"{k}.jsonl", 600, start=600 * k, agents=300, step_min=1)
+        ingest([source], root)
+        sizes.append((root / MANIFEST).stat().st_size)
+    assert max(b - a for a, b in itertools.pairwise(sizes)) < 2_000
+    store = LedgerStore(root)
+    last = store.manifest().of("records")[-1]
+    assert last.agents is None and (root / (last.path + BOUNDS_SUFFIX)).is_file()
+    assert len(store.agent_bounds(last)) == 300
+
+
+def test_bounds_files_hold_each_segments_own_bounds(tmp_path: Path) -> None:
+    root = _store(tmp_path)
+    store = LedgerStore(root)
+    want = _bounds_from_records(root)
+    got = {s.path: store.agent_bounds(s) for s in store.manifest().of("records")}
+    assert got == want and len(got) > 3
+
+
+def test_a_store_answers_alike_with_its_bounds_inline_or_beside(tmp_path: Path) -> None:
+    """The agents of a window and the stale agents' latest records, against the records, for
+    starts across the store's span; then the same store in format 1."""
+    root = _store(tmp_path)
+    store = LedgerStore(root)
+    full = store.records()
+    last = full["matured_at"].max()
+    answers = []
+    for form in ("beside", "inline"):
+        if form == "inline":
+            _as_format_1(root)
+        manifest = store.manifest()
+        got = []
+        for days in (1, 20, 45, 80, 130):
+            start = T0 + timedelta(days=days)
+            inside = full.filter((pl.col("matured_at") > start) & (pl.col("matured_at") <= last))
+            seen = store.agents_after(start, last, manifest)
+            assert seen == set(inside["agent"])
+            stale = store.latest_before(start, seen, manifest).sort("agent")
+            before = full.filter(pl.col("matured_at") <= start)
+            want = (
+                before.filter(~pl.col("agent").is_in(sorted(seen)))
+                .sort(["matured_at", "ts", "record_id"])
+                .group_by("agent", maintain_order=True)
+                .last()
+                .sort("agent")
+            )
+            assert stale["record_id"].to_list() == want["record_id"].to_list()
+            got.append((sorted(seen), stale["record_id"].to_list()))
+        answers.append(got)
+    assert answers[0] == answers[1]
+    assert any(stale for _, stale in answers[0]) and any(seen for seen, _ in answers[0])
+
+
+def test_a_format_1_store_is_read_then_appended_to_in_format_2(tmp_path: Path) -> None:
+    root = _store(tmp_path, batches=2)
+    _as_format_1(root)
+    store = LedgerStore(root)
+    old = store.manifest()
+    assert all(s.agents for s in old.of("records"))
+    assert not list(root.rglob(f"*{BOUNDS_SUFFIX}"))
+    ingest([write_records(tmp_path / "new.jsonl", 900, start=5_000, agents=5)], root)
+    new = store.manifest()
+    assert json.loads((root / MANIFEST).read_text())["format"] == 2
+    kept = {s.path: s for s in new.of("records")}
+    assert all(kept[s.path].agents == s.agents for s in old.of("records"))  # inline still
+    added = [s for s in new.of("records") if s.path not in {o.path for o in old.segments}]
+    assert added and all(s.agents is None for s in added)
+    assert store.check(new) == []  # the new bounds files are named, the old segments have none
+    assert {s.path: store.agent_bounds(s) for s in new.of("records")} == _bounds_from_records(root)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "deleted",
+        "truncated",
+        "not a map",
+        "one bound",
+        "lo after hi",
+        "another segment's",
+        "empty",
+    ],
+)
+def test_a_missing_or_damaged_bounds_file_is_computed_again_from_its_segment(
+    tmp_path: Path, damage: str
+) -> None:
+    root = _store(tmp_path, batches=2)
+    store = LedgerStore(root)
+    segments = store.manifest().of("records")
+    segment, other = segments[0], segments[-1]
+    want = store.agent_bounds(segment)
+    path = root / (segment.path + BOUNDS_SUFFIX)
+    first = next(iter(want))
+    lo, hi = want[first]
+    edits = {
+        "truncated": path.read_bytes()[:-7],
+        "not a map": b"[1, 2]",
+        "one bound": orjson.dumps({**want, first: [lo]}),
+        "lo after hi": orjson.dumps({**want, first: [hi + 1, hi]}),
+        "another segment's": (root / (other.path + BOUNDS_SUFFIX)).read_bytes(),
+        "empty": b"{}",
+    }
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(edits[damage])
+    assert store.agent_bounds(segment) == want
+
+
+@pytest.mark.parametrize("kind", ["records in format 1", "telemetry"])
+def test_a_manifest_entry_without_bounds_where_they_must_be_inline_is_refused(
+    tmp_path: Path, kind: str
+) -> None:
+    paths = write_demo_fleet(tmp_path / "fleet")
+    ledger = tmp_path / "L"
+    ingest([paths.records, paths.telemetry], ledger)
+    body = json.loads((ledger / MANIFEST).read_text())
+    if kind == "telemetry":
+        entry = next(e for e in body["segments"] if e["kind"] == "telemetry")
+    else:
+        body["format"] = 1
+        entry = next(e for e in body["segments"] if e["kind"] == "records")
+    entry["agents"] = None
+    (ledger / MANIFEST).write_text(json.dumps(body))
+    with pytest.raises(LedgerError, match=r"no per-agent bounds"):
+        LedgerStore(ledger).manifest()
