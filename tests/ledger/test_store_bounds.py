@@ -8,8 +8,11 @@ same store with its bounds inline (rewritten as format 1)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import os
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,6 +55,7 @@ def _as_format_1(root: Path) -> None:
             segment = next(s for s in store.manifest().segments if s.path == entry["path"])
             entry["agents"] = store.agent_bounds(segment)
             (root / (entry["path"] + BOUNDS_SUFFIX)).unlink()
+        entry.pop("agents_sha256")
     body["format"] = 1
     (root / MANIFEST).write_text(json.dumps(body, sort_keys=True, indent=1) + "\n")
 
@@ -145,42 +149,94 @@ def test_a_format_1_store_is_read_then_appended_to_in_format_2(tmp_path: Path) -
     assert {s.path: store.agent_bounds(s) for s in new.of("records")} == _bounds_from_records(root)
 
 
+def _repoint(root: Path, segment_path: str, data: bytes) -> None:
+    """Edit the manifest as an attacker who rewrote the bounds file would: its SHA-256 then
+    names the new bytes (the check left is the bounds' own shape and range)."""
+    body = json.loads((root / MANIFEST).read_text())
+    entry = next(e for e in body["segments"] if e["path"] == segment_path)
+    entry["agents_sha256"] = hashlib.sha256(data).hexdigest()
+    (root / MANIFEST).write_text(json.dumps(body, sort_keys=True, indent=1) + "\n")
+
+
+DAMAGES = [
+    "deleted",
+    "truncated",
+    "not a map",
+    "one bound",
+    "lo after hi",
+    "an agent left out",
+    "another segment's",
+    "empty",
+    "too large",
+    "a symbolic link",
+    "a FIFO",
+]
+
+
+#: Damages whose bytes leave a shape or range to refuse even with the manifest's SHA-256
+#: edited to match them (an agent left out is then the manifest's own trust, as format 1's
+#: inline bounds; a file deleted, linked or a FIFO has no bytes to name).
+SHAPE_DAMAGES = [
+    d for d in DAMAGES if d not in ("deleted", "an agent left out", "a symbolic link", "a FIFO")
+]
+
+
 @pytest.mark.parametrize(
-    "damage",
-    [
-        "deleted",
-        "truncated",
-        "not a map",
-        "one bound",
-        "lo after hi",
-        "another segment's",
-        "empty",
-    ],
+    ("damage", "repointed"),
+    [(d, False) for d in DAMAGES] + [(d, True) for d in SHAPE_DAMAGES],
 )
 def test_a_missing_or_damaged_bounds_file_is_computed_again_from_its_segment(
-    tmp_path: Path, damage: str
+    tmp_path: Path, damage: str, repointed: bool
 ) -> None:
+    """Damaged alone, the file's bytes are not those the manifest names. ``repointed``: the
+    manifest's SHA-256 edited to match as well (:data:`SHAPE_DAMAGES`)."""
     root = _store(tmp_path, batches=2)
     store = LedgerStore(root)
     segments = store.manifest().of("records")
     segment, other = segments[0], segments[-1]
     want = store.agent_bounds(segment)
+    full = store.records()
     path = root / (segment.path + BOUNDS_SUFFIX)
-    first = next(iter(want))
-    lo, hi = want[first]
+    # an agent holding neither the segment's least lo nor its greatest hi
+    inner = next(a for a, (lo, hi) in want.items() if lo != segment.lo and hi != segment.hi)
+    lo, hi = want[inner]
     edits = {
         "truncated": path.read_bytes()[:-7],
         "not a map": b"[1, 2]",
-        "one bound": orjson.dumps({**want, first: [lo]}),
-        "lo after hi": orjson.dumps({**want, first: [hi + 1, hi]}),
+        "one bound": orjson.dumps({**want, inner: [lo]}),
+        "lo after hi": orjson.dumps({**want, inner: [hi + 1, hi]}),
+        "an agent left out": orjson.dumps({a: b for a, b in want.items() if a != inner}),
         "another segment's": (root / (other.path + BOUNDS_SUFFIX)).read_bytes(),
         "empty": b"{}",
+        # valid bounds but the wrong ones, read only if the size were not checked
+        "too large": orjson.dumps({**want, inner: [lo, lo]}) + b" " * (200 * segment.rows),
     }
     if damage == "deleted":
         path.unlink()
+    elif damage == "a symbolic link":  # to other bounds, which the manifest's digest names
+        other_bounds = orjson.dumps({**want, inner: [lo, lo]})
+        (tmp_path / "elsewhere.json").write_bytes(other_bounds)
+        path.unlink()
+        path.symlink_to(tmp_path / "elsewhere.json")
+        _repoint(root, segment.path, other_bounds)
+    elif damage == "a FIFO":
+        path.unlink()
+        os.mkfifo(path)
     else:
         path.write_bytes(edits[damage])
-    assert store.agent_bounds(segment) == want
+        if repointed:
+            _repoint(root, segment.path, edits[damage])
+    # the segment as the manifest now names it (its digest repointed, where it was)
+    segment = next(s for s in store.manifest().of("records") if s.path == segment.path)
+    # on a thread: a reader that opened the FIFO would wait for a writer forever
+    got: list[dict[str, list[int]]] = []
+    reader = threading.Thread(target=lambda: got.append(store.agent_bounds(segment)), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert got == [want], "the bounds were not computed again (or the read never returned)"
+    # the universe of a late window: the stale agents' latest records are found alike
+    as_of = full["matured_at"].max()
+    assert store.records(as_of, 6.0)["agent"].n_unique() == full["agent"].n_unique()
 
 
 @pytest.mark.parametrize("kind", ["records in format 1", "telemetry"])
@@ -200,3 +256,18 @@ def test_a_manifest_entry_without_bounds_where_they_must_be_inline_is_refused(
     (ledger / MANIFEST).write_text(json.dumps(body))
     with pytest.raises(LedgerError, match=r"no per-agent bounds"):
         LedgerStore(ledger).manifest()
+
+
+def test_a_source_name_that_is_not_utf8_is_stored_and_read(tmp_path: Path) -> None:
+    """A batch records its source paths in the manifest; a file name that is not UTF-8 is a
+    string with a lone surrogate, which the manifest's encoder escapes (orjson alone refused
+    to write it, and to read the escape a format 1 manifest already holds)."""
+    odd = tmp_path / os.fsdecode(b"records-\xff.jsonl")
+    write_records(odd, 300)
+    root = tmp_path / "L"
+    ingest([odd], root)
+    ingest([write_records(tmp_path / "more.jsonl", 300, start=300)], root)
+    store = LedgerStore(root)
+    assert store.manifest().generation == 2 and store.records().height == 600
+    _as_format_1(root)
+    assert LedgerStore(root).manifest().generation == 2

@@ -36,8 +36,9 @@ columns the cycle needs come back at disk speed, and nothing runs as a server.
   manifest: a cycle reads the manifest after every append, and format 1's inline bounds grew
   it by ~73 KB a batch at 1,000 agents (a live service appending hourly parsed 2 MB after a
   day, 50 MB after a month). Format 1 manifests are still read; their segments keep their
-  inline bounds when a new batch is committed. A sidecar that is missing or not what was
-  written is computed again from its segment's rows (the data decides, not the index).
+  inline bounds when a new batch is committed. The manifest names each bounds file's SHA-256:
+  a file that is missing, edited (not those bytes) or not a plain file is computed again from
+  its segment's rows (the data decides, never an edited index).
 * **Identity**: a record is its ``record_id`` (:mod:`meta_supervisor.ingest.records`), a telemetry
   run
   its ``(ts, agent, run_id, is_error)``, a quarantine entry its ``(source, line, field, reason)``.
@@ -49,7 +50,10 @@ columns the cycle needs come back at disk speed, and nothing runs as a server.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -111,7 +115,8 @@ class LedgerBusy(LockBusy):
 class Segment:
     """One immutable Parquet file named by the manifest. ``agents``: its per-agent
     ``[lo, hi]`` bounds held inline (format 1, and empty for telemetry and quarantine), or
-    ``None`` when they are in its bounds file (:meth:`LedgerStore.agent_bounds`)."""
+    ``None`` when they are in its bounds file (:meth:`LedgerStore.agent_bounds`), whose bytes'
+    SHA-256 is ``agents_sha256``."""
 
     path: str
     kind: str
@@ -120,6 +125,8 @@ class Segment:
     lo: int | None = None
     hi: int | None = None
     agents: dict[str, list[int]] | None = field(default_factory=dict)
+    #: SHA-256 (hex) of the bounds file's bytes, when ``agents`` is ``None``
+    agents_sha256: str | None = None
 
     def overlaps(self, start_us: int | None, end_us: int | None) -> bool:
         """Whether the segment may hold times in ``(start, end]``."""
@@ -161,20 +168,28 @@ class Manifest:
             "segments": [asdict(s) for s in self.segments],
             "batches": list(self.batches),
         }
-        options = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
-        return orjson.dumps(body, option=options).decode()
+        # the standard library's encoder: a batch's source names may hold lone surrogates (a
+        # file name that is not UTF-8), which it escapes and orjson refuses
+        return json.dumps(body, sort_keys=True, indent=1) + "\n"
 
     @classmethod
     def from_json(cls, text: str, where: Path) -> Manifest:
         """Parse a manifest; raises :class:`LedgerError` naming ``where`` when it is not one."""
         try:
-            body = orjson.loads(text)
+            try:  # orjson is several times faster; it refuses the escaped lone surrogates
+                body = orjson.loads(text)  # that json.dumps writes (see to_json)
+            except orjson.JSONDecodeError:
+                body = json.loads(text)
             if not isinstance(body, dict) or body.get("format") not in READABLE:
                 found = body.get("format") if isinstance(body, dict) else None
                 raise ValueError(f"unknown format {found!r}")
             segments = tuple(Segment(**s) for s in body["segments"])
             for segment in segments:
-                if segment.agents is None and (body["format"] == 1 or segment.kind != "records"):
+                if segment.agents is None and (
+                    body["format"] == 1
+                    or segment.kind != "records"
+                    or not isinstance(segment.agents_sha256, str)
+                ):
                     raise ValueError(f"{segment.path}: no per-agent bounds")
             return cls(int(body["generation"]), segments, tuple(body["batches"]))
         except (ValueError, KeyError, TypeError) as err:
@@ -367,17 +382,14 @@ class LedgerStore:
 
     def agent_bounds(self, segment: Segment) -> dict[str, list[int]]:
         """A records segment's ``{agent: [lo, hi]}`` (µs of ``matured_at``): inline (format
-        1), else from its bounds file, else (a file missing, unreadable or not bounds of
-        this segment's agents) computed from the segment's rows."""
+        1), else from its bounds file when its bytes are those the manifest's SHA-256 names,
+        else (a file missing, edited, not a plain file, or not bounds) computed from the
+        segment's rows: the data decides, never an edited index."""
         if segment.agents is not None:
             return segment.agents
-        path = self.root / (segment.path + BOUNDS_SUFFIX)
-        try:
-            bounds = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            bounds = None
-        if _bounds_like(bounds, segment):
-            return cast(dict[str, list[int]], bounds)
+        bounds = _read_bounds(self.root / (segment.path + BOUNDS_SUFFIX), segment)
+        if bounds is not None:
+            return bounds
         return _agent_bounds(self._scan_segments("records", [segment]).collect())
 
     def telemetry(
@@ -620,11 +632,13 @@ class LedgerStore:
         micros = pl.col(time_col).dt.epoch("us")
         bounds = frame.select(micros.min().alias("lo"), micros.max().alias("hi")).row(0)
         agents: dict[str, list[int]] | None = {}
+        digest = None
         if kind == "records":  # beside the segment, not in the manifest (module docstring)
+            data = orjson.dumps(_agent_bounds(frame))
             bounds_path = path.with_name(path.name + BOUNDS_SUFFIX)
-            bounds_path.write_bytes(orjson.dumps(_agent_bounds(frame)))
+            bounds_path.write_bytes(data)
             fsync_path(bounds_path)
-            agents = None
+            agents, digest = None, hashlib.sha256(data).hexdigest()
         return Segment(
             path=segment.path,
             kind=kind,
@@ -633,6 +647,7 @@ class LedgerStore:
             lo=bounds[0],
             hi=bounds[1],
             agents=agents,
+            agents_sha256=digest,
         )
 
 
@@ -641,6 +656,31 @@ def _agent_bounds(records: pl.DataFrame) -> dict[str, list[int]]:
     micros = pl.col("matured_at").dt.epoch("us")
     per_agent = records.group_by("agent").agg(micros.min().alias("lo"), micros.max().alias("hi"))
     return {a: [lo, hi] for a, lo, hi in per_agent.sort("agent").iter_rows()}
+
+
+#: A bounds file's largest plausible size per row of its segment (an agent name is at most
+#: 64 characters, its two bounds 17 digits each), plus room for an empty map.
+_BOUNDS_BYTES_PER_ROW = 128
+
+
+def _read_bounds(path: Path, segment: Segment) -> dict[str, list[int]] | None:
+    """The bounds file at ``path`` when it is a plain file of plausible size whose bytes have
+    the SHA-256 the manifest names and which holds bounds of ``segment`` (:func:`_bounds_like`);
+    ``None`` otherwise (the caller computes them from the segment). Not followed: a symbolic
+    link; not opened: a FIFO or a device (it could block or never end)."""
+    try:
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        if info.st_size > 1024 + _BOUNDS_BYTES_PER_ROW * segment.rows:
+            return None
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != segment.agents_sha256:
+            return None
+        bounds = orjson.loads(data)
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return cast(dict[str, list[int]], bounds) if _bounds_like(bounds, segment) else None
 
 
 def _bounds_like(value: Any, segment: Segment) -> bool:
