@@ -12,6 +12,9 @@ import hashlib
 import itertools
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -131,21 +134,77 @@ def test_a_store_answers_alike_with_its_bounds_inline_or_beside(tmp_path: Path) 
     assert any(stale for _, stale in answers[0]) and any(seen for seen, _ in answers[0])
 
 
-def test_a_format_1_store_is_read_then_appended_to_in_format_2(tmp_path: Path) -> None:
-    root = _store(tmp_path, batches=2)
+def test_a_format_1_store_is_read_then_its_bounds_move_beside_at_the_next_commit(
+    tmp_path: Path,
+) -> None:
+    root = _store(tmp_path, batches=2, agents=200)
     _as_format_1(root)
     store = LedgerStore(root)
     old = store.manifest()
     assert all(s.agents for s in old.of("records"))
     assert not list(root.rglob(f"*{BOUNDS_SUFFIX}"))
+    want = _bounds_from_records(root)
+    assert {s.path: store.agent_bounds(s) for s in old.of("records")} == want  # read inline
+    before = (root / MANIFEST).stat().st_size
     ingest([write_records(tmp_path / "new.jsonl", 900, start=5_000, agents=5)], root)
     new = store.manifest()
     assert json.loads((root / MANIFEST).read_text())["format"] == 2
-    kept = {s.path: s for s in new.of("records")}
-    assert all(kept[s.path].agents == s.agents for s in old.of("records"))  # inline still
-    added = [s for s in new.of("records") if s.path not in {o.path for o in old.segments}]
-    assert added and all(s.agents is None for s in added)
-    assert store.check(new) == []  # the new bounds files are named, the old segments have none
+    assert all(s.agents is None and s.agents_sha256 for s in new.of("records"))
+    assert (root / MANIFEST).stat().st_size < before / 2  # the inline bounds are gone
+    assert store.check(new) == []
+    assert {s.path: store.agent_bounds(s) for s in new.of("records")} == _bounds_from_records(root)
+
+
+KILLED = """
+import sys
+from meta_supervisor.ledger import store as L
+from meta_supervisor.ingest.batch import ingest
+
+source, root = sys.argv[1:3]
+prefix = f"{L.LedgerStore(root).manifest().generation + 1:08d}-"
+original = L._write_bounds
+
+def paused(path, bounds):
+    digest = original(path, bounds)
+    if not path.name.startswith(prefix):  # an earlier batch's bounds, moved beside
+        print("PAUSED", flush=True)
+        sys.stdin.read()
+    return digest
+
+L._write_bounds = paused
+ingest([source], root)
+"""
+
+
+def test_a_kill_while_inline_bounds_move_beside_leaves_a_store_that_reads_and_heals(
+    tmp_path: Path,
+) -> None:
+    """Killed after the first earlier segment's bounds file is written, before the commit:
+    the manifest still holds them inline, the file left is neither read nor taken for
+    evidence of a backwards manifest, and the next commit moves every bound beside."""
+    root = _store(tmp_path, batches=2)
+    _as_format_1(root)
+    store = LedgerStore(root)
+    old = store.manifest()
+    source = write_records(tmp_path / "new.jsonl", 900, start=5_000, agents=5)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(source), str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "PAUSED"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed = f"{old.generation + 1:08d}-"
+    moved = [p for p in root.rglob(f"*{BOUNDS_SUFFIX}") if not p.name.startswith(killed)]
+    assert moved  # an earlier segment's bounds file, written before the kill
+    assert store.manifest() == old
+    leftovers = store.check(old)  # no LedgerError: not evidence of a backwards manifest
+    assert leftovers and all(p.name.startswith(killed) for p in leftovers)
+    ingest([source], root)
+    new = store.manifest()
+    assert all(s.agents is None for s in new.of("records"))
     assert {s.path: store.agent_bounds(s) for s in new.of("records")} == _bounds_from_records(root)
 
 

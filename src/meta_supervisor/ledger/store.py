@@ -35,8 +35,9 @@ columns the cycle needs come back at disk speed, and nothing runs as a server.
   ``<segment>.agents.json`` (written and fsync'd with it, before the commit), not in the
   manifest: a cycle reads the manifest after every append, and format 1's inline bounds grew
   it by ~73 KB a batch at 1,000 agents (a live service appending hourly parsed 2 MB after a
-  day, 50 MB after a month). Format 1 manifests are still read; their segments keep their
-  inline bounds when a new batch is committed. The manifest names each bounds file's SHA-256:
+  day, 50 MB after a month). Format 1 manifests are still read; the next batch committed
+  moves their inline bounds beside their segments too. The manifest names each bounds file's
+  SHA-256:
   a file that is missing, edited (not those bytes) or not a plain file is computed again from
   its segment's rows (the data decides, never an edited index).
 * **Identity**: a record is its ``record_id`` (:mod:`meta_supervisor.ingest.records`), a telemetry
@@ -56,7 +57,7 @@ import os
 import stat
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -435,9 +436,27 @@ class LedgerStore:
         finally:
             lock.__exit__(None, None, None)
 
+    def _bounds_beside(self, segments: tuple[Segment, ...]) -> tuple[Segment, ...]:
+        """``segments`` with the inline bounds of format 1's records segments moved to bounds
+        files (written and fsync'd here, before the commit that names them): the first batch
+        committed after an upgrade shrinks the manifest to format 2's size. A kill before the
+        commit leaves bounds files of segments the manifest still holds inline: harmless (not
+        read, not taken for a backwards manifest) and written again by the next commit."""
+        out = []
+        for segment in segments:
+            if segment.kind == "records" and segment.agents is not None:
+                digest = _write_bounds(self.root / (segment.path + BOUNDS_SUFFIX), segment.agents)
+                out.append(replace(segment, agents=None, agents_sha256=digest))
+            else:
+                out.append(segment)
+        return tuple(out)
+
     def _unnamed(self, manifest: Manifest) -> list[Path]:
-        """Segment files the manifest does not name."""
-        named = {self.root / path for path in manifest.files()}
+        """Segment files the manifest does not name (the bounds file of a records segment it
+        holds inline is not one: a commit moving them beside their segments was killed)."""
+        named = {self.root / path for path in manifest.files()} | {
+            self.root / (s.path + BOUNDS_SUFFIX) for s in manifest.of("records")
+        }
         found: list[Path] = []
         for kind in KINDS:
             folder = self.root / kind
@@ -535,7 +554,9 @@ class LedgerStore:
             **(info or {}),
         }
         new = Manifest(
-            manifest.generation + 1, manifest.segments + tuple(segments), (*manifest.batches, entry)
+            manifest.generation + 1,
+            self._bounds_beside(manifest.segments) + tuple(segments),
+            (*manifest.batches, entry),
         )
         atomic_write_text(self.manifest_path, new.to_json())
         result.records, result.telemetry = records.height, telemetry.height
@@ -634,11 +655,8 @@ class LedgerStore:
         agents: dict[str, list[int]] | None = {}
         digest = None
         if kind == "records":  # beside the segment, not in the manifest (module docstring)
-            data = orjson.dumps(_agent_bounds(frame))
             bounds_path = path.with_name(path.name + BOUNDS_SUFFIX)
-            bounds_path.write_bytes(data)
-            fsync_path(bounds_path)
-            agents, digest = None, hashlib.sha256(data).hexdigest()
+            agents, digest = None, _write_bounds(bounds_path, _agent_bounds(frame))
         return Segment(
             path=segment.path,
             kind=kind,
@@ -649,6 +667,14 @@ class LedgerStore:
             agents=agents,
             agents_sha256=digest,
         )
+
+
+def _write_bounds(path: Path, bounds: dict[str, list[int]]) -> str:
+    """Write ``bounds`` to ``path`` (fsync'd); return the SHA-256 of the bytes written."""
+    data = orjson.dumps(bounds)
+    path.write_bytes(data)
+    fsync_path(path)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _agent_bounds(records: pl.DataFrame) -> dict[str, list[int]]:
