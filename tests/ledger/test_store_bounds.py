@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -152,7 +153,31 @@ def test_a_format_1_store_is_read_then_its_bounds_move_beside_at_the_next_commit
     assert all(s.agents is None and s.agents_sha256 for s in new.of("records"))
     assert (root / MANIFEST).stat().st_size < before / 2  # the inline bounds are gone
     assert store.check(new) == []
+    for segment in new.of("records"):  # each file is the one its digest names, and is read
+        data = (root / (segment.path + BOUNDS_SUFFIX)).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == segment.agents_sha256
     assert {s.path: store.agent_bounds(s) for s in new.of("records")} == _bounds_from_records(root)
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_a_link_where_an_earlier_segments_bounds_would_move_is_refused_never_written_through(
+    tmp_path: Path, link: str
+) -> None:
+    """A link planted at a format 1 segment's bounds path, to another segment: writing the
+    bounds through it would overwrite committed data. The store is refused, naming it, as
+    any file the manifest does not name, and the other segment is left whole."""
+    root = _store(tmp_path, batches=2)
+    _as_format_1(root)
+    segments = LedgerStore(root).manifest().of("records")
+    target, victim = root / (segments[0].path + BOUNDS_SUFFIX), root / segments[-1].path
+    before = victim.read_bytes()
+    if link == "symbolic":
+        target.symlink_to(victim)
+    else:
+        os.link(victim, target)
+    with pytest.raises(LedgerError, match=re.escape(segments[0].path + BOUNDS_SUFFIX)):
+        ingest([write_records(tmp_path / "new.jsonl", 90, start=5_000, agents=5)], root)
+    assert victim.read_bytes() == before
 
 
 KILLED = """

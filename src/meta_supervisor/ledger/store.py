@@ -441,13 +441,17 @@ class LedgerStore:
         files (written and fsync'd here, before the commit that names them): the first batch
         committed after an upgrade shrinks the manifest to format 2's size. A kill before the
         commit leaves bounds files of segments the manifest still holds inline: harmless (not
-        read, not taken for a backwards manifest) and written again by the next commit."""
+        read, not taken for a backwards manifest while each is a plain file of its own) and
+        written again by the next commit. A path that cannot be written as a file of its own
+        (:func:`_write_bounds`) keeps that segment's bounds inline."""
         out = []
         for segment in segments:
+            digest = None
             if segment.kind == "records" and segment.agents is not None:
                 digest = _write_bounds(self.root / (segment.path + BOUNDS_SUFFIX), segment.agents)
+            if digest is not None:
                 out.append(replace(segment, agents=None, agents_sha256=digest))
-            else:
+            else:  # not a records segment, beside already, or its file cannot be written
                 out.append(segment)
         return tuple(out)
 
@@ -455,7 +459,9 @@ class LedgerStore:
         """Segment files the manifest does not name (the bounds file of a records segment it
         holds inline is not one: a commit moving them beside their segments was killed)."""
         named = {self.root / path for path in manifest.files()} | {
-            self.root / (s.path + BOUNDS_SUFFIX) for s in manifest.of("records")
+            path
+            for s in manifest.of("records")
+            if s.agents is not None and _own_file(path := self.root / (s.path + BOUNDS_SUFFIX))
         }
         found: list[Path] = []
         for kind in KINDS:
@@ -541,6 +547,8 @@ class LedgerStore:
             segments.append(
                 self._write_segment("quarantine", quarantine, f"{batch}.parquet", batch)
             )
+        # earlier segments' inline bounds moved beside them (before the directories' fsync)
+        earlier = self._bounds_beside(manifest.segments)
         for kind in KINDS:
             if (self.root / kind).is_dir():
                 with contextlib.suppress(OSError):  # best effort: not every FS allows it
@@ -555,7 +563,7 @@ class LedgerStore:
         }
         new = Manifest(
             manifest.generation + 1,
-            self._bounds_beside(manifest.segments) + tuple(segments),
+            earlier + tuple(segments),
             (*manifest.batches, entry),
         )
         atomic_write_text(self.manifest_path, new.to_json())
@@ -655,8 +663,10 @@ class LedgerStore:
         agents: dict[str, list[int]] | None = {}
         digest = None
         if kind == "records":  # beside the segment, not in the manifest (module docstring)
-            bounds_path = path.with_name(path.name + BOUNDS_SUFFIX)
-            agents, digest = None, _write_bounds(bounds_path, _agent_bounds(frame))
+            agents = _agent_bounds(frame)
+            digest = _write_bounds(path.with_name(path.name + BOUNDS_SUFFIX), agents)
+            if digest is not None:  # else inline, as format 1
+                agents = None
         return Segment(
             path=segment.path,
             kind=kind,
@@ -669,12 +679,37 @@ class LedgerStore:
         )
 
 
-def _write_bounds(path: Path, bounds: dict[str, list[int]]) -> str:
-    """Write ``bounds`` to ``path`` (fsync'd); return the SHA-256 of the bytes written."""
+def _write_bounds(path: Path, bounds: dict[str, list[int]]) -> str | None:
+    """Write ``bounds`` to ``path`` (fsync'd); return the SHA-256 of the bytes written, or
+    ``None`` when ``path`` cannot be written as a file of its own (a symbolic link, a hard
+    link, not a plain file, an I/O error): the caller keeps the bounds inline. Never written
+    through a link (another segment's file, or one outside the store)."""
     data = orjson.dumps(bounds)
-    path.write_bytes(data)
-    fsync_path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return None
+        os.ftruncate(fd, 0)
+        os.write(fd, data)
+        os.fsync(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return hashlib.sha256(data).hexdigest()
+
+
+def _own_file(path: Path) -> bool:
+    """Whether ``path`` is a plain file with one link (not a link to another file)."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
 
 
 def _agent_bounds(records: pl.DataFrame) -> dict[str, list[int]]:
