@@ -18,9 +18,13 @@ same bytes. How each part gets there:
   *continue* that pass (the sums start from the current values, the path's cumulative sum from
   its total and its running maximum from its ``hi``: the same additions, bit for bit). An agent
   that lost records from the window, or received one before its last (a late arrival, a tie),
-  is recomputed from the ledger, for those agents only: a float sum cannot be taken back
-  exactly. With an hourly cycle and a window shorter than the history, that is every active
-  agent each cycle: the cost is then one read of those agents' window;
+  is recomputed from its window's records, for those agents only: a float sum cannot be taken
+  back exactly. With an hourly cycle and a window shorter than the history, that is every
+  active agent each cycle: a pass over the window. Its records are kept in memory
+  (:mod:`meta_supervisor.signals.window`: agent numbers, PnL, gap, in record order, dropped at
+  the front and appended at the back), read from the ledger once (and again after a late
+  record, or when the window is longer than :data:`~meta_supervisor.signals.window.MAX_ROWS`:
+  then only those agents' rows are read);
 * per agent, confidence evidence :math:`\sum w` and :math:`\sum w z` with
   :math:`w = 2^{(m - A)/h}` (``m`` the record's ``matured_at``, ``h`` the half-life) held at an
   *anchor* :math:`A` = ``as_of`` rounded up to a multiple of 24 half-lives, as **exact sums**
@@ -106,6 +110,8 @@ from meta_supervisor.signals.order import in_record_order
 from meta_supervisor.signals.sortedrows import as_slice, sort_rows, swap_values
 from meta_supervisor.signals.stats import ORDER, STATS_COLUMNS
 from meta_supervisor.signals.tails import with_prior
+from meta_supervisor.signals.window import MAX_ROWS as WINDOW_ROWS
+from meta_supervisor.signals.window import RecordWindow
 from meta_supervisor.units import US_PER_HOUR, UTC_US, column_us, epoch_us, from_epoch_us
 
 __all__ = [
@@ -259,6 +265,12 @@ class _Tail:
     n: int = 0
     threshold: float = math.inf
     buffer: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+def _window_fits(rows: int) -> bool:
+    """Whether a stats window of ``rows`` records is kept in memory (:data:`WINDOW_ROWS`; 0:
+    never)."""
+    return WINDOW_ROWS > 0 and rows <= WINDOW_ROWS
 
 
 def _in_order(frame: pl.DataFrame) -> pl.DataFrame:
@@ -496,6 +508,13 @@ class IncrementalStats:
         self._ring_live = 0
         # during :meth:`advance`: :func:`_groups` of the agent numbers grouped so far
         self._memo: dict[tuple[Any, ...], tuple[np.ndarray, _Grouped]] | None = None
+        # the stats window's records at the horizon (in memory, :mod:`.window`): agents that
+        # lost records are computed again from it; None: read from the ledger when needed
+        self._window: RecordWindow | None = None
+        # set by :meth:`_update_stats`: an agent gained a record before its last one
+        self._stats_out_of_order = False
+        # the stats window was read whole once and was too long to keep: not tried again
+        self._window_refused = False
 
     # ------------------------------------------------------------------ agent columns
 
@@ -679,6 +698,7 @@ class IncrementalStats:
             else at_h.clear()
             for lookback in windows
         )
+        self._keep_window(in_stats, now - stats_l, late=late_ids is not None)
         self._move_anchor(now)
         others, rows = self._confidence_and_tails(
             in_conf, leaving[1], in_cvar, leaving[2], leaving[0]
@@ -799,6 +819,7 @@ class IncrementalStats:
         """Extend the agents whose window only gained records after their last one; return the
         agents to recompute from the ledger (they lost records, or gained one before their
         last: a late arrival or a tie)."""
+        self._stats_out_of_order = False
         gone = self._codes(leaving["agent"]) if leaving.height else None
         dirty = np.zeros(len(self.names), dtype=bool)
         if gone is not None:
@@ -811,6 +832,7 @@ class IncrementalStats:
         last, matured, ts, rids = runs.last, runs.matured, runs.ts, runs.rids
         last_m, last_t, last_r = self._col("last_m"), self._col("last_t"), self._col("last_rid")
         in_order = runs.after & ~dirty[idx]
+        self._stats_out_of_order = not bool(runs.after.all())
         dirty[idx[~in_order]] = True
         extend = np.zeros(len(self.names), dtype=bool)
         extend[idx[in_order]] = True
@@ -853,9 +875,61 @@ class IncrementalStats:
         after = _greater(matured[first], ts[first], r0, *held)
         return _Runs(grouped, order[starts + lengths - 1], matured, ts, rids, after)
 
+    def _keep_window(self, entering: pl.DataFrame, low: int, *, late: bool) -> None:
+        """Advance the kept stats window (:mod:`.window`), when there is one, to ``(low,
+        now]``: ``entering`` (its new records at the horizon, in record order, numbered)
+        appended, those at or before ``low`` dropped. Late records (matured before the previous
+        cycle) or a window beyond :data:`~.window.MAX_ROWS` drop it. One is started only when
+        agents are computed again (:meth:`_recompute_agents`): a rebuild's chunks keep none."""
+        window = self._window
+        if window is None or late:
+            self._window = None
+            return
+        window.drop_through(low)
+        try:
+            window.append(
+                entering["_i"].to_numpy(),
+                entering["realized_pnl_bps"].to_numpy(),
+                entering["gap_bps"].to_numpy(),
+                column_us(entering["matured_at"]),
+            )
+        except ValueError:
+            window = None
+        if window is not None and not _window_fits(len(window)):
+            window, self._window_refused = None, True
+        self._window = window
+
     def _recompute_agents(self, src: _Source, agents: np.ndarray, low: int, high: int) -> None:
         """The stats-window sums, path and last record of ``agents`` from their records in
-        ``(low, high]``, from the first record on: what a rebuild computes."""
+        ``(low, high]``, from the first record on: what a rebuild computes. From the kept
+        window when there is one (and no agent gained a record before its last); else the
+        whole window is read from the ledger, and kept when it is short enough (a state
+        loaded from its files has none: its first such cycle reads it); one too long is not
+        read whole again by this state (only the agents' rows are)."""
+        if self._stats_out_of_order:
+            self._window = None
+        elif self._window is None and not self._window_refused:
+            window = (
+                self._horizon(src.range(low, high))
+                .select("agent", "strategy", "realized_pnl_bps", "gap_bps", *ORDER)
+                .collect()
+            )
+            if not _window_fits(window.height):  # read whole for nothing: not again
+                self._window_refused = True
+                self._recompute_from(agents, window)
+                return
+            window = self._with_codes(_in_order(window))
+            kept = RecordWindow()
+            kept.append(
+                window["_i"].to_numpy(),
+                window["realized_pnl_bps"].to_numpy(),
+                window["gap_bps"].to_numpy(),
+                column_us(window["matured_at"]),
+            )
+            self._window = kept
+        if self._window is not None:
+            self._recompute_kept(agents, *self._window.columns())
+            return
         names = pl.Series("agent", [self.names[i] for i in agents], dtype=pl.String)
         window = (
             self._horizon(src.range(low, high))
@@ -863,6 +937,42 @@ class IncrementalStats:
             .select("agent", "strategy", "realized_pnl_bps", "gap_bps", *ORDER)
             .collect()
         )
+        self._recompute_from(agents, window)
+
+    def _recompute_kept(
+        self, agents: np.ndarray, codes: np.ndarray, pnl: np.ndarray, gap: np.ndarray
+    ) -> None:
+        """:meth:`_recompute_agents` from the kept window's columns. Its last record is the
+        one the state holds for an agent still in the window (records leave from the front;
+        what entered is in it already); none for an agent with no record left."""
+        self.recomputed_agents += agents.size
+        for name in (*_FLOATS, "n", "hits"):
+            self._col(name)[agents] = 0
+        wanted = np.zeros(len(self.names), dtype=bool)
+        wanted[agents] = True
+        mine = wanted[codes]
+        if not bool(mine.all()):  # the common case: every agent in the window lost records
+            rows = np.flatnonzero(mine)
+            codes, pnl, gap = codes[rows], pnl[rows], gap[rows]
+        held = np.zeros(len(self.names), dtype=bool)
+        if codes.size:
+            self._extend_arrays(codes, pnl, gap)
+            grouped = _groups(codes)
+            ext, *paths = _path_summaries(codes, pnl, grouped)
+            for name, values in zip(("total", "hi", "lo", "dd"), paths, strict=True):
+                self._col(name)[ext] = values
+            held[grouped[1]] = True
+        gone = agents[~held[agents]]
+        for name in ("last_m", "last_t"):
+            self._col(name)[gone] = _NONE
+        for name in ("last_rid", "last_strategy"):
+            self._col(name)[gone] = None
+
+    def _recompute_from(self, agents: np.ndarray, window: pl.DataFrame) -> None:
+        """:meth:`_recompute_agents` from ``window``: the ledger's rows of the stats window
+        at the horizon, ``agents``' and maybe others' (not read)."""
+        names = pl.Series("agent", [self.names[i] for i in agents], dtype=pl.String)
+        window = window.filter(pl.col("agent").is_in(names.implode()))
         self.recomputed_agents += agents.size
         for name in (*_FLOATS, "n", "hits"):
             self._col(name)[agents] = 0
