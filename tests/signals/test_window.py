@@ -7,6 +7,7 @@ a few records (the whole window then read but not kept), and a rebuild (for the 
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from unittest import mock
 
@@ -163,9 +164,10 @@ def test_an_agent_whose_records_all_left_the_window_holds_no_last_record():
     assert_same_bits(rebuilt.frames(None), kept.frames(None))
 
 
-def test_a_window_too_long_to_keep_is_read_whole_once():
+def test_a_window_too_long_to_keep_is_read_whole_once_a_window_length():
     """With room for two records: the first time agents are computed again the window is
-    read whole and found too long; later cycles read only the agents' rows, as before."""
+    read whole and found too long; the next cycles read only the agents' rows, as before,
+    until a window length (6 hourly cycles) has passed."""
     policy = Policy(lookback_hours=6.0, confidence_lookback_hours=8.0, cvar_lookback_hours=5.0)
     rows = [  # "a" reports every hour, "b" every third: most hours only "a" loses a record
         _record(i, (agent, "s1", h - 48, 24, float(i % 7 - 3), 0.5, None), T0)
@@ -190,7 +192,122 @@ def test_a_window_too_long_to_keep_is_read_whole_once():
         inc.advance(ledger, T0 - timedelta(hours=40))
         for hour in range(-39, 11):
             inc.advance(ledger, T0 + timedelta(hours=hour))
-    assert len(whole) > 10 and whole.count(True) == 1 and inc._window is None
+    reads = [i for i, read_whole in enumerate(whole) if read_whole]
+    assert len(whole) > 40 and reads and inc._window is None
+    assert all(b - a >= 6 for a, b in itertools.pairwise(reads))
     rebuilt = IncrementalStats(policy)
+    rebuilt.advance(ledger, T0 + timedelta(hours=10))
+    assert_same_bits(rebuilt.frames(None), inc.frames(None))
+
+
+def _row(index: int, agent: str, matured, horizon: int, ts_shift_s: int, pnl: float) -> dict:
+    return {
+        "record_id": f"r{index:05d}",
+        "ts": matured - timedelta(hours=horizon) + timedelta(seconds=ts_shift_s),
+        "matured_at": matured,
+        "agent": agent,
+        "strategy": "s1",
+        "horizon_hours": horizon,
+        "realized_pnl_bps": pnl,
+        "expected_sigma_bps": None,
+        "gap_bps": 0.3 * (index % 7),
+    }
+
+
+POLICY_6H = Policy(lookback_hours=6.0, confidence_lookback_hours=8.0, cvar_lookback_hours=5.0)
+
+
+def test_some_agents_computed_again_from_the_kept_window_with_ties_and_other_horizons():
+    """Only some agents lose records in most hours ("b" reports every third hour), rows at
+    another horizon sit in the ledger, and records tie on ``matured_at`` with their ``ts``
+    in reverse order: the kept window's state is the ledger-reading engine's, hour by hour
+    (a window taken at every horizon, left unordered, or not cut to the recomputed agents
+    differs)."""
+    rows, index = [], 0
+    for hour in range(60):
+        matured = T0 + timedelta(hours=hour - 48)
+        for agent in ("a", "b"):
+            if agent == "b" and hour % 3:
+                continue
+            for k, (horizon, shift) in enumerate(((24, 2), (24, 1), (1, 0))):
+                rows.append(_row(index, agent, matured, horizon, shift, (0.1, -0.7, 5.0)[k]))
+                index += 1
+    ledger = _frame(rows)
+    kept, read = IncrementalStats(POLICY_6H), IncrementalStats(POLICY_6H)
+    for hour in range(-40, 11):
+        for inc, cap in ((kept, incremental.WINDOW_ROWS), (read, 0)):
+            with mock.patch.object(incremental, "WINDOW_ROWS", cap):
+                inc.advance(ledger, T0 + timedelta(hours=hour))
+        assert _state_bytes(kept) == _state_bytes(read), hour
+    assert kept._window is not None
+
+
+def test_a_late_record_tying_with_the_windows_last_one_drops_the_window():
+    """Matured at the same instant as the window's last record, with an earlier ``ts``: it
+    belongs before it, so the window cannot take it at its back."""
+    base = _frame(
+        [
+            _row(0, "z", T0 - timedelta(hours=5), 24, 0, 1.0),
+            _row(1, "a", T0 + timedelta(hours=1), 24, 0, 1.0),
+            _row(2, "a", T0 + timedelta(hours=2), 24, 1, -5.0),
+        ]
+    )
+    late = _frame([_row(3, "a", T0 + timedelta(hours=2), 24, 0, 3.0)])
+    ledger = pl.concat([base, late])
+    kept, read = IncrementalStats(POLICY_6H), IncrementalStats(POLICY_6H)
+    for inc, cap in ((kept, incremental.WINDOW_ROWS), (read, 0)):
+        with mock.patch.object(incremental, "WINDOW_ROWS", cap):
+            inc.advance(base, T0)
+            inc.advance(base, T0 + timedelta(hours=2))
+            assert (inc._window is not None) == bool(cap)
+            inc.advance(ledger, T0 + timedelta(hours=3), late=late)
+    assert _state_bytes(kept) == _state_bytes(read)
+    rebuilt = IncrementalStats(POLICY_6H)
+    rebuilt.advance(ledger, T0 + timedelta(hours=3))
+    assert_same_bits(rebuilt.frames(None), kept.frames(None))
+
+
+def test_a_late_record_before_the_stats_window_keeps_it():
+    """Late, but matured before the stats window: the window's records are unchanged."""
+    base = _frame(
+        [_row(i, "a", T0 + timedelta(hours=h), 24, 0, 1.0 + h) for i, h in enumerate(range(-12, 3))]
+    )
+    late = _frame([_row(99, "a", T0 - timedelta(hours=20), 24, 0, 7.0)])
+    inc = IncrementalStats(POLICY_6H)
+    inc.advance(base, T0)
+    inc.advance(base, T0 + timedelta(hours=1))
+    assert inc._window is not None
+    inc.advance(pl.concat([base, late]), T0 + timedelta(hours=2), late=late)
+    assert inc._window is not None
+    rebuilt = IncrementalStats(POLICY_6H)
+    rebuilt.advance(pl.concat([base, late]), T0 + timedelta(hours=2))
+    assert_same_bits(rebuilt.frames(None), inc.frames(None))
+
+
+def test_a_rebuilds_chunks_keep_no_window_and_a_refused_one_is_tried_again_later():
+    """``keep_window=False`` (a rebuild's chunks): none kept, the agents' rows read. A window
+    found too long is read whole again only a window length later: a burst of records, then
+    a quiet fleet whose window fits again."""
+    rows, index = [], 0
+    for hour in range(-48, 11):
+        per_hour = 6 if hour < -30 else 1
+        for k in range(per_hour):
+            matured = T0 + timedelta(hours=hour, minutes=k)
+            rows.append(_row(index, "a", matured, 24, 0, float(index % 5 - 2)))
+            index += 1
+    ledger = _frame(rows)
+    chunked = IncrementalStats(POLICY_6H)
+    for hour in range(-40, -30):
+        chunked.advance(ledger, T0 + timedelta(hours=hour), keep_window=False)
+        assert chunked._window is None
+    inc = IncrementalStats(POLICY_6H)
+    with mock.patch.object(incremental, "WINDOW_ROWS", 12):
+        inc.advance(ledger, T0 - timedelta(hours=40))
+        states = []
+        for hour in range(-39, 11):
+            inc.advance(ledger, T0 + timedelta(hours=hour))
+            states.append(inc._window is not None)
+    assert not any(states[:5]) and states[-1]  # refused in the burst, kept once it fits
+    rebuilt = IncrementalStats(POLICY_6H)
     rebuilt.advance(ledger, T0 + timedelta(hours=10))
     assert_same_bits(rebuilt.frames(None), inc.frames(None))

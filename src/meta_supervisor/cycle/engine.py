@@ -408,7 +408,7 @@ def _rebuild(
     engine = IncrementalStats(policy, loss_tails=keeps_loss_tails(policy))
     for i in range(1, chunks + 1):
         step_us = as_of_us if i == chunks else first_us + (as_of_us - first_us) * i // chunks
-        engine.advance(view, from_epoch_us(step_us))
+        engine.advance(view, from_epoch_us(step_us), keep_window=False)
     return engine, chunks
 
 

@@ -164,12 +164,19 @@ class ArrayStats(IncrementalStats):
 
     # ------------------------------------------------------------------ the cycle
 
-    def advance(self, ledger: object, as_of: datetime, late: pl.DataFrame | None = None) -> None:
+    def advance(
+        self,
+        ledger: object,
+        as_of: datetime,
+        late: pl.DataFrame | None = None,
+        *,
+        keep_window: bool = True,
+    ) -> None:
         """The engine's own ``advance`` (a state walked by :meth:`advance_to` stops walking:
         its text columns are written first)."""
         self.sync()
         self._walk = None
-        super().advance(ledger, as_of, late)  # type: ignore[arg-type]
+        super().advance(ledger, as_of, late, keep_window=keep_window)  # type: ignore[arg-type]
 
     def advance_to(self, arrays: LedgerArrays, as_of: datetime) -> None:
         """Bring the state to ``as_of`` over ``arrays``: what ``advance(ledger, as_of)`` does,

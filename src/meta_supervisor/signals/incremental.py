@@ -513,8 +513,11 @@ class IncrementalStats:
         self._window: RecordWindow | None = None
         # set by :meth:`_update_stats`: an agent gained a record before its last one
         self._stats_out_of_order = False
-        # the stats window was read whole once and was too long to keep: not tried again
-        self._window_refused = False
+        # the stats window was read whole and was too long to keep: not read whole again
+        # before this instant (µs; one window length later, when it holds other records)
+        self._window_refused_until: int | None = None
+        # during :meth:`advance`: whether the stats window may be kept (not in a rebuild)
+        self._keeps_window = True
 
     # ------------------------------------------------------------------ agent columns
 
@@ -616,9 +619,13 @@ class IncrementalStats:
         ledger: pl.DataFrame | pl.LazyFrame | SortedLedger | RangeScans,
         as_of: datetime,
         late: pl.DataFrame | None = None,
+        *,
+        keep_window: bool = True,
     ) -> None:
-        """Bring the state from the previous ``as_of`` to ``as_of``."""
+        """Bring the state from the previous ``as_of`` to ``as_of``. ``keep_window=False``
+        (a rebuild's chunks): the stats window is not kept in memory (:meth:`_keep_window`)."""
         self._memo = {}
+        self._keeps_window = keep_window
         try:
             self._advance(ledger, as_of, late)
         finally:
@@ -698,7 +705,22 @@ class IncrementalStats:
             else at_h.clear()
             for lookback in windows
         )
-        self._keep_window(in_stats, now - stats_l, late=late_ids is not None)
+        # a late record inside the stats window cannot be appended at its back
+        late_inside = (
+            late is not None
+            and late_ids is not None
+            and bool(
+                (
+                    column_us(
+                        late.filter(pl.col("horizon_hours") == self.policy.horizon_hours)[
+                            "matured_at"
+                        ]
+                    )
+                    > now - stats_l
+                ).any()
+            )
+        )
+        self._keep_window(in_stats, now - stats_l, late=late_inside)
         self._move_anchor(now)
         others, rows = self._confidence_and_tails(
             in_conf, leaving[1], in_cvar, leaving[2], leaving[0]
@@ -879,10 +901,11 @@ class IncrementalStats:
         """Advance the kept stats window (:mod:`.window`), when there is one, to ``(low,
         now]``: ``entering`` (its new records at the horizon, in record order, numbered)
         appended, those at or before ``low`` dropped. Late records (matured before the previous
-        cycle) or a window beyond :data:`~.window.MAX_ROWS` drop it. One is started only when
-        agents are computed again (:meth:`_recompute_agents`): a rebuild's chunks keep none."""
+        cycle) inside the stats window, or a window beyond :data:`~.window.MAX_ROWS` drop it.
+        One is started only when agents are computed again (:meth:`_recompute_agents`), and
+        never by a rebuild's chunks (``advance(keep_window=False)``)."""
         window = self._window
-        if window is None or late:
+        if window is None or late or not self._keeps_window:
             self._window = None
             return
         window.drop_through(low)
@@ -896,7 +919,7 @@ class IncrementalStats:
         except ValueError:
             window = None
         if window is not None and not _window_fits(len(window)):
-            window, self._window_refused = None, True
+            window = None
         self._window = window
 
     def _recompute_agents(self, src: _Source, agents: np.ndarray, low: int, high: int) -> None:
@@ -905,17 +928,19 @@ class IncrementalStats:
         window when there is one (and no agent gained a record before its last); else the
         whole window is read from the ledger, and kept when it is short enough (a state
         loaded from its files has none: its first such cycle reads it); one too long is not
-        read whole again by this state (only the agents' rows are)."""
+        read whole again until a window length later (only the agents' rows are meanwhile).
+        A rebuild's chunks (``keep_window=False``) read only the agents' rows."""
+        refused = self._window_refused_until is not None and high < self._window_refused_until
         if self._stats_out_of_order:
             self._window = None
-        elif self._window is None and not self._window_refused:
+        elif self._window is None and self._keeps_window and not refused:
             window = (
                 self._horizon(src.range(low, high))
                 .select("agent", "strategy", "realized_pnl_bps", "gap_bps", *ORDER)
                 .collect()
             )
-            if not _window_fits(window.height):  # read whole for nothing: not again
-                self._window_refused = True
+            if not _window_fits(window.height):  # read whole for nothing: not again before
+                self._window_refused_until = high + (high - low)  # it holds other records
                 self._recompute_from(agents, window)
                 return
             window = self._with_codes(_in_order(window))
@@ -2042,6 +2067,6 @@ def frames_at(
     chunks = max(1, math.ceil(rows / max(chunk_rows, 1)))
     for k in range(1, chunks + 1):
         step = now if k == chunks else max(int(us[first + rows * k // chunks]), start)
-        inc.advance(source, from_epoch_us(step))
+        inc.advance(source, from_epoch_us(step), keep_window=False)
     stats, conf, tails = inc.frames(telemetry)
     return inc.with_expected_records(stats), conf, tails
