@@ -8,8 +8,8 @@ policy's 7-day stats window every agent that trades loses records every hour; re
 window from the store, numbering and ordering it took about half of that work (33 + 18 of
 90 ms a cycle at the 10M benchmark). The window's columns are kept here instead, in record
 order: what leaves is dropped from the front, what enters is appended at the back (records
-enter in time order; a late one, matured before the previous cycle, makes the owner drop
-the window and read the ledger again).
+enter in time order; a late one inside the window, matured before the previous cycle, makes
+the owner drop it and read the ledger again).
 
 Pure: arrays in, arrays out; no file, no clock.
 """
