@@ -23,8 +23,8 @@ same bytes. How each part gets there:
   active agent each cycle: a pass over the window. Its records are kept in memory
   (:mod:`meta_supervisor.signals.window`: agent numbers, PnL, gap, in record order, dropped at
   the front and appended at the back), read from the ledger once (and again after a late
-  record, or when the window is longer than :data:`~meta_supervisor.signals.window.MAX_ROWS`:
-  then only those agents' rows are read);
+  record inside it; when it is longer than :data:`~meta_supervisor.signals.window.MAX_ROWS`,
+  only those agents' rows are read, and the whole again a window length later);
 * per agent, confidence evidence :math:`\sum w` and :math:`\sum w z` with
   :math:`w = 2^{(m - A)/h}` (``m`` the record's ``matured_at``, ``h`` the half-life) held at an
   *anchor* :math:`A` = ``as_of`` rounded up to a multiple of 24 half-lives, as **exact sums**
@@ -976,7 +976,7 @@ class IncrementalStats:
         wanted = np.zeros(len(self.names), dtype=bool)
         wanted[agents] = True
         mine = wanted[codes]
-        if not bool(mine.all()):  # the common case: every agent in the window lost records
+        if not bool(mine.all()):  # other agents' rows left out (none, commonly: all lost some)
             rows = np.flatnonzero(mine)
             codes, pnl, gap = codes[rows], pnl[rows], gap[rows]
         held = np.zeros(len(self.names), dtype=bool)
