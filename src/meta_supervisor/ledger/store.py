@@ -74,6 +74,7 @@ from meta_supervisor.ingest.records import (
     empty_quarantine,
     empty_records,
 )
+from meta_supervisor.state.atomic import is_own_file, write_own_file
 from meta_supervisor.state.files import LockBusy, StateLock, atomic_write_text, fsync_path
 from meta_supervisor.units import epoch_us, instant
 
@@ -461,7 +462,7 @@ class LedgerStore:
         named = {self.root / path for path in manifest.files()} | {
             path
             for s in manifest.of("records")
-            if s.agents is not None and _own_file(path := self.root / (s.path + BOUNDS_SUFFIX))
+            if s.agents is not None and is_own_file(path := self.root / (s.path + BOUNDS_SUFFIX))
         }
         found: list[Path] = []
         for kind in KINDS:
@@ -680,36 +681,16 @@ class LedgerStore:
 
 
 def _write_bounds(path: Path, bounds: dict[str, list[int]]) -> str | None:
-    """Write ``bounds`` to ``path`` (fsync'd); return the SHA-256 of the bytes written, or
-    ``None`` when ``path`` cannot be written as a file of its own (a symbolic link, a hard
-    link, not a plain file, an I/O error): the caller keeps the bounds inline. Never written
-    through a link (another segment's file, or one outside the store)."""
+    """Write ``bounds`` to ``path`` (fsync'd, :func:`~meta_supervisor.state.atomic.write_own_file`:
+    never through a link into another segment's file or one outside the store); return the
+    SHA-256 of the bytes written, or ``None`` when it cannot be written so (the caller keeps
+    the bounds inline)."""
     data = orjson.dumps(bounds)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except OSError:
+        write_own_file(path, data, sync=True)
+    except OSError:  # NotOwnFile included
         return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            return None
-        os.ftruncate(fd, 0)
-        os.write(fd, data)
-        os.fsync(fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     return hashlib.sha256(data).hexdigest()
-
-
-def _own_file(path: Path) -> bool:
-    """Whether ``path`` is a plain file with one link (not a link to another file)."""
-    try:
-        info = path.lstat()
-    except OSError:
-        return False
-    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
 
 
 def _agent_bounds(records: pl.DataFrame) -> dict[str, list[int]]:

@@ -3,6 +3,9 @@
 * :func:`atomic_write_bytes`: temp file in the same directory, fsync, rename, fsync the
   directory. A kill at any point leaves the old file or the new one, never a mix.
 * :func:`remove_stale_temps`: temps (``.<name>.<pid>.tmp``) of writers that died.
+* :func:`write_own_file`, :func:`is_own_file`: a file written in place only when it is a
+  plain file of its own, never through a link into another file (the lock's pid, a ledger
+  segment's bounds file).
 * Fault hook (tests only): ``META_SUPERVISOR_FAULT=kill:<point>`` makes the process SIGKILL
   itself at ``<point>``, ``stop:<point>`` SIGSTOPs it (the points are listed in
   :mod:`meta_supervisor.state.files`).
@@ -14,15 +17,19 @@ import contextlib
 import os
 import re
 import signal
+import stat
 from pathlib import Path
 
 __all__ = [
     "FAULT_ENV",
+    "NotOwnFile",
     "atomic_write_bytes",
     "atomic_write_text",
     "fault_point",
     "fsync_path",
+    "is_own_file",
     "remove_stale_temps",
+    "write_own_file",
 ]
 
 FAULT_ENV = "META_SUPERVISOR_FAULT"
@@ -103,3 +110,42 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class NotOwnFile(OSError):
+    """A path that is not a plain file of its own: ``links`` links to it (another file's
+    name), or not a regular file."""
+
+    def __init__(self, path: Path, links: int) -> None:
+        super().__init__(f"{path}: not a plain file of its own ({links} links)")
+        self.links = links
+
+
+def write_own_file(path: Path, data: bytes, *, sync: bool = False) -> None:
+    """Write ``data`` as the whole of ``path`` (created if absent), in place, without following
+    a symbolic link and only when it is a regular file with one link: never into, nor
+    truncating, another file. ``sync``: fsync'd before returning. Raises ``OSError``
+    (``ELOOP`` for a symbolic link, ``EISDIR`` for a directory) or :class:`NotOwnFile`, having
+    written nothing."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise NotOwnFile(path, info.st_nlink)
+        os.ftruncate(fd, 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.pwrite(fd, view, len(data) - len(view)) :]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_own_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file with one link (not followed when a link)."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1

@@ -33,7 +33,6 @@ import hashlib
 import mmap
 import os
 import re
-import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,12 +46,14 @@ from meta_supervisor.errors import Busy, ProblemFound
 from meta_supervisor.state import explanations
 from meta_supervisor.state.atomic import (
     FAULT_ENV,
+    NotOwnFile,
     _fault_armed,
     atomic_write_bytes,
     atomic_write_text,
     fault_point,
     fsync_path,
     remove_stale_temps,
+    write_own_file,
 )
 
 __all__ = [
@@ -454,7 +455,12 @@ class StateLock:
 
     def _write_pid(self) -> None:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            write_own_file(self.path, str(os.getpid()).encode())
+        except NotOwnFile as err:
+            raise LockFileError(
+                f"{self.path}: the lock file is not a plain file of its own "
+                f"({err.links} links); remove it (nothing was written to it)"
+            ) from None
         except OSError as err:
             if err.errno == errno.ELOOP:
                 raise LockFileError(
@@ -464,17 +470,6 @@ class StateLock:
             if err.errno == errno.EISDIR:
                 raise LockFileError(f"{self.path}: the lock file is a directory") from None
             raise
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-                raise LockFileError(
-                    f"{self.path}: the lock file is not a plain file of its own "
-                    f"({info.st_nlink} links); remove it (nothing was written to it)"
-                )
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-        finally:
-            os.close(fd)
 
     def __enter__(self) -> StateLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
