@@ -273,6 +273,17 @@ def _window_fits(rows: int) -> bool:
     return WINDOW_ROWS > 0 and rows <= WINDOW_ROWS
 
 
+def _window_columns(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A numbered frame's columns as :class:`~.window.RecordWindow` takes them: agent
+    numbers, PnL, gap (bps) and ``matured_at`` (µs)."""
+    return (
+        frame["_i"].to_numpy(),
+        frame["realized_pnl_bps"].to_numpy(),
+        frame["gap_bps"].to_numpy(),
+        column_us(frame["matured_at"]),
+    )
+
+
 def _in_order(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` sorted by ``ORDER`` (:func:`meta_supervisor.signals.order.in_record_order`:
     no sort when the rows arrive in time order, ``record_id`` read only for exact ties)."""
@@ -910,12 +921,7 @@ class IncrementalStats:
             return
         window.drop_through(low)
         try:
-            window.append(
-                entering["_i"].to_numpy(),
-                entering["realized_pnl_bps"].to_numpy(),
-                entering["gap_bps"].to_numpy(),
-                column_us(entering["matured_at"]),
-            )
+            window.append(*_window_columns(entering))
         except ValueError:
             window = None
         if window is not None and not _window_fits(len(window)):
@@ -934,35 +940,28 @@ class IncrementalStats:
         if self._stats_out_of_order:
             self._window = None
         elif self._window is None and self._keeps_window and not refused:
-            window = (
-                self._horizon(src.range(low, high))
-                .select("agent", "strategy", "realized_pnl_bps", "gap_bps", *ORDER)
-                .collect()
-            )
+            window = self._stats_window_scan(src, low, high).collect()
             if not _window_fits(window.height):  # read whole for nothing: not again before
                 self._window_refused_until = high + (high - low)  # it holds other records
                 self._recompute_from(agents, window)
                 return
-            window = self._with_codes(_in_order(window))
             kept = RecordWindow()
-            kept.append(
-                window["_i"].to_numpy(),
-                window["realized_pnl_bps"].to_numpy(),
-                window["gap_bps"].to_numpy(),
-                column_us(window["matured_at"]),
-            )
+            kept.append(*_window_columns(self._with_codes(_in_order(window))))
             self._window = kept
         if self._window is not None:
             self._recompute_kept(agents, *self._window.columns())
             return
         names = pl.Series("agent", [self.names[i] for i in agents], dtype=pl.String)
-        window = (
-            self._horizon(src.range(low, high))
-            .filter(pl.col("agent").is_in(names.implode()))
-            .select("agent", "strategy", "realized_pnl_bps", "gap_bps", *ORDER)
-            .collect()
+        mine = self._stats_window_scan(src, low, high).filter(
+            pl.col("agent").is_in(names.implode())
         )
-        self._recompute_from(agents, window)
+        self._recompute_from(agents, mine.collect())
+
+    def _stats_window_scan(self, src: _Source, low: int, high: int) -> pl.LazyFrame:
+        """The ledger's records at the horizon matured in ``(low, high]``, in the columns a
+        recompute reads."""
+        columns = ("agent", "strategy", "realized_pnl_bps", "gap_bps", *ORDER)
+        return self._horizon(src.range(low, high)).select(*columns)
 
     def _recompute_kept(
         self, agents: np.ndarray, codes: np.ndarray, pnl: np.ndarray, gap: np.ndarray
